@@ -1,0 +1,369 @@
+//! Template archives: hostile-input checks, the manifest a build needs, and the full package
+//! archive (the template's entries copied unchanged plus the generated `ext.json`).
+//!
+//! Sizes are counted on the bytes actually inflated, never on what an entry's header claims,
+//! so a zip bomb is stopped after at most `max_entry_bytes + 1` bytes of work per entry.
+
+use std::collections::BTreeSet;
+use std::io::{self, Cursor, Read, Seek, Write};
+
+use serde_json::Value;
+use zip::result::ZipError;
+use zip::write::SimpleFileOptions;
+use zip::{ZipArchive, ZipWriter};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_archive_bytes: u64,
+    pub max_entries: usize,
+    pub max_entry_bytes: u64,
+    pub max_total_bytes: u64,
+    /// Expanded bytes per archive byte, for the whole archive.
+    pub max_ratio: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_archive_bytes: 64 << 20,
+            max_entries: 10_000,
+            max_entry_bytes: 32 << 20,
+            max_total_bytes: 256 << 20,
+            max_ratio: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("the archive is {size} bytes; at most {limit} are accepted")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("the archive has more than {limit} entries")]
+    TooManyEntries { limit: usize },
+    #[error("entry \"{name}\" expands past {limit} bytes")]
+    EntryTooLarge { name: String, limit: u64 },
+    #[error("the entries expand past {limit} bytes in all")]
+    TotalTooLarge { limit: u64 },
+    #[error("the archive expands {ratio} times its size; at most {limit} is accepted")]
+    RatioTooHigh { ratio: u64, limit: u64 },
+    #[error("entry \"{name}\" has an unsafe path: {why}")]
+    UnsafePath { name: String, why: &'static str },
+    #[error("entry \"{name}\" is a symbolic link; links are not accepted")]
+    Symlink { name: String },
+    #[error("entry \"{name}\" is encrypted; encrypted entries are not accepted")]
+    Encrypted { name: String },
+    #[error("entry \"{name}\" appears twice")]
+    Duplicate { name: String },
+    #[error("app.json not found at the archive's root (or under a single top folder)")]
+    NoAppJson,
+    #[error("app.json is invalid: {0}")]
+    BadAppJson(String),
+    #[error("not a readable zip archive: {0}")]
+    Corrupt(String),
+}
+
+impl From<ZipError> for ArchiveError {
+    fn from(e: ZipError) -> Self {
+        ArchiveError::Corrupt(e.to_string())
+    }
+}
+
+/// What a build and the automatic audit need to know about a template.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TemplateManifest {
+    /// "" or "top/": the single folder that holds everything, stripped from `files`.
+    pub prefix: String,
+    /// Every file's path below the prefix.
+    pub files: Vec<String>,
+    /// The pages `app.json` declares, subpackage pages included with their root.
+    pub pages: Vec<String>,
+}
+
+impl TemplateManifest {
+    pub fn has_page(&self, page: &str) -> bool {
+        let page = page.trim_start_matches('/');
+        self.pages.iter().any(|p| p == page)
+    }
+
+    pub fn has_file(&self, path: &str) -> bool {
+        self.files
+            .binary_search_by(|f| f.as_str().cmp(path))
+            .is_ok()
+    }
+
+    /// Pages whose `.swan` view is missing from the archive.
+    pub fn pages_without_files(&self) -> Vec<&str> {
+        self.pages
+            .iter()
+            .filter(|p| !self.has_file(&format!("{p}.swan")))
+            .map(String::as_str)
+            .collect()
+    }
+}
+
+fn check_path(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("empty name");
+    }
+    if name.contains('\\') {
+        return Err("backslash in path");
+    }
+    if name.starts_with('/') {
+        return Err("absolute path");
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return Err("control character in path");
+    }
+    let bytes = name.as_bytes();
+    if bytes.len() >= 2 && bytes[1] == b':' && bytes[0].is_ascii_alphabetic() {
+        return Err("drive letter");
+    }
+    for part in name.trim_end_matches('/').split('/') {
+        match part {
+            ".." => return Err("parent directory (..)"),
+            "." | "" => return Err("empty or '.' path component"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+const S_IFMT: u32 = 0o170000;
+const S_IFLNK: u32 = 0o120000;
+
+/// Counts bytes written, failing once past `limit` so a bomb costs at most `limit + 1` bytes.
+struct Counter {
+    n: u64,
+    limit: u64,
+}
+
+impl Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.n += buf.len() as u64;
+        if self.n > self.limit {
+            return Err(io::Error::other("limit"));
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn parse_pages(app_json: &[u8]) -> Result<Vec<String>, ArchiveError> {
+    let v: Value =
+        serde_json::from_slice(app_json).map_err(|e| ArchiveError::BadAppJson(e.to_string()))?;
+    let strings = |v: Option<&Value>, what: &str| -> Result<Vec<String>, ArchiveError> {
+        let list = v
+            .and_then(Value::as_array)
+            .ok_or_else(|| ArchiveError::BadAppJson(format!("{what} must be an array")))?;
+        list.iter()
+            .map(|p| {
+                p.as_str()
+                    .map(|s| s.trim_start_matches('/').to_string())
+                    .ok_or_else(|| ArchiveError::BadAppJson(format!("{what} holds a non-string")))
+            })
+            .collect()
+    };
+    let mut pages = strings(v.get("pages"), "pages")?;
+    if pages.is_empty() {
+        return Err(ArchiveError::BadAppJson("pages is empty".into()));
+    }
+    let subs = v.get("subPackages").or_else(|| v.get("subpackages"));
+    for sub in subs.and_then(Value::as_array).into_iter().flatten() {
+        let root = sub
+            .get("root")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ArchiveError::BadAppJson("a subPackage has no root".into()))?;
+        let root = root.trim_matches('/');
+        for p in strings(sub.get("pages"), "subPackages[].pages")? {
+            pages.push(format!("{root}/{p}"));
+        }
+    }
+    Ok(pages)
+}
+
+/// Reads every entry of a template archive within `limits` and returns its manifest.
+pub fn inspect(bytes: &[u8], limits: &Limits) -> Result<TemplateManifest, ArchiveError> {
+    let size = bytes.len() as u64;
+    if size > limits.max_archive_bytes {
+        return Err(ArchiveError::TooLarge {
+            size,
+            limit: limits.max_archive_bytes,
+        });
+    }
+    let mut zip = ZipArchive::new(Cursor::new(bytes))?;
+    if zip.len() > limits.max_entries {
+        return Err(ArchiveError::TooManyEntries {
+            limit: limits.max_entries,
+        });
+    }
+    let ratio_limit = size.max(1).saturating_mul(limits.max_ratio);
+    let total_limit = limits.max_total_bytes.min(ratio_limit);
+    let mut total = 0u64;
+    let mut names = BTreeSet::new();
+    let mut app_jsons: Vec<(String, Vec<u8>)> = vec![];
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i)?;
+        let name = String::from_utf8_lossy(entry.name_raw()).into_owned();
+        check_path(&name).map_err(|why| ArchiveError::UnsafePath {
+            name: name.clone(),
+            why,
+        })?;
+        if entry.unix_mode().is_some_and(|m| m & S_IFMT == S_IFLNK) {
+            return Err(ArchiveError::Symlink { name });
+        }
+        if entry.encrypted() {
+            return Err(ArchiveError::Encrypted { name });
+        }
+        if entry.is_dir() {
+            continue;
+        }
+        if !names.insert(name.clone()) {
+            return Err(ArchiveError::Duplicate { name });
+        }
+        let keep = name == "app.json" || name.ends_with("/app.json");
+        let entry_limit = limits.max_entry_bytes;
+        let n = if keep {
+            let mut buf = vec![];
+            (&mut entry)
+                .take(entry_limit + 1)
+                .read_to_end(&mut buf)
+                .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
+            let n = buf.len() as u64;
+            if n <= entry_limit {
+                app_jsons.push((name.clone(), buf));
+            }
+            n
+        } else {
+            let mut counter = Counter {
+                n: 0,
+                limit: entry_limit,
+            };
+            match io::copy(&mut entry, &mut counter) {
+                Ok(n) => n,
+                Err(_) if counter.n > entry_limit => counter.n,
+                Err(e) => return Err(ArchiveError::Corrupt(format!("entry \"{name}\": {e}"))),
+            }
+        };
+        if n > entry_limit {
+            return Err(ArchiveError::EntryTooLarge {
+                name,
+                limit: entry_limit,
+            });
+        }
+        total += n;
+        if total > total_limit {
+            return Err(if total > limits.max_total_bytes {
+                ArchiveError::TotalTooLarge {
+                    limit: limits.max_total_bytes,
+                }
+            } else {
+                ArchiveError::RatioTooHigh {
+                    ratio: total / size.max(1),
+                    limit: limits.max_ratio,
+                }
+            });
+        }
+    }
+    let prefix = if names.contains("app.json") {
+        String::new()
+    } else {
+        let tops: BTreeSet<&str> = names
+            .iter()
+            .filter_map(|n| n.split_once('/').map(|(t, _)| t))
+            .collect();
+        let all_nested = names.iter().all(|n| n.contains('/'));
+        match (tops.len(), all_nested) {
+            (1, true) => format!("{}/", tops.iter().next().copied().unwrap_or_default()),
+            _ => return Err(ArchiveError::NoAppJson),
+        }
+    };
+    let app_json_name = format!("{prefix}app.json");
+    let app_json = app_jsons
+        .into_iter()
+        .find(|(n, _)| *n == app_json_name)
+        .map(|(_, b)| b)
+        .ok_or(ArchiveError::NoAppJson)?;
+    let pages = parse_pages(&app_json)?;
+    let files = names
+        .iter()
+        .map(|n| n[prefix.len()..].to_string())
+        .collect();
+    Ok(TemplateManifest {
+        prefix,
+        files,
+        pages,
+    })
+}
+
+/// Writes the full package: every template entry copied raw (not recompressed, so unchanged),
+/// with the single top folder stripped, then the generated `ext.json`.
+pub fn write_package<W: Write + Seek>(
+    template: &[u8],
+    manifest: &TemplateManifest,
+    ext_json: &str,
+    out: W,
+) -> Result<W, ArchiveError> {
+    let mut zip = ZipArchive::new(Cursor::new(template))?;
+    let mut writer = ZipWriter::new(out);
+    for i in 0..zip.len() {
+        let entry = zip.by_index_raw(i)?;
+        if entry.is_dir() {
+            continue;
+        }
+        let name = String::from_utf8_lossy(entry.name_raw()).into_owned();
+        let stripped = name
+            .strip_prefix(&manifest.prefix)
+            .unwrap_or(&name)
+            .to_string();
+        if stripped == "ext.json" {
+            // The generated ext.json replaces any the template ships.
+            continue;
+        }
+        writer.raw_copy_file_rename(entry, stripped)?;
+    }
+    writer.start_file("ext.json", SimpleFileOptions::default())?;
+    writer
+        .write_all(ext_json.as_bytes())
+        .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
+    Ok(writer.finish()?)
+}
+
+/// Builds a template zip from (path, bytes) pairs: for the demo, tests and benchmarks.
+pub fn zip_files<'a>(
+    files: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> Result<Vec<u8>, ArchiveError> {
+    let mut writer = ZipWriter::new(Cursor::new(Vec::new()));
+    for (name, bytes) in files {
+        writer.start_file(name, SimpleFileOptions::default())?;
+        writer
+            .write_all(bytes)
+            .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
+    }
+    Ok(writer.finish()?.into_inner())
+}
+
+/// A small valid template with the given pages, each with its four files.
+pub fn sample_template(pages: &[&str]) -> Result<Vec<u8>, ArchiveError> {
+    let app_json = serde_json::json!({
+        "pages": pages,
+        "window": {"navigationBarTitleText": "smartpkg demo"},
+    })
+    .to_string();
+    let mut files: Vec<(String, Vec<u8>)> = vec![("app.json".into(), app_json.into_bytes())];
+    files.push(("app.js".into(), b"App({});\n".to_vec()));
+    for p in pages {
+        files.push((
+            format!("{p}.swan"),
+            format!("<view>{p}</view>\n").into_bytes(),
+        ));
+        files.push((format!("{p}.js"), b"Page({ data: {} });\n".to_vec()));
+        files.push((format!("{p}.css"), b"view { color: #333; }\n".to_vec()));
+        files.push((format!("{p}.json"), b"{}\n".to_vec()));
+    }
+    zip_files(files.iter().map(|(n, b)| (n.as_str(), b.as_slice())))
+}
+
+#[cfg(test)]
+mod tests;

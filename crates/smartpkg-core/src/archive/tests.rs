@@ -1,0 +1,182 @@
+use super::*;
+use zip::CompressionMethod;
+
+fn deflated() -> SimpleFileOptions {
+    SimpleFileOptions::default().compression_method(CompressionMethod::Deflated)
+}
+
+fn build(f: impl FnOnce(&mut ZipWriter<Cursor<Vec<u8>>>)) -> Vec<u8> {
+    let mut w = ZipWriter::new(Cursor::new(Vec::new()));
+    f(&mut w);
+    w.finish().expect("finish").into_inner()
+}
+
+fn with_app_json(extra: impl FnOnce(&mut ZipWriter<Cursor<Vec<u8>>>)) -> Vec<u8> {
+    build(|w| {
+        w.start_file("app.json", deflated()).expect("start");
+        w.write_all(br#"{"pages":["pages/index/index"]}"#)
+            .expect("write");
+        extra(w);
+    })
+}
+
+fn small_limits() -> Limits {
+    Limits {
+        max_archive_bytes: 1 << 20,
+        max_entries: 50,
+        max_entry_bytes: 256 << 10,
+        max_total_bytes: 512 << 10,
+        max_ratio: 1000,
+    }
+}
+
+#[test]
+fn a_valid_template_yields_its_pages_and_files() {
+    let bytes = sample_template(&["pages/index/index", "pages/about/about"]).expect("zip");
+    let m = inspect(&bytes, &Limits::default()).expect("valid");
+    assert_eq!(m.prefix, "");
+    assert_eq!(m.pages, vec!["pages/index/index", "pages/about/about"]);
+    assert!(m.has_file("pages/about/about.swan"));
+    assert!(m.pages_without_files().is_empty());
+}
+
+#[test]
+fn a_single_top_folder_is_accepted_and_stripped() {
+    let bytes = build(|w| {
+        w.start_file("tpl/app.json", deflated()).expect("start");
+        w.write_all(br#"{"pages":["pages/a/a"],"subPackages":[{"root":"sub/","pages":["b/b"]}]}"#)
+            .expect("write");
+        w.start_file("tpl/pages/a/a.swan", deflated())
+            .expect("start");
+    });
+    let m = inspect(&bytes, &Limits::default()).expect("valid");
+    assert_eq!(m.prefix, "tpl/");
+    assert_eq!(m.pages, vec!["pages/a/a", "sub/b/b"]);
+    assert_eq!(m.pages_without_files(), vec!["sub/b/b"]);
+
+    let out = write_package(&bytes, &m, r#"{"extEnable":true}"#, Cursor::new(Vec::new()))
+        .expect("package")
+        .into_inner();
+    let mut z = ZipArchive::new(Cursor::new(out)).expect("readable");
+    let mut names: Vec<String> = z.file_names().map(String::from).collect();
+    names.sort();
+    assert_eq!(names, vec!["app.json", "ext.json", "pages/a/a.swan"]);
+    let mut ext = String::new();
+    z.by_name("ext.json")
+        .expect("ext")
+        .read_to_string(&mut ext)
+        .expect("read");
+    assert_eq!(ext, r#"{"extEnable":true}"#);
+}
+
+#[test]
+fn unsafe_paths_are_rejected() {
+    for name in [
+        "/etc/passwd",
+        "../evil.js",
+        "pages/../../x",
+        "a\\..\\b.js",
+        "C:/win.ini",
+        "a//b",
+        "./a",
+    ] {
+        let bytes = with_app_json(|w| {
+            w.start_file(name, deflated()).expect("start");
+        });
+        match inspect(&bytes, &Limits::default()) {
+            Err(ArchiveError::UnsafePath { name: n, .. }) => assert_eq!(n, name),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn symlinks_are_rejected() {
+    let bytes = with_app_json(|w| {
+        w.add_symlink("pages/link", "/etc/passwd", SimpleFileOptions::default())
+            .expect("link");
+    });
+    assert!(matches!(
+        inspect(&bytes, &Limits::default()),
+        Err(ArchiveError::Symlink { .. })
+    ));
+}
+
+#[test]
+fn a_zip_bomb_entry_is_stopped_by_the_bytes_actually_inflated() {
+    let bytes = with_app_json(|w| {
+        w.start_file("bomb.bin", deflated()).expect("start");
+        w.write_all(&vec![0u8; 300 << 10]).expect("write");
+    });
+    assert!(
+        bytes.len() < 4096,
+        "the bomb compresses well: {}",
+        bytes.len()
+    );
+    let err = inspect(&bytes, &small_limits()).expect_err("bomb");
+    assert!(matches!(err, ArchiveError::EntryTooLarge { .. }), "{err:?}");
+}
+
+#[test]
+fn total_expansion_and_ratio_are_bounded() {
+    let bytes = with_app_json(|w| {
+        for i in 0..3 {
+            w.start_file(format!("f{i}.bin"), deflated())
+                .expect("start");
+            w.write_all(&vec![7u8; 200 << 10]).expect("write");
+        }
+    });
+    let err = inspect(&bytes, &small_limits()).expect_err("total");
+    assert!(matches!(err, ArchiveError::TotalTooLarge { .. }), "{err:?}");
+    let ratio = Limits {
+        max_ratio: 10,
+        ..Limits::default()
+    };
+    let err = inspect(&bytes, &ratio).expect_err("ratio");
+    assert!(matches!(err, ArchiveError::RatioTooHigh { .. }), "{err:?}");
+}
+
+#[test]
+fn entry_count_and_archive_size_are_bounded() {
+    let bytes = with_app_json(|w| {
+        for i in 0..60 {
+            w.start_file(format!("f{i}.js"), deflated()).expect("start");
+        }
+    });
+    assert!(matches!(
+        inspect(&bytes, &small_limits()),
+        Err(ArchiveError::TooManyEntries { .. })
+    ));
+    let tight = Limits {
+        max_archive_bytes: 100,
+        ..Limits::default()
+    };
+    assert!(matches!(
+        inspect(&bytes, &tight),
+        Err(ArchiveError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn missing_or_broken_app_json_and_garbage_are_rejected() {
+    let no_app = build(|w| {
+        w.start_file("a/index.js", deflated()).expect("start");
+        w.start_file("b/index.js", deflated()).expect("start");
+    });
+    assert_eq!(
+        inspect(&no_app, &Limits::default()),
+        Err(ArchiveError::NoAppJson)
+    );
+    let bad = build(|w| {
+        w.start_file("app.json", deflated()).expect("start");
+        w.write_all(br#"{"pages":"index"}"#).expect("write");
+    });
+    assert!(matches!(
+        inspect(&bad, &Limits::default()),
+        Err(ArchiveError::BadAppJson(_))
+    ));
+    assert!(matches!(
+        inspect(b"PK\x03\x04 not really", &Limits::default()),
+        Err(ArchiveError::Corrupt(_))
+    ));
+}

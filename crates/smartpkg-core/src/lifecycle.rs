@@ -1,0 +1,614 @@
+//! The package state machine: a function from (what the store knows about one mini program,
+//! a command) to a plan of changes, or a refusal with its errno. No I/O happens here; the
+//! store loads a [`Snapshot`], calls [`decide`], and applies the [`Plan`] in one transaction
+//! with conditional updates (`WHERE state = <from>`), so two racing decisions cannot both land.
+//!
+//! Every rule of the lifecycle lives in this file; `docs/lifecycle.md` lists them with errnos.
+
+use smartpkg_types::{Errno, WireStatus};
+
+/// Where a package stands. More precise than the wire `status`: the development slot has three
+/// substates (building, failed, built) and two states are never shown on the wire (`History`:
+/// a former online version kept for rollback; `Retired`: replaced and gone for good).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PkgState {
+    Building,
+    BuildFailed,
+    Development,
+    Auditing,
+    AuditFailed,
+    AuditPassed,
+    Online,
+    RollingBack,
+    History,
+    Retired,
+}
+
+/// The three places a package can occupy; each holds at most one package per mini program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Slot {
+    Development,
+    Audit,
+    Online,
+}
+
+impl PkgState {
+    pub const ALL: [PkgState; 10] = [
+        PkgState::Building,
+        PkgState::BuildFailed,
+        PkgState::Development,
+        PkgState::Auditing,
+        PkgState::AuditFailed,
+        PkgState::AuditPassed,
+        PkgState::Online,
+        PkgState::RollingBack,
+        PkgState::History,
+        PkgState::Retired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PkgState::Building => "building",
+            PkgState::BuildFailed => "build_failed",
+            PkgState::Development => "development",
+            PkgState::Auditing => "auditing",
+            PkgState::AuditFailed => "audit_failed",
+            PkgState::AuditPassed => "audit_passed",
+            PkgState::Online => "online",
+            PkgState::RollingBack => "rolling_back",
+            PkgState::History => "history",
+            PkgState::Retired => "retired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PkgState> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// The `status` the wire shows, or `None` for states the wire never shows.
+    pub fn wire_status(self) -> Option<WireStatus> {
+        match self {
+            PkgState::Building | PkgState::BuildFailed | PkgState::Development => {
+                Some(WireStatus::Development)
+            }
+            PkgState::Auditing => Some(WireStatus::Auditing),
+            PkgState::AuditFailed => Some(WireStatus::AuditFailed),
+            PkgState::AuditPassed => Some(WireStatus::AuditPassed),
+            PkgState::Online => Some(WireStatus::Online),
+            PkgState::RollingBack => Some(WireStatus::RollingBack),
+            PkgState::History | PkgState::Retired => None,
+        }
+    }
+
+    pub fn slot(self) -> Option<Slot> {
+        match self {
+            PkgState::Building | PkgState::BuildFailed | PkgState::Development => {
+                Some(Slot::Development)
+            }
+            PkgState::Auditing | PkgState::AuditFailed | PkgState::AuditPassed => Some(Slot::Audit),
+            PkgState::Online | PkgState::RollingBack => Some(Slot::Online),
+            PkgState::History | PkgState::Retired => None,
+        }
+    }
+}
+
+/// What the decision needs to know about one package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageFacts {
+    pub package_id: i64,
+    pub state: PkgState,
+    /// The online package it replaced when it was released (its rollback target).
+    pub previous_package_id: Option<i64>,
+    /// It became online through a rollback; it cannot be rolled back itself.
+    pub restored: bool,
+}
+
+/// The mini program's audit gates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppFacts {
+    pub name_audited: bool,
+    pub category_audited: bool,
+    pub authenticity_certified: bool,
+}
+
+/// The third party's weekly audit quota: `limit` None = unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub limit: Option<i64>,
+    pub used: i64,
+}
+
+impl Quota {
+    pub fn remaining(&self) -> Option<i64> {
+        self.limit.map(|l| (l - self.used).max(0))
+    }
+}
+
+/// Everything [`decide`] reads: the packages in the three slots, plus the command's target and
+/// the online package's rollback target wherever they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub app: AppFacts,
+    pub quota: Quota,
+    pub packages: Vec<PackageFacts>,
+}
+
+impl Snapshot {
+    pub fn package(&self, id: i64) -> Option<&PackageFacts> {
+        self.packages.iter().find(|p| p.package_id == id)
+    }
+
+    pub fn in_slot(&self, slot: Slot) -> Option<&PackageFacts> {
+        self.packages.iter().find(|p| p.state.slot() == Some(slot))
+    }
+}
+
+/// Timing the plan's jobs need; audit mode decides whether a submission schedules an automatic
+/// decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub build_delay_ms: u64,
+    pub rollback_delay_ms: u64,
+    /// `Some(delay)`: the automatic (sandbox) audit decides after `delay`.
+    pub auto_audit_delay_ms: Option<u64>,
+}
+
+/// What a reviewer is given with a submission.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditRequest {
+    pub content: String,
+    pub remark: String,
+    /// None keeps what the upload gave (`directCommit` keeps the upload's test account).
+    pub test_account: Option<String>,
+    pub test_password: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// A new package, already given its id by the store, enters the development slot.
+    Upload {
+        package_id: i64,
+    },
+    BuildSucceeded {
+        package_id: i64,
+        direct_commit: bool,
+        ext_json: String,
+    },
+    BuildFailed {
+        package_id: i64,
+        errno: Errno,
+        msg: String,
+    },
+    SubmitAudit {
+        package_id: i64,
+        request: AuditRequest,
+    },
+    Decide {
+        package_id: i64,
+        pass: bool,
+        reason: String,
+    },
+    Release {
+        package_id: i64,
+    },
+    Rollback {
+        package_id: i64,
+    },
+    FinishRollback {
+        package_id: i64,
+    },
+    Withdraw {
+        package_id: i64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    Build,
+    FinishRollback,
+    AutoAudit,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Build => "build",
+            JobKind::FinishRollback => "finish_rollback",
+            JobKind::AutoAudit => "auto_audit",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobKind> {
+        [JobKind::Build, JobKind::FinishRollback, JobKind::AutoAudit]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRequest {
+    pub kind: JobKind,
+    pub package_id: i64,
+    pub delay_ms: u64,
+}
+
+/// Field updates that ride along with a state change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Patch {
+    /// The audit message (`msg` on the wire).
+    pub msg: Option<String>,
+    pub upload_error: Option<(Errno, String)>,
+    /// The generated `ext.json` of a successful build.
+    pub built_ext_json: Option<String>,
+    pub audit_request: Option<AuditRequest>,
+    /// Set on release (the replaced online package) and cleared on restore.
+    pub previous_package_id: Option<Option<i64>>,
+    pub restored: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub package_id: i64,
+    pub from: PkgState,
+    pub to: PkgState,
+    pub patch: Patch,
+}
+
+/// The outcome of a decision, applied in order within one transaction. The order matters:
+/// a package leaves a slot before another enters it, so the database's one-per-slot
+/// constraints hold after every statement.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// A new package to insert in `Building` (upload), after the changes.
+    pub create: Option<i64>,
+    pub changes: Vec<Change>,
+    pub jobs: Vec<JobRequest>,
+    pub consume_quota: bool,
+    /// The audit decision that an outbox push will announce: (package_id, pass, reason).
+    pub audit_decision: Option<(i64, bool, String)>,
+}
+
+/// A refused command: the errno and a precise message for the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{msg} (errno {})", errno.0)]
+pub struct Refusal {
+    pub errno: Errno,
+    pub msg: String,
+}
+
+impl Refusal {
+    fn new(errno: Errno, msg: impl Into<String>) -> Self {
+        Refusal {
+            errno,
+            msg: msg.into(),
+        }
+    }
+
+    fn baidu(errno: Errno) -> Self {
+        Refusal::new(errno, errno.default_msg())
+    }
+}
+
+pub const AUDIT_PASS_MSG: &str = "审核通过";
+
+fn target(s: &Snapshot, id: i64) -> Result<&PackageFacts, Refusal> {
+    s.package(id)
+        .ok_or_else(|| Refusal::baidu(Errno::PACKAGE_NOT_FOUND))
+}
+
+fn wrong_state(p: &PackageFacts, call: &str) -> Refusal {
+    let shown = match p.state.wire_status() {
+        Some(w) => format!("status {}", w.code()),
+        None => "an old version".to_string(),
+    };
+    Refusal::new(
+        Errno::WRONG_STATE,
+        format!(
+            "{}: package {} is {} ({}), {call} is not allowed",
+            Errno::WRONG_STATE.default_msg(),
+            p.package_id,
+            shown,
+            p.state.as_str()
+        ),
+    )
+}
+
+fn change(p: &PackageFacts, to: PkgState) -> Change {
+    Change {
+        package_id: p.package_id,
+        from: p.state,
+        to,
+        patch: Patch::default(),
+    }
+}
+
+/// The checks every submission for audit passes, whether called or by `directCommit`.
+fn audit_gates(s: &Snapshot) -> Result<(), Refusal> {
+    match (s.app.name_audited, s.app.category_audited) {
+        (false, false) => return Err(Refusal::baidu(Errno::NAME_AND_CATEGORY_NOT_AUDITED)),
+        (false, true) => return Err(Refusal::baidu(Errno::NAME_NOT_AUDITED)),
+        (true, false) => return Err(Refusal::baidu(Errno::CATEGORY_NOT_AUDITED)),
+        (true, true) => {}
+    }
+    if let Some(a) = s.in_slot(Slot::Audit) {
+        if a.state == PkgState::Auditing {
+            return Err(Refusal::new(
+                Errno::AUDIT_IN_FLIGHT,
+                format!(
+                    "{}: package {} is being audited; withdraw it first",
+                    Errno::AUDIT_IN_FLIGHT.default_msg(),
+                    a.package_id
+                ),
+            ));
+        }
+    }
+    if s.quota.remaining() == Some(0) {
+        return Err(Refusal::baidu(Errno::AUDIT_QUOTA_EXCEEDED));
+    }
+    Ok(())
+}
+
+/// Moves `p` into the audit slot: the old audit version (failed or passed) is retired first.
+fn submit(s: &Snapshot, p: &PackageFacts, request: AuditRequest, policy: &Policy, plan: &mut Plan) {
+    if let Some(old) = s.in_slot(Slot::Audit) {
+        plan.changes.push(change(old, PkgState::Retired));
+    }
+    let mut c = change(p, PkgState::Auditing);
+    c.patch.msg = Some(String::new());
+    c.patch.audit_request = Some(request);
+    plan.changes.push(c);
+    plan.consume_quota = true;
+    if let Some(delay_ms) = policy.auto_audit_delay_ms {
+        plan.jobs.push(JobRequest {
+            kind: JobKind::AutoAudit,
+            package_id: p.package_id,
+            delay_ms,
+        });
+    }
+}
+
+pub fn decide(s: &Snapshot, cmd: &Command, policy: &Policy) -> Result<Plan, Refusal> {
+    let mut plan = Plan::default();
+    match cmd {
+        Command::Upload { package_id } => {
+            // One development version per mini program (as WeChat): a new upload replaces it,
+            // even one still building; that build's job then finds nothing to do.
+            if let Some(old) = s.in_slot(Slot::Development) {
+                plan.changes.push(change(old, PkgState::Retired));
+            }
+            plan.create = Some(*package_id);
+            plan.jobs.push(JobRequest {
+                kind: JobKind::Build,
+                package_id: *package_id,
+                delay_ms: policy.build_delay_ms,
+            });
+        }
+        Command::BuildSucceeded {
+            package_id,
+            direct_commit,
+            ext_json,
+        } => {
+            let p = target(s, *package_id)?;
+            if p.state != PkgState::Building {
+                return Err(wrong_state(p, "finishing a build"));
+            }
+            let gates = if *direct_commit {
+                Some(audit_gates(s))
+            } else {
+                None
+            };
+            match gates {
+                Some(Ok(())) => {
+                    let request = AuditRequest::default();
+                    submit(s, p, request, policy, &mut plan);
+                    if let Some(c) = plan.changes.last_mut() {
+                        c.patch.built_ext_json = Some(ext_json.clone());
+                    }
+                }
+                other => {
+                    let mut c = change(p, PkgState::Development);
+                    c.patch.built_ext_json = Some(ext_json.clone());
+                    if let Some(Err(r)) = other {
+                        // The package is built; only the automatic submission failed. The
+                        // reason stays readable in `msg` and the TP may submit by hand.
+                        c.patch.msg = Some(format!("自动送审失败：{}", r.msg));
+                    }
+                    plan.changes.push(c);
+                }
+            }
+        }
+        Command::BuildFailed {
+            package_id,
+            errno,
+            msg,
+        } => {
+            let p = target(s, *package_id)?;
+            if p.state != PkgState::Building {
+                return Err(wrong_state(p, "failing a build"));
+            }
+            let mut c = change(p, PkgState::BuildFailed);
+            c.patch.upload_error = Some((*errno, msg.clone()));
+            plan.changes.push(c);
+        }
+        Command::SubmitAudit {
+            package_id,
+            request,
+        } => {
+            let p = target(s, *package_id)?;
+            match p.state {
+                PkgState::Development => {}
+                PkgState::Building => {
+                    return Err(Refusal::new(
+                        Errno::PROCESSING,
+                        format!("处理中，请稍后重试: package {package_id} is still building"),
+                    ))
+                }
+                _ => return Err(wrong_state(p, "submitaudit")),
+            }
+            audit_gates(s)?;
+            submit(s, p, request.clone(), policy, &mut plan);
+        }
+        Command::Decide {
+            package_id,
+            pass,
+            reason,
+        } => {
+            let p = target(s, *package_id)?;
+            if p.state != PkgState::Auditing {
+                return Err(wrong_state(p, "an audit decision"));
+            }
+            let (to, msg) = if *pass {
+                (PkgState::AuditPassed, AUDIT_PASS_MSG.to_string())
+            } else {
+                (PkgState::AuditFailed, reason.clone())
+            };
+            let mut c = change(p, to);
+            c.patch.msg = Some(msg);
+            plan.changes.push(c);
+            plan.audit_decision = Some((*package_id, *pass, reason.clone()));
+        }
+        Command::Release { package_id } => {
+            let p = target(s, *package_id)?;
+            if p.state != PkgState::AuditPassed {
+                return Err(wrong_state(p, "release"));
+            }
+            if !s.app.authenticity_certified {
+                return Err(Refusal::baidu(Errno::NOT_CERTIFIED));
+            }
+            let online = s.in_slot(Slot::Online);
+            if let Some(o) = online {
+                if o.state == PkgState::RollingBack {
+                    return Err(Refusal::new(
+                        Errno::PROCESSING,
+                        format!(
+                            "处理中，请稍后重试: package {} is rolling back",
+                            o.package_id
+                        ),
+                    ));
+                }
+                plan.changes.push(change(o, PkgState::History));
+            }
+            let mut c = change(p, PkgState::Online);
+            c.patch.previous_package_id = Some(online.map(|o| o.package_id));
+            c.patch.restored = Some(false);
+            plan.changes.push(c);
+        }
+        Command::Rollback { package_id } => {
+            let p = target(s, *package_id)?;
+            match p.state {
+                PkgState::Online => {}
+                PkgState::RollingBack => {
+                    return Err(Refusal::new(
+                        Errno::PROCESSING,
+                        format!("处理中，请稍后重试: package {package_id} is already rolling back"),
+                    ))
+                }
+                _ => {
+                    return Err(Refusal::new(
+                        Errno::NOT_ONLINE_PACKAGE,
+                        format!(
+                            "{}: package {package_id} is {}",
+                            Errno::NOT_ONLINE_PACKAGE.default_msg(),
+                            p.state.as_str()
+                        ),
+                    ))
+                }
+            }
+            if p.restored {
+                return Err(Refusal::baidu(Errno::ROLLBACK_TWICE));
+            }
+            let has_target = p
+                .previous_package_id
+                .and_then(|id| s.package(id))
+                .is_some_and(|prev| prev.state == PkgState::History);
+            if !has_target {
+                return Err(Refusal::baidu(Errno::NOTHING_TO_ROLL_BACK));
+            }
+            plan.changes.push(change(p, PkgState::RollingBack));
+            plan.jobs.push(JobRequest {
+                kind: JobKind::FinishRollback,
+                package_id: *package_id,
+                delay_ms: policy.rollback_delay_ms,
+            });
+        }
+        Command::FinishRollback { package_id } => {
+            let p = target(s, *package_id)?;
+            if p.state != PkgState::RollingBack {
+                return Err(wrong_state(p, "finishing a rollback"));
+            }
+            let prev = p
+                .previous_package_id
+                .and_then(|id| s.package(id))
+                .filter(|prev| prev.state == PkgState::History);
+            match prev {
+                Some(prev) => {
+                    plan.changes.push(change(p, PkgState::Retired));
+                    let mut c = change(prev, PkgState::Online);
+                    c.patch.previous_package_id = Some(None);
+                    c.patch.restored = Some(true);
+                    plan.changes.push(c);
+                }
+                // The target vanished (it cannot, by the rules above, but a rollback must
+                // never leave the app with nothing online): cancel the rollback.
+                None => plan.changes.push(change(p, PkgState::Online)),
+            }
+        }
+        Command::Withdraw { package_id } => {
+            let p = target(s, *package_id)?;
+            if p.state != PkgState::Auditing {
+                return Err(wrong_state(p, "withdraw"));
+            }
+            // Back to development (as WeChat), unless a newer upload took that place: then
+            // the withdrawn package is retired rather than replacing newer work.
+            let to = if s.in_slot(Slot::Development).is_some() {
+                PkgState::Retired
+            } else {
+                PkgState::Development
+            };
+            let mut c = change(p, to);
+            c.patch.msg = Some(String::new());
+            plan.changes.push(c);
+        }
+    }
+    Ok(plan)
+}
+
+/// Applies a plan to a snapshot as the store would; used by tests and by anyone who wants to
+/// reason about a plan without a database.
+pub fn apply(s: &mut Snapshot, plan: &Plan) -> Result<(), String> {
+    for c in &plan.changes {
+        let p = s
+            .packages
+            .iter_mut()
+            .find(|p| p.package_id == c.package_id)
+            .ok_or_else(|| format!("package {} missing", c.package_id))?;
+        if p.state != c.from {
+            return Err(format!(
+                "package {} is {:?}, plan expected {:?}",
+                c.package_id, p.state, c.from
+            ));
+        }
+        p.state = c.to;
+        if let Some(prev) = c.patch.previous_package_id {
+            p.previous_package_id = prev;
+        }
+        if let Some(r) = c.patch.restored {
+            p.restored = r;
+        }
+    }
+    if let Some(id) = plan.create {
+        s.packages.push(PackageFacts {
+            package_id: id,
+            state: PkgState::Building,
+            previous_package_id: None,
+            restored: false,
+        });
+    }
+    if plan.consume_quota {
+        s.quota.used += 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,411 @@
+use super::*;
+use proptest::prelude::*;
+
+const POLICY: Policy = Policy {
+    build_delay_ms: 3000,
+    rollback_delay_ms: 3000,
+    auto_audit_delay_ms: None,
+};
+
+fn open_app() -> AppFacts {
+    AppFacts {
+        name_audited: true,
+        category_audited: true,
+        authenticity_certified: true,
+    }
+}
+
+fn pkg(id: i64, state: PkgState) -> PackageFacts {
+    PackageFacts {
+        package_id: id,
+        state,
+        previous_package_id: None,
+        restored: false,
+    }
+}
+
+/// A snapshot with the target (id 1) in `state`; an online target has a history package to
+/// return to, so that every command's happy path is reachable.
+fn with_target(state: PkgState) -> Snapshot {
+    let mut target = pkg(1, state);
+    let mut packages = vec![];
+    if matches!(state, PkgState::Online | PkgState::RollingBack) {
+        target.previous_package_id = Some(2);
+        packages.push(pkg(2, PkgState::History));
+    }
+    packages.insert(0, target);
+    Snapshot {
+        app: open_app(),
+        quota: Quota {
+            limit: None,
+            used: 0,
+        },
+        packages,
+    }
+}
+
+fn commands(id: i64) -> Vec<Command> {
+    vec![
+        Command::BuildSucceeded {
+            package_id: id,
+            direct_commit: false,
+            ext_json: "{}".into(),
+        },
+        Command::BuildFailed {
+            package_id: id,
+            errno: Errno::TEMPLATE_PARSE_ERROR,
+            msg: "broken".into(),
+        },
+        Command::SubmitAudit {
+            package_id: id,
+            request: AuditRequest::default(),
+        },
+        Command::Decide {
+            package_id: id,
+            pass: true,
+            reason: String::new(),
+        },
+        Command::Decide {
+            package_id: id,
+            pass: false,
+            reason: "名称过长".into(),
+        },
+        Command::Release { package_id: id },
+        Command::Rollback { package_id: id },
+        Command::FinishRollback { package_id: id },
+        Command::Withdraw { package_id: id },
+    ]
+}
+
+/// The one state each package command accepts, and the errno it answers from any other.
+fn expected(cmd: &Command, state: PkgState) -> Result<PkgState, Errno> {
+    let (from, to, wrong) = match cmd {
+        Command::BuildSucceeded { .. } => (
+            PkgState::Building,
+            PkgState::Development,
+            Errno::WRONG_STATE,
+        ),
+        Command::BuildFailed { .. } => (
+            PkgState::Building,
+            PkgState::BuildFailed,
+            Errno::WRONG_STATE,
+        ),
+        Command::SubmitAudit { .. } => {
+            if state == PkgState::Building {
+                return Err(Errno::PROCESSING);
+            }
+            (
+                PkgState::Development,
+                PkgState::Auditing,
+                Errno::WRONG_STATE,
+            )
+        }
+        Command::Decide { pass, .. } => (
+            PkgState::Auditing,
+            if *pass {
+                PkgState::AuditPassed
+            } else {
+                PkgState::AuditFailed
+            },
+            Errno::WRONG_STATE,
+        ),
+        Command::Release { .. } => (PkgState::AuditPassed, PkgState::Online, Errno::WRONG_STATE),
+        Command::Rollback { .. } => {
+            if state == PkgState::RollingBack {
+                return Err(Errno::PROCESSING);
+            }
+            (
+                PkgState::Online,
+                PkgState::RollingBack,
+                Errno::NOT_ONLINE_PACKAGE,
+            )
+        }
+        Command::FinishRollback { .. } => {
+            (PkgState::RollingBack, PkgState::Retired, Errno::WRONG_STATE)
+        }
+        Command::Withdraw { .. } => (
+            PkgState::Auditing,
+            PkgState::Development,
+            Errno::WRONG_STATE,
+        ),
+        Command::Upload { .. } => unreachable!("upload has no target"),
+    };
+    if state == from {
+        Ok(to)
+    } else {
+        Err(wrong)
+    }
+}
+
+#[test]
+fn every_command_from_every_state_is_allowed_exactly_where_the_rules_say() {
+    for state in PkgState::ALL {
+        for cmd in commands(1) {
+            let got = decide(&with_target(state), &cmd, &POLICY);
+            match expected(&cmd, state) {
+                Ok(to) => {
+                    let plan = got.unwrap_or_else(|r| panic!("{cmd:?} from {state:?}: {r}"));
+                    let c = plan
+                        .changes
+                        .iter()
+                        .find(|c| c.package_id == 1)
+                        .unwrap_or_else(|| panic!("{cmd:?} from {state:?} leaves target alone"));
+                    assert_eq!((c.from, c.to), (state, to), "{cmd:?}");
+                }
+                Err(errno) => {
+                    let r = got.expect_err(&format!("{cmd:?} from {state:?} must be refused"));
+                    assert_eq!(r.errno, errno, "{cmd:?} from {state:?}: {}", r.msg);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn unknown_package_is_69005_for_every_command() {
+    for cmd in commands(99) {
+        let r = decide(&with_target(PkgState::Development), &cmd, &POLICY).expect_err("refused");
+        assert_eq!(r.errno, Errno::PACKAGE_NOT_FOUND);
+    }
+}
+
+#[test]
+fn submitaudit_gates_answer_69001_69002_69003() {
+    for (name, cat, errno) in [
+        (false, true, Errno::NAME_NOT_AUDITED),
+        (true, false, Errno::CATEGORY_NOT_AUDITED),
+        (false, false, Errno::NAME_AND_CATEGORY_NOT_AUDITED),
+    ] {
+        let mut s = with_target(PkgState::Development);
+        s.app.name_audited = name;
+        s.app.category_audited = cat;
+        let cmd = Command::SubmitAudit {
+            package_id: 1,
+            request: AuditRequest::default(),
+        };
+        assert_eq!(decide(&s, &cmd, &POLICY).expect_err("gated").errno, errno);
+    }
+}
+
+#[test]
+fn second_audit_in_flight_is_refused_with_69502() {
+    let mut s = with_target(PkgState::Development);
+    s.packages.push(pkg(5, PkgState::Auditing));
+    let cmd = Command::SubmitAudit {
+        package_id: 1,
+        request: AuditRequest::default(),
+    };
+    assert_eq!(
+        decide(&s, &cmd, &POLICY).expect_err("in flight").errno,
+        Errno::AUDIT_IN_FLIGHT
+    );
+}
+
+#[test]
+fn exhausted_weekly_quota_is_69013_and_a_submission_consumes_one() {
+    let mut s = with_target(PkgState::Development);
+    let cmd = Command::SubmitAudit {
+        package_id: 1,
+        request: AuditRequest::default(),
+    };
+    s.quota = Quota {
+        limit: Some(2),
+        used: 1,
+    };
+    assert!(decide(&s, &cmd, &POLICY).expect("one left").consume_quota);
+    s.quota.used = 2;
+    assert_eq!(
+        decide(&s, &cmd, &POLICY).expect_err("none left").errno,
+        Errno::AUDIT_QUOTA_EXCEEDED
+    );
+}
+
+#[test]
+fn release_without_certification_is_50038() {
+    let mut s = with_target(PkgState::AuditPassed);
+    s.app.authenticity_certified = false;
+    let r = decide(&s, &Command::Release { package_id: 1 }, &POLICY).expect_err("gated");
+    assert_eq!(r.errno, Errno::NOT_CERTIFIED);
+}
+
+#[test]
+fn release_keeps_the_old_online_version_as_the_rollback_target() {
+    let mut s = with_target(PkgState::AuditPassed);
+    s.packages.push(pkg(7, PkgState::Online));
+    let plan = decide(&s, &Command::Release { package_id: 1 }, &POLICY).expect("release");
+    apply(&mut s, &plan).expect("applies");
+    assert_eq!(s.package(7).map(|p| p.state), Some(PkgState::History));
+    assert_eq!(s.package(1).and_then(|p| p.previous_package_id), Some(7));
+}
+
+#[test]
+fn release_while_rolling_back_is_refused_as_processing() {
+    let mut s = with_target(PkgState::AuditPassed);
+    s.packages.push(pkg(7, PkgState::RollingBack));
+    let r = decide(&s, &Command::Release { package_id: 1 }, &POLICY).expect_err("busy");
+    assert_eq!(r.errno, Errno::PROCESSING);
+}
+
+#[test]
+fn rollback_needs_a_previous_version_and_cannot_repeat() {
+    let mut first = with_target(PkgState::Online);
+    first.packages.retain(|p| p.package_id == 1);
+    first.packages[0].previous_package_id = None;
+    let cmd = Command::Rollback { package_id: 1 };
+    assert_eq!(
+        decide(&first, &cmd, &POLICY).expect_err("nothing").errno,
+        Errno::NOTHING_TO_ROLL_BACK
+    );
+
+    let mut s = with_target(PkgState::Online);
+    let plan = decide(&s, &cmd, &POLICY).expect("rollback");
+    assert_eq!(plan.jobs[0].kind, JobKind::FinishRollback);
+    apply(&mut s, &plan).expect("applies");
+    let finish = decide(&s, &Command::FinishRollback { package_id: 1 }, &POLICY).expect("finish");
+    apply(&mut s, &finish).expect("applies");
+    let restored = s.package(2).expect("restored").clone();
+    assert_eq!(
+        (restored.state, restored.restored),
+        (PkgState::Online, true)
+    );
+    let again = decide(&s, &Command::Rollback { package_id: 2 }, &POLICY).expect_err("twice");
+    assert_eq!(again.errno, Errno::ROLLBACK_TWICE);
+}
+
+#[test]
+fn withdraw_returns_to_development_unless_a_newer_upload_is_there() {
+    let mut s = with_target(PkgState::Auditing);
+    let plan = decide(&s, &Command::Withdraw { package_id: 1 }, &POLICY).expect("withdraw");
+    assert_eq!(plan.changes[0].to, PkgState::Development);
+    s.packages.push(pkg(9, PkgState::Building));
+    let plan = decide(&s, &Command::Withdraw { package_id: 1 }, &POLICY).expect("withdraw");
+    assert_eq!(plan.changes[0].to, PkgState::Retired);
+}
+
+#[test]
+fn direct_commit_submits_after_build_or_records_why_not() {
+    let mut s = with_target(PkgState::Building);
+    let cmd = Command::BuildSucceeded {
+        package_id: 1,
+        direct_commit: true,
+        ext_json: "{}".into(),
+    };
+    let plan = decide(&s, &cmd, &POLICY).expect("built");
+    assert_eq!(plan.changes[0].to, PkgState::Auditing);
+    assert!(plan.consume_quota);
+
+    s.app.name_audited = false;
+    let plan = decide(&s, &cmd, &POLICY).expect("built");
+    assert_eq!(plan.changes[0].to, PkgState::Development);
+    let msg = plan.changes[0].patch.msg.clone().unwrap_or_default();
+    assert!(msg.contains("小程序名称审核通过后"), "{msg}");
+    assert!(!plan.consume_quota);
+}
+
+#[test]
+fn auto_audit_mode_schedules_a_decision_on_submission() {
+    let s = with_target(PkgState::Development);
+    let policy = Policy {
+        auto_audit_delay_ms: Some(250),
+        ..POLICY
+    };
+    let cmd = Command::SubmitAudit {
+        package_id: 1,
+        request: AuditRequest::default(),
+    };
+    let plan = decide(&s, &cmd, &policy).expect("submitted");
+    assert_eq!(
+        plan.jobs,
+        vec![JobRequest {
+            kind: JobKind::AutoAudit,
+            package_id: 1,
+            delay_ms: 250
+        }]
+    );
+}
+
+#[test]
+fn a_new_upload_retires_the_development_version_even_while_building() {
+    let s = with_target(PkgState::Building);
+    let plan = decide(&s, &Command::Upload { package_id: 2 }, &POLICY).expect("upload");
+    assert_eq!(plan.changes[0].to, PkgState::Retired);
+    assert_eq!(plan.create, Some(2));
+    assert_eq!(plan.jobs[0].delay_ms, 3000);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Upload,
+    Build(bool, bool),
+    Submit(usize),
+    Decide(usize, bool),
+    Release(usize),
+    Rollback(usize),
+    FinishRollback(usize),
+    Withdraw(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        Just(Op::Upload),
+        (any::<bool>(), any::<bool>()).prop_map(|(ok, dc)| Op::Build(ok, dc)),
+        (0usize..8).prop_map(Op::Submit),
+        (0usize..8, any::<bool>()).prop_map(|(i, p)| Op::Decide(i, p)),
+        (0usize..8).prop_map(Op::Release),
+        (0usize..8).prop_map(Op::Rollback),
+        (0usize..8).prop_map(Op::FinishRollback),
+        (0usize..8).prop_map(Op::Withdraw),
+    ]
+}
+
+fn count(s: &Snapshot, st: PkgState) -> usize {
+    s.packages.iter().filter(|p| p.state == st).count()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Whatever the TP, reviewers and workers do, in any order: at most one package per slot
+    /// (so one online and at most one auditing), an app that had an online version keeps
+    /// one, and the history of former online versions grows only by release.
+    #[test]
+    fn invariants_hold_under_any_sequence(ops in proptest::collection::vec(op(), 1..60), quota in proptest::option::of(0i64..5)) {
+        let mut s = Snapshot { app: open_app(), quota: Quota { limit: quota, used: 0 }, packages: vec![] };
+        let mut next_id = 1;
+        let mut had_online = false;
+        for o in ops {
+            let ids: Vec<i64> = s.packages.iter().map(|p| p.package_id).collect();
+            let pick = |i: usize| ids.get(i % ids.len().max(1)).copied().unwrap_or(0);
+            let cmd = match o {
+                Op::Upload => { next_id += 1; Command::Upload { package_id: next_id } }
+                Op::Build(ok, dc) => {
+                    let id = s.packages.iter().find(|p| p.state == PkgState::Building).map(|p| p.package_id).unwrap_or(0);
+                    if ok { Command::BuildSucceeded { package_id: id, direct_commit: dc, ext_json: "{}".into() } }
+                    else { Command::BuildFailed { package_id: id, errno: Errno::TEMPLATE_PARSE_ERROR, msg: "x".into() } }
+                }
+                Op::Submit(i) => Command::SubmitAudit { package_id: pick(i), request: AuditRequest::default() },
+                Op::Decide(i, pass) => Command::Decide { package_id: pick(i), pass, reason: "r".into() },
+                Op::Release(i) => Command::Release { package_id: pick(i) },
+                Op::Rollback(i) => Command::Rollback { package_id: pick(i) },
+                Op::FinishRollback(i) => Command::FinishRollback { package_id: pick(i) },
+                Op::Withdraw(i) => Command::Withdraw { package_id: pick(i) },
+            };
+            let history_before = count(&s, PkgState::History);
+            let before = s.clone();
+            match decide(&s, &cmd, &POLICY) {
+                Ok(plan) => apply(&mut s, &plan).map_err(TestCaseError::fail)?,
+                Err(r) => { prop_assert_ne!(r.errno, Errno::OK); prop_assert_eq!(&s, &before); continue; }
+            }
+            for slot in [Slot::Development, Slot::Audit, Slot::Online] {
+                prop_assert!(s.packages.iter().filter(|p| p.state.slot() == Some(slot)).count() <= 1, "slot {:?} holds two: {:?}", slot, s.packages);
+            }
+            let online = s.in_slot(Slot::Online).is_some();
+            prop_assert!(!had_online || online, "the app lost its online version: {:?}", cmd);
+            had_online |= online;
+            if count(&s, PkgState::History) > history_before {
+                prop_assert!(matches!(cmd, Command::Release { .. }), "history grew by {:?}", cmd);
+            }
+            if let Some(limit) = s.quota.limit { prop_assert!(s.quota.used <= limit); }
+        }
+    }
+}
