@@ -1,1 +1,250 @@
+//! Storage for smartpkg: the [`Store`] trait, its embedded SQLite implementation, durable jobs
+//! and the content-addressed [`blobs`] store.
+//!
+//! The trait speaks in domain terms (upload, execute a command, claim jobs), not SQL, so a
+//! PostgreSQL implementation can join with its own statements. Every decision is taken inside
+//! the implementation's transaction by calling [`smartpkg_core::lifecycle::decide`] on a
+//! snapshot read in that same transaction.
 
+pub mod blobs;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use smartpkg_core::lifecycle::{Command, PkgState, Plan, Policy, Refusal};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    /// A concurrent decision changed what this one read; the caller may retry.
+    #[error("concurrent update: {0}")]
+    Conflict(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("invalid stored data: {0}")]
+    Corrupt(String),
+    #[error("the data directory is in use by another smartpkg process: {0}")]
+    Locked(String),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tp {
+    pub tp_id: i64,
+    pub client_id: String,
+    pub name: String,
+    pub event_url: String,
+    pub auth_event_url: String,
+    pub msg_token: String,
+    pub encoding_aes_key: String,
+    /// Weekly audit submissions allowed; None = the server's default, -1 = unlimited.
+    pub audit_quota: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TpPatch {
+    pub name: Option<String>,
+    pub event_url: Option<String>,
+    pub auth_event_url: Option<String>,
+    pub msg_token: Option<String>,
+    pub encoding_aes_key: Option<String>,
+    pub audit_quota: Option<Option<i64>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct App {
+    pub app_id: i64,
+    pub app_key: String,
+    pub name: String,
+    pub name_audited: bool,
+    pub category_audited: bool,
+    pub authenticity_certified: bool,
+    /// The third party the mini program is authorized to, if any.
+    pub tp_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AppPatch {
+    pub name: Option<String>,
+    pub name_audited: Option<bool>,
+    pub category_audited: Option<bool>,
+    pub authenticity_certified: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Template {
+    pub template_id: i64,
+    pub draft_id: i64,
+    pub tp_id: i64,
+    pub user_version: String,
+    pub user_desc: String,
+    pub blob_sha256: String,
+    /// The [`smartpkg_core::archive::TemplateManifest`] as JSON.
+    #[serde(skip)]
+    pub manifest: String,
+    pub create_time: i64,
+    pub deleted: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewTemplate {
+    pub tp_id: i64,
+    pub user_version: String,
+    pub user_desc: String,
+    pub blob_sha256: String,
+    pub manifest: String,
+}
+
+/// What an access token grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub app_id: i64,
+    pub tp_id: i64,
+    pub expires_at_ms: i64,
+}
+
+/// A package as stored, for the wire, the admin API and workers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PackageRecord {
+    pub package_id: i64,
+    pub app_id: i64,
+    pub tp_id: i64,
+    pub template_id: i64,
+    #[serde(serialize_with = "state_str")]
+    pub state: PkgState,
+    pub version: String,
+    pub version_desc: String,
+    pub ext_json: String,
+    pub built_ext_json: Option<String>,
+    pub direct_commit: bool,
+    pub test_account: Option<String>,
+    pub test_password: Option<String>,
+    pub audit_content: Option<String>,
+    pub remark: String,
+    pub msg: String,
+    pub upload_err_code: Option<i64>,
+    pub upload_err_msg: Option<String>,
+    pub previous_package_id: Option<i64>,
+    /// The version string of `previous_package_id`, when that package is still kept.
+    pub rollback_version: Option<String>,
+    pub restored: bool,
+    pub commit_time_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+fn state_str<S: serde::Serializer>(s: &PkgState, ser: S) -> std::result::Result<S::Ok, S::Error> {
+    ser.serialize_str(s.as_str())
+}
+
+#[derive(Debug, Clone)]
+pub struct NewPackage {
+    pub app_id: i64,
+    pub tp_id: i64,
+    pub template_id: i64,
+    pub version: String,
+    pub version_desc: String,
+    pub ext_json: String,
+    pub direct_commit: bool,
+    pub test_account: Option<String>,
+    pub test_password: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PackageFilter {
+    pub status: Option<i64>,
+    pub app_id: Option<i64>,
+    pub tp_id: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+/// The time and settings a decision is taken under.
+#[derive(Debug, Clone, Copy)]
+pub struct DecisionContext {
+    pub now_ms: i64,
+    /// The start of the current quota week.
+    pub week_start_ms: i64,
+    /// Weekly audit quota for TPs without their own; None = unlimited.
+    pub default_quota: Option<i64>,
+    pub policy: Policy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub job_id: i64,
+    pub kind: smartpkg_core::lifecycle::JobKind,
+    pub package_id: i64,
+    pub attempts: i64,
+}
+
+/// A decision's outcome: the plan that was applied, or the rule that refused it.
+pub type Decision = std::result::Result<Plan, Refusal>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn create_tp(&self, tp: Tp) -> Result<Tp>;
+    async fn update_tp(&self, tp_id: i64, patch: TpPatch) -> Result<Tp>;
+    async fn get_tp(&self, tp_id: i64) -> Result<Option<Tp>>;
+
+    async fn create_app(&self, app: App) -> Result<App>;
+    async fn update_app(&self, app_id: i64, patch: AppPatch) -> Result<App>;
+    async fn get_app(&self, app_id: i64) -> Result<Option<App>>;
+
+    async fn create_template(&self, t: NewTemplate, now_ms: i64) -> Result<Template>;
+    async fn get_template(&self, template_id: i64) -> Result<Option<Template>>;
+
+    /// Authorizes the app to the TP (ending any other TP's authorization and its tokens) and
+    /// stores the new token hashes.
+    async fn authorize(
+        &self,
+        tp_id: i64,
+        app_id: i64,
+        access_hash: String,
+        refresh_hash: String,
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<()>;
+    /// The grant of an app access token, by its SHA-256; None when unknown or revoked.
+    async fn resolve_app_token(&self, token_hash: String) -> Result<Option<Grant>>;
+
+    /// The packages `get` shows: the development, audit and online versions.
+    async fn visible_packages(&self, app_id: i64) -> Result<Vec<PackageRecord>>;
+    async fn get_package(&self, package_id: i64) -> Result<Option<PackageRecord>>;
+    async fn list_packages(&self, filter: PackageFilter) -> Result<Vec<PackageRecord>>;
+    async fn audit_quota(
+        &self,
+        tp_id: i64,
+        ctx: DecisionContext,
+    ) -> Result<smartpkg_core::lifecycle::Quota>;
+
+    /// Inserts a new package (it gets its id here) and decides `Command::Upload` in one
+    /// transaction. Returns the new package id with the plan.
+    async fn upload(
+        &self,
+        new: NewPackage,
+        ctx: DecisionContext,
+    ) -> Result<std::result::Result<(i64, Plan), Refusal>>;
+    /// Decides `cmd` for the app's packages and applies the plan in one transaction; when
+    /// `job` is given it is completed (deleted) in that same transaction.
+    async fn execute(
+        &self,
+        app_id: i64,
+        cmd: Command,
+        ctx: DecisionContext,
+        job: Option<i64>,
+    ) -> Result<Decision>;
+
+    /// Leases up to `limit` due jobs for `lease_ms`.
+    async fn claim_jobs(&self, now_ms: i64, limit: usize, lease_ms: i64) -> Result<Vec<Job>>;
+    /// Removes a job that has nothing left to do.
+    async fn drop_job(&self, job_id: i64) -> Result<()>;
+    /// Gives a job back to run again at `run_at_ms`, recording why.
+    async fn retry_job(&self, job_id: i64, run_at_ms: i64, error: String) -> Result<()>;
+    /// When the earliest job is due, if any.
+    async fn next_job_due(&self) -> Result<Option<i64>>;
+    /// Ends every lease (on start, for a database only this process may use).
+    async fn release_leases(&self) -> Result<u64>;
+}

@@ -1,0 +1,119 @@
+//! Content-addressed bytes: each template archive is kept once, named by its SHA-256.
+//! [`LocalBlobs`] keeps them in a folder; an S3-compatible store can implement [`BlobStore`].
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+
+use crate::{Result, StoreError};
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Stores `bytes` (once: a second put of the same bytes writes nothing) and returns the
+    /// hex SHA-256 that names them.
+    async fn put(&self, bytes: Vec<u8>) -> Result<String>;
+    /// Reads the blob back, checking that its content still matches its name.
+    async fn get(&self, sha256: &str) -> Result<Vec<u8>>;
+}
+
+pub struct LocalBlobs {
+    root: PathBuf,
+}
+
+impl LocalBlobs {
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(root.join("tmp"))?;
+        Ok(LocalBlobs { root })
+    }
+
+    /// Where a blob lives: `ab/cdef…`, so no folder holds more than a few thousand files.
+    pub fn path_of(&self, sha256: &str) -> Result<PathBuf> {
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::Corrupt(format!("not a sha256: {sha256}")));
+        }
+        Ok(self.root.join(&sha256[..2]).join(&sha256[2..]))
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[async_trait]
+impl BlobStore for LocalBlobs {
+    async fn put(&self, bytes: Vec<u8>) -> Result<String> {
+        let sha = sha256_hex(&bytes);
+        let path = self.path_of(&sha)?;
+        let tmp_dir = self.root.join("tmp");
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            if path.exists() {
+                return Ok(());
+            }
+            let dir = path
+                .parent()
+                .ok_or_else(|| StoreError::Corrupt("blob path".into()))?;
+            std::fs::create_dir_all(dir)?;
+            // Write aside, fsync, then rename: a crash leaves either no blob or a whole one.
+            let tmp = tmp_dir.join(format!("{}.{}", rand::random::<u64>(), std::process::id()));
+            let result = (|| {
+                std::fs::write(&tmp, &bytes)?;
+                std::fs::File::open(&tmp)?.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                sync_dir(dir)
+            })();
+            if result.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            Ok(result?)
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        Ok(sha)
+    }
+
+    async fn get(&self, sha256: &str) -> Result<Vec<u8>> {
+        let path = self.path_of(sha256)?;
+        let want = sha256.to_string();
+        tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
+            let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => StoreError::NotFound(format!("blob {want}")),
+                _ => StoreError::Io(e),
+            })?;
+            if sha256_hex(&bytes) != want {
+                return Err(StoreError::Corrupt(format!(
+                    "blob {want} does not match its hash"
+                )));
+            }
+            Ok(bytes)
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_same_bytes_are_stored_once_and_corruption_is_detected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = LocalBlobs::open(dir.path()).expect("open");
+        let a = blobs.put(b"hello".to_vec()).await.expect("put");
+        let b = blobs.put(b"hello".to_vec()).await.expect("put again");
+        assert_eq!(a, b);
+        assert_eq!(blobs.get(&a).await.expect("get"), b"hello");
+        std::fs::write(blobs.path_of(&a).expect("path"), b"jello").expect("corrupt");
+        assert!(matches!(blobs.get(&a).await, Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            blobs.get(&"0".repeat(64)).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}

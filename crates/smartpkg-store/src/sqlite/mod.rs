@@ -1,0 +1,779 @@
+//! The embedded default: one SQLite file in WAL mode with `synchronous=FULL`.
+//!
+//! One writer connection (SQLite admits one writer at a time anyway) takes every decision in
+//! a `BEGIN IMMEDIATE` transaction, so the snapshot it reads cannot change before it writes;
+//! a small pool of reader connections serves the read-only calls concurrently. All SQLite work
+//! runs on tokio's blocking threads.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+use smartpkg_core::lifecycle::{
+    self, AppFacts, Command, JobKind, PackageFacts, PkgState, Plan, Quota, Snapshot,
+};
+
+use crate::{
+    App, AppPatch, Decision, DecisionContext, Grant, Job, NewPackage, NewTemplate, PackageFilter,
+    PackageRecord, Result, Store, StoreError, Template, Tp, TpPatch,
+};
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("0001_init.sql"))];
+const MAX_IDLE_READERS: usize = 16;
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                StoreError::Conflict(e.to_string())
+            }
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) =>
+            {
+                StoreError::Conflict(e.to_string())
+            }
+            _ => StoreError::Database(e.to_string()),
+        }
+    }
+}
+
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    /// Held for the store's life: one process per database file, which is what makes
+    /// releasing every job lease at start-up safe.
+    _lock: Option<File>,
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let current: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            params![version, now_ms()],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn join_err(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Database(format!("storage task failed: {e}"))
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating) the database at `path`, taking the exclusive lock file
+    /// `<path>.lock`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let lock_path = path.with_extension("lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        lock.try_lock()
+            .map_err(|_| StoreError::Locked(lock_path.display().to_string()))?;
+        let mut writer = Connection::open(&path)?;
+        configure(&writer)?;
+        migrate(&mut writer)?;
+        Ok(SqliteStore {
+            path,
+            writer: Arc::new(Mutex::new(writer)),
+            readers: Arc::new(Mutex::new(Vec::new())),
+            _lock: Some(lock),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().map_err(|_| poisoned())?.pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => {
+                    let c = Connection::open(&path)?;
+                    configure(&c)?;
+                    c
+                }
+            };
+            let out = f(&conn);
+            let mut pool = readers.lock().map_err(|_| poisoned())?;
+            if pool.len() < MAX_IDLE_READERS {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(join_err)?
+    }
+
+    /// Runs `f` in a `BEGIN IMMEDIATE` transaction; it commits only if `f` returns Ok.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+    {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = writer.lock().map_err(|_| poisoned())?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+        .map_err(join_err)?
+    }
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Database("a storage thread panicked".into())
+}
+
+const TP_COLS: &str =
+    "tp_id, client_id, name, event_url, auth_event_url, msg_token, encoding_aes_key, audit_quota";
+
+fn tp_row(r: &Row<'_>) -> rusqlite::Result<Tp> {
+    Ok(Tp {
+        tp_id: r.get(0)?,
+        client_id: r.get(1)?,
+        name: r.get(2)?,
+        event_url: r.get(3)?,
+        auth_event_url: r.get(4)?,
+        msg_token: r.get(5)?,
+        encoding_aes_key: r.get(6)?,
+        audit_quota: r.get(7)?,
+    })
+}
+
+const APP_COLS: &str =
+    "app_id, app_key, name, name_audited, category_audited, authenticity_certified, tp_id";
+
+fn app_row(r: &Row<'_>) -> rusqlite::Result<App> {
+    Ok(App {
+        app_id: r.get(0)?,
+        app_key: r.get(1)?,
+        name: r.get(2)?,
+        name_audited: r.get(3)?,
+        category_audited: r.get(4)?,
+        authenticity_certified: r.get(5)?,
+        tp_id: r.get(6)?,
+    })
+}
+
+const TEMPLATE_COLS: &str = "template_id, draft_id, tp_id, user_version, user_desc, blob_sha256, manifest, created_at, deleted_at IS NOT NULL";
+
+fn template_row(r: &Row<'_>) -> rusqlite::Result<Template> {
+    Ok(Template {
+        template_id: r.get(0)?,
+        draft_id: r.get(1)?,
+        tp_id: r.get(2)?,
+        user_version: r.get(3)?,
+        user_desc: r.get(4)?,
+        blob_sha256: r.get(5)?,
+        manifest: r.get(6)?,
+        create_time: r.get::<_, i64>(7)? / 1000,
+        deleted: r.get(8)?,
+    })
+}
+
+const PKG_COLS: &str = "p.package_id, p.app_id, p.tp_id, p.template_id, p.state, p.version, p.version_desc, \
+    p.ext_json, p.built_ext_json, p.direct_commit, p.test_account, p.test_password, p.audit_content, \
+    p.remark, p.msg, p.upload_err_code, p.upload_err_msg, p.previous_package_id, \
+    (SELECT prev.version FROM packages prev WHERE prev.package_id = p.previous_package_id), \
+    p.restored, p.commit_time, p.updated_at";
+
+fn parse_state(s: String) -> rusqlite::Result<PkgState> {
+    PkgState::parse(&s).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            4,
+            rusqlite::types::Type::Text,
+            format!("unknown package state {s}").into(),
+        )
+    })
+}
+
+fn pkg_row(r: &Row<'_>) -> rusqlite::Result<PackageRecord> {
+    Ok(PackageRecord {
+        package_id: r.get(0)?,
+        app_id: r.get(1)?,
+        tp_id: r.get(2)?,
+        template_id: r.get(3)?,
+        state: parse_state(r.get(4)?)?,
+        version: r.get(5)?,
+        version_desc: r.get(6)?,
+        ext_json: r.get(7)?,
+        built_ext_json: r.get(8)?,
+        direct_commit: r.get(9)?,
+        test_account: r.get(10)?,
+        test_password: r.get(11)?,
+        audit_content: r.get(12)?,
+        remark: r.get(13)?,
+        msg: r.get(14)?,
+        upload_err_code: r.get(15)?,
+        upload_err_msg: r.get(16)?,
+        previous_package_id: r.get(17)?,
+        rollback_version: r.get(18)?,
+        restored: r.get(19)?,
+        commit_time_ms: r.get(20)?,
+        updated_at_ms: r.get(21)?,
+    })
+}
+
+fn quota(tx: &Connection, tp_id: i64, ctx: &DecisionContext) -> Result<Quota> {
+    let own: Option<Option<i64>> = tx
+        .query_row(
+            "SELECT audit_quota FROM tps WHERE tp_id = ?1",
+            [tp_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let own = own.ok_or_else(|| StoreError::NotFound(format!("tp {tp_id}")))?;
+    let limit = match own.or(ctx.default_quota) {
+        Some(n) if n >= 0 => Some(n),
+        _ => None,
+    };
+    let used: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM audit_submissions WHERE tp_id = ?1 AND submitted_at >= ?2",
+        params![tp_id, ctx.week_start_ms],
+        |r| r.get(0),
+    )?;
+    Ok(Quota { limit, used })
+}
+
+/// Reads what [`lifecycle::decide`] needs, inside the deciding transaction.
+fn snapshot(
+    tx: &Transaction<'_>,
+    app_id: i64,
+    target: Option<i64>,
+    ctx: &DecisionContext,
+) -> Result<(Snapshot, i64)> {
+    let (app, tp_id) = tx
+        .query_row(
+            "SELECT name_audited, category_audited, authenticity_certified, tp_id FROM apps WHERE app_id = ?1",
+            [app_id],
+            |r| {
+                Ok((
+                    AppFacts {
+                        name_audited: r.get(0)?,
+                        category_audited: r.get(1)?,
+                        authenticity_certified: r.get(2)?,
+                    },
+                    r.get::<_, Option<i64>>(3)?,
+                ))
+            },
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("app {app_id}")))?;
+    let tp_id =
+        tp_id.ok_or_else(|| StoreError::NotFound(format!("authorization of app {app_id}")))?;
+    let mut stmt = tx.prepare_cached(
+        "SELECT package_id, state, previous_package_id, restored FROM packages \
+         WHERE app_id = ?1 AND (state NOT IN ('history', 'retired') OR package_id = ?2 \
+           OR package_id IN (SELECT previous_package_id FROM packages \
+                             WHERE app_id = ?1 AND state IN ('online', 'rolling_back')))",
+    )?;
+    let packages = stmt
+        .query_map(params![app_id, target.unwrap_or(-1)], |r| {
+            Ok(PackageFacts {
+                package_id: r.get(0)?,
+                state: parse_state(r.get(1)?)?,
+                previous_package_id: r.get(2)?,
+                restored: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let quota = quota(tx, tp_id, ctx)?;
+    Ok((
+        Snapshot {
+            app,
+            quota,
+            packages,
+        },
+        tp_id,
+    ))
+}
+
+fn command_target(cmd: &Command) -> Option<i64> {
+    match cmd {
+        Command::Upload { .. } => None,
+        Command::BuildSucceeded { package_id, .. }
+        | Command::BuildFailed { package_id, .. }
+        | Command::SubmitAudit { package_id, .. }
+        | Command::Decide { package_id, .. }
+        | Command::Release { package_id }
+        | Command::Rollback { package_id }
+        | Command::FinishRollback { package_id }
+        | Command::Withdraw { package_id } => Some(*package_id),
+    }
+}
+
+/// Applies the plan's changes and jobs with conditional updates; any row that is not where the
+/// plan expects it aborts the whole transaction.
+fn apply_plan(
+    tx: &Transaction<'_>,
+    plan: &Plan,
+    tp_id: i64,
+    ctx: &DecisionContext,
+    new: Option<&NewPackage>,
+) -> Result<()> {
+    for c in &plan.changes {
+        let p = &c.patch;
+        let audit = p.audit_request.as_ref();
+        let n = tx.prepare_cached(
+            "UPDATE packages SET state = ?1, updated_at = ?2, \
+               msg = COALESCE(?3, msg), \
+               upload_err_code = COALESCE(?4, upload_err_code), upload_err_msg = COALESCE(?5, upload_err_msg), \
+               built_ext_json = COALESCE(?6, built_ext_json), \
+               audit_content = COALESCE(?7, audit_content), remark = COALESCE(?8, remark), \
+               test_account = COALESCE(?9, test_account), test_password = COALESCE(?10, test_password), \
+               previous_package_id = CASE WHEN ?11 THEN ?12 ELSE previous_package_id END, \
+               restored = COALESCE(?13, restored) \
+             WHERE package_id = ?14 AND state = ?15",
+        )?
+        .execute(params![
+            c.to.as_str(),
+            ctx.now_ms,
+            p.msg,
+            p.upload_error.as_ref().map(|(e, _)| e.0),
+            p.upload_error.as_ref().map(|(_, m)| m),
+            p.built_ext_json,
+            audit.map(|a| &a.content),
+            audit.map(|a| &a.remark),
+            audit.and_then(|a| a.test_account.as_ref()),
+            audit.and_then(|a| a.test_password.as_ref()),
+            p.previous_package_id.is_some(),
+            p.previous_package_id.flatten(),
+            p.restored,
+            c.package_id,
+            c.from.as_str(),
+        ])?;
+        if n != 1 {
+            return Err(StoreError::Conflict(format!(
+                "package {} is no longer {}",
+                c.package_id,
+                c.from.as_str()
+            )));
+        }
+    }
+    if let Some(id) = plan.create {
+        let new = new.ok_or_else(|| {
+            StoreError::Corrupt("a plan creates a package without its data".into())
+        })?;
+        tx.prepare_cached(
+            "INSERT INTO packages (package_id, app_id, tp_id, template_id, state, version, version_desc, \
+               ext_json, direct_commit, test_account, test_password, commit_time, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+        )?
+        .execute(params![
+            id,
+            new.app_id,
+            new.tp_id,
+            new.template_id,
+            PkgState::Building.as_str(),
+            new.version,
+            new.version_desc,
+            new.ext_json,
+            new.direct_commit,
+            new.test_account,
+            new.test_password,
+            ctx.now_ms,
+        ])?;
+    }
+    for j in &plan.jobs {
+        tx.prepare_cached(
+            "INSERT INTO jobs (kind, package_id, run_at, created_at) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            j.kind.as_str(),
+            j.package_id,
+            ctx.now_ms.saturating_add(j.delay_ms as i64),
+            ctx.now_ms
+        ])?;
+    }
+    if plan.consume_quota {
+        let package_id = plan
+            .changes
+            .iter()
+            .find(|c| c.to == PkgState::Auditing)
+            .map(|c| c.package_id)
+            .unwrap_or_default();
+        tx.prepare_cached(
+            "INSERT INTO audit_submissions (tp_id, package_id, submitted_at) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![tp_id, package_id, ctx.now_ms])?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_tp(&self, tp: Tp) -> Result<Tp> {
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO tps (client_id, name, event_url, auth_event_url, msg_token, encoding_aes_key, audit_quota, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![tp.client_id, tp.name, tp.event_url, tp.auth_event_url, tp.msg_token, tp.encoding_aes_key, tp.audit_quota, now_ms()],
+            )?;
+            Ok(Tp { tp_id: tx.last_insert_rowid(), ..tp })
+        })
+        .await
+    }
+
+    async fn update_tp(&self, tp_id: i64, patch: TpPatch) -> Result<Tp> {
+        self.write(move |tx| {
+            let n = tx.execute(
+                "UPDATE tps SET name = COALESCE(?1, name), event_url = COALESCE(?2, event_url), \
+                   auth_event_url = COALESCE(?3, auth_event_url), msg_token = COALESCE(?4, msg_token), \
+                   encoding_aes_key = COALESCE(?5, encoding_aes_key), \
+                   audit_quota = CASE WHEN ?6 THEN ?7 ELSE audit_quota END WHERE tp_id = ?8",
+                params![patch.name, patch.event_url, patch.auth_event_url, patch.msg_token, patch.encoding_aes_key,
+                    patch.audit_quota.is_some(), patch.audit_quota.flatten(), tp_id],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("tp {tp_id}")));
+            }
+            Ok(tx.query_row(&format!("SELECT {TP_COLS} FROM tps WHERE tp_id = ?1"), [tp_id], tp_row)?)
+        })
+        .await
+    }
+
+    async fn get_tp(&self, tp_id: i64) -> Result<Option<Tp>> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {TP_COLS} FROM tps WHERE tp_id = ?1"),
+                [tp_id],
+                tp_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn create_app(&self, app: App) -> Result<App> {
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO apps (app_key, name, name_audited, category_audited, authenticity_certified, tp_id, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![app.app_key, app.name, app.name_audited, app.category_audited, app.authenticity_certified, app.tp_id, now_ms()],
+            )?;
+            Ok(App { app_id: tx.last_insert_rowid(), ..app })
+        })
+        .await
+    }
+
+    async fn update_app(&self, app_id: i64, patch: AppPatch) -> Result<App> {
+        self.write(move |tx| {
+            let n = tx.execute(
+                "UPDATE apps SET name = COALESCE(?1, name), name_audited = COALESCE(?2, name_audited), \
+                   category_audited = COALESCE(?3, category_audited), \
+                   authenticity_certified = COALESCE(?4, authenticity_certified) WHERE app_id = ?5",
+                params![patch.name, patch.name_audited, patch.category_audited, patch.authenticity_certified, app_id],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("app {app_id}")));
+            }
+            Ok(tx.query_row(&format!("SELECT {APP_COLS} FROM apps WHERE app_id = ?1"), [app_id], app_row)?)
+        })
+        .await
+    }
+
+    async fn get_app(&self, app_id: i64) -> Result<Option<App>> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {APP_COLS} FROM apps WHERE app_id = ?1"),
+                [app_id],
+                app_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn create_template(&self, t: NewTemplate, now_ms: i64) -> Result<Template> {
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO drafts (tp_id, user_version, user_desc, blob_sha256, manifest, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![t.tp_id, t.user_version, t.user_desc, t.blob_sha256, t.manifest, now_ms],
+            )?;
+            let draft_id = tx.last_insert_rowid();
+            tx.execute(
+                "INSERT INTO templates (draft_id, tp_id, user_version, user_desc, blob_sha256, manifest, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![draft_id, t.tp_id, t.user_version, t.user_desc, t.blob_sha256, t.manifest, now_ms],
+            )?;
+            let id = tx.last_insert_rowid();
+            Ok(tx.query_row(&format!("SELECT {TEMPLATE_COLS} FROM templates WHERE template_id = ?1"), [id], template_row)?)
+        })
+        .await
+    }
+
+    async fn get_template(&self, template_id: i64) -> Result<Option<Template>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT {TEMPLATE_COLS} FROM templates WHERE template_id = ?1"
+            ))?
+            .query_row([template_id], template_row)
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn authorize(
+        &self,
+        tp_id: i64,
+        app_id: i64,
+        access_hash: String,
+        refresh_hash: String,
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<()> {
+        self.write(move |tx| {
+            let n = tx.execute("UPDATE apps SET tp_id = ?1 WHERE app_id = ?2", params![tp_id, app_id])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("app {app_id}")));
+            }
+            // A mini program is authorized to one third party at a time.
+            tx.execute("DELETE FROM access_tokens WHERE app_id = ?1 AND tp_id <> ?2", params![app_id, tp_id])?;
+            let refresh_expiry = now_ms.saturating_add(10 * 365 * 24 * 3600 * 1000);
+            tx.execute(
+                "INSERT INTO access_tokens (token_hash, kind, tp_id, app_id, expires_at, created_at) VALUES (?1, 'app', ?2, ?3, ?4, ?5)",
+                params![access_hash, tp_id, app_id, expires_at_ms, now_ms],
+            )?;
+            tx.execute(
+                "INSERT INTO access_tokens (token_hash, kind, tp_id, app_id, expires_at, created_at) VALUES (?1, 'refresh', ?2, ?3, ?4, ?5)",
+                params![refresh_hash, tp_id, app_id, refresh_expiry, now_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn resolve_app_token(&self, token_hash: String) -> Result<Option<Grant>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT t.app_id, t.tp_id, t.expires_at FROM access_tokens t JOIN apps a ON a.app_id = t.app_id \
+                 WHERE t.token_hash = ?1 AND t.kind = 'app' AND a.tp_id = t.tp_id",
+            )?
+            .query_row([token_hash], |r| {
+                Ok(Grant { app_id: r.get(0)?, tp_id: r.get(1)?, expires_at_ms: r.get(2)? })
+            })
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn visible_packages(&self, app_id: i64) -> Result<Vec<PackageRecord>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {PKG_COLS} FROM packages p WHERE p.app_id = ?1 AND p.state NOT IN ('history', 'retired') ORDER BY p.package_id"
+            ))?;
+            let rows = stmt.query_map([app_id], pkg_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn get_package(&self, package_id: i64) -> Result<Option<PackageRecord>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT {PKG_COLS} FROM packages p WHERE p.package_id = ?1"
+            ))?
+            .query_row([package_id], pkg_row)
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn list_packages(&self, filter: PackageFilter) -> Result<Vec<PackageRecord>> {
+        // The wire status maps to one or more states; filter on states so the index is used.
+        let states: Vec<&'static str> = match filter.status {
+            None => vec![],
+            Some(code) => PkgState::ALL
+                .into_iter()
+                .filter(|s| s.wire_status().map(|w| w.code()) == Some(code))
+                .map(PkgState::as_str)
+                .collect(),
+        };
+        if filter.status.is_some() && states.is_empty() {
+            return Ok(vec![]);
+        }
+        self.read(move |c| {
+            let state_list = states.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(",");
+            let mut sql = format!("SELECT {PKG_COLS} FROM packages p WHERE 1 = 1");
+            if !state_list.is_empty() {
+                sql.push_str(&format!(" AND p.state IN ({state_list})"));
+            }
+            sql.push_str(" AND (?1 IS NULL OR p.app_id = ?1) AND (?2 IS NULL OR p.tp_id = ?2) ORDER BY p.package_id DESC LIMIT ?3");
+            let mut stmt = c.prepare(&sql)?;
+            let rows = stmt
+                .query_map(params![filter.app_id, filter.tp_id, filter.limit.unwrap_or(1000)], pkg_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn audit_quota(&self, tp_id: i64, ctx: DecisionContext) -> Result<Quota> {
+        self.read(move |c| quota(c, tp_id, &ctx)).await
+    }
+
+    async fn upload(
+        &self,
+        new: NewPackage,
+        ctx: DecisionContext,
+    ) -> Result<std::result::Result<(i64, Plan), lifecycle::Refusal>> {
+        self.write(move |tx| {
+            let id: i64 = tx.query_row(
+                "SELECT COALESCE(MAX(package_id), 0) + 1 FROM packages",
+                [],
+                |r| r.get(0),
+            )?;
+            let (snap, tp_id) = snapshot(tx, new.app_id, None, &ctx)?;
+            let plan =
+                match lifecycle::decide(&snap, &Command::Upload { package_id: id }, &ctx.policy) {
+                    Ok(plan) => plan,
+                    Err(refusal) => return Ok(Err(refusal)),
+                };
+            apply_plan(tx, &plan, tp_id, &ctx, Some(&new))?;
+            Ok(Ok((id, plan)))
+        })
+        .await
+    }
+
+    async fn execute(
+        &self,
+        app_id: i64,
+        cmd: Command,
+        ctx: DecisionContext,
+        job: Option<i64>,
+    ) -> Result<Decision> {
+        self.write(move |tx| {
+            let (snap, tp_id) = snapshot(tx, app_id, command_target(&cmd), &ctx)?;
+            let decision = lifecycle::decide(&snap, &cmd, &ctx.policy);
+            if let Ok(plan) = &decision {
+                apply_plan(tx, plan, tp_id, &ctx, None)?;
+                if let Some(job_id) = job {
+                    // The job is done in the same transaction as the change it caused, so a
+                    // crash either loses both or keeps both: never a transition applied twice.
+                    tx.prepare_cached("DELETE FROM jobs WHERE job_id = ?1")?
+                        .execute([job_id])?;
+                }
+            }
+            Ok(decision)
+        })
+        .await
+    }
+
+    async fn claim_jobs(&self, now_ms: i64, limit: usize, lease_ms: i64) -> Result<Vec<Job>> {
+        self.write(move |tx| {
+            let mut stmt = tx.prepare_cached(
+                "SELECT job_id, kind, package_id, attempts FROM jobs \
+                 WHERE run_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1) ORDER BY run_at, job_id LIMIT ?2",
+            )?;
+            let rows = stmt
+                .query_map(params![now_ms, limit as i64], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut jobs = Vec::with_capacity(rows.len());
+            for (job_id, kind, package_id, attempts) in rows {
+                tx.prepare_cached("UPDATE jobs SET lease_until = ?1, attempts = attempts + 1 WHERE job_id = ?2")?
+                    .execute(params![now_ms + lease_ms, job_id])?;
+                let kind = JobKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("job kind {kind}")))?;
+                jobs.push(Job { job_id, kind, package_id, attempts: attempts + 1 });
+            }
+            Ok(jobs)
+        })
+        .await
+    }
+
+    async fn drop_job(&self, job_id: i64) -> Result<()> {
+        self.write(move |tx| {
+            tx.prepare_cached("DELETE FROM jobs WHERE job_id = ?1")?
+                .execute([job_id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn retry_job(&self, job_id: i64, run_at_ms: i64, error: String) -> Result<()> {
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE jobs SET run_at = ?1, lease_until = NULL, last_error = ?2 WHERE job_id = ?3",
+                params![run_at_ms, error, job_id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn next_job_due(&self) -> Result<Option<i64>> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT MIN(CASE WHEN lease_until IS NULL OR lease_until < run_at THEN run_at ELSE lease_until END) FROM jobs",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    async fn release_leases(&self) -> Result<u64> {
+        self.write(|tx| {
+            Ok(tx.execute(
+                "UPDATE jobs SET lease_until = NULL WHERE lease_until IS NOT NULL",
+                [],
+            )? as u64)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests;
