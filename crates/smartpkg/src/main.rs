@@ -1,1 +1,138 @@
-fn main() {}
+//! `smartpkg`: the platform server (`serve`). The third party's toolkit commands join it in
+//! later releases.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use smartpkg_server::{demo, Settings};
+
+#[derive(Parser)]
+#[command(
+    name = "smartpkg",
+    version,
+    about = "A Baidu-compatible mini-program package platform"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the platform server.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0: chosen by the system). [default: 127.0.0.1:8420]
+    #[arg(long)]
+    listen: Option<String>,
+    /// Where the database, blobs and admin token live. [default: ./smartpkg-data]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Database URL; unset = embedded SQLite under the data directory.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// A TOML file of settings (keys as in docs/configuration.md).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Seed a demo third party, mini program, template and token, and print curl lines.
+    #[arg(long)]
+    demo: bool,
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SMARTPKG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut flags = vec![];
+    if let Some(v) = args.listen {
+        flags.push(("listen".to_string(), v));
+    }
+    if let Some(v) = args.data_dir {
+        flags.push(("data_dir".to_string(), v.display().to_string()));
+    }
+    if let Some(v) = args.database_url {
+        flags.push(("database_url".to_string(), v));
+    }
+    let settings = Settings::load(args.config.as_deref(), std::env::vars(), flags)
+        .context("invalid settings")?;
+    init_logging(&settings.log_format);
+    let running = smartpkg_server::start(settings.clone())
+        .await
+        .context("cannot start the server")?;
+    let base = format!("http://{}", running.addr);
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {base}")?;
+    if running.admin_token_generated {
+        writeln!(
+            out,
+            "admin token (generated now, stored in {}): {}",
+            settings.data_dir.join("admin-token").display(),
+            running.state.admin_token
+        )?;
+    }
+    if args.demo {
+        let d = demo::seed(&running.state).await?;
+        let lines = demo::curl_lines(
+            &d,
+            &base,
+            &running.state.admin_token,
+            settings.build_delay_ms,
+            settings.rollback_delay_ms,
+        );
+        writeln!(out, "\n{lines}")?;
+    }
+    out.flush()?;
+    drop(out);
+    let stop = running.shutdown_handle();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+    running.wait().await.context("server failed")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Serve(args) => serve(args).await,
+    }
+}

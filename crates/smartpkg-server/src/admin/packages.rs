@@ -1,0 +1,179 @@
+//! Packages as an operator or reviewer sees them: every state, audit decisions, archives.
+
+use std::collections::HashMap;
+use std::io::{Seek, SeekFrom};
+
+use axum::body::Body as HttpBody;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use smartpkg_core::archive;
+use smartpkg_core::lifecycle::Command;
+use smartpkg_store::{PackageFilter, PackageRecord};
+
+use super::{AdminError, AdminResult, Body};
+use crate::{clock, workers, AppState};
+
+fn view(p: &PackageRecord, state: &AppState) -> Value {
+    let offset = state.settings.utc_offset;
+    json!({
+        "package_id": p.package_id,
+        "app_id": p.app_id,
+        "tp_id": p.tp_id,
+        "template_id": p.template_id,
+        "status": p.state.wire_status().map(|w| w.code()),
+        "state": p.state.as_str(),
+        "version": p.version,
+        "version_desc": p.version_desc,
+        "msg": p.msg,
+        "remark": p.remark,
+        "audit_content": p.audit_content,
+        "test_account": p.test_account,
+        "test_password": p.test_password,
+        "direct_commit": p.direct_commit,
+        "upload_err_code": p.upload_err_code,
+        "upload_err_msg": p.upload_err_msg,
+        "rollback_version": p.rollback_version,
+        "commit_time": clock::commit_time(p.commit_time_ms, offset),
+        "updated_at": clock::commit_time(p.updated_at_ms, offset),
+    })
+}
+
+fn int(q: &HashMap<String, String>, name: &str) -> AdminResult<Option<i64>> {
+    q.get(name)
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            v.parse()
+                .map_err(|_| AdminError::bad_request(format!("{name} must be an integer")))
+        })
+        .transpose()
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> AdminResult<Json<Value>> {
+    let filter = PackageFilter {
+        status: int(&q, "status")?,
+        app_id: int(&q, "app_id")?,
+        tp_id: int(&q, "tp_id")?,
+        limit: Some(int(&q, "limit")?.unwrap_or(100).clamp(1, 1000)),
+    };
+    let rows = state.store.list_packages(filter).await?;
+    let packages: Vec<Value> = rows.iter().map(|p| view(p, &state)).collect();
+    Ok(Json(json!({ "packages": packages })))
+}
+
+async fn load(state: &AppState, id: i64) -> AdminResult<PackageRecord> {
+    state
+        .store
+        .get_package(id)
+        .await?
+        .ok_or_else(|| AdminError::not_found(format!("package {id}")))
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> AdminResult<Json<Value>> {
+    Ok(Json(view(&load(&state, id).await?, &state)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditBody {
+    result: String,
+    reason: Option<String>,
+}
+
+pub async fn audit(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    Body(b): Body<AuditBody>,
+) -> AdminResult<Json<Value>> {
+    let pass = match b.result.as_str() {
+        "pass" => true,
+        "fail" => false,
+        other => {
+            return Err(AdminError::bad_request(format!(
+                "result must be \"pass\" or \"fail\", got {other:?}"
+            )))
+        }
+    };
+    let reason = b.reason.unwrap_or_default().trim().to_string();
+    if !pass && reason.is_empty() {
+        return Err(AdminError::bad_request(
+            "a failed audit needs a reason: the third party is told it",
+        ));
+    }
+    if reason.chars().count() > 2048 {
+        return Err(AdminError::bad_request("reason is at most 2048 characters"));
+    }
+    let p = load(&state, id).await?;
+    let cmd = Command::Decide {
+        package_id: id,
+        pass,
+        reason,
+    };
+    match state
+        .store
+        .execute(p.app_id, cmd, state.decision_context(), None)
+        .await?
+    {
+        Ok(_) => Ok(Json(view(&load(&state, id).await?, &state))),
+        Err(refusal) => Err(AdminError::new(
+            StatusCode::CONFLICT,
+            "invalid_state",
+            refusal.msg,
+        )),
+    }
+}
+
+/// The full package as a zip: the template's entries unchanged plus the generated `ext.json`.
+/// It is spooled to an unnamed temporary file and streamed from there, so memory stays flat
+/// whatever the template's size.
+pub async fn archive(State(state): State<AppState>, Path(id): Path<i64>) -> AdminResult<Response> {
+    let p = load(&state, id).await?;
+    let ext_json = p.built_ext_json.clone().ok_or_else(|| {
+        AdminError::new(
+            StatusCode::CONFLICT,
+            "not_built",
+            format!(
+                "package {id} is {}; it has no archive until its build succeeds",
+                p.state.as_str()
+            ),
+        )
+    })?;
+    let (bytes, manifest) = workers::template_bytes(&state, p.template_id)
+        .await
+        .map_err(|e| {
+            AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "template_unreadable", e)
+        })?;
+    let tmp_dir = state.settings.data_dir.join("tmp");
+    let file = tokio::task::spawn_blocking(move || -> Result<std::fs::File, String> {
+        std::fs::create_dir_all(&tmp_dir).map_err(|e| e.to_string())?;
+        let file = tempfile::tempfile_in(&tmp_dir).map_err(|e| e.to_string())?;
+        let mut file = archive::write_package(&bytes, &manifest, &ext_json, file)
+            .map_err(|e| e.to_string())?;
+        file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+        Ok(file)
+    })
+    .await
+    .map_err(|e| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    .map_err(|e| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
+    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/zip".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"package-{id}.zip\""),
+            ),
+        ],
+        HttpBody::from_stream(stream),
+    )
+        .into_response())
+}

@@ -1,0 +1,338 @@
+//! Third parties, mini programs, templates and authorizations.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use smartpkg_core::archive;
+use smartpkg_store::{App, AppPatch, NewTemplate, Tp, TpPatch};
+
+use super::{AdminError, AdminResult, Body};
+use crate::{clock, secrets, AppState};
+
+fn check_url(name: &str, url: &str) -> AdminResult<()> {
+    if url.is_empty() || url.starts_with("http://") || url.starts_with("https://") {
+        Ok(())
+    } else {
+        Err(AdminError::bad_request(format!(
+            "{name} must be an http:// or https:// URL"
+        )))
+    }
+}
+
+fn check_tp_fields(
+    event_url: Option<&str>,
+    auth_event_url: Option<&str>,
+    key: Option<&str>,
+    token: Option<&str>,
+) -> AdminResult<()> {
+    check_url("event_url", event_url.unwrap_or(""))?;
+    check_url("auth_event_url", auth_event_url.unwrap_or(""))?;
+    if let Some(k) = key {
+        if !secrets::valid_encoding_aes_key(k) {
+            return Err(AdminError::bad_request(
+                "encoding_aes_key must be 43 base64 characters (32 bytes once decoded)",
+            ));
+        }
+    }
+    if token.is_some_and(|t| t.is_empty() || t.len() > 128) {
+        return Err(AdminError::bad_request(
+            "msg_token must be 1 to 128 characters",
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTpBody {
+    name: String,
+    event_url: Option<String>,
+    auth_event_url: Option<String>,
+    msg_token: Option<String>,
+    encoding_aes_key: Option<String>,
+    audit_quota: Option<i64>,
+}
+
+pub async fn create_tp(
+    State(state): State<AppState>,
+    Body(b): Body<NewTpBody>,
+) -> AdminResult<(StatusCode, Json<Tp>)> {
+    if b.name.trim().is_empty() {
+        return Err(AdminError::bad_request("name is required"));
+    }
+    check_tp_fields(
+        b.event_url.as_deref(),
+        b.auth_event_url.as_deref(),
+        b.encoding_aes_key.as_deref(),
+        b.msg_token.as_deref(),
+    )?;
+    let tp = Tp {
+        tp_id: 0,
+        client_id: secrets::random_alnum(32),
+        name: b.name.trim().to_string(),
+        event_url: b.event_url.unwrap_or_default(),
+        auth_event_url: b.auth_event_url.unwrap_or_default(),
+        msg_token: b.msg_token.unwrap_or_else(|| secrets::random_alnum(32)),
+        encoding_aes_key: b.encoding_aes_key.unwrap_or_else(secrets::encoding_aes_key),
+        audit_quota: b.audit_quota.filter(|q| *q >= -1),
+    };
+    let tp = state.store.create_tp(tp).await?;
+    Ok((StatusCode::CREATED, Json(tp)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchTpBody {
+    name: Option<String>,
+    event_url: Option<String>,
+    auth_event_url: Option<String>,
+    msg_token: Option<String>,
+    encoding_aes_key: Option<String>,
+    /// null resets to the server's default.
+    #[serde(default, with = "double_option")]
+    audit_quota: Option<Option<i64>>,
+}
+
+mod double_option {
+    use serde::{Deserialize, Deserializer};
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+        Option::<i64>::deserialize(d).map(Some)
+    }
+}
+
+pub async fn patch_tp(
+    State(state): State<AppState>,
+    Path(tp_id): Path<i64>,
+    Body(b): Body<PatchTpBody>,
+) -> AdminResult<Json<Tp>> {
+    check_tp_fields(
+        b.event_url.as_deref(),
+        b.auth_event_url.as_deref(),
+        b.encoding_aes_key.as_deref(),
+        b.msg_token.as_deref(),
+    )?;
+    if b.audit_quota.flatten().is_some_and(|q| q < -1) {
+        return Err(AdminError::bad_request(
+            "audit_quota must be -1 (unlimited) or a count",
+        ));
+    }
+    let patch = TpPatch {
+        name: b.name,
+        event_url: b.event_url,
+        auth_event_url: b.auth_event_url,
+        msg_token: b.msg_token,
+        encoding_aes_key: b.encoding_aes_key,
+        audit_quota: b.audit_quota,
+    };
+    Ok(Json(state.store.update_tp(tp_id, patch).await?))
+}
+
+pub async fn get_tp(
+    State(state): State<AppState>,
+    Path(tp_id): Path<i64>,
+) -> AdminResult<Json<Tp>> {
+    let tp = state.store.get_tp(tp_id).await?;
+    tp.map(Json)
+        .ok_or_else(|| AdminError::not_found(format!("tp {tp_id}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAppBody {
+    name: String,
+    name_audited: Option<bool>,
+    category_audited: Option<bool>,
+    authenticity_certified: Option<bool>,
+}
+
+pub async fn create_app(
+    State(state): State<AppState>,
+    Body(b): Body<NewAppBody>,
+) -> AdminResult<(StatusCode, Json<App>)> {
+    if b.name.trim().is_empty() {
+        return Err(AdminError::bad_request("name is required"));
+    }
+    // The gates default to open so that a sandbox app can go through the whole lifecycle;
+    // an operator closes them to test the 69001-69003 and 50038 paths.
+    let app = App {
+        app_id: 0,
+        app_key: secrets::random_alnum(32),
+        name: b.name.trim().to_string(),
+        name_audited: b.name_audited.unwrap_or(true),
+        category_audited: b.category_audited.unwrap_or(true),
+        authenticity_certified: b.authenticity_certified.unwrap_or(true),
+        tp_id: None,
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(state.store.create_app(app).await?),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchAppBody {
+    name: Option<String>,
+    name_audited: Option<bool>,
+    category_audited: Option<bool>,
+    authenticity_certified: Option<bool>,
+}
+
+pub async fn patch_app(
+    State(state): State<AppState>,
+    Path(app_id): Path<i64>,
+    Body(b): Body<PatchAppBody>,
+) -> AdminResult<Json<App>> {
+    if b.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+        return Err(AdminError::bad_request("name cannot be empty"));
+    }
+    let patch = AppPatch {
+        name: b.name,
+        name_audited: b.name_audited,
+        category_audited: b.category_audited,
+        authenticity_certified: b.authenticity_certified,
+    };
+    Ok(Json(state.store.update_app(app_id, patch).await?))
+}
+
+pub async fn get_app(
+    State(state): State<AppState>,
+    Path(app_id): Path<i64>,
+) -> AdminResult<Json<App>> {
+    let app = state.store.get_app(app_id).await?;
+    app.map(Json)
+        .ok_or_else(|| AdminError::not_found(format!("app {app_id}")))
+}
+
+/// `POST /tps/{tp_id}/templates?user_version=&user_desc=` with the zip as the raw body.
+/// The archive is checked in full before anything is stored, so a rejected upload leaves
+/// nothing behind.
+pub async fn upload_template(
+    State(state): State<AppState>,
+    Path(tp_id): Path<i64>,
+    Query(q): Query<HashMap<String, String>>,
+    req: Request,
+) -> AdminResult<(StatusCode, Json<Value>)> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type.starts_with("multipart/") {
+        return Err(AdminError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the zip itself as the body (curl --data-binary @template.zip -H 'Content-Type: application/zip')",
+        ));
+    }
+    let user_version = q
+        .get("user_version")
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| AdminError::bad_request("user_version is required (query parameter)"))?;
+    let user_desc = q.get("user_desc").cloned().unwrap_or_default();
+    if user_version.chars().count() > 64 || user_desc.chars().count() > 2048 {
+        return Err(AdminError::bad_request(
+            "user_version is at most 64 characters, user_desc at most 2048",
+        ));
+    }
+    if state.store.get_tp(tp_id).await?.is_none() {
+        return Err(AdminError::not_found(format!("tp {tp_id}")));
+    }
+    let limits = state.settings.archive;
+    let bytes = axum::body::to_bytes(req.into_body(), limits.max_archive_bytes as usize)
+        .await
+        .map_err(|_| {
+            AdminError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "the archive is larger than {} bytes",
+                    limits.max_archive_bytes
+                ),
+            )
+        })?;
+    if bytes.is_empty() {
+        return Err(AdminError::bad_request(
+            "the body is empty; send the template's zip",
+        ));
+    }
+    let bytes = bytes.to_vec();
+    let (manifest, bytes) =
+        tokio::task::spawn_blocking(move || archive::inspect(&bytes, &limits).map(|m| (m, bytes)))
+            .await
+            .map_err(|e| {
+                AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })?
+            .map_err(|e| {
+                AdminError::new(StatusCode::BAD_REQUEST, "invalid_archive", e.to_string())
+            })?;
+    let manifest_json = serde_json::to_string(&manifest).map_err(|e| {
+        AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    })?;
+    let sha = state.blobs.put(bytes).await?;
+    let t = state
+        .store
+        .create_template(
+            NewTemplate {
+                tp_id,
+                user_version,
+                user_desc,
+                blob_sha256: sha.clone(),
+                manifest: manifest_json,
+            },
+            clock::now_ms(),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "template_id": t.template_id,
+            "draft_id": t.draft_id,
+            "user_version": t.user_version,
+            "user_desc": t.user_desc,
+            "blob_sha256": sha,
+            "pages": manifest.pages,
+            "file_count": manifest.files.len(),
+        })),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizeBody {
+    app_id: i64,
+}
+
+pub async fn authorize(
+    State(state): State<AppState>,
+    Path(tp_id): Path<i64>,
+    Body(b): Body<AuthorizeBody>,
+) -> AdminResult<(StatusCode, Json<Value>)> {
+    if state.store.get_tp(tp_id).await?.is_none() {
+        return Err(AdminError::not_found(format!("tp {tp_id}")));
+    }
+    let access = secrets::access_token("45");
+    let refresh = secrets::access_token("46");
+    let now = clock::now_ms();
+    let ttl = state.settings.app_token_ttl_s;
+    state
+        .store
+        .authorize(
+            tp_id,
+            b.app_id,
+            secrets::sha256_hex(&access),
+            secrets::sha256_hex(&refresh),
+            now.saturating_add((ttl as i64).saturating_mul(1000)),
+            now,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"access_token": access, "refresh_token": refresh, "expires_in": ttl})),
+    ))
+}

@@ -1,0 +1,232 @@
+//! The Baidu-compatible API. Paths, parameter names, envelopes, field types and errno values
+//! follow `spec/baidu-openapi.md`; nothing here is ours to change.
+//!
+//! Parameters arrive from the query string, a form body or a JSON body, mixed (spec §1):
+//! [`Params`] merges them, the body winning over the query for a name given twice.
+
+mod package;
+
+use std::collections::HashMap;
+
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::Value;
+use smartpkg_store::{Grant, StoreError};
+use smartpkg_types::{Envelope, Errno, GatewayError};
+
+use crate::{clock, secrets, AppState};
+
+pub fn routes(_state: AppState) -> Router<AppState> {
+    // Real clients use GET or POST as they like (the doc's curl examples POST with everything
+    // in the query), so every route answers both.
+    let p = "/rest/2.0/smartapp/package";
+    Router::new()
+        .route(&format!("{p}/upload"), any(package::upload))
+        .route(&format!("{p}/submitaudit"), any(package::submitaudit))
+        .route(&format!("{p}/release"), any(package::release))
+        .route(&format!("{p}/rollback"), any(package::rollback))
+        .route(&format!("{p}/withdraw"), any(package::withdraw))
+        .route(&format!("{p}/get"), any(package::get))
+        .route(&format!("{p}/getdetail"), any(package::getdetail))
+        .route(&format!("{p}/auditquota"), any(package::auditquota))
+        .route(&format!("{p}/gettrial"), any(package::gettrial))
+}
+
+/// A Baidu API answer: the business envelope or the gateway's error shape, always HTTP 200
+/// as the real gateway answers, except a body over the limit (413).
+#[derive(Debug)]
+pub enum Reply {
+    Ok(Option<Value>),
+    Err(Errno, String),
+    Gateway(GatewayError),
+    TooLarge(usize),
+}
+
+impl Reply {
+    pub fn data<T: Serialize>(data: T) -> Reply {
+        match serde_json::to_value(data) {
+            Ok(v) => Reply::Ok(Some(v)),
+            Err(e) => Reply::Err(Errno::BUSY, format!("cannot encode the answer: {e}")),
+        }
+    }
+
+    pub fn err(errno: Errno) -> Reply {
+        Reply::Err(errno, errno.default_msg().to_string())
+    }
+
+    pub fn err_msg(errno: Errno, detail: impl std::fmt::Display) -> Reply {
+        Reply::Err(errno, format!("{}: {detail}", errno.default_msg()))
+    }
+}
+
+impl From<StoreError> for Reply {
+    fn from(e: StoreError) -> Reply {
+        match e {
+            StoreError::Conflict(_) => Reply::err(Errno::PROCESSING),
+            other => {
+                tracing::error!(error = %other, "storage failed");
+                Reply::err(Errno::BUSY)
+            }
+        }
+    }
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        match self {
+            Reply::Ok(data) => Json(Envelope {
+                errno: 0,
+                msg: "success".into(),
+                data,
+            })
+            .into_response(),
+            Reply::Err(errno, msg) => Json(Envelope::<()> {
+                errno: errno.0,
+                msg,
+                data: None,
+            })
+            .into_response(),
+            Reply::Gateway(g) => Json(g).into_response(),
+            Reply::TooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Json(Envelope::<()> {
+                    errno: Errno::PARAM_ERROR.0,
+                    msg: format!("参数错误: the request body is larger than {limit} bytes"),
+                    data: None,
+                }),
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// All parameters of a request, merged from the query string and the body.
+#[derive(Debug, Default)]
+pub struct Params(pub HashMap<String, String>);
+
+fn json_scalar(v: Value) -> String {
+    match v {
+        Value::String(s) => s,
+        Value::Null => String::new(),
+        // An object (ext_json sent as a nested object by JSON clients) is passed on as text.
+        other => other.to_string(),
+    }
+}
+
+impl FromRequest<AppState> for Params {
+    type Rejection = Reply;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Reply> {
+        let mut map = HashMap::new();
+        if let Some(q) = req.uri().query() {
+            map.extend(form_urlencoded::parse(q.as_bytes()).into_owned());
+        }
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let limit = state.settings.max_body_bytes;
+        let body = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|_| Reply::TooLarge(limit))?;
+        let trimmed = body.trim_ascii();
+        if trimmed.is_empty() {
+            return Ok(Params(map));
+        }
+        let is_json = content_type.starts_with("application/json")
+            || (!content_type.starts_with("application/x-www-form-urlencoded")
+                && trimmed.first() == Some(&b'{'));
+        if is_json {
+            let v: Value = serde_json::from_slice(trimmed).map_err(|e| {
+                Reply::err_msg(Errno::PARAM_ERROR, format!("the JSON body is invalid: {e}"))
+            })?;
+            let Value::Object(obj) = v else {
+                return Err(Reply::err_msg(
+                    Errno::PARAM_ERROR,
+                    "the JSON body must be an object",
+                ));
+            };
+            map.extend(obj.into_iter().map(|(k, v)| (k, json_scalar(v))));
+        } else {
+            map.extend(form_urlencoded::parse(trimmed).into_owned());
+        }
+        Ok(Params(map))
+    }
+}
+
+impl Params {
+    /// A parameter that is present and not blank.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    pub fn required(&self, name: &str) -> Result<&str, Reply> {
+        self.get(name)
+            .ok_or_else(|| Reply::err_msg(Errno::PARAM_ERROR, format!("{name} is required")))
+    }
+
+    pub fn optional_i64(&self, name: &str) -> Result<Option<i64>, Reply> {
+        self.get(name)
+            .map(|v| {
+                v.trim().parse::<i64>().map_err(|_| {
+                    Reply::err_msg(
+                        Errno::PARAM_TYPE_ERROR,
+                        format!("{name} must be an integer, got {v:?}"),
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    pub fn required_i64(&self, name: &str) -> Result<i64, Reply> {
+        self.required(name)?;
+        self.optional_i64(name)?
+            .ok_or_else(|| Reply::err_msg(Errno::PARAM_ERROR, format!("{name} is required")))
+    }
+
+    /// A text parameter of at most `max` characters.
+    pub fn text(&self, name: &str, max: usize) -> Result<Option<String>, Reply> {
+        match self.0.get(name) {
+            None => Ok(None),
+            Some(v) if v.chars().count() > max => Err(Reply::err_msg(
+                Errno::PARAM_ERROR,
+                format!("{name} is longer than {max} characters"),
+            )),
+            Some(v) => Ok(Some(v.clone())),
+        }
+    }
+
+    /// Resolves `access_token` to the mini program it grants, or the gateway's error.
+    pub async fn app_grant(&self, state: &AppState) -> Result<Grant, Reply> {
+        let token = self
+            .get("access_token")
+            .ok_or(Reply::Gateway(GatewayError::token_invalid()))?;
+        let grant = state
+            .store
+            .resolve_app_token(secrets::sha256_hex(token.trim()))
+            .await?
+            .ok_or(Reply::Gateway(GatewayError::token_invalid()))?;
+        if grant.expires_at_ms <= clock::now_ms() {
+            return Err(Reply::Gateway(GatewayError::token_expired()));
+        }
+        Ok(grant)
+    }
+}
+
+/// Handlers return `Result<Reply, Reply>` so `?` works on every check.
+pub type Answer = Result<Reply, Reply>;
+
+pub fn respond(a: Answer) -> Response {
+    match a {
+        Ok(r) | Err(r) => r.into_response(),
+    }
+}

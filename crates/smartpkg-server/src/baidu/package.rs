@@ -1,0 +1,257 @@
+//! `/rest/2.0/smartapp/package/*` (spec §3). Handlers parse, load, ask the domain through the
+//! store, and shape the answer; the rules themselves live in `smartpkg_core::lifecycle`.
+
+use axum::extract::State;
+use axum::response::Response;
+use chrono::FixedOffset;
+use smartpkg_core::ext::parse_ext_json;
+use smartpkg_core::lifecycle::{AuditRequest, Command, PkgState, Slot};
+use smartpkg_store::{NewPackage, PackageRecord};
+use smartpkg_types::{upload_status, AuditQuota, Errno, PackageInfo, WireStatus};
+
+use super::{respond, Answer, Params, Reply};
+use crate::{clock, AppState};
+
+/// The `committer` the real platform shows for packages a third party submitted.
+const COMMITTER: &str = "--";
+const MAX_VERSION_CHARS: usize = 64;
+const MAX_DESC_CHARS: usize = 2048;
+const MAX_ACCOUNT_CHARS: usize = 256;
+
+/// A stored package as `get`/`getdetail` show it; None for states the wire never shows.
+pub fn to_wire(p: &PackageRecord, offset: FixedOffset) -> Option<PackageInfo> {
+    let status = p.state.wire_status()?;
+    let mut info = PackageInfo {
+        version: Some(p.version.clone()),
+        commit_time: Some(clock::commit_time(p.commit_time_ms, offset)),
+        version_desc: Some(p.version_desc.clone()),
+        ..Default::default()
+    };
+    match p.state {
+        // A package still uploading carries only these five fields (the seed's example).
+        PkgState::Building => {
+            info.upload_status = Some(upload_status::UPLOADING);
+            info.upload_status_desc = Some(upload_status::UPLOADING_DESC.into());
+        }
+        PkgState::BuildFailed => {
+            info.upload_status = Some(upload_status::FAILED);
+            info.upload_status_desc = Some(upload_status::FAILED_DESC.into());
+            info.upload_err_code = p.upload_err_code;
+            info.upload_err_msg = p.upload_err_msg.clone();
+        }
+        _ => {
+            info.remark = Some(p.remark.clone());
+            info.msg = Some(p.msg.clone());
+            info.committer = Some(COMMITTER.into());
+            info.status = Some(status.code());
+            info.package_id = Some(p.package_id);
+            if p.state.slot() == Some(Slot::Online) {
+                info.rollback_version = Some(p.rollback_version.clone().unwrap_or_default());
+            }
+        }
+    }
+    Some(info)
+}
+
+async fn run(state: &AppState, app_id: i64, cmd: Command) -> Answer {
+    match state
+        .store
+        .execute(app_id, cmd, state.decision_context(), None)
+        .await?
+    {
+        Ok(plan) => {
+            if !plan.jobs.is_empty() {
+                state.jobs_ready.notify_one();
+            }
+            Ok(Reply::Ok(None))
+        }
+        Err(refusal) => Err(Reply::Err(refusal.errno, refusal.msg)),
+    }
+}
+
+async fn upload_inner(state: AppState, p: Params) -> Answer {
+    let grant = p.app_grant(&state).await?;
+    let template_id = p.required_i64("template_id")?;
+    let ext_json = p.required("ext_json")?.to_string();
+    p.required("user_version")?;
+    p.required("user_desc")?;
+    let version = p
+        .text("user_version", MAX_VERSION_CHARS)?
+        .unwrap_or_default();
+    let version_desc = p.text("user_desc", MAX_DESC_CHARS)?.unwrap_or_default();
+    let test_account = p.text("test_account", MAX_ACCOUNT_CHARS)?;
+    let test_password = p.text("test_password", MAX_ACCOUNT_CHARS)?;
+    let ext = parse_ext_json(&ext_json).map_err(|e| Reply::Err(e.errno(), e.to_string()))?;
+    let template = state.store.get_template(template_id).await?;
+    let template = match template {
+        Some(t) if t.tp_id == grant.tp_id => t,
+        _ => {
+            return Err(Reply::err_msg(
+                Errno::TEMPLATE_NOT_FOUND,
+                format!("template {template_id} is not in this third party's library"),
+            ))
+        }
+    };
+    if template.deleted {
+        return Err(Reply::err(Errno::TEMPLATE_OFFLINE));
+    }
+    let new = NewPackage {
+        app_id: grant.app_id,
+        tp_id: grant.tp_id,
+        template_id,
+        version,
+        version_desc,
+        ext_json,
+        direct_commit: ext.direct_commit,
+        test_account,
+        test_password,
+    };
+    match state.store.upload(new, state.decision_context()).await? {
+        Ok(_) => {
+            state.jobs_ready.notify_one();
+            Ok(Reply::Ok(None))
+        }
+        Err(refusal) => Err(Reply::Err(refusal.errno, refusal.msg)),
+    }
+}
+
+pub async fn upload(State(state): State<AppState>, p: Params) -> Response {
+    respond(upload_inner(state, p).await)
+}
+
+async fn submitaudit_inner(state: AppState, p: Params) -> Answer {
+    let grant = p.app_grant(&state).await?;
+    let package_id = p.required_i64("package_id")?;
+    p.required("content")?;
+    let request = AuditRequest {
+        content: p.text("content", MAX_DESC_CHARS)?.unwrap_or_default(),
+        remark: p.text("remark", MAX_DESC_CHARS)?.unwrap_or_default(),
+        test_account: p.text("test_account", MAX_ACCOUNT_CHARS)?,
+        test_password: p.text("test_password", MAX_ACCOUNT_CHARS)?,
+    };
+    let cmd = Command::SubmitAudit {
+        package_id,
+        request,
+    };
+    run(&state, grant.app_id, cmd).await
+}
+
+pub async fn submitaudit(State(state): State<AppState>, p: Params) -> Response {
+    respond(submitaudit_inner(state, p).await)
+}
+
+async fn by_package_id(state: AppState, p: Params, cmd: fn(i64) -> Command) -> Answer {
+    let grant = p.app_grant(&state).await?;
+    let package_id = p.required_i64("package_id")?;
+    run(&state, grant.app_id, cmd(package_id)).await
+}
+
+pub async fn release(State(state): State<AppState>, p: Params) -> Response {
+    respond(by_package_id(state, p, |package_id| Command::Release { package_id }).await)
+}
+
+pub async fn rollback(State(state): State<AppState>, p: Params) -> Response {
+    respond(by_package_id(state, p, |package_id| Command::Rollback { package_id }).await)
+}
+
+pub async fn withdraw(State(state): State<AppState>, p: Params) -> Response {
+    respond(by_package_id(state, p, |package_id| Command::Withdraw { package_id }).await)
+}
+
+/// Online first, then the audit version, then the development version.
+fn slot_order(p: &PackageRecord) -> u8 {
+    match p.state.slot() {
+        Some(Slot::Online) => 0,
+        Some(Slot::Audit) => 1,
+        _ => 2,
+    }
+}
+
+async fn get_inner(state: AppState, p: Params) -> Answer {
+    let grant = p.app_grant(&state).await?;
+    let mut packages = state.store.visible_packages(grant.app_id).await?;
+    packages.sort_by_key(slot_order);
+    let offset = state.settings.utc_offset;
+    let list: Vec<PackageInfo> = packages.iter().filter_map(|r| to_wire(r, offset)).collect();
+    Ok(Reply::data(list))
+}
+
+pub async fn get(State(state): State<AppState>, p: Params) -> Response {
+    respond(get_inner(state, p).await)
+}
+
+fn not_found() -> Reply {
+    Reply::err(Errno::PACKAGE_NOT_FOUND)
+}
+
+async fn getdetail_inner(state: AppState, p: Params) -> Answer {
+    let grant = p.app_grant(&state).await?;
+    let wanted = match p.optional_i64("type")? {
+        None => None,
+        Some(code) => Some(WireStatus::from_code(code).ok_or_else(|| {
+            Reply::err_msg(
+                Errno::PARAM_ERROR,
+                format!("type must be one of 1, 3, 4, 5, 6, 8; got {code}"),
+            )
+        })?),
+    };
+    let offset = state.settings.utc_offset;
+    let record = match p.optional_i64("package_id")? {
+        Some(id) => state
+            .store
+            .get_package(id)
+            .await?
+            .filter(|r| r.app_id == grant.app_id)
+            .filter(|r| wanted.is_none() || r.state.wire_status() == wanted),
+        None => {
+            let visible = state.store.visible_packages(grant.app_id).await?;
+            visible.into_iter().find(|r| match wanted {
+                Some(w) => r.state.wire_status() == Some(w),
+                // With neither parameter: the online version (rolling back counts).
+                None => r.state.slot() == Some(Slot::Online),
+            })
+        }
+    };
+    let info = record
+        .as_ref()
+        .and_then(|r| to_wire(r, offset))
+        .ok_or_else(not_found)?;
+    Ok(Reply::data(info))
+}
+
+pub async fn getdetail(State(state): State<AppState>, p: Params) -> Response {
+    respond(getdetail_inner(state, p).await)
+}
+
+async fn gettrial_inner(state: AppState, p: Params) -> Answer {
+    let grant = p.app_grant(&state).await?;
+    let visible = state.store.visible_packages(grant.app_id).await?;
+    let offset = state.settings.utc_offset;
+    visible
+        .iter()
+        .find(|r| r.state.slot() == Some(Slot::Development))
+        .and_then(|r| to_wire(r, offset))
+        .map(Reply::data)
+        .ok_or_else(not_found)
+}
+
+pub async fn gettrial(State(state): State<AppState>, p: Params) -> Response {
+    respond(gettrial_inner(state, p).await)
+}
+
+async fn auditquota_inner(state: AppState, p: Params) -> Answer {
+    let grant = p.app_grant(&state).await?;
+    let q = state
+        .store
+        .audit_quota(grant.tp_id, state.decision_context())
+        .await?;
+    Ok(Reply::data(AuditQuota {
+        quota_type: 2,
+        quota_times: q.limit.unwrap_or(-1),
+        remain_times: q.remaining().unwrap_or(-1),
+    }))
+}
+
+pub async fn auditquota(State(state): State<AppState>, p: Params) -> Response {
+    respond(auditquota_inner(state, p).await)
+}

@@ -1,0 +1,210 @@
+//! `smartpkg serve --demo`: a third party, a mini program authorized to it, a template and a
+//! fresh access token, so there is something to call right away. Seeding is idempotent: the
+//! ids are remembered in `<data dir>/demo.json` and reused; each start mints a new token.
+
+use serde::{Deserialize, Serialize};
+use smartpkg_core::archive;
+use smartpkg_store::{App, NewTemplate, Tp};
+
+use crate::{clock, secrets, AppState};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DemoIds {
+    tp_id: i64,
+    app_id: i64,
+    template_id: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Demo {
+    pub tp: Tp,
+    pub app: App,
+    pub template_id: i64,
+    pub access_token: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot seed the demo data: {0}")]
+pub struct DemoError(String);
+
+fn err(e: impl std::fmt::Display) -> DemoError {
+    DemoError(e.to_string())
+}
+
+async fn existing(state: &AppState, ids: &DemoIds) -> Result<Option<(Tp, App)>, DemoError> {
+    let tp = state.store.get_tp(ids.tp_id).await.map_err(err)?;
+    let app = state.store.get_app(ids.app_id).await.map_err(err)?;
+    let template = state
+        .store
+        .get_template(ids.template_id)
+        .await
+        .map_err(err)?;
+    Ok(match (tp, app, template) {
+        (Some(tp), Some(app), Some(_)) => Some((tp, app)),
+        _ => None,
+    })
+}
+
+pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
+    let path = state.settings.data_dir.join("demo.json");
+    let remembered: Option<DemoIds> = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let found = match &remembered {
+        Some(ids) => existing(state, ids)
+            .await?
+            .map(|(tp, app)| (tp, app, ids.template_id)),
+        None => None,
+    };
+    let (tp, app, template_id) = match found {
+        Some(f) => f,
+        None => {
+            let tp = state
+                .store
+                .create_tp(Tp {
+                    tp_id: 0,
+                    client_id: secrets::random_alnum(32),
+                    name: "Demo third party".into(),
+                    event_url: String::new(),
+                    auth_event_url: String::new(),
+                    msg_token: secrets::random_alnum(32),
+                    encoding_aes_key: secrets::encoding_aes_key(),
+                    audit_quota: None,
+                })
+                .await
+                .map_err(err)?;
+            let app = state
+                .store
+                .create_app(App {
+                    app_id: 0,
+                    app_key: secrets::random_alnum(32),
+                    name: "Demo shop".into(),
+                    name_audited: true,
+                    category_audited: true,
+                    authenticity_certified: true,
+                    tp_id: None,
+                })
+                .await
+                .map_err(err)?;
+            let zip = archive::sample_template(&["pages/index/index", "pages/detail/detail"])
+                .map_err(err)?;
+            let manifest = archive::inspect(&zip, &state.settings.archive).map_err(err)?;
+            let sha = state.blobs.put(zip).await.map_err(err)?;
+            let t = state
+                .store
+                .create_template(
+                    NewTemplate {
+                        tp_id: tp.tp_id,
+                        user_version: "1.0.0".into(),
+                        user_desc: "demo shop template".into(),
+                        blob_sha256: sha,
+                        manifest: serde_json::to_string(&manifest).map_err(err)?,
+                    },
+                    clock::now_ms(),
+                )
+                .await
+                .map_err(err)?;
+            let ids = DemoIds {
+                tp_id: tp.tp_id,
+                app_id: app.app_id,
+                template_id: t.template_id,
+            };
+            std::fs::write(&path, serde_json::to_vec(&ids).map_err(err)?).map_err(err)?;
+            (tp, app, t.template_id)
+        }
+    };
+    let access_token = secrets::access_token("45");
+    let now = clock::now_ms();
+    let ttl_ms = (state.settings.app_token_ttl_s as i64).saturating_mul(1000);
+    state
+        .store
+        .authorize(
+            tp.tp_id,
+            app.app_id,
+            secrets::sha256_hex(&access_token),
+            secrets::sha256_hex(&secrets::access_token("46")),
+            now.saturating_add(ttl_ms),
+            now,
+        )
+        .await
+        .map_err(err)?;
+    Ok(Demo {
+        tp,
+        app,
+        template_id,
+        access_token,
+    })
+}
+
+/// The ready-to-paste shell lines for the whole lifecycle (bash; needs curl and sed).
+pub fn curl_lines(
+    demo: &Demo,
+    base: &str,
+    admin_token: &str,
+    build_delay_ms: u64,
+    rollback_delay_ms: u64,
+) -> String {
+    let wait_build = build_delay_ms / 1000 + 1;
+    let wait_rollback = rollback_delay_ms / 1000 + 1;
+    let p = "$BASE/rest/2.0/smartapp/package";
+    let app_id = demo.app.app_id;
+    let t = demo.template_id;
+    let upload = |version: &str, desc: &str| {
+        format!(
+            "curl -s -X POST \"{p}/upload?access_token=$TOKEN\" --data-urlencode template_id={t} \\\n  --data-urlencode 'ext_json={{\"extEnable\":true,\"extAppid\":{app_id},\"ext\":{{\"shop\":\"demo\"}}}}' \\\n  --data-urlencode user_version={version} --data-urlencode 'user_desc={desc}'; echo"
+        )
+    };
+    let dev_id = format!(
+        "curl -s \"{p}/getdetail?access_token=$TOKEN&type=3\" | sed -E 's/.*\"package_id\":([0-9]+).*/\\1/'"
+    );
+    let submit_pass_release = |var: &str| {
+        format!(
+            "curl -s -X POST \"{p}/submitaudit?access_token=$TOKEN\" -d package_id=${var} -d content=demo -d remark=; echo\n\
+             curl -s -X POST -H \"Authorization: Bearer $ADMIN\" \"$BASE/admin/v1/packages/${var}/audit\" -d '{{\"result\":\"pass\"}}'; echo\n\
+             curl -s -X POST \"{p}/release?access_token=$TOKEN\" -d package_id=${var}; echo"
+        )
+    };
+    format!(
+        r#"Demo data: third party {tp_id} (client_id {client_id}), mini program {app_id} "{app_name}", template {t}.
+Paste these lines into bash (they need curl and sed):
+
+export BASE={base} TOKEN={token} ADMIN={admin}
+# 1. Upload version 1.0.0 from the template; it builds for {build_delay_ms} ms (upload_status 1).
+{up1}
+curl -s "{p}/get?access_token=$TOKEN"; echo
+sleep {wait_build}
+# 2. The built development version: submit it, pass the audit (admin API), release it.
+PKG1=$({dev_id}); echo "package $PKG1"
+{spr1}
+# 3. Version 1.1.0 the same way; 1.0.0 becomes its rollback_version.
+{up2}
+sleep {wait_build}
+PKG2=$({dev_id}); echo "package $PKG2"
+{spr2}
+curl -s "{p}/getdetail?access_token=$TOKEN"; echo
+# 4. Roll back: status 8 for {rollback_delay_ms} ms, then 1.0.0 is online again.
+curl -s -X POST "{p}/rollback?access_token=$TOKEN" -d package_id=$PKG2; echo
+sleep {wait_rollback}
+curl -s "{p}/get?access_token=$TOKEN"; echo
+# 5. Submit 1.2.0 and withdraw the audit; then the weekly audit quota.
+{up3}
+sleep {wait_build}
+PKG3=$({dev_id}); echo "package $PKG3"
+curl -s -X POST "{p}/submitaudit?access_token=$TOKEN" -d package_id=$PKG3 -d content=demo -d remark=; echo
+curl -s -X POST "{p}/withdraw?access_token=$TOKEN" -d package_id=$PKG3; echo
+curl -s "{p}/auditquota?access_token=$TOKEN"; echo
+# 6. The full package archive of 1.0.0 (template files + generated ext.json).
+curl -s -H "Authorization: Bearer $ADMIN" -o package.zip "$BASE/admin/v1/packages/$PKG1/archive" && ls -l package.zip
+"#,
+        tp_id = demo.tp.tp_id,
+        client_id = demo.tp.client_id,
+        app_name = demo.app.name,
+        token = demo.access_token,
+        admin = admin_token,
+        up1 = upload("1.0.0", "first release"),
+        up2 = upload("1.1.0", "second release"),
+        up3 = upload("1.2.0", "withdrawn"),
+        spr1 = submit_pass_release("PKG1"),
+        spr2 = submit_pass_release("PKG2"),
+    )
+}

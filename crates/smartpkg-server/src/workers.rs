@@ -1,0 +1,296 @@
+//! The job runner: claims due jobs with a lease, runs each (a build, the end of a rollback,
+//! an automatic audit decision) and completes it in the same transaction as the transition it
+//! causes. A job whose package moved on is dropped; a job that hit a transient failure (I/O,
+//! a busy database) runs again later with backoff. Nothing is lost on a crash: an unfinished
+//! job is still in the table and runs again when its lease ends (at once on restart with SQLite).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use smartpkg_core::archive::{self, TemplateManifest};
+use smartpkg_core::audit_rules::{self, Rules};
+use smartpkg_core::ext::{build_ext_json, parse_ext_json};
+use smartpkg_core::lifecycle::{Command, JobKind, PkgState};
+use smartpkg_store::{Job, StoreError};
+use smartpkg_types::Errno;
+use tokio::sync::{watch, Semaphore};
+
+use crate::{clock, AppState};
+
+/// Why a job did not finish.
+enum JobError {
+    /// Try again later.
+    Transient(String),
+}
+
+impl From<StoreError> for JobError {
+    fn from(e: StoreError) -> Self {
+        JobError::Transient(e.to_string())
+    }
+}
+
+enum Outcome {
+    Done,
+    /// The package is no longer where the job expected it (replaced, decided by hand...).
+    Obsolete(String),
+}
+
+/// A template whose archive cannot be used: builds from it fail with 69010.
+pub enum TemplateProblem {
+    Broken(String),
+    Transient(String),
+}
+
+impl std::fmt::Display for TemplateProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TemplateProblem::Broken(m) | TemplateProblem::Transient(m) => f.write_str(m),
+        }
+    }
+}
+
+async fn read_template(
+    state: &AppState,
+    template_id: i64,
+) -> Result<(Vec<u8>, Arc<TemplateManifest>), TemplateProblem> {
+    let t = state
+        .store
+        .get_template(template_id)
+        .await
+        .map_err(|e| TemplateProblem::Transient(e.to_string()))?
+        .ok_or_else(|| TemplateProblem::Broken(format!("template {template_id} does not exist")))?;
+    let bytes = match state.blobs.get(&t.blob_sha256).await {
+        Ok(b) => b,
+        Err(e @ (StoreError::NotFound(_) | StoreError::Corrupt(_))) => {
+            return Err(TemplateProblem::Broken(e.to_string()))
+        }
+        Err(e) => return Err(TemplateProblem::Transient(e.to_string())),
+    };
+    let limits = state.settings.archive;
+    let (bytes, manifest) = tokio::task::spawn_blocking(move || {
+        let m = archive::inspect(&bytes, &limits);
+        (bytes, m)
+    })
+    .await
+    .map_err(|e| TemplateProblem::Transient(e.to_string()))?;
+    let manifest = Arc::new(manifest.map_err(|e| TemplateProblem::Broken(e.to_string()))?);
+    if let Ok(mut cache) = state.verified_templates.lock() {
+        cache.insert(t.blob_sha256.clone(), manifest.clone());
+    }
+    Ok((bytes, manifest))
+}
+
+/// The template's manifest, read and verified from its blob once per process.
+pub async fn template_manifest(
+    state: &AppState,
+    template_id: i64,
+) -> Result<Arc<TemplateManifest>, TemplateProblem> {
+    let t = state
+        .store
+        .get_template(template_id)
+        .await
+        .map_err(|e| TemplateProblem::Transient(e.to_string()))?
+        .ok_or_else(|| TemplateProblem::Broken(format!("template {template_id} does not exist")))?;
+    let cached = state
+        .verified_templates
+        .lock()
+        .ok()
+        .and_then(|c| c.get(&t.blob_sha256).cloned());
+    match cached {
+        Some(m) => Ok(m),
+        None => read_template(state, template_id).await.map(|(_, m)| m),
+    }
+}
+
+/// The template's bytes (checked against their hash) and manifest, for the package archive.
+pub async fn template_bytes(
+    state: &AppState,
+    template_id: i64,
+) -> Result<(Vec<u8>, Arc<TemplateManifest>), String> {
+    read_template(state, template_id)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn finish(
+    state: &AppState,
+    app_id: i64,
+    cmd: Command,
+    job: &Job,
+) -> Result<Outcome, JobError> {
+    match state
+        .store
+        .execute(app_id, cmd, state.decision_context(), Some(job.job_id))
+        .await?
+    {
+        Ok(plan) => {
+            if !plan.jobs.is_empty() {
+                state.jobs_ready.notify_one();
+            }
+            Ok(Outcome::Done)
+        }
+        Err(refusal) => Ok(Outcome::Obsolete(refusal.msg)),
+    }
+}
+
+async fn build(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
+    let Some(pkg) = state.store.get_package(job.package_id).await? else {
+        return Ok(Outcome::Obsolete("package gone".into()));
+    };
+    if pkg.state != PkgState::Building {
+        return Ok(Outcome::Obsolete(format!(
+            "package is {}",
+            pkg.state.as_str()
+        )));
+    }
+    let failed = |errno: Errno, msg: String| Command::BuildFailed {
+        package_id: pkg.package_id,
+        errno,
+        msg,
+    };
+    let cmd = match template_manifest(state, pkg.template_id).await {
+        Err(TemplateProblem::Transient(e)) => return Err(JobError::Transient(e)),
+        Err(TemplateProblem::Broken(e)) => failed(
+            Errno::TEMPLATE_PARSE_ERROR,
+            format!("{}: {e}", Errno::TEMPLATE_PARSE_ERROR.default_msg()),
+        ),
+        Ok(manifest) => match parse_ext_json(&pkg.ext_json) {
+            Err(e) => failed(e.errno(), e.to_string()),
+            Ok(ext) => match build_ext_json(&ext, pkg.app_id, &manifest) {
+                Err(f) => failed(f.errno, f.msg),
+                Ok(ext_json) => Command::BuildSucceeded {
+                    package_id: pkg.package_id,
+                    direct_commit: ext.direct_commit,
+                    ext_json,
+                },
+            },
+        },
+    };
+    if let Command::BuildFailed { msg, .. } = &cmd {
+        tracing::info!(package_id = pkg.package_id, reason = %msg, "build failed");
+    }
+    finish(state, pkg.app_id, cmd, job).await
+}
+
+async fn auto_audit(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
+    let Some(pkg) = state.store.get_package(job.package_id).await? else {
+        return Ok(Outcome::Obsolete("package gone".into()));
+    };
+    if pkg.state != PkgState::Auditing {
+        return Ok(Outcome::Obsolete(format!(
+            "package is {}",
+            pkg.state.as_str()
+        )));
+    }
+    let app = state
+        .store
+        .get_app(pkg.app_id)
+        .await?
+        .ok_or_else(|| JobError::Transient(format!("app {} missing", pkg.app_id)))?;
+    let max = state.settings.auto_audit_max_name_chars;
+    let rules = Rules {
+        max_name_chars: (max > 0).then_some(max),
+    };
+    let verdict = match template_manifest(state, pkg.template_id).await {
+        Err(TemplateProblem::Transient(e)) => return Err(JobError::Transient(e)),
+        Err(TemplateProblem::Broken(e)) => Err(format!("代码包无法解析：{e}")),
+        Ok(manifest) => audit_rules::evaluate(&app.name, &manifest, &rules),
+    };
+    let cmd = Command::Decide {
+        package_id: pkg.package_id,
+        pass: verdict.is_ok(),
+        reason: verdict.err().unwrap_or_default(),
+    };
+    finish(state, pkg.app_id, cmd, job).await
+}
+
+async fn finish_rollback(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
+    let Some(pkg) = state.store.get_package(job.package_id).await? else {
+        return Ok(Outcome::Obsolete("package gone".into()));
+    };
+    let cmd = Command::FinishRollback {
+        package_id: pkg.package_id,
+    };
+    finish(state, pkg.app_id, cmd, job).await
+}
+
+async fn handle(state: &AppState, job: Job) {
+    let result = match job.kind {
+        JobKind::Build => build(state, &job).await,
+        JobKind::AutoAudit => auto_audit(state, &job).await,
+        JobKind::FinishRollback => finish_rollback(state, &job).await,
+    };
+    let settle = match result {
+        Ok(Outcome::Done) => Ok(()),
+        Ok(Outcome::Obsolete(why)) => {
+            tracing::debug!(job_id = job.job_id, kind = job.kind.as_str(), %why, "job has nothing to do");
+            state.store.drop_job(job.job_id).await
+        }
+        Err(JobError::Transient(e)) => {
+            let backoff = 1000i64
+                .saturating_mul(1 << job.attempts.clamp(0, 6))
+                .min(60_000);
+            tracing::warn!(job_id = job.job_id, kind = job.kind.as_str(), error = %e, backoff_ms = backoff, "job will run again");
+            state
+                .store
+                .retry_job(job.job_id, clock::now_ms() + backoff, e)
+                .await
+        }
+    };
+    if let Err(e) = settle {
+        // The lease runs out and the job is claimed again: nothing is lost.
+        tracing::error!(job_id = job.job_id, error = %e, "could not settle job");
+    }
+}
+
+/// Runs until `shutdown` turns true, then waits for the jobs in flight.
+pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let concurrency = state.settings.job_concurrency;
+    let lease = state.settings.job_lease_ms as i64;
+    let slots = Arc::new(Semaphore::new(concurrency));
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let free = slots.available_permits();
+        let mut wait = Duration::from_secs(1);
+        if free > 0 {
+            match state.store.claim_jobs(clock::now_ms(), free, lease).await {
+                Ok(jobs) => {
+                    let full = jobs.len() == free;
+                    for job in jobs {
+                        let Ok(permit) = slots.clone().acquire_owned().await else {
+                            return;
+                        };
+                        let st = state.clone();
+                        tokio::spawn(async move {
+                            handle(&st, job).await;
+                            drop(permit);
+                            st.jobs_ready.notify_one();
+                        });
+                    }
+                    if full {
+                        // More may be due; claim again once a slot frees.
+                        wait = Duration::ZERO;
+                    } else if let Ok(Some(due)) = state.store.next_job_due().await {
+                        let ms = (due - clock::now_ms()).clamp(0, 1000) as u64;
+                        wait = Duration::from_millis(ms);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot claim jobs"),
+            }
+        }
+        if slots.available_permits() == 0 || wait.is_zero() && free == 0 {
+            wait = Duration::from_secs(1);
+        }
+        if wait.is_zero() {
+            continue;
+        }
+        tokio::select! {
+            _ = state.jobs_ready.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    let _ = slots.acquire_many(concurrency as u32).await;
+}
