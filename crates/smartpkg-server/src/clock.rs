@@ -53,7 +53,7 @@ mod tests {
     #[test]
     fn the_quota_week_starts_on_local_monday_midnight() {
         // Wednesday 2026-11-25 12:00 Beijing → Monday 2026-11-23 00:00 Beijing = Sunday 16:00 UTC.
-        let wed_noon_beijing = 1_764_043_200_000;
+        let wed_noon_beijing = 1_795_579_200_000;
         let start = week_start_ms(wed_noon_beijing, beijing());
         assert_eq!(commit_time(start, beijing()), "2026/11/23 00:00:00");
         // Sunday 23:59 Beijing still belongs to that week; Monday 00:00 starts the next.

@@ -120,13 +120,15 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, AdminError> {
         let limit = state.settings.max_body_bytes;
-        let bytes = Bytes::from_request(req, state).await.map_err(|_| {
-            AdminError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("the body is larger than {limit} bytes"),
-            )
-        })?;
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|_| {
+                AdminError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("the body is larger than {limit} bytes"),
+                )
+            })?;
         let bytes = if bytes.trim_ascii().is_empty() {
             Bytes::from_static(b"{}")
         } else {

@@ -1,0 +1,275 @@
+//! The operator's API: authentication, validation, hostile template archives, archives out.
+
+use std::io::{Cursor, Read, Write};
+
+use reqwest::StatusCode;
+use serde_json::json;
+use zip::write::SimpleFileOptions;
+
+use crate::helpers::spawn_app;
+
+fn blob_count(dir: &std::path::Path) -> usize {
+    walk(&dir.join("blobs"))
+}
+
+fn walk(p: &std::path::Path) -> usize {
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| {
+                    if e.path().is_dir() {
+                        walk(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_the_bearer_token() {
+    let app = spawn_app().await;
+    for auth in [None, Some("wrong-token"), Some("")] {
+        let mut req = app.client.get(format!("{}/admin/v1/packages", app.base));
+        if let Some(a) = auth {
+            req = req.bearer_auth(a);
+        }
+        let resp = req.send().await.expect("request");
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        let v: serde_json::Value = resp.json().await.expect("json");
+        assert_eq!(v["error"]["code"], "unauthorized");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_admin_input_is_a_400_with_a_precise_message() {
+    let app = spawn_app().await;
+    for (body, needle) in [
+        (json!({}), "name"),
+        (json!({"name": "x", "event_url": "ftp://x"}), "event_url"),
+        (
+            json!({"name": "x", "encoding_aes_key": "short"}),
+            "encoding_aes_key",
+        ),
+        (json!({"name": "x", "evnt_url": "http://x"}), "evnt_url"),
+    ] {
+        let (st, v) = app.admin_post("/tps", body).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains(needle),
+            "{v}"
+        );
+    }
+    let (st, v) = app
+        .admin_post("/packages/1/audit", json!({"result": "maybe"}))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    let (st, v) = app
+        .admin_post("/packages/1/audit", json!({"result": "fail"}))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "a fail needs a reason: {v}");
+    let (st, _) = app
+        .admin_post("/packages/424242/audit", json!({"result": "pass"}))
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, v) = app.admin_post("/tps", json!({"name": "full", "msg_token": "tok", "encoding_aes_key": "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"})).await;
+    assert_eq!(st, StatusCode::CREATED);
+    assert_eq!(
+        (
+            v["msg_token"].as_str(),
+            v["client_id"].as_str().map(str::len)
+        ),
+        (Some("tok"), Some(32))
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn deciding_a_package_that_is_not_auditing_is_a_409() {
+    let app = spawn_app().await;
+    let id = app.built("1.0.0").await;
+    let (st, v) = app
+        .admin_post(&format!("/packages/{id}/audit"), json!({"result": "pass"}))
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_state");
+    app.stop().await;
+}
+
+fn zip_with(f: impl FnOnce(&mut zip::ZipWriter<Cursor<Vec<u8>>>)) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    w.start_file("app.json", SimpleFileOptions::default())
+        .expect("start");
+    w.write_all(br#"{"pages":["pages/index/index"]}"#)
+        .expect("write");
+    f(&mut w);
+    w.finish().expect("finish").into_inner()
+}
+
+#[tokio::test]
+async fn hostile_template_archives_are_rejected_and_leave_nothing_behind() {
+    let app = spawn_app().await;
+    let blobs_before = blob_count(app.dir.path());
+    let deflate = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "absolute path",
+            zip_with(|w| w.start_file("/etc/cron.d/x", deflate).expect("s")),
+            "absolute",
+        ),
+        (
+            "parent dir",
+            zip_with(|w| w.start_file("pages/../../x.js", deflate).expect("s")),
+            "..",
+        ),
+        (
+            "backslash",
+            zip_with(|w| w.start_file("pages\\..\\x.js", deflate).expect("s")),
+            "backslash",
+        ),
+        (
+            "symlink",
+            zip_with(|w| w.add_symlink("pages/l", "/etc/passwd", deflate).expect("s")),
+            "symbolic link",
+        ),
+        (
+            "zip bomb",
+            zip_with(|w| {
+                w.start_file("bomb.bin", deflate).expect("s");
+                for _ in 0..40 {
+                    w.write_all(&[0u8; 1 << 20]).expect("w");
+                }
+            }),
+            "expands",
+        ),
+        (
+            "no app.json",
+            {
+                let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+                w.start_file("index.js", deflate).expect("s");
+                w.finish().expect("f").into_inner()
+            },
+            "app.json",
+        ),
+        ("not a zip", b"hello, not a zip".to_vec(), "zip"),
+    ];
+    for (what, bytes, needle) in cases {
+        let (st, v) = app.upload_template_bytes(app.tp_id, bytes).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{what}: {v}");
+        assert_eq!(v["error"]["code"], "invalid_archive", "{what}");
+        let msg = v["error"]["message"].as_str().unwrap_or("");
+        assert!(msg.contains(needle), "{what}: {msg}");
+    }
+    assert_eq!(
+        blob_count(app.dir.path()),
+        blobs_before,
+        "a rejected archive left a blob"
+    );
+    // Nothing was created: the next template gets the next id.
+    let next = app.upload_template(&["pages/x/x"]).await;
+    assert_eq!(next, app.template_id + 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_archive_over_the_size_limit_is_a_413() {
+    let app = crate::helpers::spawn_with(|s| s.archive.max_archive_bytes = 10_000).await;
+    let big = zip_with(|w| {
+        w.start_file(
+            "big.bin",
+            SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored),
+        )
+        .expect("s");
+        w.write_all(&vec![1u8; 20_000]).expect("w");
+    });
+    let (st, v) = app.upload_template_bytes(app.tp_id, big).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_package_archive_is_the_template_plus_the_generated_ext_json() {
+    let app = spawn_app().await;
+    let ext = format!(
+        r#"{{"extEnable":true,"extAppid":{},"directCommit":false,"ext":{{"shop":"s1"}}}}"#,
+        app.app_id
+    );
+    assert_eq!(app.upload("1.0.0", &ext).await["errno"], 0);
+    let id = app.wait_built(&app.token, "1.0.0").await;
+    let resp = app
+        .client
+        .get(format!("{}/admin/v1/packages/{id}/archive", app.base))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "application/zip");
+    let bytes = resp.bytes().await.expect("body");
+    let mut z = zip::ZipArchive::new(Cursor::new(bytes.to_vec())).expect("a zip");
+    let mut names: Vec<String> = z.file_names().map(String::from).collect();
+    names.sort();
+    let template =
+        smartpkg_core::archive::sample_template(&["pages/index/index", "pages/about/about"])
+            .expect("zip");
+    let mut t = zip::ZipArchive::new(Cursor::new(template)).expect("template");
+    let mut expected: Vec<String> = t.file_names().map(String::from).collect();
+    expected.push("ext.json".into());
+    expected.sort();
+    assert_eq!(names, expected);
+    let mut ext_out = String::new();
+    z.by_name("ext.json")
+        .expect("ext.json")
+        .read_to_string(&mut ext_out)
+        .expect("read");
+    let ext_out: serde_json::Value = serde_json::from_str(&ext_out).expect("json");
+    assert_eq!(
+        ext_out,
+        json!({"extEnable": true, "extAppid": app.app_id, "ext": {"shop": "s1"}})
+    );
+    let mut a = String::new();
+    z.by_name("app.json")
+        .expect("app.json")
+        .read_to_string(&mut a)
+        .expect("read");
+    let mut b = String::new();
+    t.by_name("app.json")
+        .expect("app.json")
+        .read_to_string(&mut b)
+        .expect("read");
+    assert_eq!(a, b, "template entries are copied unchanged");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn packages_are_listed_by_status() {
+    let app = spawn_app().await;
+    let a = app.built("1.0.0").await;
+    app.call(
+        "submitaudit",
+        &[("package_id", &a.to_string()), ("content", "c")],
+    )
+    .await;
+    let (_, other) = app.new_app("shop two").await;
+    let _ = other;
+    let (st, v) = app.admin_get("/packages?status=4").await;
+    assert_eq!(st, StatusCode::OK);
+    let ids: Vec<i64> = v["packages"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|p| p["package_id"].as_i64())
+        .collect();
+    assert_eq!(ids, vec![a]);
+    assert_eq!(v["packages"][0]["status"], 4);
+    assert_eq!(v["packages"][0]["app_id"], app.app_id);
+    let (st, _) = app.admin_get("/packages?status=abc").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    app.stop().await;
+}

@@ -1,0 +1,5 @@
+mod admin;
+mod errno;
+mod helpers;
+mod lifecycle;
+mod transport;
