@@ -42,6 +42,8 @@ pub struct Settings {
     pub job_lease_ms: u64,
     pub job_concurrency: usize,
     pub log_format: String,
+    /// The log filter, in `tracing` directive syntax (`info`, `smartpkg_server=debug`).
+    pub log: String,
 }
 
 impl Default for Settings {
@@ -66,6 +68,7 @@ impl Default for Settings {
             job_lease_ms: 30_000,
             job_concurrency: 8,
             log_format: "text".into(),
+            log: "info".into(),
         }
     }
 }
@@ -198,6 +201,7 @@ impl Settings {
                 "text" | "json" => self.log_format = v.to_string(),
                 _ => return Err(invalid(name, v, "expected text or json")),
             },
+            "log" => self.log = v.to_string(),
             _ => return Err(ConfigError::Unknown(name.to_string())),
         }
         Ok(())

@@ -44,8 +44,8 @@ struct ServeArgs {
     demo: bool,
 }
 
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SMARTPKG_LOG")
+fn init_logging(format: &str, directives: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -70,7 +70,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let settings = Settings::load(args.config.as_deref(), std::env::vars(), flags)
         .context("invalid settings")?;
-    init_logging(&settings.log_format);
+    init_logging(&settings.log_format, &settings.log);
     let running = smartpkg_server::start(settings.clone())
         .await
         .context("cannot start the server")?;

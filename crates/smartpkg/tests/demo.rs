@@ -1,0 +1,64 @@
+//! The README's first command: `smartpkg serve --demo` prints curl lines that work as pasted.
+
+mod common;
+
+use std::process::Command;
+
+#[tokio::test]
+async fn the_printed_demo_lines_run_the_whole_lifecycle_as_pasted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = [
+        ("SMARTPKG_BUILD_DELAY_MS", "300"),
+        ("SMARTPKG_ROLLBACK_DELAY_MS", "300"),
+    ];
+    let server = common::start_demo(&dir.path().join("data"), &env);
+    let start = server
+        .lines
+        .iter()
+        .position(|l| l.starts_with("export BASE="))
+        .expect("export line");
+    let script = server.lines[start..].join("\n");
+    let work = dir.path().join("cwd");
+    std::fs::create_dir_all(&work).expect("cwd");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -e\n{script}"))
+        .current_dir(&work)
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "script failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(answers.len(), 16, "one answer per call: {stdout}");
+    for a in &answers {
+        assert!(
+            a.get("error").is_none() && a.get("errno").is_none_or(|e| e == 0),
+            "a step failed: {a}\n{stdout}"
+        );
+    }
+    // After the rollback 1.0.0 is online again; the withdrawn 1.2.0 is back in development.
+    let server_view = server.call("get", &[]).await;
+    let versions: Vec<(&str, i64)> = server_view["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|p| {
+            (
+                p["version"].as_str().unwrap_or(""),
+                p["status"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(versions, vec![("1.0.0", 1), ("1.2.0", 3)], "{server_view}");
+    let zip = std::fs::read(work.join("package.zip")).expect("package.zip downloaded");
+    assert!(zip.starts_with(b"PK"), "package.zip is a zip");
+    server.stop();
+}
