@@ -1,1 +1,454 @@
-fn main() {}
+//! Platform benchmarks (`cargo bench -p smartpkg --bench platform`). Each figure is a ratio
+//! against a baseline measured in the same run, on the same machine and disk, because these
+//! machines are noisy. Everything talks to 127.0.0.1 only, and every loop is bounded.
+//!
+//! 1. `package/get` throughput at 32 connections with 10,000 apps, ÷ a trivial handler
+//!    (`/healthz`) on the same server stack.
+//! 2. Complete lifecycles per second (upload → built → submitaudit → pass → release) for
+//!    1,000 apps with the build delay at 0, ÷ raw durable SQLite commits per second.
+//! 3. Bytes of storage added per package built from a 5 MB, 500-file template.
+//! 4. Peak memory (VmHWM) of the process, which holds the server and the load generator.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, RngCore};
+use reqwest::Client;
+use serde_json::{json, Value};
+use smartpkg_server::{secrets, Running, Settings};
+
+const ADMIN: &str = "bench-admin-token-0123456789";
+const APPS: usize = 10_000;
+const CONNECTIONS: usize = 32;
+const LOAD_SECONDS: u64 = 5;
+const LIFECYCLE_APPS: usize = 1_000;
+const LIFECYCLE_CONCURRENCY: usize = 32;
+const STORAGE_PACKAGES: usize = 200;
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn settings(dir: &Path) -> Settings {
+    let mut s = Settings {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.to_path_buf(),
+        admin_token: Some(ADMIN.into()),
+        build_delay_ms: 0,
+        rollback_delay_ms: 0,
+        app_token_ttl_s: 86_400,
+        job_concurrency: 16,
+        ..Settings::default()
+    };
+    s.archive.max_ratio = 1000;
+    s
+}
+
+struct Api {
+    base: String,
+    client: Client,
+}
+
+impl Api {
+    fn new(r: &Running) -> Api {
+        Api {
+            base: format!("http://{}", r.addr),
+            client: Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()
+                .expect("client"),
+        }
+    }
+
+    async fn admin(&self, path: &str, body: Value) -> Res<Value> {
+        Ok(self
+            .client
+            .post(format!("{}/admin/v1{path}", self.base))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    async fn template(&self, tp_id: i64, zip: Vec<u8>) -> Res<i64> {
+        let v: Value = self
+            .client
+            .post(format!(
+                "{}/admin/v1/tps/{tp_id}/templates?user_version=1&user_desc=bench",
+                self.base
+            ))
+            .bearer_auth(ADMIN)
+            .header("content-type", "application/zip")
+            .body(zip)
+            .send()
+            .await?
+            .json()
+            .await?;
+        v["template_id"]
+            .as_i64()
+            .ok_or_else(|| format!("template upload failed: {v}").into())
+    }
+
+    async fn call(&self, token: &str, endpoint: &str, params: &[(&str, &str)]) -> Res<Value> {
+        Ok(self
+            .client
+            .post(format!(
+                "{}/rest/2.0/smartapp/package/{endpoint}",
+                self.base
+            ))
+            .query(&[("access_token", token)])
+            .form(params)
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+}
+
+/// Fills the database with `APPS` authorized apps, each with an online package, in one
+/// transaction (the server is stopped meanwhile; its schema is already in place).
+fn seed_apps(db: &Path, tp_id: i64, template_id: i64) -> Res<Vec<(i64, String)>> {
+    let mut conn = rusqlite::Connection::open(db)?;
+    let tx = conn.transaction()?;
+    let mut tokens = Vec::with_capacity(APPS);
+    let first: i64 = tx.query_row("SELECT COALESCE(MAX(app_id), 0) + 1 FROM apps", [], |r| {
+        r.get(0)
+    })?;
+    let first_pkg: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(package_id), 0) + 1 FROM packages",
+        [],
+        |r| r.get(0),
+    )?;
+    for i in 0..APPS as i64 {
+        let app_id = first + i;
+        let token = secrets::access_token("45");
+        tx.execute(
+            "INSERT INTO apps (app_id, app_key, name, name_audited, category_audited, authenticity_certified, tp_id, created_at) VALUES (?1, ?2, ?3, 1, 1, 1, ?4, 0)",
+            rusqlite::params![app_id, format!("key{app_id}"), format!("bench app {app_id}"), tp_id],
+        )?;
+        tx.execute(
+            "INSERT INTO access_tokens (token_hash, kind, tp_id, app_id, expires_at, created_at) VALUES (?1, 'app', ?2, ?3, ?4, 0)",
+            rusqlite::params![secrets::sha256_hex(&token), tp_id, app_id, i64::MAX],
+        )?;
+        tx.execute(
+            "INSERT INTO packages (package_id, app_id, tp_id, template_id, state, version, version_desc, ext_json, built_ext_json, direct_commit, msg, commit_time, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, 'online', '1.0.0', 'seeded', '{}', '{}', 0, '审核通过', 0, 0)",
+            rusqlite::params![first_pkg + i, app_id, tp_id, template_id],
+        )?;
+        tokens.push((app_id, token));
+    }
+    tx.commit()?;
+    Ok(tokens)
+}
+
+/// Requests per second over `LOAD_SECONDS` from `CONNECTIONS` concurrent callers.
+async fn load(api: &Arc<Api>, tokens: Option<Arc<Vec<(i64, String)>>>) -> Res<f64> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = vec![];
+    for _ in 0..CONNECTIONS {
+        let (api, stop, done, errors, tokens) = (
+            api.clone(),
+            stop.clone(),
+            done.clone(),
+            errors.clone(),
+            tokens.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let ok = match &tokens {
+                    None => api
+                        .client
+                        .get(format!("{}/healthz", api.base))
+                        .send()
+                        .await
+                        .map(|r| r.status().is_success())
+                        .unwrap_or(false),
+                    Some(t) => {
+                        let token = &t[rand::thread_rng().gen_range(0..t.len())].1;
+                        let r = api
+                            .client
+                            .get(format!(
+                                "{}/rest/2.0/smartapp/package/get?access_token={token}",
+                                api.base
+                            ))
+                            .send()
+                            .await;
+                        match r {
+                            Ok(r) => r
+                                .json::<Value>()
+                                .await
+                                .map(|v| v["errno"] == 0 && v["data"][0]["status"] == 1)
+                                .unwrap_or(false),
+                            Err(_) => false,
+                        }
+                    }
+                };
+                if ok {
+                    done.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    // Warm up, then count.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start_count = done.load(Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(LOAD_SECONDS)).await;
+    let counted = done.load(Ordering::Relaxed) - start_count;
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await?;
+    }
+    let e = errors.load(Ordering::Relaxed);
+    if e > 0 {
+        return Err(format!("{e} requests failed during the load").into());
+    }
+    Ok(counted as f64 / elapsed)
+}
+
+/// Durable single-row commits per second on the same disk, same pragmas as the server.
+fn raw_commits_per_second(dir: &Path) -> Res<f64> {
+    let conn = rusqlite::Connection::open(dir.join("raw-baseline.db"))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")?;
+    let n = 2_000;
+    let start = Instant::now();
+    for i in 0..n {
+        conn.execute("INSERT INTO t (id, v) VALUES (?1, 'x')", [i])?;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn lifecycle(api: &Api, token: &str, template_id: &str, app_id: i64) -> Res<()> {
+    let ext = format!(r#"{{"extEnable":true,"extAppid":{app_id}}}"#);
+    let v = api
+        .call(
+            token,
+            "upload",
+            &[
+                ("template_id", template_id),
+                ("ext_json", &ext),
+                ("user_version", "2.0.0"),
+                ("user_desc", "b"),
+            ],
+        )
+        .await?;
+    if v["errno"] != 0 {
+        return Err(format!("upload: {v}").into());
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        let v = api.call(token, "getdetail", &[("type", "3")]).await?;
+        if let Some(id) = v["data"]["package_id"].as_i64() {
+            break id.to_string();
+        }
+        if Instant::now() > deadline {
+            return Err(format!("build did not finish: {v}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let v = api
+        .call(
+            token,
+            "submitaudit",
+            &[("package_id", &id), ("content", "c")],
+        )
+        .await?;
+    if v["errno"] != 0 {
+        return Err(format!("submitaudit: {v}").into());
+    }
+    let v = api
+        .admin(&format!("/packages/{id}/audit"), json!({"result": "pass"}))
+        .await?;
+    if v["status"] != 6 {
+        return Err(format!("audit: {v}").into());
+    }
+    let v = api.call(token, "release", &[("package_id", &id)]).await?;
+    if v["errno"] != 0 {
+        return Err(format!("release: {v}").into());
+    }
+    Ok(())
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse()
+                    .unwrap_or(0)
+            })
+        })
+        .unwrap_or(0)
+}
+
+fn big_template() -> Res<Vec<u8>> {
+    // 500 files, 5 MB in all, incompressible so the zip really is 5 MB.
+    let mut files: Vec<(String, Vec<u8>)> = vec![(
+        "app.json".into(),
+        br#"{"pages":["pages/index/index"]}"#.to_vec(),
+    )];
+    files.push(("pages/index/index.swan".into(), b"<view/>".to_vec()));
+    let mut rng = rand::thread_rng();
+    for i in 0..498 {
+        let mut b = vec![0u8; 5 * 1024 * 1024 / 498];
+        rng.fill_bytes(&mut b);
+        files.push((format!("static/asset{i}.bin"), b));
+    }
+    Ok(smartpkg_core::archive::zip_files(
+        files.iter().map(|(n, b)| (n.as_str(), b.as_slice())),
+    )?)
+}
+
+async fn run() -> Res<()> {
+    let dir =
+        tempfile::tempdir_in(std::env::var("SMARTPKG_BENCH_DIR").unwrap_or_else(|_| ".".into()))?;
+    println!(
+        "smartpkg platform benchmark (data in {})",
+        dir.path().display()
+    );
+
+    // --- setup: a TP and a small template, then 10,000 apps seeded in bulk ---
+    let server = smartpkg_server::start(settings(dir.path())).await?;
+    let api = Api::new(&server);
+    let tp = api.admin("/tps", json!({"name": "bench"})).await?;
+    let tp_id = tp["tp_id"].as_i64().ok_or("tp")?;
+    let template_id = api
+        .template(
+            tp_id,
+            smartpkg_core::archive::sample_template(&["pages/index/index"])?,
+        )
+        .await?;
+    server.stop().await;
+    let t = Instant::now();
+    let tokens = Arc::new(seed_apps(
+        &dir.path().join("smartpkg.db"),
+        tp_id,
+        template_id,
+    )?);
+    println!(
+        "seeded {APPS} apps with an online package each in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // --- 1. get vs a trivial handler, same server, same run ---
+    let server = smartpkg_server::start(settings(dir.path())).await?;
+    let api = Arc::new(Api::new(&server));
+    let trivial = load(&api, None).await?;
+    let get = load(&api, Some(tokens.clone())).await?;
+    println!("[1] package/get, {CONNECTIONS} connections, {APPS} apps: {get:.0} req/s; trivial handler: {trivial:.0} req/s; ratio {:.2} (goal >= 0.5)", get / trivial);
+
+    // --- 2. lifecycles per second vs raw durable commits ---
+    let raw = raw_commits_per_second(dir.path())?;
+    let tid = template_id.to_string();
+    let start = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut workers = vec![];
+    for _ in 0..LIFECYCLE_CONCURRENCY {
+        let (api, tokens, next, tid) = (api.clone(), tokens.clone(), next.clone(), tid.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= LIFECYCLE_APPS {
+                    return Ok::<(), Box<dyn std::error::Error + Send + Sync>>(());
+                }
+                let (app_id, token) = &tokens[i];
+                lifecycle(&api, token, &tid, *app_id).await?;
+            }
+        }));
+    }
+    for w in workers {
+        w.await??;
+    }
+    let lps = LIFECYCLE_APPS as f64 / start.elapsed().as_secs_f64();
+    println!("[2] lifecycles (upload→built→submitaudit→pass→release), {LIFECYCLE_APPS} apps, build delay 0: {lps:.1}/s; raw durable SQLite commits: {raw:.0}/s; ratio {:.4} ({:.1} commits' time per lifecycle)", lps / raw, raw / lps);
+    server.stop().await;
+
+    // --- 3. storage per package from a 5 MB, 500-file template ---
+    let server = smartpkg_server::start(settings(dir.path())).await?;
+    let api = Arc::new(Api::new(&server));
+    let big = big_template()?;
+    let big_len = big.len();
+    let big_id = api.template(tp_id, big).await?.to_string();
+    server.stop().await;
+    let before = dir_bytes(dir.path());
+    let server = smartpkg_server::start(settings(dir.path())).await?;
+    let api = Arc::new(Api::new(&server));
+    for (_, token) in tokens.iter().skip(LIFECYCLE_APPS).take(STORAGE_PACKAGES) {
+        let v = api
+            .call(
+                token,
+                "upload",
+                &[
+                    ("template_id", &big_id),
+                    ("ext_json", r#"{"extEnable":true,"ext":{"shop":"bench"}}"#),
+                    ("user_version", "3.0.0"),
+                    ("user_desc", "big"),
+                ],
+            )
+            .await?;
+        if v["errno"] != 0 {
+            return Err(format!("upload: {v}").into());
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for (_, token) in tokens.iter().skip(LIFECYCLE_APPS).take(STORAGE_PACKAGES) {
+        loop {
+            let v = api.call(token, "getdetail", &[("type", "3")]).await?;
+            if v["data"]["package_id"].is_i64() {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("big build did not finish: {v}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    server.stop().await;
+    let after = dir_bytes(dir.path());
+    let per = (after.saturating_sub(before)) as f64 / STORAGE_PACKAGES as f64;
+    println!("[3] storage per package built from a {:.1} MB, 500-file template: {per:.0} bytes ({:.2} KiB; goal <= 16 KiB) over {STORAGE_PACKAGES} packages", big_len as f64 / 1e6, per / 1024.0);
+
+    println!(
+        "[4] peak memory (VmHWM) of the process (server + load generator): {:.1} MiB",
+        peak_rss_kib() as f64 / 1024.0
+    );
+    Ok(())
+}
+
+fn main() -> Res<()> {
+    // `cargo bench` passes --bench; `cargo test --benches` would pass nothing: run only for bench.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("platform benchmark: run with `cargo bench -p smartpkg --bench platform`");
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run())
+}
