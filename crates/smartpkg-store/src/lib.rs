@@ -212,6 +212,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// The packages `get` shows: the development, audit and online versions.
     async fn visible_packages(&self, app_id: i64) -> Result<Vec<PackageRecord>>;
+    /// The token's grant and its app's visible packages in one read: `get` is what fleet
+    /// tools poll, so it gets a single round trip to the database.
+    async fn visible_packages_by_token(
+        &self,
+        token_hash: String,
+    ) -> Result<Option<(Grant, Vec<PackageRecord>)>>;
     async fn get_package(&self, package_id: i64) -> Result<Option<PackageRecord>>;
     async fn list_packages(&self, filter: PackageFilter) -> Result<Vec<PackageRecord>>;
     async fn audit_quota(

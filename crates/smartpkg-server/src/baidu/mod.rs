@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::{Json, Router};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use smartpkg_store::{Grant, StoreError};
 use smartpkg_types::{Envelope, Errno, GatewayError};
@@ -40,7 +41,8 @@ pub fn routes(_state: AppState) -> Router<AppState> {
 /// as the real gateway answers, except a body over the limit (413).
 #[derive(Debug)]
 pub enum Reply {
-    Ok(Option<Value>),
+    /// Data already serialized: encoding straight to text skips building a `Value` tree.
+    Ok(Option<Box<RawValue>>),
     Err(Errno, String),
     Gateway(GatewayError),
     TooLarge(usize),
@@ -48,7 +50,7 @@ pub enum Reply {
 
 impl Reply {
     pub fn data<T: Serialize>(data: T) -> Reply {
-        match serde_json::to_value(data) {
+        match serde_json::value::to_raw_value(&data) {
             Ok(v) => Reply::Ok(Some(v)),
             Err(e) => Reply::Err(Errno::BUSY, format!("cannot encode the answer: {e}")),
         }
@@ -205,21 +207,27 @@ impl Params {
         }
     }
 
+    /// The SHA-256 of `access_token`, the only form in which tokens are looked up.
+    pub fn token_hash(&self) -> Result<String, Reply> {
+        self.get("access_token")
+            .map(|t| secrets::sha256_hex(t.trim()))
+            .ok_or(Reply::Gateway(GatewayError::token_invalid()))
+    }
+
     /// Resolves `access_token` to the mini program it grants, or the gateway's error.
     pub async fn app_grant(&self, state: &AppState) -> Result<Grant, Reply> {
-        let token = self
-            .get("access_token")
-            .ok_or(Reply::Gateway(GatewayError::token_invalid()))?;
-        let grant = state
-            .store
-            .resolve_app_token(secrets::sha256_hex(token.trim()))
-            .await?
-            .ok_or(Reply::Gateway(GatewayError::token_invalid()))?;
-        if grant.expires_at_ms <= clock::now_ms() {
-            return Err(Reply::Gateway(GatewayError::token_expired()));
-        }
-        Ok(grant)
+        let grant = state.store.resolve_app_token(self.token_hash()?).await?;
+        check_grant(grant)
     }
+}
+
+/// An unknown token is 110, an expired one 111.
+pub fn check_grant(grant: Option<Grant>) -> Result<Grant, Reply> {
+    let grant = grant.ok_or(Reply::Gateway(GatewayError::token_invalid()))?;
+    if grant.expires_at_ms <= clock::now_ms() {
+        return Err(Reply::Gateway(GatewayError::token_expired()));
+    }
+    Ok(grant)
 }
 
 /// Handlers return `Result<Reply, Reply>` so `?` works on every check.

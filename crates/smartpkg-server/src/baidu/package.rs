@@ -9,7 +9,7 @@ use smartpkg_core::lifecycle::{AuditRequest, Command, PkgState, Slot};
 use smartpkg_store::{NewPackage, PackageRecord};
 use smartpkg_types::{upload_status, AuditQuota, Errno, PackageInfo, WireStatus};
 
-use super::{respond, Answer, Params, Reply};
+use super::{check_grant, respond, Answer, Params, Reply};
 use crate::{clock, AppState};
 
 /// The `committer` the real platform shows for packages a third party submitted.
@@ -168,8 +168,15 @@ fn slot_order(p: &PackageRecord) -> u8 {
 }
 
 async fn get_inner(state: AppState, p: Params) -> Answer {
-    let grant = p.app_grant(&state).await?;
-    let mut packages = state.store.visible_packages(grant.app_id).await?;
+    let found = state
+        .store
+        .visible_packages_by_token(p.token_hash()?)
+        .await?;
+    let (grant, mut packages) = match found {
+        Some((grant, packages)) => (Some(grant), packages),
+        None => (None, vec![]),
+    };
+    check_grant(grant)?;
     packages.sort_by_key(slot_order);
     let offset = state.settings.utc_offset;
     let list: Vec<PackageInfo> = packages.iter().filter_map(|r| to_wire(r, offset)).collect();

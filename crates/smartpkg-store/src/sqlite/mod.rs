@@ -124,32 +124,30 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Runs a read on the calling thread. Reads here are indexed point lookups that take
+    /// microseconds and never wait on a lock (WAL readers do not block on the writer), so
+    /// handing them to the blocking pool would cost more in thread wake-ups than the read
+    /// itself; writes, which fsync, do go to the blocking pool.
     async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let readers = self.readers.clone();
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let pooled = readers.lock().map_err(|_| poisoned())?.pop();
-            let conn = match pooled {
-                Some(c) => c,
-                None => {
-                    let c = Connection::open(&path)?;
-                    configure(&c)?;
-                    c
-                }
-            };
-            let out = f(&conn);
-            let mut pool = readers.lock().map_err(|_| poisoned())?;
-            if pool.len() < MAX_IDLE_READERS {
-                pool.push(conn);
+        let pooled = self.readers.lock().map_err(|_| poisoned())?.pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = Connection::open(&self.path)?;
+                configure(&c)?;
+                c
             }
-            out
-        })
-        .await
-        .map_err(join_err)?
+        };
+        let out = f(&conn);
+        let mut pool = self.readers.lock().map_err(|_| poisoned())?;
+        if pool.len() < MAX_IDLE_READERS {
+            pool.push(conn);
+        }
+        out
     }
 
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction; it commits only if `f` returns Ok.
@@ -222,11 +220,20 @@ fn template_row(r: &Row<'_>) -> rusqlite::Result<Template> {
     })
 }
 
-const PKG_COLS: &str = "p.package_id, p.app_id, p.tp_id, p.template_id, p.state, p.version, p.version_desc, \
-    p.ext_json, p.built_ext_json, p.direct_commit, p.test_account, p.test_password, p.audit_content, \
-    p.remark, p.msg, p.upload_err_code, p.upload_err_msg, p.previous_package_id, \
-    (SELECT prev.version FROM packages prev WHERE prev.package_id = p.previous_package_id), \
-    p.restored, p.commit_time, p.updated_at";
+/// The package columns, as a macro so hot queries are whole string literals (no `format!`
+/// on every call, and the statement cache finds them without building a key).
+macro_rules! pkg_select {
+    ($rest:literal) => {
+        concat!(
+            "SELECT p.package_id, p.app_id, p.tp_id, p.template_id, p.state, p.version, p.version_desc, \
+             p.ext_json, p.built_ext_json, p.direct_commit, p.test_account, p.test_password, p.audit_content, \
+             p.remark, p.msg, p.upload_err_code, p.upload_err_msg, p.previous_package_id, \
+             (SELECT prev.version FROM packages prev WHERE prev.package_id = p.previous_package_id), \
+             p.restored, p.commit_time, p.updated_at FROM packages p ",
+            $rest
+        )
+    };
+}
 
 fn parse_state(s: String) -> rusqlite::Result<PkgState> {
     PkgState::parse(&s).ok_or_else(|| {
@@ -451,6 +458,31 @@ fn apply_plan(
     Ok(())
 }
 
+fn grant(c: &Connection, token_hash: &str) -> Result<Option<Grant>> {
+    Ok(c.prepare_cached(
+        "SELECT t.app_id, t.tp_id, t.expires_at FROM access_tokens t JOIN apps a ON a.app_id = t.app_id \
+         WHERE t.token_hash = ?1 AND t.kind = 'app' AND a.tp_id = t.tp_id",
+    )?
+    .query_row([token_hash], |r| {
+        Ok(Grant {
+            app_id: r.get(0)?,
+            tp_id: r.get(1)?,
+            expires_at_ms: r.get(2)?,
+        })
+    })
+    .optional()?)
+}
+
+fn visible(c: &Connection, app_id: i64) -> Result<Vec<PackageRecord>> {
+    let mut stmt = c.prepare_cached(pkg_select!(
+        "WHERE p.app_id = ?1 AND p.state NOT IN ('history', 'retired') ORDER BY p.package_id"
+    ))?;
+    let rows = stmt
+        .query_map([app_id], pkg_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_tp(&self, tp: Tp) -> Result<Tp> {
@@ -595,37 +627,29 @@ impl Store for SqliteStore {
     }
 
     async fn resolve_app_token(&self, token_hash: String) -> Result<Option<Grant>> {
-        self.read(move |c| {
-            Ok(c.prepare_cached(
-                "SELECT t.app_id, t.tp_id, t.expires_at FROM access_tokens t JOIN apps a ON a.app_id = t.app_id \
-                 WHERE t.token_hash = ?1 AND t.kind = 'app' AND a.tp_id = t.tp_id",
-            )?
-            .query_row([token_hash], |r| {
-                Ok(Grant { app_id: r.get(0)?, tp_id: r.get(1)?, expires_at_ms: r.get(2)? })
-            })
-            .optional()?)
-        })
-        .await
+        self.read(move |c| grant(c, &token_hash)).await
     }
 
     async fn visible_packages(&self, app_id: i64) -> Result<Vec<PackageRecord>> {
-        self.read(move |c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {PKG_COLS} FROM packages p WHERE p.app_id = ?1 AND p.state NOT IN ('history', 'retired') ORDER BY p.package_id"
-            ))?;
-            let rows = stmt.query_map([app_id], pkg_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
+        self.read(move |c| visible(c, app_id)).await
+    }
+
+    async fn visible_packages_by_token(
+        &self,
+        token_hash: String,
+    ) -> Result<Option<(Grant, Vec<PackageRecord>)>> {
+        self.read(move |c| match grant(c, &token_hash)? {
+            Some(g) => Ok(Some((g, visible(c, g.app_id)?))),
+            None => Ok(None),
         })
         .await
     }
 
     async fn get_package(&self, package_id: i64) -> Result<Option<PackageRecord>> {
         self.read(move |c| {
-            Ok(c.prepare_cached(&format!(
-                "SELECT {PKG_COLS} FROM packages p WHERE p.package_id = ?1"
-            ))?
-            .query_row([package_id], pkg_row)
-            .optional()?)
+            Ok(c.prepare_cached(pkg_select!("WHERE p.package_id = ?1"))?
+                .query_row([package_id], pkg_row)
+                .optional()?)
         })
         .await
     }
@@ -645,7 +669,7 @@ impl Store for SqliteStore {
         }
         self.read(move |c| {
             let state_list = states.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(",");
-            let mut sql = format!("SELECT {PKG_COLS} FROM packages p WHERE 1 = 1");
+            let mut sql = String::from(pkg_select!("WHERE 1 = 1"));
             if !state_list.is_empty() {
                 sql.push_str(&format!(" AND p.state IN ({state_list})"));
             }
