@@ -9,3 +9,4 @@ pub mod archive;
 pub mod audit_rules;
 pub mod ext;
 pub mod lifecycle;
+pub mod push;

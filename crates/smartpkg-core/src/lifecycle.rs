@@ -207,6 +207,8 @@ pub enum JobKind {
     Build,
     FinishRollback,
     AutoAudit,
+    /// Deliver an event to the third party (created by the store with the event).
+    Push,
 }
 
 impl JobKind {
@@ -215,13 +217,19 @@ impl JobKind {
             JobKind::Build => "build",
             JobKind::FinishRollback => "finish_rollback",
             JobKind::AutoAudit => "auto_audit",
+            JobKind::Push => "push",
         }
     }
 
     pub fn parse(s: &str) -> Option<JobKind> {
-        [JobKind::Build, JobKind::FinishRollback, JobKind::AutoAudit]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            JobKind::Build,
+            JobKind::FinishRollback,
+            JobKind::AutoAudit,
+            JobKind::Push,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 

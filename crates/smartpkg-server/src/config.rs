@@ -25,7 +25,9 @@ pub struct Settings {
     pub admin_token: Option<String>,
     pub build_delay_ms: u64,
     pub rollback_delay_ms: u64,
-    pub push_retry_schedule: Vec<u64>,
+    /// Milliseconds to wait before each retry of a push; its length is the number of retries.
+    pub push_retry_schedule_ms: Vec<u64>,
+    pub push_timeout_ms: u64,
     pub allow_private_targets: bool,
     pub audit_mode: AuditMode,
     pub auto_audit_delay_ms: u64,
@@ -55,7 +57,10 @@ impl Default for Settings {
             admin_token: None,
             build_delay_ms: 3000,
             rollback_delay_ms: 3000,
-            push_retry_schedule: vec![5, 300, 1800, 7200, 18000, 36000, 36000],
+            push_retry_schedule_ms: [5, 300, 1800, 7200, 18000, 36000, 36000]
+                .map(|s: u64| s * 1000)
+                .to_vec(),
+            push_timeout_ms: 5000,
             allow_private_targets: false,
             audit_mode: AuditMode::Manual,
             auto_audit_delay_ms: 3000,
@@ -66,7 +71,7 @@ impl Default for Settings {
             max_body_bytes: 1 << 20,
             archive: Limits::default(),
             job_lease_ms: 30_000,
-            job_concurrency: 8,
+            job_concurrency: 32,
             log_format: "text".into(),
             log: "info".into(),
         }
@@ -156,15 +161,21 @@ impl Settings {
             "build_delay_ms" => self.build_delay_ms = num(name, v)?,
             "rollback_delay_ms" => self.rollback_delay_ms = num(name, v)?,
             "push_retry_schedule" => {
+                // Seconds, as the contract says; fractions are accepted (tests use them).
                 let s = v
                     .split(',')
-                    .map(|p| num::<u64>(name, p))
+                    .map(|p| match p.trim().parse::<f64>() {
+                        Ok(secs) if secs.is_finite() && secs >= 0.0 => Ok((secs * 1000.0) as u64),
+                        _ => Err(invalid(
+                            name,
+                            v,
+                            "expected seconds separated by commas, e.g. 5,300,1800",
+                        )),
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
-                if s.is_empty() {
-                    return Err(invalid(name, v, "needs at least one interval"));
-                }
-                self.push_retry_schedule = s
+                self.push_retry_schedule_ms = s
             }
+            "push_timeout_ms" => self.push_timeout_ms = num(name, v)?,
             "allow_private_targets" => self.allow_private_targets = boolean(name, v)?,
             "audit_mode" => {
                 self.audit_mode = match v.trim().to_ascii_lowercase().as_str() {
@@ -291,7 +302,7 @@ mod tests {
         assert_eq!(s.build_delay_ms, 10);
         assert_eq!(s.rollback_delay_ms, 30);
         assert_eq!(s.audit_mode, AuditMode::Auto);
-        assert_eq!(s.push_retry_schedule, vec![1, 2]);
+        assert_eq!(s.push_retry_schedule_ms, vec![1000, 2000]);
         assert_eq!(s.utc_offset.local_minus_utc(), 0);
         assert_eq!(s.listen.port(), 0);
     }

@@ -11,6 +11,7 @@ pub mod baidu;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod push;
 pub mod secrets;
 pub mod workers;
 
@@ -21,10 +22,10 @@ use std::sync::{Arc, Mutex};
 use axum::routing::get;
 use axum::Router;
 use smartpkg_core::archive::TemplateManifest;
-use smartpkg_core::lifecycle::Policy;
+use smartpkg_core::lifecycle::{Command, Policy};
 use smartpkg_store::blobs::{BlobStore, LocalBlobs};
 use smartpkg_store::sqlite::SqliteStore;
-use smartpkg_store::{DecisionContext, Store, StoreError};
+use smartpkg_store::{Decision, DecisionContext, Store, StoreError};
 use tokio::sync::{watch, Notify};
 
 pub use config::{AuditMode, Settings};
@@ -41,9 +42,32 @@ pub struct AppState {
     /// Templates whose blob was read and checked against its hash in this process: blobs are
     /// immutable, so one check per process is enough and builds skip re-hashing megabytes.
     pub verified_templates: Arc<Mutex<HashMap<String, Arc<TemplateManifest>>>>,
+    /// The HTTP client of pushes: no redirects, a resolver that enforces the target rules.
+    pub push_client: reqwest::Client,
+    pub push_metrics: Arc<push::PushMetrics>,
 }
 
 impl AppState {
+    /// Decides `cmd` through the store and wakes the job runner when the decision left work
+    /// for it (a build, the end of a rollback, an automatic audit, a push).
+    pub async fn execute(
+        &self,
+        app_id: i64,
+        cmd: Command,
+        job: Option<i64>,
+    ) -> Result<Decision, StoreError> {
+        let decision = self
+            .store
+            .execute(app_id, cmd, self.decision_context(), job)
+            .await?;
+        if let Ok(plan) = &decision {
+            if !plan.jobs.is_empty() || plan.audit_decision.is_some() {
+                self.jobs_ready.notify_one();
+            }
+        }
+        Ok(decision)
+    }
+
     pub fn decision_context(&self) -> DecisionContext {
         let now_ms = clock::now_ms();
         let s = &self.settings;
@@ -83,6 +107,20 @@ pub fn router(state: AppState) -> Router {
         .merge(baidu::routes(state.clone()))
         .nest("/admin/v1", admin::routes(state.clone()))
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(
+                |axum::extract::State(s): axum::extract::State<AppState>| async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        s.push_metrics.render(),
+                    )
+                },
+            ),
+        )
         .with_state(state)
 }
 
@@ -147,6 +185,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             source,
         })?;
     let addr = listener.local_addr()?;
+    let settings_allow_private = settings.allow_private_targets;
     let state = AppState {
         store: Arc::new(store),
         blobs: Arc::new(blobs),
@@ -154,6 +193,9 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         admin_token: admin_token.into(),
         jobs_ready: Arc::new(Notify::new()),
         verified_templates: Arc::default(),
+        push_client: push::client(settings_allow_private)
+            .map_err(|e| StartError::Io(std::io::Error::other(e)))?,
+        push_metrics: Arc::default(),
     };
     let (shutdown, mut rx) = watch::channel(false);
     let app = router(state.clone());

@@ -35,25 +35,8 @@ pub fn encoding_aes_key() -> String {
         .to_string()
 }
 
-/// Decodes an EncodingAESKey as the real platform does: the 43 characters plus `=`, with the
-/// last character's unused bits ignored (the spec's own test key sets them).
-pub fn decode_encoding_aes_key(k: &str) -> Option<Vec<u8>> {
-    use base64::engine::{GeneralPurpose, GeneralPurposeConfig};
-    const LENIENT: GeneralPurpose = GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
-    );
-    if k.len() != 43 {
-        return None;
-    }
-    LENIENT
-        .decode(format!("{k}="))
-        .ok()
-        .filter(|b| b.len() == 32)
-}
-
 pub fn valid_encoding_aes_key(k: &str) -> bool {
-    decode_encoding_aes_key(k).is_some()
+    smartpkg_core::push::aes_key(k).is_ok()
 }
 
 /// An access token shaped like Baidu's (`45.` + random), so clients that look at the prefix

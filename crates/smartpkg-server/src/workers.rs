@@ -4,6 +4,7 @@
 //! a busy database) runs again later with backoff. Nothing is lost on a crash: an unfinished
 //! job is still in the table and runs again when its lease ends (at once on restart with SQLite).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,11 +12,11 @@ use smartpkg_core::archive::{self, TemplateManifest};
 use smartpkg_core::audit_rules::{self, Rules};
 use smartpkg_core::ext::{build_ext_json, parse_ext_json};
 use smartpkg_core::lifecycle::{Command, JobKind, PkgState};
-use smartpkg_store::{Job, StoreError};
+use smartpkg_store::{AttemptOutcome, DeliveryState, Job, StoreError};
 use smartpkg_types::Errno;
 use tokio::sync::{watch, Semaphore};
 
-use crate::{clock, AppState};
+use crate::{clock, push, AppState};
 
 /// Why a job did not finish.
 enum JobError {
@@ -118,17 +119,8 @@ async fn finish(
     cmd: Command,
     job: &Job,
 ) -> Result<Outcome, JobError> {
-    match state
-        .store
-        .execute(app_id, cmd, state.decision_context(), Some(job.job_id))
-        .await?
-    {
-        Ok(plan) => {
-            if !plan.jobs.is_empty() {
-                state.jobs_ready.notify_one();
-            }
-            Ok(Outcome::Done)
-        }
+    match state.execute(app_id, cmd, Some(job.job_id)).await? {
+        Ok(_) => Ok(Outcome::Done),
         Err(refusal) => Ok(Outcome::Obsolete(refusal.msg)),
     }
 }
@@ -214,8 +206,71 @@ async fn finish_rollback(state: &AppState, job: &Job) -> Result<Outcome, JobErro
     finish(state, pkg.app_id, cmd, job).await
 }
 
+/// One delivery attempt; the store logs it and settles the delivery and this job together.
+async fn push(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
+    let Some(delivery_id) = job.delivery_id else {
+        return Ok(Outcome::Obsolete("push job without a delivery".into()));
+    };
+    let Some(d) = state.store.get_delivery(delivery_id).await? else {
+        return Ok(Outcome::Obsolete(format!("delivery {delivery_id} gone")));
+    };
+    if d.state != DeliveryState::Pending {
+        // Acknowledged (or given up) already: never send it again unless replayed.
+        return Ok(Outcome::Obsolete(format!(
+            "delivery is {}",
+            d.state.as_str()
+        )));
+    }
+    let Some(tp) = state.store.get_tp(d.tp_id).await? else {
+        return Ok(Outcome::Obsolete(format!("tp {} gone", d.tp_id)));
+    };
+    let s = &state.settings;
+    let a = push::attempt(
+        &state.push_client,
+        &tp,
+        &d,
+        s.allow_private_targets,
+        Duration::from_millis(s.push_timeout_ms),
+        s.utc_offset,
+    )
+    .await;
+    let m = &state.push_metrics;
+    m.attempts.fetch_add(1, Ordering::Relaxed);
+    if a.record.status.is_some() {
+        m.observe(Duration::from_millis(a.record.latency_ms.max(0) as u64));
+    }
+    let outcome = if a.delivered {
+        m.delivered.fetch_add(1, Ordering::Relaxed);
+        AttemptOutcome::Delivered
+    } else {
+        m.failed_attempts.fetch_add(1, Ordering::Relaxed);
+        match s
+            .push_retry_schedule_ms
+            .get(d.cycle_attempts.max(0) as usize)
+        {
+            Some(wait) => AttemptOutcome::RetryAt(clock::now_ms() + *wait as i64),
+            None => {
+                m.gave_up.fetch_add(1, Ordering::Relaxed);
+                AttemptOutcome::GaveUp
+            }
+        }
+    };
+    if let Some(e) = &a.record.error {
+        tracing::info!(delivery_id, event_id = %d.event.uid, error = %e, ?outcome, "push attempt failed");
+    }
+    state
+        .store
+        .record_attempt(job.job_id, delivery_id, a.record, outcome)
+        .await?;
+    if let AttemptOutcome::RetryAt(_) = outcome {
+        state.jobs_ready.notify_one();
+    }
+    Ok(Outcome::Done)
+}
+
 async fn handle(state: &AppState, job: Job) {
     let result = match job.kind {
+        JobKind::Push => push(state, &job).await,
         JobKind::Build => build(state, &job).await,
         JobKind::AutoAudit => auto_audit(state, &job).await,
         JobKind::FinishRollback => finish_rollback(state, &job).await,

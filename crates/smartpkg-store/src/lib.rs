@@ -177,7 +177,90 @@ pub struct Job {
     pub job_id: i64,
     pub kind: smartpkg_core::lifecycle::JobKind,
     pub package_id: i64,
+    /// Set for push jobs.
+    pub delivery_id: Option<i64>,
     pub attempts: i64,
+}
+
+/// An event to a third party, as stored: the wire JSON is rendered from these fields, so it
+/// is identical on every attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventRecord {
+    pub event_id: i64,
+    pub uid: String,
+    pub tp_id: i64,
+    pub app_id: i64,
+    pub package_id: i64,
+    pub event: String,
+    pub reason: Option<String>,
+    pub package_version: String,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            DeliveryState::Pending,
+            DeliveryState::Delivered,
+            DeliveryState::Failed,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttemptRecord {
+    pub at_ms: i64,
+    pub url: String,
+    /// The HTTP status, when a response came.
+    pub status: Option<i64>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+    /// The first bytes of the response body.
+    pub body: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Delivery {
+    pub delivery_id: i64,
+    pub event: EventRecord,
+    pub tp_id: i64,
+    pub url: String,
+    pub state: DeliveryState,
+    pub attempts: i64,
+    pub cycle_attempts: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub next_attempt_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+    pub delivered_at_ms: Option<i64>,
+}
+
+/// What happens after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Delivered,
+    /// Try again at this time.
+    RetryAt(i64),
+    /// No attempts left.
+    GaveUp,
 }
 
 /// A decision's outcome: the plan that was applied, or the rule that refused it.
@@ -242,6 +325,27 @@ pub trait Store: Send + Sync + 'static {
         ctx: DecisionContext,
         job: Option<i64>,
     ) -> Result<Decision>;
+
+    /// A delivery with its event.
+    async fn get_delivery(&self, delivery_id: i64) -> Result<Option<Delivery>>;
+    /// Deliveries, newest first, optionally of one TP and in one state.
+    async fn list_deliveries(
+        &self,
+        tp_id: Option<i64>,
+        state: Option<DeliveryState>,
+        limit: i64,
+    ) -> Result<Vec<Delivery>>;
+    async fn delivery_attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRecord>>;
+    /// Logs an attempt and settles the delivery and its push job in one transaction.
+    async fn record_attempt(
+        &self,
+        job_id: i64,
+        delivery_id: i64,
+        attempt: AttemptRecord,
+        outcome: AttemptOutcome,
+    ) -> Result<()>;
+    /// Replays a delivery on purpose: pending again, a fresh retry schedule, a push job now.
+    async fn redeliver(&self, delivery_id: i64, now_ms: i64) -> Result<()>;
 
     /// Leases up to `limit` due jobs for `lease_ms`.
     async fn claim_jobs(&self, now_ms: i64, limit: usize, lease_ms: i64) -> Result<Vec<Job>>;

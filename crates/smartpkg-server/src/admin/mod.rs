@@ -2,6 +2,7 @@
 //! `docs/admin-api.md` documents all of it). JSON in and out; errors are
 //! `{"error": {"code", "message"}}` with a non-2xx status.
 
+mod deliveries;
 mod packages;
 mod tenants;
 
@@ -35,6 +36,9 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/packages/{package_id}", get(packages::get_one))
         .route("/packages/{package_id}/audit", post(packages::audit))
         .route("/packages/{package_id}/archive", get(packages::archive))
+        .route("/deliveries", get(deliveries::list))
+        .route("/deliveries/{id}", get(deliveries::get_one))
+        .route("/deliveries/{id}/redeliver", post(deliveries::redeliver))
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 

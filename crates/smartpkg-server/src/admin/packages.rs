@@ -118,11 +118,7 @@ pub async fn audit(
         pass,
         reason,
     };
-    match state
-        .store
-        .execute(p.app_id, cmd, state.decision_context(), None)
-        .await?
-    {
+    match state.execute(p.app_id, cmd, None).await? {
         Ok(_) => Ok(Json(view(&load(&state, id).await?, &state))),
         Err(refusal) => Err(AdminError::new(
             StatusCode::CONFLICT,

@@ -54,17 +54,8 @@ pub fn to_wire(p: &PackageRecord, offset: FixedOffset) -> Option<PackageInfo> {
 }
 
 async fn run(state: &AppState, app_id: i64, cmd: Command) -> Answer {
-    match state
-        .store
-        .execute(app_id, cmd, state.decision_context(), None)
-        .await?
-    {
-        Ok(plan) => {
-            if !plan.jobs.is_empty() {
-                state.jobs_ready.notify_one();
-            }
-            Ok(Reply::Ok(None))
-        }
+    match state.execute(app_id, cmd, None).await? {
+        Ok(_) => Ok(Reply::Ok(None)),
         Err(refusal) => Err(Reply::Err(refusal.errno, refusal.msg)),
     }
 }

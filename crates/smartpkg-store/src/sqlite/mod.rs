@@ -16,11 +16,15 @@ use smartpkg_core::lifecycle::{
 };
 
 use crate::{
-    App, AppPatch, Decision, DecisionContext, Grant, Job, NewPackage, NewTemplate, PackageFilter,
-    PackageRecord, Result, Store, StoreError, Template, Tp, TpPatch,
+    App, AppPatch, AttemptOutcome, AttemptRecord, Decision, DecisionContext, Delivery,
+    DeliveryState, EventRecord, Grant, Job, NewPackage, NewTemplate, PackageFilter, PackageRecord,
+    Result, Store, StoreError, Template, Tp, TpPatch,
 };
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("0001_init.sql")),
+    (2, include_str!("0002_pushes.sql")),
+];
 const MAX_IDLE_READERS: usize = 16;
 
 impl From<rusqlite::Error> for StoreError {
@@ -443,6 +447,9 @@ fn apply_plan(
             ctx.now_ms
         ])?;
     }
+    if let Some((package_id, pass, reason)) = &plan.audit_decision {
+        outbox(tx, tp_id, *package_id, *pass, reason, ctx.now_ms)?;
+    }
     if plan.consume_quota {
         let package_id = plan
             .changes
@@ -481,6 +488,108 @@ fn visible(c: &Connection, app_id: i64) -> Result<Vec<PackageRecord>> {
         .query_map([app_id], pkg_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
+}
+
+/// Writes the audit-result event, its delivery and the push job, in the deciding transaction.
+fn outbox(
+    tx: &Transaction<'_>,
+    tp_id: i64,
+    package_id: i64,
+    pass: bool,
+    reason: &str,
+    now_ms: i64,
+) -> Result<()> {
+    let (app_id, version): (i64, String) = tx.query_row(
+        "SELECT app_id, version FROM packages WHERE package_id = ?1",
+        [package_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let url: String = tx.query_row("SELECT event_url FROM tps WHERE tp_id = ?1", [tp_id], |r| {
+        r.get(0)
+    })?;
+    let uid = hex::encode(rand::random::<[u8; 16]>());
+    let (event, reason) = if pass {
+        (smartpkg_core::push::AUDIT_PASS, None)
+    } else {
+        (smartpkg_core::push::AUDIT_FAIL, Some(reason))
+    };
+    tx.prepare_cached(
+        "INSERT INTO events (uid, tp_id, app_id, package_id, event, reason, package_version, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![uid, tp_id, app_id, package_id, event, reason, version, now_ms])?;
+    let event_id = tx.last_insert_rowid();
+    // Without a URL there is nowhere to deliver: the delivery says so instead of vanishing.
+    let (state, error, next) = if url.trim().is_empty() {
+        (
+            DeliveryState::Failed,
+            Some("the third party has no event_url"),
+            None,
+        )
+    } else {
+        (DeliveryState::Pending, None, Some(now_ms))
+    };
+    tx.prepare_cached(
+        "INSERT INTO deliveries (event_id, tp_id, url, state, last_error, next_attempt_at, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![event_id, tp_id, url, state.as_str(), error, next, now_ms])?;
+    let delivery_id = tx.last_insert_rowid();
+    if state == DeliveryState::Pending {
+        insert_push_job(tx, package_id, delivery_id, now_ms)?;
+    }
+    Ok(())
+}
+
+fn insert_push_job(
+    tx: &Transaction<'_>,
+    package_id: i64,
+    delivery_id: i64,
+    run_at: i64,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO jobs (kind, package_id, delivery_id, run_at, created_at) VALUES ('push', ?1, ?2, ?3, ?3)",
+    )?
+    .execute(params![package_id, delivery_id, run_at])?;
+    Ok(())
+}
+
+const DELIVERY_COLS: &str = "d.delivery_id, d.tp_id, d.url, d.state, d.attempts, d.cycle_attempts, d.last_status, \
+    d.last_error, d.next_attempt_at, d.created_at, d.delivered_at, \
+    e.event_id, e.uid, e.tp_id, e.app_id, e.package_id, e.event, e.reason, e.package_version, e.created_at";
+
+fn delivery_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
+    let state: String = r.get(3)?;
+    Ok(Delivery {
+        delivery_id: r.get(0)?,
+        tp_id: r.get(1)?,
+        url: r.get(2)?,
+        state: DeliveryState::parse(&state).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                3,
+                rusqlite::types::Type::Text,
+                format!("delivery state {state}").into(),
+            )
+        })?,
+        attempts: r.get(4)?,
+        cycle_attempts: r.get(5)?,
+        last_status: r.get(6)?,
+        last_error: r.get(7)?,
+        next_attempt_at_ms: r.get(8)?,
+        created_at_ms: r.get(9)?,
+        delivered_at_ms: r.get(10)?,
+        event: EventRecord {
+            event_id: r.get(11)?,
+            uid: r.get(12)?,
+            tp_id: r.get(13)?,
+            app_id: r.get(14)?,
+            package_id: r.get(15)?,
+            event: r.get(16)?,
+            reason: r.get(17)?,
+            package_version: r.get(18)?,
+            created_at_ms: r.get(19)?,
+        },
+    })
 }
 
 #[async_trait]
@@ -734,23 +843,141 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn get_delivery(&self, delivery_id: i64) -> Result<Option<Delivery>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT {DELIVERY_COLS} FROM deliveries d JOIN events e ON e.event_id = d.event_id WHERE d.delivery_id = ?1"
+            ))?
+            .query_row([delivery_id], delivery_row)
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        tp_id: Option<i64>,
+        state: Option<DeliveryState>,
+        limit: i64,
+    ) -> Result<Vec<Delivery>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {DELIVERY_COLS} FROM deliveries d JOIN events e ON e.event_id = d.event_id \
+                 WHERE (?1 IS NULL OR d.tp_id = ?1) AND (?2 IS NULL OR d.state = ?2) ORDER BY d.delivery_id DESC LIMIT ?3"
+            ))?;
+            let rows = stmt
+                .query_map(params![tp_id, state.map(DeliveryState::as_str), limit], delivery_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn delivery_attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRecord>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT at, url, status, latency_ms, error, body FROM delivery_attempts WHERE delivery_id = ?1 ORDER BY attempt_id",
+            )?;
+            let rows = stmt
+                .query_map([delivery_id], |r| {
+                    Ok(AttemptRecord {
+                        at_ms: r.get(0)?,
+                        url: r.get(1)?,
+                        status: r.get(2)?,
+                        latency_ms: r.get(3)?,
+                        error: r.get(4)?,
+                        body: r.get(5)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn record_attempt(
+        &self,
+        job_id: i64,
+        delivery_id: i64,
+        a: AttemptRecord,
+        outcome: AttemptOutcome,
+    ) -> Result<()> {
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO delivery_attempts (delivery_id, at, url, status, latency_ms, error, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![delivery_id, a.at_ms, a.url, a.status, a.latency_ms, a.error, a.body])?;
+            let (state, next, delivered_at) = match outcome {
+                AttemptOutcome::Delivered => (DeliveryState::Delivered, None, Some(a.at_ms)),
+                AttemptOutcome::RetryAt(t) => (DeliveryState::Pending, Some(t), None),
+                AttemptOutcome::GaveUp => (DeliveryState::Failed, None, None),
+            };
+            tx.prepare_cached(
+                "UPDATE deliveries SET state = ?1, attempts = attempts + 1, cycle_attempts = cycle_attempts + 1, \
+                   last_status = ?2, last_error = ?3, next_attempt_at = ?4, url = ?5, \
+                   delivered_at = COALESCE(?6, delivered_at) WHERE delivery_id = ?7",
+            )?
+            .execute(params![state.as_str(), a.status, a.error, next, a.url, delivered_at, delivery_id])?;
+            match next {
+                Some(t) => {
+                    tx.prepare_cached("UPDATE jobs SET run_at = ?1, lease_until = NULL WHERE job_id = ?2")?
+                        .execute(params![t, job_id])?;
+                }
+                // Acknowledged or given up: the job goes with the same commit, so an
+                // acknowledged event is never sent again unless replayed on purpose.
+                None => {
+                    tx.prepare_cached("DELETE FROM jobs WHERE job_id = ?1")?.execute([job_id])?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn redeliver(&self, delivery_id: i64, now_ms: i64) -> Result<()> {
+        self.write(move |tx| {
+            let package_id: Option<i64> = tx
+                .query_row(
+                    "SELECT e.package_id FROM deliveries d JOIN events e ON e.event_id = d.event_id WHERE d.delivery_id = ?1",
+                    [delivery_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let package_id = package_id.ok_or_else(|| StoreError::NotFound(format!("delivery {delivery_id}")))?;
+            tx.execute(
+                "UPDATE deliveries SET state = 'pending', cycle_attempts = 0, next_attempt_at = ?1 WHERE delivery_id = ?2",
+                params![now_ms, delivery_id],
+            )?;
+            // One push job per delivery: move a waiting one forward, or add one.
+            let moved = tx.execute(
+                "UPDATE jobs SET run_at = ?1 WHERE kind = 'push' AND delivery_id = ?2",
+                params![now_ms, delivery_id],
+            )?;
+            if moved == 0 {
+                insert_push_job(tx, package_id, delivery_id, now_ms)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn claim_jobs(&self, now_ms: i64, limit: usize, lease_ms: i64) -> Result<Vec<Job>> {
         self.write(move |tx| {
             let mut stmt = tx.prepare_cached(
-                "SELECT job_id, kind, package_id, attempts FROM jobs \
+                "SELECT job_id, kind, package_id, attempts, delivery_id FROM jobs \
                  WHERE run_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1) ORDER BY run_at, job_id LIMIT ?2",
             )?;
             let rows = stmt
                 .query_map(params![now_ms, limit as i64], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, Option<i64>>(4)?))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let mut jobs = Vec::with_capacity(rows.len());
-            for (job_id, kind, package_id, attempts) in rows {
+            for (job_id, kind, package_id, attempts, delivery_id) in rows {
                 tx.prepare_cached("UPDATE jobs SET lease_until = ?1, attempts = attempts + 1 WHERE job_id = ?2")?
                     .execute(params![now_ms + lease_ms, job_id])?;
                 let kind = JobKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("job kind {kind}")))?;
-                jobs.push(Job { job_id, kind, package_id, attempts: attempts + 1 });
+                jobs.push(Job { job_id, kind, package_id, delivery_id, attempts: attempts + 1 });
             }
             Ok(jobs)
         })

@@ -1,0 +1,346 @@
+//! Delivering events to third parties: one HTTP attempt, encrypted as Baidu does, to a target
+//! that passed the safety rules. The retry schedule and durability live in the job runner
+//! and the store; this module only makes and reports an attempt.
+
+pub mod targets;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, FixedOffset};
+use rand::Rng;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::Url;
+use smartpkg_core::push::{seal, AuditEvent, Sealing};
+use smartpkg_store::{AttemptRecord, Delivery, Tp};
+
+use crate::clock;
+
+/// Our extension header: the same value on every attempt and replay of one event.
+pub const EVENT_ID_HEADER: &str = "X-Smartpkg-Event-Id";
+/// How much of a receiver's answer is read, and how much of it is kept in the attempt log.
+const BODY_CAP: usize = 64 * 1024;
+const BODY_EXCERPT: usize = 256;
+
+/// A resolver that refuses names resolving to non-public addresses, so a name cannot be
+/// pointed at an internal service between our check and the connection.
+struct GuardedResolver {
+    allow_private: bool,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow = self.allow_private;
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            if !allow {
+                if let Some((ip, class)) = addrs
+                    .iter()
+                    .find_map(|a| targets::forbidden(a.ip()).map(|c| (a.ip(), c)))
+                {
+                    return Err(format!(
+                        "refused target: {} resolves to {ip}, a {class} address",
+                        name.as_str()
+                    )
+                    .into());
+                }
+            }
+            let out: Addrs = Box::new(addrs.into_iter());
+            Ok(out)
+        })
+    }
+}
+
+pub fn client(allow_private: bool) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        // A redirect would be a way around the target rules, and Baidu does not follow them.
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+        .user_agent(concat!("smartpkg/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Refuses a URL before any byte is sent: only http and https, and (unless allowed) no host
+/// that is, or resolves to, a non-public address.
+pub async fn check_target(url: &str, allow_private: bool) -> Result<Url, String> {
+    let parsed = Url::parse(url).map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!(
+            "refused target: scheme {:?} (only http and https)",
+            parsed.scheme()
+        ));
+    }
+    let host = parsed
+        .host()
+        .ok_or_else(|| format!("invalid URL {url:?}: no host"))?;
+    if allow_private {
+        return Ok(parsed);
+    }
+    let literal: Option<IpAddr> = match host {
+        url::Host::Ipv4(v4) => Some(v4.into()),
+        url::Host::Ipv6(v6) => Some(v6.into()),
+        url::Host::Domain(_) => None,
+    };
+    match literal {
+        Some(ip) => match targets::forbidden(ip) {
+            Some(class) => Err(format!(
+                "refused target: {ip} is a {class} address (set SMARTPKG_ALLOW_PRIVATE_TARGETS to allow)"
+            )),
+            None => Ok(parsed),
+        },
+        // Names are checked by the resolver at connection time.
+        None => Ok(parsed),
+    }
+}
+
+/// The event as the third party decrypts it.
+pub fn render(d: &Delivery, offset: FixedOffset) -> Result<String, serde_json::Error> {
+    let e = &d.event;
+    let event_time = DateTime::from_timestamp_millis(e.created_at_ms)
+        .map(|t| {
+            t.with_timezone(&offset)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_default();
+    serde_json::to_string(&AuditEvent {
+        app_id: e.app_id,
+        tp_app_id: e.tp_id,
+        event_time,
+        event: e.event.clone(),
+        reason: e.reason.clone(),
+        package_id: e.package_id,
+        package_version: e.package_version.clone(),
+    })
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub struct PushMetrics {
+    pub attempts: AtomicU64,
+    pub delivered: AtomicU64,
+    pub failed_attempts: AtomicU64,
+    pub gave_up: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BOUNDS.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+}
+
+const LATENCY_BOUNDS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+impl PushMetrics {
+    pub fn observe(&self, latency: Duration) {
+        let secs = latency.as_secs_f64();
+        for (i, bound) in LATENCY_BOUNDS.iter().enumerate() {
+            if secs <= *bound {
+                self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us
+            .fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Prometheus text format.
+    pub fn render(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut out = String::new();
+        for (name, help, v) in [
+            (
+                "smartpkg_push_attempts_total",
+                "Push attempts made.",
+                g(&self.attempts),
+            ),
+            (
+                "smartpkg_push_delivered_total",
+                "Pushes acknowledged with success.",
+                g(&self.delivered),
+            ),
+            (
+                "smartpkg_push_failed_attempts_total",
+                "Push attempts that failed.",
+                g(&self.failed_attempts),
+            ),
+            (
+                "smartpkg_push_gave_up_total",
+                "Deliveries marked failed after the last attempt.",
+                g(&self.gave_up),
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            ));
+        }
+        let name = "smartpkg_push_latency_seconds";
+        out.push_str(&format!(
+            "# HELP {name} Time from sending a push to its answer.\n# TYPE {name} histogram\n"
+        ));
+        for (i, bound) in LATENCY_BOUNDS.iter().enumerate() {
+            out.push_str(&format!(
+                "{name}_bucket{{le=\"{bound}\"}} {}\n",
+                g(&self.latency_buckets[i])
+            ));
+        }
+        let count = g(&self.latency_count);
+        out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {count}\n"));
+        out.push_str(&format!(
+            "{name}_sum {}\n{name}_count {count}\n",
+            g(&self.latency_sum_us) as f64 / 1e6
+        ));
+        out
+    }
+}
+
+/// What one attempt found.
+pub struct Attempt {
+    pub record: AttemptRecord,
+    pub delivered: bool,
+}
+
+fn excerpt(body: &[u8]) -> String {
+    let cut = &body[..body.len().min(BODY_EXCERPT)];
+    String::from_utf8_lossy(cut).into_owned()
+}
+
+/// Sends the delivery's event once. Success is a 2xx whose body, trimmed, is `success`.
+pub async fn attempt(
+    client: &reqwest::Client,
+    tp: &Tp,
+    d: &Delivery,
+    allow_private: bool,
+    timeout: Duration,
+    offset: FixedOffset,
+) -> Attempt {
+    let at_ms = clock::now_ms();
+    let url = tp.event_url.clone();
+    let fail =
+        |error: String, status: Option<i64>, body: Option<String>, latency_ms: i64| Attempt {
+            record: AttemptRecord {
+                at_ms,
+                url: url.clone(),
+                status,
+                latency_ms,
+                error: Some(error),
+                body,
+            },
+            delivered: false,
+        };
+    if url.trim().is_empty() {
+        return fail("the third party has no event_url".into(), None, None, 0);
+    }
+    let target = match check_target(&url, allow_private).await {
+        Ok(t) => t,
+        Err(e) => return fail(e, None, None, 0),
+    };
+    let msg = match render(d, offset) {
+        Ok(m) => m,
+        Err(e) => return fail(format!("cannot render the event: {e}"), None, None, 0),
+    };
+    let (random16, nonce) = {
+        let mut rng = rand::thread_rng();
+        (
+            rng.gen::<[u8; 16]>(),
+            rng.gen_range(1_000_000u32..10_000_000).to_string(),
+        )
+    };
+    let timestamp = (at_ms / 1000).to_string();
+    let sealed = seal(
+        &msg,
+        &Sealing {
+            encoding_aes_key: &tp.encoding_aes_key,
+            token: &tp.msg_token,
+            client_id: &tp.client_id,
+            random16,
+            timestamp: &timestamp,
+            nonce: &nonce,
+        },
+    );
+    let sealed = match sealed {
+        Ok(s) => s,
+        Err(e) => return fail(format!("cannot encrypt: {e}"), None, None, 0),
+    };
+    let start = Instant::now();
+    let sent = client
+        .post(target)
+        .header(EVENT_ID_HEADER, &d.event.uid)
+        .json(&sealed)
+        .timeout(timeout)
+        .send()
+        .await;
+    let mut resp = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            let why = if e.is_timeout() {
+                format!("timed out after {} ms", timeout.as_millis())
+            } else {
+                // The resolver's refusal travels inside the connect error.
+                let mut msg = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    msg = format!("{msg}: {s}");
+                    src = s.source();
+                }
+                msg
+            };
+            return fail(why, None, None, start.elapsed().as_millis() as i64);
+        }
+    };
+    let status = resp.status();
+    let mut body = Vec::new();
+    let mut read_error = None;
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = BODY_CAP.saturating_sub(body.len());
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if body.len() >= BODY_CAP {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                read_error = Some(if e.is_timeout() {
+                    format!(
+                        "timed out reading the answer after {} ms",
+                        timeout.as_millis()
+                    )
+                } else {
+                    format!("reading the answer: {e}")
+                });
+                break;
+            }
+        }
+    }
+    let latency_ms = start.elapsed().as_millis() as i64;
+    let code = Some(status.as_u16() as i64);
+    if let Some(e) = read_error {
+        return fail(e, code, Some(excerpt(&body)), latency_ms);
+    }
+    let acknowledged = status.is_success() && body.trim_ascii() == b"success";
+    if acknowledged {
+        return Attempt {
+            record: AttemptRecord {
+                at_ms,
+                url,
+                status: code,
+                latency_ms,
+                error: None,
+                body: Some(excerpt(&body)),
+            },
+            delivered: true,
+        };
+    }
+    let why = if status.is_success() {
+        "the answer was not `success`".to_string()
+    } else if status.is_redirection() {
+        format!("HTTP {status} (redirects are not followed)")
+    } else {
+        format!("HTTP {status}")
+    };
+    fail(why, code, Some(excerpt(&body)), latency_ms)
+}
