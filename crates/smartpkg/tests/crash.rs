@@ -137,3 +137,75 @@ async fn sigkill_at_arbitrary_moments_of_busy_traffic_leaves_a_consistent_platfo
     assert_eq!((dev, building), (1, 0), "{all}");
     server.stop();
 }
+
+#[tokio::test]
+async fn sigkill_with_pushes_pending_then_restart_delivers_each_event_once() {
+    use smartpkg_testkit::{Answer, Keys, Receiver};
+    const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = [
+        ("SMARTPKG_BUILD_DELAY_MS", "0"),
+        ("SMARTPKG_ALLOW_PRIVATE_TARGETS", "true"),
+        (
+            "SMARTPKG_PUSH_RETRY_SCHEDULE",
+            "0.3,0.3,0.3,0.3,0.3,0.3,0.3,0.3,0.3,0.3",
+        ),
+    ];
+    let server = start_demo(dir.path(), &env);
+    // The receiver is down: pushes stay pending.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let tp = server
+        .admin(Method::PATCH, "/tps/1", Some(serde_json::json!({"event_url": format!("http://127.0.0.1:{port}/events"), "msg_token": "tok", "encoding_aes_key": KEY})))
+        .await;
+    let client_id = tp["client_id"].as_str().expect("client_id").to_string();
+    let mut ids = vec![];
+    for v in ["1.0.0", "1.0.1", "1.0.2"] {
+        ids.push(server.release(v).await);
+    }
+    let pending = server
+        .admin(Method::GET, "/deliveries?state=pending", None)
+        .await;
+    assert_eq!(
+        pending["deliveries"].as_array().map(Vec::len),
+        Some(3),
+        "{pending}"
+    );
+    server.kill9();
+
+    let keys = Keys {
+        encoding_aes_key: KEY.into(),
+        token: "tok".into(),
+        client_id,
+    };
+    let receiver = Receiver::start(
+        format!("127.0.0.1:{port}").parse().expect("addr"),
+        keys,
+        |_| Answer::Success,
+    )
+    .await
+    .expect("receiver");
+    let server = start_demo(dir.path(), &env);
+    let got = receiver
+        .wait_for(3, std::time::Duration::from_secs(30))
+        .await;
+    // Give a duplicate every chance to show up before counting.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let got_after = receiver.received();
+    assert_eq!(got_after.len(), 3, "each event exactly once: {got:?}");
+    let mut packages: Vec<i64> = got_after
+        .iter()
+        .filter_map(|g| g.event.as_ref())
+        .filter_map(|e| e["packageId"].as_i64())
+        .collect();
+    packages.sort();
+    assert_eq!(packages, ids);
+    let delivered = server
+        .admin(Method::GET, "/deliveries?state=delivered", None)
+        .await;
+    assert_eq!(delivered["deliveries"].as_array().map(Vec::len), Some(3));
+    server.stop();
+}

@@ -2,4 +2,5 @@ mod admin;
 mod errno;
 mod helpers;
 mod lifecycle;
+mod push;
 mod transport;
