@@ -8,6 +8,8 @@
 //!    1,000 apps with the build delay at 0, ÷ raw durable SQLite commits per second.
 //! 3. Bytes of storage added per package built from a 5 MB, 500-file template.
 //! 4. Peak memory (VmHWM) of the process, which holds the server and the load generator.
+//! 5. Pushes per second to a local receiver that answers `success` (10,000 events), and the
+//!    latency from an audit decision to the receiver's decryption of it (p50, p99).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,6 +32,9 @@ fn only_get() -> bool {
 const LIFECYCLE_APPS: usize = 1_000;
 const LIFECYCLE_CONCURRENCY: usize = 32;
 const STORAGE_PACKAGES: usize = 200;
+const PUSH_EVENTS: usize = 10_000;
+const PUSH_LATENCY_EVENTS: usize = 500;
+const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -41,6 +46,7 @@ fn settings(dir: &Path) -> Settings {
         build_delay_ms: 0,
         rollback_delay_ms: 0,
         app_token_ttl_s: 86_400,
+        allow_private_targets: true,
         job_concurrency: 16,
         ..Settings::default()
     };
@@ -439,10 +445,151 @@ async fn run() -> Res<()> {
     let per = (after.saturating_sub(before)) as f64 / STORAGE_PACKAGES as f64;
     println!("[3] storage per package built from a {:.1} MB, 500-file template: {per:.0} bytes ({:.2} KiB; goal <= 16 KiB) over {STORAGE_PACKAGES} packages", big_len as f64 / 1e6, per / 1024.0);
 
+    // --- 5. pushes: throughput and decision-to-receipt latency ---
+    push_bench(dir.path(), tp_id, template_id, &tokens).await?;
+
     println!(
         "[4] peak memory (VmHWM) of the process (server + load generator): {:.1} MiB",
         peak_rss_kib() as f64 / 1024.0
     );
+    Ok(())
+}
+
+/// Inserts an auditing package for each seeded app (server stopped), returning their ids.
+fn seed_auditing(db: &Path, tp_id: i64, template_id: i64, apps: &[(i64, String)]) -> Res<Vec<i64>> {
+    let mut conn = rusqlite::Connection::open(db)?;
+    let tx = conn.transaction()?;
+    let first: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(package_id), 0) + 1 FROM packages",
+        [],
+        |r| r.get(0),
+    )?;
+    let mut ids = vec![];
+    for (i, (app_id, _)) in apps.iter().enumerate() {
+        let id = first + i as i64;
+        tx.execute(
+            "INSERT INTO packages (package_id, app_id, tp_id, template_id, state, version, version_desc, ext_json, built_ext_json, direct_commit, commit_time, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, 'auditing', '9.0.0', 'push bench', '{}', '{}', 0, 0, 0)",
+            rusqlite::params![id, app_id, tp_id, template_id],
+        )?;
+        ids.push(id);
+    }
+    tx.commit()?;
+    Ok(ids)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn push_bench(dir: &Path, tp_id: i64, template_id: i64, tokens: &[(i64, String)]) -> Res<()> {
+    use smartpkg_testkit::{Answer, Keys, Receiver};
+    let server = smartpkg_server::start(settings(dir)).await?;
+    let api = Api::new(&server);
+    let v: Value = api
+        .client
+        .patch(format!("{}/admin/v1/tps/{tp_id}", api.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"msg_token": "bench", "encoding_aes_key": AES_KEY}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let client_id = v["client_id"].as_str().ok_or("client_id")?.to_string();
+    let keys = Keys {
+        encoding_aes_key: AES_KEY.into(),
+        token: "bench".into(),
+        client_id,
+    };
+    let receiver = Receiver::start("127.0.0.1:0".parse()?, keys, |_| Answer::Success).await?;
+    api.client
+        .patch(format!("{}/admin/v1/tps/{tp_id}", api.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"event_url": receiver.url()}))
+        .send()
+        .await?;
+    server.stop().await;
+    let ids = seed_auditing(
+        &dir.join("smartpkg.db"),
+        tp_id,
+        template_id,
+        &tokens[..PUSH_EVENTS],
+    )?;
+    let server = smartpkg_server::start(settings(dir)).await?;
+    let api = Arc::new(Api::new(&server));
+
+    // Throughput: decide the first events as fast as 16 reviewers can, while pushes flow.
+    let bulk = &ids[..PUSH_EVENTS - PUSH_LATENCY_EVENTS];
+    let start = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let bulk_ids = Arc::new(bulk.to_vec());
+    let mut reviewers = vec![];
+    for _ in 0..16 {
+        let (api, next, bulk_ids) = (api.clone(), next.clone(), bulk_ids.clone());
+        reviewers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let Some(id) = bulk_ids.get(i) else {
+                    return Ok::<(), Box<dyn std::error::Error + Send + Sync>>(());
+                };
+                let v = api
+                    .admin(&format!("/packages/{id}/audit"), json!({"result": "pass"}))
+                    .await?;
+                if v["status"] != 6 {
+                    return Err(format!("audit: {v}").into());
+                }
+            }
+        }));
+    }
+    for r in reviewers {
+        r.await??;
+    }
+    let decided = start.elapsed().as_secs_f64();
+    receiver
+        .wait_for(bulk.len(), Duration::from_secs(300))
+        .await;
+    let all = start.elapsed().as_secs_f64();
+    println!(
+        "[5a] pushes to a local receiver answering success: {} events delivered in {all:.2} s = {:.0} pushes/s (decisions alone took {decided:.2} s = {:.0}/s; goal >= 1000 pushes/s)",
+        bulk.len(),
+        bulk.len() as f64 / all,
+        bulk.len() as f64 / decided
+    );
+
+    // Latency: one decision at a time, nothing else running; from sending the decision to
+    // the receiver having decrypted the event.
+    let mut sent_at = std::collections::HashMap::new();
+    for id in &ids[PUSH_EVENTS - PUSH_LATENCY_EVENTS..] {
+        sent_at.insert(*id, Instant::now());
+        api.admin(&format!("/packages/{id}/audit"), json!({"result": "pass"}))
+            .await?;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let got = receiver
+        .wait_for(PUSH_EVENTS, Duration::from_secs(120))
+        .await;
+    let mut lat: Vec<f64> = got
+        .iter()
+        .filter_map(|g| {
+            let id = g.event.as_ref()?["packageId"].as_i64()?;
+            Some(g.at.duration_since(*sent_at.get(&id)?).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "[5b] decision-to-receipt latency over {} sequential decisions: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (goal p99 <= 100 ms)",
+        lat.len(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or(f64::NAN)
+    );
+    if got.iter().any(|g| !g.signature_ok) {
+        return Err("a push failed its signature check".into());
+    }
+    server.stop().await;
     Ok(())
 }
 
