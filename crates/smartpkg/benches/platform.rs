@@ -36,6 +36,10 @@ const PUSH_EVENTS: usize = 10_000;
 const PUSH_LATENCY_EVENTS: usize = 500;
 const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 
+// The same allocator as the `smartpkg` binary, so the server measured is the one shipped.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 fn settings(dir: &Path) -> Settings {

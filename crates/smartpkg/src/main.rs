@@ -8,6 +8,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use smartpkg_server::{demo, Settings};
 
+// Request handling allocates many small strings; mimalloc serves them markedly faster than
+// the system allocator (the get benchmark spent about a seventh of its time in malloc/free).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "smartpkg",

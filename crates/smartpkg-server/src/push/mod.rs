@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, FixedOffset};
+use chrono::FixedOffset;
 use rand::Rng;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::Url;
@@ -99,13 +99,7 @@ pub async fn check_target(url: &str, allow_private: bool) -> Result<Url, String>
 /// The event as the third party decrypts it.
 pub fn render(d: &Delivery, offset: FixedOffset) -> Result<String, serde_json::Error> {
     let e = &d.event;
-    let event_time = DateTime::from_timestamp_millis(e.created_at_ms)
-        .map(|t| {
-            t.with_timezone(&offset)
-                .format("%Y-%m-%d %H:%M:%S")
-                .to_string()
-        })
-        .unwrap_or_default();
+    let event_time = clock::event_time(e.created_at_ms, offset);
     serde_json::to_string(&AuditEvent {
         app_id: e.app_id,
         tp_app_id: e.tp_id,
