@@ -183,6 +183,16 @@ fn parse_pages(app_json: &[u8]) -> Result<Vec<String>, ArchiveError> {
     Ok(pages)
 }
 
+/// The entry count in the end-of-central-directory record (0xFFFF means ZIP64: at least that).
+fn declared_entries(bytes: &[u8]) -> Option<u16> {
+    const EOCD: &[u8] = b"PK\x05\x06";
+    // The record is 22 bytes plus a comment of at most 65535 bytes, at the very end.
+    let from = bytes.len().saturating_sub(22 + 65_535);
+    let at = bytes[from..].windows(4).rposition(|w| w == EOCD)? + from;
+    let field = bytes.get(at + 10..at + 12)?;
+    Some(u16::from_le_bytes([field[0], field[1]]))
+}
+
 /// Reads every entry of a template archive within `limits` and returns its manifest.
 pub fn inspect(bytes: &[u8], limits: &Limits) -> Result<TemplateManifest, ArchiveError> {
     let size = bytes.len() as u64;
@@ -197,6 +207,24 @@ pub fn inspect(bytes: &[u8], limits: &Limits) -> Result<TemplateManifest, Archiv
         return Err(ArchiveError::TooManyEntries {
             limit: limits.max_entries,
         });
+    }
+    // The reader indexes entries by name, so a second entry with a name already seen would
+    // silently vanish (and other unzip tools might pick that one): compare with the count
+    // the archive itself declares.
+    if let Some(declared) = declared_entries(bytes) {
+        if declared as usize > limits.max_entries {
+            return Err(ArchiveError::TooManyEntries {
+                limit: limits.max_entries,
+            });
+        }
+        if declared as usize != zip.len() {
+            return Err(ArchiveError::Duplicate {
+                name: format!(
+                    "(the archive declares {declared} entries but only {} distinct names)",
+                    zip.len()
+                ),
+            });
+        }
     }
     let ratio_limit = size.max(1).saturating_mul(limits.max_ratio);
     let total_limit = limits.max_total_bytes.min(ratio_limit);

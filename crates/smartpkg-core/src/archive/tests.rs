@@ -180,3 +180,63 @@ fn missing_or_broken_app_json_and_garbage_are_rejected() {
         Err(ArchiveError::Corrupt(_))
     ));
 }
+
+/// Replaces every occurrence of `from` with `to` (same length) in the raw archive bytes.
+fn patch(mut bytes: Vec<u8>, from: &[u8], to: &[u8]) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut i = 0;
+    while i + from.len() <= bytes.len() {
+        if &bytes[i..i + from.len()] == from {
+            bytes[i..i + from.len()].copy_from_slice(to);
+        }
+        i += 1;
+    }
+    bytes
+}
+
+#[test]
+fn duplicate_entries_are_rejected() {
+    // Writers refuse duplicate names, so rename one entry in the raw bytes (local header and
+    // central directory alike).
+    let bytes = with_app_json(|w| {
+        w.start_file("pages/a.js", deflated()).expect("start");
+        w.start_file("pages/b.js", deflated()).expect("start");
+    });
+    let bytes = patch(bytes, b"pages/b.js", b"pages/a.js");
+    match inspect(&bytes, &Limits::default()) {
+        Err(ArchiveError::Duplicate { name }) => {
+            assert!(name.contains("declares 3 entries"), "{name}")
+        }
+        other => panic!("duplicate accepted: {other:?}"),
+    }
+}
+
+#[test]
+fn encrypted_entries_are_rejected() {
+    let bytes = with_app_json(|w| {
+        w.start_file("secret.js", SimpleFileOptions::default())
+            .expect("start");
+        w.write_all(b"x").expect("write");
+    });
+    // Set general-purpose bit 0 (encrypted) in the central directory record of secret.js:
+    // the flags sit 8 bytes into a central header (signature PK\x01\x02).
+    let mut bytes = bytes;
+    let name_at = bytes
+        .windows(9)
+        .rposition(|w| w == b"secret.js")
+        .expect("central name");
+    let header = bytes[..name_at]
+        .windows(4)
+        .rposition(|w| w == b"PK\x01\x02")
+        .expect("central header");
+    bytes[header + 8] |= 1;
+    let err = inspect(&bytes, &Limits::default()).expect_err("encrypted");
+    match err {
+        ArchiveError::Encrypted { name } => assert_eq!(name, "secret.js"),
+        ArchiveError::Corrupt(msg) => assert!(
+            msg.to_lowercase().contains("password") || msg.to_lowercase().contains("encrypt"),
+            "{msg}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
