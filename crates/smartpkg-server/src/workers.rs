@@ -12,7 +12,7 @@ use smartpkg_core::archive::{self, TemplateManifest};
 use smartpkg_core::audit_rules::{self, Rules};
 use smartpkg_core::ext::{build_ext_json, parse_ext_json};
 use smartpkg_core::lifecycle::{Command, JobKind, PkgState};
-use smartpkg_store::{AttemptOutcome, DeliveryState, Job, StoreError};
+use smartpkg_store::{AttemptOutcome, DeliveryState, Job, PackageRecord, StoreError};
 use smartpkg_types::Errno;
 use tokio::sync::{watch, Semaphore};
 
@@ -125,16 +125,27 @@ async fn finish(
     }
 }
 
-async fn build(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
-    let Some(pkg) = state.store.get_package(job.package_id).await? else {
-        return Ok(Outcome::Obsolete("package gone".into()));
-    };
-    if pkg.state != PkgState::Building {
-        return Ok(Outcome::Obsolete(format!(
+/// The job's package if it is still in `expected`; otherwise the job has nothing to do.
+async fn package_in(
+    state: &AppState,
+    job: &Job,
+    expected: PkgState,
+) -> Result<Result<PackageRecord, Outcome>, JobError> {
+    Ok(match state.store.get_package(job.package_id).await? {
+        None => Err(Outcome::Obsolete("package gone".into())),
+        Some(p) if p.state != expected => Err(Outcome::Obsolete(format!(
             "package is {}",
-            pkg.state.as_str()
-        )));
-    }
+            p.state.as_str()
+        ))),
+        Some(p) => Ok(p),
+    })
+}
+
+async fn build(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
+    let pkg = match package_in(state, job, PkgState::Building).await? {
+        Ok(p) => p,
+        Err(obsolete) => return Ok(obsolete),
+    };
     let failed = |errno: Errno, msg: String| Command::BuildFailed {
         package_id: pkg.package_id,
         errno,
@@ -165,15 +176,10 @@ async fn build(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
 }
 
 async fn auto_audit(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
-    let Some(pkg) = state.store.get_package(job.package_id).await? else {
-        return Ok(Outcome::Obsolete("package gone".into()));
+    let pkg = match package_in(state, job, PkgState::Auditing).await? {
+        Ok(p) => p,
+        Err(obsolete) => return Ok(obsolete),
     };
-    if pkg.state != PkgState::Auditing {
-        return Ok(Outcome::Obsolete(format!(
-            "package is {}",
-            pkg.state.as_str()
-        )));
-    }
     let app = state
         .store
         .get_app(pkg.app_id)
