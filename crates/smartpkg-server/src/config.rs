@@ -36,6 +36,12 @@ pub struct Settings {
     /// Weekly audit submissions per third party; -1 = unlimited.
     pub audit_quota_per_week: i64,
     pub app_token_ttl_s: u64,
+    /// Seconds between ticket pushes to each TP's authorization-event URL.
+    pub ticket_interval_s: u64,
+    /// How long a ticket stays valid: three intervals by default, so one missed push
+    /// (or two) does not lock a third party out.
+    pub ticket_ttl_s: u64,
+    pub tp_token_ttl_s: u64,
     /// The time zone of `commit_time` and of the quota week (Baidu shows Beijing time).
     pub utc_offset: FixedOffset,
     /// Largest request body on every route but template uploads.
@@ -67,6 +73,9 @@ impl Default for Settings {
             auto_audit_max_name_chars: 0,
             audit_quota_per_week: -1,
             app_token_ttl_s: 3600,
+            ticket_interval_s: 600,
+            ticket_ttl_s: 1800,
+            tp_token_ttl_s: 2_592_000,
             utc_offset: FixedOffset::east_opt(8 * 3600).unwrap_or_else(utc),
             max_body_bytes: 1 << 20,
             archive: Limits::default(),
@@ -194,6 +203,14 @@ impl Settings {
                 self.audit_quota_per_week = q
             }
             "app_token_ttl_s" => self.app_token_ttl_s = num(name, v)?,
+            "ticket_interval_s" => {
+                self.ticket_interval_s = num(name, v)?;
+                if self.ticket_interval_s == 0 {
+                    return Err(invalid(name, v, "must be at least 1"));
+                }
+            }
+            "ticket_ttl_s" => self.ticket_ttl_s = num(name, v)?,
+            "tp_token_ttl_s" => self.tp_token_ttl_s = num(name, v)?,
             "utc_offset" => self.utc_offset = offset(name, v)?,
             "max_body_bytes" => self.max_body_bytes = num(name, v)?,
             "max_template_bytes" => self.archive.max_archive_bytes = num(name, v)?,

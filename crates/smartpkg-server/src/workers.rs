@@ -304,14 +304,60 @@ async fn handle(state: &AppState, job: Job) {
     }
 }
 
+/// Pushes a fresh ticket to every TP with an authorization-event URL, when the shared
+/// schedule says it is time (one instance does it per interval).
+async fn push_tickets(state: &AppState) -> Result<(), StoreError> {
+    let s = &state.settings;
+    let now = clock::now_ms();
+    let interval_ms = (s.ticket_interval_s as i64).saturating_mul(1000);
+    if !state
+        .store
+        .take_schedule("ticket_push", now, interval_ms)
+        .await?
+    {
+        return Ok(());
+    }
+    for tp in state.store.tps_with_auth_url().await? {
+        let ticket = crate::secrets::random_alnum(48);
+        let payload = serde_json::json!({
+            "Ticket": ticket,
+            "FromUserName": "SmartAPP",
+            "CreateTime": now / 1000,
+            "MsgType": "ticket",
+            "Event": "push",
+        })
+        .to_string();
+        let expires = now.saturating_add((s.ticket_ttl_s as i64).saturating_mul(1000));
+        state
+            .store
+            .push_ticket(
+                tp.tp_id,
+                crate::secrets::sha256_hex(&ticket),
+                expires,
+                payload,
+                now,
+            )
+            .await?;
+    }
+    state.jobs_ready.notify_one();
+    Ok(())
+}
+
 /// Runs until `shutdown` turns true, then waits for the jobs in flight.
 pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let concurrency = state.settings.job_concurrency;
     let lease = state.settings.job_lease_ms as i64;
     let slots = Arc::new(Semaphore::new(concurrency));
+    let mut next_schedule_check = std::time::Instant::now();
     loop {
         if *shutdown.borrow() {
             break;
+        }
+        if std::time::Instant::now() >= next_schedule_check {
+            next_schedule_check = std::time::Instant::now() + Duration::from_millis(500);
+            if let Err(e) = push_tickets(&state).await {
+                tracing::error!(error = %e, "cannot push tickets");
+            }
         }
         let free = slots.available_permits();
         let mut wait = Duration::from_secs(1);

@@ -195,6 +195,28 @@ pub struct EventRecord {
     pub reason: Option<String>,
     pub package_version: String,
     pub created_at_ms: i64,
+    /// `event` (to the TP's event_url) or `auth` (to its auth_event_url).
+    pub channel: String,
+    /// The plain JSON of pushes that are not package audit results (tickets).
+    pub payload: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Draft {
+    pub draft_id: i64,
+    pub tp_id: i64,
+    pub user_version: String,
+    pub user_desc: String,
+    /// Unix seconds.
+    pub create_time: i64,
+}
+
+/// Why the template library refused a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LibraryRefusal {
+    DraftNotFound,
+    TemplateLimit,
+    TemplateNotFound,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -346,6 +368,64 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     /// Replays a delivery on purpose: pending again, a fresh retry schedule, a push job now.
     async fn redeliver(&self, delivery_id: i64, now_ms: i64) -> Result<()>;
+
+    /// True for the one caller that moves schedule `name` from due to `now_ms + interval_ms`.
+    async fn take_schedule(
+        &self,
+        name: &'static str,
+        now_ms: i64,
+        interval_ms: i64,
+    ) -> Result<bool>;
+    /// Third parties that have an authorization-event URL.
+    async fn tps_with_auth_url(&self) -> Result<Vec<Tp>>;
+    /// Stores a ticket (by hash) and queues its push to the TP's authorization-event URL.
+    async fn push_ticket(
+        &self,
+        tp_id: i64,
+        ticket_hash: String,
+        expires_at_ms: i64,
+        payload: String,
+        now_ms: i64,
+    ) -> Result<()>;
+    /// Whether the ticket is one of the TP's and still valid.
+    async fn ticket_valid(&self, tp_id: i64, ticket_hash: String, now_ms: i64) -> Result<bool>;
+    async fn get_tp_by_client_id(&self, client_id: String) -> Result<Option<Tp>>;
+    async fn create_tp_token(
+        &self,
+        tp_id: i64,
+        token_hash: String,
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<()>;
+    /// (tp_id, expires_at_ms) of a TP access token.
+    async fn resolve_tp_token(&self, token_hash: String) -> Result<Option<(i64, i64)>>;
+
+    async fn create_draft(&self, t: NewTemplate, now_ms: i64) -> Result<Draft>;
+    /// (total, one page) of the TP's drafts, newest first.
+    async fn list_drafts(&self, tp_id: i64, offset: i64, limit: i64) -> Result<(i64, Vec<Draft>)>;
+    /// Turns a draft into a template, at most `max` live templates per TP.
+    async fn add_template(
+        &self,
+        tp_id: i64,
+        draft_id: i64,
+        user_desc: String,
+        max: i64,
+        now_ms: i64,
+    ) -> Result<std::result::Result<Template, LibraryRefusal>>;
+    /// (total, one page) of the TP's live templates, newest first.
+    async fn list_templates(
+        &self,
+        tp_id: i64,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(i64, Vec<Template>)>;
+    /// Deletes a live template of the TP; packages built from it keep working.
+    async fn delete_template(
+        &self,
+        tp_id: i64,
+        template_id: i64,
+        now_ms: i64,
+    ) -> Result<std::result::Result<(), LibraryRefusal>>;
 
     /// Leases up to `limit` due jobs for `lease_ms`.
     async fn claim_jobs(&self, now_ms: i64, limit: usize, lease_ms: i64) -> Result<Vec<Job>>;

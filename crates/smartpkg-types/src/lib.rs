@@ -68,9 +68,12 @@ impl Errno {
     pub const BUSY: Errno = Errno(500);
     pub const TEMPLATE_LIMIT: Errno = Errno(2003);
     pub const PARAM_ERROR: Errno = Errno(40001);
+    pub const TEMPLATE_DESC_INVALID: Errno = Errno(40016);
     pub const PARAM_TYPE_ERROR: Errno = Errno(41000);
     pub const APP_NOT_FOUND: Errno = Errno(45000);
     pub const NO_APP_PERMISSION: Errno = Errno(45001);
+    pub const CLIENT_ID_UNKNOWN: Errno = Errno(50002);
+    pub const TICKET_INVALID: Errno = Errno(50003);
     pub const PROCESSING: Errno = Errno(50031);
     pub const NOT_CERTIFIED: Errno = Errno(50038);
     pub const NAME_NOT_AUDITED: Errno = Errno(69001);
@@ -113,6 +116,8 @@ impl Errno {
             45000 => "小程序不存在",
             45001 => "无此小程序操作权限",
             45002 => "授权异常",
+            50002 => "client_id不存在",
+            50003 => "ticket无效",
             50029 => "接口调用次数超过限制",
             50031 | 50050 => "处理中，请稍后重试",
             50032 => "没有授权关系，请检查",

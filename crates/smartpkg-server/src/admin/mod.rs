@@ -26,6 +26,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
             get(tenants::get_tp).patch(tenants::patch_tp),
         )
         .route("/tps/{tp_id}/templates", post(tenants::upload_template))
+        .route("/tps/{tp_id}/drafts", post(tenants::upload_draft))
         .route("/tps/{tp_id}/authorizations", post(tenants::authorize))
         .route("/apps", post(tenants::create_app))
         .route(

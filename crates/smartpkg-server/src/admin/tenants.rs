@@ -208,15 +208,14 @@ pub async fn get_app(
         .ok_or_else(|| AdminError::not_found(format!("app {app_id}")))
 }
 
-/// `POST /tps/{tp_id}/templates?user_version=&user_desc=` with the zip as the raw body.
-/// The archive is checked in full before anything is stored, so a rejected upload leaves
-/// nothing behind.
-pub async fn upload_template(
-    State(state): State<AppState>,
-    Path(tp_id): Path<i64>,
-    Query(q): Query<HashMap<String, String>>,
+/// A template archive received, checked in full and stored by hash: what a draft needs.
+/// A rejected archive leaves nothing behind (nothing is stored before every check passed).
+async fn intake(
+    state: &AppState,
+    tp_id: i64,
+    q: &HashMap<String, String>,
     req: Request,
-) -> AdminResult<(StatusCode, Json<Value>)> {
+) -> AdminResult<(NewTemplate, archive::TemplateManifest)> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -262,32 +261,37 @@ pub async fn upload_template(
         ));
     }
     let bytes = bytes.to_vec();
+    let internal = |e: String| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e);
     let (manifest, bytes) =
         tokio::task::spawn_blocking(move || archive::inspect(&bytes, &limits).map(|m| (m, bytes)))
             .await
-            .map_err(|e| {
-                AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            })?
+            .map_err(|e| internal(e.to_string()))?
             .map_err(|e| {
                 AdminError::new(StatusCode::BAD_REQUEST, "invalid_archive", e.to_string())
             })?;
-    let manifest_json = serde_json::to_string(&manifest).map_err(|e| {
-        AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-    })?;
-    let sha = state.blobs.put(bytes).await?;
-    let t = state
-        .store
-        .create_template(
-            NewTemplate {
-                tp_id,
-                user_version,
-                user_desc,
-                blob_sha256: sha.clone(),
-                manifest: manifest_json,
-            },
-            clock::now_ms(),
-        )
-        .await?;
+    let manifest_json = serde_json::to_string(&manifest).map_err(|e| internal(e.to_string()))?;
+    let blob_sha256 = state.blobs.put(bytes).await?;
+    let t = NewTemplate {
+        tp_id,
+        user_version,
+        user_desc,
+        blob_sha256,
+        manifest: manifest_json,
+    };
+    Ok((t, manifest))
+}
+
+/// `POST /tps/{tp_id}/templates?user_version=&user_desc=` with the zip as the raw body: a
+/// draft and a template from it in one step (the operator contract).
+pub async fn upload_template(
+    State(state): State<AppState>,
+    Path(tp_id): Path<i64>,
+    Query(q): Query<HashMap<String, String>>,
+    req: Request,
+) -> AdminResult<(StatusCode, Json<Value>)> {
+    let (new, manifest) = intake(&state, tp_id, &q, req).await?;
+    let sha = new.blob_sha256.clone();
+    let t = state.store.create_template(new, clock::now_ms()).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -295,6 +299,30 @@ pub async fn upload_template(
             "draft_id": t.draft_id,
             "user_version": t.user_version,
             "user_desc": t.user_desc,
+            "blob_sha256": sha,
+            "pages": manifest.pages,
+            "file_count": manifest.files.len(),
+        })),
+    ))
+}
+
+/// `POST /tps/{tp_id}/drafts?user_version=&user_desc=`: a draft only; the third party turns
+/// it into a template with `addtotemplate`.
+pub async fn upload_draft(
+    State(state): State<AppState>,
+    Path(tp_id): Path<i64>,
+    Query(q): Query<HashMap<String, String>>,
+    req: Request,
+) -> AdminResult<(StatusCode, Json<Value>)> {
+    let (new, manifest) = intake(&state, tp_id, &q, req).await?;
+    let sha = new.blob_sha256.clone();
+    let d = state.store.create_draft(new, clock::now_ms()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "draft_id": d.draft_id,
+            "user_version": d.user_version,
+            "user_desc": d.user_desc,
             "blob_sha256": sha,
             "pages": manifest.pages,
             "file_count": manifest.files.len(),

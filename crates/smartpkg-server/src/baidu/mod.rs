@@ -5,6 +5,7 @@
 //! [`Params`] merges them, the body winning over the query for a name given twice.
 
 mod package;
+mod tp;
 
 use std::collections::HashMap;
 
@@ -25,6 +26,7 @@ pub fn routes(_state: AppState) -> Router<AppState> {
     // Real clients use GET or POST as they like (the doc's curl examples POST with everything
     // in the query), so every route answers both.
     let p = "/rest/2.0/smartapp/package";
+    let t = "/rest/2.0/smartapp/template";
     Router::new()
         .route(&format!("{p}/upload"), any(package::upload))
         .route(&format!("{p}/submitaudit"), any(package::submitaudit))
@@ -35,6 +37,14 @@ pub fn routes(_state: AppState) -> Router<AppState> {
         .route(&format!("{p}/getdetail"), any(package::getdetail))
         .route(&format!("{p}/auditquota"), any(package::auditquota))
         .route(&format!("{p}/gettrial"), any(package::gettrial))
+        .route("/public/2.0/smartapp/auth/tp/token", any(tp::token))
+        .route(
+            &format!("{t}/gettemplatedraftlist"),
+            any(tp::gettemplatedraftlist),
+        )
+        .route(&format!("{t}/addtotemplate"), any(tp::addtotemplate))
+        .route(&format!("{t}/gettemplatelist"), any(tp::gettemplatelist))
+        .route(&format!("{t}/deltemplate"), any(tp::deltemplate))
 }
 
 /// A Baidu API answer: the business envelope or the gateway's error shape, always HTTP 200

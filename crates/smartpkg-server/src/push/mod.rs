@@ -99,6 +99,9 @@ pub async fn check_target(url: &str, allow_private: bool) -> Result<Url, String>
 /// The event as the third party decrypts it.
 pub fn render(d: &Delivery, offset: FixedOffset) -> Result<String, serde_json::Error> {
     let e = &d.event;
+    if let Some(payload) = &e.payload {
+        return Ok(payload.clone());
+    }
     let event_time = clock::event_time(e.created_at_ms, offset);
     serde_json::to_string(&AuditEvent {
         app_id: e.app_id,
@@ -211,7 +214,12 @@ pub async fn attempt(
     offset: FixedOffset,
 ) -> Attempt {
     let at_ms = clock::now_ms();
-    let url = tp.event_url.clone();
+    // Tickets go to the authorization-event URL, everything else to the message URL.
+    let url = if d.event.channel == "auth" {
+        tp.auth_event_url.clone()
+    } else {
+        tp.event_url.clone()
+    };
     let fail =
         |error: String, status: Option<i64>, body: Option<String>, latency_ms: i64| Attempt {
             record: AttemptRecord {
@@ -225,7 +233,12 @@ pub async fn attempt(
             delivered: false,
         };
     if url.trim().is_empty() {
-        return fail("the third party has no event_url".into(), None, None, 0);
+        let which = if d.event.channel == "auth" {
+            "auth_event_url"
+        } else {
+            "event_url"
+        };
+        return fail(format!("the third party has no {which}"), None, None, 0);
     }
     let target = match check_target(&url, allow_private).await {
         Ok(t) => t,

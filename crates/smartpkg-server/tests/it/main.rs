@@ -3,4 +3,5 @@ mod errno;
 mod helpers;
 mod lifecycle;
 mod push;
+mod tp;
 mod transport;

@@ -17,13 +17,14 @@ use smartpkg_core::lifecycle::{
 
 use crate::{
     App, AppPatch, AttemptOutcome, AttemptRecord, Decision, DecisionContext, Delivery,
-    DeliveryState, EventRecord, Grant, Job, NewPackage, NewTemplate, PackageFilter, PackageRecord,
-    Result, Store, StoreError, Template, Tp, TpPatch,
+    DeliveryState, Draft, EventRecord, Grant, Job, LibraryRefusal, NewPackage, NewTemplate,
+    PackageFilter, PackageRecord, Result, Store, StoreError, Template, Tp, TpPatch,
 };
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("0001_init.sql")),
     (2, include_str!("0002_pushes.sql")),
+    (3, include_str!("0003_tp_auth_and_library.sql")),
 ];
 const MAX_IDLE_READERS: usize = 16;
 
@@ -556,7 +557,8 @@ fn insert_push_job(
 
 const DELIVERY_COLS: &str = "d.delivery_id, d.tp_id, d.url, d.state, d.attempts, d.cycle_attempts, d.last_status, \
     d.last_error, d.next_attempt_at, d.created_at, d.delivered_at, \
-    e.event_id, e.uid, e.tp_id, e.app_id, e.package_id, e.event, e.reason, e.package_version, e.created_at";
+    e.event_id, e.uid, e.tp_id, e.app_id, e.package_id, e.event, e.reason, e.package_version, e.created_at, \
+    e.channel, e.payload";
 
 fn delivery_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
     let state: String = r.get(3)?;
@@ -588,6 +590,8 @@ fn delivery_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
             reason: r.get(17)?,
             package_version: r.get(18)?,
             created_at_ms: r.get(19)?,
+            channel: r.get(20)?,
+            payload: r.get(21)?,
         },
     })
 }
@@ -957,6 +961,232 @@ impl Store for SqliteStore {
                 insert_push_job(tx, package_id, delivery_id, now_ms)?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn take_schedule(
+        &self,
+        name: &'static str,
+        now_ms: i64,
+        interval_ms: i64,
+    ) -> Result<bool> {
+        self.write(move |tx| {
+            Ok(tx.execute(
+                "UPDATE schedules SET next_at = ?1 WHERE name = ?2 AND next_at <= ?3",
+                params![now_ms + interval_ms, name, now_ms],
+            )? == 1)
+        })
+        .await
+    }
+
+    async fn tps_with_auth_url(&self) -> Result<Vec<Tp>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {TP_COLS} FROM tps WHERE auth_event_url <> '' ORDER BY tp_id"
+            ))?;
+            let rows = stmt
+                .query_map([], tp_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn push_ticket(
+        &self,
+        tp_id: i64,
+        ticket_hash: String,
+        expires_at_ms: i64,
+        payload: String,
+        now_ms: i64,
+    ) -> Result<()> {
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO tickets (ticket_hash, tp_id, expires_at, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![ticket_hash, tp_id, expires_at_ms, now_ms],
+            )?;
+            // Expired tickets are of no use to anyone: drop them as new ones come.
+            tx.execute("DELETE FROM tickets WHERE tp_id = ?1 AND expires_at < ?2", params![tp_id, now_ms])?;
+            let url: String = tx.query_row("SELECT auth_event_url FROM tps WHERE tp_id = ?1", [tp_id], |r| r.get(0))?;
+            let uid = hex::encode(rand::random::<[u8; 16]>());
+            tx.execute(
+                "INSERT INTO events (uid, tp_id, app_id, package_id, event, reason, package_version, created_at, channel, payload) \
+                 VALUES (?1, ?2, 0, 0, 'ticket', NULL, '', ?3, 'auth', ?4)",
+                params![uid, tp_id, now_ms, payload],
+            )?;
+            let event_id = tx.last_insert_rowid();
+            tx.execute(
+                "INSERT INTO deliveries (event_id, tp_id, url, state, next_attempt_at, created_at) VALUES (?1, ?2, ?3, 'pending', ?4, ?4)",
+                params![event_id, tp_id, url, now_ms],
+            )?;
+            insert_push_job(tx, 0, tx.last_insert_rowid(), now_ms)
+        })
+        .await
+    }
+
+    async fn ticket_valid(&self, tp_id: i64, ticket_hash: String, now_ms: i64) -> Result<bool> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM tickets WHERE ticket_hash = ?1 AND tp_id = ?2 AND expires_at > ?3",
+                params![ticket_hash, tp_id, now_ms],
+                |r| r.get::<_, i64>(0),
+            )? == 1)
+        })
+        .await
+    }
+
+    async fn get_tp_by_client_id(&self, client_id: String) -> Result<Option<Tp>> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {TP_COLS} FROM tps WHERE client_id = ?1"),
+                [client_id],
+                tp_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn create_tp_token(
+        &self,
+        tp_id: i64,
+        token_hash: String,
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<()> {
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO access_tokens (token_hash, kind, tp_id, app_id, expires_at, created_at) VALUES (?1, 'tp', ?2, NULL, ?3, ?4)",
+                params![token_hash, tp_id, expires_at_ms, now_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn resolve_tp_token(&self, token_hash: String) -> Result<Option<(i64, i64)>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT tp_id, expires_at FROM access_tokens WHERE token_hash = ?1 AND kind = 'tp'",
+            )?
+            .query_row([token_hash], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn create_draft(&self, t: NewTemplate, now_ms: i64) -> Result<Draft> {
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO drafts (tp_id, user_version, user_desc, blob_sha256, manifest, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![t.tp_id, t.user_version, t.user_desc, t.blob_sha256, t.manifest, now_ms],
+            )?;
+            Ok(Draft {
+                draft_id: tx.last_insert_rowid(),
+                tp_id: t.tp_id,
+                user_version: t.user_version,
+                user_desc: t.user_desc,
+                create_time: now_ms / 1000,
+            })
+        })
+        .await
+    }
+
+    async fn list_drafts(&self, tp_id: i64, offset: i64, limit: i64) -> Result<(i64, Vec<Draft>)> {
+        self.read(move |c| {
+            let count: i64 = c.query_row("SELECT COUNT(*) FROM drafts WHERE tp_id = ?1", [tp_id], |r| r.get(0))?;
+            let mut stmt = c.prepare_cached(
+                "SELECT draft_id, tp_id, user_version, user_desc, created_at FROM drafts WHERE tp_id = ?1 \
+                 ORDER BY draft_id DESC LIMIT ?2 OFFSET ?3",
+            )?;
+            let rows = stmt
+                .query_map(params![tp_id, limit, offset], |r| {
+                    Ok(Draft {
+                        draft_id: r.get(0)?,
+                        tp_id: r.get(1)?,
+                        user_version: r.get(2)?,
+                        user_desc: r.get(3)?,
+                        create_time: r.get::<_, i64>(4)? / 1000,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((count, rows))
+        })
+        .await
+    }
+
+    async fn add_template(
+        &self,
+        tp_id: i64,
+        draft_id: i64,
+        user_desc: String,
+        max: i64,
+        now_ms: i64,
+    ) -> Result<std::result::Result<Template, LibraryRefusal>> {
+        self.write(move |tx| {
+            let draft: Option<(String, String, String)> = tx
+                .query_row(
+                    "SELECT user_version, blob_sha256, manifest FROM drafts WHERE draft_id = ?1 AND tp_id = ?2",
+                    params![draft_id, tp_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let Some((user_version, sha, manifest)) = draft else {
+                return Ok(Err(LibraryRefusal::DraftNotFound));
+            };
+            // Counted inside the writing transaction, so two racing adds cannot pass 50.
+            let live: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM templates WHERE tp_id = ?1 AND deleted_at IS NULL",
+                [tp_id],
+                |r| r.get(0),
+            )?;
+            if live >= max {
+                return Ok(Err(LibraryRefusal::TemplateLimit));
+            }
+            tx.execute(
+                "INSERT INTO templates (draft_id, tp_id, user_version, user_desc, blob_sha256, manifest, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![draft_id, tp_id, user_version, user_desc, sha, manifest, now_ms],
+            )?;
+            let id = tx.last_insert_rowid();
+            Ok(Ok(tx.query_row(&format!("SELECT {TEMPLATE_COLS} FROM templates WHERE template_id = ?1"), [id], template_row)?))
+        })
+        .await
+    }
+
+    async fn list_templates(
+        &self,
+        tp_id: i64,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(i64, Vec<Template>)> {
+        self.read(move |c| {
+            let count: i64 = c.query_row(
+                "SELECT COUNT(*) FROM templates WHERE tp_id = ?1 AND deleted_at IS NULL",
+                [tp_id],
+                |r| r.get(0),
+            )?;
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {TEMPLATE_COLS} FROM templates WHERE tp_id = ?1 AND deleted_at IS NULL ORDER BY template_id DESC LIMIT ?2 OFFSET ?3"
+            ))?;
+            let rows = stmt.query_map(params![tp_id, limit, offset], template_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((count, rows))
+        })
+        .await
+    }
+
+    async fn delete_template(
+        &self,
+        tp_id: i64,
+        template_id: i64,
+        now_ms: i64,
+    ) -> Result<std::result::Result<(), LibraryRefusal>> {
+        self.write(move |tx| {
+            let n = tx.execute(
+                "UPDATE templates SET deleted_at = ?1 WHERE template_id = ?2 AND tp_id = ?3 AND deleted_at IS NULL",
+                params![now_ms, template_id, tp_id],
+            )?;
+            Ok(if n == 1 { Ok(()) } else { Err(LibraryRefusal::TemplateNotFound) })
         })
         .await
     }

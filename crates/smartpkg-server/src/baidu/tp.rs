@@ -1,0 +1,158 @@
+//! The third party's own calls (spec §4): its access token from a ticket, and the template
+//! library (drafts → templates → delete).
+
+use axum::extract::State;
+use axum::response::Response;
+use serde_json::json;
+use smartpkg_store::{Draft, LibraryRefusal, Template};
+use smartpkg_types::{Errno, GatewayError};
+
+use super::{respond, Answer, Params, Reply};
+use crate::{clock, secrets, AppState};
+
+/// Baidu allows 50 templates per third party (errno 2003 past that).
+pub const MAX_TEMPLATES: i64 = 50;
+/// `addtotemplate`'s `user_desc` is at most 30 characters (errno 40016 past that).
+pub const MAX_TEMPLATE_DESC_CHARS: usize = 30;
+const MAX_PAGE_SIZE: i64 = 100;
+
+impl Params {
+    /// Resolves a TP access token to its third party, or the gateway's error.
+    pub async fn tp_grant(&self, state: &AppState) -> Result<i64, Reply> {
+        let found = state.store.resolve_tp_token(self.token_hash()?).await?;
+        let (tp_id, expires_at) = found.ok_or(Reply::Gateway(GatewayError::token_invalid()))?;
+        if expires_at <= clock::now_ms() {
+            return Err(Reply::Gateway(GatewayError::token_expired()));
+        }
+        Ok(tp_id)
+    }
+
+    /// `page` (from 1) and `page_size` (1 to 100), as (offset, limit).
+    fn paging(&self) -> Result<(i64, i64), Reply> {
+        let page = self.optional_i64("page")?.unwrap_or(1);
+        let size = self.optional_i64("page_size")?.unwrap_or(10);
+        if page < 1 || !(1..=MAX_PAGE_SIZE).contains(&size) {
+            return Err(Reply::err_msg(
+                Errno::PARAM_ERROR,
+                format!("page starts at 1 and page_size is 1 to {MAX_PAGE_SIZE}"),
+            ));
+        }
+        Ok(((page - 1).saturating_mul(size), size))
+    }
+}
+
+async fn token_inner(state: AppState, p: Params) -> Answer {
+    let client_id = p.required("client_id")?.trim().to_string();
+    let ticket = p.required("ticket")?.trim().to_string();
+    let tp = state
+        .store
+        .get_tp_by_client_id(client_id)
+        .await?
+        .ok_or_else(|| Reply::err(Errno::CLIENT_ID_UNKNOWN))?;
+    let now = clock::now_ms();
+    if !state
+        .store
+        .ticket_valid(tp.tp_id, secrets::sha256_hex(&ticket), now)
+        .await?
+    {
+        return Err(Reply::err(Errno::TICKET_INVALID));
+    }
+    let token = secrets::access_token("42");
+    let ttl = state.settings.tp_token_ttl_s;
+    let expires = now.saturating_add((ttl as i64).saturating_mul(1000));
+    state
+        .store
+        .create_tp_token(tp.tp_id, secrets::sha256_hex(&token), expires, now)
+        .await?;
+    Ok(Reply::data(json!({
+        "access_token": token,
+        "expires_in": ttl,
+        "scope": "smartapp_tp_smtapp_common public",
+    })))
+}
+
+pub async fn token(State(state): State<AppState>, p: Params) -> Response {
+    respond(token_inner(state, p).await)
+}
+
+fn draft_view(d: &Draft) -> serde_json::Value {
+    json!({"draft_id": d.draft_id, "user_version": d.user_version, "user_desc": d.user_desc,
+        "create_time": d.create_time, "web_status": false})
+}
+
+fn template_view(t: &Template) -> serde_json::Value {
+    json!({"template_id": t.template_id, "user_version": t.user_version, "user_desc": t.user_desc,
+        "create_time": t.create_time, "web_status": false})
+}
+
+async fn drafts_inner(state: AppState, p: Params) -> Answer {
+    let tp_id = p.tp_grant(&state).await?;
+    let (offset, limit) = p.paging()?;
+    let (count, drafts) = state.store.list_drafts(tp_id, offset, limit).await?;
+    let list: Vec<_> = drafts.iter().map(draft_view).collect();
+    Ok(Reply::data(json!({"count": count, "list": list})))
+}
+
+pub async fn gettemplatedraftlist(State(state): State<AppState>, p: Params) -> Response {
+    respond(drafts_inner(state, p).await)
+}
+
+async fn add_inner(state: AppState, p: Params) -> Answer {
+    let tp_id = p.tp_grant(&state).await?;
+    let draft_id = p.required_i64("draft_id")?;
+    let desc = p.required("user_desc")?.to_string();
+    if desc.chars().count() > MAX_TEMPLATE_DESC_CHARS {
+        return Err(Reply::err_msg(
+            Errno::TEMPLATE_DESC_INVALID,
+            format!("user_desc is at most {MAX_TEMPLATE_DESC_CHARS} characters"),
+        ));
+    }
+    match state
+        .store
+        .add_template(tp_id, draft_id, desc, MAX_TEMPLATES, clock::now_ms())
+        .await?
+    {
+        Ok(t) => Ok(Reply::data(json!({"template_id": t.template_id}))),
+        Err(LibraryRefusal::TemplateLimit) => Err(Reply::err(Errno::TEMPLATE_LIMIT)),
+        Err(_) => Err(Reply::err_msg(
+            Errno::PARAM_ERROR,
+            format!("draft {draft_id} is not in this third party's drafts"),
+        )),
+    }
+}
+
+pub async fn addtotemplate(State(state): State<AppState>, p: Params) -> Response {
+    respond(add_inner(state, p).await)
+}
+
+async fn templates_inner(state: AppState, p: Params) -> Answer {
+    let tp_id = p.tp_grant(&state).await?;
+    let (offset, limit) = p.paging()?;
+    let (count, templates) = state.store.list_templates(tp_id, offset, limit).await?;
+    let list: Vec<_> = templates.iter().map(template_view).collect();
+    Ok(Reply::data(json!({"count": count, "list": list})))
+}
+
+pub async fn gettemplatelist(State(state): State<AppState>, p: Params) -> Response {
+    respond(templates_inner(state, p).await)
+}
+
+async fn delete_inner(state: AppState, p: Params) -> Answer {
+    let tp_id = p.tp_grant(&state).await?;
+    let template_id = p.required_i64("template_id")?;
+    match state
+        .store
+        .delete_template(tp_id, template_id, clock::now_ms())
+        .await?
+    {
+        Ok(()) => Ok(Reply::data(json!({"result": 1}))),
+        Err(_) => Err(Reply::err_msg(
+            Errno::TEMPLATE_NOT_FOUND,
+            format!("template {template_id} is not in this third party's library"),
+        )),
+    }
+}
+
+pub async fn deltemplate(State(state): State<AppState>, p: Params) -> Response {
+    respond(delete_inner(state, p).await)
+}
