@@ -70,6 +70,7 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
                     msg_token: secrets::random_alnum(32),
                     encoding_aes_key: secrets::encoding_aes_key(),
                     audit_quota: None,
+                    redirect_domain: "localhost".into(),
                 })
                 .await
                 .map_err(err)?;

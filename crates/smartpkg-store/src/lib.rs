@@ -43,6 +43,8 @@ pub struct Tp {
     pub encoding_aes_key: String,
     /// Weekly audit submissions allowed; None = the server's default, -1 = unlimited.
     pub audit_quota: Option<i64>,
+    /// Authorization redirects must go to this host or one below it.
+    pub redirect_domain: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -53,6 +55,7 @@ pub struct TpPatch {
     pub msg_token: Option<String>,
     pub encoding_aes_key: Option<String>,
     pub audit_quota: Option<Option<i64>>,
+    pub redirect_domain: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -209,6 +212,25 @@ pub struct Draft {
     pub user_desc: String,
     /// Unix seconds.
     pub create_time: i64,
+}
+
+/// An owner's approval on the authorization page.
+#[derive(Debug, Clone)]
+pub struct Approval {
+    pub tp_id: i64,
+    pub app_id: i64,
+    pub pre_auth_hash: String,
+    pub code_hash: String,
+    pub code_expires_at_ms: i64,
+    /// The event's extra fields (the plain authorization code and its lifetime), as JSON.
+    pub payload: String,
+}
+
+/// Why an approval on the authorization page was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthRefusal {
+    PreAuthCodeInvalid,
+    AppUnknown,
 }
 
 /// Why the template library refused a change.
@@ -426,6 +448,56 @@ pub trait Store: Send + Sync + 'static {
         template_id: i64,
         now_ms: i64,
     ) -> Result<std::result::Result<(), LibraryRefusal>>;
+
+    /// Stores a single-use code (`pre_auth` or `auth`) by its hash.
+    async fn create_code(
+        &self,
+        kind: &'static str,
+        code_hash: String,
+        tp_id: i64,
+        app_id: Option<i64>,
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<()>;
+    /// Whether the code is the TP's, unused and unexpired.
+    async fn code_usable(
+        &self,
+        kind: &'static str,
+        code_hash: String,
+        tp_id: i64,
+        now_ms: i64,
+    ) -> Result<bool>;
+    /// The owner approved: uses the pre-auth code, authorizes the app to the TP (ending another
+    /// TP's authorization, which is told UNAUTHORIZED), stores the authorization code and
+    /// queues AUTHORIZED (UPDATE_AUTHORIZED when the app was already the TP's). The event's
+    /// extra fields come from `payload` (with the plain code, which only the TP may see).
+    async fn approve(
+        &self,
+        a: Approval,
+        now_ms: i64,
+    ) -> Result<std::result::Result<(), AuthRefusal>>;
+    /// Trades an authorization code for an app token pair; the app id on success.
+    async fn exchange_code(
+        &self,
+        tp_id: i64,
+        code_hash: String,
+        access_hash: String,
+        refresh_hash: String,
+        access_expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<i64>>;
+    /// Trades a refresh token (once) for a new pair; the app id on success.
+    async fn refresh(
+        &self,
+        tp_id: i64,
+        refresh_hash: String,
+        access_hash: String,
+        new_refresh_hash: String,
+        access_expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<i64>>;
+    /// Ends the app's authorization to the TP: its tokens die and the TP is told UNAUTHORIZED.
+    async fn revoke(&self, tp_id: i64, app_id: i64, now_ms: i64) -> Result<bool>;
 
     /// Leases up to `limit` due jobs for `lease_ms`.
     async fn claim_jobs(&self, now_ms: i64, limit: usize, lease_ms: i64) -> Result<Vec<Job>>;

@@ -75,6 +75,7 @@ impl Errno {
     pub const CLIENT_ID_UNKNOWN: Errno = Errno(50002);
     pub const TICKET_INVALID: Errno = Errno(50003);
     pub const PROCESSING: Errno = Errno(50031);
+    pub const NO_AUTHORIZATION: Errno = Errno(50032);
     pub const NOT_CERTIFIED: Errno = Errno(50038);
     pub const NAME_NOT_AUDITED: Errno = Errno(69001);
     pub const CATEGORY_NOT_AUDITED: Errno = Errno(69002);

@@ -28,6 +28,10 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/tps/{tp_id}/templates", post(tenants::upload_template))
         .route("/tps/{tp_id}/drafts", post(tenants::upload_draft))
         .route("/tps/{tp_id}/authorizations", post(tenants::authorize))
+        .route(
+            "/tps/{tp_id}/authorizations/{app_id}",
+            axum::routing::delete(tenants::revoke),
+        )
         .route("/apps", post(tenants::create_app))
         .route(
             "/apps/{app_id}",

@@ -46,6 +46,27 @@ fn check_tp_fields(
     Ok(())
 }
 
+/// A bare host name such as `tp.example.com` (lower-cased); "" clears it.
+fn check_domain(d: Option<String>) -> AdminResult<Option<String>> {
+    let Some(d) = d else { return Ok(None) };
+    let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
+    let ok = d.is_empty()
+        || (d.len() <= 253
+            && d.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }));
+    if !ok {
+        return Err(AdminError::bad_request(
+            "redirect_domain must be a host name such as tp.example.com (no scheme, port or path)",
+        ));
+    }
+    Ok(Some(d))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewTpBody {
@@ -55,6 +76,7 @@ pub struct NewTpBody {
     msg_token: Option<String>,
     encoding_aes_key: Option<String>,
     audit_quota: Option<i64>,
+    redirect_domain: Option<String>,
 }
 
 pub async fn create_tp(
@@ -79,6 +101,7 @@ pub async fn create_tp(
         msg_token: b.msg_token.unwrap_or_else(|| secrets::random_alnum(32)),
         encoding_aes_key: b.encoding_aes_key.unwrap_or_else(secrets::encoding_aes_key),
         audit_quota: b.audit_quota.filter(|q| *q >= -1),
+        redirect_domain: check_domain(b.redirect_domain)?.unwrap_or_default(),
     };
     let tp = state.store.create_tp(tp).await?;
     Ok((StatusCode::CREATED, Json(tp)))
@@ -95,6 +118,7 @@ pub struct PatchTpBody {
     /// null resets to the server's default.
     #[serde(default, with = "double_option")]
     audit_quota: Option<Option<i64>>,
+    redirect_domain: Option<String>,
 }
 
 mod double_option {
@@ -127,6 +151,7 @@ pub async fn patch_tp(
         msg_token: b.msg_token,
         encoding_aes_key: b.encoding_aes_key,
         audit_quota: b.audit_quota,
+        redirect_domain: check_domain(b.redirect_domain)?,
     };
     Ok(Json(state.store.update_tp(tp_id, patch).await?))
 }
@@ -363,4 +388,20 @@ pub async fn authorize(
         StatusCode::CREATED,
         Json(json!({"access_token": access, "refresh_token": refresh, "expires_in": ttl})),
     ))
+}
+
+/// `DELETE /tps/{tp_id}/authorizations/{app_id}`: the app's tokens stop working at once and
+/// the TP is told UNAUTHORIZED.
+pub async fn revoke(
+    State(state): State<AppState>,
+    Path((tp_id, app_id)): Path<(i64, i64)>,
+) -> AdminResult<StatusCode> {
+    if state.store.revoke(tp_id, app_id, clock::now_ms()).await? {
+        state.jobs_ready.notify_one();
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AdminError::not_found(format!(
+            "authorization of app {app_id} to tp {tp_id}"
+        )))
+    }
 }

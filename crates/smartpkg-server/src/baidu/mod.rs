@@ -4,6 +4,7 @@
 //! Parameters arrive from the query string, a form body or a JSON body, mixed (spec §1):
 //! [`Params`] merges them, the body winning over the query for a name given twice.
 
+mod auth;
 mod package;
 mod tp;
 
@@ -38,6 +39,20 @@ pub fn routes(_state: AppState) -> Router<AppState> {
         .route(&format!("{p}/auditquota"), any(package::auditquota))
         .route(&format!("{p}/gettrial"), any(package::gettrial))
         .route("/public/2.0/smartapp/auth/tp/token", any(tp::token))
+        .route(
+            "/rest/2.0/smartapp/tp/createpreauthcode",
+            any(auth::createpreauthcode),
+        )
+        .route(
+            "/mappconsole/tp/authorization",
+            axum::routing::get(auth::show).post(auth::submit),
+        )
+        .route("/rest/2.0/oauth/token", any(auth::oauth_token))
+        .route("/rest/2.0/smartapp/app/info", any(auth::app_info))
+        .route(
+            "/rest/2.0/smartapp/auth/retrieve/authorizationcode",
+            any(auth::retrieve_authorizationcode),
+        )
         .route(
             &format!("{t}/gettemplatedraftlist"),
             any(tp::gettemplatedraftlist),

@@ -99,8 +99,25 @@ pub async fn check_target(url: &str, allow_private: bool) -> Result<Url, String>
 /// The event as the third party decrypts it.
 pub fn render(d: &Delivery, offset: FixedOffset) -> Result<String, serde_json::Error> {
     let e = &d.event;
-    if let Some(payload) = &e.payload {
-        return Ok(payload.clone());
+    if e.event == "ticket" {
+        return Ok(e.payload.clone().unwrap_or_default());
+    }
+    if e.channel == "auth" {
+        // AUTHORIZED / UPDATE_AUTHORIZED / UNAUTHORIZED: the common fields, then the extras.
+        let mut v = serde_json::json!({
+            "appId": e.app_id,
+            "tpAppId": e.tp_id,
+            "eventTime": clock::event_time(e.created_at_ms, offset),
+            "event": e.event,
+        });
+        let extra: serde_json::Value = match &e.payload {
+            Some(p) => serde_json::from_str(p)?,
+            None => serde_json::Value::Null,
+        };
+        if let (Some(obj), serde_json::Value::Object(more)) = (v.as_object_mut(), extra) {
+            obj.extend(more);
+        }
+        return serde_json::to_string(&v);
     }
     let event_time = clock::event_time(e.created_at_ms, offset);
     serde_json::to_string(&AuditEvent {

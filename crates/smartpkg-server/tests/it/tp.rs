@@ -9,9 +9,9 @@ use smartpkg_testkit::{Answer, Keys, Receiver};
 
 use crate::helpers::{spawn_with, Style, TestApp};
 
-const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+pub(crate) const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 
-async fn tp_app() -> TestApp {
+pub(crate) async fn tp_app() -> TestApp {
     spawn_with(|s| {
         s.allow_private_targets = true;
         s.ticket_interval_s = 1;
@@ -67,7 +67,7 @@ async fn ticket(app: &TestApp, tp_id: i64) -> (String, String) {
     )
 }
 
-async fn tp_token(app: &TestApp, tp_id: i64) -> String {
+pub(crate) async fn tp_token(app: &TestApp, tp_id: i64) -> String {
     let (client_id, t) = ticket(app, tp_id).await;
     let v = call(
         app,

@@ -16,15 +16,16 @@ use smartpkg_core::lifecycle::{
 };
 
 use crate::{
-    App, AppPatch, AttemptOutcome, AttemptRecord, Decision, DecisionContext, Delivery,
-    DeliveryState, Draft, EventRecord, Grant, Job, LibraryRefusal, NewPackage, NewTemplate,
-    PackageFilter, PackageRecord, Result, Store, StoreError, Template, Tp, TpPatch,
+    App, AppPatch, Approval, AttemptOutcome, AttemptRecord, AuthRefusal, Decision, DecisionContext,
+    Delivery, DeliveryState, Draft, EventRecord, Grant, Job, LibraryRefusal, NewPackage,
+    NewTemplate, PackageFilter, PackageRecord, Result, Store, StoreError, Template, Tp, TpPatch,
 };
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("0001_init.sql")),
     (2, include_str!("0002_pushes.sql")),
     (3, include_str!("0003_tp_auth_and_library.sql")),
+    (4, include_str!("0004_authorization.sql")),
 ];
 const MAX_IDLE_READERS: usize = 16;
 
@@ -178,8 +179,7 @@ fn poisoned() -> StoreError {
     StoreError::Database("a storage thread panicked".into())
 }
 
-const TP_COLS: &str =
-    "tp_id, client_id, name, event_url, auth_event_url, msg_token, encoding_aes_key, audit_quota";
+const TP_COLS: &str = "tp_id, client_id, name, event_url, auth_event_url, msg_token, encoding_aes_key, audit_quota, redirect_domain";
 
 fn tp_row(r: &Row<'_>) -> rusqlite::Result<Tp> {
     Ok(Tp {
@@ -191,6 +191,7 @@ fn tp_row(r: &Row<'_>) -> rusqlite::Result<Tp> {
         msg_token: r.get(5)?,
         encoding_aes_key: r.get(6)?,
         audit_quota: r.get(7)?,
+        redirect_domain: r.get(8)?,
     })
 }
 
@@ -491,7 +492,121 @@ fn visible(c: &Connection, app_id: i64) -> Result<Vec<PackageRecord>> {
     Ok(rows)
 }
 
-/// Writes the audit-result event, its delivery and the push job, in the deciding transaction.
+/// An event to queue for a third party.
+pub(crate) struct NewEvent<'a> {
+    tp_id: i64,
+    app_id: i64,
+    package_id: i64,
+    event: &'a str,
+    reason: Option<&'a str>,
+    package_version: &'a str,
+    /// `event` → the TP's event_url; `auth` → its auth_event_url.
+    channel: &'a str,
+    /// Extra fields (authorization events) or the whole message (tickets), as JSON.
+    payload: Option<&'a str>,
+}
+
+/// Writes an event, its delivery and the push job, in the caller's transaction (outbox).
+/// Without a URL there is nowhere to deliver: an audit result still gets a delivery that says
+/// so (the operator can replay it once the URL is set); authorization pushes are skipped.
+fn queue_event(tx: &Transaction<'_>, e: NewEvent<'_>, now_ms: i64) -> Result<()> {
+    let column = if e.channel == "auth" {
+        "auth_event_url"
+    } else {
+        "event_url"
+    };
+    let url: String = tx.query_row(
+        &format!("SELECT {column} FROM tps WHERE tp_id = ?1"),
+        [e.tp_id],
+        |r| r.get(0),
+    )?;
+    if url.trim().is_empty() && e.channel == "auth" {
+        return Ok(());
+    }
+    let uid = hex::encode(rand::random::<[u8; 16]>());
+    tx.prepare_cached(
+        "INSERT INTO events (uid, tp_id, app_id, package_id, event, reason, package_version, created_at, channel, payload) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![uid, e.tp_id, e.app_id, e.package_id, e.event, e.reason, e.package_version, now_ms, e.channel, e.payload])?;
+    let event_id = tx.last_insert_rowid();
+    let (state, error, next) = if url.trim().is_empty() {
+        (
+            DeliveryState::Failed,
+            Some(format!("the third party has no {column}")),
+            None,
+        )
+    } else {
+        (DeliveryState::Pending, None, Some(now_ms))
+    };
+    tx.prepare_cached(
+        "INSERT INTO deliveries (event_id, tp_id, url, state, last_error, next_attempt_at, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![event_id, e.tp_id, url, state.as_str(), error, next, now_ms])?;
+    if state == DeliveryState::Pending {
+        insert_push_job(tx, e.package_id, tx.last_insert_rowid(), now_ms)?;
+    }
+    Ok(())
+}
+
+/// An authorization event (AUTHORIZED, UPDATE_AUTHORIZED, UNAUTHORIZED) to the TP's
+/// authorization-event URL.
+fn auth_event(
+    tx: &Transaction<'_>,
+    tp_id: i64,
+    app_id: i64,
+    event: &str,
+    payload: Option<&str>,
+    now_ms: i64,
+) -> Result<()> {
+    let e = NewEvent {
+        tp_id,
+        app_id,
+        package_id: 0,
+        event,
+        reason: None,
+        package_version: "",
+        channel: "auth",
+        payload,
+    };
+    queue_event(tx, e, now_ms)
+}
+
+const REFRESH_TTL_MS: i64 = 10 * 365 * 24 * 3600 * 1000;
+
+fn insert_token_pair(
+    tx: &Transaction<'_>,
+    tp_id: i64,
+    app_id: i64,
+    access_hash: &str,
+    refresh_hash: &str,
+    access_expires_at_ms: i64,
+    now_ms: i64,
+) -> Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO access_tokens (token_hash, kind, tp_id, app_id, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    stmt.execute(params![
+        access_hash,
+        "app",
+        tp_id,
+        app_id,
+        access_expires_at_ms,
+        now_ms
+    ])?;
+    stmt.execute(params![
+        refresh_hash,
+        "refresh",
+        tp_id,
+        app_id,
+        now_ms.saturating_add(REFRESH_TTL_MS),
+        now_ms
+    ])?;
+    Ok(())
+}
+
+/// The audit-result event of a decision, in the deciding transaction.
 fn outbox(
     tx: &Transaction<'_>,
     tp_id: i64,
@@ -505,41 +620,22 @@ fn outbox(
         [package_id],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    let url: String = tx.query_row("SELECT event_url FROM tps WHERE tp_id = ?1", [tp_id], |r| {
-        r.get(0)
-    })?;
-    let uid = hex::encode(rand::random::<[u8; 16]>());
     let (event, reason) = if pass {
         (smartpkg_core::push::AUDIT_PASS, None)
     } else {
         (smartpkg_core::push::AUDIT_FAIL, Some(reason))
     };
-    tx.prepare_cached(
-        "INSERT INTO events (uid, tp_id, app_id, package_id, event, reason, package_version, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![uid, tp_id, app_id, package_id, event, reason, version, now_ms])?;
-    let event_id = tx.last_insert_rowid();
-    // Without a URL there is nowhere to deliver: the delivery says so instead of vanishing.
-    let (state, error, next) = if url.trim().is_empty() {
-        (
-            DeliveryState::Failed,
-            Some("the third party has no event_url"),
-            None,
-        )
-    } else {
-        (DeliveryState::Pending, None, Some(now_ms))
+    let e = NewEvent {
+        tp_id,
+        app_id,
+        package_id,
+        event,
+        reason,
+        package_version: &version,
+        channel: "event",
+        payload: None,
     };
-    tx.prepare_cached(
-        "INSERT INTO deliveries (event_id, tp_id, url, state, last_error, next_attempt_at, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![event_id, tp_id, url, state.as_str(), error, next, now_ms])?;
-    let delivery_id = tx.last_insert_rowid();
-    if state == DeliveryState::Pending {
-        insert_push_job(tx, package_id, delivery_id, now_ms)?;
-    }
-    Ok(())
+    queue_event(tx, e, now_ms)
 }
 
 fn insert_push_job(
@@ -601,9 +697,9 @@ impl Store for SqliteStore {
     async fn create_tp(&self, tp: Tp) -> Result<Tp> {
         self.write(move |tx| {
             tx.execute(
-                "INSERT INTO tps (client_id, name, event_url, auth_event_url, msg_token, encoding_aes_key, audit_quota, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![tp.client_id, tp.name, tp.event_url, tp.auth_event_url, tp.msg_token, tp.encoding_aes_key, tp.audit_quota, now_ms()],
+                "INSERT INTO tps (client_id, name, event_url, auth_event_url, msg_token, encoding_aes_key, audit_quota, created_at, redirect_domain) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![tp.client_id, tp.name, tp.event_url, tp.auth_event_url, tp.msg_token, tp.encoding_aes_key, tp.audit_quota, now_ms(), tp.redirect_domain],
             )?;
             Ok(Tp { tp_id: tx.last_insert_rowid(), ..tp })
         })
@@ -616,9 +712,10 @@ impl Store for SqliteStore {
                 "UPDATE tps SET name = COALESCE(?1, name), event_url = COALESCE(?2, event_url), \
                    auth_event_url = COALESCE(?3, auth_event_url), msg_token = COALESCE(?4, msg_token), \
                    encoding_aes_key = COALESCE(?5, encoding_aes_key), \
-                   audit_quota = CASE WHEN ?6 THEN ?7 ELSE audit_quota END WHERE tp_id = ?8",
+                   audit_quota = CASE WHEN ?6 THEN ?7 ELSE audit_quota END, \
+                   redirect_domain = COALESCE(?9, redirect_domain) WHERE tp_id = ?8",
                 params![patch.name, patch.event_url, patch.auth_event_url, patch.msg_token, patch.encoding_aes_key,
-                    patch.audit_quota.is_some(), patch.audit_quota.flatten(), tp_id],
+                    patch.audit_quota.is_some(), patch.audit_quota.flatten(), tp_id, patch.redirect_domain],
             )?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("tp {tp_id}")));
@@ -1008,19 +1105,17 @@ impl Store for SqliteStore {
             )?;
             // Expired tickets are of no use to anyone: drop them as new ones come.
             tx.execute("DELETE FROM tickets WHERE tp_id = ?1 AND expires_at < ?2", params![tp_id, now_ms])?;
-            let url: String = tx.query_row("SELECT auth_event_url FROM tps WHERE tp_id = ?1", [tp_id], |r| r.get(0))?;
-            let uid = hex::encode(rand::random::<[u8; 16]>());
-            tx.execute(
-                "INSERT INTO events (uid, tp_id, app_id, package_id, event, reason, package_version, created_at, channel, payload) \
-                 VALUES (?1, ?2, 0, 0, 'ticket', NULL, '', ?3, 'auth', ?4)",
-                params![uid, tp_id, now_ms, payload],
-            )?;
-            let event_id = tx.last_insert_rowid();
-            tx.execute(
-                "INSERT INTO deliveries (event_id, tp_id, url, state, next_attempt_at, created_at) VALUES (?1, ?2, ?3, 'pending', ?4, ?4)",
-                params![event_id, tp_id, url, now_ms],
-            )?;
-            insert_push_job(tx, 0, tx.last_insert_rowid(), now_ms)
+            let e = NewEvent {
+                tp_id,
+                app_id: 0,
+                package_id: 0,
+                event: "ticket",
+                reason: None,
+                package_version: "",
+                channel: "auth",
+                payload: Some(&payload),
+            };
+            queue_event(tx, e, now_ms)
         })
         .await
     }
@@ -1187,6 +1282,159 @@ impl Store for SqliteStore {
                 params![now_ms, template_id, tp_id],
             )?;
             Ok(if n == 1 { Ok(()) } else { Err(LibraryRefusal::TemplateNotFound) })
+        })
+        .await
+    }
+
+    async fn create_code(
+        &self,
+        kind: &'static str,
+        code_hash: String,
+        tp_id: i64,
+        app_id: Option<i64>,
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<()> {
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO codes (code_hash, kind, tp_id, app_id, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![code_hash, kind, tp_id, app_id, expires_at_ms, now_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn code_usable(
+        &self,
+        kind: &'static str,
+        code_hash: String,
+        tp_id: i64,
+        now_ms: i64,
+    ) -> Result<bool> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM codes WHERE code_hash = ?1 AND kind = ?2 AND tp_id = ?3 AND used_at IS NULL AND expires_at > ?4",
+                params![code_hash, kind, tp_id, now_ms],
+                |r| r.get::<_, i64>(0),
+            )? == 1)
+        })
+        .await
+    }
+
+    async fn approve(
+        &self,
+        a: Approval,
+        now_ms: i64,
+    ) -> Result<std::result::Result<(), AuthRefusal>> {
+        let Approval {
+            tp_id,
+            app_id,
+            pre_auth_hash,
+            code_hash,
+            code_expires_at_ms,
+            payload,
+        } = a;
+        self.write(move |tx| {
+            // The conditional update is what makes a pre-auth code single-use.
+            let used = tx.execute(
+                "UPDATE codes SET used_at = ?1 WHERE code_hash = ?2 AND kind = 'pre_auth' AND tp_id = ?3 AND used_at IS NULL AND expires_at > ?1",
+                params![now_ms, pre_auth_hash, tp_id],
+            )?;
+            if used != 1 {
+                return Ok(Err(AuthRefusal::PreAuthCodeInvalid));
+            }
+            let prior: Option<Option<i64>> = tx
+                .query_row("SELECT tp_id FROM apps WHERE app_id = ?1", [app_id], |r| r.get(0))
+                .optional()?;
+            let Some(prior) = prior else {
+                return Ok(Err(AuthRefusal::AppUnknown));
+            };
+            if let Some(other) = prior.filter(|p| *p != tp_id) {
+                tx.execute("DELETE FROM access_tokens WHERE app_id = ?1 AND tp_id = ?2", params![app_id, other])?;
+                auth_event(tx, other, app_id, "UNAUTHORIZED", None, now_ms)?;
+            }
+            tx.execute("UPDATE apps SET tp_id = ?1 WHERE app_id = ?2", params![tp_id, app_id])?;
+            tx.execute(
+                "INSERT INTO codes (code_hash, kind, tp_id, app_id, expires_at, created_at) VALUES (?1, 'auth', ?2, ?3, ?4, ?5)",
+                params![code_hash, tp_id, app_id, code_expires_at_ms, now_ms],
+            )?;
+            let event = if prior == Some(tp_id) { "UPDATE_AUTHORIZED" } else { "AUTHORIZED" };
+            auth_event(tx, tp_id, app_id, event, Some(&payload), now_ms)?;
+            Ok(Ok(()))
+        })
+        .await
+    }
+
+    async fn exchange_code(
+        &self,
+        tp_id: i64,
+        code_hash: String,
+        access_hash: String,
+        refresh_hash: String,
+        access_expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<i64>> {
+        self.write(move |tx| {
+            let app_id: Option<Option<i64>> = tx
+                .query_row(
+                    "UPDATE codes SET used_at = ?1 WHERE code_hash = ?2 AND kind = 'auth' AND tp_id = ?3 AND used_at IS NULL AND expires_at > ?1 RETURNING app_id",
+                    params![now_ms, code_hash, tp_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(Some(app_id)) = app_id else { return Ok(None) };
+            let still: i64 = tx.query_row("SELECT COUNT(*) FROM apps WHERE app_id = ?1 AND tp_id = ?2", params![app_id, tp_id], |r| r.get(0))?;
+            if still != 1 {
+                return Ok(None);
+            }
+            insert_token_pair(tx, tp_id, app_id, &access_hash, &refresh_hash, access_expires_at_ms, now_ms)?;
+            Ok(Some(app_id))
+        })
+        .await
+    }
+
+    async fn refresh(
+        &self,
+        tp_id: i64,
+        refresh_hash: String,
+        access_hash: String,
+        new_refresh_hash: String,
+        access_expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<i64>> {
+        self.write(move |tx| {
+            // Deleting it is what makes a refresh token single-use.
+            let app_id: Option<Option<i64>> = tx
+                .query_row(
+                    "DELETE FROM access_tokens WHERE token_hash = ?1 AND kind = 'refresh' AND tp_id = ?2 AND expires_at > ?3 RETURNING app_id",
+                    params![refresh_hash, tp_id, now_ms],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(Some(app_id)) = app_id else { return Ok(None) };
+            let still: i64 = tx.query_row("SELECT COUNT(*) FROM apps WHERE app_id = ?1 AND tp_id = ?2", params![app_id, tp_id], |r| r.get(0))?;
+            if still != 1 {
+                return Ok(None);
+            }
+            insert_token_pair(tx, tp_id, app_id, &access_hash, &new_refresh_hash, access_expires_at_ms, now_ms)?;
+            Ok(Some(app_id))
+        })
+        .await
+    }
+
+    async fn revoke(&self, tp_id: i64, app_id: i64, now_ms: i64) -> Result<bool> {
+        self.write(move |tx| {
+            let n = tx.execute(
+                "UPDATE apps SET tp_id = NULL WHERE app_id = ?1 AND tp_id = ?2",
+                params![app_id, tp_id],
+            )?;
+            if n == 0 {
+                return Ok(false);
+            }
+            tx.execute("DELETE FROM access_tokens WHERE app_id = ?1", [app_id])?;
+            auth_event(tx, tp_id, app_id, "UNAUTHORIZED", None, now_ms)?;
+            Ok(true)
         })
         .await
     }

@@ -27,6 +27,7 @@ async fn seeded() -> (tempfile::TempDir, SqliteStore, i64) {
             msg_token: "t".into(),
             encoding_aes_key: "k".into(),
             audit_quota: None,
+            redirect_domain: String::new(),
         })
         .await
         .expect("tp");
