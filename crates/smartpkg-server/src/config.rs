@@ -52,6 +52,9 @@ pub struct Settings {
     pub log_format: String,
     /// The log filter, in `tracing` directive syntax (`info`, `smartpkg_server=debug`).
     pub log: String,
+    /// The public base URL of this server, used in the links QR codes carry; unset = the
+    /// address it listens on.
+    pub public_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -83,6 +86,7 @@ impl Default for Settings {
             job_concurrency: 32,
             log_format: "text".into(),
             log: "info".into(),
+            public_url: None,
         }
     }
 }
@@ -230,6 +234,12 @@ impl Settings {
                 _ => return Err(invalid(name, v, "expected text or json")),
             },
             "log" => self.log = v.to_string(),
+            "public_url" => {
+                if !(v.starts_with("http://") || v.starts_with("https://")) {
+                    return Err(invalid(name, v, "expected an http:// or https:// URL"));
+                }
+                self.public_url = Some(v.trim_end_matches('/').to_string())
+            }
             _ => return Err(ConfigError::Unknown(name.to_string())),
         }
         Ok(())

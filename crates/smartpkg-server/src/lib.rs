@@ -45,6 +45,8 @@ pub struct AppState {
     /// The HTTP client of pushes: no redirects, a resolver that enforces the target rules.
     pub push_client: reqwest::Client,
     pub push_metrics: Arc<push::PushMetrics>,
+    /// Where this server is reached from outside (`public_url`, or the listening address).
+    pub public_url: Arc<str>,
 }
 
 impl AppState {
@@ -186,6 +188,11 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         })?;
     let addr = listener.local_addr()?;
     let settings_allow_private = settings.allow_private_targets;
+    let public_url: Arc<str> = settings
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .into();
     let state = AppState {
         store: Arc::new(store),
         blobs: Arc::new(blobs),
@@ -196,6 +203,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         push_client: push::client(settings_allow_private)
             .map_err(|e| StartError::Io(std::io::Error::other(e)))?,
         push_metrics: Arc::default(),
+        public_url,
     };
     let (shutdown, mut rx) = watch::channel(false);
     let app = router(state.clone());

@@ -74,6 +74,10 @@ impl Errno {
     pub const NO_APP_PERMISSION: Errno = Errno(45001);
     pub const CLIENT_ID_UNKNOWN: Errno = Errno(50002);
     pub const TICKET_INVALID: Errno = Errno(50003);
+    pub const QRCODE_FAILED: Errno = Errno(47002);
+    pub const QRCODE_WIDTH: Errno = Errno(470018);
+    pub const QRCODE_PACKAGE: Errno = Errno(470019);
+    pub const QRCODE_NO_ONLINE: Errno = Errno(470020);
     pub const PROCESSING: Errno = Errno(50031);
     pub const NO_AUTHORIZATION: Errno = Errno(50032);
     pub const NOT_CERTIFIED: Errno = Errno(50038);
@@ -117,6 +121,10 @@ impl Errno {
             45000 => "小程序不存在",
             45001 => "无此小程序操作权限",
             45002 => "授权异常",
+            47002 => "获取二维码失败",
+            470018 => "二维码宽度超出范围(200-1280)",
+            470019 => "package_id不正确",
+            470020 => "小程序没有线上版本",
             50002 => "client_id不存在",
             50003 => "ticket无效",
             50029 => "接口调用次数超过限制",

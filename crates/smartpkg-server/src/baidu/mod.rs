@@ -6,6 +6,7 @@
 
 mod auth;
 mod package;
+pub mod qrcode;
 mod tp;
 
 use std::collections::HashMap;
@@ -49,6 +50,7 @@ pub fn routes(_state: AppState) -> Router<AppState> {
         )
         .route("/rest/2.0/oauth/token", any(auth::oauth_token))
         .route("/rest/2.0/smartapp/app/info", any(auth::app_info))
+        .route("/rest/2.0/smartapp/app/qrcode", any(qrcode::qrcode))
         .route(
             "/rest/2.0/smartapp/auth/retrieve/authorizationcode",
             any(auth::retrieve_authorizationcode),

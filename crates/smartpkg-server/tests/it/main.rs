@@ -4,5 +4,6 @@ mod helpers;
 mod lifecycle;
 mod onboarding;
 mod push;
+mod qrcode;
 mod tp;
 mod transport;
