@@ -1,6 +1,7 @@
 mod admin;
 mod errno;
 mod helpers;
+mod isolation;
 mod lifecycle;
 mod onboarding;
 mod push;

@@ -41,12 +41,24 @@ async fn the_qr_code_is_a_png_that_decodes_to_the_requested_version_and_page() {
     assert_eq!(r.headers()["content-type"], "image/png");
     let (w, link) = decode(&r.bytes().await.expect("body"));
     assert_eq!(w, 430);
-    assert_eq!(link, format!("{}/smartapp/{key}/pages/about/about?package_id={online}&version=1.0.0", app.base));
+    assert_eq!(
+        link,
+        format!(
+            "{}/smartapp/{key}/pages/about/about?package_id={online}&version=1.0.0",
+            app.base
+        )
+    );
 
     let r = qr(&app, &[("package_id", &dev.to_string())]).await;
     let (w, link) = decode(&r.bytes().await.expect("body"));
     assert_eq!(w, 200, "the default width");
-    assert_eq!(link, format!("{}/smartapp/{key}/?package_id={dev}&version=1.1.0", app.base));
+    assert_eq!(
+        link,
+        format!(
+            "{}/smartapp/{key}/?package_id={dev}&version=1.1.0",
+            app.base
+        )
+    );
     app.stop().await;
 }
 
@@ -55,13 +67,25 @@ async fn qr_code_errors_are_json_with_their_errno() {
     let app = spawn_app().await;
     let errno = |v: Value| v["errno"].as_i64();
     let v: Value = qr(&app, &[]).await.json().await.expect("json");
-    assert_eq!(errno(v), Some(470020), "no online version and no package_id");
+    assert_eq!(
+        errno(v),
+        Some(470020),
+        "no online version and no package_id"
+    );
     app.online("1.0.0").await;
     for width in ["199", "1281", "-5"] {
-        let v: Value = qr(&app, &[("width", width)]).await.json().await.expect("json");
+        let v: Value = qr(&app, &[("width", width)])
+            .await
+            .json()
+            .await
+            .expect("json");
         assert_eq!(errno(v), Some(470018), "{width}");
     }
-    let v: Value = qr(&app, &[("package_id", "424242")]).await.json().await.expect("json");
+    let v: Value = qr(&app, &[("package_id", "424242")])
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(errno(v), Some(470019));
     app.stop().await;
 }
