@@ -19,6 +19,9 @@ async fn form(app: &TestApp, path: &str, token: &str, params: &[(&str, &str)]) -
         .expect("json")
 }
 
+/// A route, its parameters, and the errno another tenant must get.
+type Case<'a> = (String, Vec<(&'a str, &'a str)>, i64);
+
 /// Everything of tenant A an outsider could disturb, as the operator and A itself see it.
 async fn snapshot(app: &TestApp, tp_token_a: &str) -> Value {
     let (_, packages) = app
@@ -121,7 +124,7 @@ async fn another_tenants_tokens_are_refused_on_every_route_and_change_nothing() 
     let errno = |v: &Value| v["errno"].as_i64();
 
     // Spec §3 with B's app token against A's packages and template.
-    let cases: Vec<(String, Vec<(&str, &str)>, i64)> = vec![
+    let cases: Vec<Case> = vec![
         (
             format!("{p}/upload"),
             vec![
