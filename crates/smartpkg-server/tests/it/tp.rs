@@ -355,3 +355,19 @@ async fn tokens_only_open_their_own_doors() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_expired_tp_token_gets_the_gateway_111() {
+    let app = spawn_with(|s| {
+        s.allow_private_targets = true;
+        s.ticket_interval_s = 1;
+        s.tp_token_ttl_s = 0;
+    })
+    .await;
+    let token = tp_token(&app, app.tp_id).await;
+    assert_eq!(
+        library(&app, &token, "gettemplatelist", &[]).await,
+        json!({"error_code": 111, "error_msg": "Access token expired"})
+    );
+    app.stop().await;
+}
