@@ -606,6 +606,39 @@ fn insert_token_pair(
     Ok(())
 }
 
+/// Issues an app token pair when the credential just used named an app that is still
+/// authorized to the TP; the app id on success.
+fn pair_if_authorized(
+    tx: &Transaction<'_>,
+    tp_id: i64,
+    app_id: Option<i64>,
+    (access, refresh): (&str, &str),
+    access_expires_at_ms: i64,
+    now_ms: i64,
+) -> Result<Option<i64>> {
+    let Some(app_id) = app_id else {
+        return Ok(None);
+    };
+    let still: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM apps WHERE app_id = ?1 AND tp_id = ?2",
+        params![app_id, tp_id],
+        |r| r.get(0),
+    )?;
+    if still != 1 {
+        return Ok(None);
+    }
+    insert_token_pair(
+        tx,
+        tp_id,
+        app_id,
+        access,
+        refresh,
+        access_expires_at_ms,
+        now_ms,
+    )?;
+    Ok(Some(app_id))
+}
+
 /// The audit-result event of a decision, in the deciding transaction.
 fn outbox(
     tx: &Transaction<'_>,
@@ -1383,13 +1416,8 @@ impl Store for SqliteStore {
                     |r| r.get(0),
                 )
                 .optional()?;
-            let Some(Some(app_id)) = app_id else { return Ok(None) };
-            let still: i64 = tx.query_row("SELECT COUNT(*) FROM apps WHERE app_id = ?1 AND tp_id = ?2", params![app_id, tp_id], |r| r.get(0))?;
-            if still != 1 {
-                return Ok(None);
-            }
-            insert_token_pair(tx, tp_id, app_id, &access_hash, &refresh_hash, access_expires_at_ms, now_ms)?;
-            Ok(Some(app_id))
+            let pair = (access_hash.as_str(), refresh_hash.as_str());
+            pair_if_authorized(tx, tp_id, app_id.flatten(), pair, access_expires_at_ms, now_ms)
         })
         .await
     }
@@ -1412,13 +1440,8 @@ impl Store for SqliteStore {
                     |r| r.get(0),
                 )
                 .optional()?;
-            let Some(Some(app_id)) = app_id else { return Ok(None) };
-            let still: i64 = tx.query_row("SELECT COUNT(*) FROM apps WHERE app_id = ?1 AND tp_id = ?2", params![app_id, tp_id], |r| r.get(0))?;
-            if still != 1 {
-                return Ok(None);
-            }
-            insert_token_pair(tx, tp_id, app_id, &access_hash, &new_refresh_hash, access_expires_at_ms, now_ms)?;
-            Ok(Some(app_id))
+            let pair = (access_hash.as_str(), new_refresh_hash.as_str());
+            pair_if_authorized(tx, tp_id, app_id.flatten(), pair, access_expires_at_ms, now_ms)
         })
         .await
     }
