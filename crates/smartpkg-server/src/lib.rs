@@ -104,6 +104,33 @@ pub enum StartError {
     UnsupportedDatabase(String),
 }
 
+/// Gives every request an id (the caller's `X-Request-Id` when it is sane, else a new one),
+/// runs it inside a span carrying that id, and returns the id in the answer, so a log line
+/// can be traced to the call. Only the path is recorded: query strings carry access tokens.
+async fn request_id(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use tracing::Instrument;
+    let given = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        .map(str::to_string);
+    let id = given.unwrap_or_else(|| hex::encode(rand::random::<[u8; 8]>()));
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let mut resp = next.run(req).instrument(span).await;
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(baidu::routes(state.clone()))
@@ -123,6 +150,7 @@ pub fn router(state: AppState) -> Router {
                 },
             ),
         )
+        .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
 }
 

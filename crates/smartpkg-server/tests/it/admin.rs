@@ -273,3 +273,40 @@ async fn packages_are_listed_by_status() {
     assert_eq!(st, StatusCode::BAD_REQUEST);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id_and_keeps_a_sane_one_given() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .expect("request");
+    let id = r.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert_eq!(id.len(), 16, "{id}");
+    let r = app
+        .client
+        .get(format!("{}/healthz", app.base))
+        .header("x-request-id", "trace-42")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.headers()["x-request-id"], "trace-42");
+    let r = app
+        .client
+        .get(format!("{}/healthz", app.base))
+        .header("x-request-id", "bad id; injected")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        r.headers()["x-request-id"].len(),
+        16,
+        "an unsafe id is replaced"
+    );
+    app.stop().await;
+}
