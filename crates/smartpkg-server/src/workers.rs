@@ -372,8 +372,11 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
                         let st = state.clone();
                         tokio::spawn(async move {
                             handle(&st, job).await;
-                            drop(permit);
                             st.jobs_ready.notify_one();
+                            // The state (and with it the store and its lock) is released before
+                            // the slot: once `run` has every slot back, no job holds the store.
+                            drop(st);
+                            drop(permit);
                         });
                     }
                     if full {

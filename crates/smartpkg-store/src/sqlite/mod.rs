@@ -64,6 +64,8 @@ fn configure(conn: &Connection) -> Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Reads come straight from the page cache of the OS instead of a read() per page.
+    conn.pragma_update(None, "mmap_size", 256i64 << 20)?;
     Ok(())
 }
 
