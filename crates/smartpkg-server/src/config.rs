@@ -42,6 +42,8 @@ pub struct Settings {
     /// (or two) does not lock a third party out.
     pub ticket_ttl_s: u64,
     pub tp_token_ttl_s: u64,
+    /// Refresh tokens last ten years on the real platform (and work once).
+    pub refresh_token_ttl_s: u64,
     /// The time zone of `commit_time` and of the quota week (Baidu shows Beijing time).
     pub utc_offset: FixedOffset,
     /// Largest request body on every route but template uploads.
@@ -79,6 +81,7 @@ impl Default for Settings {
             ticket_interval_s: 600,
             ticket_ttl_s: 1800,
             tp_token_ttl_s: 2_592_000,
+            refresh_token_ttl_s: 10 * 365 * 24 * 3600,
             utc_offset: FixedOffset::east_opt(8 * 3600).unwrap_or_else(utc),
             max_body_bytes: 1 << 20,
             archive: Limits::default(),
@@ -215,6 +218,7 @@ impl Settings {
             }
             "ticket_ttl_s" => self.ticket_ttl_s = num(name, v)?,
             "tp_token_ttl_s" => self.tp_token_ttl_s = num(name, v)?,
+            "refresh_token_ttl_s" => self.refresh_token_ttl_s = num(name, v)?,
             "utc_offset" => self.utc_offset = offset(name, v)?,
             "max_body_bytes" => self.max_body_bytes = num(name, v)?,
             "max_template_bytes" => self.archive.max_archive_bytes = num(name, v)?,

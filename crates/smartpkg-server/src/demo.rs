@@ -114,19 +114,10 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
             (tp, app, t.template_id)
         }
     };
-    let access_token = secrets::access_token("45");
-    let now = clock::now_ms();
-    let ttl_ms = (state.settings.app_token_ttl_s as i64).saturating_mul(1000);
+    let (access_token, _, pair) = state.new_token_pair(clock::now_ms());
     state
         .store
-        .authorize(
-            tp.tp_id,
-            app.app_id,
-            secrets::sha256_hex(&access_token),
-            secrets::sha256_hex(&secrets::access_token("46")),
-            now.saturating_add(ttl_ms),
-            now,
-        )
+        .authorize(tp.tp_id, app.app_id, pair, clock::now_ms())
         .await
         .map_err(err)?;
     Ok(Demo {

@@ -70,6 +70,21 @@ impl AppState {
         Ok(decision)
     }
 
+    /// A fresh app access token and refresh token (plain text, for the caller to hand out) and
+    /// what the store keeps of them.
+    pub fn new_token_pair(&self, now_ms: i64) -> (String, String, smartpkg_store::TokenPair) {
+        let access = secrets::access_token("45");
+        let refresh = secrets::access_token("46");
+        let secs = |s: u64| now_ms.saturating_add((s as i64).saturating_mul(1000));
+        let pair = smartpkg_store::TokenPair {
+            access_hash: secrets::sha256_hex(&access),
+            refresh_hash: secrets::sha256_hex(&refresh),
+            access_expires_at_ms: secs(self.settings.app_token_ttl_s),
+            refresh_expires_at_ms: secs(self.settings.refresh_token_ttl_s),
+        };
+        (access, refresh, pair)
+    }
+
     pub fn decision_context(&self) -> DecisionContext {
         let now_ms = clock::now_ms();
         let s = &self.settings;

@@ -102,6 +102,15 @@ pub struct NewTemplate {
     pub manifest: String,
 }
 
+/// A new app access token and refresh token, as stored: hashes and expiries.
+#[derive(Debug, Clone)]
+pub struct TokenPair {
+    pub access_hash: String,
+    pub refresh_hash: String,
+    pub access_expires_at_ms: i64,
+    pub refresh_expires_at_ms: i64,
+}
+
 /// What an access token grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grant {
@@ -325,15 +334,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Authorizes the app to the TP (ending any other TP's authorization and its tokens) and
     /// stores the new token hashes.
-    async fn authorize(
-        &self,
-        tp_id: i64,
-        app_id: i64,
-        access_hash: String,
-        refresh_hash: String,
-        expires_at_ms: i64,
-        now_ms: i64,
-    ) -> Result<()>;
+    async fn authorize(&self, tp_id: i64, app_id: i64, pair: TokenPair, now_ms: i64) -> Result<()>;
     /// The grant of an app access token, by its SHA-256; None when unknown or revoked.
     async fn resolve_app_token(&self, token_hash: String) -> Result<Option<Grant>>;
 
@@ -481,9 +482,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         tp_id: i64,
         code_hash: String,
-        access_hash: String,
-        refresh_hash: String,
-        access_expires_at_ms: i64,
+        pair: TokenPair,
         now_ms: i64,
     ) -> Result<Option<i64>>;
     /// Trades a refresh token (once) for a new pair; the app id on success.
@@ -491,9 +490,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         tp_id: i64,
         refresh_hash: String,
-        access_hash: String,
-        new_refresh_hash: String,
-        access_expires_at_ms: i64,
+        pair: TokenPair,
         now_ms: i64,
     ) -> Result<Option<i64>>;
     /// Ends the app's authorization to the TP: its tokens die and the TP is told UNAUTHORIZED.

@@ -458,7 +458,7 @@ async fn run() -> Res<()> {
     push_bench(dir.path(), tp_id, template_id, &tokens).await?;
 
     println!(
-        "[4] peak memory (VmHWM) of the process (server + load generator): {:.1} MiB",
+        "[5] peak memory (VmHWM) of the process (server + load generator): {:.1} MiB",
         peak_rss_kib() as f64 / 1024.0
     );
     Ok(())
@@ -562,7 +562,7 @@ async fn push_bench(dir: &Path, tp_id: i64, template_id: i64, tokens: &[(i64, St
         .await;
     let all = start.elapsed().as_secs_f64();
     println!(
-        "[5a] pushes to a local receiver answering success: {} events delivered in {all:.2} s = {:.0} pushes/s (decisions alone took {decided:.2} s = {:.0}/s; goal >= 1000 pushes/s)",
+        "[4a] pushes to a local receiver answering success: {} events delivered in {all:.2} s = {:.0} pushes/s (decisions alone took {decided:.2} s = {:.0}/s; goal >= 1000 pushes/s)",
         bulk.len(),
         bulk.len() as f64 / all,
         bulk.len() as f64 / decided
@@ -589,7 +589,7 @@ async fn push_bench(dir: &Path, tp_id: i64, template_id: i64, tokens: &[(i64, St
         .collect();
     lat.sort_by(f64::total_cmp);
     println!(
-        "[5b] decision-to-receipt latency over {} sequential decisions: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (goal p99 <= 100 ms)",
+        "[4b] decision-to-receipt latency over {} sequential decisions: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (goal p99 <= 100 ms)",
         lat.len(),
         percentile(&lat, 0.5),
         percentile(&lat, 0.99),

@@ -369,21 +369,10 @@ pub async fn authorize(
     if state.store.get_tp(tp_id).await?.is_none() {
         return Err(AdminError::not_found(format!("tp {tp_id}")));
     }
-    let access = secrets::access_token("45");
-    let refresh = secrets::access_token("46");
     let now = clock::now_ms();
     let ttl = state.settings.app_token_ttl_s;
-    state
-        .store
-        .authorize(
-            tp_id,
-            b.app_id,
-            secrets::sha256_hex(&access),
-            secrets::sha256_hex(&refresh),
-            now.saturating_add((ttl as i64).saturating_mul(1000)),
-            now,
-        )
-        .await?;
+    let (access, refresh, pair) = state.new_token_pair(now);
+    state.store.authorize(tp_id, b.app_id, pair, now).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"access_token": access, "refresh_token": refresh, "expires_in": ttl})),

@@ -249,10 +249,7 @@ pub async fn oauth_token(State(state): State<AppState>, p: Params) -> Response {
     };
     let now = clock::now_ms();
     let ttl = state.settings.app_token_ttl_s as i64;
-    let access = secrets::access_token("45");
-    let refresh = secrets::access_token("46");
-    let (access_hash, refresh_hash) = (secrets::sha256_hex(&access), secrets::sha256_hex(&refresh));
-    let expires = now.saturating_add(ttl.saturating_mul(1000));
+    let (access, refresh, pair) = state.new_token_pair(now);
     let result = match p.get("grant_type") {
         Some("app_to_tp_authorization_code") => {
             let Some(code) = p.get("code") else {
@@ -260,14 +257,7 @@ pub async fn oauth_token(State(state): State<AppState>, p: Params) -> Response {
             };
             state
                 .store
-                .exchange_code(
-                    tp_id,
-                    secrets::sha256_hex(code.trim()),
-                    access_hash,
-                    refresh_hash,
-                    expires,
-                    now,
-                )
+                .exchange_code(tp_id, secrets::sha256_hex(code.trim()), pair, now)
                 .await
         }
         Some("app_to_tp_refresh_token") => {
@@ -276,14 +266,7 @@ pub async fn oauth_token(State(state): State<AppState>, p: Params) -> Response {
             };
             state
                 .store
-                .refresh(
-                    tp_id,
-                    secrets::sha256_hex(old.trim()),
-                    access_hash,
-                    refresh_hash,
-                    expires,
-                    now,
-                )
+                .refresh(tp_id, secrets::sha256_hex(old.trim()), pair, now)
                 .await
         }
         Some(other) => {

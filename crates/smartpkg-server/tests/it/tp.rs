@@ -371,3 +371,36 @@ async fn an_expired_tp_token_gets_the_gateway_111() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_expired_refresh_token_is_an_invalid_grant() {
+    let app = spawn_with(|s| {
+        s.allow_private_targets = true;
+        s.ticket_interval_s = 1;
+        s.refresh_token_ttl_s = 0;
+    })
+    .await;
+    let token = tp_token(&app, app.tp_id).await;
+    let (_, grant) = app
+        .admin_post(
+            &format!("/tps/{}/authorizations", app.tp_id),
+            json!({"app_id": app.app_id}),
+        )
+        .await;
+    let refresh = grant["refresh_token"]
+        .as_str()
+        .expect("refresh")
+        .to_string();
+    let path = format!("/rest/2.0/oauth/token?access_token={token}");
+    let v = call(
+        &app,
+        &path,
+        &[
+            ("refresh_token", &refresh),
+            ("grant_type", "app_to_tp_refresh_token"),
+        ],
+    )
+    .await;
+    assert_eq!(v["error"], "invalid_grant", "{v}");
+    app.stop().await;
+}

@@ -18,7 +18,8 @@ use smartpkg_core::lifecycle::{
 use crate::{
     App, AppPatch, Approval, AttemptOutcome, AttemptRecord, AuthRefusal, Decision, DecisionContext,
     Delivery, DeliveryState, Draft, EventRecord, Grant, Job, LibraryRefusal, NewPackage,
-    NewTemplate, PackageFilter, PackageRecord, Result, Store, StoreError, Template, Tp, TpPatch,
+    NewTemplate, PackageFilter, PackageRecord, Result, Store, StoreError, Template, TokenPair, Tp,
+    TpPatch,
 };
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -575,34 +576,30 @@ fn auth_event(
     queue_event(tx, e, now_ms)
 }
 
-const REFRESH_TTL_MS: i64 = 10 * 365 * 24 * 3600 * 1000;
-
 fn insert_token_pair(
     tx: &Transaction<'_>,
     tp_id: i64,
     app_id: i64,
-    access_hash: &str,
-    refresh_hash: &str,
-    access_expires_at_ms: i64,
+    pair: &TokenPair,
     now_ms: i64,
 ) -> Result<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO access_tokens (token_hash, kind, tp_id, app_id, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     stmt.execute(params![
-        access_hash,
+        pair.access_hash,
         "app",
         tp_id,
         app_id,
-        access_expires_at_ms,
+        pair.access_expires_at_ms,
         now_ms
     ])?;
     stmt.execute(params![
-        refresh_hash,
+        pair.refresh_hash,
         "refresh",
         tp_id,
         app_id,
-        now_ms.saturating_add(REFRESH_TTL_MS),
+        pair.refresh_expires_at_ms,
         now_ms
     ])?;
     Ok(())
@@ -614,8 +611,7 @@ fn pair_if_authorized(
     tx: &Transaction<'_>,
     tp_id: i64,
     app_id: Option<i64>,
-    (access, refresh): (&str, &str),
-    access_expires_at_ms: i64,
+    pair: &TokenPair,
     now_ms: i64,
 ) -> Result<Option<i64>> {
     let Some(app_id) = app_id else {
@@ -629,15 +625,7 @@ fn pair_if_authorized(
     if still != 1 {
         return Ok(None);
     }
-    insert_token_pair(
-        tx,
-        tp_id,
-        app_id,
-        access,
-        refresh,
-        access_expires_at_ms,
-        now_ms,
-    )?;
+    insert_token_pair(tx, tp_id, app_id, pair, now_ms)?;
     Ok(Some(app_id))
 }
 
@@ -841,32 +829,21 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn authorize(
-        &self,
-        tp_id: i64,
-        app_id: i64,
-        access_hash: String,
-        refresh_hash: String,
-        expires_at_ms: i64,
-        now_ms: i64,
-    ) -> Result<()> {
+    async fn authorize(&self, tp_id: i64, app_id: i64, pair: TokenPair, now_ms: i64) -> Result<()> {
         self.write(move |tx| {
-            let n = tx.execute("UPDATE apps SET tp_id = ?1 WHERE app_id = ?2", params![tp_id, app_id])?;
+            let n = tx.execute(
+                "UPDATE apps SET tp_id = ?1 WHERE app_id = ?2",
+                params![tp_id, app_id],
+            )?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("app {app_id}")));
             }
             // A mini program is authorized to one third party at a time.
-            tx.execute("DELETE FROM access_tokens WHERE app_id = ?1 AND tp_id <> ?2", params![app_id, tp_id])?;
-            let refresh_expiry = now_ms.saturating_add(10 * 365 * 24 * 3600 * 1000);
             tx.execute(
-                "INSERT INTO access_tokens (token_hash, kind, tp_id, app_id, expires_at, created_at) VALUES (?1, 'app', ?2, ?3, ?4, ?5)",
-                params![access_hash, tp_id, app_id, expires_at_ms, now_ms],
+                "DELETE FROM access_tokens WHERE app_id = ?1 AND tp_id <> ?2",
+                params![app_id, tp_id],
             )?;
-            tx.execute(
-                "INSERT INTO access_tokens (token_hash, kind, tp_id, app_id, expires_at, created_at) VALUES (?1, 'refresh', ?2, ?3, ?4, ?5)",
-                params![refresh_hash, tp_id, app_id, refresh_expiry, now_ms],
-            )?;
-            Ok(())
+            insert_token_pair(tx, tp_id, app_id, &pair, now_ms)
         })
         .await
     }
@@ -1405,9 +1382,7 @@ impl Store for SqliteStore {
         &self,
         tp_id: i64,
         code_hash: String,
-        access_hash: String,
-        refresh_hash: String,
-        access_expires_at_ms: i64,
+        pair: TokenPair,
         now_ms: i64,
     ) -> Result<Option<i64>> {
         self.write(move |tx| {
@@ -1418,8 +1393,7 @@ impl Store for SqliteStore {
                     |r| r.get(0),
                 )
                 .optional()?;
-            let pair = (access_hash.as_str(), refresh_hash.as_str());
-            pair_if_authorized(tx, tp_id, app_id.flatten(), pair, access_expires_at_ms, now_ms)
+            pair_if_authorized(tx, tp_id, app_id.flatten(), &pair, now_ms)
         })
         .await
     }
@@ -1428,9 +1402,7 @@ impl Store for SqliteStore {
         &self,
         tp_id: i64,
         refresh_hash: String,
-        access_hash: String,
-        new_refresh_hash: String,
-        access_expires_at_ms: i64,
+        pair: TokenPair,
         now_ms: i64,
     ) -> Result<Option<i64>> {
         self.write(move |tx| {
@@ -1442,8 +1414,7 @@ impl Store for SqliteStore {
                     |r| r.get(0),
                 )
                 .optional()?;
-            let pair = (access_hash.as_str(), new_refresh_hash.as_str());
-            pair_if_authorized(tx, tp_id, app_id.flatten(), pair, access_expires_at_ms, now_ms)
+            pair_if_authorized(tx, tp_id, app_id.flatten(), &pair, now_ms)
         })
         .await
     }
