@@ -12,9 +12,15 @@ use crate::helpers::{spawn_with, Style, TestApp};
 pub(crate) const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 
 pub(crate) async fn tp_app() -> TestApp {
+    tp_app_with(|_| {}).await
+}
+
+/// A server that pushes tickets every second to receivers on 127.0.0.1, tuned further.
+async fn tp_app_with(tune: impl FnOnce(&mut smartpkg_server::Settings)) -> TestApp {
     spawn_with(|s| {
         s.allow_private_targets = true;
         s.ticket_interval_s = 1;
+        tune(s);
     })
     .await
 }
@@ -132,12 +138,7 @@ async fn a_pushed_ticket_is_traded_for_a_tp_token_and_bad_ones_are_refused() {
 
 #[tokio::test]
 async fn an_expired_ticket_is_refused() {
-    let app = spawn_with(|s| {
-        s.allow_private_targets = true;
-        s.ticket_interval_s = 1;
-        s.ticket_ttl_s = 0;
-    })
-    .await;
+    let app = tp_app_with(|s| s.ticket_ttl_s = 0).await;
     let (client_id, t) = ticket(&app, app.tp_id).await;
     let v = call(
         &app,
@@ -358,12 +359,7 @@ async fn tokens_only_open_their_own_doors() {
 
 #[tokio::test]
 async fn an_expired_tp_token_gets_the_gateway_111() {
-    let app = spawn_with(|s| {
-        s.allow_private_targets = true;
-        s.ticket_interval_s = 1;
-        s.tp_token_ttl_s = 0;
-    })
-    .await;
+    let app = tp_app_with(|s| s.tp_token_ttl_s = 0).await;
     let token = tp_token(&app, app.tp_id).await;
     assert_eq!(
         library(&app, &token, "gettemplatelist", &[]).await,
@@ -374,12 +370,7 @@ async fn an_expired_tp_token_gets_the_gateway_111() {
 
 #[tokio::test]
 async fn an_expired_refresh_token_is_an_invalid_grant() {
-    let app = spawn_with(|s| {
-        s.allow_private_targets = true;
-        s.ticket_interval_s = 1;
-        s.refresh_token_ttl_s = 0;
-    })
-    .await;
+    let app = tp_app_with(|s| s.refresh_token_ttl_s = 0).await;
     let token = tp_token(&app, app.tp_id).await;
     let (_, grant) = app
         .admin_post(
