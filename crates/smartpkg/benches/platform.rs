@@ -7,9 +7,10 @@
 //! 2. Complete lifecycles per second (upload → built → submitaudit → pass → release) for
 //!    1,000 apps with the build delay at 0, ÷ raw durable SQLite commits per second.
 //! 3. Bytes of storage added per package built from a 5 MB, 500-file template.
-//! 4. Peak memory (VmHWM) of the process, which holds the server and the load generator.
-//! 5. Pushes per second to a local receiver that answers `success` (10,000 events), and the
-//!    latency from an audit decision to the receiver's decryption of it (p50, p99).
+//! 5. Peak memory (VmHWM) of the process, which holds the server and the load generator.
+//! 4. Pushes per second to a local receiver that answers `success`: end to end while 16
+//!    reviewers decide, and the push path alone (10,000 queued deliveries due at once); and
+//!    the latency from an audit decision to the receiver's decryption of it (p50, p99).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -599,6 +600,70 @@ async fn push_bench(dir: &Path, tp_id: i64, template_id: i64, tokens: &[(i64, St
         return Err("a push failed its signature check".into());
     }
     server.stop().await;
+
+    // The push path alone: 10,000 deliveries already queued (as decisions would have left
+    // them), all due at one moment; from that moment to the last receipt.
+    let due_in = Duration::from_secs(3);
+    // The same moment on both clocks: the jobs' run_at (wall clock) and the receipts' Instant.
+    let (due, due_at_ms) = (
+        Instant::now() + due_in,
+        now_ms() + due_in.as_millis() as i64,
+    );
+    seed_pending_pushes(
+        &dir.join("smartpkg.db"),
+        tp_id,
+        &tokens[..PUSH_EVENTS],
+        due_at_ms,
+    )?;
+    let server = smartpkg_server::start(settings(dir)).await?;
+    let before = receiver.received().len();
+    let got = receiver
+        .wait_for(before + PUSH_EVENTS, Duration::from_secs(300))
+        .await;
+    let last = got.iter().map(|g| g.at).max().ok_or("no receipts")?;
+    let secs = last.saturating_duration_since(due).as_secs_f64();
+    println!(
+        "[4c] push path alone: {PUSH_EVENTS} queued deliveries, all due at once, delivered in {secs:.2} s = {:.0} pushes/s (goal >= 1000 pushes/s)",
+        PUSH_EVENTS as f64 / secs
+    );
+    server.stop().await;
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Queues one audit-pass event per app with its delivery and push job, due at `due_at_ms`,
+/// exactly as the decision transaction writes them (server stopped).
+fn seed_pending_pushes(db: &Path, tp_id: i64, apps: &[(i64, String)], due_at_ms: i64) -> Res<()> {
+    let mut conn = rusqlite::Connection::open(db)?;
+    let tx = conn.transaction()?;
+    let url: String = tx.query_row("SELECT event_url FROM tps WHERE tp_id = ?1", [tp_id], |r| {
+        r.get(0)
+    })?;
+    for (i, (app_id, _)) in apps.iter().enumerate() {
+        let package_id = 1_000_000 + i as i64;
+        tx.execute(
+            "INSERT INTO events (uid, tp_id, app_id, package_id, event, package_version, created_at, channel) \
+             VALUES (?1, ?2, ?3, ?4, 'PACKAGE_AUDIT_PASS', '9.9.9', ?5, 'event')",
+            rusqlite::params![format!("bench{i:08}"), tp_id, app_id, package_id, due_at_ms],
+        )?;
+        let event_id = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO deliveries (event_id, tp_id, url, state, next_attempt_at, created_at) VALUES (?1, ?2, ?3, 'pending', ?4, ?4)",
+            rusqlite::params![event_id, tp_id, url, due_at_ms],
+        )?;
+        let delivery_id = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO jobs (kind, package_id, delivery_id, run_at, created_at) VALUES ('push', ?1, ?2, ?3, ?3)",
+            rusqlite::params![package_id, delivery_id, due_at_ms],
+        )?;
+    }
+    tx.commit()?;
     Ok(())
 }
 
