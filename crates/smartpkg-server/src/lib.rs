@@ -152,6 +152,15 @@ pub fn router(state: AppState) -> Router {
         .nest("/admin/v1", admin::routes(state.clone()))
         .route("/healthz", get(|| async { "ok" }))
         .route(
+            "/openapi/admin-v1.json",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    admin::OPENAPI,
+                )
+            }),
+        )
+        .route(
             "/metrics",
             get(
                 |axum::extract::State(s): axum::extract::State<AppState>| async move {

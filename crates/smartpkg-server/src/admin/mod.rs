@@ -18,6 +18,10 @@ use smartpkg_store::StoreError;
 
 use crate::{secrets, AppState};
 
+/// The OpenAPI description of this API, served at `/openapi/admin-v1.json`; a test checks that
+/// every route below is described and every described route is served.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/tps", post(tenants::create_tp))

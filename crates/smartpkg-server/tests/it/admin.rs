@@ -310,3 +310,72 @@ async fn every_answer_carries_a_request_id_and_keeps_a_sane_one_given() {
     );
     app.stop().await;
 }
+
+/// Every operation of the OpenAPI description exists (it answers 401 without the token, not
+/// 404/405), and the description names every route this test knows the router serves.
+#[tokio::test]
+async fn the_openapi_description_matches_the_admin_routes() {
+    let app = spawn_app().await;
+    let doc: serde_json::Value = app
+        .client
+        .get(format!("{}/openapi/admin-v1.json", app.base))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(doc["openapi"], "3.0.3");
+    let mut described = vec![];
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in ["get", "post", "patch", "delete"] {
+            if item.get(method).is_some() {
+                described.push(format!("{} {path}", method.to_uppercase()));
+                let concrete = path
+                    .replace("{tp_id}", "1")
+                    .replace("{app_id}", "1")
+                    .replace("{package_id}", "1")
+                    .replace("{id}", "1");
+                let m =
+                    reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+                let r = app
+                    .client
+                    .request(m, format!("{}/admin/v1{concrete}", app.base))
+                    .send()
+                    .await
+                    .expect("request");
+                assert_eq!(
+                    r.status(),
+                    StatusCode::UNAUTHORIZED,
+                    "{method} {path} is not a protected route"
+                );
+            }
+        }
+    }
+    described.sort();
+    let mut served: Vec<String> = [
+        "POST /tps",
+        "GET /tps/{tp_id}",
+        "PATCH /tps/{tp_id}",
+        "POST /tps/{tp_id}/templates",
+        "POST /tps/{tp_id}/drafts",
+        "POST /tps/{tp_id}/authorizations",
+        "DELETE /tps/{tp_id}/authorizations/{app_id}",
+        "POST /apps",
+        "GET /apps/{app_id}",
+        "PATCH /apps/{app_id}",
+        "GET /packages",
+        "GET /packages/{package_id}",
+        "POST /packages/{package_id}/audit",
+        "GET /packages/{package_id}/archive",
+        "GET /deliveries",
+        "GET /deliveries/{id}",
+        "POST /deliveries/{id}/redeliver",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    served.sort();
+    assert_eq!(described, served);
+    app.stop().await;
+}
