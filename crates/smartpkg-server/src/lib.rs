@@ -148,7 +148,7 @@ async fn request_id(
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .merge(baidu::routes(state.clone()))
+        .merge(baidu::routes())
         .nest("/admin/v1", admin::routes(state.clone()))
         .route("/healthz", get(|| async { "ok" }))
         .route(

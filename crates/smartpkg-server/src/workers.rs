@@ -390,7 +390,8 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
                 Err(e) => tracing::error!(error = %e, "cannot claim jobs"),
             }
         }
-        if slots.available_permits() == 0 || wait.is_zero() && free == 0 {
+        if slots.available_permits() == 0 {
+            // Every slot is busy: a finishing job wakes us (it notifies), else look again in 1 s.
             wait = Duration::from_secs(1);
         }
         if wait.is_zero() {

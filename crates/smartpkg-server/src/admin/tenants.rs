@@ -306,6 +306,19 @@ async fn intake(
     Ok((t, manifest))
 }
 
+/// The answer to an archive upload: what was created (ids, version, description) plus
+/// what the archive turned out to hold.
+fn archive_answer(
+    mut created: Value,
+    new_sha: String,
+    manifest: &archive::TemplateManifest,
+) -> (StatusCode, Json<Value>) {
+    created["blob_sha256"] = json!(new_sha);
+    created["pages"] = json!(manifest.pages);
+    created["file_count"] = json!(manifest.files.len());
+    (StatusCode::CREATED, Json(created))
+}
+
 /// `POST /tps/{tp_id}/templates?user_version=&user_desc=` with the zip as the raw body: a
 /// draft and a template from it in one step (the operator contract).
 pub async fn upload_template(
@@ -317,18 +330,9 @@ pub async fn upload_template(
     let (new, manifest) = intake(&state, tp_id, &q, req).await?;
     let sha = new.blob_sha256.clone();
     let t = state.store.create_template(new, clock::now_ms()).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "template_id": t.template_id,
-            "draft_id": t.draft_id,
-            "user_version": t.user_version,
-            "user_desc": t.user_desc,
-            "blob_sha256": sha,
-            "pages": manifest.pages,
-            "file_count": manifest.files.len(),
-        })),
-    ))
+    let created = json!({"template_id": t.template_id, "draft_id": t.draft_id,
+        "user_version": t.user_version, "user_desc": t.user_desc});
+    Ok(archive_answer(created, sha, &manifest))
 }
 
 /// `POST /tps/{tp_id}/drafts?user_version=&user_desc=`: a draft only; the third party turns
@@ -342,17 +346,9 @@ pub async fn upload_draft(
     let (new, manifest) = intake(&state, tp_id, &q, req).await?;
     let sha = new.blob_sha256.clone();
     let d = state.store.create_draft(new, clock::now_ms()).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "draft_id": d.draft_id,
-            "user_version": d.user_version,
-            "user_desc": d.user_desc,
-            "blob_sha256": sha,
-            "pages": manifest.pages,
-            "file_count": manifest.files.len(),
-        })),
-    ))
+    let created = json!({"draft_id": d.draft_id, "user_version": d.user_version,
+        "user_desc": d.user_desc});
+    Ok(archive_answer(created, sha, &manifest))
 }
 
 #[derive(Deserialize)]

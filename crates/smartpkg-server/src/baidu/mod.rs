@@ -24,7 +24,7 @@ use smartpkg_types::{Envelope, Errno, GatewayError};
 
 use crate::{clock, secrets, AppState};
 
-pub fn routes(_state: AppState) -> Router<AppState> {
+pub fn routes() -> Router<AppState> {
     // Real clients use GET or POST as they like (the doc's curl examples POST with everything
     // in the query), so every route answers both.
     let p = "/rest/2.0/smartapp/package";
