@@ -57,6 +57,24 @@ pub struct Settings {
     /// The public base URL of this server, used in the links QR codes carry; unset = the
     /// address it listens on.
     pub public_url: Option<String>,
+    /// Wrong owner credentials allowed per mini program within `owner_lockout_s`.
+    pub owner_attempts_per_app: u32,
+    /// Wrong owner credentials allowed per client address (IPv6: per /64) in that window.
+    pub owner_attempts_per_client: u32,
+    pub owner_lockout_s: u64,
+    /// Connections served at once (also bounded by the descriptor limit).
+    pub max_connections: usize,
+    /// Time allowed for a request head, and for an idle kept-alive connection.
+    pub header_read_timeout_ms: u64,
+    /// A connection on which nothing moves for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// A request must be read and answered within this time (408 otherwise).
+    pub request_timeout_ms: u64,
+    /// After a shutdown signal, connections still open after this long are cut.
+    pub shutdown_grace_ms: u64,
+    /// PEM certificate chain and private key: serve HTTPS instead of HTTP.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -90,6 +108,16 @@ impl Default for Settings {
             log_format: "text".into(),
             log: "info".into(),
             public_url: None,
+            owner_attempts_per_app: 10,
+            owner_attempts_per_client: 30,
+            owner_lockout_s: 900,
+            max_connections: 4096,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            request_timeout_ms: 60_000,
+            shutdown_grace_ms: 10_000,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -131,6 +159,17 @@ fn num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ConfigError> {
         .map_err(|_| invalid(name, v, "expected a whole number"))
 }
 
+fn positive<T: std::str::FromStr + PartialEq + Default>(
+    name: &str,
+    v: &str,
+) -> Result<T, ConfigError> {
+    let n: T = num(name, v)?;
+    if n == T::default() {
+        return Err(invalid(name, v, "must be at least 1"));
+    }
+    Ok(n)
+}
+
 fn boolean(name: &str, v: &str) -> Result<bool, ConfigError> {
     match v.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
@@ -169,10 +208,24 @@ impl Settings {
                 self.database_url = Some(v.to_string()).filter(|s| !s.trim().is_empty())
             }
             "admin_token" => {
-                if v.len() < 16 {
-                    return Err(invalid(name, "<hidden>", "must be at least 16 characters"));
+                // Trimmed as a presented token is, so a stray newline from a secrets file
+                // cannot make the configured token impossible to present.
+                let t = v.trim();
+                if t.is_empty() {
+                    return Err(invalid(
+                        name,
+                        "<hidden>",
+                        "is empty (after trimming white space)",
+                    ));
                 }
-                self.admin_token = Some(v.to_string())
+                if t.len() < 16 || t.chars().any(char::is_control) {
+                    return Err(invalid(
+                        name,
+                        "<hidden>",
+                        "must be at least 16 characters, without control characters",
+                    ));
+                }
+                self.admin_token = Some(t.to_string())
             }
             "build_delay_ms" => self.build_delay_ms = num(name, v)?,
             "rollback_delay_ms" => self.rollback_delay_ms = num(name, v)?,
@@ -244,6 +297,16 @@ impl Settings {
                 }
                 self.public_url = Some(v.trim_end_matches('/').to_string())
             }
+            "owner_attempts_per_app" => self.owner_attempts_per_app = positive(name, v)?,
+            "owner_attempts_per_client" => self.owner_attempts_per_client = positive(name, v)?,
+            "owner_lockout_s" => self.owner_lockout_s = positive(name, v)?,
+            "max_connections" => self.max_connections = positive(name, v)?,
+            "header_read_timeout_ms" => self.header_read_timeout_ms = positive(name, v)?,
+            "idle_timeout_ms" => self.idle_timeout_ms = positive(name, v)?,
+            "request_timeout_ms" => self.request_timeout_ms = positive(name, v)?,
+            "shutdown_grace_ms" => self.shutdown_grace_ms = num(name, v)?,
+            "tls_cert" => self.tls_cert = Some(PathBuf::from(v)).filter(|_| !v.trim().is_empty()),
+            "tls_key" => self.tls_key = Some(PathBuf::from(v)).filter(|_| !v.trim().is_empty()),
             _ => return Err(ConfigError::Unknown(name.to_string())),
         }
         Ok(())

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use smartpkg_core::archive;
-use smartpkg_store::{App, NewTemplate, Tp};
+use smartpkg_store::{App, NewTemplate, OperatorGrant, Tp};
 
 use crate::{clock, secrets, AppState};
 
@@ -84,6 +84,7 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
                     category_audited: true,
                     authenticity_certified: true,
                     tp_id: None,
+                    owner_credential_set: false,
                 })
                 .await
                 .map_err(err)?;
@@ -114,12 +115,16 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
             (tp, app, t.template_id)
         }
     };
-    let (access_token, _, pair) = state.new_token_pair(clock::now_ms());
-    state
-        .store
-        .authorize(tp.tp_id, app.app_id, pair, clock::now_ms())
-        .await
-        .map_err(err)?;
+    let now = clock::now_ms();
+    let (access_token, _, pair) = state.new_token_pair(now);
+    let code = secrets::random_alnum(40);
+    let grant = OperatorGrant {
+        tp_id: tp.tp_id,
+        app_id: app.app_id,
+        pair,
+        code: crate::baidu::issued_code(tp.tp_id, app.app_id, &code, now),
+    };
+    state.store.authorize(grant, now).await.map_err(err)?;
     Ok(Demo {
         tp,
         app,

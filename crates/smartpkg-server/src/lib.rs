@@ -11,8 +11,10 @@ pub mod baidu;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod owner;
 pub mod push;
 pub mod secrets;
+pub mod serve;
 pub mod workers;
 
 use std::collections::HashMap;
@@ -47,6 +49,8 @@ pub struct AppState {
     pub push_metrics: Arc<push::PushMetrics>,
     /// Where this server is reached from outside (`public_url`, or the listening address).
     pub public_url: Arc<str>,
+    /// Throttles of wrong owner credentials on the authorization page.
+    pub guards: Arc<owner::Guards>,
 }
 
 impl AppState {
@@ -115,35 +119,67 @@ pub enum StartError {
     },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Tls(#[from] serve::TlsError),
+    #[error("TLS needs both tls_cert and tls_key (--tls-cert FILE --tls-key FILE)")]
+    TlsHalf,
     #[error("unsupported database URL {0:?}: this build stores data in embedded SQLite only (leave --database-url unset); PostgreSQL support is planned")]
     UnsupportedDatabase(String),
 }
 
-/// Gives every request an id (the caller's `X-Request-Id` when it is sane, else a new one),
-/// runs it inside a span carrying that id, and returns the id in the answer, so a log line
-/// can be traced to the call. Only the path is recorded: query strings carry access tokens.
-async fn request_id(
-    req: axum::extract::Request,
+/// Keeps a caller's `X-Request-Id` only when it is sane (short, letters, digits and dashes),
+/// so a log line or an answer never carries what a client chose to smuggle in.
+async fn sane_request_id(
+    mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    use tracing::Instrument;
-    let given = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-        .map(str::to_string);
-    let id = given.unwrap_or_else(|| hex::encode(rand::random::<[u8; 8]>()));
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
-    let mut resp = next.run(req).instrument(span).await;
-    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
-        resp.headers_mut().insert("x-request-id", v);
+    let sane = req.headers().get(REQUEST_ID).is_none_or(|v| {
+        let b = v.as_bytes();
+        !b.is_empty() && b.len() <= 64 && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+    });
+    if !sane {
+        req.headers_mut().remove(REQUEST_ID);
     }
-    resp
+    next.run(req).await
+}
+
+const REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
+
+#[derive(Clone, Copy)]
+struct RandomRequestId;
+
+impl tower_http::request_id::MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(
+        &mut self,
+        _: &axum::http::Request<B>,
+    ) -> Option<tower_http::request_id::RequestId> {
+        let id = hex::encode(rand::random::<[u8; 8]>());
+        axum::http::HeaderValue::from_str(&id)
+            .ok()
+            .map(tower_http::request_id::RequestId::new)
+    }
+}
+
+/// A span per request carrying its id; only the path is recorded, since query strings carry
+/// access tokens. Values are recorded with `Debug`, which escapes control characters.
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!("request", request_id = ?id, method = ?req.method(), path = ?req.uri().path())
+}
+
+/// What an unserved path under `/rest/2.0/` answers (spec §8): the gateway's error shape, so
+/// SDKs report a clear error instead of a transport failure. Anything else is a plain 404.
+async fn unknown_method(uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if uri.path().starts_with("/rest/2.0/") {
+        axum::Json(smartpkg_types::GatewayError::unsupported_method()).into_response()
+    } else {
+        axum::http::StatusCode::NOT_FOUND.into_response()
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -174,13 +210,31 @@ pub fn router(state: AppState) -> Router {
                 },
             ),
         )
-        .layer(axum::middleware::from_fn(request_id))
+        .fallback(unknown_method)
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::middleware::from_fn(sane_request_id))
+                .layer(tower_http::request_id::SetRequestIdLayer::new(
+                    REQUEST_ID,
+                    RandomRequestId,
+                ))
+                .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(tower_http::request_id::PropagateRequestIdLayer::new(
+                    REQUEST_ID,
+                ))
+                .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                    axum::http::StatusCode::REQUEST_TIMEOUT,
+                    std::time::Duration::from_millis(state.settings.request_timeout_ms),
+                )),
+        )
         .with_state(state)
 }
 
 /// A started server: where it listens and how to stop it.
 pub struct Running {
     pub addr: SocketAddr,
+    /// `http` or `https`.
+    pub scheme: &'static str,
     pub state: AppState,
     /// True when the admin token was generated by this start (the caller prints it once).
     pub admin_token_generated: bool,
@@ -232,6 +286,24 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         tracing::info!(released, "resumed jobs left leased by a previous run");
     }
     let blobs = LocalBlobs::open(settings.data_dir.join("blobs"))?;
+    let tls = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => Some(serve::tls_config(cert, key)?),
+        (None, None) => None,
+        _ => return Err(StartError::TlsHalf),
+    };
+    let descriptors = serve::raise_descriptor_limit();
+    let limits = serve::Limits {
+        max_connections: serve::effective_max_connections(settings.max_connections, descriptors),
+        header_read_timeout: std::time::Duration::from_millis(settings.header_read_timeout_ms),
+        idle_timeout: std::time::Duration::from_millis(settings.idle_timeout_ms),
+        shutdown_grace: std::time::Duration::from_millis(settings.shutdown_grace_ms),
+    };
+    tracing::debug!(
+        ?descriptors,
+        max_connections = limits.max_connections,
+        "connection limits"
+    );
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -240,10 +312,15 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         })?;
     let addr = listener.local_addr()?;
     let settings_allow_private = settings.allow_private_targets;
+    let state_settings_owner = (
+        settings.owner_attempts_per_app,
+        settings.owner_attempts_per_client,
+        settings.owner_lockout_s,
+    );
     let public_url: Arc<str> = settings
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"))
+        .unwrap_or_else(|| format!("{scheme}://{addr}"))
         .into();
     let state = AppState {
         store: Arc::new(store),
@@ -256,19 +333,19 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             .map_err(|e| StartError::Io(std::io::Error::other(e)))?,
         push_metrics: Arc::default(),
         public_url,
+        guards: Arc::new(owner::Guards::new(
+            state_settings_owner.0,
+            state_settings_owner.1,
+            std::time::Duration::from_secs(state_settings_owner.2),
+        )),
     };
-    let (shutdown, mut rx) = watch::channel(false);
+    let (shutdown, rx) = watch::channel(false);
     let app = router(state.clone());
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let server = tokio::spawn(serve::serve(listener, app, limits, tls, rx));
     let workers = tokio::spawn(workers::run(state.clone(), shutdown.subscribe()));
     Ok(Running {
         addr,
+        scheme,
         state,
         admin_token_generated,
         shutdown,

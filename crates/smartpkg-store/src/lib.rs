@@ -68,6 +68,9 @@ pub struct App {
     pub authenticity_certified: bool,
     /// The third party the mini program is authorized to, if any.
     pub tp_id: Option<i64>,
+    /// Whether the owner has a credential (its hash is never read out with the app).
+    #[serde(default)]
+    pub owner_credential_set: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -223,16 +226,33 @@ pub struct Draft {
     pub create_time: i64,
 }
 
+/// An authorization code issued when a mini program is authorized to a third party, with the
+/// AUTHORIZED event that hands it over.
+#[derive(Debug, Clone)]
+pub struct IssuedCode {
+    pub tp_id: i64,
+    pub app_id: i64,
+    pub code_hash: String,
+    pub expires_at_ms: i64,
+    /// The event's extra fields (the plain authorization code and its lifetime), as JSON.
+    pub payload: String,
+}
+
 /// An owner's approval on the authorization page.
 #[derive(Debug, Clone)]
 pub struct Approval {
+    pub pre_auth_hash: String,
+    pub code: IssuedCode,
+}
+
+/// An operator authorizes a mini program to a third party directly (admin API): the same
+/// events as the page flow, plus a token pair handed to the operator.
+#[derive(Debug, Clone)]
+pub struct OperatorGrant {
     pub tp_id: i64,
     pub app_id: i64,
-    pub pre_auth_hash: String,
-    pub code_hash: String,
-    pub code_expires_at_ms: i64,
-    /// The event's extra fields (the plain authorization code and its lifetime), as JSON.
-    pub payload: String,
+    pub pair: TokenPair,
+    pub code: IssuedCode,
 }
 
 /// Why an approval on the authorization page was refused.
@@ -332,9 +352,16 @@ pub trait Store: Send + Sync + 'static {
     async fn create_template(&self, t: NewTemplate, now_ms: i64) -> Result<Template>;
     async fn get_template(&self, template_id: i64) -> Result<Option<Template>>;
 
-    /// Authorizes the app to the TP (ending any other TP's authorization and its tokens) and
-    /// stores the new token hashes.
-    async fn authorize(&self, tp_id: i64, app_id: i64, pair: TokenPair, now_ms: i64) -> Result<()>;
+    /// Authorizes the app to the TP as [`Store::approve`] does (another TP's authorization
+    /// ends and it is told UNAUTHORIZED; AUTHORIZED goes to the new one with the code) and
+    /// stores the token pair as a family of its own. NotFound when the app does not exist.
+    async fn authorize(&self, g: OperatorGrant, now_ms: i64) -> Result<()>;
+    /// Replaces the owner's credential hash; false when the app does not exist.
+    async fn set_owner_password(&self, app_id: i64, hash: String) -> Result<bool>;
+    /// The owner's credential hash; None when the app is unknown or has none.
+    async fn owner_password_hash(&self, app_id: i64) -> Result<Option<String>>;
+    /// A random 32-byte key (hex) shared by every instance, created on first use.
+    async fn server_secret(&self, name: &'static str) -> Result<String>;
     /// The grant of an app access token, by its SHA-256; None when unknown or revoked.
     async fn resolve_app_token(&self, token_hash: String) -> Result<Option<Grant>>;
 
@@ -477,7 +504,8 @@ pub trait Store: Send + Sync + 'static {
         a: Approval,
         now_ms: i64,
     ) -> Result<std::result::Result<(), AuthRefusal>>;
-    /// Trades an authorization code for an app token pair; the app id on success.
+    /// Trades an authorization code for an app token pair; the app id on success. A code
+    /// presented again after its use revokes every token issued from it.
     async fn exchange_code(
         &self,
         tp_id: i64,
@@ -485,7 +513,8 @@ pub trait Store: Send + Sync + 'static {
         pair: TokenPair,
         now_ms: i64,
     ) -> Result<Option<i64>>;
-    /// Trades a refresh token (once) for a new pair; the app id on success.
+    /// Trades a refresh token (once) for a new pair of the same family; the app id on
+    /// success. A used refresh token presented again revokes its whole family.
     async fn refresh(
         &self,
         tp_id: i64,

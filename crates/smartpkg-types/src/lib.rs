@@ -172,6 +172,15 @@ impl GatewayError {
     pub const INVALID_PARAMETER: i64 = 100;
     pub const TOKEN_INVALID: i64 = 110;
     pub const TOKEN_EXPIRED: i64 = 111;
+    pub const UNSUPPORTED_METHOD: i64 = 3;
+
+    /// What the gateway answers for a path under `/rest/2.0/` it does not serve (spec §8).
+    pub fn unsupported_method() -> Self {
+        GatewayError {
+            error_code: Self::UNSUPPORTED_METHOD,
+            error_msg: "Unsupported openapi method".into(),
+        }
+    }
 
     pub fn token_invalid() -> Self {
         GatewayError {

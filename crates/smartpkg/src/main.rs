@@ -44,6 +44,12 @@ struct ServeArgs {
     /// A TOML file of settings (keys as in docs/configuration.md).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTPS (with --tls-key).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
     /// Seed a demo third party, mini program, template and token, and print curl lines.
     #[arg(long)]
     demo: bool,
@@ -73,13 +79,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = args.database_url {
         flags.push(("database_url".to_string(), v));
     }
+    if let Some(v) = args.tls_cert {
+        flags.push(("tls_cert".to_string(), v.display().to_string()));
+    }
+    if let Some(v) = args.tls_key {
+        flags.push(("tls_key".to_string(), v.display().to_string()));
+    }
     let settings = Settings::load(args.config.as_deref(), std::env::vars(), flags)
         .context("invalid settings")?;
     init_logging(&settings.log_format, &settings.log);
     let running = smartpkg_server::start(settings.clone())
         .await
         .context("cannot start the server")?;
-    let base = format!("http://{}", running.addr);
+    let base = format!("{}://{}", running.scheme, running.addr);
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening on {base}")?;
     if running.admin_token_generated {

@@ -41,6 +41,10 @@ pub fn routes(state: AppState) -> Router<AppState> {
             "/apps/{app_id}",
             get(tenants::get_app).patch(tenants::patch_app),
         )
+        .route(
+            "/apps/{app_id}/owner-password",
+            post(tenants::reset_owner_password),
+        )
         .route("/packages", get(packages::list))
         .route("/packages/{package_id}", get(packages::get_one))
         .route("/packages/{package_id}/audit", post(packages::audit))

@@ -8,10 +8,10 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use smartpkg_core::archive;
-use smartpkg_store::{App, AppPatch, NewTemplate, Tp, TpPatch};
+use smartpkg_store::{App, AppPatch, NewTemplate, OperatorGrant, Tp, TpPatch};
 
 use super::{AdminError, AdminResult, Body};
-use crate::{clock, secrets, AppState};
+use crate::{clock, owner, secrets, AppState};
 
 fn check_url(name: &str, url: &str) -> AdminResult<()> {
     if url.is_empty() || url.starts_with("http://") || url.starts_with("https://") {
@@ -174,10 +174,25 @@ pub struct NewAppBody {
     authenticity_certified: Option<bool>,
 }
 
+/// An app as the operator sees it right after creating it or resetting its owner
+/// credential: the one time the owner password is shown.
+#[derive(serde::Serialize)]
+pub struct AppWithOwnerPassword {
+    #[serde(flatten)]
+    app: App,
+    owner_password: String,
+}
+
+async fn owner_hash(pw: String) -> AdminResult<String> {
+    owner::hash_password(pw)
+        .await
+        .map_err(|e| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+}
+
 pub async fn create_app(
     State(state): State<AppState>,
     Body(b): Body<NewAppBody>,
-) -> AdminResult<(StatusCode, Json<App>)> {
+) -> AdminResult<(StatusCode, Json<AppWithOwnerPassword>)> {
     if b.name.trim().is_empty() {
         return Err(AdminError::bad_request("name is required"));
     }
@@ -191,11 +206,60 @@ pub async fn create_app(
         category_audited: b.category_audited.unwrap_or(true),
         authenticity_certified: b.authenticity_certified.unwrap_or(true),
         tp_id: None,
+        owner_credential_set: false,
+    };
+    let owner_password = owner::generate_password();
+    let hash = owner_hash(owner_password.clone()).await?;
+    let app = state.store.create_app(app).await?;
+    state.store.set_owner_password(app.app_id, hash).await?;
+    let app = App {
+        owner_credential_set: true,
+        ..app
     };
     Ok((
         StatusCode::CREATED,
-        Json(state.store.create_app(app).await?),
+        Json(AppWithOwnerPassword {
+            app,
+            owner_password,
+        }),
     ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerPasswordBody {
+    /// The operator's choice; absent = a random one is generated.
+    password: Option<String>,
+}
+
+/// `POST /apps/{app_id}/owner-password`: sets a new owner credential (the given one, or a
+/// generated one) and shows it this once. The old one stops working at once.
+pub async fn reset_owner_password(
+    State(state): State<AppState>,
+    Path(app_id): Path<i64>,
+    Body(b): Body<OwnerPasswordBody>,
+) -> AdminResult<Json<AppWithOwnerPassword>> {
+    let pw = match b.password {
+        Some(p) => {
+            owner::check_password_shape(&p).map_err(|e| AdminError::bad_request(e.to_string()))?;
+            p
+        }
+        None => owner::generate_password(),
+    };
+    let hash = owner_hash(pw.clone()).await?;
+    if !state.store.set_owner_password(app_id, hash).await? {
+        return Err(AdminError::not_found(format!("app {app_id}")));
+    }
+    state.guards.per_app.clear(&owner::Guards::app_key(app_id));
+    let app = state
+        .store
+        .get_app(app_id)
+        .await?
+        .ok_or_else(|| AdminError::not_found(format!("app {app_id}")))?;
+    Ok(Json(AppWithOwnerPassword {
+        app,
+        owner_password: pw,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -368,7 +432,17 @@ pub async fn authorize(
     let now = clock::now_ms();
     let ttl = state.settings.app_token_ttl_s;
     let (access, refresh, pair) = state.new_token_pair(now);
-    state.store.authorize(tp_id, b.app_id, pair, now).await?;
+    // The same events as the owner's page: UNAUTHORIZED to a third party that loses the app,
+    // AUTHORIZED (with a code of its own) to this one.
+    let code = secrets::random_alnum(40);
+    let grant = OperatorGrant {
+        tp_id,
+        app_id: b.app_id,
+        pair,
+        code: crate::baidu::issued_code(tp_id, b.app_id, &code, now),
+    };
+    state.store.authorize(grant, now).await?;
+    state.jobs_ready.notify_one();
     Ok((
         StatusCode::CREATED,
         Json(json!({"access_token": access, "refresh_token": refresh, "expires_in": ttl})),

@@ -2,21 +2,24 @@
 //! authorization page, the code-for-token exchange and refresh, app info, and codes for
 //! already-authorized apps.
 //!
-//! The owner identifies themselves on the page with the mini program's id and its `app_key`
-//! (given to the owner when the operator creates the mini program): whoever holds the key
-//! owns the program. See docs/authorization.md.
+//! The owner identifies themselves on the page with the mini program's id and the owner
+//! password (see [`crate::owner`]): a credential no API returns. The `app_key`, which third
+//! parties can read, authorizes nothing. See docs/authorization.md.
 
-use axum::extract::{Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::{Form, Json};
+use axum::{Extension, Form, Json};
 use reqwest::Url;
 use serde::Deserialize;
 use serde_json::json;
-use smartpkg_store::{Approval, AuthRefusal, Tp};
+use smartpkg_store::{Approval, AuthRefusal, IssuedCode, Tp};
 use smartpkg_types::Errno;
 
 use super::{respond, Answer, Params, Reply};
+use crate::owner::{self, Guards};
 use crate::{clock, secrets, AppState};
 
 pub const PRE_AUTH_CODE_TTL_S: i64 = 1200;
@@ -54,16 +57,30 @@ fn esc(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
+/// Headers of every authorization page: never framed (clickjacking), never cached, never
+/// leaking the pre-auth code through a Referer, never sniffed into another type.
+const PAGE_HEADERS: [(header::HeaderName, &str); 5] = [
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::REFERRER_POLICY, "no-referrer"),
+    (header::CACHE_CONTROL, "no-store"),
+];
+
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
-        "<!doctype html><html lang=\"zh\"><head><meta charset=\"utf-8\"><title>{t}</title>\
-         <style>body{{font-family:sans-serif;max-width:34em;margin:3em auto;color:#222}}\
-         label{{display:block;margin:.8em 0}}input{{width:100%;padding:.4em}}\
+        "<!doctype html><html lang=\"zh\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{t}</title>\
+         <style>body{{font-family:sans-serif;max-width:34em;margin:3em auto;padding:0 1em;color:#222}}\
+         label{{display:block;margin:.8em 0}}input{{width:100%;padding:.4em;box-sizing:border-box}}\
          .error{{color:#b00020}}button{{padding:.5em 2em}}</style></head>\
          <body><h1>{t}</h1>{body}</body></html>",
         t = esc(title)
     );
-    (status, Html(html)).into_response()
+    (status, PAGE_HEADERS, Html(html)).into_response()
 }
 
 fn refuse(why: &str) -> Response {
@@ -85,20 +102,15 @@ pub struct AuthQuery {
     #[serde(default)]
     app_id: String,
     #[serde(default)]
-    app_key: String,
+    owner_password: String,
+    #[serde(default)]
+    csrf: String,
 }
 
 /// The checks both showing and submitting the page make: a known TP, a live pre-auth code of
 /// it, and a redirect within its registered domain.
 async fn check(state: &AppState, q: &AuthQuery) -> Result<(Tp, Url), Response> {
-    let internal = |e: smartpkg_store::StoreError| {
-        tracing::error!(error = %e, "authorization page: storage failed");
-        page(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Error",
-            "<p>Please try again later.</p>",
-        )
-    };
+    let internal = unavailable;
     let tp = state
         .store
         .get_tp_by_client_id(q.client_id.trim().to_string())
@@ -116,7 +128,7 @@ async fn check(state: &AppState, q: &AuthQuery) -> Result<(Tp, Url), Response> {
         .await
         .map_err(internal)?;
     if !usable {
-        return Err(refuse("授权链接已过期或已使用，请向第三方平台重新获取。 This authorization link has expired or was already used; ask the third party for a new one."));
+        return Err(refuse(LINK_USED));
     }
     let url = Url::parse(q.redirect_uri.trim()).map_err(|_| {
         refuse("redirect_uri 不是有效的网址。 The redirect_uri is not a valid URL.")
@@ -137,7 +149,12 @@ async fn check(state: &AppState, q: &AuthQuery) -> Result<(Tp, Url), Response> {
     Ok((tp, url))
 }
 
-fn form(tp: &Tp, q: &AuthQuery, error: Option<&str>) -> String {
+const TITLE: &str = "授权小程序 / Authorize a mini program";
+const LINK_USED: &str = "授权链接已过期或已使用，请向第三方平台重新获取。 This authorization link has expired or was already used; ask the third party for a new one.";
+const WRONG: &str =
+    "小程序 ID 或所有者密码不正确。 The mini program id or owner password is wrong.";
+
+fn form(tp: &Tp, q: &AuthQuery, csrf: &str, error: Option<&str>) -> String {
     let err = error
         .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e)))
         .unwrap_or_default();
@@ -148,73 +165,123 @@ fn form(tp: &Tp, q: &AuthQuery, error: Option<&str>) -> String {
          <input type=\"hidden\" name=\"client_id\" value=\"{cid}\">\
          <input type=\"hidden\" name=\"pre_auth_code\" value=\"{code}\">\
          <input type=\"hidden\" name=\"redirect_uri\" value=\"{uri}\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
          <label>小程序 ID / Mini program id <input name=\"app_id\" inputmode=\"numeric\" required value=\"{app_id}\"></label>\
-         <label>小程序密钥 / App key <input name=\"app_key\" type=\"password\" required autocomplete=\"off\"></label>\
+         <label>所有者密码 / Owner password <input name=\"owner_password\" type=\"password\" required autocomplete=\"current-password\"></label>\
          <button type=\"submit\">授权 / Authorize</button></form>",
         name = esc(&tp.name),
         cid = esc(&q.client_id),
         code = esc(&q.pre_auth_code),
         uri = esc(&q.redirect_uri),
+        csrf = esc(csrf),
         app_id = esc(&q.app_id),
     )
 }
 
-pub async fn show(State(state): State<AppState>, Query(q): Query<AuthQuery>) -> Response {
-    match check(&state, &q).await {
-        Ok((tp, _)) => page(
-            StatusCode::OK,
-            "授权小程序 / Authorize a mini program",
-            &form(&tp, &q, None),
-        ),
-        Err(r) => r,
-    }
+fn unavailable(e: smartpkg_store::StoreError) -> Response {
+    tracing::error!(error = %e, "authorization page: storage failed");
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Error",
+        "<p>Please try again later.</p>",
+    )
 }
 
-pub async fn submit(State(state): State<AppState>, Form(q): Form<AuthQuery>) -> Response {
+async fn csrf_key(state: &AppState) -> Result<String, Response> {
+    state
+        .store
+        .server_secret("authorization_csrf")
+        .await
+        .map_err(unavailable)
+}
+
+pub async fn show(State(state): State<AppState>, Query(q): Query<AuthQuery>) -> Response {
+    let tp = match check(&state, &q).await {
+        Ok((tp, _)) => tp,
+        Err(r) => return r,
+    };
+    let key = match csrf_key(&state).await {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let csrf = owner::csrf_token(&key, q.pre_auth_code.trim());
+    page(StatusCode::OK, TITLE, &form(&tp, &q, &csrf, None))
+}
+
+fn throttled(left: std::time::Duration) -> Response {
+    let mins = left.as_secs().div_ceil(60).max(1);
+    page(
+        StatusCode::TOO_MANY_REQUESTS,
+        TITLE,
+        &format!(
+            "<p class=\"error\" role=\"alert\">尝试次数过多，请 {mins} 分钟后再试。 Too many wrong attempts; try again in {mins} minute(s).</p>"
+        ),
+    )
+}
+
+pub async fn submit(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Form(q): Form<AuthQuery>,
+) -> Response {
     let (tp, mut redirect) = match check(&state, &q).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let again = |msg: &str| {
-        page(
-            StatusCode::UNAUTHORIZED,
-            "授权小程序 / Authorize a mini program",
-            &form(&tp, &q, Some(msg)),
-        )
+    let key = match csrf_key(&state).await {
+        Ok(k) => k,
+        Err(r) => return r,
     };
-    let wrong = "小程序 ID 或密钥不正确。 The mini program id or key is wrong.";
-    let Ok(app_id) = q.app_id.trim().parse::<i64>() else {
-        return again(wrong);
-    };
-    let app = match state.store.get_app(app_id).await {
-        Ok(Some(a)) => a,
-        Ok(None) => return again(wrong),
-        Err(e) => {
-            tracing::error!(error = %e, "authorization page: storage failed");
-            return page(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Error",
-                "<p>Please try again later.</p>",
-            );
-        }
-    };
-    if !secrets::constant_time_eq(q.app_key.trim(), &app.app_key) {
-        return again(wrong);
+    let pre_auth_code = q.pre_auth_code.trim();
+    if !owner::csrf_valid(&key, pre_auth_code, q.csrf.trim()) {
+        return page(
+            StatusCode::FORBIDDEN,
+            "无法授权 / Cannot authorize",
+            "<p class=\"error\">表单已失效，请重新打开授权链接。 The form is stale or was not sent from this page; open the authorization link again.</p>",
+        );
     }
+    let csrf = owner::csrf_token(&key, pre_auth_code);
+    let again =
+        |status: StatusCode, msg: &str| page(status, TITLE, &form(&tp, &q, &csrf, Some(msg)));
+    let client_key = peer.map(|Extension(ConnectInfo(a))| Guards::client_key(a.ip()));
+    if let Some(left) = client_key
+        .as_deref()
+        .and_then(|k| state.guards.per_client.locked(k))
+    {
+        return throttled(left);
+    }
+    let Ok(app_id) = q.app_id.trim().parse::<i64>() else {
+        return again(StatusCode::UNAUTHORIZED, WRONG);
+    };
+    let app_key = Guards::app_key(app_id);
+    if let Some(left) = state.guards.per_app.locked(&app_key) {
+        return throttled(left);
+    }
+    let stored = match state.store.owner_password_hash(app_id).await {
+        Ok(h) => h,
+        Err(e) => return unavailable(e),
+    };
+    if !owner::verify_password(q.owner_password.clone(), stored).await {
+        state.guards.per_app.fail(&app_key);
+        if let Some(k) = &client_key {
+            state.guards.per_client.fail(k);
+        }
+        tracing::warn!(
+            app_id,
+            tp_id = tp.tp_id,
+            "authorization page: wrong owner credential"
+        );
+        return again(StatusCode::UNAUTHORIZED, WRONG);
+    }
+    state.guards.per_app.clear(&app_key);
     let code = secrets::random_alnum(40);
     let now = clock::now_ms();
-    let payload = json!({"authorizationCode": code, "authorizationCodeExpiresIn": AUTH_CODE_TTL_S})
-        .to_string();
     let approved = state
         .store
         .approve(
             Approval {
-                tp_id: tp.tp_id,
-                app_id,
-                pre_auth_hash: secrets::sha256_hex(q.pre_auth_code.trim()),
-                code_hash: secrets::sha256_hex(&code),
-                code_expires_at_ms: now + AUTH_CODE_TTL_S * 1000,
-                payload,
+                pre_auth_hash: secrets::sha256_hex(pre_auth_code),
+                code: issued_code(tp.tp_id, app_id, &code, now),
             },
             now,
         )
@@ -226,14 +293,29 @@ pub async fn submit(State(state): State<AppState>, Form(q): Form<AuthQuery>) -> 
                 .query_pairs_mut()
                 .append_pair("authorization_code", &code)
                 .append_pair("expires_in", &AUTH_CODE_TTL_S.to_string());
-            (StatusCode::FOUND, [(header::LOCATION, redirect.to_string())]).into_response()
+            (
+                StatusCode::FOUND,
+                PAGE_HEADERS,
+                [(header::LOCATION, redirect.to_string())],
+            )
+                .into_response()
         }
-        Ok(Err(AuthRefusal::AppUnknown)) => again(wrong),
-        Ok(Err(AuthRefusal::PreAuthCodeInvalid)) => refuse("授权链接已过期或已使用，请向第三方平台重新获取。 This authorization link has expired or was already used; ask the third party for a new one."),
-        Err(e) => {
-            tracing::error!(error = %e, "authorization page: storage failed");
-            page(StatusCode::INTERNAL_SERVER_ERROR, "Error", "<p>Please try again later.</p>")
-        }
+        Ok(Err(AuthRefusal::AppUnknown)) => again(StatusCode::UNAUTHORIZED, WRONG),
+        Ok(Err(AuthRefusal::PreAuthCodeInvalid)) => refuse(LINK_USED),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// A fresh authorization code of `app_id` for `tp_id`, as stored, with the fields of the
+/// AUTHORIZED event that hands it to the third party.
+pub fn issued_code(tp_id: i64, app_id: i64, code: &str, now_ms: i64) -> IssuedCode {
+    IssuedCode {
+        tp_id,
+        app_id,
+        code_hash: secrets::sha256_hex(code),
+        expires_at_ms: now_ms + AUTH_CODE_TTL_S * 1000,
+        payload: json!({"authorizationCode": code, "authorizationCodeExpiresIn": AUTH_CODE_TTL_S})
+            .to_string(),
     }
 }
 
@@ -294,17 +376,63 @@ async fn info_inner(state: AppState, p: Params) -> Answer {
         .get_app(grant.app_id)
         .await?
         .ok_or_else(|| Reply::err(Errno::APP_NOT_FOUND))?;
-    Ok(Reply::data(json!({
+    Ok(Reply::data(app_info_data(&app)))
+}
+
+/// `app/info`'s data, field for field and type for type as spec §4 item 7 gives it: Baidu's Go
+/// SDK decodes into fixed types and fails the whole call on one mismatch.
+pub fn app_info_data(app: &smartpkg_store::App) -> serde_json::Value {
+    // Our gates map onto Baidu's review states: a name or category not yet audited shows as
+    // auditing (app status 2, category audit_status 1, the name in audit_info).
+    let audited = app.name_audited && app.category_audited;
+    let mut info = json!({
         "app_id": app.app_id,
         "app_key": app.app_key,
         "app_name": app.name,
         "app_desc": "",
-        "photo_addr": [],
-        "qualification": {"name": "", "type": 0, "status": 0, "adapt_status": 0},
-        "name_reject_reason": "",
-        "status": if app.name_audited && app.category_audited { 1 } else { 0 },
-        "auth_info": [{"scope_name": "smartapp_tp_smtapp_common", "type": 1}],
-    })))
+        "photo_addr": "",
+        "min_swan_version": "",
+        "status": if audited { 1 } else { 2 },
+        "web_status": 0,
+        "qualification": {
+            "name": "",
+            "type": 2,
+            "satus": if app.authenticity_certified { 1 } else { 2 },
+            "ad_type": 0,
+            "ad_status": if app.authenticity_certified { 1 } else { 3 },
+        },
+        "category": [{
+            "category_id": 0,
+            "category_name": "",
+            "category_desc": "",
+            "audit_status": if app.category_audited { 2 } else { 1 },
+            "reason": "",
+            "parent": {"category_id": 0, "category_name": "", "category_desc": ""},
+        }],
+        "auth_info": [{"scope_name": "smartapp_tp_smtapp_common", "type": 0}],
+        "modify_count": {
+            "name_modify_used": 0, "name_modify_quota": 0,
+            "image_modify_used": 0, "image_modify_quota": 0,
+            "signature_modify_used": 0, "signature_modify_quota": 0,
+            "category_modify_used": 0, "category_modify_quota": 0,
+        },
+        "annual_review_info": {"annual_review_status": 1, "annual_review_overdue_time": 0},
+        "app_offline_info": [],
+    });
+    if !app.name_audited {
+        info["audit_info"] = json!({
+            "audit_app_name": app.name,
+            "audit_app_name_status": 1,
+            "audit_app_name_reason": "",
+            "audit_app_desc": "",
+            "audit_app_desc_status": 0,
+            "audit_app_desc_reason": "",
+            "audit_photo_addr": "",
+            "audit_photo_addr_status": 0,
+            "audit_photo_addr_reason": "",
+        });
+    }
+    info
 }
 
 pub async fn app_info(State(state): State<AppState>, p: Params) -> Response {

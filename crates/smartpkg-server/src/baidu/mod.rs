@@ -5,6 +5,7 @@
 //! [`Params`] merges them, the body winning over the query for a name given twice.
 
 mod auth;
+pub use auth::issued_code;
 mod package;
 pub mod qrcode;
 mod tp;

@@ -1,5 +1,6 @@
 mod admin;
 mod errno;
+mod hardening;
 mod helpers;
 mod isolation;
 mod lifecycle;

@@ -11,9 +11,9 @@ use smartpkg_testkit::{Answer, Keys, Receiver};
 use crate::helpers::{Style, TestApp};
 use crate::tp::{tp_app, tp_token, KEY};
 
-const REDIRECT: &str = "https://tp.example.com/smartapp/callback?state=xyz";
+pub(crate) const REDIRECT: &str = "https://tp.example.com/smartapp/callback?state=xyz";
 
-async fn go_sdk(app: &TestApp, path: &str, token: &str, form: &[(&str, &str)]) -> Value {
+pub(crate) async fn go_sdk(app: &TestApp, path: &str, token: &str, form: &[(&str, &str)]) -> Value {
     app.client
         .post(format!("{}{path}", app.base))
         .query(&[
@@ -37,7 +37,7 @@ fn browser() -> reqwest::Client {
         .expect("client")
 }
 
-async fn page(app: &TestApp, query: &[(&str, &str)]) -> (StatusCode, String) {
+pub(crate) async fn page(app: &TestApp, query: &[(&str, &str)]) -> (StatusCode, String) {
     let r = browser()
         .get(format!("{}/mappconsole/tp/authorization", app.base))
         .query(query)
@@ -47,12 +47,48 @@ async fn page(app: &TestApp, query: &[(&str, &str)]) -> (StatusCode, String) {
     (r.status(), r.text().await.expect("html"))
 }
 
-async fn approve(
+/// The CSRF token the page's form carries.
+pub(crate) fn csrf_of(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .unwrap_or_else(|| panic!("no csrf field in {html}"));
+    let rest = &html[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').expect("end of value")].to_string()
+}
+
+/// Submits the page's form as a browser would: opens the page, then posts the form with the
+/// token it carried.
+pub(crate) async fn approve(
     app: &TestApp,
     client_id: &str,
     pre: &str,
     app_id: i64,
-    key: &str,
+    password: &str,
+) -> reqwest::Response {
+    let (st, html) = page(
+        app,
+        &[
+            ("client_id", client_id),
+            ("pre_auth_code", pre),
+            ("redirect_uri", REDIRECT),
+        ],
+    )
+    .await;
+    let csrf = if st == StatusCode::OK {
+        csrf_of(&html)
+    } else {
+        String::new()
+    };
+    submit_form(app, client_id, pre, app_id, password, &csrf).await
+}
+
+pub(crate) async fn submit_form(
+    app: &TestApp,
+    client_id: &str,
+    pre: &str,
+    app_id: i64,
+    password: &str,
+    csrf: &str,
 ) -> reqwest::Response {
     browser()
         .post(format!("{}/mappconsole/tp/authorization", app.base))
@@ -61,14 +97,15 @@ async fn approve(
             ("pre_auth_code", pre),
             ("redirect_uri", REDIRECT),
             ("app_id", &app_id.to_string()),
-            ("app_key", key),
+            ("owner_password", password),
+            ("csrf", csrf),
         ])
         .send()
         .await
         .expect("submit")
 }
 
-async fn pre_auth_code(app: &TestApp, tp_token: &str) -> String {
+pub(crate) async fn pre_auth_code(app: &TestApp, tp_token: &str) -> String {
     let v = go_sdk(
         app,
         "/rest/2.0/smartapp/tp/createpreauthcode",
@@ -83,7 +120,7 @@ async fn pre_auth_code(app: &TestApp, tp_token: &str) -> String {
         .to_string()
 }
 
-fn code_from(location: &str) -> String {
+pub(crate) fn code_from(location: &str) -> String {
     let url = reqwest::Url::parse(location).expect("location");
     assert!(location.starts_with(REDIRECT), "{location}");
     let pairs: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
@@ -130,7 +167,10 @@ async fn onboarding_from_ticket_to_refreshed_app_tokens_then_revocation() {
         .admin_post("/apps", json!({"name": "merchant shop"}))
         .await;
     let app_id = owner_app["app_id"].as_i64().expect("app_id");
-    let app_key = owner_app["app_key"].as_str().expect("app_key").to_string();
+    let owner_pw = owner_app["owner_password"]
+        .as_str()
+        .expect("owner_password shown once")
+        .to_string();
 
     let pre = pre_auth_code(&app, &token).await;
     let (st, html) = page(
@@ -144,15 +184,22 @@ async fn onboarding_from_ticket_to_refreshed_app_tokens_then_revocation() {
     .await;
     assert_eq!(st, StatusCode::OK);
     assert!(
-        html.contains("tp one") && html.contains("<form") && html.contains("name=\"app_key\""),
+        html.contains("tp one")
+            && html.contains("<form")
+            && html.contains("name=\"owner_password\"")
+            && !html.contains("app_key"),
         "{html}"
     );
 
-    // A wrong key re-shows the form and does not use the code up.
-    let r = approve(&app, &client_id, &pre, app_id, "not-the-key").await;
+    // A wrong password re-shows the form and does not use the code up.
+    let r = approve(&app, &client_id, &pre, app_id, "not-the-password").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    assert!(r.text().await.expect("html").contains("key is wrong"));
-    let r = approve(&app, &client_id, &pre, app_id, &app_key).await;
+    assert!(r
+        .text()
+        .await
+        .expect("html")
+        .contains("owner password is wrong"));
+    let r = approve(&app, &client_id, &pre, app_id, &owner_pw).await;
     assert_eq!(r.status(), StatusCode::FOUND);
     let code = code_from(
         r.headers()[reqwest::header::LOCATION]
@@ -217,13 +264,7 @@ async fn onboarding_from_ticket_to_refreshed_app_tokens_then_revocation() {
         Some(3),
         "not wrapped in an envelope: {pair}"
     );
-    let again = oauth(vec![
-        ("code", code.clone()),
-        ("grant_type", "app_to_tp_authorization_code".into()),
-    ])
-    .await;
-    assert_eq!(again["error"], "invalid_grant", "{again}");
-    assert!(again["error_description"].is_string());
+    // (A replayed code is refused and kills its tokens: hardening.rs pins that.)
     assert_eq!(
         oauth(vec![("grant_type", "password".into())]).await["error"],
         "unsupported_grant_type"
@@ -260,9 +301,10 @@ async fn onboarding_from_ticket_to_refreshed_app_tokens_then_revocation() {
     ])
     .await;
     assert_eq!(reused["error"], "invalid_grant", "{reused}");
+    // A replayed refresh token means it leaked: every token of its authorization dies.
     assert_eq!(
-        app.call_as(Style::QueryAndForm, &access2, "get", &[]).await["errno"],
-        0
+        app.call_as(Style::QueryAndForm, &access2, "get", &[]).await["error_code"],
+        110
     );
 
     // A code for an app already authorized, without the owner.
@@ -284,6 +326,16 @@ async fn onboarding_from_ticket_to_refreshed_app_tokens_then_revocation() {
     ])
     .await;
     assert!(pair2["access_token"].is_string(), "{pair2}");
+    assert_eq!(
+        app.call_as(
+            Style::QueryAndForm,
+            pair2["access_token"].as_str().unwrap_or(""),
+            "get",
+            &[]
+        )
+        .await["errno"],
+        0
+    );
 
     // Revocation: every token of the app dies and the TP is told.
     let (st, _) = app
@@ -295,8 +347,9 @@ async fn onboarding_from_ticket_to_refreshed_app_tokens_then_revocation() {
         .await;
     assert_eq!(st, StatusCode::NO_CONTENT);
     let dead = json!({"error_code": 110, "error_msg": "Access token invalid or no longer valid"});
+    let access3 = pair2["access_token"].as_str().expect("access").to_string();
     assert_eq!(
-        app.call_as(Style::QueryAndForm, &access2, "get", &[]).await,
+        app.call_as(Style::QueryAndForm, &access3, "get", &[]).await,
         dead
     );
     let got = events.wait_for(2, Duration::from_secs(10)).await;
@@ -315,7 +368,7 @@ async fn onboarding_from_ticket_to_refreshed_app_tokens_then_revocation() {
     let refreshed_after = oauth(vec![
         (
             "refresh_token",
-            renewed["refresh_token"].as_str().unwrap_or("").into(),
+            pair2["refresh_token"].as_str().unwrap_or("").into(),
         ),
         ("grant_type", "app_to_tp_refresh_token".into()),
     ])
@@ -326,7 +379,7 @@ async fn onboarding_from_ticket_to_refreshed_app_tokens_then_revocation() {
     for expected in ["AUTHORIZED", "UPDATE_AUTHORIZED"] {
         let pre = pre_auth_code(&app, &token).await;
         assert_eq!(
-            approve(&app, &client_id, &pre, app_id, &app_key)
+            approve(&app, &client_id, &pre, app_id, &owner_pw)
                 .await
                 .status(),
             StatusCode::FOUND

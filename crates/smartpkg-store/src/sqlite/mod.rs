@@ -17,9 +17,9 @@ use smartpkg_core::lifecycle::{
 
 use crate::{
     App, AppPatch, Approval, AttemptOutcome, AttemptRecord, AuthRefusal, Decision, DecisionContext,
-    Delivery, DeliveryState, Draft, EventRecord, Grant, Job, LibraryRefusal, NewPackage,
-    NewTemplate, PackageFilter, PackageRecord, Result, Store, StoreError, Template, TokenPair, Tp,
-    TpPatch,
+    Delivery, DeliveryState, Draft, EventRecord, Grant, IssuedCode, Job, LibraryRefusal,
+    NewPackage, NewTemplate, OperatorGrant, PackageFilter, PackageRecord, Result, Store,
+    StoreError, Template, TokenPair, Tp, TpPatch,
 };
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("0002_pushes.sql")),
     (3, include_str!("0003_tp_auth_and_library.sql")),
     (4, include_str!("0004_authorization.sql")),
+    (5, include_str!("0005_owner_and_token_families.sql")),
 ];
 const MAX_IDLE_READERS: usize = 16;
 
@@ -199,7 +200,7 @@ fn tp_row(r: &Row<'_>) -> rusqlite::Result<Tp> {
 }
 
 const APP_COLS: &str =
-    "app_id, app_key, name, name_audited, category_audited, authenticity_certified, tp_id";
+    "app_id, app_key, name, name_audited, category_audited, authenticity_certified, tp_id, owner_password_hash IS NOT NULL";
 
 fn app_row(r: &Row<'_>) -> rusqlite::Result<App> {
     Ok(App {
@@ -210,6 +211,7 @@ fn app_row(r: &Row<'_>) -> rusqlite::Result<App> {
         category_audited: r.get(4)?,
         authenticity_certified: r.get(5)?,
         tp_id: r.get(6)?,
+        owner_credential_set: r.get(7)?,
     })
 }
 
@@ -576,15 +578,17 @@ fn auth_event(
     queue_event(tx, e, now_ms)
 }
 
+/// Stores a token pair as a member of `family` (the authorization it descends from).
 fn insert_token_pair(
     tx: &Transaction<'_>,
     tp_id: i64,
     app_id: i64,
     pair: &TokenPair,
+    family: &str,
     now_ms: i64,
 ) -> Result<()> {
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO access_tokens (token_hash, kind, tp_id, app_id, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO access_tokens (token_hash, kind, tp_id, app_id, expires_at, created_at, family) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     stmt.execute(params![
         pair.access_hash,
@@ -592,7 +596,8 @@ fn insert_token_pair(
         tp_id,
         app_id,
         pair.access_expires_at_ms,
-        now_ms
+        now_ms,
+        family
     ])?;
     stmt.execute(params![
         pair.refresh_hash,
@@ -600,9 +605,19 @@ fn insert_token_pair(
         tp_id,
         app_id,
         pair.refresh_expires_at_ms,
-        now_ms
+        now_ms,
+        family
     ])?;
     Ok(())
+}
+
+/// A credential was presented a second time: every token issued from its authorization dies
+/// (RFC 6749 §4.1.2, §10.4). Used refresh tokens stay, so a later replay is recognised too.
+fn revoke_family(tx: &Transaction<'_>, family: &str) -> Result<usize> {
+    Ok(tx.execute(
+        "DELETE FROM access_tokens WHERE family = ?1 AND used_at IS NULL",
+        [family],
+    )?)
 }
 
 /// Issues an app token pair when the credential just used named an app that is still
@@ -612,6 +627,7 @@ fn pair_if_authorized(
     tp_id: i64,
     app_id: Option<i64>,
     pair: &TokenPair,
+    family: &str,
     now_ms: i64,
 ) -> Result<Option<i64>> {
     let Some(app_id) = app_id else {
@@ -625,8 +641,60 @@ fn pair_if_authorized(
     if still != 1 {
         return Ok(None);
     }
-    insert_token_pair(tx, tp_id, app_id, pair, now_ms)?;
+    insert_token_pair(tx, tp_id, app_id, pair, family, now_ms)?;
     Ok(Some(app_id))
+}
+
+/// The app's tokens and unused codes of `tp_id` die, and the TP is told UNAUTHORIZED.
+fn end_authorization(tx: &Transaction<'_>, tp_id: i64, app_id: i64, now_ms: i64) -> Result<()> {
+    tx.execute(
+        "DELETE FROM access_tokens WHERE app_id = ?1 AND tp_id = ?2",
+        params![app_id, tp_id],
+    )?;
+    // A code handed out before the revocation must not bring the authorization back.
+    tx.execute(
+        "UPDATE codes SET used_at = ?1 WHERE app_id = ?2 AND tp_id = ?3 AND used_at IS NULL",
+        params![now_ms, app_id, tp_id],
+    )?;
+    auth_event(tx, tp_id, app_id, "UNAUTHORIZED", None, now_ms)
+}
+
+/// Authorizes the app to `code.tp_id`: another TP's authorization ends (it is told
+/// UNAUTHORIZED), the authorization code is stored, and AUTHORIZED (UPDATE_AUTHORIZED when the
+/// app was already this TP's) is queued with the code. False when the app does not exist.
+fn switch_authorization(
+    tx: &Transaction<'_>,
+    tp_id: i64,
+    app_id: i64,
+    code: &IssuedCode,
+    now_ms: i64,
+) -> Result<bool> {
+    let prior: Option<Option<i64>> = tx
+        .query_row("SELECT tp_id FROM apps WHERE app_id = ?1", [app_id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let Some(prior) = prior else {
+        return Ok(false);
+    };
+    if let Some(other) = prior.filter(|p| *p != tp_id) {
+        end_authorization(tx, other, app_id, now_ms)?;
+    }
+    tx.execute(
+        "UPDATE apps SET tp_id = ?1 WHERE app_id = ?2",
+        params![tp_id, app_id],
+    )?;
+    tx.execute(
+        "INSERT INTO codes (code_hash, kind, tp_id, app_id, expires_at, created_at) VALUES (?1, 'auth', ?2, ?3, ?4, ?5)",
+        params![code.code_hash, tp_id, app_id, code.expires_at_ms, now_ms],
+    )?;
+    let event = if prior == Some(tp_id) {
+        "UPDATE_AUTHORIZED"
+    } else {
+        "AUTHORIZED"
+    };
+    auth_event(tx, tp_id, app_id, event, Some(&code.payload), now_ms)?;
+    Ok(true)
 }
 
 /// The audit-result event of a decision, in the deciding transaction.
@@ -829,21 +897,48 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn authorize(&self, tp_id: i64, app_id: i64, pair: TokenPair, now_ms: i64) -> Result<()> {
+    async fn authorize(&self, g: OperatorGrant, now_ms: i64) -> Result<()> {
         self.write(move |tx| {
-            let n = tx.execute(
-                "UPDATE apps SET tp_id = ?1 WHERE app_id = ?2",
-                params![tp_id, app_id],
-            )?;
-            if n == 0 {
-                return Err(StoreError::NotFound(format!("app {app_id}")));
+            if !switch_authorization(tx, g.tp_id, g.app_id, &g.code, now_ms)? {
+                return Err(StoreError::NotFound(format!("app {}", g.app_id)));
             }
-            // A mini program is authorized to one third party at a time.
+            insert_token_pair(tx, g.tp_id, g.app_id, &g.pair, &g.pair.access_hash, now_ms)
+        })
+        .await
+    }
+
+    async fn set_owner_password(&self, app_id: i64, hash: String) -> Result<bool> {
+        self.write(move |tx| {
+            Ok(tx.execute(
+                "UPDATE apps SET owner_password_hash = ?1 WHERE app_id = ?2",
+                params![hash, app_id],
+            )? == 1)
+        })
+        .await
+    }
+
+    async fn owner_password_hash(&self, app_id: i64) -> Result<Option<String>> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT owner_password_hash FROM apps WHERE app_id = ?1",
+                [app_id],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
+        })
+        .await
+    }
+
+    async fn server_secret(&self, name: &'static str) -> Result<String> {
+        self.write(move |tx| {
+            // The first caller's random value wins; every later one reads it.
+            let fresh = hex::encode(rand::random::<[u8; 32]>());
             tx.execute(
-                "DELETE FROM access_tokens WHERE app_id = ?1 AND tp_id <> ?2",
-                params![app_id, tp_id],
+                "INSERT INTO server_secrets (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                params![name, fresh],
             )?;
-            insert_token_pair(tx, tp_id, app_id, &pair, now_ms)
+            Ok(tx.query_row("SELECT value FROM server_secrets WHERE name = ?1", [name], |r| r.get(0))?)
         })
         .await
     }
@@ -1339,40 +1434,18 @@ impl Store for SqliteStore {
         a: Approval,
         now_ms: i64,
     ) -> Result<std::result::Result<(), AuthRefusal>> {
-        let Approval {
-            tp_id,
-            app_id,
-            pre_auth_hash,
-            code_hash,
-            code_expires_at_ms,
-            payload,
-        } = a;
         self.write(move |tx| {
             // The conditional update is what makes a pre-auth code single-use.
             let used = tx.execute(
                 "UPDATE codes SET used_at = ?1 WHERE code_hash = ?2 AND kind = 'pre_auth' AND tp_id = ?3 AND used_at IS NULL AND expires_at > ?1",
-                params![now_ms, pre_auth_hash, tp_id],
+                params![now_ms, a.pre_auth_hash, a.code.tp_id],
             )?;
             if used != 1 {
                 return Ok(Err(AuthRefusal::PreAuthCodeInvalid));
             }
-            let prior: Option<Option<i64>> = tx
-                .query_row("SELECT tp_id FROM apps WHERE app_id = ?1", [app_id], |r| r.get(0))
-                .optional()?;
-            let Some(prior) = prior else {
+            if !switch_authorization(tx, a.code.tp_id, a.code.app_id, &a.code, now_ms)? {
                 return Ok(Err(AuthRefusal::AppUnknown));
-            };
-            if let Some(other) = prior.filter(|p| *p != tp_id) {
-                tx.execute("DELETE FROM access_tokens WHERE app_id = ?1 AND tp_id = ?2", params![app_id, other])?;
-                auth_event(tx, other, app_id, "UNAUTHORIZED", None, now_ms)?;
             }
-            tx.execute("UPDATE apps SET tp_id = ?1 WHERE app_id = ?2", params![tp_id, app_id])?;
-            tx.execute(
-                "INSERT INTO codes (code_hash, kind, tp_id, app_id, expires_at, created_at) VALUES (?1, 'auth', ?2, ?3, ?4, ?5)",
-                params![code_hash, tp_id, app_id, code_expires_at_ms, now_ms],
-            )?;
-            let event = if prior == Some(tp_id) { "UPDATE_AUTHORIZED" } else { "AUTHORIZED" };
-            auth_event(tx, tp_id, app_id, event, Some(&payload), now_ms)?;
             Ok(Ok(()))
         })
         .await
@@ -1393,7 +1466,22 @@ impl Store for SqliteStore {
                     |r| r.get(0),
                 )
                 .optional()?;
-            pair_if_authorized(tx, tp_id, app_id.flatten(), &pair, now_ms)
+            match app_id {
+                // The code's hash names the family of every token it yields.
+                Some(app_id) => pair_if_authorized(tx, tp_id, app_id, &pair, &code_hash, now_ms),
+                None => {
+                    let replayed: i64 = tx.query_row(
+                        "SELECT COUNT(*) FROM codes WHERE code_hash = ?1 AND kind = 'auth' AND tp_id = ?2 AND used_at IS NOT NULL",
+                        params![code_hash, tp_id],
+                        |r| r.get(0),
+                    )?;
+                    if replayed == 1 {
+                        let n = revoke_family(tx, &code_hash)?;
+                        tracing::warn!(tp_id, revoked = n, "authorization code replayed: revoked the tokens issued from it");
+                    }
+                    Ok(None)
+                }
+            }
         })
         .await
     }
@@ -1406,15 +1494,34 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> Result<Option<i64>> {
         self.write(move |tx| {
-            // Deleting it is what makes a refresh token single-use.
-            let app_id: Option<Option<i64>> = tx
+            // Marking it used is what makes a refresh token single-use.
+            let found: Option<(Option<i64>, Option<String>)> = tx
                 .query_row(
-                    "DELETE FROM access_tokens WHERE token_hash = ?1 AND kind = 'refresh' AND tp_id = ?2 AND expires_at > ?3 RETURNING app_id",
+                    "UPDATE access_tokens SET used_at = ?3 WHERE token_hash = ?1 AND kind = 'refresh' AND tp_id = ?2 AND used_at IS NULL AND expires_at > ?3 RETURNING app_id, family",
                     params![refresh_hash, tp_id, now_ms],
-                    |r| r.get(0),
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?;
-            pair_if_authorized(tx, tp_id, app_id.flatten(), &pair, now_ms)
+            match found {
+                Some((app_id, family)) => {
+                    let family = family.unwrap_or_else(|| refresh_hash.clone());
+                    pair_if_authorized(tx, tp_id, app_id, &pair, &family, now_ms)
+                }
+                None => {
+                    let replayed: Option<Option<String>> = tx
+                        .query_row(
+                            "SELECT family FROM access_tokens WHERE token_hash = ?1 AND kind = 'refresh' AND tp_id = ?2 AND used_at IS NOT NULL",
+                            params![refresh_hash, tp_id],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    if let Some(Some(family)) = replayed {
+                        let n = revoke_family(tx, &family)?;
+                        tracing::warn!(tp_id, revoked = n, "refresh token replayed: revoked the tokens issued from its authorization");
+                    }
+                    Ok(None)
+                }
+            }
         })
         .await
     }
@@ -1428,8 +1535,7 @@ impl Store for SqliteStore {
             if n == 0 {
                 return Ok(false);
             }
-            tx.execute("DELETE FROM access_tokens WHERE app_id = ?1", [app_id])?;
-            auth_event(tx, tp_id, app_id, "UNAUTHORIZED", None, now_ms)?;
+            end_authorization(tx, tp_id, app_id, now_ms)?;
             Ok(true)
         })
         .await

@@ -40,6 +40,7 @@ async fn seeded() -> (tempfile::TempDir, SqliteStore, i64) {
             category_audited: true,
             authenticity_certified: true,
             tp_id: Some(tp.tp_id),
+            owner_credential_set: false,
         })
         .await
         .expect("app");
