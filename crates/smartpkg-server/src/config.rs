@@ -410,4 +410,24 @@ mod tests {
         let e = Settings::load(None, env, []).expect_err("invalid");
         assert!(e.to_string().contains("build_delay_ms"), "{e}");
     }
+
+    #[test]
+    fn a_configured_admin_token_is_trimmed_and_a_blank_one_refuses_to_start() {
+        let env = [(
+            "SMARTPKG_ADMIN_TOKEN".to_string(),
+            "  0123456789abcdefXYZ\n".to_string(),
+        )];
+        let s = Settings::load(None, env, []).expect("loads");
+        assert_eq!(s.admin_token.as_deref(), Some("0123456789abcdefXYZ"));
+        for blank in ["", "   ", "\n\t"] {
+            let env = [("SMARTPKG_ADMIN_TOKEN".to_string(), blank.to_string())];
+            let e = Settings::load(None, env, []).expect_err("blank");
+            assert!(e.to_string().contains("empty"), "{e}");
+        }
+        let env = [(
+            "SMARTPKG_ADMIN_TOKEN".to_string(),
+            "0123456789\u{1b}[31mabcdef".to_string(),
+        )];
+        assert!(Settings::load(None, env, []).is_err());
+    }
 }

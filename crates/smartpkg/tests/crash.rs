@@ -209,3 +209,35 @@ async fn sigkill_with_pushes_pending_then_restart_delivers_each_event_once() {
     assert_eq!(delivered["deliveries"].as_array().map(Vec::len), Some(3));
     server.stop();
 }
+
+#[tokio::test]
+async fn sigterm_with_a_half_sent_request_open_exits_after_the_grace_period() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = common::start_demo(
+        dir.path(),
+        &[
+            ("SMARTPKG_HEADER_READ_TIMEOUT_MS", "600000"),
+            ("SMARTPKG_IDLE_TIMEOUT_MS", "600000"),
+            ("SMARTPKG_SHUTDOWN_GRACE_MS", "500"),
+        ],
+    );
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    tokio::io::AsyncWriteExt::write_all(&mut slow, b"POST /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let start = std::time::Instant::now();
+    let stopped = tokio::task::spawn_blocking(move || server.stop());
+    tokio::time::timeout(std::time::Duration::from_secs(15), stopped)
+        .await
+        .expect("the process exits despite the half-sent request")
+        .expect("join");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}",
+        start.elapsed()
+    );
+}

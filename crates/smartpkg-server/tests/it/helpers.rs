@@ -63,9 +63,14 @@ pub async fn spawn_with(tune: impl FnOnce(&mut Settings)) -> TestApp {
     tune(&mut s);
     let running = smartpkg_server::start(s).await.expect("server starts");
     let mut app = TestApp {
-        base: format!("http://{}", running.addr),
+        base: format!("{}://{}", running.scheme, running.addr),
         admin: running.state.admin_token.to_string(),
-        client: Client::new(),
+        // The harness's own calls to a TLS server (made with a test certificate) skip the
+        // check; the TLS test verifies the certificate with a client of its own.
+        client: Client::builder()
+            .danger_accept_invalid_certs(running.scheme == "https")
+            .build()
+            .expect("client"),
         dir,
         tp_id: 0,
         app_id: 0,

@@ -1,4 +1,5 @@
 mod admin;
+mod connections;
 mod errno;
 mod hardening;
 mod helpers;

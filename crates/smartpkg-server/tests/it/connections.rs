@@ -1,0 +1,281 @@
+//! Slow and hostile connections, TLS, and the last wire differences (app/info's shape, unknown
+//! methods), each as a client would meet them.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{settings, spawn_with, Style};
+
+/// Reads until the server closes the connection (or `limit` passes); what it sent.
+async fn read_until_closed(s: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    let mut all = vec![];
+    let mut buf = [0u8; 4096];
+    let end = Instant::now() + limit;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(all),
+            Ok(Ok(n)) => all.extend_from_slice(&buf[..n]),
+            Err(_) => return None,
+        }
+    }
+}
+
+async fn healthz(base: &str, within: Duration) -> bool {
+    let c = reqwest::Client::builder()
+        .timeout(within)
+        .build()
+        .expect("client");
+    matches!(c.get(format!("{base}/healthz")).send().await, Ok(r) if r.status() == 200)
+}
+
+#[tokio::test]
+async fn half_sent_request_heads_are_closed_after_the_header_timeout() {
+    let app = spawn_with(|s| s.header_read_timeout_ms = 300).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut slow = vec![];
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(&addr).await.expect("connect");
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .expect("write");
+        slow.push(s);
+    }
+    for s in &mut slow {
+        assert!(
+            read_until_closed(s, Duration::from_secs(5)).await.is_some(),
+            "a half-sent head must not hold its connection"
+        );
+    }
+    assert!(healthz(&app.base, Duration::from_secs(2)).await);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_answered_408_and_released() {
+    let app = spawn_with(|s| s.request_timeout_ms = 400).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut s = TcpStream::connect(&addr).await.expect("connect");
+    let head = format!(
+        "POST /rest/2.0/smartapp/package/get?access_token={} HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\npackage_id=",
+        app.token
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    let answer = read_until_closed(&mut s, Duration::from_secs(5))
+        .await
+        .expect("closed in time");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_house_of_idle_connections_drains_and_the_server_answers_again() {
+    let app = spawn_with(|s| {
+        s.max_connections = 8;
+        s.header_read_timeout_ms = 500;
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut idle = vec![];
+    for _ in 0..8 {
+        idle.push(TcpStream::connect(&addr).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Every slot is held: a new client waits in the backlog instead of costing a descriptor.
+    assert!(!healthz(&app.base, Duration::from_millis(200)).await);
+    // The idle ones are shed after the header timeout; then the server answers.
+    assert!(healthz(&app.base, Duration::from_secs(5)).await);
+    drop(idle);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_cuts_connections_that_outlive_the_grace_period() {
+    let app = spawn_with(|s| {
+        s.header_read_timeout_ms = 60_000;
+        s.idle_timeout_ms = 60_000;
+        s.shutdown_grace_ms = 300;
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut s = TcpStream::connect(&addr).await.expect("connect");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let start = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), app.stop())
+        .await
+        .expect("stop returns despite the half-sent request");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(read_until_closed(&mut s, Duration::from_secs(2))
+        .await
+        .is_some());
+}
+
+#[tokio::test]
+async fn https_serves_the_same_api_with_a_given_certificate() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).expect("write key");
+    let app = spawn_with(|s| {
+        s.tls_cert = Some(cert_path.clone());
+        s.tls_key = Some(key_path.clone());
+    })
+    .await;
+    assert!(app.base.starts_with("https://"), "{}", app.base);
+    let addr: std::net::SocketAddr = app
+        .base
+        .trim_start_matches("https://")
+        .parse()
+        .expect("addr");
+    let client = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).expect("root"),
+        )
+        .resolve("localhost", addr)
+        .build()
+        .expect("client");
+    let v: serde_json::Value = client
+        .get(format!(
+            "https://localhost:{}/rest/2.0/smartapp/package/get",
+            addr.port()
+        ))
+        .query(&[("access_token", app.token.as_str())])
+        .send()
+        .await
+        .expect("https request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v, json!({"errno": 0, "msg": "success", "data": []}));
+    // Plain HTTP on the TLS port gets nothing usable.
+    let plain = reqwest::Client::new()
+        .get(format!("http://{addr}/healthz"))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await;
+    assert!(plain.map(|r| r.status() != 200).unwrap_or(true));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn tls_needs_both_a_certificate_and_a_key_and_says_which_file_is_bad() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = settings(dir.path());
+    s.tls_cert = Some(dir.path().join("missing.pem"));
+    let e = smartpkg_server::start(s.clone())
+        .await
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("tls_key"), "{e}");
+    s.tls_key = Some(dir.path().join("missing-key.pem"));
+    let e = smartpkg_server::start(s).await.err().expect("refused");
+    assert!(e.to_string().contains("missing.pem"), "{e}");
+}
+
+#[tokio::test]
+async fn app_info_has_exactly_the_shape_baidus_sdks_decode() {
+    let app = spawn_with(|_| {}).await;
+    let v = app
+        .client
+        .get(format!("{}/rest/2.0/smartapp/app/info", app.base))
+        .query(&[("access_token", app.token.as_str())])
+        .send()
+        .await
+        .expect("info")
+        .json::<serde_json::Value>()
+        .await
+        .expect("json");
+    let key = v["data"]["app_key"].as_str().expect("app_key").to_string();
+    assert_eq!(
+        v,
+        json!({"errno": 0, "msg": "success", "data": {
+            "app_id": app.app_id,
+            "app_key": key,
+            "app_name": "shop one",
+            "app_desc": "",
+            "photo_addr": "",
+            "min_swan_version": "",
+            "status": 1,
+            "web_status": 0,
+            "qualification": {"name": "", "type": 2, "satus": 1, "ad_type": 0, "ad_status": 1},
+            "category": [{"category_id": 0, "category_name": "", "category_desc": "",
+                "audit_status": 2, "reason": "",
+                "parent": {"category_id": 0, "category_name": "", "category_desc": ""}}],
+            "auth_info": [{"scope_name": "smartapp_tp_smtapp_common", "type": 0}],
+            "modify_count": {"name_modify_used": 0, "name_modify_quota": 0,
+                "image_modify_used": 0, "image_modify_quota": 0,
+                "signature_modify_used": 0, "signature_modify_quota": 0,
+                "category_modify_used": 0, "category_modify_quota": 0},
+            "annual_review_info": {"annual_review_status": 1, "annual_review_overdue_time": 0},
+            "app_offline_info": [],
+        }})
+    );
+    // A name still in review shows as auditing, with the name in audit_info.
+    app.admin(
+        reqwest::Method::PATCH,
+        &format!("/apps/{}", app.app_id),
+        Some(json!({"name_audited": false})),
+    )
+    .await;
+    let v = app
+        .client
+        .get(format!("{}/rest/2.0/smartapp/app/info", app.base))
+        .query(&[("access_token", app.token.as_str())])
+        .send()
+        .await
+        .expect("info")
+        .json::<serde_json::Value>()
+        .await
+        .expect("json");
+    assert_eq!(v["data"]["status"], 2);
+    assert_eq!(v["data"]["audit_info"]["audit_app_name"], "shop one");
+    assert_eq!(v["data"]["audit_info"]["audit_app_name_status"], 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_methods_under_rest_answer_the_gateway_error_not_an_empty_404() {
+    let app = spawn_with(|_| {}).await;
+    for path in [
+        "/rest/2.0/smartapp/package/nosuch",
+        "/rest/2.0/smartapp/app/setnickname",
+        "/rest/2.0/other",
+    ] {
+        let r = app
+            .client
+            .post(format!("{}{path}", app.base))
+            .query(&[("access_token", app.token.as_str())])
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(
+            r.json::<serde_json::Value>().await.expect("json"),
+            json!({"error_code": 3, "error_msg": "Unsupported openapi method"}),
+            "{path}"
+        );
+    }
+    let r = app
+        .client
+        .get(format!("{}/nothing/here", app.base))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 404);
+    // The served methods still answer normally.
+    assert_eq!(
+        app.call_as(Style::QueryOnly, &app.token, "get", &[]).await["errno"],
+        0
+    );
+    app.stop().await;
+}
