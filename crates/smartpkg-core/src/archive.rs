@@ -183,15 +183,142 @@ fn parse_pages(app_json: &[u8]) -> Result<Vec<String>, ArchiveError> {
     Ok(pages)
 }
 
-/// The entry count in the end-of-central-directory record (0xFFFF means ZIP64: at least that).
-fn declared_entries(bytes: &[u8]) -> Option<u16> {
-    const EOCD: &[u8] = b"PK\x05\x06";
-    // The record is 22 bytes plus a comment of at most 65535 bytes, at the very end.
-    let from = bytes.len().saturating_sub(22 + 65_535);
-    let at = bytes[from..].windows(4).rposition(|w| w == EOCD)? + from;
-    let field = bytes.get(at + 10..at + 12)?;
-    Some(u16::from_le_bytes([field[0], field[1]]))
+fn le16(b: &[u8], at: usize) -> Option<u64> {
+    b.get(at..at + 2)
+        .map(|f| u16::from_le_bytes([f[0], f[1]]) as u64)
 }
+
+fn le32(b: &[u8], at: usize) -> Option<u64> {
+    b.get(at..at + 4)
+        .map(|f| u32::from_le_bytes([f[0], f[1], f[2], f[3]]) as u64)
+}
+
+fn le64(b: &[u8], at: usize) -> Option<u64> {
+    let f: [u8; 8] = b.get(at..at + 8)?.try_into().ok()?;
+    Some(u64::from_le_bytes(f))
+}
+
+fn corrupt(why: impl Into<String>) -> ArchiveError {
+    ArchiveError::Corrupt(why.into())
+}
+
+/// The names in the archive's central directory, read by walking it record by record from
+/// the end-of-central-directory record (and its ZIP64 form), refusing every archive whose
+/// bookkeeping disagrees with itself: a second disk, per-disk and total counts that differ,
+/// a ZIP64 record that contradicts the classic one, or fewer records than declared. Zip
+/// readers resolve such disagreements differently (one trusts one count, one another), which
+/// is how a duplicate entry slips past a reader that indexes by name.
+fn central_directory_names(bytes: &[u8], max_entries: usize) -> Result<Vec<String>, ArchiveError> {
+    const EOCD: &[u8] = b"PK\x05\x06";
+    const LOCATOR: &[u8] = b"PK\x06\x07";
+    const EOCD64: &[u8] = b"PK\x06\x06";
+    const CENTRAL: &[u8] = b"PK\x01\x02";
+    // The record is 22 bytes plus its comment, which must reach exactly to the end.
+    let from = bytes.len().saturating_sub(22 + 65_535);
+    let at = (from..bytes.len().saturating_sub(21))
+        .rev()
+        .find(|&i| {
+            bytes[i..].starts_with(EOCD)
+                && le16(bytes, i + 20).is_some_and(|c| i + 22 + c as usize == bytes.len())
+        })
+        .ok_or_else(|| corrupt("no end-of-central-directory record"))?;
+    let field = |off: usize| le16(bytes, at + off).ok_or_else(|| corrupt("truncated record"));
+    let (disk, cd_disk, here, total) = (field(4)?, field(6)?, field(8)?, field(10)?);
+    let cd_size = le32(bytes, at + 12).ok_or_else(|| corrupt("truncated record"))?;
+    let cd_offset = le32(bytes, at + 16).ok_or_else(|| corrupt("truncated record"))?;
+    let (mut entries, mut offset, mut size) = (total, cd_offset, cd_size);
+    let zip64 = at >= 20 && bytes[at - 20..].starts_with(LOCATOR);
+    if zip64 {
+        let rec = le64(bytes, at - 20 + 8).ok_or_else(|| corrupt("truncated ZIP64 locator"))?;
+        let rec = usize::try_from(rec).map_err(|_| corrupt("ZIP64 record out of range"))?;
+        if !bytes.get(rec..).is_some_and(|b| b.starts_with(EOCD64)) {
+            return Err(corrupt("the ZIP64 locator points at no ZIP64 record"));
+        }
+        let f64 =
+            |off: usize| le64(bytes, rec + off).ok_or_else(|| corrupt("truncated ZIP64 record"));
+        let f32 =
+            |off: usize| le32(bytes, rec + off).ok_or_else(|| corrupt("truncated ZIP64 record"));
+        let (disk64, cd_disk64) = (f32(16)?, f32(20)?);
+        let (here64, total64, size64, offset64) = (f64(24)?, f64(32)?, f64(40)?, f64(48)?);
+        if disk64 != 0 || cd_disk64 != 0 || here64 != total64 {
+            return Err(corrupt(
+                "the ZIP64 record's disk fields or entry counts disagree",
+            ));
+        }
+        // The classic fields must either agree or say "see ZIP64".
+        let agrees =
+            |classic: u64, wide: u64, saturated: u64| classic == wide || classic == saturated;
+        if !agrees(total, total64, 0xFFFF)
+            || !agrees(here, here64, 0xFFFF)
+            || !agrees(cd_offset, offset64, 0xFFFF_FFFF)
+            || !agrees(cd_size, size64, 0xFFFF_FFFF)
+        {
+            return Err(corrupt(
+                "the ZIP64 record contradicts the end-of-central-directory record",
+            ));
+        }
+        entries = total64;
+        offset = offset64;
+        size = size64;
+    }
+    if disk != 0 || cd_disk != 0 || (!zip64 && here != total) {
+        return Err(corrupt(
+            "multi-disk archive, or per-disk and total entry counts disagree",
+        ));
+    }
+    if entries > max_entries as u64 {
+        return Err(ArchiveError::TooManyEntries { limit: max_entries });
+    }
+    let mut names = Vec::with_capacity(entries as usize);
+    let mut pos = usize::try_from(offset).map_err(|_| corrupt("central directory out of range"))?;
+    for _ in 0..entries {
+        if !bytes.get(pos..).is_some_and(|b| b.starts_with(CENTRAL)) {
+            return Err(corrupt(
+                "the central directory holds fewer records than declared",
+            ));
+        }
+        let len = |off: usize| -> Result<usize, ArchiveError> {
+            Ok(le16(bytes, pos + off).ok_or_else(|| corrupt("truncated central record"))? as usize)
+        };
+        let (name_len, extra_len, comment_len) = (len(28)?, len(30)?, len(32)?);
+        let name = bytes
+            .get(pos + 46..pos + 46 + name_len)
+            .ok_or_else(|| corrupt("truncated central record"))?;
+        names.push(String::from_utf8_lossy(name).into_owned());
+        pos += 46 + name_len + extra_len + comment_len;
+    }
+    // Records beyond the declared count would be seen by tools that read to the end.
+    if (pos as u64).checked_sub(offset) != Some(size) {
+        return Err(corrupt(
+            "the central directory's size does not match the records it declares",
+        ));
+    }
+    Ok(names)
+}
+
+/// The single top folder (with its slash) when every entry sits below one and there is no
+/// root `app.json`; "" otherwise.
+fn prefix_of<'a>(names: impl Iterator<Item = &'a str> + Clone) -> Result<String, ArchiveError> {
+    let files = names.filter(|n| !n.ends_with('/'));
+    if files.clone().any(|n| n == "app.json") {
+        return Ok(String::new());
+    }
+    let tops: BTreeSet<&str> = files
+        .clone()
+        .filter_map(|n| n.split_once('/').map(|(t, _)| t))
+        .collect();
+    let all_nested = files.clone().all(|n| n.contains('/'));
+    match (tops.len(), all_nested) {
+        (1, true) => Ok(format!(
+            "{}/",
+            tops.iter().next().copied().unwrap_or_default()
+        )),
+        _ => Err(ArchiveError::NoAppJson),
+    }
+}
+
+/// Largest `app.json` accepted: it is the one entry held in memory.
+pub const MAX_APP_JSON_BYTES: u64 = 1 << 20;
 
 /// Reads every entry of a template archive within `limits` and returns its manifest.
 pub fn inspect(bytes: &[u8], limits: &Limits) -> Result<TemplateManifest, ArchiveError> {
@@ -209,28 +336,37 @@ pub fn inspect(bytes: &[u8], limits: &Limits) -> Result<TemplateManifest, Archiv
         });
     }
     // The reader indexes entries by name, so a second entry with a name already seen would
-    // silently vanish (and other unzip tools might pick that one): compare with the count
-    // the archive itself declares.
-    if let Some(declared) = declared_entries(bytes) {
-        if declared as usize > limits.max_entries {
-            return Err(ArchiveError::TooManyEntries {
-                limit: limits.max_entries,
-            });
-        }
-        if declared as usize != zip.len() {
-            return Err(ArchiveError::Duplicate {
-                name: format!(
-                    "(the archive declares {declared} entries but only {} distinct names)",
-                    zip.len()
-                ),
-            });
+    // silently vanish (and other unzip tools might pick that one): walk the central directory
+    // ourselves and insist that it names exactly what the reader sees, each name once.
+    let listed = central_directory_names(bytes, limits.max_entries)?;
+    let mut seen = BTreeSet::new();
+    for name in &listed {
+        if !seen.insert(name.as_str()) {
+            return Err(ArchiveError::Duplicate { name: name.clone() });
         }
     }
+    let reader: BTreeSet<String> = (0..zip.len())
+        .map(|i| {
+            zip.name_for_index(i)
+                .map(str::to_string)
+                .unwrap_or_default()
+        })
+        .collect();
+    if listed.len() != zip.len() || reader.iter().any(|n| !seen.contains(n.as_str())) {
+        return Err(corrupt(format!(
+            "the central directory lists {} entries but the archive reads as {}",
+            listed.len(),
+            zip.len()
+        )));
+    }
+    // Only the root app.json is read into memory; every other entry is counted and dropped.
+    let prefix = prefix_of(listed.iter().map(String::as_str))?;
+    let app_json_name = format!("{prefix}app.json");
     let ratio_limit = size.max(1).saturating_mul(limits.max_ratio);
     let total_limit = limits.max_total_bytes.min(ratio_limit);
     let mut total = 0u64;
     let mut names = BTreeSet::new();
-    let mut app_jsons: Vec<(String, Vec<u8>)> = vec![];
+    let mut app_json: Option<Vec<u8>> = None;
     for i in 0..zip.len() {
         let mut entry = zip.by_index(i)?;
         let name = String::from_utf8_lossy(entry.name_raw()).into_owned();
@@ -250,18 +386,20 @@ pub fn inspect(bytes: &[u8], limits: &Limits) -> Result<TemplateManifest, Archiv
         if !names.insert(name.clone()) {
             return Err(ArchiveError::Duplicate { name });
         }
-        let keep = name == "app.json" || name.ends_with("/app.json");
         let entry_limit = limits.max_entry_bytes;
-        let n = if keep {
+        let n = if name == app_json_name {
             let mut buf = vec![];
             (&mut entry)
-                .take(entry_limit + 1)
+                .take(MAX_APP_JSON_BYTES + 1)
                 .read_to_end(&mut buf)
                 .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
-            let n = buf.len() as u64;
-            if n <= entry_limit {
-                app_jsons.push((name.clone(), buf));
+            if buf.len() as u64 > MAX_APP_JSON_BYTES {
+                return Err(ArchiveError::BadAppJson(format!(
+                    "larger than {MAX_APP_JSON_BYTES} bytes"
+                )));
             }
+            let n = buf.len() as u64;
+            app_json = Some(buf);
             n
         } else {
             let mut counter = Counter {
@@ -294,25 +432,7 @@ pub fn inspect(bytes: &[u8], limits: &Limits) -> Result<TemplateManifest, Archiv
             });
         }
     }
-    let prefix = if names.contains("app.json") {
-        String::new()
-    } else {
-        let tops: BTreeSet<&str> = names
-            .iter()
-            .filter_map(|n| n.split_once('/').map(|(t, _)| t))
-            .collect();
-        let all_nested = names.iter().all(|n| n.contains('/'));
-        match (tops.len(), all_nested) {
-            (1, true) => format!("{}/", tops.iter().next().copied().unwrap_or_default()),
-            _ => return Err(ArchiveError::NoAppJson),
-        }
-    };
-    let app_json_name = format!("{prefix}app.json");
-    let app_json = app_jsons
-        .into_iter()
-        .find(|(n, _)| *n == app_json_name)
-        .map(|(_, b)| b)
-        .ok_or(ArchiveError::NoAppJson)?;
+    let app_json = app_json.ok_or(ArchiveError::NoAppJson)?;
     let pages = parse_pages(&app_json)?;
     let files = names
         .iter()

@@ -10,3 +10,4 @@ pub mod audit_rules;
 pub mod ext;
 pub mod lifecycle;
 pub mod push;
+pub mod text;

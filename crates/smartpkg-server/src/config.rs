@@ -75,6 +75,8 @@ pub struct Settings {
     /// PEM certificate chain and private key: serve HTTPS instead of HTTP.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Template archives received and checked at once (each is held in memory meanwhile).
+    pub template_upload_concurrency: usize,
 }
 
 impl Default for Settings {
@@ -118,6 +120,7 @@ impl Default for Settings {
             shutdown_grace_ms: 10_000,
             tls_cert: None,
             tls_key: None,
+            template_upload_concurrency: 2,
         }
     }
 }
@@ -307,6 +310,7 @@ impl Settings {
             "shutdown_grace_ms" => self.shutdown_grace_ms = num(name, v)?,
             "tls_cert" => self.tls_cert = Some(PathBuf::from(v)).filter(|_| !v.trim().is_empty()),
             "tls_key" => self.tls_key = Some(PathBuf::from(v)).filter(|_| !v.trim().is_empty()),
+            "template_upload_concurrency" => self.template_upload_concurrency = positive(name, v)?,
             _ => return Err(ConfigError::Unknown(name.to_string())),
         }
         Ok(())

@@ -51,6 +51,8 @@ pub struct AppState {
     pub public_url: Arc<str>,
     /// Throttles of wrong owner credentials on the authorization page.
     pub guards: Arc<owner::Guards>,
+    /// Template archives received and inspected at once: each holds its archive in memory.
+    pub template_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -312,6 +314,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         })?;
     let addr = listener.local_addr()?;
     let settings_allow_private = settings.allow_private_targets;
+    let template_concurrency = settings.template_upload_concurrency;
     let state_settings_owner = (
         settings.owner_attempts_per_app,
         settings.owner_attempts_per_client,
@@ -338,6 +341,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             state_settings_owner.1,
             std::time::Duration::from_secs(state_settings_owner.2),
         )),
+        template_slots: Arc::new(tokio::sync::Semaphore::new(template_concurrency)),
     };
     let (shutdown, rx) = watch::channel(false);
     let app = router(state.clone());

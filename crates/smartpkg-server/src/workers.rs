@@ -170,7 +170,7 @@ async fn build(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
         },
     };
     if let Command::BuildFailed { msg, .. } = &cmd {
-        tracing::info!(package_id = pkg.package_id, reason = %msg, "build failed");
+        tracing::info!(package_id = pkg.package_id, reason = ?msg, "build failed");
     }
     finish(state, pkg.app_id, cmd, job).await
 }
@@ -262,7 +262,7 @@ async fn push(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
         }
     };
     if let Some(e) = &a.record.error {
-        tracing::info!(delivery_id, event_id = %d.event.uid, error = %e, ?outcome, "push attempt failed");
+        tracing::info!(delivery_id, event_id = %d.event.uid, error = ?e, ?outcome, "push attempt failed");
     }
     state
         .store
@@ -284,14 +284,19 @@ async fn handle(state: &AppState, job: Job) {
     let settle = match result {
         Ok(Outcome::Done) => Ok(()),
         Ok(Outcome::Obsolete(why)) => {
-            tracing::debug!(job_id = job.job_id, kind = job.kind.as_str(), %why, "job has nothing to do");
+            tracing::debug!(
+                job_id = job.job_id,
+                kind = job.kind.as_str(),
+                ?why,
+                "job has nothing to do"
+            );
             state.store.drop_job(job.job_id).await
         }
         Err(JobError::Transient(e)) => {
             let backoff = 1000i64
                 .saturating_mul(1 << job.attempts.clamp(0, 6))
                 .min(60_000);
-            tracing::warn!(job_id = job.job_id, kind = job.kind.as_str(), error = %e, backoff_ms = backoff, "job will run again");
+            tracing::warn!(job_id = job.job_id, kind = job.kind.as_str(), error = ?e, backoff_ms = backoff, "job will run again");
             state
                 .store
                 .retry_job(job.job_id, clock::now_ms() + backoff, e)

@@ -204,9 +204,7 @@ fn duplicate_entries_are_rejected() {
     });
     let bytes = patch(bytes, b"pages/b.js", b"pages/a.js");
     match inspect(&bytes, &Limits::default()) {
-        Err(ArchiveError::Duplicate { name }) => {
-            assert!(name.contains("declares 3 entries"), "{name}")
-        }
+        Err(ArchiveError::Duplicate { name }) => assert_eq!(name, "pages/a.js"),
         other => panic!("duplicate accepted: {other:?}"),
     }
 }
@@ -237,6 +235,123 @@ fn encrypted_entries_are_rejected() {
             msg.to_lowercase().contains("password") || msg.to_lowercase().contains("encrypt"),
             "{msg}"
         ),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Where the end-of-central-directory record starts.
+fn eocd_at(bytes: &[u8]) -> usize {
+    bytes
+        .windows(4)
+        .rposition(|w| w == b"PK\x05\x06")
+        .expect("eocd")
+}
+
+fn two_files() -> Vec<u8> {
+    with_app_json(|w| {
+        w.start_file("pages/a.js", deflated()).expect("start");
+        w.start_file("pages/b.js", deflated()).expect("start");
+    })
+}
+
+#[test]
+fn per_disk_and_total_counts_that_disagree_are_refused() {
+    let mut bytes = two_files();
+    let at = eocd_at(&bytes);
+    // Entries on this disk: 2 instead of 3, the total still 3.
+    bytes[at + 8] = 2;
+    match inspect(&bytes, &Limits::default()) {
+        Err(ArchiveError::Corrupt(m)) => assert!(m.contains("disagree"), "{m}"),
+        other => panic!("accepted: {other:?}"),
+    }
+}
+
+#[test]
+fn a_central_record_hidden_past_the_declared_count_is_refused() {
+    // Rename b.js to a.js (a duplicate), then declare one entry fewer, so a reader that trusts
+    // the count never sees the duplicate while a tool that reads to the end does.
+    let bytes = patch(two_files(), b"pages/b.js", b"pages/a.js");
+    let mut bytes = bytes;
+    let at = eocd_at(&bytes);
+    bytes[at + 8] = 2;
+    bytes[at + 10] = 2;
+    match inspect(&bytes, &Limits::default()) {
+        Err(ArchiveError::Corrupt(m)) => assert!(m.contains("size"), "{m}"),
+        other => panic!("accepted: {other:?}"),
+    }
+}
+
+/// Inserts a ZIP64 end record and locator before the classic end record, with `total64`
+/// entries declared.
+fn with_zip64_record(bytes: &[u8], total64: u64) -> Vec<u8> {
+    let at = eocd_at(bytes);
+    let eocd = &bytes[at..];
+    let here = u16::from_le_bytes([eocd[8], eocd[9]]) as u64;
+    let size = u32::from_le_bytes([eocd[12], eocd[13], eocd[14], eocd[15]]) as u64;
+    let offset = u32::from_le_bytes([eocd[16], eocd[17], eocd[18], eocd[19]]) as u64;
+    let mut rec = b"PK\x06\x06".to_vec();
+    rec.extend_from_slice(&44u64.to_le_bytes());
+    rec.extend_from_slice(&45u16.to_le_bytes());
+    rec.extend_from_slice(&45u16.to_le_bytes());
+    rec.extend_from_slice(&0u32.to_le_bytes());
+    rec.extend_from_slice(&0u32.to_le_bytes());
+    rec.extend_from_slice(&here.max(total64).to_le_bytes());
+    rec.extend_from_slice(&total64.to_le_bytes());
+    rec.extend_from_slice(&size.to_le_bytes());
+    rec.extend_from_slice(&offset.to_le_bytes());
+    let mut locator = b"PK\x06\x07".to_vec();
+    locator.extend_from_slice(&0u32.to_le_bytes());
+    locator.extend_from_slice(&(at as u64).to_le_bytes());
+    locator.extend_from_slice(&1u32.to_le_bytes());
+    let mut out = bytes[..at].to_vec();
+    out.extend_from_slice(&rec);
+    out.extend_from_slice(&locator);
+    out.extend_from_slice(eocd);
+    out
+}
+
+#[test]
+fn a_zip64_record_that_contradicts_the_classic_one_is_refused() {
+    let bytes = two_files();
+    let consistent = with_zip64_record(&bytes, 3);
+    inspect(&consistent, &Limits::default()).expect("a consistent ZIP64 record is fine");
+    let contradicting = with_zip64_record(&bytes, 4);
+    match inspect(&contradicting, &Limits::default()) {
+        Err(ArchiveError::Corrupt(m)) => {
+            assert!(m.contains("ZIP64") || m.contains("disagree"), "{m}")
+        }
+        other => panic!("accepted: {other:?}"),
+    }
+}
+
+#[test]
+fn only_the_root_app_json_is_held_and_nested_ones_cost_nothing() {
+    // Many highly compressible nested app.json files: once all buffered (hundreds of MB
+    // from a small archive); now counted and dropped like any other file.
+    let big = vec![b' '; 200_000];
+    let bytes = with_app_json(|w| {
+        for i in 0..40 {
+            w.start_file(format!("sub{i}/app.json"), deflated())
+                .expect("start");
+            w.write_all(&big).expect("write");
+        }
+    });
+    let generous = Limits {
+        max_ratio: 100_000,
+        ..Limits::default()
+    };
+    let m = inspect(&bytes, &generous).expect("valid");
+    assert_eq!(m.pages, vec!["pages/index/index".to_string()]);
+    // A root app.json over its own limit is refused outright.
+    let huge = build(|w| {
+        w.start_file("app.json", deflated()).expect("start");
+        w.write_all(br#"{"pages":["p"],"pad":""#).expect("write");
+        w.write_all(&vec![b'x'; (MAX_APP_JSON_BYTES + 10) as usize])
+            .expect("write");
+        w.write_all(br#""}"#).expect("write");
+    });
+    match inspect(&huge, &Limits::default()) {
+        Err(ArchiveError::BadAppJson(m)) => assert!(m.contains("larger"), "{m}"),
         other => panic!("{other:?}"),
     }
 }

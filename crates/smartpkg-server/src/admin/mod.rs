@@ -110,6 +110,14 @@ impl IntoResponse for AdminError {
 
 pub type AdminResult<T> = Result<T, AdminError>;
 
+/// Refuses control characters in text an operator sends (see `smartpkg_core::text`).
+pub fn clean_text(field: &str, value: Option<&str>, multiline: bool) -> AdminResult<()> {
+    match value {
+        Some(v) => smartpkg_core::text::check(field, v, multiline).map_err(AdminError::bad_request),
+        None => Ok(()),
+    }
+}
+
 async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let given = req
         .headers()

@@ -112,6 +112,7 @@ pub async fn audit(
     if reason.chars().count() > 2048 {
         return Err(AdminError::bad_request("reason is at most 2048 characters"));
     }
+    super::clean_text("reason", Some(&reason), true)?;
     let p = load(&state, id).await?;
     let cmd = Command::Decide {
         package_id: id,

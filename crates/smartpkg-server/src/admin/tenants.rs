@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use smartpkg_core::archive;
 use smartpkg_store::{App, AppPatch, NewTemplate, OperatorGrant, Tp, TpPatch};
 
-use super::{AdminError, AdminResult, Body};
+use super::{clean_text, AdminError, AdminResult, Body};
 use crate::{clock, owner, secrets, AppState};
 
 fn check_url(name: &str, url: &str) -> AdminResult<()> {
@@ -86,6 +86,7 @@ pub async fn create_tp(
     if b.name.trim().is_empty() {
         return Err(AdminError::bad_request("name is required"));
     }
+    clean_text("name", Some(&b.name), false)?;
     check_tp_fields(
         b.event_url.as_deref(),
         b.auth_event_url.as_deref(),
@@ -133,6 +134,7 @@ pub async fn patch_tp(
     Path(tp_id): Path<i64>,
     Body(b): Body<PatchTpBody>,
 ) -> AdminResult<Json<Tp>> {
+    clean_text("name", b.name.as_deref(), false)?;
     check_tp_fields(
         b.event_url.as_deref(),
         b.auth_event_url.as_deref(),
@@ -196,6 +198,7 @@ pub async fn create_app(
     if b.name.trim().is_empty() {
         return Err(AdminError::bad_request("name is required"));
     }
+    clean_text("name", Some(&b.name), false)?;
     // The gates default to open so that a sandbox app can go through the whole lifecycle;
     // an operator closes them to test the 69001-69003 and 50038 paths.
     let app = App {
@@ -279,6 +282,7 @@ pub async fn patch_app(
     if b.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
         return Err(AdminError::bad_request("name cannot be empty"));
     }
+    clean_text("name", b.name.as_deref(), false)?;
     let patch = AppPatch {
         name: b.name,
         name_audited: b.name_audited,
@@ -328,9 +332,29 @@ async fn intake(
             "user_version is at most 64 characters, user_desc at most 2048",
         ));
     }
+    clean_text("user_version", Some(&user_version), false)?;
+    clean_text("user_desc", Some(&user_desc), true)?;
     if state.store.get_tp(tp_id).await?.is_none() {
         return Err(AdminError::not_found(format!("tp {tp_id}")));
     }
+    // A slot before the body is read: waiting uploads hold a connection, not their archive.
+    let _slot = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        state.template_slots.acquire(),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .ok_or_else(|| {
+        AdminError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!(
+                "{} template uploads are being checked; try again shortly",
+                state.settings.template_upload_concurrency
+            ),
+        )
+    })?;
     let limits = state.settings.archive;
     let bytes = axum::body::to_bytes(req.into_body(), limits.max_archive_bytes as usize)
         .await
@@ -349,7 +373,7 @@ async fn intake(
             "the body is empty; send the template's zip",
         ));
     }
-    let bytes = bytes.to_vec();
+    let bytes = Vec::from(bytes);
     let internal = |e: String| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e);
     let (manifest, bytes) =
         tokio::task::spawn_blocking(move || archive::inspect(&bytes, &limits).map(|m| (m, bytes)))

@@ -231,7 +231,13 @@ impl Params {
                 Errno::PARAM_ERROR,
                 format!("{name} is longer than {max} characters"),
             )),
-            Some(v) => Ok(Some(v.clone())),
+            Some(v) => {
+                // Descriptions may span lines; versions, accounts and paths may not.
+                let multiline = matches!(name, "user_desc" | "content" | "remark");
+                smartpkg_core::text::check(name, v, multiline)
+                    .map_err(|why| Reply::err_msg(Errno::PARAM_ERROR, why))?;
+                Ok(Some(v.clone()))
+            }
         }
     }
 

@@ -107,6 +107,8 @@ async fn add_inner(state: AppState, p: Params) -> Answer {
             format!("user_desc is at most {MAX_TEMPLATE_DESC_CHARS} characters"),
         ));
     }
+    smartpkg_core::text::check("user_desc", &desc, true)
+        .map_err(|why| Reply::err_msg(Errno::TEMPLATE_DESC_INVALID, why))?;
     match state
         .store
         .add_template(tp_id, draft_id, desc, MAX_TEMPLATES, clock::now_ms())

@@ -441,3 +441,62 @@ async fn replaying_a_used_code_or_refresh_token_revokes_what_it_issued() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn control_characters_in_versions_descriptions_and_names_are_refused() {
+    let app = spawn_with(|_| {}).await;
+    let t = app.template_id.to_string();
+    for (version, desc) in [
+        ("1.0\u{1b}[2J", "ok"),
+        ("1.0", "a\r\nforged"),
+        ("1.0", "x\u{202E}y"),
+    ] {
+        let v = app
+            .call(
+                "upload",
+                &[
+                    ("template_id", &t),
+                    ("ext_json", "{}"),
+                    ("user_version", version),
+                    ("user_desc", desc),
+                ],
+            )
+            .await;
+        assert_eq!(v["errno"], 40001, "{version:?} {desc:?}: {v}");
+        assert!(
+            v["msg"]
+                .as_str()
+                .unwrap_or("")
+                .contains("control character"),
+            "{v}"
+        );
+    }
+    // Nothing was created by the refused calls.
+    assert_eq!(app.call("get", &[]).await["data"], json!([]));
+    // Tab and newline are fine in a description.
+    let v = app
+        .call(
+            "upload",
+            &[
+                ("template_id", &t),
+                ("ext_json", "{}"),
+                ("user_version", "1.0"),
+                ("user_desc", "line one\n\tline two"),
+            ],
+        )
+        .await;
+    assert_eq!(v["errno"], 0, "{v}");
+    let id = app.wait_built(&app.token, "1.0").await.to_string();
+    let v = app
+        .call(
+            "submitaudit",
+            &[("package_id", &id), ("content", "c\u{7}"), ("remark", "")],
+        )
+        .await;
+    assert_eq!(v["errno"], 40001, "{v}");
+    let (st, v) = app
+        .admin_post("/apps", json!({"name": "shop\nINFO forged"}))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    app.stop().await;
+}

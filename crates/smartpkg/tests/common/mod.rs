@@ -27,13 +27,18 @@ fn next_line(rx: &Receiver<String>, deadline: Instant) -> String {
 
 /// Starts `smartpkg serve --demo` on a free port with `env`, and reads the demo block.
 pub fn start_demo(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+    start_demo_with(data_dir, env, Stdio::inherit())
+}
+
+/// As [`start_demo`], with the server's log going to `stderr`.
+pub fn start_demo_with(data_dir: &Path, env: &[(&str, &str)], stderr: Stdio) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_smartpkg"));
     cmd.args(["serve", "--demo", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("SMARTPKG_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(stderr);
     for (k, v) in env {
         cmd.env(k, v);
     }
