@@ -77,6 +77,18 @@ pub struct Settings {
     pub tls_key: Option<PathBuf>,
     /// Template archives received and checked at once (each is held in memory meanwhile).
     pub template_upload_concurrency: usize,
+    /// Push attempts in flight at once (their own lane: builds never wait for them).
+    pub push_concurrency: usize,
+    /// Push attempts in flight at once to one third party.
+    pub push_per_target: usize,
+    /// Consecutive failed attempts after which a target is put on hold (0 = never).
+    pub push_hold_after_failures: i64,
+    /// The first hold's length; each further failure doubles it, up to `push_hold_max_ms`.
+    pub push_hold_base_ms: u64,
+    pub push_hold_max_ms: u64,
+    /// An HTTP proxy for pushes (`http://host:port`); unset = direct. Proxies from the
+    /// environment (`HTTP_PROXY`…) are never used for pushes.
+    pub push_proxy: Option<String>,
 }
 
 impl Default for Settings {
@@ -121,6 +133,12 @@ impl Default for Settings {
             tls_cert: None,
             tls_key: None,
             template_upload_concurrency: 2,
+            push_concurrency: 128,
+            push_per_target: 4,
+            push_hold_after_failures: 10,
+            push_hold_base_ms: 30_000,
+            push_hold_max_ms: 3_600_000,
+            push_proxy: None,
         }
     }
 }
@@ -311,6 +329,22 @@ impl Settings {
             "tls_cert" => self.tls_cert = Some(PathBuf::from(v)).filter(|_| !v.trim().is_empty()),
             "tls_key" => self.tls_key = Some(PathBuf::from(v)).filter(|_| !v.trim().is_empty()),
             "template_upload_concurrency" => self.template_upload_concurrency = positive(name, v)?,
+            "push_concurrency" => self.push_concurrency = positive(name, v)?,
+            "push_per_target" => self.push_per_target = positive(name, v)?,
+            "push_hold_after_failures" => self.push_hold_after_failures = num(name, v)?,
+            "push_hold_base_ms" => self.push_hold_base_ms = positive(name, v)?,
+            "push_hold_max_ms" => self.push_hold_max_ms = positive(name, v)?,
+            "push_proxy" => {
+                let t = v.trim();
+                if !t.is_empty() && url::Url::parse(t).is_err() {
+                    return Err(invalid(
+                        name,
+                        v,
+                        "expected a proxy URL such as http://proxy:3128",
+                    ));
+                }
+                self.push_proxy = Some(t.to_string()).filter(|p| !p.is_empty())
+            }
             _ => return Err(ConfigError::Unknown(name.to_string())),
         }
         Ok(())

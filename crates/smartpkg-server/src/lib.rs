@@ -28,7 +28,7 @@ use smartpkg_core::lifecycle::{Command, Policy};
 use smartpkg_store::blobs::{BlobStore, LocalBlobs};
 use smartpkg_store::sqlite::SqliteStore;
 use smartpkg_store::{Decision, DecisionContext, Store, StoreError};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 pub use config::{AuditMode, Settings};
 
@@ -40,7 +40,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub admin_token: Arc<str>,
     /// Wakes the job runner when a decision enqueued work.
-    pub jobs_ready: Arc<Notify>,
+    pub jobs_ready: Arc<workers::JobSignal>,
     /// Templates whose blob was read and checked against its hash in this process: blobs are
     /// immutable, so one check per process is enough and builds skip re-hashing megabytes.
     pub verified_templates: Arc<Mutex<HashMap<String, Arc<TemplateManifest>>>>,
@@ -315,6 +315,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let addr = listener.local_addr()?;
     let settings_allow_private = settings.allow_private_targets;
     let template_concurrency = settings.template_upload_concurrency;
+    let push_proxy = settings.push_proxy.clone();
     let state_settings_owner = (
         settings.owner_attempts_per_app,
         settings.owner_attempts_per_client,
@@ -330,9 +331,9 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         blobs: Arc::new(blobs),
         settings: Arc::new(settings),
         admin_token: admin_token.into(),
-        jobs_ready: Arc::new(Notify::new()),
+        jobs_ready: Arc::default(),
         verified_templates: Arc::default(),
-        push_client: push::client(settings_allow_private)
+        push_client: push::client(settings_allow_private, push_proxy.as_deref())
             .map_err(|e| StartError::Io(std::io::Error::other(e)))?,
         push_metrics: Arc::default(),
         public_url,

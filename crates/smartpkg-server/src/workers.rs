@@ -12,9 +12,33 @@ use smartpkg_core::archive::{self, TemplateManifest};
 use smartpkg_core::audit_rules::{self, Rules};
 use smartpkg_core::ext::{build_ext_json, parse_ext_json};
 use smartpkg_core::lifecycle::{Command, JobKind, PkgState};
-use smartpkg_store::{AttemptOutcome, DeliveryState, Job, PackageRecord, StoreError};
+use smartpkg_store::{
+    AttemptOutcome, DeliveryState, Job, Lane, LaneKind, PackageRecord, StoreError, TargetVerdict,
+};
 use smartpkg_types::Errno;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
+
+/// Wakes the worker lanes when a decision left work for them.
+#[derive(Default)]
+pub struct JobSignal {
+    platform: Notify,
+    deliveries: Notify,
+}
+
+impl JobSignal {
+    /// Wakes both lanes (a waiting lane wakes at once; a busy one looks again when it is done).
+    pub fn notify_one(&self) {
+        self.platform.notify_one();
+        self.deliveries.notify_one();
+    }
+
+    fn of(&self, lane: LaneKind) -> &Notify {
+        match lane {
+            LaneKind::Platform => &self.platform,
+            LaneKind::Deliveries => &self.deliveries,
+        }
+    }
+}
 
 use crate::{clock, push, AppState};
 
@@ -236,6 +260,7 @@ async fn push(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
         &tp,
         &d,
         s.allow_private_targets,
+        s.push_proxy.is_some(),
         Duration::from_millis(s.push_timeout_ms),
         s.utc_offset,
     )
@@ -264,10 +289,30 @@ async fn push(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
     if let Some(e) = &a.record.error {
         tracing::info!(delivery_id, event_id = %d.event.uid, error = ?e, ?outcome, "push attempt failed");
     }
-    state
+    let verdict = if a.delivered {
+        TargetVerdict::Succeeded
+    } else {
+        TargetVerdict::Failed {
+            hold: smartpkg_core::push::HoldPolicy {
+                after_failures: s.push_hold_after_failures,
+                base_ms: s.push_hold_base_ms as i64,
+                max_ms: s.push_hold_max_ms as i64,
+                jitter: rand::Rng::gen_range(&mut rand::thread_rng(), 0.8..1.2),
+            },
+        }
+    };
+    let held = state
         .store
-        .record_attempt(job.job_id, delivery_id, a.record, outcome)
+        .record_attempt(job.job_id, delivery_id, a.record, outcome, verdict)
         .await?;
+    if let Some(until) = held {
+        m.holds.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            tp_id = d.tp_id,
+            hold_ms = until - clock::now_ms(),
+            "push target keeps failing: its deliveries are on hold"
+        );
+    }
     if let AttemptOutcome::RetryAt(_) = outcome {
         state.jobs_ready.notify_one();
     }
@@ -348,48 +393,115 @@ async fn push_tickets(state: &AppState) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Runs until `shutdown` turns true, then waits for the jobs in flight.
-pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
-    let concurrency = state.settings.job_concurrency;
-    let lease = state.settings.job_lease_ms as i64;
-    let slots = Arc::new(Semaphore::new(concurrency));
-    let mut next_schedule_check = std::time::Instant::now();
+/// Runs both lanes and the ticket schedule until `shutdown` turns true, then waits for the
+/// jobs in flight.
+pub async fn run(state: AppState, shutdown: watch::Receiver<bool>) {
+    let s = &state.settings;
+    let platform = tokio::spawn(run_lane(
+        state.clone(),
+        Lane::Platform,
+        s.job_concurrency,
+        shutdown.clone(),
+    ));
+    let deliveries = tokio::spawn(run_lane(
+        state.clone(),
+        Lane::Deliveries {
+            per_target: s.push_per_target,
+            failing_slots: 0,
+        },
+        s.push_concurrency,
+        shutdown.clone(),
+    ));
+    let mut shutdown = shutdown;
     loop {
         if *shutdown.borrow() {
             break;
         }
-        if std::time::Instant::now() >= next_schedule_check {
-            next_schedule_check = std::time::Instant::now() + Duration::from_millis(500);
-            if let Err(e) = push_tickets(&state).await {
-                tracing::error!(error = %e, "cannot push tickets");
-            }
+        if let Err(e) = push_tickets(&state).await {
+            tracing::error!(error = %e, "cannot push tickets");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    drop(state);
+    let _ = platform.await;
+    let _ = deliveries.await;
+}
+
+/// Claims and runs the jobs of one lane with `concurrency` slots. In the deliveries lane, at
+/// most half the slots go to targets in a failing run, so that slow receivers can never take
+/// every slot from healthy ones.
+async fn run_lane(
+    state: AppState,
+    lane: Lane,
+    concurrency: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let kind = match lane {
+        Lane::Platform => LaneKind::Platform,
+        Lane::Deliveries { .. } => LaneKind::Deliveries,
+    };
+    let lease = state.settings.job_lease_ms as i64;
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let degraded_slots = Arc::new(Semaphore::new((concurrency / 2).max(1)));
+    loop {
+        if *shutdown.borrow() {
+            break;
         }
         let free = slots.available_permits();
+        let lane = match lane {
+            Lane::Deliveries { per_target, .. } => Lane::Deliveries {
+                per_target,
+                failing_slots: degraded_slots.available_permits(),
+            },
+            other => other,
+        };
         let mut wait = Duration::from_secs(1);
         if free > 0 {
-            match state.store.claim_jobs(clock::now_ms(), free, lease).await {
+            match state
+                .store
+                .claim_jobs(clock::now_ms(), free, lease, lane)
+                .await
+            {
                 Ok(jobs) => {
                     let full = jobs.len() == free;
                     for job in jobs {
                         let Ok(permit) = slots.clone().acquire_owned().await else {
                             return;
                         };
+                        // The claim stayed within the failing share, so this never waits long.
+                        let degraded = match job.degraded {
+                            true => match degraded_slots.clone().acquire_owned().await {
+                                Ok(p) => Some(p),
+                                Err(_) => return,
+                            },
+                            false => None,
+                        };
                         let st = state.clone();
                         tokio::spawn(async move {
                             handle(&st, job).await;
-                            st.jobs_ready.notify_one();
+                            let signal = st.jobs_ready.clone();
                             // The state (and with it the store and its lock) is released before
-                            // the slot: once `run` has every slot back, no job holds the store.
+                            // the slot: once the lane has every slot back, no job holds the store.
                             drop(st);
+                            drop(degraded);
                             drop(permit);
+                            // Only now: a lane woken before the slot is back finds none free
+                            // and would sleep on.
+                            signal.of(kind).notify_one();
                         });
                     }
                     if full {
                         // More may be due; claim again once a slot frees.
                         wait = Duration::ZERO;
-                    } else if let Ok(Some(due)) = state.store.next_job_due().await {
-                        let ms = (due - clock::now_ms()).clamp(0, 1000) as u64;
-                        wait = Duration::from_millis(ms);
+                    } else if let Ok(Some(due)) = state.store.next_job_due(kind).await {
+                        // A job already due that the claim left out is held back by a cap:
+                        // a finishing job wakes us for it, so do not spin.
+                        let ms = due - clock::now_ms();
+                        wait =
+                            Duration::from_millis(if ms <= 0 { 1000 } else { ms.min(1000) as u64 });
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "cannot claim jobs"),
@@ -403,7 +515,7 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
             continue;
         }
         tokio::select! {
-            _ = state.jobs_ready.notified() => {}
+            _ = state.jobs_ready.of(kind).notified() => {}
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => {}
         }

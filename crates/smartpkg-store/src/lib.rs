@@ -195,6 +195,8 @@ pub struct Job {
     /// Set for push jobs.
     pub delivery_id: Option<i64>,
     pub attempts: i64,
+    /// A push to a target in a failing run (it runs in the lane's share for such targets).
+    pub degraded: bool,
 }
 
 /// An event to a third party, as stored: the wire JSON is rendered from these fields, so it
@@ -336,6 +338,47 @@ pub enum AttemptOutcome {
     GaveUp,
 }
 
+/// Which jobs a worker pool claims: platform work (builds, rollbacks, audits) and deliveries
+/// never wait for each other's slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Platform,
+    /// Pushes, at most `per_target` in flight per third party across all instances (one for
+    /// a target in a failing run), and at most `failing_slots` newly claimed for failing ones.
+    Deliveries {
+        per_target: usize,
+        failing_slots: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaneKind {
+    Platform,
+    Deliveries,
+}
+
+/// How a push attempt reflects on its target.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TargetVerdict {
+    Succeeded,
+    Failed {
+        hold: smartpkg_core::push::HoldPolicy,
+    },
+}
+
+/// A push target (a third party) as the circuit breaker sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PushTarget {
+    pub tp_id: i64,
+    pub consecutive_failures: i64,
+    pub failing_since_ms: Option<i64>,
+    /// While in the future, no delivery to this target is attempted.
+    pub hold_until_ms: Option<i64>,
+    /// How many times the target was put on hold.
+    pub holds: i64,
+    pub last_error: Option<String>,
+}
+
 /// A decision's outcome: the plan that was applied, or the rule that refused it.
 pub type Decision = std::result::Result<Plan, Refusal>;
 
@@ -408,15 +451,22 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Vec<Delivery>>;
     async fn delivery_attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRecord>>;
-    /// Logs an attempt and settles the delivery and its push job in one transaction.
+    /// Logs an attempt and settles the delivery, its push job and its target's failure run in
+    /// one transaction. Returns the end of the hold this attempt put the target on, if any.
     async fn record_attempt(
         &self,
         job_id: i64,
         delivery_id: i64,
         attempt: AttemptRecord,
         outcome: AttemptOutcome,
-    ) -> Result<()>;
-    /// Replays a delivery on purpose: pending again, a fresh retry schedule, a push job now.
+        target: TargetVerdict,
+    ) -> Result<Option<i64>>;
+    /// Every push target with a failure record.
+    async fn push_targets(&self) -> Result<Vec<PushTarget>>;
+    /// Ends a target's hold and failure run (an operator's decision); false if unknown.
+    async fn resume_target(&self, tp_id: i64) -> Result<bool>;
+    /// Replays a delivery on purpose: pending again, a fresh retry schedule, a push job now,
+    /// and its target's hold lifted for the attempt.
     async fn redeliver(&self, delivery_id: i64, now_ms: i64) -> Result<()>;
 
     /// True for the one caller that moves schedule `name` from due to `now_ms + interval_ms`.
@@ -525,14 +575,21 @@ pub trait Store: Send + Sync + 'static {
     /// Ends the app's authorization to the TP: its tokens die and the TP is told UNAUTHORIZED.
     async fn revoke(&self, tp_id: i64, app_id: i64, now_ms: i64) -> Result<bool>;
 
-    /// Leases up to `limit` due jobs for `lease_ms`.
-    async fn claim_jobs(&self, now_ms: i64, limit: usize, lease_ms: i64) -> Result<Vec<Job>>;
+    /// Leases up to `limit` due jobs of `lane` for `lease_ms`. Deliveries of a target on hold
+    /// are not claimed; per target, leased and newly claimed pushes stay within the cap.
+    async fn claim_jobs(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        lease_ms: i64,
+        lane: Lane,
+    ) -> Result<Vec<Job>>;
     /// Removes a job that has nothing left to do.
     async fn drop_job(&self, job_id: i64) -> Result<()>;
     /// Gives a job back to run again at `run_at_ms`, recording why.
     async fn retry_job(&self, job_id: i64, run_at_ms: i64, error: String) -> Result<()>;
-    /// When the earliest job is due, if any.
-    async fn next_job_due(&self) -> Result<Option<i64>>;
+    /// When the earliest job of the lane is due, if any.
+    async fn next_job_due(&self, lane: LaneKind) -> Result<Option<i64>>;
     /// Ends every lease (on start, for a database only this process may use).
     async fn release_leases(&self) -> Result<u64>;
 }

@@ -11,7 +11,19 @@ use smartpkg_store::{Delivery, DeliveryState};
 use super::{AdminError, AdminResult};
 use crate::{clock, push, AppState};
 
-fn view(d: &Delivery, state: &AppState) -> Value {
+/// When each held target's hold ends, for the delivery views.
+async fn holds(state: &AppState) -> AdminResult<HashMap<i64, i64>> {
+    let now = clock::now_ms();
+    Ok(state
+        .store
+        .push_targets()
+        .await?
+        .into_iter()
+        .filter_map(|t| t.hold_until_ms.filter(|u| *u > now).map(|u| (t.tp_id, u)))
+        .collect())
+}
+
+fn view(d: &Delivery, state: &AppState, holds: &HashMap<i64, i64>) -> Value {
     let offset = state.settings.utc_offset;
     let time = |ms: Option<i64>| ms.map(|t| clock::commit_time(t, offset));
     json!({
@@ -29,6 +41,8 @@ fn view(d: &Delivery, state: &AppState) -> Value {
         "next_attempt_at": time(d.next_attempt_at_ms.filter(|_| d.state == DeliveryState::Pending)),
         "created_at": time(Some(d.created_at_ms)),
         "delivered_at": time(d.delivered_at_ms),
+        // While the target is on hold, a pending delivery waits at least until then.
+        "target_on_hold_until": time(holds.get(&d.tp_id).copied().filter(|_| d.state == DeliveryState::Pending)),
     })
 }
 
@@ -57,7 +71,8 @@ pub async fn list(
     }
     .clamp(1, 1000);
     let rows = state.store.list_deliveries(tp_id, wanted, limit).await?;
-    let deliveries: Vec<Value> = rows.iter().map(|d| view(d, &state)).collect();
+    let holds = holds(&state).await?;
+    let deliveries: Vec<Value> = rows.iter().map(|d| view(d, &state, &holds)).collect();
     Ok(Json(json!({ "deliveries": deliveries })))
 }
 
@@ -87,7 +102,7 @@ pub async fn get_one(
             })
         })
         .collect();
-    let mut v = view(&d, &state);
+    let mut v = view(&d, &state, &holds(&state).await?);
     v["payload"] = push::render(&d, offset)
         .ok()
         .and_then(|p| serde_json::from_str(&p).ok())
@@ -106,4 +121,42 @@ pub async fn redeliver(
         StatusCode::ACCEPTED,
         Json(json!({"id": id, "state": "pending"})),
     ))
+}
+
+/// `GET /push-targets`: every third party with a failure record, its failing run and hold.
+pub async fn targets(State(state): State<AppState>) -> AdminResult<Json<Value>> {
+    let offset = state.settings.utc_offset;
+    let now = clock::now_ms();
+    let time = |ms: Option<i64>| ms.map(|t| clock::commit_time(t, offset));
+    let list: Vec<Value> = state
+        .store
+        .push_targets()
+        .await?
+        .into_iter()
+        .map(|t| {
+            let held = t.hold_until_ms.filter(|u| *u > now);
+            json!({
+                "tp_id": t.tp_id,
+                "state": if held.is_some() { "on_hold" } else if t.consecutive_failures > 0 { "failing" } else { "healthy" },
+                "consecutive_failures": t.consecutive_failures,
+                "failing_since": time(t.failing_since_ms),
+                "hold_until": time(held),
+                "holds": t.holds,
+                "last_error": t.last_error,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "push_targets": list })))
+}
+
+/// `POST /push-targets/{tp_id}/resume`: an operator ends a hold; deliveries resume at once.
+pub async fn resume(
+    State(state): State<AppState>,
+    Path(tp_id): Path<i64>,
+) -> AdminResult<Json<Value>> {
+    if !state.store.resume_target(tp_id).await? {
+        return Err(AdminError::not_found(format!("push target {tp_id}")));
+    }
+    state.jobs_ready.notify_one();
+    Ok(Json(json!({"tp_id": tp_id, "state": "healthy"})))
 }

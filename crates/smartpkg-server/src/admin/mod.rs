@@ -50,6 +50,8 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/packages/{package_id}/audit", post(packages::audit))
         .route("/packages/{package_id}/archive", get(packages::archive))
         .route("/deliveries", get(deliveries::list))
+        .route("/push-targets", get(deliveries::targets))
+        .route("/push-targets/{tp_id}/resume", post(deliveries::resume))
         .route("/deliveries/{id}", get(deliveries::get_one))
         .route("/deliveries/{id}/redeliver", post(deliveries::redeliver))
         .route_layer(middleware::from_fn_with_state(state, require_admin))

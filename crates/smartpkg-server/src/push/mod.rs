@@ -54,18 +54,31 @@ impl Resolve for GuardedResolver {
     }
 }
 
-pub fn client(allow_private: bool) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+/// The pushes' HTTP client. It never takes a proxy from the environment (`HTTP_PROXY` and
+/// friends would route around the target rules); with `proxy` set it uses that one, and the
+/// target rules are then applied to the name before each attempt (see [`check_target`]).
+pub fn client(allow_private: bool, proxy: Option<&str>) -> Result<reqwest::Client, reqwest::Error> {
+    let builder = reqwest::Client::builder()
         // A redirect would be a way around the target rules, and Baidu does not follow them.
         .redirect(reqwest::redirect::Policy::none())
         .dns_resolver(Arc::new(GuardedResolver { allow_private }))
         .user_agent(concat!("smartpkg/", env!("CARGO_PKG_VERSION")))
-        .build()
+        .no_proxy();
+    match proxy {
+        Some(p) => builder.proxy(reqwest::Proxy::all(p)?).build(),
+        None => builder.build(),
+    }
 }
 
 /// Refuses a URL before any byte is sent: only http and https, and (unless allowed) no host
-/// that is, or resolves to, a non-public address.
-pub async fn check_target(url: &str, allow_private: bool) -> Result<Url, String> {
+/// that is, or resolves to, a non-public address. Without a proxy, names are checked by the
+/// client's resolver as it connects; through a proxy (which resolves names itself) they are
+/// resolved and checked here (`resolve_names`).
+pub async fn check_target(
+    url: &str,
+    allow_private: bool,
+    resolve_names: bool,
+) -> Result<Url, String> {
     let parsed = Url::parse(url).map_err(|e| format!("invalid URL {url:?}: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!(
@@ -91,6 +104,22 @@ pub async fn check_target(url: &str, allow_private: bool) -> Result<Url, String>
             )),
             None => Ok(parsed),
         },
+        None if resolve_names => {
+            let name = parsed.host_str().unwrap_or_default().to_string();
+            let port = parsed.port_or_known_default().unwrap_or(80);
+            let addrs = tokio::net::lookup_host((name.as_str(), port))
+                .await
+                .map_err(|e| format!("cannot resolve {name}: {e}"))?;
+            for a in addrs {
+                if let Some(class) = targets::forbidden(a.ip()) {
+                    return Err(format!(
+                        "refused target: {name} resolves to {}, a {class} address",
+                        a.ip()
+                    ));
+                }
+            }
+            Ok(parsed)
+        }
         // Names are checked by the resolver at connection time.
         None => Ok(parsed),
     }
@@ -138,6 +167,7 @@ pub struct PushMetrics {
     pub delivered: AtomicU64,
     pub failed_attempts: AtomicU64,
     pub gave_up: AtomicU64,
+    pub holds: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BOUNDS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -185,6 +215,11 @@ impl PushMetrics {
                 "Deliveries marked failed after the last attempt.",
                 g(&self.gave_up),
             ),
+            (
+                "smartpkg_push_target_holds_total",
+                "Times a failing push target was put on hold.",
+                g(&self.holds),
+            ),
         ] {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
@@ -227,6 +262,7 @@ pub async fn attempt(
     tp: &Tp,
     d: &Delivery,
     allow_private: bool,
+    via_proxy: bool,
     timeout: Duration,
     offset: FixedOffset,
 ) -> Attempt {
@@ -257,7 +293,7 @@ pub async fn attempt(
         };
         return fail(format!("the third party has no {which}"), None, None, 0);
     }
-    let target = match check_target(&url, allow_private).await {
+    let target = match check_target(&url, allow_private, via_proxy).await {
         Ok(t) => t,
         Err(e) => return fail(e, None, None, 0),
     };

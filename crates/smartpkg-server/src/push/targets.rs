@@ -1,6 +1,7 @@
 //! Which push targets are refused: anything on loopback, private, link-local, CGNAT,
-//! multicast, unspecified, reserved or documentation ranges, IPv4 and IPv6 (IPv4-mapped and
-//! NAT64 addresses are judged by the IPv4 address inside), unless private targets are allowed.
+//! multicast, unspecified, reserved or documentation ranges, IPv4 and IPv6 (IPv4-mapped,
+//! NAT64, 6to4 and Teredo addresses are judged by the IPv4 addresses inside), unless private
+//! targets are allowed.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -30,14 +31,35 @@ fn v6_class(ip: Ipv6Addr) -> Option<&'static str> {
         return v4_class(v4);
     }
     let s = ip.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
     // NAT64 (64:ff9b::/96) reaches the IPv4 address in its last 32 bits.
     if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        return v4_class(Ipv4Addr::new(
-            (s[6] >> 8) as u8,
-            s[6] as u8,
-            (s[7] >> 8) as u8,
-            s[7] as u8,
-        ));
+        return v4_class(v4(s[6], s[7]));
+    }
+    // NAT64 local use (64:ff9b:1::/48, RFC 8215): the address may sit in the last 32 bits
+    // (a /96 inside it) or where RFC 6052 puts it for a /48 (bits 48-63 and 72-87). Either
+    // reading that lands on a refused address refuses it.
+    if s[..3] == [0x64, 0xff9b, 1] {
+        let at_end = v4(s[6], s[7]);
+        let rfc6052_48 = v4(s[3], ((s[4] & 0xff) << 8) | (s[5] >> 8));
+        // Zeros in the /48 position mean a longer prefix: only the end holds an address.
+        let in_48 = (s[3] | s[4] | s[5] != 0).then_some(rfc6052_48);
+        return v4_class(at_end)
+            .or_else(|| in_48.and_then(v4_class))
+            .map(|_| "NAT64 local-use (64:ff9b:1::/48) to a refused IPv4 address");
+    }
+    // 6to4 (2002::/16): the relay forwards to the IPv4 address in bits 16-47.
+    if s[0] == 0x2002 {
+        return v4_class(v4(s[1], s[2])).map(|_| "6to4 (2002::/16) to a refused IPv4 address");
+    }
+    // Teredo (2001:0::/32): the server's IPv4 in bits 32-63, the client's, inverted, in the
+    // last 32 bits.
+    if s[0] == 0x2001 && s[1] == 0 {
+        let server = v4(s[2], s[3]);
+        let client = v4(!s[6], !s[7]);
+        return v4_class(client)
+            .or_else(|| v4_class(server))
+            .map(|_| "Teredo (2001::/32) to a refused IPv4 address");
     }
     Some(match s[0] {
         _ if ip.is_unspecified() => "unspecified (::)",
@@ -98,6 +120,16 @@ mod tests {
             "::ffff:10.0.0.1",
             "64:ff9b::a00:1",
             "::127.0.0.1",
+            // 6to4 of 127.0.0.1 and 10.0.0.1
+            "2002:7f00:1::1",
+            "2002:a00:1::",
+            // Teredo: client 192.168.1.1 (inverted: 3f57:fefe), server public
+            "2001:0:808:808::3f57:fefe",
+            // Teredo: server 10.0.0.1
+            "2001:0:a00:1::f7f7:f7f7",
+            // NAT64 local use: 127.0.0.1 at the end, and 10.0.0.1 in the /48 position
+            "64:ff9b:1::7f00:1",
+            "64:ff9b:1:a00:1::",
         ] {
             let parsed: IpAddr = ip.parse().expect("ip");
             assert!(forbidden(parsed).is_some(), "{ip} must be refused");
@@ -115,6 +147,9 @@ mod tests {
             "2606:4700::1111",
             "::ffff:8.8.8.8",
             "64:ff9b::808:808",
+            "2002:808:808::1",
+            "2001:0:808:808::f7f7:f7f7",
+            "64:ff9b:1::808:808",
         ] {
             let parsed: IpAddr = ip.parse().expect("ip");
             assert_eq!(forbidden(parsed), None, "{ip}");

@@ -1,6 +1,7 @@
 mod admin;
 mod connections;
 mod errno;
+mod fairness;
 mod hardening;
 mod helpers;
 mod isolation;

@@ -17,9 +17,9 @@ use smartpkg_core::lifecycle::{
 
 use crate::{
     App, AppPatch, Approval, AttemptOutcome, AttemptRecord, AuthRefusal, Decision, DecisionContext,
-    Delivery, DeliveryState, Draft, EventRecord, Grant, IssuedCode, Job, LibraryRefusal,
-    NewPackage, NewTemplate, OperatorGrant, PackageFilter, PackageRecord, Result, Store,
-    StoreError, Template, TokenPair, Tp, TpPatch,
+    Delivery, DeliveryState, Draft, EventRecord, Grant, IssuedCode, Job, Lane, LaneKind,
+    LibraryRefusal, NewPackage, NewTemplate, OperatorGrant, PackageFilter, PackageRecord,
+    PushTarget, Result, Store, StoreError, TargetVerdict, Template, TokenPair, Tp, TpPatch,
 };
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("0003_tp_auth_and_library.sql")),
     (4, include_str!("0004_authorization.sql")),
     (5, include_str!("0005_owner_and_token_families.sql")),
+    (6, include_str!("0006_delivery_lanes.sql")),
 ];
 const MAX_IDLE_READERS: usize = 16;
 
@@ -697,6 +698,70 @@ fn switch_authorization(
     Ok(true)
 }
 
+type JobCols = (i64, String, i64, i64, Option<i64>);
+
+fn job_cols(r: &Row<'_>) -> rusqlite::Result<JobCols> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn push_target_row(r: &Row<'_>) -> rusqlite::Result<PushTarget> {
+    Ok(PushTarget {
+        tp_id: r.get(0)?,
+        consecutive_failures: r.get(1)?,
+        failing_since_ms: r.get(2)?,
+        hold_until_ms: r.get(3)?,
+        holds: r.get(4)?,
+        last_error: r.get(5)?,
+    })
+}
+
+/// Updates the delivery's target after an attempt: a success ends its failing run (and any
+/// hold); a failure lengthens it and, past the policy's threshold, holds the target. Returns
+/// the hold's end when this attempt started one.
+fn settle_target(
+    tx: &Transaction<'_>,
+    delivery_id: i64,
+    a: &AttemptRecord,
+    verdict: TargetVerdict,
+) -> Result<Option<i64>> {
+    let tp_id: i64 = tx.query_row(
+        "SELECT tp_id FROM deliveries WHERE delivery_id = ?1",
+        [delivery_id],
+        |r| r.get(0),
+    )?;
+    tx.prepare_cached(
+        "INSERT INTO push_targets (tp_id, updated_at) VALUES (?1, ?2) ON CONFLICT (tp_id) DO NOTHING",
+    )?
+    .execute(params![tp_id, a.at_ms])?;
+    match verdict {
+        TargetVerdict::Succeeded => {
+            tx.prepare_cached(
+                "UPDATE push_targets SET consecutive_failures = 0, failing_since = NULL, hold_until = NULL, updated_at = ?2 WHERE tp_id = ?1",
+            )?
+            .execute(params![tp_id, a.at_ms])?;
+            Ok(None)
+        }
+        TargetVerdict::Failed { hold } => {
+            let failures: i64 = tx.query_row(
+                "UPDATE push_targets SET consecutive_failures = consecutive_failures + 1, \
+                   failing_since = COALESCE(failing_since, ?2), last_error = ?3, updated_at = ?2 \
+                 WHERE tp_id = ?1 RETURNING consecutive_failures",
+                params![tp_id, a.at_ms, a.error],
+                |r| r.get(0),
+            )?;
+            let Some(ms) = hold.hold_ms(failures) else {
+                return Ok(None);
+            };
+            let until = a.at_ms.saturating_add(ms);
+            tx.prepare_cached(
+                "UPDATE push_targets SET hold_until = ?2, holds = holds + 1 WHERE tp_id = ?1",
+            )?
+            .execute(params![tp_id, until])?;
+            Ok(Some(until))
+        }
+    }
+}
+
 /// The audit-result event of a decision, in the deciding transaction.
 fn outbox(
     tx: &Transaction<'_>,
@@ -736,7 +801,8 @@ fn insert_push_job(
     run_at: i64,
 ) -> Result<()> {
     tx.prepare_cached(
-        "INSERT INTO jobs (kind, package_id, delivery_id, run_at, created_at) VALUES ('push', ?1, ?2, ?3, ?3)",
+        "INSERT INTO jobs (kind, package_id, delivery_id, run_at, created_at, target) \
+         VALUES ('push', ?1, ?2, ?3, ?3, (SELECT tp_id FROM deliveries WHERE delivery_id = ?2))",
     )?
     .execute(params![package_id, delivery_id, run_at])?;
     Ok(())
@@ -1109,8 +1175,10 @@ impl Store for SqliteStore {
         delivery_id: i64,
         a: AttemptRecord,
         outcome: AttemptOutcome,
-    ) -> Result<()> {
+        target: TargetVerdict,
+    ) -> Result<Option<i64>> {
         self.write(move |tx| {
+            let held = settle_target(tx, delivery_id, &a, target)?;
             tx.prepare_cached(
                 "INSERT INTO delivery_attempts (delivery_id, at, url, status, latency_ms, error, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
@@ -1137,7 +1205,7 @@ impl Store for SqliteStore {
                     tx.prepare_cached("DELETE FROM jobs WHERE job_id = ?1")?.execute([job_id])?;
                 }
             }
-            Ok(())
+            Ok(held)
         })
         .await
     }
@@ -1155,6 +1223,12 @@ impl Store for SqliteStore {
             tx.execute(
                 "UPDATE deliveries SET state = 'pending', cycle_attempts = 0, next_attempt_at = ?1 WHERE delivery_id = ?2",
                 params![now_ms, delivery_id],
+            )?;
+            // A replay is the operator's call to try now: it lifts the target's hold for this
+            // probe (the failing run stays, so a failure holds the target again at once).
+            tx.execute(
+                "UPDATE push_targets SET hold_until = NULL WHERE tp_id = (SELECT tp_id FROM deliveries WHERE delivery_id = ?1)",
+                [delivery_id],
             )?;
             // One push job per delivery: move a waiting one forward, or add one.
             let moved = tx.execute(
@@ -1541,25 +1615,87 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn claim_jobs(&self, now_ms: i64, limit: usize, lease_ms: i64) -> Result<Vec<Job>> {
+    async fn claim_jobs(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        lease_ms: i64,
+        lane: Lane,
+    ) -> Result<Vec<Job>> {
         self.write(move |tx| {
-            let mut stmt = tx.prepare_cached(
-                "SELECT job_id, kind, package_id, attempts, delivery_id FROM jobs \
-                 WHERE run_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1) ORDER BY run_at, job_id LIMIT ?2",
-            )?;
-            let rows = stmt
-                .query_map(params![now_ms, limit as i64], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, Option<i64>>(4)?))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let rows = match lane {
+                Lane::Platform => {
+                    let mut stmt = tx.prepare_cached(
+                        "SELECT job_id, kind, package_id, attempts, delivery_id FROM jobs \
+                         WHERE kind <> 'push' AND run_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1) \
+                         ORDER BY run_at, job_id LIMIT ?2",
+                    )?;
+                    let rows = stmt.query_map(params![now_ms, limit as i64], |r| Ok((job_cols(r)?, false)))?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>()?
+                }
+                Lane::Deliveries { per_target, failing_slots } => {
+                    // Due pushes of targets not on hold. Per target, leased and newly claimed
+                    // pushes stay within the cap (1 for a target in a failing run: it probes).
+                    // Healthy targets come first and the least busy among them; failing ones
+                    // get at most `failing_slots`, so slow receivers never fill the lane.
+                    let mut stmt = tx.prepare_cached(
+                        "WITH busy AS ( \
+                            SELECT target, COUNT(*) AS n FROM jobs \
+                            WHERE kind = 'push' AND lease_until > ?1 GROUP BY target), \
+                         due AS ( \
+                            SELECT j.job_id, j.kind, j.package_id, j.attempts, j.delivery_id, j.run_at, j.target, \
+                                   COALESCE(t.consecutive_failures, 0) > 0 AS failing, \
+                                   ROW_NUMBER() OVER (PARTITION BY j.target ORDER BY j.run_at, j.job_id) AS rn \
+                            FROM jobs j LEFT JOIN push_targets t ON t.tp_id = j.target \
+                            WHERE j.kind = 'push' AND j.run_at <= ?1 AND (j.lease_until IS NULL OR j.lease_until <= ?1) \
+                              AND (t.hold_until IS NULL OR t.hold_until <= ?1)), \
+                         capped AS ( \
+                            SELECT d.*, d.rn + COALESCE(b.n, 0) AS load FROM due d \
+                            LEFT JOIN busy b ON b.target = d.target \
+                            WHERE d.rn + COALESCE(b.n, 0) <= CASE WHEN d.failing THEN 1 ELSE ?3 END), \
+                         ranked AS ( \
+                            SELECT c.*, ROW_NUMBER() OVER (PARTITION BY c.failing ORDER BY c.load, c.run_at, c.job_id) AS frn \
+                            FROM capped c) \
+                         SELECT job_id, kind, package_id, attempts, delivery_id, failing FROM ranked \
+                         WHERE failing = 0 OR frn <= ?4 \
+                         ORDER BY failing, load, run_at, job_id LIMIT ?2",
+                    )?;
+                    let rows = stmt.query_map(
+                        params![now_ms, limit as i64, per_target as i64, failing_slots as i64],
+                        |r| Ok((job_cols(r)?, r.get::<_, bool>(5)?)),
+                    )?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>()?
+                }
+            };
             let mut jobs = Vec::with_capacity(rows.len());
-            for (job_id, kind, package_id, attempts, delivery_id) in rows {
+            for ((job_id, kind, package_id, attempts, delivery_id), degraded) in rows {
                 tx.prepare_cached("UPDATE jobs SET lease_until = ?1, attempts = attempts + 1 WHERE job_id = ?2")?
                     .execute(params![now_ms + lease_ms, job_id])?;
                 let kind = JobKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("job kind {kind}")))?;
-                jobs.push(Job { job_id, kind, package_id, delivery_id, attempts: attempts + 1 });
+                jobs.push(Job { job_id, kind, package_id, delivery_id, attempts: attempts + 1, degraded });
             }
             Ok(jobs)
+        })
+        .await
+    }
+
+    async fn push_targets(&self) -> Result<Vec<PushTarget>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT tp_id, consecutive_failures, failing_since, hold_until, holds, last_error FROM push_targets ORDER BY tp_id",
+            )?;
+            let rows = stmt.query_map([], push_target_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn resume_target(&self, tp_id: i64) -> Result<bool> {
+        self.write(move |tx| {
+            Ok(tx.execute(
+                "UPDATE push_targets SET hold_until = NULL, consecutive_failures = 0, failing_since = NULL WHERE tp_id = ?1",
+                [tp_id],
+            )? == 1)
         })
         .await
     }
@@ -1584,15 +1720,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn next_job_due(&self) -> Result<Option<i64>> {
-        self.read(|c| {
-            Ok(c.query_row(
-                "SELECT MIN(CASE WHEN lease_until IS NULL OR lease_until < run_at THEN run_at ELSE lease_until END) FROM jobs",
-                [],
-                |r| r.get(0),
-            )?)
-        })
-        .await
+    async fn next_job_due(&self, lane: LaneKind) -> Result<Option<i64>> {
+        let sql = match lane {
+            LaneKind::Platform => "SELECT MIN(CASE WHEN lease_until IS NULL OR lease_until < run_at THEN run_at ELSE lease_until END) FROM jobs WHERE kind <> 'push'",
+            LaneKind::Deliveries => "SELECT MIN(CASE WHEN lease_until IS NULL OR lease_until < run_at THEN run_at ELSE lease_until END) FROM jobs WHERE kind = 'push'",
+        };
+        self.read(move |c| Ok(c.query_row(sql, [], |r| r.get(0))?))
+            .await
     }
 
     async fn release_leases(&self) -> Result<u64> {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::Lane;
 use smartpkg_core::lifecycle::{AuditRequest, Policy};
 
 fn ctx(now_ms: i64) -> DecisionContext {
@@ -86,25 +87,32 @@ async fn upload_writes_the_package_and_its_build_job_together() {
     assert_eq!(p.state, PkgState::Building);
     assert!(
         store
-            .claim_jobs(1050, 10, 1000)
+            .claim_jobs(1050, 10, 1000, Lane::Platform)
             .await
             .expect("db")
             .is_empty(),
         "not due before the build delay"
     );
-    let jobs = store.claim_jobs(1100, 10, 1000).await.expect("db");
+    let jobs = store
+        .claim_jobs(1100, 10, 1000, Lane::Platform)
+        .await
+        .expect("db");
     assert_eq!(jobs.len(), 1);
     assert_eq!((jobs[0].kind, jobs[0].package_id), (JobKind::Build, id));
     assert!(
         store
-            .claim_jobs(1200, 10, 1000)
+            .claim_jobs(1200, 10, 1000, Lane::Platform)
             .await
             .expect("db")
             .is_empty(),
         "a leased job is not claimed twice"
     );
     assert_eq!(
-        store.claim_jobs(2100, 10, 1000).await.expect("db").len(),
+        store
+            .claim_jobs(2100, 10, 1000, Lane::Platform)
+            .await
+            .expect("db")
+            .len(),
         1,
         "an expired lease is claimed again"
     );
@@ -118,7 +126,11 @@ async fn completing_a_job_and_its_transition_commit_together() {
         .await
         .expect("db")
         .expect("upload");
-    let job = store.claim_jobs(100, 1, 1000).await.expect("db").remove(0);
+    let job = store
+        .claim_jobs(100, 1, 1000, Lane::Platform)
+        .await
+        .expect("db")
+        .remove(0);
     let cmd = Command::BuildSucceeded {
         package_id: id,
         direct_commit: false,
@@ -130,7 +142,10 @@ async fn completing_a_job_and_its_transition_commit_together() {
         .expect("db")
         .expect("built");
     assert_eq!(
-        store.next_job_due().await.expect("db"),
+        store
+            .next_job_due(crate::LaneKind::Platform)
+            .await
+            .expect("db"),
         None,
         "the job is gone"
     );
