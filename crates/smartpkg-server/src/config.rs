@@ -89,6 +89,19 @@ pub struct Settings {
     /// An HTTP proxy for pushes (`http://host:port`); unset = direct. Proxies from the
     /// environment (`HTTP_PROXY`…) are never used for pushes.
     pub push_proxy: Option<String>,
+    /// Write calls (upload, submitaudit, release, rollback, withdraw) per mini program per
+    /// minute, also the burst; 0 = unlimited.
+    pub app_writes_per_minute: u32,
+    /// Write calls per third party per minute (its mini programs' writes and its own:
+    /// pre-auth codes, template changes, code exchanges); 0 = unlimited.
+    pub tp_writes_per_minute: u32,
+    /// Seconds between janitor runs.
+    pub janitor_interval_s: u64,
+    /// How long used codes and used refresh tokens are kept past their use (to recognise a
+    /// replay) before the janitor deletes them.
+    pub used_credential_retention_s: u64,
+    /// How long a retired package keeps its ext_json before the janitor drops it.
+    pub retired_package_retention_s: u64,
 }
 
 impl Default for Settings {
@@ -139,6 +152,11 @@ impl Default for Settings {
             push_hold_base_ms: 30_000,
             push_hold_max_ms: 3_600_000,
             push_proxy: None,
+            app_writes_per_minute: 60,
+            tp_writes_per_minute: 1200,
+            janitor_interval_s: 3600,
+            used_credential_retention_s: 30 * 24 * 3600,
+            retired_package_retention_s: 7 * 24 * 3600,
         }
     }
 }
@@ -345,6 +363,11 @@ impl Settings {
                 }
                 self.push_proxy = Some(t.to_string()).filter(|p| !p.is_empty())
             }
+            "app_writes_per_minute" => self.app_writes_per_minute = num(name, v)?,
+            "tp_writes_per_minute" => self.tp_writes_per_minute = num(name, v)?,
+            "janitor_interval_s" => self.janitor_interval_s = positive(name, v)?,
+            "used_credential_retention_s" => self.used_credential_retention_s = num(name, v)?,
+            "retired_package_retention_s" => self.retired_package_retention_s = num(name, v)?,
             _ => return Err(ConfigError::Unknown(name.to_string())),
         }
         Ok(())

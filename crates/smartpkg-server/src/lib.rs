@@ -11,8 +11,10 @@ pub mod baidu;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod metrics;
 pub mod owner;
 pub mod push;
+pub mod ratelimit;
 pub mod secrets;
 pub mod serve;
 pub mod workers;
@@ -46,13 +48,15 @@ pub struct AppState {
     pub verified_templates: Arc<Mutex<HashMap<String, Arc<TemplateManifest>>>>,
     /// The HTTP client of pushes: no redirects, a resolver that enforces the target rules.
     pub push_client: reqwest::Client,
-    pub push_metrics: Arc<push::PushMetrics>,
+    pub metrics: Arc<metrics::Metrics>,
     /// Where this server is reached from outside (`public_url`, or the listening address).
     pub public_url: Arc<str>,
     /// Throttles of wrong owner credentials on the authorization page.
     pub guards: Arc<owner::Guards>,
     /// Template archives received and inspected at once: each holds its archive in memory.
     pub template_slots: Arc<tokio::sync::Semaphore>,
+    /// Write calls per mini program and per third party on the Baidu API.
+    pub write_limits: Arc<ratelimit::WriteLimits>,
 }
 
 impl AppState {
@@ -173,6 +177,29 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
     tracing::info_span!("request", request_id = ?id, method = ?req.method(), path = ?req.uri().path())
 }
 
+/// `GET /metrics`: the counters, plus gauges read from the store at scrape time.
+async fn render_metrics(
+    axum::extract::State(s): axum::extract::State<AppState>,
+) -> impl axum::response::IntoResponse {
+    let now = clock::now_ms();
+    if let Ok(targets) = s.store.push_targets().await {
+        let held = targets
+            .iter()
+            .filter(|t| t.hold_until_ms.is_some_and(|u| u > now))
+            .count();
+        s.metrics
+            .gauge("smartpkg_push_targets_on_hold", &[])
+            .set(held as f64);
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        s.metrics.render(),
+    )
+}
+
 /// What an unserved path under `/rest/2.0/` answers (spec §8): the gateway's error shape, so
 /// SDKs report a clear error instead of a transport failure. Anything else is a plain 404.
 async fn unknown_method(uri: axum::http::Uri) -> axum::response::Response {
@@ -198,21 +225,12 @@ pub fn router(state: AppState) -> Router {
                 )
             }),
         )
-        .route(
-            "/metrics",
-            get(
-                |axum::extract::State(s): axum::extract::State<AppState>| async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4",
-                        )],
-                        s.push_metrics.render(),
-                    )
-                },
-            ),
-        )
+        .route("/metrics", get(render_metrics))
         .fallback(unknown_method)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track_http,
+        ))
         .layer(
             tower::ServiceBuilder::new()
                 .layer(axum::middleware::from_fn(sane_request_id))
@@ -270,6 +288,18 @@ impl Running {
     }
 }
 
+/// Creates the data directory owner-only (0700), or tightens an existing one: it holds the
+/// database with every secret, and the admin token.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 /// Opens storage under the data directory, binds, and starts the HTTP server and workers.
 pub async fn start(settings: Settings) -> Result<Running, StartError> {
     if let Some(url) = &settings.database_url {
@@ -277,7 +307,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             return Err(StartError::UnsupportedDatabase(url.clone()));
         }
     }
-    std::fs::create_dir_all(&settings.data_dir)?;
+    private_dir(&settings.data_dir)?;
     let (admin_token, admin_token_generated) =
         secrets::admin_token(&settings.data_dir, settings.admin_token.as_deref())?;
     let store = SqliteStore::open(settings.database_path())?;
@@ -316,6 +346,10 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let settings_allow_private = settings.allow_private_targets;
     let template_concurrency = settings.template_upload_concurrency;
     let push_proxy = settings.push_proxy.clone();
+    let write_limits = (
+        settings.app_writes_per_minute,
+        settings.tp_writes_per_minute,
+    );
     let state_settings_owner = (
         settings.owner_attempts_per_app,
         settings.owner_attempts_per_client,
@@ -335,7 +369,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         verified_templates: Arc::default(),
         push_client: push::client(settings_allow_private, push_proxy.as_deref())
             .map_err(|e| StartError::Io(std::io::Error::other(e)))?,
-        push_metrics: Arc::default(),
+        metrics: Arc::default(),
         public_url,
         guards: Arc::new(owner::Guards::new(
             state_settings_owner.0,
@@ -343,6 +377,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             std::time::Duration::from_secs(state_settings_owner.2),
         )),
         template_slots: Arc::new(tokio::sync::Semaphore::new(template_concurrency)),
+        write_limits: Arc::new(ratelimit::WriteLimits::new(write_limits.0, write_limits.1)),
     };
     let (shutdown, rx) = watch::channel(false);
     let app = router(state.clone());

@@ -4,7 +4,6 @@
 //! a busy database) runs again later with backoff. Nothing is lost on a crash: an unfinished
 //! job is still in the table and runs again when its lease ends (at once on restart with SQLite).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -265,23 +264,25 @@ async fn push(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
         s.utc_offset,
     )
     .await;
-    let m = &state.push_metrics;
-    m.attempts.fetch_add(1, Ordering::Relaxed);
+    let m = &state.metrics;
+    m.counter("smartpkg_push_attempts_total", &[]).increment(1);
     if a.record.status.is_some() {
-        m.observe(Duration::from_millis(a.record.latency_ms.max(0) as u64));
+        let latency = Duration::from_millis(a.record.latency_ms.max(0) as u64);
+        m.observe("smartpkg_push_latency_seconds", &[], latency);
     }
     let outcome = if a.delivered {
-        m.delivered.fetch_add(1, Ordering::Relaxed);
+        m.counter("smartpkg_push_delivered_total", &[]).increment(1);
         AttemptOutcome::Delivered
     } else {
-        m.failed_attempts.fetch_add(1, Ordering::Relaxed);
+        m.counter("smartpkg_push_failed_attempts_total", &[])
+            .increment(1);
         match s
             .push_retry_schedule_ms
             .get(d.cycle_attempts.max(0) as usize)
         {
             Some(wait) => AttemptOutcome::RetryAt(clock::now_ms() + *wait as i64),
             None => {
-                m.gave_up.fetch_add(1, Ordering::Relaxed);
+                m.counter("smartpkg_push_gave_up_total", &[]).increment(1);
                 AttemptOutcome::GaveUp
             }
         }
@@ -306,7 +307,8 @@ async fn push(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
         .record_attempt(job.job_id, delivery_id, a.record, outcome, verdict)
         .await?;
     if let Some(until) = held {
-        m.holds.fetch_add(1, Ordering::Relaxed);
+        m.counter("smartpkg_push_target_holds_total", &[])
+            .increment(1);
         tracing::warn!(
             tp_id = d.tp_id,
             hold_ms = until - clock::now_ms(),
@@ -326,6 +328,18 @@ async fn handle(state: &AppState, job: Job) {
         JobKind::AutoAudit => auto_audit(state, &job).await,
         JobKind::FinishRollback => finish_rollback(state, &job).await,
     };
+    let outcome = match &result {
+        Ok(Outcome::Done) => "done",
+        Ok(Outcome::Obsolete(_)) => "obsolete",
+        Err(JobError::Transient(_)) => "retry",
+    };
+    state
+        .metrics
+        .counter(
+            "smartpkg_jobs_total",
+            &[("kind", job.kind.as_str()), ("outcome", outcome)],
+        )
+        .increment(1);
     let settle = match result {
         Ok(Outcome::Done) => Ok(()),
         Ok(Outcome::Obsolete(why)) => {
@@ -393,6 +407,50 @@ async fn push_tickets(state: &AppState) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Deletes what nobody may use any more, when the shared schedule says it is time.
+async fn janitor(state: &AppState) -> Result<(), StoreError> {
+    let s = &state.settings;
+    let now = clock::now_ms();
+    let interval_ms = (s.janitor_interval_s as i64).saturating_mul(1000);
+    if !state
+        .store
+        .take_schedule("janitor", now, interval_ms)
+        .await?
+    {
+        return Ok(());
+    }
+    let ms = |secs: u64| (secs as i64).saturating_mul(1000);
+    let swept = state
+        .store
+        .sweep(
+            now,
+            smartpkg_store::SweepPolicy {
+                used_credential_retention_ms: ms(s.used_credential_retention_s),
+                retired_package_retention_ms: ms(s.retired_package_retention_s),
+            },
+        )
+        .await?;
+    for (what, n) in [
+        ("codes", swept.codes),
+        ("tickets", swept.tickets),
+        ("tokens", swept.tokens),
+        ("packages_trimmed", swept.packages_trimmed),
+    ] {
+        state
+            .metrics
+            .counter("smartpkg_janitor_removed_total", &[("what", what)])
+            .increment(n);
+    }
+    tracing::info!(
+        codes = swept.codes,
+        tickets = swept.tickets,
+        tokens = swept.tokens,
+        packages_trimmed = swept.packages_trimmed,
+        "janitor swept"
+    );
+    Ok(())
+}
+
 /// Runs both lanes and the ticket schedule until `shutdown` turns true, then waits for the
 /// jobs in flight.
 pub async fn run(state: AppState, shutdown: watch::Receiver<bool>) {
@@ -419,6 +477,9 @@ pub async fn run(state: AppState, shutdown: watch::Receiver<bool>) {
         }
         if let Err(e) = push_tickets(&state).await {
             tracing::error!(error = %e, "cannot push tickets");
+        }
+        if let Err(e) = janitor(&state).await {
+            tracing::error!(error = %e, "janitor failed");
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}

@@ -379,6 +379,24 @@ pub struct PushTarget {
     pub last_error: Option<String>,
 }
 
+/// What the janitor keeps and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SweepPolicy {
+    /// Used codes and used refresh tokens are kept this long after their use.
+    pub used_credential_retention_ms: i64,
+    /// Retired packages keep their inputs this long after they were retired.
+    pub retired_package_retention_ms: i64,
+}
+
+/// What one janitor run removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Swept {
+    pub codes: u64,
+    pub tickets: u64,
+    pub tokens: u64,
+    pub packages_trimmed: u64,
+}
+
 /// A decision's outcome: the plan that was applied, or the rule that refused it.
 pub type Decision = std::result::Result<Plan, Refusal>;
 
@@ -461,6 +479,9 @@ pub trait Store: Send + Sync + 'static {
         outcome: AttemptOutcome,
         target: TargetVerdict,
     ) -> Result<Option<i64>>;
+    /// Deletes expired and long-used codes, tickets and tokens, and trims packages that can
+    /// never come back (see [`SweepPolicy`]).
+    async fn sweep(&self, now_ms: i64, policy: SweepPolicy) -> Result<Swept>;
     /// Every push target with a failure record.
     async fn push_targets(&self) -> Result<Vec<PushTarget>>;
     /// Ends a target's hold and failure run (an operator's decision); false if unknown.

@@ -78,6 +78,7 @@ impl Errno {
     pub const QRCODE_WIDTH: Errno = Errno(470018);
     pub const QRCODE_PACKAGE: Errno = Errno(470019);
     pub const QRCODE_NO_ONLINE: Errno = Errno(470020);
+    pub const CALL_LIMIT: Errno = Errno(50029);
     pub const PROCESSING: Errno = Errno(50031);
     pub const NO_AUTHORIZATION: Errno = Errno(50032);
     pub const NOT_CERTIFIED: Errno = Errno(50038);

@@ -79,7 +79,12 @@ pub async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<i64>,
 ) -> AdminResult<Json<Value>> {
-    Ok(Json(view(&load(&state, id).await?, &state)))
+    let p = load(&state, id).await?;
+    let mut v = view(&p, &state);
+    // The inputs and the build, for one package only (each may be up to the body limit).
+    v["ext_json"] = json!(p.ext_json);
+    v["built_ext_json"] = json!(p.built_ext_json);
+    Ok(Json(v))
 }
 
 #[derive(Deserialize)]

@@ -26,7 +26,7 @@ pub const PRE_AUTH_CODE_TTL_S: i64 = 1200;
 pub const AUTH_CODE_TTL_S: i64 = 3600;
 
 async fn preauth_inner(state: AppState, p: Params) -> Answer {
-    let tp_id = p.tp_grant(&state).await?;
+    let tp_id = p.tp_write_grant(&state).await?;
     let code = secrets::random_alnum(40);
     let now = clock::now_ms();
     state
@@ -325,7 +325,7 @@ fn oauth_error(error: &str, description: &str) -> Response {
 }
 
 pub async fn oauth_token(State(state): State<AppState>, p: Params) -> Response {
-    let tp_id = match p.tp_grant(&state).await {
+    let tp_id = match p.tp_write_grant(&state).await {
         Ok(t) => t,
         Err(r) => return r.into_response(),
     };
@@ -440,7 +440,7 @@ pub async fn app_info(State(state): State<AppState>, p: Params) -> Response {
 }
 
 async fn retrieve_inner(state: AppState, p: Params) -> Answer {
-    let tp_id = p.tp_grant(&state).await?;
+    let tp_id = p.tp_write_grant(&state).await?;
     let app_id = p.required_i64("app_id")?;
     let authorized = state
         .store

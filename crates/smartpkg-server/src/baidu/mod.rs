@@ -253,6 +253,53 @@ impl Params {
         let grant = state.store.resolve_app_token(self.token_hash()?).await?;
         check_grant(grant)
     }
+
+    /// As [`Params::app_grant`], for a call that writes: it counts against the mini
+    /// program's and its third party's write limits.
+    pub async fn app_write_grant(&self, state: &AppState) -> Result<Grant, Reply> {
+        let grant = self.app_grant(state).await?;
+        let limits = &state.write_limits;
+        limits.per_app.take(grant.app_id).map_err(|wait| {
+            call_limit(
+                state,
+                "app",
+                "this mini program",
+                state.settings.app_writes_per_minute,
+                wait,
+            )
+        })?;
+        limits.per_tp.take(grant.tp_id).map_err(|wait| {
+            call_limit(
+                state,
+                "tp",
+                "this third party",
+                state.settings.tp_writes_per_minute,
+                wait,
+            )
+        })?;
+        Ok(grant)
+    }
+}
+
+/// Baidu's call-limit errno, saying which limit and when to retry; counted in the metrics.
+pub fn call_limit(
+    state: &AppState,
+    scope: &'static str,
+    whose: &str,
+    per_minute: u32,
+    wait: std::time::Duration,
+) -> Reply {
+    state
+        .metrics
+        .counter("smartpkg_rate_limited_total", &[("scope", scope)])
+        .increment(1);
+    Reply::err_msg(
+        Errno::CALL_LIMIT,
+        format!(
+            "{whose} may make {per_minute} write calls per minute; retry in {} s",
+            wait.as_secs().max(1)
+        ),
+    )
 }
 
 /// An unknown token is 110, an expired one 111.

@@ -61,7 +61,7 @@ async fn run(state: &AppState, app_id: i64, cmd: Command) -> Answer {
 }
 
 async fn upload_inner(state: AppState, p: Params) -> Answer {
-    let grant = p.app_grant(&state).await?;
+    let grant = p.app_write_grant(&state).await?;
     let template_id = p.required_i64("template_id")?;
     let ext_json = p.required("ext_json")?.to_string();
     p.required("user_version")?;
@@ -111,7 +111,7 @@ pub async fn upload(State(state): State<AppState>, p: Params) -> Response {
 }
 
 async fn submitaudit_inner(state: AppState, p: Params) -> Answer {
-    let grant = p.app_grant(&state).await?;
+    let grant = p.app_write_grant(&state).await?;
     let package_id = p.required_i64("package_id")?;
     p.required("content")?;
     let request = AuditRequest {
@@ -132,7 +132,7 @@ pub async fn submitaudit(State(state): State<AppState>, p: Params) -> Response {
 }
 
 async fn by_package_id(state: AppState, p: Params, cmd: fn(i64) -> Command) -> Answer {
-    let grant = p.app_grant(&state).await?;
+    let grant = p.app_write_grant(&state).await?;
     let package_id = p.required_i64("package_id")?;
     run(&state, grant.app_id, cmd(package_id)).await
 }

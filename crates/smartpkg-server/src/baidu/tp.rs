@@ -27,6 +27,22 @@ impl Params {
         Ok(tp_id)
     }
 
+    /// As [`Params::tp_grant`], for a call that writes: it counts against the third party's
+    /// write limit.
+    pub async fn tp_write_grant(&self, state: &AppState) -> Result<i64, Reply> {
+        let tp_id = self.tp_grant(state).await?;
+        state.write_limits.per_tp.take(tp_id).map_err(|wait| {
+            super::call_limit(
+                state,
+                "tp",
+                "this third party",
+                state.settings.tp_writes_per_minute,
+                wait,
+            )
+        })?;
+        Ok(tp_id)
+    }
+
     /// `page` (from 1) and `page_size` (1 to 100), as (offset, limit).
     fn paging(&self) -> Result<(i64, i64), Reply> {
         let page = self.optional_i64("page")?.unwrap_or(1);
@@ -98,7 +114,7 @@ pub async fn gettemplatedraftlist(State(state): State<AppState>, p: Params) -> R
 }
 
 async fn add_inner(state: AppState, p: Params) -> Answer {
-    let tp_id = p.tp_grant(&state).await?;
+    let tp_id = p.tp_write_grant(&state).await?;
     let draft_id = p.required_i64("draft_id")?;
     let desc = p.required("user_desc")?.to_string();
     if desc.chars().count() > MAX_TEMPLATE_DESC_CHARS {
@@ -140,7 +156,7 @@ pub async fn gettemplatelist(State(state): State<AppState>, p: Params) -> Respon
 }
 
 async fn delete_inner(state: AppState, p: Params) -> Answer {
-    let tp_id = p.tp_grant(&state).await?;
+    let tp_id = p.tp_write_grant(&state).await?;
     let template_id = p.required_i64("template_id")?;
     match state
         .store

@@ -5,7 +5,6 @@
 pub mod targets;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -158,91 +157,6 @@ pub fn render(d: &Delivery, offset: FixedOffset) -> Result<String, serde_json::E
         package_id: e.package_id,
         package_version: e.package_version.clone(),
     })
-}
-
-/// Counters for `/metrics`.
-#[derive(Default)]
-pub struct PushMetrics {
-    pub attempts: AtomicU64,
-    pub delivered: AtomicU64,
-    pub failed_attempts: AtomicU64,
-    pub gave_up: AtomicU64,
-    pub holds: AtomicU64,
-    latency_buckets: [AtomicU64; LATENCY_BOUNDS.len()],
-    latency_count: AtomicU64,
-    latency_sum_us: AtomicU64,
-}
-
-const LATENCY_BOUNDS: [f64; 11] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-impl PushMetrics {
-    pub fn observe(&self, latency: Duration) {
-        let secs = latency.as_secs_f64();
-        for (i, bound) in LATENCY_BOUNDS.iter().enumerate() {
-            if secs <= *bound {
-                self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us
-            .fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    /// Prometheus text format.
-    pub fn render(&self) -> String {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut out = String::new();
-        for (name, help, v) in [
-            (
-                "smartpkg_push_attempts_total",
-                "Push attempts made.",
-                g(&self.attempts),
-            ),
-            (
-                "smartpkg_push_delivered_total",
-                "Pushes acknowledged with success.",
-                g(&self.delivered),
-            ),
-            (
-                "smartpkg_push_failed_attempts_total",
-                "Push attempts that failed.",
-                g(&self.failed_attempts),
-            ),
-            (
-                "smartpkg_push_gave_up_total",
-                "Deliveries marked failed after the last attempt.",
-                g(&self.gave_up),
-            ),
-            (
-                "smartpkg_push_target_holds_total",
-                "Times a failing push target was put on hold.",
-                g(&self.holds),
-            ),
-        ] {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
-            ));
-        }
-        let name = "smartpkg_push_latency_seconds";
-        out.push_str(&format!(
-            "# HELP {name} Time from sending a push to its answer.\n# TYPE {name} histogram\n"
-        ));
-        for (i, bound) in LATENCY_BOUNDS.iter().enumerate() {
-            out.push_str(&format!(
-                "{name}_bucket{{le=\"{bound}\"}} {}\n",
-                g(&self.latency_buckets[i])
-            ));
-        }
-        let count = g(&self.latency_count);
-        out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {count}\n"));
-        out.push_str(&format!(
-            "{name}_sum {}\n{name}_count {count}\n",
-            g(&self.latency_sum_us) as f64 / 1e6
-        ));
-        out
-    }
 }
 
 /// What one attempt found.

@@ -500,3 +500,157 @@ async fn control_characters_in_versions_descriptions_and_names_are_refused() {
     assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn write_calls_beyond_the_per_app_limit_get_50029_and_reads_still_work() {
+    let app = spawn_with(|s| {
+        s.app_writes_per_minute = 3;
+        s.tp_writes_per_minute = 1000;
+    })
+    .await;
+    let t = app.template_id.to_string();
+    let upload = |v: &'static str| {
+        let t = t.clone();
+        let app = &app;
+        async move {
+            app.call(
+                "upload",
+                &[
+                    ("template_id", &t),
+                    ("ext_json", "{}"),
+                    ("user_version", v),
+                    ("user_desc", "d"),
+                ],
+            )
+            .await
+        }
+    };
+    for v in ["1", "2", "3"] {
+        assert_eq!(upload(v).await["errno"], 0);
+    }
+    let refused = upload("4").await;
+    assert_eq!(refused["errno"], 50029, "{refused}");
+    let msg = refused["msg"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("接口调用次数超过限制")
+            && msg.contains("per minute")
+            && msg.contains("retry in"),
+        "{msg}"
+    );
+    // Other writes of the same app are limited too; reads are not.
+    let v = app.call("release", &[("package_id", "1")]).await;
+    assert_eq!(v["errno"], 50029, "{v}");
+    assert_eq!(app.call("get", &[]).await["errno"], 0);
+    // Another mini program of the same third party has its own budget.
+    let (_, other_token) = app.new_app("other shop").await;
+    let v = app
+        .call_as(
+            Style::QueryAndForm,
+            &other_token,
+            "upload",
+            &[
+                ("template_id", &t),
+                ("ext_json", "{}"),
+                ("user_version", "1"),
+                ("user_desc", "d"),
+            ],
+        )
+        .await;
+    assert_eq!(v["errno"], 0, "{v}");
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("smartpkg_rate_limited_total{scope=\"app\"} 2"),
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_third_party_minting_pre_auth_codes_without_end_is_limited() {
+    let app = spawn_with(|s| {
+        s.allow_private_targets = true;
+        s.ticket_interval_s = 1;
+        s.tp_writes_per_minute = 5;
+    })
+    .await;
+    let (_, token) = tp_with_token(&app, app.tp_id).await;
+    let mut refused = 0;
+    for _ in 0..8 {
+        let v = go_sdk(&app, "/rest/2.0/smartapp/tp/createpreauthcode", &token, &[]).await;
+        match v["errno"].as_i64() {
+            Some(0) => {}
+            Some(50029) => refused += 1,
+            _ => panic!("{v}"),
+        }
+    }
+    assert_eq!(refused, 3);
+    app.stop().await;
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_directory_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = spawn_with(|_| {}).await;
+    let mode = |p: std::path::PathBuf| {
+        std::fs::metadata(&p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(app.dir.path().to_path_buf()), 0o700);
+    assert_eq!(mode(app.dir.path().join("smartpkg.db")), 0o600);
+    assert_eq!(mode(app.dir.path().join("smartpkg.db-wal")), 0o600);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_janitor_trims_a_retired_package_on_its_schedule() {
+    let app = spawn_with(|s| {
+        s.janitor_interval_s = 1;
+        s.retired_package_retention_s = 0;
+    })
+    .await;
+    let big = format!(r#"{{"ext":{{"pad":"{}"}}}}"#, "x".repeat(100_000));
+    let t = app.template_id.to_string();
+    let v = app
+        .call(
+            "upload",
+            &[
+                ("template_id", &t),
+                ("ext_json", &big),
+                ("user_version", "1"),
+                ("user_desc", "d"),
+            ],
+        )
+        .await;
+    assert_eq!(v["errno"], 0);
+    let first = app.wait_built(&app.token, "1").await;
+    let (_, p) = app.admin_get(&format!("/packages/{first}")).await;
+    assert_eq!(p["ext_json"], big.as_str(), "kept while it is the development version");
+    app.built("2").await; // retires the first
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, p) = app.admin_get(&format!("/packages/{first}")).await;
+        if p["ext_json"] == "" {
+            assert_eq!(p["state"], "retired");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never trimmed: {}",
+            p["state"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.stop().await;
+}

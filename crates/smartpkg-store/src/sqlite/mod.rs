@@ -19,7 +19,8 @@ use crate::{
     App, AppPatch, Approval, AttemptOutcome, AttemptRecord, AuthRefusal, Decision, DecisionContext,
     Delivery, DeliveryState, Draft, EventRecord, Grant, IssuedCode, Job, Lane, LaneKind,
     LibraryRefusal, NewPackage, NewTemplate, OperatorGrant, PackageFilter, PackageRecord,
-    PushTarget, Result, Store, StoreError, TargetVerdict, Template, TokenPair, Tp, TpPatch,
+    PushTarget, Result, Store, StoreError, SweepPolicy, Swept, TargetVerdict, Template, TokenPair,
+    Tp, TpPatch,
 };
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -29,6 +30,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("0004_authorization.sql")),
     (5, include_str!("0005_owner_and_token_families.sql")),
     (6, include_str!("0006_delivery_lanes.sql")),
+    (7, include_str!("0007_janitor.sql")),
 ];
 const MAX_IDLE_READERS: usize = 16;
 
@@ -93,6 +95,33 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
+/// Opens (creating if needed) a file only its owner may read or write, and tightens the mode
+/// of one that already existed with looser permissions.
+fn private_file(path: &Path) -> std::io::Result<File> {
+    let mut opts = File::options();
+    opts.create(true).truncate(false).read(true).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let f = opts.open(path)?;
+    restrict(path)?;
+    Ok(f)
+}
+
+fn restrict(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -113,16 +142,20 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)?;
         }
         let lock_path = path.with_extension("lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)?;
+        let lock = private_file(&lock_path)?;
         lock.try_lock()
             .map_err(|_| StoreError::Locked(lock_path.display().to_string()))?;
+        // Tokens, owner credentials and keys live here: owner-only, before SQLite opens it
+        // (SQLite gives the WAL and shared-memory files the database file's permissions).
+        drop(private_file(&path)?);
         let mut writer = Connection::open(&path)?;
         configure(&writer)?;
         migrate(&mut writer)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.clone().into_os_string();
+            side.push(suffix);
+            restrict(Path::new(&side))?;
+        }
         Ok(SqliteStore {
             path,
             writer: Arc::new(Mutex::new(writer)),
@@ -1675,6 +1708,48 @@ impl Store for SqliteStore {
                 jobs.push(Job { job_id, kind, package_id, delivery_id, attempts: attempts + 1, degraded });
             }
             Ok(jobs)
+        })
+        .await
+    }
+
+    async fn sweep(&self, now_ms: i64, policy: SweepPolicy) -> Result<Swept> {
+        self.write(move |tx| {
+            let used_before = now_ms.saturating_sub(policy.used_credential_retention_ms);
+            // An unused code dies at its expiry; a used one is kept for the retention, so a
+            // replay of it is recognised (and revokes what it issued) until then.
+            let codes = tx.execute(
+                "DELETE FROM codes WHERE (used_at IS NULL AND expires_at <= ?1) OR (used_at IS NOT NULL AND used_at <= ?2)",
+                params![now_ms, used_before],
+            )?;
+            let tickets = tx.execute("DELETE FROM tickets WHERE expires_at <= ?1", [now_ms])?;
+            // Expired tokens go; a used refresh token stays for the retention, so that its
+            // replay is still recognised and revokes its family.
+            let tokens = tx.execute(
+                "DELETE FROM access_tokens WHERE expires_at <= ?1 OR (used_at IS NOT NULL AND used_at <= ?2)",
+                params![now_ms, used_before],
+            )?;
+            let old = now_ms.saturating_sub(policy.retired_package_retention_ms);
+            // A retired package never comes back: its inputs and build go (the row stays for
+            // history). A former online version that no online package can roll back to keeps
+            // its built ext.json (what ran) but not the raw upload.
+            let retired = tx.execute(
+                "UPDATE packages SET ext_json = '', built_ext_json = NULL, test_password = NULL \
+                 WHERE state = 'retired' AND updated_at <= ?1 AND (ext_json <> '' OR built_ext_json IS NOT NULL OR test_password IS NOT NULL)",
+                [old],
+            )?;
+            let history = tx.execute(
+                "UPDATE packages SET ext_json = '', test_password = NULL \
+                 WHERE state = 'history' AND updated_at <= ?1 AND (ext_json <> '' OR test_password IS NOT NULL) \
+                   AND package_id NOT IN (SELECT previous_package_id FROM packages \
+                       WHERE state IN ('online', 'rolling_back') AND previous_package_id IS NOT NULL)",
+                [old],
+            )?;
+            Ok(Swept {
+                codes: codes as u64,
+                tickets: tickets as u64,
+                tokens: tokens as u64,
+                packages_trimmed: (retired + history) as u64,
+            })
         })
         .await
     }

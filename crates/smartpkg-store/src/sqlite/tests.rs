@@ -1,5 +1,5 @@
 use super::*;
-use crate::Lane;
+use crate::{IssuedCode, Lane, OperatorGrant, SweepPolicy, TokenPair};
 use smartpkg_core::lifecycle::{AuditRequest, Policy};
 
 fn ctx(now_ms: i64) -> DecisionContext {
@@ -232,4 +232,136 @@ async fn a_second_process_cannot_open_the_same_database() {
     let (d, _store, _) = seeded().await;
     let again = SqliteStore::open(d.path().join("smartpkg.db"));
     assert!(matches!(again, Err(StoreError::Locked(_))));
+}
+
+fn pair(tag: &str, now: i64) -> TokenPair {
+    TokenPair {
+        access_hash: format!("{tag}-access"),
+        refresh_hash: format!("{tag}-refresh"),
+        access_expires_at_ms: now + 1000,
+        refresh_expires_at_ms: now + 1_000_000,
+    }
+}
+
+fn code(app_id: i64, hash: &str, expires_at_ms: i64) -> IssuedCode {
+    IssuedCode {
+        tp_id: 1,
+        app_id,
+        code_hash: hash.into(),
+        expires_at_ms,
+        payload: "{}".into(),
+    }
+}
+
+#[tokio::test]
+async fn the_sweep_drops_expired_and_long_used_credentials_and_trims_retired_packages() {
+    let (dir, store, app) = seeded().await;
+    let policy = SweepPolicy {
+        used_credential_retention_ms: 500,
+        retired_package_retention_ms: 500,
+    };
+    // A pre-auth code that expires at 100, one that does not, a code used at 10 (kept for
+    // replay detection until 510), a ticket expiring at 100.
+    store
+        .create_code("pre_auth", "expired".into(), 1, None, 100, 0)
+        .await
+        .expect("db");
+    store
+        .create_code("pre_auth", "live".into(), 1, None, 10_000, 0)
+        .await
+        .expect("db");
+    store
+        .authorize(
+            OperatorGrant {
+                tp_id: 1,
+                app_id: app,
+                pair: pair("op", 0),
+                code: code(app, "auth-code", 10_000),
+            },
+            0,
+        )
+        .await
+        .expect("db");
+    assert_eq!(
+        store
+            .exchange_code(1, "auth-code".into(), pair("x", 10), 10)
+            .await
+            .expect("db"),
+        Some(app)
+    );
+    store
+        .refresh(1, "x-refresh".into(), pair("y", 20), 20)
+        .await
+        .expect("db");
+    store
+        .push_ticket(1, "t".into(), 100, "{}".into(), 0)
+        .await
+        .expect("db");
+    // Two uploads: the first is retired by the second.
+    let (first, _) = store
+        .upload(new_package(app), ctx(0))
+        .await
+        .expect("db")
+        .expect("upload");
+    store
+        .upload(new_package(app), ctx(1))
+        .await
+        .expect("db")
+        .expect("upload");
+
+    let swept = store.sweep(200, policy).await.expect("db");
+    assert_eq!((swept.codes, swept.tickets), (1, 1), "{swept:?}");
+    // Access tokens expired at 1010+; none yet. The used refresh token is within retention.
+    assert_eq!(swept.tokens, 0, "{swept:?}");
+    assert_eq!(swept.packages_trimmed, 0, "retired too recently");
+
+    let swept = store.sweep(5_000, policy).await.expect("db");
+    assert_eq!(
+        swept.codes, 1,
+        "the used auth code, past its retention: {swept:?}"
+    );
+    assert!(
+        swept.tokens >= 3,
+        "expired access tokens and the used refresh token: {swept:?}"
+    );
+    assert_eq!(swept.packages_trimmed, 1);
+    let p = store.get_package(first).await.expect("db").expect("kept");
+    assert_eq!((p.ext_json.as_str(), p.state), ("", PkgState::Retired));
+    // The live code and the unused refresh tokens are still there.
+    let c = Connection::open(dir.path().join("smartpkg.db")).expect("open");
+    let live: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM codes WHERE code_hash = 'live'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(live, 1);
+    let refresh: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM access_tokens WHERE kind = 'refresh' AND used_at IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(refresh, 2, "the operator's and the newest refresh token");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_database_and_its_wal_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, store, app) = seeded().await;
+    store
+        .upload(new_package(app), ctx(0))
+        .await
+        .expect("db")
+        .expect("upload");
+    for name in ["smartpkg.db", "smartpkg.db-wal", "smartpkg.lock"] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .expect("exists")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}: {mode:o}");
+    }
 }
