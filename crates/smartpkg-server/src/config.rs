@@ -1,15 +1,20 @@
-//! Settings: defaults, then the config file (TOML, keys in lower case: `build_delay_ms = 0`),
-//! then `SMARTPKG_<NAME>` environment variables, then command-line flags. Every setting has
-//! one name used in all three places; `docs/configuration.md` lists them.
+//! Settings, typed, from layered sources (figment): defaults, then the config file (TOML,
+//! keys in lower case: `build_delay_ms = 0`), then `SMARTPKG_<NAME>` environment variables,
+//! then command-line flags. Every setting has one name in all three places; an unknown name or
+//! a bad value stops the start with a message naming it. `docs/configuration.md` lists them.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use chrono::FixedOffset;
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Value};
+use figment::Figment;
+use serde::{Deserialize, Deserializer, Serialize};
 use smartpkg_core::archive::Limits;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AuditMode {
     /// Decisions come from reviewers through the admin API.
     Manual,
@@ -17,15 +22,20 @@ pub enum AuditMode {
     Auto,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// Every setting, under the one name it has in the file, the environment (`SMARTPKG_<NAME>`)
+/// and on the command line. Unknown names are refused (`deny_unknown_fields`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    #[serde(deserialize_with = "blank_is_none")]
     pub database_url: Option<String>,
     pub admin_token: Option<String>,
     pub build_delay_ms: u64,
     pub rollback_delay_ms: u64,
     /// Milliseconds to wait before each retry of a push; its length is the number of retries.
+    #[serde(rename = "push_retry_schedule", with = "seconds_list")]
     pub push_retry_schedule_ms: Vec<u64>,
     pub push_timeout_ms: u64,
     pub allow_private_targets: bool,
@@ -45,10 +55,17 @@ pub struct Settings {
     /// Refresh tokens last ten years on the real platform (and work once).
     pub refresh_token_ttl_s: u64,
     /// The time zone of `commit_time` and of the quota week (Baidu shows Beijing time).
+    #[serde(with = "offset")]
     pub utc_offset: FixedOffset,
     /// Largest request body on every route but template uploads.
     pub max_body_bytes: usize,
-    pub archive: Limits,
+    pub max_template_bytes: u64,
+    pub max_template_entries: usize,
+    /// Largest inflated entry (counted while inflating).
+    pub max_template_entry_bytes: u64,
+    pub max_template_expanded_bytes: u64,
+    /// Largest inflated total ÷ zip size.
+    pub max_template_ratio: u64,
     pub job_lease_ms: u64,
     pub job_concurrency: usize,
     pub log_format: String,
@@ -56,6 +73,7 @@ pub struct Settings {
     pub log: String,
     /// The public base URL of this server, used in the links QR codes carry; unset = the
     /// address it listens on.
+    #[serde(deserialize_with = "blank_is_none")]
     pub public_url: Option<String>,
     /// Wrong owner credentials allowed per mini program within `owner_lockout_s`.
     pub owner_attempts_per_app: u32,
@@ -88,6 +106,7 @@ pub struct Settings {
     pub push_hold_max_ms: u64,
     /// An HTTP proxy for pushes (`http://host:port`); unset = direct. Proxies from the
     /// environment (`HTTP_PROXY`…) are never used for pushes.
+    #[serde(deserialize_with = "blank_is_none")]
     pub push_proxy: Option<String>,
     /// Write calls (upload, submitaudit, release, rollback, withdraw) per mini program per
     /// minute, also the burst; 0 = unlimited.
@@ -106,6 +125,7 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
+        let limits = Limits::default();
         Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8420)),
             data_dir: PathBuf::from("./smartpkg-data"),
@@ -129,7 +149,11 @@ impl Default for Settings {
             refresh_token_ttl_s: 10 * 365 * 24 * 3600,
             utc_offset: FixedOffset::east_opt(8 * 3600).unwrap_or_else(utc),
             max_body_bytes: 1 << 20,
-            archive: Limits::default(),
+            max_template_bytes: limits.max_archive_bytes,
+            max_template_entries: limits.max_entries,
+            max_template_entry_bytes: limits.max_entry_bytes,
+            max_template_expanded_bytes: limits.max_total_bytes,
+            max_template_ratio: limits.max_ratio,
             job_lease_ms: 30_000,
             job_concurrency: 32,
             log_format: "text".into(),
@@ -153,7 +177,7 @@ impl Default for Settings {
             push_hold_max_ms: 3_600_000,
             push_proxy: None,
             app_writes_per_minute: 60,
-            tp_writes_per_minute: 1200,
+            tp_writes_per_minute: 3000,
             janitor_interval_s: 3600,
             used_credential_retention_s: 30 * 24 * 3600,
             retired_package_retention_s: 7 * 24 * 3600,
@@ -165,273 +189,313 @@ fn utc() -> FixedOffset {
     FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!("0 is a valid offset"))
 }
 
+/// An empty or blank value means "not set" (an empty variable in a unit file, say).
+fn blank_is_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let v = Option::<String>::deserialize(d)?;
+    Ok(v.filter(|s| !s.trim().is_empty()))
+}
+
+/// The retry schedule: seconds (fractions allowed), as a TOML array or a comma-separated
+/// string (`5,300,1800`), held as milliseconds.
+mod seconds_list {
+    use serde::de::{self, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    fn ms(secs: f64) -> Result<u64, String> {
+        if secs.is_finite() && secs >= 0.0 {
+            Ok((secs * 1000.0).round() as u64)
+        } else {
+            Err(format!("{secs} is not a number of seconds"))
+        }
+    }
+
+    pub fn serialize<S: Serializer>(v: &[u64], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|ms| *ms as f64 / 1000.0))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Vec<u64>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("seconds separated by commas, e.g. 5,300,1800, or an array of seconds")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Vec<u64>, E> {
+                s.split(',')
+                    .map(|p| {
+                        p.trim()
+                            .parse::<f64>()
+                            .map_err(|_| E::custom(format!("{p:?} is not a number of seconds")))
+                            .and_then(|x| ms(x).map_err(E::custom))
+                    })
+                    .collect()
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Vec<u64>, E> {
+                Ok(vec![n.saturating_mul(1000)])
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Vec<u64>, E> {
+                ms(n as f64).map(|m| vec![m]).map_err(E::custom)
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Vec<u64>, E> {
+                ms(n).map(|m| vec![m]).map_err(E::custom)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u64>, A::Error> {
+                let mut out = vec![];
+                while let Some(x) = seq.next_element::<f64>()? {
+                    out.push(ms(x).map_err(de::Error::custom)?);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A UTC offset written `+08:00`, `-05:30`, `Z` or `UTC`.
+mod offset {
+    use chrono::FixedOffset;
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub fn parse(t: &str) -> Result<FixedOffset, String> {
+        let t = t.trim();
+        if t.eq_ignore_ascii_case("z") || t.eq_ignore_ascii_case("utc") {
+            return Ok(super::utc());
+        }
+        let bad = || format!("{t:?} is not an offset like +08:00");
+        let (sign, rest) = match t.as_bytes().first() {
+            Some(b'+') => (1, &t[1..]),
+            Some(b'-') => (-1, &t[1..]),
+            _ => return Err(bad()),
+        };
+        let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
+        let h: i32 = h.parse().map_err(|_| bad())?;
+        let m: i32 = m.parse().map_err(|_| bad())?;
+        FixedOffset::east_opt(sign * (h * 3600 + m * 60)).ok_or_else(bad)
+    }
+
+    pub fn serialize<S: Serializer>(o: &FixedOffset, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&o.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<FixedOffset, D::Error> {
+        parse(&String::deserialize(d)?).map_err(de::Error::custom)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config file {path} is not valid TOML: {message}")]
-    Toml { path: PathBuf, message: String },
-    #[error("unknown setting `{0}` (see docs/configuration.md)")]
-    Unknown(String),
+    #[error("config file {0} does not exist")]
+    NoFile(PathBuf),
+    #[error("{0}")]
+    Source(String),
     #[error("setting `{name}` = {value:?}: {why}")]
     Invalid {
-        name: String,
+        name: &'static str,
         value: String,
         why: String,
     },
 }
 
-fn invalid(name: &str, value: &str, why: impl Into<String>) -> ConfigError {
+fn invalid(
+    name: &'static str,
+    value: impl std::fmt::Display,
+    why: impl Into<String>,
+) -> ConfigError {
     ConfigError::Invalid {
-        name: name.to_string(),
+        name,
         value: value.to_string(),
         why: why.into(),
     }
 }
 
-fn num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ConfigError> {
-    v.trim()
-        .parse()
-        .map_err(|_| invalid(name, v, "expected a whole number"))
+/// `(name, text)` pairs as one named layer, each value kept as text: typed when extracted (so
+/// a token made of digits stays a string, and `3000` becomes a number where one is wanted).
+struct TextLayer {
+    name: &'static str,
+    dict: Dict,
 }
 
-fn positive<T: std::str::FromStr + PartialEq + Default>(
-    name: &str,
-    v: &str,
-) -> Result<T, ConfigError> {
-    let n: T = num(name, v)?;
-    if n == T::default() {
-        return Err(invalid(name, v, "must be at least 1"));
-    }
-    Ok(n)
-}
-
-fn boolean(name: &str, v: &str) -> Result<bool, ConfigError> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" | "" => Ok(false),
-        _ => Err(invalid(name, v, "expected true or false")),
+impl TextLayer {
+    fn new(name: &'static str, pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        let dict = pairs
+            .into_iter()
+            .map(|(k, v)| (k, Value::from(v)))
+            .collect();
+        TextLayer { name, dict }
     }
 }
 
-fn offset(name: &str, v: &str) -> Result<FixedOffset, ConfigError> {
-    let t = v.trim();
-    if t.eq_ignore_ascii_case("z") || t.eq_ignore_ascii_case("utc") {
-        return Ok(utc());
+impl figment::Provider for TextLayer {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(self.name)
     }
-    let (sign, rest) = match t.as_bytes().first() {
-        Some(b'+') => (1, &t[1..]),
-        Some(b'-') => (-1, &t[1..]),
-        _ => return Err(invalid(name, v, "expected an offset like +08:00")),
-    };
-    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
-    let secs = num::<i32>(name, h)? * 3600 + num::<i32>(name, m)? * 60;
-    FixedOffset::east_opt(sign * secs).ok_or_else(|| invalid(name, v, "offset out of range"))
+
+    fn data(&self) -> Result<figment::value::Map<figment::Profile, Dict>, figment::Error> {
+        Ok(figment::Profile::Default.collect(self.dict.clone()))
+    }
 }
 
 impl Settings {
-    /// Applies one named setting; names are the lower-case form of `SMARTPKG_<NAME>`.
-    pub fn set(&mut self, name: &str, v: &str) -> Result<(), ConfigError> {
-        match name {
-            "listen" => {
-                self.listen = v
-                    .trim()
-                    .parse()
-                    .map_err(|_| invalid(name, v, "expected HOST:PORT, e.g. 127.0.0.1:8420"))?
-            }
-            "data_dir" => self.data_dir = PathBuf::from(v),
-            "database_url" => {
-                self.database_url = Some(v.to_string()).filter(|s| !s.trim().is_empty())
-            }
-            "admin_token" => {
-                // Trimmed as a presented token is, so a stray newline from a secrets file
-                // cannot make the configured token impossible to present.
-                let t = v.trim();
-                if t.is_empty() {
-                    return Err(invalid(
-                        name,
-                        "<hidden>",
-                        "is empty (after trimming white space)",
-                    ));
-                }
-                if t.len() < 16 || t.chars().any(char::is_control) {
-                    return Err(invalid(
-                        name,
-                        "<hidden>",
-                        "must be at least 16 characters, without control characters",
-                    ));
-                }
-                self.admin_token = Some(t.to_string())
-            }
-            "build_delay_ms" => self.build_delay_ms = num(name, v)?,
-            "rollback_delay_ms" => self.rollback_delay_ms = num(name, v)?,
-            "push_retry_schedule" => {
-                // Seconds, as the contract says; fractions are accepted (tests use them).
-                let s = v
-                    .split(',')
-                    .map(|p| match p.trim().parse::<f64>() {
-                        Ok(secs) if secs.is_finite() && secs >= 0.0 => Ok((secs * 1000.0) as u64),
-                        _ => Err(invalid(
-                            name,
-                            v,
-                            "expected seconds separated by commas, e.g. 5,300,1800",
-                        )),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                self.push_retry_schedule_ms = s
-            }
-            "push_timeout_ms" => self.push_timeout_ms = num(name, v)?,
-            "allow_private_targets" => self.allow_private_targets = boolean(name, v)?,
-            "audit_mode" => {
-                self.audit_mode = match v.trim().to_ascii_lowercase().as_str() {
-                    "manual" => AuditMode::Manual,
-                    "auto" => AuditMode::Auto,
-                    _ => return Err(invalid(name, v, "expected manual or auto")),
-                }
-            }
-            "auto_audit_delay_ms" => self.auto_audit_delay_ms = num(name, v)?,
-            "auto_audit_max_name_chars" => self.auto_audit_max_name_chars = num(name, v)?,
-            "audit_quota_per_week" => {
-                let q: i64 = num(name, v)?;
-                if q < -1 {
-                    return Err(invalid(name, v, "expected -1 (unlimited) or a count"));
-                }
-                self.audit_quota_per_week = q
-            }
-            "app_token_ttl_s" => self.app_token_ttl_s = num(name, v)?,
-            "ticket_interval_s" => {
-                self.ticket_interval_s = num(name, v)?;
-                if self.ticket_interval_s == 0 {
-                    return Err(invalid(name, v, "must be at least 1"));
-                }
-            }
-            "ticket_ttl_s" => self.ticket_ttl_s = num(name, v)?,
-            "tp_token_ttl_s" => self.tp_token_ttl_s = num(name, v)?,
-            "refresh_token_ttl_s" => self.refresh_token_ttl_s = num(name, v)?,
-            "utc_offset" => self.utc_offset = offset(name, v)?,
-            "max_body_bytes" => self.max_body_bytes = num(name, v)?,
-            "max_template_bytes" => self.archive.max_archive_bytes = num(name, v)?,
-            "max_template_entries" => self.archive.max_entries = num(name, v)?,
-            "max_template_entry_bytes" => self.archive.max_entry_bytes = num(name, v)?,
-            "max_template_expanded_bytes" => self.archive.max_total_bytes = num(name, v)?,
-            "max_template_ratio" => self.archive.max_ratio = num(name, v)?,
-            "job_lease_ms" => self.job_lease_ms = num(name, v)?,
-            "job_concurrency" => {
-                self.job_concurrency = num(name, v)?;
-                if self.job_concurrency == 0 {
-                    return Err(invalid(name, v, "must be at least 1"));
-                }
-            }
-            "log_format" => match v {
-                "text" | "json" => self.log_format = v.to_string(),
-                _ => return Err(invalid(name, v, "expected text or json")),
-            },
-            "log" => self.log = v.to_string(),
-            "public_url" => {
-                if !(v.starts_with("http://") || v.starts_with("https://")) {
-                    return Err(invalid(name, v, "expected an http:// or https:// URL"));
-                }
-                self.public_url = Some(v.trim_end_matches('/').to_string())
-            }
-            "owner_attempts_per_app" => self.owner_attempts_per_app = positive(name, v)?,
-            "owner_attempts_per_client" => self.owner_attempts_per_client = positive(name, v)?,
-            "owner_lockout_s" => self.owner_lockout_s = positive(name, v)?,
-            "max_connections" => self.max_connections = positive(name, v)?,
-            "header_read_timeout_ms" => self.header_read_timeout_ms = positive(name, v)?,
-            "idle_timeout_ms" => self.idle_timeout_ms = positive(name, v)?,
-            "request_timeout_ms" => self.request_timeout_ms = positive(name, v)?,
-            "shutdown_grace_ms" => self.shutdown_grace_ms = num(name, v)?,
-            "tls_cert" => self.tls_cert = Some(PathBuf::from(v)).filter(|_| !v.trim().is_empty()),
-            "tls_key" => self.tls_key = Some(PathBuf::from(v)).filter(|_| !v.trim().is_empty()),
-            "template_upload_concurrency" => self.template_upload_concurrency = positive(name, v)?,
-            "push_concurrency" => self.push_concurrency = positive(name, v)?,
-            "push_per_target" => self.push_per_target = positive(name, v)?,
-            "push_hold_after_failures" => self.push_hold_after_failures = num(name, v)?,
-            "push_hold_base_ms" => self.push_hold_base_ms = positive(name, v)?,
-            "push_hold_max_ms" => self.push_hold_max_ms = positive(name, v)?,
-            "push_proxy" => {
-                let t = v.trim();
-                if !t.is_empty() && url::Url::parse(t).is_err() {
-                    return Err(invalid(
-                        name,
-                        v,
-                        "expected a proxy URL such as http://proxy:3128",
-                    ));
-                }
-                self.push_proxy = Some(t.to_string()).filter(|p| !p.is_empty())
-            }
-            "app_writes_per_minute" => self.app_writes_per_minute = num(name, v)?,
-            "tp_writes_per_minute" => self.tp_writes_per_minute = num(name, v)?,
-            "janitor_interval_s" => self.janitor_interval_s = positive(name, v)?,
-            "used_credential_retention_s" => self.used_credential_retention_s = num(name, v)?,
-            "retired_package_retention_s" => self.retired_package_retention_s = num(name, v)?,
-            _ => return Err(ConfigError::Unknown(name.to_string())),
-        }
-        Ok(())
-    }
-
     /// Layers the sources in order: defaults, `file`, the `SMARTPKG_*` variables of `env`,
-    /// then `flags` (already named like the settings).
+    /// then `flags` (already named like the settings), and checks the result.
     pub fn load(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
         flags: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, ConfigError> {
-        let mut s = Settings::default();
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = file {
-            for (k, v) in read_file(path)? {
-                s.set(&k, &v)?;
+            if !path.is_file() {
+                return Err(ConfigError::NoFile(path.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let env = env.into_iter().filter_map(|(k, v)| {
+            k.strip_prefix("SMARTPKG_")
+                .map(|name| (name.to_ascii_lowercase(), v))
+        });
+        figment = figment
+            .merge(TextLayer::new("environment (SMARTPKG_*)", env))
+            .merge(TextLayer::new("command-line flags", flags));
+        let settings: Settings = figment
+            .extract_lossy()
+            .map_err(|e| ConfigError::Source(describe(e)))?;
+        settings.validated()
+    }
+
+    /// The checks types cannot express.
+    fn validated(mut self) -> Result<Settings, ConfigError> {
+        if let Some(t) = self.admin_token.take() {
+            // Trimmed as a presented token is, so a stray newline from a secrets file cannot
+            // make the configured token impossible to present.
+            let t = t.trim().to_string();
+            if t.is_empty() {
+                return Err(invalid(
+                    "admin_token",
+                    "<hidden>",
+                    "is empty (after trimming white space); leave it unset to generate one",
+                ));
+            }
+            if t.len() < 16 || t.chars().any(char::is_control) {
+                return Err(invalid(
+                    "admin_token",
+                    "<hidden>",
+                    "must be at least 16 characters, without control characters",
+                ));
+            }
+            self.admin_token = Some(t);
+        }
+        let positive = [
+            ("ticket_interval_s", self.ticket_interval_s),
+            ("job_concurrency", self.job_concurrency as u64),
+            ("owner_attempts_per_app", self.owner_attempts_per_app as u64),
+            (
+                "owner_attempts_per_client",
+                self.owner_attempts_per_client as u64,
+            ),
+            ("owner_lockout_s", self.owner_lockout_s),
+            ("max_connections", self.max_connections as u64),
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("request_timeout_ms", self.request_timeout_ms),
+            (
+                "template_upload_concurrency",
+                self.template_upload_concurrency as u64,
+            ),
+            ("push_concurrency", self.push_concurrency as u64),
+            ("push_per_target", self.push_per_target as u64),
+            ("push_hold_base_ms", self.push_hold_base_ms),
+            ("push_hold_max_ms", self.push_hold_max_ms),
+            ("janitor_interval_s", self.janitor_interval_s),
+        ];
+        if let Some((name, v)) = positive.into_iter().find(|(_, v)| *v == 0) {
+            return Err(invalid(name, v, "must be at least 1"));
+        }
+        if self.audit_quota_per_week < -1 {
+            return Err(invalid(
+                "audit_quota_per_week",
+                self.audit_quota_per_week,
+                "expected -1 (unlimited) or a count",
+            ));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(invalid(
+                "log_format",
+                &self.log_format,
+                "expected text or json",
+            ));
+        }
+        if let Some(u) = &self.public_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(invalid(
+                    "public_url",
+                    u,
+                    "expected an http:// or https:// URL",
+                ));
+            }
+            self.public_url = Some(u.trim_end_matches('/').to_string());
+        }
+        if let Some(p) = &self.push_proxy {
+            if url::Url::parse(p).is_err() {
+                return Err(invalid(
+                    "push_proxy",
+                    p,
+                    "expected a proxy URL such as http://proxy:3128",
+                ));
             }
         }
-        let mut from_env: BTreeMap<String, String> = BTreeMap::new();
-        for (k, v) in env {
-            if let Some(name) = k.strip_prefix("SMARTPKG_") {
-                from_env.insert(name.to_ascii_lowercase(), v);
-            }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(invalid(
+                if self.tls_cert.is_some() {
+                    "tls_key"
+                } else {
+                    "tls_cert"
+                },
+                "",
+                "TLS needs both tls_cert and tls_key",
+            ));
         }
-        for (k, v) in from_env {
-            s.set(&k, &v)?;
-        }
-        for (k, v) in flags {
-            s.set(&k, &v)?;
-        }
-        Ok(s)
+        Ok(self)
     }
 
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("smartpkg.db")
     }
+
+    /// The template archive limits.
+    pub fn archive(&self) -> Limits {
+        Limits {
+            max_archive_bytes: self.max_template_bytes,
+            max_entries: self.max_template_entries,
+            max_entry_bytes: self.max_template_entry_bytes,
+            max_total_bytes: self.max_template_expanded_bytes,
+            max_ratio: self.max_template_ratio,
+        }
+    }
 }
 
-fn read_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigError::Toml {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    Ok(table
-        .into_iter()
-        .map(|(k, v)| {
-            let v = match v {
-                toml::Value::String(s) => s,
-                toml::Value::Array(a) => a
-                    .iter()
-                    .map(|x| x.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
-                other => other.to_string(),
-            };
-            (k, v)
+/// Figment's error with the setting named as the operator writes it (without the profile)
+/// and where it came from.
+fn describe(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|one| {
+            let from = one
+                .metadata
+                .as_ref()
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default();
+            match &one.kind {
+                figment::error::Kind::UnknownField(name, _) => {
+                    format!("unknown setting `{name}`{from}; docs/configuration.md lists them")
+                }
+                kind => match one.path.last() {
+                    Some(name) => format!("setting `{name}`: {kind}{from}"),
+                    None => format!("{kind}{from}"),
+                },
+            }
         })
-        .collect())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(test)]
@@ -490,5 +554,53 @@ mod tests {
             "0123456789\u{1b}[31mabcdef".to_string(),
         )];
         assert!(Settings::load(None, env, []).is_err());
+    }
+
+    #[test]
+    fn values_are_typed_per_setting_whatever_the_source() {
+        let env = [
+            // Digits only: still a token (a string), not a number.
+            (
+                "SMARTPKG_ADMIN_TOKEN".to_string(),
+                "12345678901234567890".to_string(),
+            ),
+            (
+                "SMARTPKG_ALLOW_PRIVATE_TARGETS".to_string(),
+                "yes".to_string(),
+            ),
+            (
+                "SMARTPKG_PUSH_RETRY_SCHEDULE".to_string(),
+                "0.05, 1,300".to_string(),
+            ),
+            ("SMARTPKG_AUDIT_MODE".to_string(), "auto".to_string()),
+            ("SMARTPKG_DATABASE_URL".to_string(), "".to_string()),
+        ];
+        let s = Settings::load(None, env, []).expect("loads");
+        assert_eq!(s.admin_token.as_deref(), Some("12345678901234567890"));
+        assert!(s.allow_private_targets);
+        assert_eq!(s.push_retry_schedule_ms, vec![50, 1000, 300_000]);
+        assert_eq!(s.audit_mode, AuditMode::Auto);
+        assert_eq!(s.database_url, None);
+    }
+
+    #[test]
+    fn bad_values_and_unknown_keys_in_a_file_name_the_setting() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("smartpkg.toml");
+        for (text, needle) in [
+            ("build_dealy_ms = 5\n", "build_dealy_ms"),
+            ("utc_offset = \"Beijing\"\n", "utc_offset"),
+            ("audit_mode = \"sometimes\"\n", "audit_mode"),
+            ("max_connections = 0\n", "max_connections"),
+            ("log_format = \"xml\"\n", "log_format"),
+            ("tls_cert = \"/x.pem\"\n", "tls_key"),
+        ] {
+            std::fs::write(&file, text).expect("write");
+            let e = Settings::load(Some(&file), [], []).expect_err(text);
+            assert!(e.to_string().contains(needle), "{text}: {e}");
+        }
+        let e =
+            Settings::load(Some(&dir.path().join("missing.toml")), [], []).expect_err("missing");
+        assert!(e.to_string().contains("missing.toml"), "{e}");
     }
 }

@@ -90,7 +90,7 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
                 .map_err(err)?;
             let zip = archive::sample_template(&["pages/index/index", "pages/detail/detail"])
                 .map_err(err)?;
-            let manifest = archive::inspect(&zip, &state.settings.archive).map_err(err)?;
+            let manifest = archive::inspect(&zip, &state.settings.archive()).map_err(err)?;
             let sha = state.blobs.put(zip).await.map_err(err)?;
             let t = state
                 .store

@@ -90,7 +90,7 @@ async fn read_template(
         }
         Err(e) => return Err(TemplateProblem::Transient(e.to_string())),
     };
-    let limits = state.settings.archive;
+    let limits = state.settings.archive();
     let (bytes, manifest) = tokio::task::spawn_blocking(move || {
         let m = archive::inspect(&bytes, &limits);
         (bytes, m)

@@ -57,9 +57,12 @@ fn settings(dir: &Path) -> Settings {
         // Every benchmark push goes to one third party's receiver: let it take the whole
         // lane (the default cap of 4 per third party is for fairness among many).
         push_per_target: 64,
+        // The benchmark measures capacity, not policy: one third party drives 1,000 apps.
+        app_writes_per_minute: 0,
+        tp_writes_per_minute: 0,
         ..Settings::default()
     };
-    s.archive.max_ratio = 1000;
+    s.max_template_ratio = 1000;
     s
 }
 

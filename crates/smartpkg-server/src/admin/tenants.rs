@@ -355,7 +355,7 @@ async fn intake(
             ),
         )
     })?;
-    let limits = state.settings.archive;
+    let limits = state.settings.archive();
     let bytes = axum::body::to_bytes(req.into_body(), limits.max_archive_bytes as usize)
         .await
         .map_err(|_| {

@@ -179,7 +179,7 @@ async fn hostile_template_archives_are_rejected_and_leave_nothing_behind() {
 
 #[tokio::test]
 async fn an_archive_over_the_size_limit_is_a_413() {
-    let app = crate::helpers::spawn_with(|s| s.archive.max_archive_bytes = 10_000).await;
+    let app = crate::helpers::spawn_with(|s| s.max_template_bytes = 10_000).await;
     let big = zip_with(|w| {
         w.start_file(
             "big.bin",

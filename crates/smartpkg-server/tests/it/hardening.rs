@@ -636,7 +636,11 @@ async fn the_janitor_trims_a_retired_package_on_its_schedule() {
     assert_eq!(v["errno"], 0);
     let first = app.wait_built(&app.token, "1").await;
     let (_, p) = app.admin_get(&format!("/packages/{first}")).await;
-    assert_eq!(p["ext_json"], big.as_str(), "kept while it is the development version");
+    assert_eq!(
+        p["ext_json"],
+        big.as_str(),
+        "kept while it is the development version"
+    );
     app.built("2").await; // retires the first
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
