@@ -124,6 +124,12 @@ impl Metrics {
     pub fn render(&self) -> String {
         self.handle.render()
     }
+
+    /// Folds recorded histogram samples into their buckets. The exporter keeps raw samples
+    /// until then, so without it a server that is never scraped grows without end.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
 }
 
 /// Counts every answer by route (the matched pattern, never the raw path, so the label set

@@ -471,9 +471,14 @@ pub async fn run(state: AppState, shutdown: watch::Receiver<bool>) {
         shutdown.clone(),
     ));
     let mut shutdown = shutdown;
+    let mut next_upkeep = std::time::Instant::now();
     loop {
         if *shutdown.borrow() {
             break;
+        }
+        if std::time::Instant::now() >= next_upkeep {
+            next_upkeep = std::time::Instant::now() + Duration::from_secs(5);
+            state.metrics.upkeep();
         }
         if let Err(e) = push_tickets(&state).await {
             tracing::error!(error = %e, "cannot push tickets");
