@@ -258,27 +258,39 @@ impl Params {
     /// program's and its third party's write limits.
     pub async fn app_write_grant(&self, state: &AppState) -> Result<Grant, Reply> {
         let grant = self.app_grant(state).await?;
-        let limits = &state.write_limits;
-        limits.per_app.take(grant.app_id).map_err(|wait| {
-            call_limit(
-                state,
-                "app",
-                "this mini program",
-                state.settings.app_writes_per_minute,
-                wait,
-            )
-        })?;
-        limits.per_tp.take(grant.tp_id).map_err(|wait| {
-            call_limit(
-                state,
-                "tp",
-                "this third party",
-                state.settings.tp_writes_per_minute,
-                wait,
-            )
-        })?;
+        write_allowed(state, Scope::App, grant.app_id)?;
+        write_allowed(state, Scope::Tp, grant.tp_id)?;
         Ok(grant)
     }
+}
+
+/// Whose write budget a call draws from.
+#[derive(Clone, Copy)]
+pub enum Scope {
+    App,
+    Tp,
+}
+
+/// Takes one write from the budget of `key` (an app id or a TP id), or answers 50029.
+pub fn write_allowed(state: &AppState, scope: Scope, key: i64) -> Result<(), Reply> {
+    let s = &state.settings;
+    let (buckets, label, whose, per_minute) = match scope {
+        Scope::App => (
+            &state.write_limits.per_app,
+            "app",
+            "this mini program",
+            s.app_writes_per_minute,
+        ),
+        Scope::Tp => (
+            &state.write_limits.per_tp,
+            "tp",
+            "this third party",
+            s.tp_writes_per_minute,
+        ),
+    };
+    buckets
+        .take(key)
+        .map_err(|wait| call_limit(state, label, whose, per_minute, wait))
 }
 
 /// Baidu's call-limit errno, saying which limit and when to retry; counted in the metrics.

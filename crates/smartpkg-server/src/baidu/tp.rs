@@ -31,15 +31,7 @@ impl Params {
     /// write limit.
     pub async fn tp_write_grant(&self, state: &AppState) -> Result<i64, Reply> {
         let tp_id = self.tp_grant(state).await?;
-        state.write_limits.per_tp.take(tp_id).map_err(|wait| {
-            super::call_limit(
-                state,
-                "tp",
-                "this third party",
-                state.settings.tp_writes_per_minute,
-                wait,
-            )
-        })?;
+        super::write_allowed(state, super::Scope::Tp, tp_id)?;
         Ok(tp_id)
     }
 

@@ -169,15 +169,7 @@ async fn a_target_that_keeps_failing_is_held_shown_and_resumed_by_the_operator()
         list["deliveries"][0]["target_on_hold_until"].is_string(),
         "{list}"
     );
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("smartpkg_push_target_holds_total 1"),
         "{metrics}"

@@ -54,6 +54,18 @@ async fn exchange(app: &TestApp, tp_token: &str, code: &str) -> Value {
     .await
 }
 
+async fn refresh_with(app: &TestApp, tp_token: &str, refresh_token: &str) -> Value {
+    oauth(
+        app,
+        tp_token,
+        &[
+            ("refresh_token", refresh_token),
+            ("grant_type", "app_to_tp_refresh_token"),
+        ],
+    )
+    .await
+}
+
 async fn works(app: &TestApp, access: &str) -> bool {
     app.call_as(Style::QueryAndForm, access, "get", &[]).await["errno"] == 0
 }
@@ -352,15 +364,7 @@ async fn replaying_a_used_code_or_refresh_token_revokes_what_it_issued() {
         !works(&app, &access).await,
         "access token of a replayed code"
     );
-    let r = oauth(
-        &app,
-        &token,
-        &[
-            ("refresh_token", &refresh),
-            ("grant_type", "app_to_tp_refresh_token"),
-        ],
-    )
-    .await;
+    let r = refresh_with(&app, &token, &refresh).await;
     assert_eq!(
         r["error"], "invalid_grant",
         "refresh token of a replayed code"
@@ -373,25 +377,9 @@ async fn replaying_a_used_code_or_refresh_token_revokes_what_it_issued() {
     let code = code_from(r.headers()["location"].to_str().expect("location"));
     let p0 = exchange(&app, &token, &code).await;
     let refresh0 = p0["refresh_token"].as_str().expect("refresh").to_string();
-    let p1 = oauth(
-        &app,
-        &token,
-        &[
-            ("refresh_token", &refresh0),
-            ("grant_type", "app_to_tp_refresh_token"),
-        ],
-    )
-    .await;
+    let p1 = refresh_with(&app, &token, &refresh0).await;
     let refresh1 = p1["refresh_token"].as_str().expect("refresh").to_string();
-    let p2 = oauth(
-        &app,
-        &token,
-        &[
-            ("refresh_token", &refresh1),
-            ("grant_type", "app_to_tp_refresh_token"),
-        ],
-    )
-    .await;
+    let p2 = refresh_with(&app, &token, &refresh1).await;
     let access2 = p2["access_token"].as_str().expect("access").to_string();
     assert!(works(&app, &access2).await);
     // Another authorization of the same app (its own family) must survive.
@@ -411,26 +399,10 @@ async fn replaying_a_used_code_or_refresh_token_revokes_what_it_issued() {
         .expect("access")
         .to_string();
 
-    let replay = oauth(
-        &app,
-        &token,
-        &[
-            ("refresh_token", &refresh0),
-            ("grant_type", "app_to_tp_refresh_token"),
-        ],
-    )
-    .await;
+    let replay = refresh_with(&app, &token, &refresh0).await;
     assert_eq!(replay["error"], "invalid_grant");
     assert!(!works(&app, &access2).await, "newest token of the chain");
-    let r = oauth(
-        &app,
-        &token,
-        &[
-            ("refresh_token", p2["refresh_token"].as_str().unwrap_or("")),
-            ("grant_type", "app_to_tp_refresh_token"),
-        ],
-    )
-    .await;
+    let r = refresh_with(&app, &token, p2["refresh_token"].as_str().unwrap_or("")).await;
     assert_eq!(
         r["error"], "invalid_grant",
         "newest refresh token of the chain"
@@ -557,15 +529,7 @@ async fn write_calls_beyond_the_per_app_limit_get_50029_and_reads_still_work() {
         )
         .await;
     assert_eq!(v["errno"], 0, "{v}");
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("smartpkg_rate_limited_total{scope=\"app\"} 2"),
         "{metrics}"

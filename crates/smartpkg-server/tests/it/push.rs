@@ -348,15 +348,7 @@ async fn push_metrics_count_attempts_and_outcomes() {
     r.wait_for(2, WAIT).await;
     let id = only_delivery(&app).await["id"].as_i64().expect("id");
     wait_delivery(&app, id, |v| v["state"] == "delivered").await;
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = app.metrics().await;
     for line in [
         "smartpkg_push_attempts_total 2",
         "smartpkg_push_delivered_total 1",
