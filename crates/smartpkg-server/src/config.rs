@@ -458,10 +458,6 @@ impl Settings {
         Ok(self)
     }
 
-    pub fn database_path(&self) -> PathBuf {
-        self.data_dir.join("smartpkg.db")
-    }
-
     /// The template archive limits.
     pub fn archive(&self) -> Limits {
         Limits {

@@ -28,7 +28,6 @@ use axum::Router;
 use smartpkg_core::archive::TemplateManifest;
 use smartpkg_core::lifecycle::{Command, Policy};
 use smartpkg_store::blobs::{BlobStore, LocalBlobs};
-use smartpkg_store::sqlite::SqliteStore;
 use smartpkg_store::{Decision, DecisionContext, Store, StoreError};
 use tokio::sync::watch;
 
@@ -129,8 +128,6 @@ pub enum StartError {
     Tls(#[from] serve::TlsError),
     #[error("TLS needs both tls_cert and tls_key (--tls-cert FILE --tls-key FILE)")]
     TlsHalf,
-    #[error("unsupported database URL {0:?}: this build stores data in embedded SQLite only (leave --database-url unset); PostgreSQL support is planned")]
-    UnsupportedDatabase(String),
 }
 
 /// Keeps a caller's `X-Request-Id` only when it is sane (short, letters, digits and dashes),
@@ -302,20 +299,16 @@ fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
 
 /// Opens storage under the data directory, binds, and starts the HTTP server and workers.
 pub async fn start(settings: Settings) -> Result<Running, StartError> {
-    if let Some(url) = &settings.database_url {
-        if !url.starts_with("sqlite:") {
-            return Err(StartError::UnsupportedDatabase(url.clone()));
-        }
-    }
     private_dir(&settings.data_dir)?;
     let (admin_token, admin_token_generated) =
         secrets::admin_token(&settings.data_dir, settings.admin_token.as_deref())?;
-    let store = SqliteStore::open(settings.database_path())?;
-    // One process owns the SQLite file (SqliteStore holds its lock), so every lease still
-    // recorded belongs to a process that died: its jobs can run again right away.
-    let released = store.release_leases().await?;
-    if released > 0 {
-        tracing::info!(released, "resumed jobs left leased by a previous run");
+    let opened = smartpkg_store::open(settings.database_url.as_deref(), &settings.data_dir).await?;
+    tracing::info!(database = %opened.description, "storage open");
+    if opened.resumed_jobs > 0 {
+        tracing::info!(
+            resumed = opened.resumed_jobs,
+            "resumed jobs left leased by a previous run"
+        );
     }
     let blobs = LocalBlobs::open(settings.data_dir.join("blobs"))?;
     let tls = match (&settings.tls_cert, &settings.tls_key) {
@@ -361,7 +354,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         .unwrap_or_else(|| format!("{scheme}://{addr}"))
         .into();
     let state = AppState {
-        store: Arc::new(store),
+        store: opened.store,
         blobs: Arc::new(blobs),
         settings: Arc::new(settings),
         admin_token: admin_token.into(),

@@ -90,7 +90,9 @@ impl From<StoreError> for AdminError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(what) => AdminError::not_found(what),
-            StoreError::Conflict(m) => AdminError::new(StatusCode::CONFLICT, "conflict", m),
+            StoreError::Conflict(m) => {
+                AdminError::new(StatusCode::CONFLICT, "conflict", m.to_string())
+            }
             other => {
                 tracing::error!(error = %other, "storage failed");
                 AdminError::new(

@@ -9,5 +9,6 @@ mod lifecycle;
 mod onboarding;
 mod push;
 mod qrcode;
+mod storage;
 mod tp;
 mod transport;

@@ -1,0 +1,126 @@
+//! Packages and decisions: uploads, lifecycle commands, the weekly audit quota.
+//!
+//! Serialisation contract: every decision (`upload`, `execute`) is serialised **per mini
+//! program** — it reads the app's packages, asks `lifecycle::decide`, and applies the plan
+//! with conditional updates in one transaction that holds the app (its row locked first), so
+//! concurrent commands on one app are ordered and the invariants hold (one development, one
+//! audit, one online version — also unique indexes). Submissions are serialised **per third
+//! party** as well: the weekly quota's count and the new submission's insert happen under a
+//! lock of the third party, so the quota is never exceeded by concurrent submissions of its
+//! mini programs. A backend that loses a serialisation race retries the transaction a bounded
+//! number of times and otherwise reports `StoreError::Conflict`, never a half-applied plan.
+
+use async_trait::async_trait;
+use serde::Serialize;
+use smartpkg_core::lifecycle::{Command, PkgState, Plan, Policy, Refusal};
+
+use crate::{Grant, Result};
+
+/// A package as stored, for the wire, the admin API and workers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PackageRecord {
+    pub package_id: i64,
+    pub app_id: i64,
+    pub tp_id: i64,
+    pub template_id: i64,
+    #[serde(serialize_with = "state_str")]
+    pub state: PkgState,
+    pub version: String,
+    pub version_desc: String,
+    pub ext_json: String,
+    pub built_ext_json: Option<String>,
+    pub direct_commit: bool,
+    pub test_account: Option<String>,
+    pub test_password: Option<String>,
+    pub audit_content: Option<String>,
+    pub remark: String,
+    pub msg: String,
+    pub upload_err_code: Option<i64>,
+    pub upload_err_msg: Option<String>,
+    pub previous_package_id: Option<i64>,
+    /// The version string of `previous_package_id`, when that package is still kept.
+    pub rollback_version: Option<String>,
+    pub restored: bool,
+    pub commit_time_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+fn state_str<S: serde::Serializer>(s: &PkgState, ser: S) -> std::result::Result<S::Ok, S::Error> {
+    ser.serialize_str(s.as_str())
+}
+
+#[derive(Debug, Clone)]
+pub struct NewPackage {
+    pub app_id: i64,
+    pub tp_id: i64,
+    pub template_id: i64,
+    pub version: String,
+    pub version_desc: String,
+    pub ext_json: String,
+    pub direct_commit: bool,
+    pub test_account: Option<String>,
+    pub test_password: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PackageFilter {
+    pub status: Option<i64>,
+    pub app_id: Option<i64>,
+    pub tp_id: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+/// The time and settings a decision is taken under.
+#[derive(Debug, Clone, Copy)]
+pub struct DecisionContext {
+    pub now_ms: i64,
+    /// The start of the current quota week.
+    pub week_start_ms: i64,
+    /// Weekly audit quota for TPs without their own; None = unlimited.
+    pub default_quota: Option<i64>,
+    pub policy: Policy,
+}
+
+/// A decision's outcome: the plan that was applied, or the rule that refused it.
+pub type Decision = std::result::Result<Plan, Refusal>;
+
+#[async_trait]
+pub trait PackageStore: Send + Sync {
+    /// The packages `get` shows: the development, audit and online versions.
+    async fn visible_packages(&self, app_id: i64) -> Result<Vec<PackageRecord>>;
+
+    /// The token's grant and its app's visible packages in one read: `get` is what fleet
+    /// tools poll, so it gets a single round trip to the database.
+    async fn visible_packages_by_token(
+        &self,
+        token_hash: String,
+    ) -> Result<Option<(Grant, Vec<PackageRecord>)>>;
+
+    async fn get_package(&self, package_id: i64) -> Result<Option<PackageRecord>>;
+
+    async fn list_packages(&self, filter: PackageFilter) -> Result<Vec<PackageRecord>>;
+
+    async fn audit_quota(
+        &self,
+        tp_id: i64,
+        ctx: DecisionContext,
+    ) -> Result<smartpkg_core::lifecycle::Quota>;
+
+    /// Inserts a new package (it gets its id here) and decides `Command::Upload` in one
+    /// transaction. Returns the new package id with the plan.
+    async fn upload(
+        &self,
+        new: NewPackage,
+        ctx: DecisionContext,
+    ) -> Result<std::result::Result<(i64, Plan), Refusal>>;
+
+    /// Decides `cmd` for the app's packages and applies the plan in one transaction; when
+    /// `job` is given it is completed (deleted) in that same transaction.
+    async fn execute(
+        &self,
+        app_id: i64,
+        cmd: Command,
+        ctx: DecisionContext,
+        job: Option<i64>,
+    ) -> Result<Decision>;
+}

@@ -1,0 +1,180 @@
+use super::*;
+
+pub(super) const TP_COLS: &str = "tp_id, client_id, name, event_url, auth_event_url, msg_token, encoding_aes_key, audit_quota, redirect_domain";
+
+pub(super) fn tp_row(r: &Row<'_>) -> rusqlite::Result<Tp> {
+    Ok(Tp {
+        tp_id: r.get(0)?,
+        client_id: r.get(1)?,
+        name: r.get(2)?,
+        event_url: r.get(3)?,
+        auth_event_url: r.get(4)?,
+        msg_token: r.get(5)?,
+        encoding_aes_key: r.get(6)?,
+        audit_quota: r.get(7)?,
+        redirect_domain: r.get(8)?,
+    })
+}
+
+pub(super) const APP_COLS: &str =
+    "app_id, app_key, name, name_audited, category_audited, authenticity_certified, tp_id, owner_password_hash IS NOT NULL";
+
+pub(super) fn app_row(r: &Row<'_>) -> rusqlite::Result<App> {
+    Ok(App {
+        app_id: r.get(0)?,
+        app_key: r.get(1)?,
+        name: r.get(2)?,
+        name_audited: r.get(3)?,
+        category_audited: r.get(4)?,
+        authenticity_certified: r.get(5)?,
+        tp_id: r.get(6)?,
+        owner_credential_set: r.get(7)?,
+    })
+}
+
+#[async_trait]
+impl TenantStore for SqliteStore {
+    async fn create_tp(&self, tp: Tp) -> Result<Tp> {
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO tps (client_id, name, event_url, auth_event_url, msg_token, encoding_aes_key, audit_quota, created_at, redirect_domain) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![tp.client_id, tp.name, tp.event_url, tp.auth_event_url, tp.msg_token, tp.encoding_aes_key, tp.audit_quota, now_ms(), tp.redirect_domain],
+            )?;
+            Ok(Tp { tp_id: tx.last_insert_rowid(), ..tp })
+        })
+        .await
+    }
+
+    async fn update_tp(&self, tp_id: i64, patch: TpPatch) -> Result<Tp> {
+        self.write(move |tx| {
+            let n = tx.execute(
+                "UPDATE tps SET name = COALESCE(?1, name), event_url = COALESCE(?2, event_url), \
+                   auth_event_url = COALESCE(?3, auth_event_url), msg_token = COALESCE(?4, msg_token), \
+                   encoding_aes_key = COALESCE(?5, encoding_aes_key), \
+                   audit_quota = CASE WHEN ?6 THEN ?7 ELSE audit_quota END, \
+                   redirect_domain = COALESCE(?9, redirect_domain) WHERE tp_id = ?8",
+                params![patch.name, patch.event_url, patch.auth_event_url, patch.msg_token, patch.encoding_aes_key,
+                    patch.audit_quota.is_some(), patch.audit_quota.flatten(), tp_id, patch.redirect_domain],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("tp {tp_id}")));
+            }
+            Ok(tx.query_row(&format!("SELECT {TP_COLS} FROM tps WHERE tp_id = ?1"), [tp_id], tp_row)?)
+        })
+        .await
+    }
+
+    async fn get_tp(&self, tp_id: i64) -> Result<Option<Tp>> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {TP_COLS} FROM tps WHERE tp_id = ?1"),
+                [tp_id],
+                tp_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn get_tp_by_client_id(&self, client_id: String) -> Result<Option<Tp>> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {TP_COLS} FROM tps WHERE client_id = ?1"),
+                [client_id],
+                tp_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn tps_with_auth_url(&self) -> Result<Vec<Tp>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {TP_COLS} FROM tps WHERE auth_event_url <> '' ORDER BY tp_id"
+            ))?;
+            let rows = stmt
+                .query_map([], tp_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn create_app(&self, app: App) -> Result<App> {
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO apps (app_key, name, name_audited, category_audited, authenticity_certified, tp_id, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![app.app_key, app.name, app.name_audited, app.category_audited, app.authenticity_certified, app.tp_id, now_ms()],
+            )?;
+            Ok(App { app_id: tx.last_insert_rowid(), ..app })
+        })
+        .await
+    }
+
+    async fn update_app(&self, app_id: i64, patch: AppPatch) -> Result<App> {
+        self.write(move |tx| {
+            let n = tx.execute(
+                "UPDATE apps SET name = COALESCE(?1, name), name_audited = COALESCE(?2, name_audited), \
+                   category_audited = COALESCE(?3, category_audited), \
+                   authenticity_certified = COALESCE(?4, authenticity_certified) WHERE app_id = ?5",
+                params![patch.name, patch.name_audited, patch.category_audited, patch.authenticity_certified, app_id],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("app {app_id}")));
+            }
+            Ok(tx.query_row(&format!("SELECT {APP_COLS} FROM apps WHERE app_id = ?1"), [app_id], app_row)?)
+        })
+        .await
+    }
+
+    async fn get_app(&self, app_id: i64) -> Result<Option<App>> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {APP_COLS} FROM apps WHERE app_id = ?1"),
+                [app_id],
+                app_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn set_owner_password(&self, app_id: i64, hash: String) -> Result<bool> {
+        self.write(move |tx| {
+            Ok(tx.execute(
+                "UPDATE apps SET owner_password_hash = ?1 WHERE app_id = ?2",
+                params![hash, app_id],
+            )? == 1)
+        })
+        .await
+    }
+
+    async fn owner_password_hash(&self, app_id: i64) -> Result<Option<String>> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT owner_password_hash FROM apps WHERE app_id = ?1",
+                [app_id],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
+        })
+        .await
+    }
+
+    async fn server_secret(&self, name: &'static str) -> Result<String> {
+        self.write(move |tx| {
+            // The first caller's random value wins; every later one reads it.
+            let fresh = hex::encode(rand::random::<[u8; 32]>());
+            tx.execute(
+                "INSERT INTO server_secrets (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                params![name, fresh],
+            )?;
+            Ok(tx.query_row("SELECT value FROM server_secrets WHERE name = ?1", [name], |r| r.get(0))?)
+        })
+        .await
+    }
+}

@@ -1,0 +1,88 @@
+//! Tenants: third parties, mini programs, owner credentials and server-wide secrets.
+//!
+//! Serialisation: none beyond single-row atomicity. `create_*` assign ids (a sequence or
+//! autoincrement, never `MAX()+1`); `update_*` are single conditional updates; a concurrent
+//! `server_secret` must return the same value to every caller (insert-if-absent, then read).
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::Result;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tp {
+    pub tp_id: i64,
+    pub client_id: String,
+    pub name: String,
+    pub event_url: String,
+    pub auth_event_url: String,
+    pub msg_token: String,
+    pub encoding_aes_key: String,
+    /// Weekly audit submissions allowed; None = the server's default, -1 = unlimited.
+    pub audit_quota: Option<i64>,
+    /// Authorization redirects must go to this host or one below it.
+    pub redirect_domain: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TpPatch {
+    pub name: Option<String>,
+    pub event_url: Option<String>,
+    pub auth_event_url: Option<String>,
+    pub msg_token: Option<String>,
+    pub encoding_aes_key: Option<String>,
+    pub audit_quota: Option<Option<i64>>,
+    pub redirect_domain: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct App {
+    pub app_id: i64,
+    pub app_key: String,
+    pub name: String,
+    pub name_audited: bool,
+    pub category_audited: bool,
+    pub authenticity_certified: bool,
+    /// The third party the mini program is authorized to, if any.
+    pub tp_id: Option<i64>,
+    /// Whether the owner has a credential (its hash is never read out with the app).
+    #[serde(default)]
+    pub owner_credential_set: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AppPatch {
+    pub name: Option<String>,
+    pub name_audited: Option<bool>,
+    pub category_audited: Option<bool>,
+    pub authenticity_certified: Option<bool>,
+}
+
+#[async_trait]
+pub trait TenantStore: Send + Sync {
+    async fn create_tp(&self, tp: Tp) -> Result<Tp>;
+
+    async fn update_tp(&self, tp_id: i64, patch: TpPatch) -> Result<Tp>;
+
+    async fn get_tp(&self, tp_id: i64) -> Result<Option<Tp>>;
+
+    async fn get_tp_by_client_id(&self, client_id: String) -> Result<Option<Tp>>;
+
+    /// Third parties that have an authorization-event URL.
+    async fn tps_with_auth_url(&self) -> Result<Vec<Tp>>;
+
+    async fn create_app(&self, app: App) -> Result<App>;
+
+    async fn update_app(&self, app_id: i64, patch: AppPatch) -> Result<App>;
+
+    async fn get_app(&self, app_id: i64) -> Result<Option<App>>;
+
+    /// Replaces the owner's credential hash; false when the app does not exist.
+    async fn set_owner_password(&self, app_id: i64, hash: String) -> Result<bool>;
+
+    /// The owner's credential hash; None when the app is unknown or has none.
+    async fn owner_password_hash(&self, app_id: i64) -> Result<Option<String>>;
+
+    /// A random 32-byte key (hex) shared by every instance, created on first use.
+    async fn server_secret(&self, name: &'static str) -> Result<String>;
+}
