@@ -12,7 +12,8 @@ use smartpkg_core::audit_rules::{self, Rules};
 use smartpkg_core::ext::{build_ext_json, parse_ext_json};
 use smartpkg_core::lifecycle::{Command, JobKind, PkgState};
 use smartpkg_store::{
-    AttemptOutcome, DeliveryState, Job, Lane, LaneKind, PackageRecord, StoreError, TargetVerdict,
+    AttemptOutcome, DeliveryState, Job, Lane, LaneKind, PackageRecord, Schedule, StoreError,
+    TargetVerdict,
 };
 use smartpkg_types::Errno;
 use tokio::sync::{watch, Notify, Semaphore};
@@ -376,7 +377,7 @@ async fn push_tickets(state: &AppState) -> Result<(), StoreError> {
     let interval_ms = (s.ticket_interval_s as i64).saturating_mul(1000);
     if !state
         .store
-        .take_schedule("ticket_push", now, interval_ms)
+        .take_schedule(Schedule::TicketPush, now, interval_ms)
         .await?
     {
         return Ok(());
@@ -414,7 +415,7 @@ async fn janitor(state: &AppState) -> Result<(), StoreError> {
     let interval_ms = (s.janitor_interval_s as i64).saturating_mul(1000);
     if !state
         .store
-        .take_schedule("janitor", now, interval_ms)
+        .take_schedule(Schedule::Janitor, now, interval_ms)
         .await?
     {
         return Ok(());

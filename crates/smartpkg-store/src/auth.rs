@@ -66,6 +66,24 @@ pub enum AuthRefusal {
     AppUnknown,
 }
 
+/// The single-use codes of the authorization flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeKind {
+    /// Minted by `createpreauthcode`, used up when the owner approves.
+    PreAuth,
+    /// Handed to the third party on approval, traded for tokens.
+    Auth,
+}
+
+impl CodeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CodeKind::PreAuth => "pre_auth",
+            CodeKind::Auth => "auth",
+        }
+    }
+}
+
 #[async_trait]
 pub trait AuthStore: Send + Sync {
     /// Authorizes the app to the TP as [`Store::approve`] does (another TP's authorization
@@ -103,7 +121,7 @@ pub trait AuthStore: Send + Sync {
     /// Stores a single-use code (`pre_auth` or `auth`) by its hash.
     async fn create_code(
         &self,
-        kind: &'static str,
+        kind: CodeKind,
         code_hash: String,
         tp_id: i64,
         app_id: Option<i64>,
@@ -114,7 +132,7 @@ pub trait AuthStore: Send + Sync {
     /// Whether the code is the TP's, unused and unexpired.
     async fn code_usable(
         &self,
-        kind: &'static str,
+        kind: CodeKind,
         code_hash: String,
         tp_id: i64,
         now_ms: i64,

@@ -11,6 +11,38 @@ use serde::Serialize;
 
 use crate::Result;
 
+/// Where an event goes: the third party's message-and-event URL (audit results) or its
+/// authorization-event URL (tickets and authorization changes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Event,
+    Auth,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Event => "event",
+            Channel::Auth => "auth",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Channel::Event, Channel::Auth]
+            .into_iter()
+            .find(|c| c.as_str() == s)
+    }
+
+    /// The name of the TP field holding this channel's URL.
+    pub fn url_field(self) -> &'static str {
+        match self {
+            Channel::Event => "event_url",
+            Channel::Auth => "auth_event_url",
+        }
+    }
+}
+
 /// An event to a third party, as stored: the wire JSON is rendered from these fields, so it
 /// is identical on every attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -18,14 +50,15 @@ pub struct EventRecord {
     pub event_id: i64,
     pub uid: String,
     pub tp_id: i64,
+    /// The app concerned; 0 for a ticket, which concerns the third party alone.
     pub app_id: i64,
-    pub package_id: i64,
+    /// The package of an audit result; None for tickets and authorization events.
+    pub package_id: Option<i64>,
     pub event: String,
     pub reason: Option<String>,
     pub package_version: String,
     pub created_at_ms: i64,
-    /// `event` (to the TP's event_url) or `auth` (to its auth_event_url).
-    pub channel: String,
+    pub channel: Channel,
     /// The plain JSON of pushes that are not package audit results (tickets).
     pub payload: Option<String>,
 }

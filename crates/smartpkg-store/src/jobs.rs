@@ -59,6 +59,22 @@ pub struct Swept {
     pub packages_trimmed: u64,
 }
 
+/// Periodic work shared by every instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    TicketPush,
+    Janitor,
+}
+
+impl Schedule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Schedule::TicketPush => "ticket_push",
+            Schedule::Janitor => "janitor",
+        }
+    }
+}
+
 #[async_trait]
 pub trait JobStore: Send + Sync {
     /// Leases up to `limit` due jobs of `lane` for `lease_ms`. Deliveries of a target on hold
@@ -83,7 +99,7 @@ pub trait JobStore: Send + Sync {
     /// True for the one caller that moves schedule `name` from due to `now_ms + interval_ms`.
     async fn take_schedule(
         &self,
-        name: &'static str,
+        schedule: Schedule,
         now_ms: i64,
         interval_ms: i64,
     ) -> Result<bool>;

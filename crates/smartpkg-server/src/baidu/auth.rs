@@ -15,7 +15,7 @@ use axum::{Extension, Form, Json};
 use reqwest::Url;
 use serde::Deserialize;
 use serde_json::json;
-use smartpkg_store::{Approval, AuthRefusal, IssuedCode, Tp};
+use smartpkg_store::{Approval, AuthRefusal, CodeKind, IssuedCode, Tp};
 use smartpkg_types::Errno;
 
 use super::{respond, Answer, Params, Reply};
@@ -32,7 +32,7 @@ async fn preauth_inner(state: AppState, p: Params) -> Answer {
     state
         .store
         .create_code(
-            "pre_auth",
+            CodeKind::PreAuth,
             secrets::sha256_hex(&code),
             tp_id,
             None,
@@ -120,7 +120,7 @@ async fn check(state: &AppState, q: &AuthQuery) -> Result<(Tp, Url), Response> {
     let usable = state
         .store
         .code_usable(
-            "pre_auth",
+            CodeKind::PreAuth,
             secrets::sha256_hex(q.pre_auth_code.trim()),
             tp.tp_id,
             clock::now_ms(),
@@ -455,7 +455,7 @@ async fn retrieve_inner(state: AppState, p: Params) -> Answer {
     state
         .store
         .create_code(
-            "auth",
+            CodeKind::Auth,
             secrets::sha256_hex(&code),
             tp_id,
             Some(app_id),

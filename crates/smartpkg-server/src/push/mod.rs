@@ -13,7 +13,7 @@ use rand::Rng;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::Url;
 use smartpkg_core::push::{seal, AuditEvent, Sealing};
-use smartpkg_store::{AttemptRecord, Delivery, Tp};
+use smartpkg_store::{AttemptRecord, Channel, Delivery, Tp};
 
 use crate::clock;
 
@@ -130,7 +130,7 @@ pub fn render(d: &Delivery, offset: FixedOffset) -> Result<String, serde_json::E
     if e.event == "ticket" {
         return Ok(e.payload.clone().unwrap_or_default());
     }
-    if e.channel == "auth" {
+    if e.channel == Channel::Auth {
         // AUTHORIZED / UPDATE_AUTHORIZED / UNAUTHORIZED: the common fields, then the extras.
         let mut v = serde_json::json!({
             "appId": e.app_id,
@@ -154,7 +154,7 @@ pub fn render(d: &Delivery, offset: FixedOffset) -> Result<String, serde_json::E
         event_time,
         event: e.event.clone(),
         reason: e.reason.clone(),
-        package_id: e.package_id,
+        package_id: e.package_id.unwrap_or(0),
         package_version: e.package_version.clone(),
     })
 }
@@ -182,10 +182,9 @@ pub async fn attempt(
 ) -> Attempt {
     let at_ms = clock::now_ms();
     // Tickets go to the authorization-event URL, everything else to the message URL.
-    let url = if d.event.channel == "auth" {
-        tp.auth_event_url.clone()
-    } else {
-        tp.event_url.clone()
+    let url = match d.event.channel {
+        Channel::Auth => tp.auth_event_url.clone(),
+        Channel::Event => tp.event_url.clone(),
     };
     let fail =
         |error: String, status: Option<i64>, body: Option<String>, latency_ms: i64| Attempt {
@@ -200,11 +199,7 @@ pub async fn attempt(
             delivered: false,
         };
     if url.trim().is_empty() {
-        let which = if d.event.channel == "auth" {
-            "auth_event_url"
-        } else {
-            "event_url"
-        };
+        let which = d.event.channel.url_field();
         return fail(format!("the third party has no {which}"), None, None, 0);
     }
     let target = match check_target(&url, allow_private, via_proxy).await {

@@ -201,11 +201,11 @@ impl AuthStore for SqliteStore {
             let e = NewEvent {
                 tp_id,
                 app_id: 0,
-                package_id: 0,
+                package_id: None,
                 event: "ticket",
                 reason: None,
                 package_version: "",
-                channel: "auth",
+                channel: Channel::Auth,
                 payload: Some(&payload),
             };
             queue_event(tx, e, now_ms)
@@ -226,7 +226,7 @@ impl AuthStore for SqliteStore {
 
     async fn create_code(
         &self,
-        kind: &'static str,
+        kind: CodeKind,
         code_hash: String,
         tp_id: i64,
         app_id: Option<i64>,
@@ -236,7 +236,7 @@ impl AuthStore for SqliteStore {
         self.write(move |tx| {
             tx.execute(
                 "INSERT INTO codes (code_hash, kind, tp_id, app_id, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![code_hash, kind, tp_id, app_id, expires_at_ms, now_ms],
+                params![code_hash, kind.as_str(), tp_id, app_id, expires_at_ms, now_ms],
             )?;
             Ok(())
         })
@@ -245,7 +245,7 @@ impl AuthStore for SqliteStore {
 
     async fn code_usable(
         &self,
-        kind: &'static str,
+        kind: CodeKind,
         code_hash: String,
         tp_id: i64,
         now_ms: i64,
@@ -253,7 +253,7 @@ impl AuthStore for SqliteStore {
         self.read(move |c| {
             Ok(c.query_row(
                 "SELECT COUNT(*) FROM codes WHERE code_hash = ?1 AND kind = ?2 AND tp_id = ?3 AND used_at IS NULL AND expires_at > ?4",
-                params![code_hash, kind, tp_id, now_ms],
+                params![code_hash, kind.as_str(), tp_id, now_ms],
                 |r| r.get::<_, i64>(0),
             )? == 1)
         })

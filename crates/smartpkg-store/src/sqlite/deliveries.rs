@@ -4,12 +4,11 @@ use super::*;
 pub(super) struct NewEvent<'a> {
     pub(super) tp_id: i64,
     pub(super) app_id: i64,
-    pub(super) package_id: i64,
+    pub(super) package_id: Option<i64>,
     pub(super) event: &'a str,
     pub(super) reason: Option<&'a str>,
     pub(super) package_version: &'a str,
-    /// `event` → the TP's event_url; `auth` → its auth_event_url.
-    pub(super) channel: &'a str,
+    pub(super) channel: Channel,
     /// Extra fields (authorization events) or the whole message (tickets), as JSON.
     pub(super) payload: Option<&'a str>,
 }
@@ -18,25 +17,23 @@ pub(super) struct NewEvent<'a> {
 /// Without a URL there is nowhere to deliver: an audit result still gets a delivery that says
 /// so (the operator can replay it once the URL is set); authorization pushes are skipped.
 pub(super) fn queue_event(tx: &Transaction<'_>, e: NewEvent<'_>, now_ms: i64) -> Result<()> {
-    let column = if e.channel == "auth" {
-        "auth_event_url"
-    } else {
-        "event_url"
-    };
+    let column = e.channel.url_field();
     let url: String = tx.query_row(
         &format!("SELECT {column} FROM tps WHERE tp_id = ?1"),
         [e.tp_id],
         |r| r.get(0),
     )?;
-    if url.trim().is_empty() && e.channel == "auth" {
+    if url.trim().is_empty() && e.channel == Channel::Auth {
         return Ok(());
     }
     let uid = hex::encode(rand::random::<[u8; 16]>());
+    // The column predates the Option: 0 stands for "no package".
+    let package_id = e.package_id.unwrap_or(0);
     tx.prepare_cached(
         "INSERT INTO events (uid, tp_id, app_id, package_id, event, reason, package_version, created_at, channel, payload) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
-    .execute(params![uid, e.tp_id, e.app_id, e.package_id, e.event, e.reason, e.package_version, now_ms, e.channel, e.payload])?;
+    .execute(params![uid, e.tp_id, e.app_id, package_id, e.event, e.reason, e.package_version, now_ms, e.channel.as_str(), e.payload])?;
     let event_id = tx.last_insert_rowid();
     let (state, error, next) = if url.trim().is_empty() {
         (
@@ -53,7 +50,7 @@ pub(super) fn queue_event(tx: &Transaction<'_>, e: NewEvent<'_>, now_ms: i64) ->
     )?
     .execute(params![event_id, e.tp_id, url, state.as_str(), error, next, now_ms])?;
     if state == DeliveryState::Pending {
-        insert_push_job(tx, e.package_id, tx.last_insert_rowid(), now_ms)?;
+        insert_push_job(tx, package_id, tx.last_insert_rowid(), now_ms)?;
     }
     Ok(())
 }
@@ -71,11 +68,11 @@ pub(super) fn auth_event(
     let e = NewEvent {
         tp_id,
         app_id,
-        package_id: 0,
+        package_id: None,
         event,
         reason: None,
         package_version: "",
-        channel: "auth",
+        channel: Channel::Auth,
         payload,
     };
     queue_event(tx, e, now_ms)
@@ -103,11 +100,11 @@ pub(super) fn outbox(
     let e = NewEvent {
         tp_id,
         app_id,
-        package_id,
+        package_id: Some(package_id),
         event,
         reason,
         package_version: &version,
-        channel: "event",
+        channel: Channel::Event,
         payload: None,
     };
     queue_event(tx, e, now_ms)
@@ -157,12 +154,21 @@ pub(super) fn delivery_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
             uid: r.get(12)?,
             tp_id: r.get(13)?,
             app_id: r.get(14)?,
-            package_id: r.get(15)?,
+            package_id: r.get::<_, i64>(15).map(|p| Some(p).filter(|p| *p != 0))?,
             event: r.get(16)?,
             reason: r.get(17)?,
             package_version: r.get(18)?,
             created_at_ms: r.get(19)?,
-            channel: r.get(20)?,
+            channel: {
+                let c: String = r.get(20)?;
+                Channel::parse(&c).ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        20,
+                        rusqlite::types::Type::Text,
+                        format!("event channel {c}").into(),
+                    )
+                })?
+            },
             payload: r.get(21)?,
         },
     })

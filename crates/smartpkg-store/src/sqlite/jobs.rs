@@ -103,14 +103,14 @@ impl JobStore for SqliteStore {
 
     async fn take_schedule(
         &self,
-        name: &'static str,
+        schedule: Schedule,
         now_ms: i64,
         interval_ms: i64,
     ) -> Result<bool> {
         self.write(move |tx| {
             Ok(tx.execute(
                 "UPDATE schedules SET next_at = ?1 WHERE name = ?2 AND next_at <= ?3",
-                params![now_ms + interval_ms, name, now_ms],
+                params![now_ms + interval_ms, schedule.as_str(), now_ms],
             )? == 1)
         })
         .await

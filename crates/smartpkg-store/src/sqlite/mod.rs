@@ -21,11 +21,12 @@ use smartpkg_core::lifecycle::{
 
 #[allow(unused_imports)] // each aggregate's file takes what it needs through `super::*`
 use crate::{
-    App, AppPatch, Approval, AttemptOutcome, AttemptRecord, AuthRefusal, AuthStore, Decision,
-    DecisionContext, Delivery, DeliveryState, DeliveryStore, Draft, EventRecord, Grant, IssuedCode,
-    Job, JobStore, Lane, LaneKind, LibraryRefusal, LibraryStore, NewPackage, NewTemplate,
-    OperatorGrant, PackageFilter, PackageRecord, PackageStore, PushTarget, Result, StoreError,
-    SweepPolicy, Swept, TargetVerdict, Template, TenantStore, TokenPair, Tp, TpPatch,
+    App, AppPatch, Approval, AttemptOutcome, AttemptRecord, AuthRefusal, AuthStore, Channel,
+    CodeKind, Decision, DecisionContext, Delivery, DeliveryState, DeliveryStore, Draft,
+    EventRecord, Grant, IssuedCode, Job, JobStore, Lane, LaneKind, LibraryRefusal, LibraryStore,
+    NewPackage, NewTemplate, OperatorGrant, PackageFilter, PackageRecord, PackageStore, PushTarget,
+    Result, Schedule, StoreError, SweepPolicy, Swept, TargetVerdict, Template, TenantStore,
+    TokenPair, Tp, TpPatch,
 };
 
 pub(super) const MIGRATIONS: &[(i64, &str)] = &[

@@ -263,11 +263,11 @@ async fn the_sweep_drops_expired_and_long_used_credentials_and_trims_retired_pac
     // A pre-auth code that expires at 100, one that does not, a code used at 10 (kept for
     // replay detection until 510), a ticket expiring at 100.
     store
-        .create_code("pre_auth", "expired".into(), 1, None, 100, 0)
+        .create_code(CodeKind::PreAuth, "expired".into(), 1, None, 100, 0)
         .await
         .expect("db");
     store
-        .create_code("pre_auth", "live".into(), 1, None, 10_000, 0)
+        .create_code(CodeKind::PreAuth, "live".into(), 1, None, 10_000, 0)
         .await
         .expect("db");
     store
