@@ -9,6 +9,8 @@
 
 mod auth;
 pub mod blobs;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod deliveries;
 mod jobs;
 mod library;

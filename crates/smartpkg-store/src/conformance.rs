@@ -1,0 +1,698 @@
+//! The storage contract as executable cases, run against every backend (SQLite in this crate's
+//! tests, PostgreSQL where one is reachable): each case gets a fresh, empty store and uses
+//! nothing but the traits.
+//!
+//! Enabled by the `conformance` feature (and in this crate's own tests).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use smartpkg_core::lifecycle::{AuditRequest, Command, JobKind, PkgState, Policy};
+
+use crate::{
+    App, Approval, AttemptOutcome, AttemptRecord, CodeKind, DecisionContext, IssuedCode, Lane,
+    LaneKind, LibraryRefusal, NewPackage, NewTemplate, OperatorGrant, Schedule, Store, SweepPolicy,
+    TargetVerdict, TokenPair, Tp, TpPatch,
+};
+
+type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// One behaviour every backend must show.
+pub struct Case {
+    pub name: &'static str,
+    pub run: fn(Arc<dyn Store>) -> CaseFuture,
+}
+
+macro_rules! cases {
+    ($($name:ident),* $(,)?) => {
+        vec![$(Case { name: stringify!($name), run: |s| Box::pin($name(s)) }),*]
+    };
+}
+
+/// Every case, in a stable order.
+pub fn cases() -> Vec<Case> {
+    cases![
+        tenants_round_trip_and_secrets_are_stable,
+        upload_writes_the_package_and_its_build_job_together,
+        completing_a_job_and_its_transition_commit_together,
+        weekly_quota_counts_submissions_since_the_week_start,
+        codes_work_once_and_a_replay_revokes_the_token_family,
+        moving_an_app_ends_the_old_authorization_and_tells_both,
+        the_template_limit_holds,
+        a_schedule_is_taken_once_per_interval,
+        a_failing_target_is_held_and_its_pushes_wait,
+        pushes_stay_within_the_per_target_cap,
+        the_sweep_drops_what_nobody_may_use,
+    ]
+}
+
+pub fn ctx(now_ms: i64) -> DecisionContext {
+    DecisionContext {
+        now_ms,
+        week_start_ms: 0,
+        default_quota: None,
+        policy: Policy {
+            build_delay_ms: 100,
+            rollback_delay_ms: 100,
+            auto_audit_delay_ms: None,
+        },
+    }
+}
+
+fn tp(client_id: &str) -> Tp {
+    Tp {
+        tp_id: 0,
+        client_id: client_id.into(),
+        name: format!("tp {client_id}"),
+        event_url: "http://203.0.113.1/events".into(),
+        auth_event_url: "http://203.0.113.1/auth".into(),
+        msg_token: "t".into(),
+        encoding_aes_key: "k".into(),
+        audit_quota: None,
+        redirect_domain: String::new(),
+    }
+}
+
+fn app(key: &str, tp_id: Option<i64>) -> App {
+    App {
+        app_id: 0,
+        app_key: key.into(),
+        name: "app".into(),
+        name_audited: true,
+        category_audited: true,
+        authenticity_certified: true,
+        tp_id,
+        owner_credential_set: false,
+    }
+}
+
+/// A TP with one authorized app and one template: (tp_id, app_id, template_id).
+async fn seeded(store: &dyn Store) -> (i64, i64, i64) {
+    let tp = store.create_tp(tp("cid")).await.expect("tp");
+    let app = store
+        .create_app(app("key", Some(tp.tp_id)))
+        .await
+        .expect("app");
+    let t = store
+        .create_template(
+            NewTemplate {
+                tp_id: tp.tp_id,
+                user_version: "1".into(),
+                user_desc: "d".into(),
+                blob_sha256: "0".repeat(64),
+                manifest: "{}".into(),
+            },
+            0,
+        )
+        .await
+        .expect("template");
+    (tp.tp_id, app.app_id, t.template_id)
+}
+
+fn new_package(tp_id: i64, app_id: i64, template_id: i64) -> NewPackage {
+    NewPackage {
+        app_id,
+        tp_id,
+        template_id,
+        version: "1.0.0".into(),
+        version_desc: "first".into(),
+        ext_json: "{}".into(),
+        direct_commit: false,
+        test_account: None,
+        test_password: None,
+    }
+}
+
+fn pair(tag: &str, now: i64) -> TokenPair {
+    TokenPair {
+        access_hash: format!("{tag}-access"),
+        refresh_hash: format!("{tag}-refresh"),
+        access_expires_at_ms: now + 1000,
+        refresh_expires_at_ms: now + 1_000_000,
+    }
+}
+
+fn code(tp_id: i64, app_id: i64, hash: &str, expires_at_ms: i64) -> IssuedCode {
+    IssuedCode {
+        tp_id,
+        app_id,
+        code_hash: hash.into(),
+        expires_at_ms,
+        payload: "{}".into(),
+    }
+}
+
+async fn tenants_round_trip_and_secrets_are_stable(store: Arc<dyn Store>) {
+    let a = store.create_tp(tp("a")).await.expect("tp");
+    let b = store.create_tp(tp("b")).await.expect("tp");
+    assert_ne!(a.tp_id, b.tp_id, "ids are distinct");
+    let patched = store
+        .update_tp(
+            a.tp_id,
+            TpPatch {
+                name: Some("renamed".into()),
+                audit_quota: Some(Some(3)),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("patch");
+    assert_eq!(
+        (patched.name.as_str(), patched.audit_quota),
+        ("renamed", Some(3))
+    );
+    assert_eq!(
+        store
+            .get_tp_by_client_id("b".into())
+            .await
+            .expect("db")
+            .map(|t| t.tp_id),
+        Some(b.tp_id)
+    );
+    let x = store.create_app(app("k1", None)).await.expect("app");
+    assert_eq!(store.owner_password_hash(x.app_id).await.expect("db"), None);
+    assert!(store
+        .set_owner_password(x.app_id, "$argon2id$hash".into())
+        .await
+        .expect("db"));
+    assert!(!store
+        .set_owner_password(999_999, "h".into())
+        .await
+        .expect("db"));
+    let got = store.get_app(x.app_id).await.expect("db").expect("app");
+    assert!(got.owner_credential_set);
+    assert_eq!(
+        store
+            .owner_password_hash(x.app_id)
+            .await
+            .expect("db")
+            .as_deref(),
+        Some("$argon2id$hash")
+    );
+    let s1 = store.server_secret("csrf").await.expect("db");
+    let s2 = store.server_secret("csrf").await.expect("db");
+    let other = store.server_secret("other").await.expect("db");
+    assert_eq!(s1, s2);
+    assert_ne!(s1, other);
+    assert_eq!(s1.len(), 64);
+}
+
+async fn upload_writes_the_package_and_its_build_job_together(store: Arc<dyn Store>) {
+    let (tp_id, app_id, t) = seeded(&*store).await;
+    let (id, _) = store
+        .upload(new_package(tp_id, app_id, t), ctx(1000))
+        .await
+        .expect("db")
+        .expect("upload");
+    let p = store.get_package(id).await.expect("db").expect("package");
+    assert_eq!(p.state, PkgState::Building);
+    assert!(
+        store
+            .claim_jobs(1050, 10, 1000, Lane::Platform)
+            .await
+            .expect("db")
+            .is_empty(),
+        "not due before the build delay"
+    );
+    let jobs = store
+        .claim_jobs(1100, 10, 1000, Lane::Platform)
+        .await
+        .expect("db");
+    assert_eq!(jobs.len(), 1);
+    assert_eq!((jobs[0].kind, jobs[0].package_id), (JobKind::Build, id));
+    assert!(
+        store
+            .claim_jobs(1200, 10, 1000, Lane::Platform)
+            .await
+            .expect("db")
+            .is_empty(),
+        "a leased job is not claimed twice"
+    );
+    assert_eq!(
+        store
+            .claim_jobs(2100, 10, 1000, Lane::Platform)
+            .await
+            .expect("db")
+            .len(),
+        1,
+        "an expired lease is claimed again"
+    );
+}
+
+async fn completing_a_job_and_its_transition_commit_together(store: Arc<dyn Store>) {
+    let (tp_id, app_id, t) = seeded(&*store).await;
+    let (id, _) = store
+        .upload(new_package(tp_id, app_id, t), ctx(0))
+        .await
+        .expect("db")
+        .expect("upload");
+    let job = store
+        .claim_jobs(100, 1, 1000, Lane::Platform)
+        .await
+        .expect("db")
+        .remove(0);
+    let cmd = Command::BuildSucceeded {
+        package_id: id,
+        direct_commit: false,
+        ext_json: "{}".into(),
+    };
+    store
+        .execute(app_id, cmd.clone(), ctx(100), Some(job.job_id))
+        .await
+        .expect("db")
+        .expect("built");
+    assert_eq!(
+        store.next_job_due(LaneKind::Platform).await.expect("db"),
+        None,
+        "the job is gone"
+    );
+    let again = store
+        .execute(app_id, cmd, ctx(200), Some(job.job_id))
+        .await
+        .expect("db");
+    assert_eq!(
+        again.expect_err("refused").errno,
+        smartpkg_types::Errno::WRONG_STATE,
+        "a job completed twice is refused, not reapplied"
+    );
+}
+
+async fn weekly_quota_counts_submissions_since_the_week_start(store: Arc<dyn Store>) {
+    let (tp_id, app_id, t) = seeded(&*store).await;
+    store
+        .update_tp(
+            tp_id,
+            TpPatch {
+                audit_quota: Some(Some(1)),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("tp");
+    let (id, _) = store
+        .upload(new_package(tp_id, app_id, t), ctx(0))
+        .await
+        .expect("db")
+        .expect("upload");
+    let built = Command::BuildSucceeded {
+        package_id: id,
+        direct_commit: false,
+        ext_json: "{}".into(),
+    };
+    store
+        .execute(app_id, built, ctx(1), None)
+        .await
+        .expect("db")
+        .expect("built");
+    let submit = Command::SubmitAudit {
+        package_id: id,
+        request: AuditRequest::default(),
+    };
+    store
+        .execute(app_id, submit, ctx(2), None)
+        .await
+        .expect("db")
+        .expect("submitted");
+    let q = store.audit_quota(tp_id, ctx(3)).await.expect("db");
+    assert_eq!((q.limit, q.used), (Some(1), 1));
+    let next_week = DecisionContext {
+        week_start_ms: 10,
+        ..ctx(10)
+    };
+    assert_eq!(
+        store.audit_quota(tp_id, next_week).await.expect("db").used,
+        0
+    );
+}
+
+async fn codes_work_once_and_a_replay_revokes_the_token_family(store: Arc<dyn Store>) {
+    let (tp_id, app_id, _) = seeded(&*store).await;
+    store
+        .create_code(CodeKind::PreAuth, "pre".into(), tp_id, None, 10_000, 0)
+        .await
+        .expect("db");
+    assert!(store
+        .code_usable(CodeKind::PreAuth, "pre".into(), tp_id, 1)
+        .await
+        .expect("db"));
+    assert!(!store
+        .code_usable(CodeKind::Auth, "pre".into(), tp_id, 1)
+        .await
+        .expect("db"));
+    let approval = Approval {
+        pre_auth_hash: "pre".into(),
+        code: code(tp_id, app_id, "auth-code", 10_000),
+    };
+    assert_eq!(
+        store.approve(approval.clone(), 2).await.expect("db"),
+        Ok(())
+    );
+    assert!(
+        store.approve(approval, 3).await.expect("db").is_err(),
+        "a pre-auth code works once"
+    );
+    assert_eq!(
+        store
+            .exchange_code(tp_id, "auth-code".into(), pair("a", 10), 10)
+            .await
+            .expect("db"),
+        Some(app_id)
+    );
+    assert!(store
+        .resolve_app_token("a-access".into())
+        .await
+        .expect("db")
+        .is_some());
+    let renewed = store
+        .refresh(tp_id, "a-refresh".into(), pair("b", 20), 20)
+        .await
+        .expect("db");
+    assert_eq!(renewed, Some(app_id));
+    // Replaying the used refresh token kills the family: the newest pair too.
+    assert_eq!(
+        store
+            .refresh(tp_id, "a-refresh".into(), pair("c", 30), 30)
+            .await
+            .expect("db"),
+        None
+    );
+    assert!(store
+        .resolve_app_token("b-access".into())
+        .await
+        .expect("db")
+        .is_none());
+    assert_eq!(
+        store
+            .refresh(tp_id, "b-refresh".into(), pair("d", 40), 40)
+            .await
+            .expect("db"),
+        None
+    );
+    // Replaying the used code: nothing issued, nothing left.
+    assert_eq!(
+        store
+            .exchange_code(tp_id, "auth-code".into(), pair("e", 50), 50)
+            .await
+            .expect("db"),
+        None
+    );
+}
+
+async fn moving_an_app_ends_the_old_authorization_and_tells_both(store: Arc<dyn Store>) {
+    let (old_tp, app_id, _) = seeded(&*store).await;
+    let new_tp = store.create_tp(tp("new")).await.expect("tp").tp_id;
+    store
+        .authorize(
+            OperatorGrant {
+                tp_id: old_tp,
+                app_id,
+                pair: pair("old", 0),
+                code: code(old_tp, app_id, "c-old", 10_000),
+            },
+            0,
+        )
+        .await
+        .expect("db");
+    store
+        .authorize(
+            OperatorGrant {
+                tp_id: new_tp,
+                app_id,
+                pair: pair("new", 1),
+                code: code(new_tp, app_id, "c-new", 10_000),
+            },
+            1,
+        )
+        .await
+        .expect("db");
+    assert!(store
+        .resolve_app_token("old-access".into())
+        .await
+        .expect("db")
+        .is_none());
+    let g = store
+        .resolve_app_token("new-access".into())
+        .await
+        .expect("db")
+        .expect("grant");
+    assert_eq!((g.app_id, g.tp_id), (app_id, new_tp));
+    let events = |tp: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .list_deliveries(Some(tp), None, 100)
+                .await
+                .expect("db")
+                .into_iter()
+                .map(|d| d.event.event)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(events(old_tp).await.contains(&"UNAUTHORIZED".to_string()));
+    assert!(events(new_tp).await.contains(&"AUTHORIZED".to_string()));
+    assert!(store.revoke(new_tp, app_id, 2).await.expect("db"));
+    assert!(!store.revoke(new_tp, app_id, 3).await.expect("db"));
+    assert_eq!(
+        store
+            .get_app(app_id)
+            .await
+            .expect("db")
+            .and_then(|a| a.tp_id),
+        None
+    );
+}
+
+async fn the_template_limit_holds(store: Arc<dyn Store>) {
+    let (tp_id, _, _) = seeded(&*store).await;
+    let mut drafts = vec![];
+    for i in 0..3 {
+        let d = store
+            .create_draft(
+                NewTemplate {
+                    tp_id,
+                    user_version: format!("{i}"),
+                    user_desc: "d".into(),
+                    blob_sha256: "1".repeat(64),
+                    manifest: "{}".into(),
+                },
+                i,
+            )
+            .await
+            .expect("draft");
+        drafts.push(d.draft_id);
+    }
+    // The seed's template counts: a limit of 2 leaves room for one more.
+    let first = store
+        .add_template(tp_id, drafts[0], "x".into(), 2, 10)
+        .await
+        .expect("db");
+    assert!(first.is_ok());
+    let second = store
+        .add_template(tp_id, drafts[1], "y".into(), 2, 11)
+        .await
+        .expect("db");
+    assert_eq!(second.err(), Some(LibraryRefusal::TemplateLimit));
+    let (count, _) = store.list_templates(tp_id, 0, 10).await.expect("db");
+    assert_eq!(count, 2);
+}
+
+async fn a_schedule_is_taken_once_per_interval(store: Arc<dyn Store>) {
+    assert!(store
+        .take_schedule(Schedule::Janitor, 1000, 500)
+        .await
+        .expect("db"));
+    assert!(!store
+        .take_schedule(Schedule::Janitor, 1200, 500)
+        .await
+        .expect("db"));
+    assert!(store
+        .take_schedule(Schedule::Janitor, 1500, 500)
+        .await
+        .expect("db"));
+}
+
+fn failed_attempt(at_ms: i64) -> AttemptRecord {
+    AttemptRecord {
+        at_ms,
+        url: "http://203.0.113.1/events".into(),
+        status: Some(500),
+        latency_ms: 1,
+        error: Some("HTTP 500".into()),
+        body: None,
+    }
+}
+
+async fn a_failing_target_is_held_and_its_pushes_wait(store: Arc<dyn Store>) {
+    let (tp_id, app_id, _) = seeded(&*store).await;
+    // An authorization change queues a push to the TP.
+    store
+        .authorize(
+            OperatorGrant {
+                tp_id,
+                app_id,
+                pair: pair("p", 0),
+                code: code(tp_id, app_id, "c", 10_000),
+            },
+            0,
+        )
+        .await
+        .expect("db");
+    let lane = Lane::Deliveries {
+        per_target: 4,
+        failing_slots: 4,
+    };
+    let hold = smartpkg_core::push::HoldPolicy {
+        after_failures: 1,
+        base_ms: 1000,
+        max_ms: 10_000,
+        jitter: 1.0,
+    };
+    let job = store
+        .claim_jobs(10, 10, 5000, lane)
+        .await
+        .expect("db")
+        .pop()
+        .expect("a push job");
+    let delivery_id = job.delivery_id.expect("delivery");
+    let held = store
+        .record_attempt(
+            job.job_id,
+            delivery_id,
+            failed_attempt(10),
+            AttemptOutcome::RetryAt(20),
+            TargetVerdict::Failed { hold },
+        )
+        .await
+        .expect("db");
+    assert_eq!(held, Some(1010));
+    assert!(
+        store
+            .claim_jobs(500, 10, 5000, lane)
+            .await
+            .expect("db")
+            .is_empty(),
+        "held: the retry is due but waits"
+    );
+    let t = store.push_targets().await.expect("db");
+    assert_eq!(t.len(), 1);
+    assert_eq!((t[0].consecutive_failures, t[0].holds), (1, 1));
+    assert!(store.resume_target(tp_id).await.expect("db"));
+    let job = store
+        .claim_jobs(600, 10, 5000, lane)
+        .await
+        .expect("db")
+        .pop()
+        .expect("resumed");
+    assert!(!job.degraded, "resumed targets are healthy again");
+    store
+        .record_attempt(
+            job.job_id,
+            delivery_id,
+            AttemptRecord {
+                status: Some(200),
+                error: None,
+                ..failed_attempt(600)
+            },
+            AttemptOutcome::Delivered,
+            TargetVerdict::Succeeded,
+        )
+        .await
+        .expect("db");
+    let d = store
+        .get_delivery(delivery_id)
+        .await
+        .expect("db")
+        .expect("delivery");
+    assert_eq!(d.state, crate::DeliveryState::Delivered);
+    assert_eq!(d.attempts, 2);
+    assert_eq!(
+        store
+            .delivery_attempts(delivery_id)
+            .await
+            .expect("db")
+            .len(),
+        2
+    );
+}
+
+async fn pushes_stay_within_the_per_target_cap(store: Arc<dyn Store>) {
+    let (tp_id, _, _) = seeded(&*store).await;
+    for i in 0..5 {
+        store
+            .push_ticket(tp_id, format!("ticket-{i}"), 100_000, "{}".into(), i)
+            .await
+            .expect("db");
+    }
+    let lane = Lane::Deliveries {
+        per_target: 2,
+        failing_slots: 2,
+    };
+    assert_eq!(
+        store
+            .claim_jobs(10, 10, 5000, lane)
+            .await
+            .expect("db")
+            .len(),
+        2
+    );
+    assert!(
+        store
+            .claim_jobs(20, 10, 5000, lane)
+            .await
+            .expect("db")
+            .is_empty(),
+        "two in flight already"
+    );
+    assert_eq!(
+        store
+            .claim_jobs(6000, 10, 5000, lane)
+            .await
+            .expect("db")
+            .len(),
+        2,
+        "after the leases end, two again"
+    );
+}
+
+async fn the_sweep_drops_what_nobody_may_use(store: Arc<dyn Store>) {
+    let (tp_id, app_id, t) = seeded(&*store).await;
+    let policy = SweepPolicy {
+        used_credential_retention_ms: 500,
+        retired_package_retention_ms: 500,
+    };
+    store
+        .create_code(CodeKind::PreAuth, "expired".into(), tp_id, None, 100, 0)
+        .await
+        .expect("db");
+    store
+        .create_code(CodeKind::PreAuth, "live".into(), tp_id, None, 10_000, 0)
+        .await
+        .expect("db");
+    store
+        .push_ticket(tp_id, "t".into(), 100, "{}".into(), 0)
+        .await
+        .expect("db");
+    let (first, _) = store
+        .upload(new_package(tp_id, app_id, t), ctx(0))
+        .await
+        .expect("db")
+        .expect("upload");
+    store
+        .upload(new_package(tp_id, app_id, t), ctx(1))
+        .await
+        .expect("db")
+        .expect("upload");
+    let swept = store.sweep(200, policy).await.expect("db");
+    assert_eq!((swept.codes, swept.tickets), (1, 1), "{swept:?}");
+    assert_eq!(swept.packages_trimmed, 0, "retired too recently");
+    let swept = store.sweep(5_000, policy).await.expect("db");
+    assert_eq!(swept.packages_trimmed, 1, "{swept:?}");
+    let p = store.get_package(first).await.expect("db").expect("kept");
+    assert_eq!((p.ext_json.as_str(), p.state), ("", PkgState::Retired));
+    assert!(store
+        .code_usable(CodeKind::PreAuth, "live".into(), tp_id, 5_000)
+        .await
+        .expect("db"));
+    assert!(!store.ticket_valid(tp_id, "t".into(), 50).await.expect("db"));
+}
