@@ -1,0 +1,163 @@
+//! smartpkg's storage on PostgreSQL, for several server instances on one database.
+//!
+//! The traits' serialisation contracts are met with row locks in READ COMMITTED transactions:
+//! a decision locks its mini program's row first (and its third party's row when it may
+//! consume audit quota), a template addition locks the third party's row, an authorization
+//! change locks the app's row. Locks are always taken app before third party, so two
+//! transactions never wait on each other in a circle. Jobs are claimed with `FOR UPDATE SKIP
+//! LOCKED`; the deliveries lane's claim, whose per-target cap counts rows it does not lock, is
+//! serialised across instances by a transaction-scoped advisory lock.
+//!
+//! Ids come from sequences. A lost race that the database reports (a unique violation, a
+//! deadlock, a serialisation failure) becomes [`StoreError::Conflict`], which the API answers
+//! as "processing, retry" — never a 500.
+
+mod auth;
+mod deliveries;
+mod jobs;
+mod library;
+mod packages;
+mod tenants;
+
+use std::time::Duration;
+
+use smartpkg_store::{Result, StoreError};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+pub use sqlx::postgres::PgListener;
+
+/// The channel instances wake each other on when they leave work for the job runner.
+pub const JOBS_CHANNEL: &str = "smartpkg_jobs";
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+/// Maps a database error: lost races are conflicts (retryable); the rest keep their cause.
+pub(crate) fn db(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(d) = &e {
+        // unique_violation, serialization_failure, deadlock_detected, lock_not_available
+        if matches!(
+            d.code().as_deref(),
+            Some("23505" | "40001" | "40P01" | "55P03")
+        ) {
+            return StoreError::Conflict(Box::new(e));
+        }
+    }
+    StoreError::Database(Box::new(e))
+}
+
+impl PgStore {
+    /// Connects (a pool of `max_connections`) and runs the migrations; several instances may
+    /// start at once (sqlx serialises migrations with an advisory lock).
+    pub async fn connect(url: &str, max_connections: u32) -> Result<PgStore> {
+        let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {
+            StoreError::Unsupported(format!("invalid PostgreSQL URL: {e}"))
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(db)?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Database(Box::new(e)))?;
+        Ok(PgStore { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Tells every instance listening on [`JOBS_CHANNEL`] that work is due.
+    pub async fn notify_jobs(&self) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(JOBS_CHANNEL)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A value the database holds that the domain does not know (a state, a kind).
+pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+/// Throwaway databases for tests: one fresh database per test, dropped afterwards.
+#[cfg(feature = "testing")]
+pub mod testing {
+    use sqlx::{Connection, PgConnection};
+
+    /// Where tests find PostgreSQL: `SMARTPKG_TEST_POSTGRES`, else the local server that these
+    /// machines run (trust auth).
+    pub fn base_url() -> String {
+        std::env::var("SMARTPKG_TEST_POSTGRES")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_string())
+    }
+
+    /// A database that exists for as long as this value; its URL is `url`.
+    pub struct FreshDatabase {
+        pub url: String,
+        name: String,
+        admin: String,
+    }
+
+    impl FreshDatabase {
+        /// Creates `smartpkg_t_<random>` next to the database of [`base_url`].
+        pub async fn create() -> Result<FreshDatabase, String> {
+            let admin = base_url();
+            let mut c = PgConnection::connect(&admin).await.map_err(|e| {
+                format!("PostgreSQL is not reachable at {admin} ({e}); start it or set SMARTPKG_TEST_POSTGRES")
+            })?;
+            let name = format!("smartpkg_t_{}", hex::encode(rand::random::<[u8; 6]>()));
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut c)
+                .await
+                .map_err(|e| format!("cannot create database {name}: {e}"))?;
+            let url = match admin.rsplit_once('/') {
+                Some((server, _)) => format!("{server}/{name}"),
+                None => return Err(format!("cannot place a database next to {admin}")),
+            };
+            Ok(FreshDatabase { url, name, admin })
+        }
+    }
+
+    impl Drop for FreshDatabase {
+        fn drop(&mut self) {
+            // Dropped from a thread of its own: Drop cannot await, and the test's runtime may
+            // be shutting down.
+            let (admin, name) = (self.admin.clone(), self.name.clone());
+            let done = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let Ok(rt) = rt {
+                    rt.block_on(async {
+                        if let Ok(mut c) = PgConnection::connect(&admin).await {
+                            let _ = sqlx::query(&format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            ))
+                            .execute(&mut c)
+                            .await;
+                        }
+                    });
+                }
+            });
+            let _ = done.join();
+        }
+    }
+}

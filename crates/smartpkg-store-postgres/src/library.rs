@@ -1,0 +1,232 @@
+use async_trait::async_trait;
+use smartpkg_store::{Draft, LibraryRefusal, LibraryStore, NewTemplate, Result, Template};
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+
+use crate::{db, PgStore};
+
+const TEMPLATE_COLS: &str = "template_id, draft_id, tp_id, user_version, user_desc, blob_sha256, manifest, created_at, deleted_at IS NOT NULL";
+
+fn template_row(r: &PgRow) -> sqlx::Result<Template> {
+    Ok(Template {
+        template_id: r.try_get(0)?,
+        draft_id: r.try_get(1)?,
+        tp_id: r.try_get(2)?,
+        user_version: r.try_get(3)?,
+        user_desc: r.try_get(4)?,
+        blob_sha256: r.try_get(5)?,
+        manifest: r.try_get(6)?,
+        create_time: r.try_get::<i64, _>(7)? / 1000,
+        deleted: r.try_get(8)?,
+    })
+}
+
+fn draft_row(r: &PgRow) -> sqlx::Result<Draft> {
+    Ok(Draft {
+        draft_id: r.try_get(0)?,
+        tp_id: r.try_get(1)?,
+        user_version: r.try_get(2)?,
+        user_desc: r.try_get(3)?,
+        create_time: r.try_get::<i64, _>(4)? / 1000,
+    })
+}
+
+const INSERT_DRAFT: &str =
+    "INSERT INTO drafts (tp_id, user_version, user_desc, blob_sha256, manifest, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6) RETURNING draft_id";
+
+#[async_trait]
+impl LibraryStore for PgStore {
+    async fn create_template(&self, t: NewTemplate, now_ms: i64) -> Result<Template> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let draft_id: i64 = sqlx::query_scalar(INSERT_DRAFT)
+            .bind(t.tp_id)
+            .bind(&t.user_version)
+            .bind(&t.user_desc)
+            .bind(&t.blob_sha256)
+            .bind(&t.manifest)
+            .bind(now_ms)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+        let row = sqlx::query(&format!(
+            "INSERT INTO templates (draft_id, tp_id, user_version, user_desc, blob_sha256, manifest, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {TEMPLATE_COLS}"
+        ))
+        .bind(draft_id)
+        .bind(t.tp_id)
+        .bind(&t.user_version)
+        .bind(&t.user_desc)
+        .bind(&t.blob_sha256)
+        .bind(&t.manifest)
+        .bind(now_ms)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        template_row(&row).map_err(db)
+    }
+
+    async fn get_template(&self, template_id: i64) -> Result<Option<Template>> {
+        sqlx::query(&format!(
+            "SELECT {TEMPLATE_COLS} FROM templates WHERE template_id = $1"
+        ))
+        .bind(template_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .map(|r| template_row(&r).map_err(db))
+        .transpose()
+    }
+
+    async fn create_draft(&self, t: NewTemplate, now_ms: i64) -> Result<Draft> {
+        let draft_id: i64 = sqlx::query_scalar(INSERT_DRAFT)
+            .bind(t.tp_id)
+            .bind(&t.user_version)
+            .bind(&t.user_desc)
+            .bind(&t.blob_sha256)
+            .bind(&t.manifest)
+            .bind(now_ms)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(Draft {
+            draft_id,
+            tp_id: t.tp_id,
+            user_version: t.user_version,
+            user_desc: t.user_desc,
+            create_time: now_ms / 1000,
+        })
+    }
+
+    async fn list_drafts(&self, tp_id: i64, offset: i64, limit: i64) -> Result<(i64, Vec<Draft>)> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM drafts WHERE tp_id = $1")
+            .bind(tp_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        let rows = sqlx::query(
+            "SELECT draft_id, tp_id, user_version, user_desc, created_at FROM drafts WHERE tp_id = $1 \
+             ORDER BY draft_id DESC LIMIT $2 OFFSET $3",
+        )
+        .bind(tp_id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let drafts = rows
+            .iter()
+            .map(|r| draft_row(r).map_err(db))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((count, drafts))
+    }
+
+    async fn add_template(
+        &self,
+        tp_id: i64,
+        draft_id: i64,
+        user_desc: String,
+        max: i64,
+        now_ms: i64,
+    ) -> Result<std::result::Result<Template, LibraryRefusal>> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // The third party's row lock serialises its additions: the count below cannot be
+        // stale when the insert lands, so two racing adds cannot pass the limit.
+        sqlx::query("SELECT 1 FROM tps WHERE tp_id = $1 FOR UPDATE")
+            .bind(tp_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let draft: Option<(String, String, String)> = sqlx::query_as(
+            "SELECT user_version, blob_sha256, manifest FROM drafts WHERE draft_id = $1 AND tp_id = $2",
+        )
+        .bind(draft_id)
+        .bind(tp_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let Some((user_version, sha, manifest)) = draft else {
+            return Ok(Err(LibraryRefusal::DraftNotFound));
+        };
+        let live: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM templates WHERE tp_id = $1 AND deleted_at IS NULL",
+        )
+        .bind(tp_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        if live >= max {
+            return Ok(Err(LibraryRefusal::TemplateLimit));
+        }
+        let row = sqlx::query(&format!(
+            "INSERT INTO templates (draft_id, tp_id, user_version, user_desc, blob_sha256, manifest, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {TEMPLATE_COLS}"
+        ))
+        .bind(draft_id)
+        .bind(tp_id)
+        .bind(user_version)
+        .bind(user_desc)
+        .bind(sha)
+        .bind(manifest)
+        .bind(now_ms)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(Ok(template_row(&row).map_err(db)?))
+    }
+
+    async fn list_templates(
+        &self,
+        tp_id: i64,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(i64, Vec<Template>)> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM templates WHERE tp_id = $1 AND deleted_at IS NULL",
+        )
+        .bind(tp_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        let rows = sqlx::query(&format!(
+            "SELECT {TEMPLATE_COLS} FROM templates WHERE tp_id = $1 AND deleted_at IS NULL \
+             ORDER BY template_id DESC LIMIT $2 OFFSET $3"
+        ))
+        .bind(tp_id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let templates = rows
+            .iter()
+            .map(|r| template_row(r).map_err(db))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((count, templates))
+    }
+
+    async fn delete_template(
+        &self,
+        tp_id: i64,
+        template_id: i64,
+        now_ms: i64,
+    ) -> Result<std::result::Result<(), LibraryRefusal>> {
+        let n = sqlx::query(
+            "UPDATE templates SET deleted_at = $1 WHERE template_id = $2 AND tp_id = $3 AND deleted_at IS NULL",
+        )
+        .bind(now_ms)
+        .bind(template_id)
+        .bind(tp_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        Ok(if n == 1 {
+            Ok(())
+        } else {
+            Err(LibraryRefusal::TemplateNotFound)
+        })
+    }
+}

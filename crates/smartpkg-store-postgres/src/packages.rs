@@ -1,0 +1,439 @@
+use async_trait::async_trait;
+use smartpkg_core::lifecycle::{
+    self, AppFacts, Command, PackageFacts, PkgState, Plan, Quota, Refusal, Snapshot,
+};
+use smartpkg_store::{
+    Decision, DecisionContext, Grant, NewPackage, PackageFilter, PackageRecord, PackageStore,
+    Result, StoreError,
+};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+
+use crate::auth::grant;
+use crate::deliveries::outbox;
+use crate::{corrupt, db, PgStore};
+
+const PKG_SELECT: &str = "SELECT p.package_id, p.app_id, p.tp_id, p.template_id, p.state, p.version, p.version_desc, \
+     p.ext_json, p.built_ext_json, p.direct_commit, p.test_account, p.test_password, p.audit_content, \
+     p.remark, p.msg, p.upload_err_code, p.upload_err_msg, p.previous_package_id, \
+     (SELECT prev.version FROM packages prev WHERE prev.package_id = p.previous_package_id), \
+     p.restored, p.commit_time, p.updated_at FROM packages p ";
+
+fn state(s: &str) -> Result<PkgState> {
+    PkgState::parse(s).ok_or_else(|| corrupt(format!("unknown package state {s}")))
+}
+
+fn pkg_row(r: &PgRow) -> Result<PackageRecord> {
+    let s: String = r.try_get(4).map_err(db)?;
+    let g = |e: sqlx::Error| db(e);
+    Ok(PackageRecord {
+        package_id: r.try_get(0).map_err(g)?,
+        app_id: r.try_get(1).map_err(g)?,
+        tp_id: r.try_get(2).map_err(g)?,
+        template_id: r.try_get(3).map_err(g)?,
+        state: state(&s)?,
+        version: r.try_get(5).map_err(g)?,
+        version_desc: r.try_get(6).map_err(g)?,
+        ext_json: r.try_get(7).map_err(g)?,
+        built_ext_json: r.try_get(8).map_err(g)?,
+        direct_commit: r.try_get(9).map_err(g)?,
+        test_account: r.try_get(10).map_err(g)?,
+        test_password: r.try_get(11).map_err(g)?,
+        audit_content: r.try_get(12).map_err(g)?,
+        remark: r.try_get(13).map_err(g)?,
+        msg: r.try_get(14).map_err(g)?,
+        upload_err_code: r.try_get(15).map_err(g)?,
+        upload_err_msg: r.try_get(16).map_err(g)?,
+        previous_package_id: r.try_get(17).map_err(g)?,
+        rollback_version: r.try_get(18).map_err(g)?,
+        restored: r.try_get(19).map_err(g)?,
+        commit_time_ms: r.try_get(20).map_err(g)?,
+        updated_at_ms: r.try_get(21).map_err(g)?,
+    })
+}
+
+async fn quota(c: &mut PgConnection, tp_id: i64, ctx: &DecisionContext) -> Result<Quota> {
+    let own: Option<Option<i64>> =
+        sqlx::query_scalar("SELECT audit_quota FROM tps WHERE tp_id = $1")
+            .bind(tp_id)
+            .fetch_optional(&mut *c)
+            .await
+            .map_err(db)?;
+    let own = own.ok_or_else(|| StoreError::NotFound(format!("tp {tp_id}")))?;
+    let limit = match own.or(ctx.default_quota) {
+        Some(n) if n >= 0 => Some(n),
+        _ => None,
+    };
+    let used: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_submissions WHERE tp_id = $1 AND submitted_at >= $2",
+    )
+    .bind(tp_id)
+    .bind(ctx.week_start_ms)
+    .fetch_one(&mut *c)
+    .await
+    .map_err(db)?;
+    Ok(Quota { limit, used })
+}
+
+/// Whether deciding `cmd` may consume audit quota (then the third party is locked too).
+fn may_submit(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::SubmitAudit { .. }
+            | Command::BuildSucceeded {
+                direct_commit: true,
+                ..
+            }
+    )
+}
+
+/// Locks the app (and, when the decision may consume quota, its third party — always in that
+/// order) and reads what [`lifecycle::decide`] needs.
+async fn snapshot(
+    c: &mut PgConnection,
+    app_id: i64,
+    target: Option<i64>,
+    ctx: &DecisionContext,
+    lock_tp: bool,
+) -> Result<(Snapshot, i64)> {
+    let row = sqlx::query(
+        "SELECT name_audited, category_audited, authenticity_certified, tp_id FROM apps WHERE app_id = $1 FOR UPDATE",
+    )
+    .bind(app_id)
+    .fetch_optional(&mut *c)
+    .await
+    .map_err(db)?
+    .ok_or_else(|| StoreError::NotFound(format!("app {app_id}")))?;
+    let app = AppFacts {
+        name_audited: row.try_get(0).map_err(db)?,
+        category_audited: row.try_get(1).map_err(db)?,
+        authenticity_certified: row.try_get(2).map_err(db)?,
+    };
+    let tp_id: Option<i64> = row.try_get(3).map_err(db)?;
+    let tp_id =
+        tp_id.ok_or_else(|| StoreError::NotFound(format!("authorization of app {app_id}")))?;
+    if lock_tp {
+        sqlx::query("SELECT 1 FROM tps WHERE tp_id = $1 FOR UPDATE")
+            .bind(tp_id)
+            .execute(&mut *c)
+            .await
+            .map_err(db)?;
+    }
+    let rows = sqlx::query(
+        "SELECT package_id, state, previous_package_id, restored FROM packages \
+         WHERE app_id = $1 AND (state NOT IN ('history', 'retired') OR package_id = $2 \
+           OR package_id IN (SELECT previous_package_id FROM packages \
+                             WHERE app_id = $1 AND state IN ('online', 'rolling_back')))",
+    )
+    .bind(app_id)
+    .bind(target.unwrap_or(-1))
+    .fetch_all(&mut *c)
+    .await
+    .map_err(db)?;
+    let packages = rows
+        .iter()
+        .map(|r| {
+            let s: String = r.try_get(1).map_err(db)?;
+            Ok(PackageFacts {
+                package_id: r.try_get(0).map_err(db)?,
+                state: state(&s)?,
+                previous_package_id: r.try_get(2).map_err(db)?,
+                restored: r.try_get(3).map_err(db)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let quota = quota(c, tp_id, ctx).await?;
+    Ok((
+        Snapshot {
+            app,
+            quota,
+            packages,
+        },
+        tp_id,
+    ))
+}
+
+fn command_target(cmd: &Command) -> Option<i64> {
+    match cmd {
+        Command::Upload { .. } => None,
+        Command::BuildSucceeded { package_id, .. }
+        | Command::BuildFailed { package_id, .. }
+        | Command::SubmitAudit { package_id, .. }
+        | Command::Decide { package_id, .. }
+        | Command::Release { package_id }
+        | Command::Rollback { package_id }
+        | Command::FinishRollback { package_id }
+        | Command::Withdraw { package_id } => Some(*package_id),
+    }
+}
+
+/// Applies the plan with conditional updates; a row not where the plan expects aborts all.
+async fn apply_plan(
+    c: &mut PgConnection,
+    plan: &Plan,
+    tp_id: i64,
+    ctx: &DecisionContext,
+    new: Option<&NewPackage>,
+) -> Result<()> {
+    for ch in &plan.changes {
+        let p = &ch.patch;
+        let audit = p.audit_request.as_ref();
+        let n = sqlx::query(
+            "UPDATE packages SET state = $1, updated_at = $2, \
+               msg = COALESCE($3, msg), \
+               upload_err_code = COALESCE($4, upload_err_code), upload_err_msg = COALESCE($5, upload_err_msg), \
+               built_ext_json = COALESCE($6, built_ext_json), \
+               audit_content = COALESCE($7, audit_content), remark = COALESCE($8, remark), \
+               test_account = COALESCE($9, test_account), test_password = COALESCE($10, test_password), \
+               previous_package_id = CASE WHEN $11 THEN $12 ELSE previous_package_id END, \
+               restored = COALESCE($13, restored) \
+             WHERE package_id = $14 AND state = $15",
+        )
+        .bind(ch.to.as_str())
+        .bind(ctx.now_ms)
+        .bind(p.msg.as_deref())
+        .bind(p.upload_error.as_ref().map(|(e, _)| e.0))
+        .bind(p.upload_error.as_ref().map(|(_, m)| m.as_str()))
+        .bind(p.built_ext_json.as_deref())
+        .bind(audit.map(|a| a.content.as_str()))
+        .bind(audit.map(|a| a.remark.as_str()))
+        .bind(audit.and_then(|a| a.test_account.as_deref()))
+        .bind(audit.and_then(|a| a.test_password.as_deref()))
+        .bind(p.previous_package_id.is_some())
+        .bind(p.previous_package_id.flatten())
+        .bind(p.restored)
+        .bind(ch.package_id)
+        .bind(ch.from.as_str())
+        .execute(&mut *c)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if n != 1 {
+            return Err(StoreError::conflict(format!(
+                "package {} is no longer {}",
+                ch.package_id,
+                ch.from.as_str()
+            )));
+        }
+    }
+    if let Some(id) = plan.create {
+        let new = new.ok_or_else(|| corrupt("a plan creates a package without its data"))?;
+        sqlx::query(
+            "INSERT INTO packages (package_id, app_id, tp_id, template_id, state, version, version_desc, \
+               ext_json, direct_commit, test_account, test_password, commit_time, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
+        )
+        .bind(id)
+        .bind(new.app_id)
+        .bind(new.tp_id)
+        .bind(new.template_id)
+        .bind(PkgState::Building.as_str())
+        .bind(&new.version)
+        .bind(&new.version_desc)
+        .bind(&new.ext_json)
+        .bind(new.direct_commit)
+        .bind(&new.test_account)
+        .bind(&new.test_password)
+        .bind(ctx.now_ms)
+        .execute(&mut *c)
+        .await
+        .map_err(db)?;
+    }
+    for j in &plan.jobs {
+        sqlx::query(
+            "INSERT INTO jobs (kind, package_id, run_at, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(j.kind.as_str())
+        .bind(j.package_id)
+        .bind(ctx.now_ms.saturating_add(j.delay_ms as i64))
+        .bind(ctx.now_ms)
+        .execute(&mut *c)
+        .await
+        .map_err(db)?;
+    }
+    if let Some((package_id, pass, reason)) = &plan.audit_decision {
+        outbox(c, tp_id, *package_id, *pass, reason, ctx.now_ms).await?;
+    }
+    if plan.consume_quota {
+        let package_id = plan
+            .changes
+            .iter()
+            .find(|ch| ch.to == PkgState::Auditing)
+            .map(|ch| ch.package_id)
+            .unwrap_or_default();
+        sqlx::query(
+            "INSERT INTO audit_submissions (tp_id, package_id, submitted_at) VALUES ($1, $2, $3)",
+        )
+        .bind(tp_id)
+        .bind(package_id)
+        .bind(ctx.now_ms)
+        .execute(&mut *c)
+        .await
+        .map_err(db)?;
+    }
+    Ok(())
+}
+
+async fn visible(c: &mut PgConnection, app_id: i64) -> Result<Vec<PackageRecord>> {
+    sqlx::query(&format!(
+        "{PKG_SELECT} WHERE p.app_id = $1 AND p.state NOT IN ('history', 'retired') ORDER BY p.package_id"
+    ))
+    .bind(app_id)
+    .fetch_all(c)
+    .await
+    .map_err(db)?
+    .iter()
+    .map(pkg_row)
+    .collect()
+}
+
+/// Lost races (a conflict reported by the database or by a conditional update) are retried
+/// this many times before the caller hears "processing, retry".
+const DECISION_ATTEMPTS: usize = 3;
+
+#[async_trait]
+impl PackageStore for PgStore {
+    async fn visible_packages(&self, app_id: i64) -> Result<Vec<PackageRecord>> {
+        let mut c = self.pool.acquire().await.map_err(db)?;
+        visible(&mut c, app_id).await
+    }
+
+    async fn visible_packages_by_token(
+        &self,
+        token_hash: String,
+    ) -> Result<Option<(Grant, Vec<PackageRecord>)>> {
+        let mut c = self.pool.acquire().await.map_err(db)?;
+        match grant(&mut c, &token_hash).await? {
+            Some(g) => Ok(Some((g, visible(&mut c, g.app_id).await?))),
+            None => Ok(None),
+        }
+    }
+
+    async fn get_package(&self, package_id: i64) -> Result<Option<PackageRecord>> {
+        sqlx::query(&format!("{PKG_SELECT} WHERE p.package_id = $1"))
+            .bind(package_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?
+            .map(|r| pkg_row(&r))
+            .transpose()
+    }
+
+    async fn list_packages(&self, filter: PackageFilter) -> Result<Vec<PackageRecord>> {
+        let states: Vec<String> = match filter.status {
+            None => vec![],
+            Some(code) => PkgState::ALL
+                .into_iter()
+                .filter(|s| s.wire_status().map(|w| w.code()) == Some(code))
+                .map(|s| s.as_str().to_string())
+                .collect(),
+        };
+        if filter.status.is_some() && states.is_empty() {
+            return Ok(vec![]);
+        }
+        sqlx::query(&format!(
+            "{PKG_SELECT} WHERE (cardinality($1::TEXT[]) = 0 OR p.state = ANY($1)) \
+             AND ($2::BIGINT IS NULL OR p.app_id = $2) AND ($3::BIGINT IS NULL OR p.tp_id = $3) \
+             ORDER BY p.package_id DESC LIMIT $4"
+        ))
+        .bind(states)
+        .bind(filter.app_id)
+        .bind(filter.tp_id)
+        .bind(filter.limit.unwrap_or(1000))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(pkg_row)
+        .collect()
+    }
+
+    async fn audit_quota(&self, tp_id: i64, ctx: DecisionContext) -> Result<Quota> {
+        let mut c = self.pool.acquire().await.map_err(db)?;
+        quota(&mut c, tp_id, &ctx).await
+    }
+
+    async fn upload(
+        &self,
+        new: NewPackage,
+        ctx: DecisionContext,
+    ) -> Result<std::result::Result<(i64, Plan), Refusal>> {
+        let mut last = None;
+        for _ in 0..DECISION_ATTEMPTS {
+            let mut tx = self.pool.begin().await.map_err(db)?;
+            let attempt = async {
+                let id: i64 = sqlx::query_scalar("SELECT nextval('package_ids')")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                let (snap, tp_id) = snapshot(&mut tx, new.app_id, None, &ctx, false).await?;
+                let plan = match lifecycle::decide(
+                    &snap,
+                    &Command::Upload { package_id: id },
+                    &ctx.policy,
+                ) {
+                    Ok(plan) => plan,
+                    Err(refusal) => return Ok(Err(refusal)),
+                };
+                apply_plan(&mut tx, &plan, tp_id, &ctx, Some(&new)).await?;
+                Ok(Ok((id, plan)))
+            }
+            .await;
+            match attempt {
+                Ok(out) => {
+                    tx.commit().await.map_err(db)?;
+                    return Ok(out);
+                }
+                Err(e @ StoreError::Conflict(_)) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| StoreError::conflict("upload kept losing races")))
+    }
+
+    async fn execute(
+        &self,
+        app_id: i64,
+        cmd: Command,
+        ctx: DecisionContext,
+        job: Option<i64>,
+    ) -> Result<Decision> {
+        let mut last = None;
+        for _ in 0..DECISION_ATTEMPTS {
+            let mut tx = self.pool.begin().await.map_err(db)?;
+            let attempt = async {
+                let (snap, tp_id) = snapshot(
+                    &mut tx,
+                    app_id,
+                    command_target(&cmd),
+                    &ctx,
+                    may_submit(&cmd),
+                )
+                .await?;
+                let decision = lifecycle::decide(&snap, &cmd, &ctx.policy);
+                if let Ok(plan) = &decision {
+                    apply_plan(&mut tx, plan, tp_id, &ctx, None).await?;
+                    if let Some(job_id) = job {
+                        // Done in the transaction of the change it caused.
+                        sqlx::query("DELETE FROM jobs WHERE job_id = $1")
+                            .bind(job_id)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db)?;
+                    }
+                }
+                Ok(decision)
+            }
+            .await;
+            match attempt {
+                Ok(out) => {
+                    tx.commit().await.map_err(db)?;
+                    return Ok(out);
+                }
+                Err(e @ StoreError::Conflict(_)) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| StoreError::conflict("decision kept losing races")))
+    }
+}
