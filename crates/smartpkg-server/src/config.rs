@@ -121,6 +121,8 @@ pub struct Settings {
     pub used_credential_retention_s: u64,
     /// How long a retired package keeps its ext_json before the janitor drops it.
     pub retired_package_retention_s: u64,
+    /// Connections to PostgreSQL per instance (unused with SQLite).
+    pub database_max_connections: u32,
 }
 
 impl Default for Settings {
@@ -181,6 +183,7 @@ impl Default for Settings {
             janitor_interval_s: 3600,
             used_credential_retention_s: 30 * 24 * 3600,
             retired_package_retention_s: 7 * 24 * 3600,
+            database_max_connections: 16,
         }
     }
 }
@@ -407,6 +410,10 @@ impl Settings {
             ("push_hold_base_ms", self.push_hold_base_ms),
             ("push_hold_max_ms", self.push_hold_max_ms),
             ("janitor_interval_s", self.janitor_interval_s),
+            (
+                "database_max_connections",
+                self.database_max_connections as u64,
+            ),
         ];
         if let Some((name, v)) = positive.into_iter().find(|(_, v)| *v == 0) {
             return Err(invalid(name, v, "must be at least 1"));

@@ -302,13 +302,33 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     private_dir(&settings.data_dir)?;
     let (admin_token, admin_token_generated) =
         secrets::admin_token(&settings.data_dir, settings.admin_token.as_deref())?;
-    let opened = smartpkg_store::open(settings.database_url.as_deref(), &settings.data_dir).await?;
+    let opened = smartpkg_storage::open(
+        settings.database_url.as_deref(),
+        &settings.data_dir,
+        smartpkg_storage::PoolSettings {
+            max_connections: settings.database_max_connections,
+        },
+    )
+    .await?;
     tracing::info!(database = %opened.description, "storage open");
     if opened.resumed_jobs > 0 {
         tracing::info!(
             resumed = opened.resumed_jobs,
             "resumed jobs left leased by a previous run"
         );
+    }
+    let (announce, announcements) = match opened.peers {
+        Some(p) => (Some(p.announce), Some(p.announcements)),
+        None => (None, None),
+    };
+    let jobs_ready = Arc::new(workers::JobSignal::new(announce));
+    if let Some(mut announcements) = announcements {
+        let signal = jobs_ready.clone();
+        tokio::spawn(async move {
+            while announcements.recv().await.is_some() {
+                signal.wake_local();
+            }
+        });
     }
     let blobs = LocalBlobs::open(settings.data_dir.join("blobs"))?;
     let tls = match (&settings.tls_cert, &settings.tls_key) {
@@ -358,7 +378,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         blobs: Arc::new(blobs),
         settings: Arc::new(settings),
         admin_token: admin_token.into(),
-        jobs_ready: Arc::default(),
+        jobs_ready: jobs_ready.clone(),
         verified_templates: Arc::default(),
         push_client: push::client(settings_allow_private, push_proxy.as_deref())
             .map_err(|e| StartError::Io(std::io::Error::other(e)))?,

@@ -18,16 +18,34 @@ use smartpkg_store::{
 use smartpkg_types::Errno;
 use tokio::sync::{watch, Notify, Semaphore};
 
-/// Wakes the worker lanes when a decision left work for them.
+/// Wakes the worker lanes when a decision left work for them — this instance's, and, when the
+/// database is shared, the other instances' too.
 #[derive(Default)]
 pub struct JobSignal {
     platform: Notify,
     deliveries: Notify,
+    peers: Option<tokio::sync::mpsc::UnboundedSender<()>>,
 }
 
 impl JobSignal {
-    /// Wakes both lanes (a waiting lane wakes at once; a busy one looks again when it is done).
+    pub fn new(peers: Option<tokio::sync::mpsc::UnboundedSender<()>>) -> Self {
+        JobSignal {
+            peers,
+            ..Default::default()
+        }
+    }
+
+    /// Wakes both lanes here (a waiting lane wakes at once; a busy one looks again when it is
+    /// done) and announces the work to the other instances.
     pub fn notify_one(&self) {
+        self.wake_local();
+        if let Some(p) = &self.peers {
+            let _ = p.send(());
+        }
+    }
+
+    /// Wakes this instance's lanes only (for an announcement that came from elsewhere).
+    pub fn wake_local(&self) {
         self.platform.notify_one();
         self.deliveries.notify_one();
     }

@@ -5,7 +5,7 @@
 //! The traits speak in domain terms (upload, execute a command, claim jobs), not SQL, so each
 //! backend joins with its own statements. Every decision is taken inside the backend's
 //! transaction by calling [`smartpkg_core::lifecycle::decide`] on a snapshot read in that same
-//! transaction. [`open`] picks the backend from a URL; nothing outside this crate names one.
+//! transaction. The `smartpkg-storage` crate opens a backend from a URL.
 
 mod auth;
 pub mod blobs;
@@ -14,7 +14,6 @@ pub mod conformance;
 mod deliveries;
 mod jobs;
 mod library;
-mod open;
 mod packages;
 pub mod sqlite;
 mod tenants;
@@ -23,7 +22,6 @@ pub use auth::*;
 pub use deliveries::*;
 pub use jobs::*;
 pub use library::*;
-pub use open::{open, DatabaseUrl, Opened};
 pub use packages::*;
 pub use tenants::*;
 

@@ -572,8 +572,10 @@ async fn the_data_directory_is_owner_only() {
             & 0o777
     };
     assert_eq!(mode(app.dir.path().to_path_buf()), 0o700);
-    assert_eq!(mode(app.dir.path().join("smartpkg.db")), 0o600);
-    assert_eq!(mode(app.dir.path().join("smartpkg.db-wal")), 0o600);
+    if app.database.is_none() {
+        assert_eq!(mode(app.dir.path().join("smartpkg.db")), 0o600);
+        assert_eq!(mode(app.dir.path().join("smartpkg.db-wal")), 0o600);
+    }
     app.stop().await;
 }
 

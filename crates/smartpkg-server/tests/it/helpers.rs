@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use smartpkg_server::{Running, Settings};
+use smartpkg_store_postgres::testing::FreshDatabase;
 
 pub struct TestApp {
     pub base: String,
@@ -17,6 +18,14 @@ pub struct TestApp {
     pub template_id: i64,
     pub token: String,
     running: Option<Running>,
+    /// The PostgreSQL database of this test, when the suite runs on PostgreSQL.
+    pub database: Option<FreshDatabase>,
+}
+
+/// Which backend the suite runs on: `SMARTPKG_TEST_BACKEND=postgres` runs every test on a
+/// fresh PostgreSQL database; anything else (the default) on embedded SQLite.
+pub fn on_postgres() -> bool {
+    std::env::var("SMARTPKG_TEST_BACKEND").is_ok_and(|b| b.eq_ignore_ascii_case("postgres"))
 }
 
 /// Ways real clients send parameters (spec §1).
@@ -60,6 +69,16 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_with(tune: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut s = settings(dir.path());
+    let database = if on_postgres() {
+        let db = FreshDatabase::create()
+            .await
+            .expect("a fresh PostgreSQL database");
+        s.database_url = Some(db.url.clone());
+        s.database_max_connections = 4;
+        Some(db)
+    } else {
+        None
+    };
     tune(&mut s);
     let running = smartpkg_server::start(s).await.expect("server starts");
     let mut app = TestApp {
@@ -77,6 +96,7 @@ pub async fn spawn_with(tune: impl FnOnce(&mut Settings)) -> TestApp {
         template_id: 0,
         token: String::new(),
         running: Some(running),
+        database,
     };
     let (_, tp) = app.admin_post("/tps", json!({"name": "tp one"})).await;
     app.tp_id = tp["tp_id"].as_i64().expect("tp_id");

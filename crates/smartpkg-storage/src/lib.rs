@@ -1,0 +1,199 @@
+//! Opening storage from a URL: the one place that knows which backends exist. The server and
+//! the benchmark call [`open`] and hold a `dyn Store`; they never name a backend.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use smartpkg_store::sqlite::SqliteStore;
+use smartpkg_store::{Result, Store, StoreError};
+use smartpkg_store_postgres::PgStore;
+use tokio::sync::mpsc;
+
+/// Where the data lives, parsed from `--database-url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// An SQLite file: `sqlite:PATH` or `sqlite://PATH` (relative to the working directory),
+    /// or, with no URL, `smartpkg.db` in the data directory.
+    Sqlite(PathBuf),
+    /// `postgres://…` or `postgresql://…`.
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// Parses `url`; `None` (or blank) is the embedded default under `data_dir`.
+    pub fn parse(url: Option<&str>, data_dir: &Path) -> Result<DatabaseUrl> {
+        let Some(url) = url.map(str::trim).filter(|u| !u.is_empty()) else {
+            return Ok(DatabaseUrl::Sqlite(data_dir.join("smartpkg.db")));
+        };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(DatabaseUrl::Postgres(url.to_string()));
+        }
+        if let Some(rest) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            // Options in a query string (sqlx style `?mode=rwc`) are not ours to interpret.
+            let path = rest.split('?').next().unwrap_or_default();
+            if path.is_empty() {
+                return Err(StoreError::Unsupported(format!(
+                    "database URL {url:?} names no file; write sqlite:PATH"
+                )));
+            }
+            return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
+        }
+        Err(StoreError::Unsupported(format!(
+            "unsupported database URL {url:?}: expected sqlite:PATH or postgres://USER@HOST/DB"
+        )))
+    }
+}
+
+/// An opened store and what opening it did.
+pub struct Opened {
+    pub store: Arc<dyn Store>,
+    /// Jobs that a previous run left leased and that can run again at once.
+    pub resumed_jobs: u64,
+    /// What was opened, for the log (no password).
+    pub description: String,
+    /// How instances sharing the database tell each other that work is due; None when one
+    /// process owns the database (SQLite).
+    pub peers: Option<Peers>,
+}
+
+/// Work announcements between instances sharing one database (PostgreSQL LISTEN/NOTIFY).
+pub struct Peers {
+    /// Send `()` to tell the other instances that work is due (sends are coalesced).
+    pub announce: mpsc::UnboundedSender<()>,
+    /// Receives `()` when another instance (or this one) announced work.
+    pub announcements: mpsc::Receiver<()>,
+}
+
+/// Settings of a backend that serves several instances.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            max_connections: 16,
+        }
+    }
+}
+
+/// The URL with its password replaced, for logs.
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Opens (creating and migrating) the store `url` names.
+pub async fn open(url: Option<&str>, data_dir: &Path, pool: PoolSettings) -> Result<Opened> {
+    match DatabaseUrl::parse(url, data_dir)? {
+        DatabaseUrl::Sqlite(path) => {
+            let store = SqliteStore::open(&path)?;
+            // One process owns an SQLite file (the store holds its lock), so every lease still
+            // recorded belongs to a process that died: its jobs can run again right away.
+            let resumed_jobs = store.release_leases().await?;
+            Ok(Opened {
+                store: Arc::new(store),
+                resumed_jobs,
+                description: format!("sqlite:{}", path.display()),
+                peers: None,
+            })
+        }
+        DatabaseUrl::Postgres(url) => {
+            let store = Arc::new(PgStore::connect(&url, pool.max_connections).await?);
+            let peers = peers(&url, store.clone()).await?;
+            Ok(Opened {
+                store,
+                // Leases of a dead instance are not released: they expire, and the work is
+                // claimed again then (another instance may be running it right now).
+                resumed_jobs: 0,
+                description: redacted(&url),
+                peers: Some(peers),
+            })
+        }
+    }
+}
+
+/// LISTENs for other instances' announcements (reconnecting after a database restart) and
+/// NOTIFYs on this instance's behalf. Polling stays the fallback: a lost notification only
+/// delays work until the next poll.
+async fn peers(url: &str, store: Arc<PgStore>) -> Result<Peers> {
+    let (announce, mut outgoing) = mpsc::unbounded_channel::<()>();
+    let (incoming, announcements) = mpsc::channel::<()>(1);
+    tokio::spawn(async move {
+        while outgoing.recv().await.is_some() {
+            // Coalesce a burst of decisions into one notification.
+            while outgoing.try_recv().is_ok() {}
+            if let Err(e) = store.notify_jobs().await {
+                tracing::debug!(error = %e, "cannot notify other instances");
+            }
+        }
+    });
+    let mut listener = smartpkg_store_postgres::PgListener::connect(url)
+        .await
+        .map_err(|e| StoreError::Database(Box::new(e)))?;
+    listener
+        .listen(smartpkg_store_postgres::JOBS_CHANNEL)
+        .await
+        .map_err(|e| StoreError::Database(Box::new(e)))?;
+    tokio::spawn(async move {
+        loop {
+            match listener.recv().await {
+                Ok(_) => {
+                    // Full means a wake-up is already pending: nothing is lost.
+                    if incoming.try_send(()).is_err() && incoming.is_closed() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    // PgListener reconnects on the next recv; do not spin while the
+                    // database is down.
+                    tracing::debug!(error = %e, "job notifications interrupted");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+    Ok(Peers {
+        announce,
+        announcements,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_a_backend_or_are_refused_clearly() {
+        let dir = Path::new("/data");
+        assert_eq!(
+            DatabaseUrl::parse(None, dir).ok(),
+            Some(DatabaseUrl::Sqlite(dir.join("smartpkg.db")))
+        );
+        assert_eq!(
+            DatabaseUrl::parse(Some("sqlite:/tmp/a.db"), dir).ok(),
+            Some(DatabaseUrl::Sqlite("/tmp/a.db".into()))
+        );
+        assert_eq!(
+            DatabaseUrl::parse(Some("sqlite://rel/b.db?mode=rwc"), dir).ok(),
+            Some(DatabaseUrl::Sqlite("rel/b.db".into()))
+        );
+        assert!(matches!(
+            DatabaseUrl::parse(Some("postgres://u@127.0.0.1/test"), dir),
+            Ok(DatabaseUrl::Postgres(_))
+        ));
+        for bad in ["mysql://x", "sqlite:", "/just/a/path"] {
+            let e = DatabaseUrl::parse(Some(bad), dir).expect_err(bad);
+            assert!(e.to_string().contains("sqlite:PATH"), "{bad}: {e}");
+        }
+    }
+}
