@@ -65,7 +65,7 @@ impl AppState {
         &self,
         app_id: i64,
         cmd: Command,
-        job: Option<i64>,
+        job: Option<smartpkg_store::JobRef>,
     ) -> Result<Decision, StoreError> {
         let decision = self
             .store

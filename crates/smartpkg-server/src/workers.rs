@@ -64,11 +64,16 @@ use crate::{clock, push, AppState};
 enum JobError {
     /// Try again later.
     Transient(String),
+    /// The lease ran out and another worker holds the job: leave it to that one.
+    LeaseLost,
 }
 
 impl From<StoreError> for JobError {
     fn from(e: StoreError) -> Self {
-        JobError::Transient(e.to_string())
+        match e {
+            StoreError::LeaseLost(_) => JobError::LeaseLost,
+            other => JobError::Transient(other.to_string()),
+        }
     }
 }
 
@@ -161,7 +166,7 @@ async fn finish(
     cmd: Command,
     job: &Job,
 ) -> Result<Outcome, JobError> {
-    match state.execute(app_id, cmd, Some(job.job_id)).await? {
+    match state.execute(app_id, cmd, Some(job.lease_ref())).await? {
         Ok(_) => Ok(Outcome::Done),
         Err(refusal) => Ok(Outcome::Obsolete(refusal.msg)),
     }
@@ -323,7 +328,7 @@ async fn push(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
     };
     let held = state
         .store
-        .record_attempt(job.job_id, delivery_id, a.record, outcome, verdict)
+        .record_attempt(job.lease_ref(), delivery_id, a.record, outcome, verdict)
         .await?;
     if let Some(until) = held {
         m.counter("smartpkg_push_target_holds_total", &[])
@@ -351,6 +356,7 @@ async fn handle(state: &AppState, job: Job) {
         Ok(Outcome::Done) => "done",
         Ok(Outcome::Obsolete(_)) => "obsolete",
         Err(JobError::Transient(_)) => "retry",
+        Err(JobError::LeaseLost) => "lease_lost",
     };
     state
         .metrics
@@ -368,7 +374,15 @@ async fn handle(state: &AppState, job: Job) {
                 ?why,
                 "job has nothing to do"
             );
-            state.store.drop_job(job.job_id).await
+            state.store.drop_job(job.lease_ref()).await
+        }
+        Err(JobError::LeaseLost) => {
+            tracing::info!(
+                job_id = job.job_id,
+                kind = job.kind.as_str(),
+                "lease lost to another worker; leaving the job to it"
+            );
+            Ok(())
         }
         Err(JobError::Transient(e)) => {
             let backoff = 1000i64
@@ -377,11 +391,16 @@ async fn handle(state: &AppState, job: Job) {
             tracing::warn!(job_id = job.job_id, kind = job.kind.as_str(), error = ?e, backoff_ms = backoff, "job will run again");
             state
                 .store
-                .retry_job(job.job_id, clock::now_ms() + backoff, e)
+                .retry_job(job.lease_ref(), clock::now_ms() + backoff, e)
                 .await
         }
     };
-    if let Err(e) = settle {
+    if let Err(StoreError::LeaseLost(_)) = settle {
+        tracing::info!(
+            job_id = job.job_id,
+            "lease lost to another worker before settling"
+        );
+    } else if let Err(e) = settle {
         // The lease runs out and the job is claimed again: nothing is lost.
         tracing::error!(job_id = job.job_id, error = %e, "could not settle job");
     }

@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use smartpkg_store::{
     AttemptOutcome, AttemptRecord, Channel, Delivery, DeliveryState, DeliveryStore, EventRecord,
-    PushTarget, Result, StoreError, TargetVerdict,
+    JobRef, PushTarget, Result, StoreError, TargetVerdict,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
@@ -328,13 +328,23 @@ impl DeliveryStore for PgStore {
 
     async fn record_attempt(
         &self,
-        job_id: i64,
+        job: JobRef,
         delivery_id: i64,
         a: AttemptRecord,
         outcome: AttemptOutcome,
         target: TargetVerdict,
     ) -> Result<Option<i64>> {
         let mut tx = self.pool.begin().await.map_err(db)?;
+        // Only the lease holder settles the attempt (the row lock keeps it so until commit).
+        let mine: Option<i64> = sqlx::query_scalar(
+            "SELECT job_id FROM jobs WHERE job_id = $1 AND lease_token = $2 FOR UPDATE",
+        )
+        .bind(job.job_id)
+        .bind(job.lease)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        crate::jobs::lease_held(u64::from(mine.is_some()), job)?;
         let held = settle_target(&mut tx, delivery_id, &a, target).await?;
         sqlx::query(
             "INSERT INTO delivery_attempts (delivery_id, at, url, status, latency_ms, error, body) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -371,16 +381,16 @@ impl DeliveryStore for PgStore {
         .map_err(db)?;
         match next {
             Some(t) => {
-                sqlx::query("UPDATE jobs SET run_at = $1, lease_until = NULL WHERE job_id = $2")
+                sqlx::query("UPDATE jobs SET run_at = $1, lease_until = NULL, lease_token = NULL WHERE job_id = $2")
                     .bind(t)
-                    .bind(job_id)
+                    .bind(job.job_id)
                     .execute(&mut *tx)
                     .await
                     .map_err(db)?;
             }
             None => {
                 sqlx::query("DELETE FROM jobs WHERE job_id = $1")
-                    .bind(job_id)
+                    .bind(job.job_id)
                     .execute(&mut *tx)
                     .await
                     .map_err(db)?;

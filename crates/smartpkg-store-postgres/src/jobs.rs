@@ -1,6 +1,8 @@
 use async_trait::async_trait;
 use smartpkg_core::lifecycle::JobKind;
-use smartpkg_store::{Job, JobStore, Lane, LaneKind, Result, Schedule, SweepPolicy, Swept};
+use smartpkg_store::{
+    Job, JobRef, JobStore, Lane, LaneKind, Result, Schedule, StoreError, SweepPolicy, Swept,
+};
 use sqlx::Row;
 
 use crate::{corrupt, db, PgStore};
@@ -8,6 +10,15 @@ use crate::{corrupt, db, PgStore};
 /// Serialises the deliveries lane's claims across instances: its per-target cap counts rows
 /// (leased jobs) that a claim does not lock.
 const DELIVERY_CLAIM_LOCK: i64 = 0x736d_6172_7470_6b67; // "smartpkg"
+
+/// Whether the statement that settles a job found it still leased to this worker.
+pub(crate) fn lease_held(rows: u64, job: JobRef) -> Result<()> {
+    if rows == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::LeaseLost(job.job_id))
+    }
+}
 
 #[async_trait]
 impl JobStore for PgStore {
@@ -23,12 +34,12 @@ impl JobStore for PgStore {
             Lane::Platform => {
                 // One statement: the due rows nobody else holds, leased as they are picked.
                 sqlx::query(
-                    "UPDATE jobs j SET lease_until = $1 + $3, attempts = j.attempts + 1 \
+                    "UPDATE jobs j SET lease_until = $1 + $3, attempts = j.attempts + 1, lease_token = (((random() * 2147483647)::BIGINT << 31) # (random() * 2147483647)::BIGINT) | 1 \
                      FROM (SELECT job_id FROM jobs \
                            WHERE kind <> 'push' AND run_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) \
                            ORDER BY run_at, job_id LIMIT $2 FOR UPDATE SKIP LOCKED) due \
                      WHERE j.job_id = due.job_id \
-                     RETURNING j.job_id, j.kind, j.package_id, j.attempts, j.delivery_id, FALSE",
+                     RETURNING j.job_id, j.kind, j.package_id, j.attempts, j.delivery_id, FALSE, j.lease_token",
                 )
                 .bind(now_ms)
                 .bind(limit as i64)
@@ -70,9 +81,9 @@ impl JobStore for PgStore {
                         SELECT job_id, failing, load, run_at FROM ranked \
                         WHERE NOT failing OR frn <= $4 \
                         ORDER BY failing, load, run_at, job_id LIMIT $2) \
-                     UPDATE jobs j SET lease_until = $1 + $5, attempts = j.attempts + 1 \
+                     UPDATE jobs j SET lease_until = $1 + $5, attempts = j.attempts + 1, lease_token = (((random() * 2147483647)::BIGINT << 31) # (random() * 2147483647)::BIGINT) | 1 \
                      FROM chosen WHERE j.job_id = chosen.job_id \
-                     RETURNING j.job_id, j.kind, j.package_id, j.attempts, j.delivery_id, chosen.failing",
+                     RETURNING j.job_id, j.kind, j.package_id, j.attempts, j.delivery_id, chosen.failing, j.lease_token",
                 )
                 .bind(now_ms)
                 .bind(limit as i64)
@@ -97,6 +108,7 @@ impl JobStore for PgStore {
                     attempts: r.try_get(3).map_err(db)?,
                     delivery_id: r.try_get(4).map_err(db)?,
                     degraded: r.try_get(5).map_err(db)?,
+                    lease: r.try_get(6).map_err(db)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -105,26 +117,31 @@ impl JobStore for PgStore {
         Ok(jobs)
     }
 
-    async fn drop_job(&self, job_id: i64) -> Result<()> {
-        sqlx::query("DELETE FROM jobs WHERE job_id = $1")
-            .bind(job_id)
+    async fn drop_job(&self, job: JobRef) -> Result<()> {
+        let n = sqlx::query("DELETE FROM jobs WHERE job_id = $1 AND lease_token = $2")
+            .bind(job.job_id)
+            .bind(job.lease)
             .execute(&self.pool)
             .await
-            .map_err(db)?;
-        Ok(())
+            .map_err(db)?
+            .rows_affected();
+        lease_held(n, job)
     }
 
-    async fn retry_job(&self, job_id: i64, run_at_ms: i64, error: String) -> Result<()> {
-        sqlx::query(
-            "UPDATE jobs SET run_at = $1, lease_until = NULL, last_error = $2 WHERE job_id = $3",
+    async fn retry_job(&self, job: JobRef, run_at_ms: i64, error: String) -> Result<()> {
+        let n = sqlx::query(
+            "UPDATE jobs SET run_at = $1, lease_until = NULL, lease_token = NULL, last_error = $2 \
+             WHERE job_id = $3 AND lease_token = $4",
         )
         .bind(run_at_ms)
         .bind(error)
-        .bind(job_id)
+        .bind(job.job_id)
+        .bind(job.lease)
         .execute(&self.pool)
         .await
-        .map_err(db)?;
-        Ok(())
+        .map_err(db)?
+        .rows_affected();
+        lease_held(n, job)
     }
 
     async fn next_job_due(&self, lane: LaneKind) -> Result<Option<i64>> {

@@ -3,8 +3,8 @@ use smartpkg_core::lifecycle::{
     self, AppFacts, Command, PackageFacts, PkgState, Plan, Quota, Refusal, Snapshot,
 };
 use smartpkg_store::{
-    Decision, DecisionContext, Grant, NewPackage, PackageFilter, PackageRecord, PackageStore,
-    Result, StoreError,
+    Decision, DecisionContext, Grant, JobRef, NewPackage, PackageFilter, PackageRecord,
+    PackageStore, Result, StoreError,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
@@ -396,7 +396,7 @@ impl PackageStore for PgStore {
         app_id: i64,
         cmd: Command,
         ctx: DecisionContext,
-        job: Option<i64>,
+        job: Option<JobRef>,
     ) -> Result<Decision> {
         let mut last = None;
         for _ in 0..DECISION_ATTEMPTS {
@@ -413,13 +413,18 @@ impl PackageStore for PgStore {
                 let decision = lifecycle::decide(&snap, &cmd, &ctx.policy);
                 if let Ok(plan) = &decision {
                     apply_plan(&mut tx, plan, tp_id, &ctx, None).await?;
-                    if let Some(job_id) = job {
-                        // Done in the transaction of the change it caused.
-                        sqlx::query("DELETE FROM jobs WHERE job_id = $1")
-                            .bind(job_id)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(db)?;
+                    if let Some(job) = job {
+                        // Done in the transaction of the change it caused; a lost lease
+                        // rolls the decision back.
+                        let n =
+                            sqlx::query("DELETE FROM jobs WHERE job_id = $1 AND lease_token = $2")
+                                .bind(job.job_id)
+                                .bind(job.lease)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(db)?
+                                .rows_affected();
+                        crate::jobs::lease_held(n, job)?;
                     }
                 }
                 Ok(decision)

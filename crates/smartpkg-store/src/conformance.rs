@@ -12,8 +12,8 @@ use smartpkg_core::lifecycle::{AuditRequest, Command, JobKind, PkgState, Policy}
 
 use crate::{
     App, Approval, AttemptOutcome, AttemptRecord, CodeKind, DecisionContext, IssuedCode, Lane,
-    LaneKind, LibraryRefusal, NewPackage, NewTemplate, OperatorGrant, Schedule, Store, SweepPolicy,
-    TargetVerdict, TokenPair, Tp, TpPatch,
+    LaneKind, LibraryRefusal, NewPackage, NewTemplate, OperatorGrant, Schedule, Store, StoreError,
+    SweepPolicy, TargetVerdict, TokenPair, Tp, TpPatch,
 };
 
 type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -44,6 +44,7 @@ pub fn cases() -> Vec<Case> {
         a_failing_target_is_held_and_its_pushes_wait,
         pushes_stay_within_the_per_target_cap,
         the_sweep_drops_what_nobody_may_use,
+        a_worker_whose_lease_was_taken_over_changes_nothing,
     ]
 }
 
@@ -258,7 +259,7 @@ async fn completing_a_job_and_its_transition_commit_together(store: Arc<dyn Stor
         ext_json: "{}".into(),
     };
     store
-        .execute(app_id, cmd.clone(), ctx(100), Some(job.job_id))
+        .execute(app_id, cmd.clone(), ctx(100), Some(job.lease_ref()))
         .await
         .expect("db")
         .expect("built");
@@ -268,7 +269,7 @@ async fn completing_a_job_and_its_transition_commit_together(store: Arc<dyn Stor
         "the job is gone"
     );
     let again = store
-        .execute(app_id, cmd, ctx(200), Some(job.job_id))
+        .execute(app_id, cmd, ctx(200), Some(job.lease_ref()))
         .await
         .expect("db");
     assert_eq!(
@@ -557,7 +558,7 @@ async fn a_failing_target_is_held_and_its_pushes_wait(store: Arc<dyn Store>) {
     let delivery_id = job.delivery_id.expect("delivery");
     let held = store
         .record_attempt(
-            job.job_id,
+            job.lease_ref(),
             delivery_id,
             failed_attempt(10),
             AttemptOutcome::RetryAt(20),
@@ -587,7 +588,7 @@ async fn a_failing_target_is_held_and_its_pushes_wait(store: Arc<dyn Store>) {
     assert!(!job.degraded, "resumed targets are healthy again");
     store
         .record_attempt(
-            job.job_id,
+            job.lease_ref(),
             delivery_id,
             AttemptRecord {
                 status: Some(200),
@@ -695,4 +696,59 @@ async fn the_sweep_drops_what_nobody_may_use(store: Arc<dyn Store>) {
         .await
         .expect("db"));
     assert!(!store.ticket_valid(tp_id, "t".into(), 50).await.expect("db"));
+}
+
+async fn a_worker_whose_lease_was_taken_over_changes_nothing(store: Arc<dyn Store>) {
+    let (tp_id, app_id, t) = seeded(&*store).await;
+    let (id, _) = store
+        .upload(new_package(tp_id, app_id, t), ctx(0))
+        .await
+        .expect("db")
+        .expect("upload");
+    // Worker A claims the build with a lease of 100 ms and stalls past it; B takes it over.
+    let a = store
+        .claim_jobs(100, 1, 100, Lane::Platform)
+        .await
+        .expect("db")
+        .remove(0);
+    let b = store
+        .claim_jobs(300, 1, 100, Lane::Platform)
+        .await
+        .expect("db")
+        .remove(0);
+    assert_eq!(a.job_id, b.job_id);
+    assert_ne!(a.lease, b.lease);
+    let built = Command::BuildSucceeded {
+        package_id: id,
+        direct_commit: false,
+        ext_json: "{}".into(),
+    };
+    // A comes back: nothing it does lands.
+    let late = store
+        .execute(app_id, built.clone(), ctx(310), Some(a.lease_ref()))
+        .await;
+    assert!(matches!(late, Err(StoreError::LeaseLost(_))), "{late:?}");
+    assert_eq!(
+        store.get_package(id).await.expect("db").map(|p| p.state),
+        Some(PkgState::Building),
+        "the late worker's decision was rolled back"
+    );
+    assert!(matches!(
+        store.retry_job(a.lease_ref(), 10_000, "late".into()).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    assert!(matches!(
+        store.drop_job(a.lease_ref()).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    // B, the holder, completes it.
+    store
+        .execute(app_id, built, ctx(320), Some(b.lease_ref()))
+        .await
+        .expect("db")
+        .expect("built");
+    assert_eq!(
+        store.get_package(id).await.expect("db").map(|p| p.state),
+        Some(PkgState::Development)
+    );
 }

@@ -170,7 +170,7 @@ pub trait DeliveryStore: Send + Sync {
     /// one transaction. Returns the end of the hold this attempt put the target on, if any.
     async fn record_attempt(
         &self,
-        job_id: i64,
+        job: crate::JobRef,
         delivery_id: i64,
         attempt: AttemptRecord,
         outcome: AttemptOutcome,

@@ -20,6 +20,25 @@ pub struct Job {
     pub attempts: i64,
     /// A push to a target in a failing run (it runs in the lane's share for such targets).
     pub degraded: bool,
+    /// This claim's lease token: completing, retrying or dropping the job needs it, so a
+    /// worker whose lease ran out (and whose job another worker took) changes nothing.
+    pub lease: i64,
+}
+
+impl Job {
+    pub fn lease_ref(&self) -> JobRef {
+        JobRef {
+            job_id: self.job_id,
+            lease: self.lease,
+        }
+    }
+}
+
+/// A claimed job as its worker refers to it when settling it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobRef {
+    pub job_id: i64,
+    pub lease: i64,
 }
 
 /// Which jobs a worker pool claims: platform work (builds, rollbacks, audits) and deliveries
@@ -88,10 +107,10 @@ pub trait JobStore: Send + Sync {
     ) -> Result<Vec<Job>>;
 
     /// Removes a job that has nothing left to do.
-    async fn drop_job(&self, job_id: i64) -> Result<()>;
+    async fn drop_job(&self, job: JobRef) -> Result<()>;
 
     /// Gives a job back to run again at `run_at_ms`, recording why.
-    async fn retry_job(&self, job_id: i64, run_at_ms: i64, error: String) -> Result<()>;
+    async fn retry_job(&self, job: JobRef, run_at_ms: i64, error: String) -> Result<()>;
 
     /// When the earliest job of the lane is due, if any.
     async fn next_job_due(&self, lane: LaneKind) -> Result<Option<i64>>;

@@ -43,6 +43,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the data directory is in use by another smartpkg process: {0}")]
     Locked(String),
+    /// The job's lease ran out and another worker holds it now: nothing was changed.
+    #[error("the lease of job {0} was lost to another worker")]
+    LeaseLost(i64),
     /// The database URL names something this build cannot open.
     #[error("{0}")]
     Unsupported(String),

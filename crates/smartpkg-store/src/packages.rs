@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use smartpkg_core::lifecycle::{Command, PkgState, Plan, Policy, Refusal};
 
-use crate::{Grant, Result};
+use crate::{Grant, JobRef, Result};
 
 /// A package as stored, for the wire, the admin API and workers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -115,12 +115,14 @@ pub trait PackageStore: Send + Sync {
     ) -> Result<std::result::Result<(i64, Plan), Refusal>>;
 
     /// Decides `cmd` for the app's packages and applies the plan in one transaction; when
-    /// `job` is given it is completed (deleted) in that same transaction.
+    /// `job` is given it is completed (deleted) in that same transaction — only while its
+    /// lease is still this worker's: otherwise nothing changes and the answer is
+    /// [`crate::StoreError::LeaseLost`].
     async fn execute(
         &self,
         app_id: i64,
         cmd: Command,
         ctx: DecisionContext,
-        job: Option<i64>,
+        job: Option<JobRef>,
     ) -> Result<Decision>;
 }

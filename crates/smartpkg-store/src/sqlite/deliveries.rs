@@ -288,13 +288,18 @@ impl DeliveryStore for SqliteStore {
 
     async fn record_attempt(
         &self,
-        job_id: i64,
+        job: JobRef,
         delivery_id: i64,
         a: AttemptRecord,
         outcome: AttemptOutcome,
         target: TargetVerdict,
     ) -> Result<Option<i64>> {
         self.write(move |tx| {
+            // Only the lease holder settles the attempt; a late worker changes nothing.
+            let n = tx
+                .prepare_cached("SELECT COUNT(*) FROM jobs WHERE job_id = ?1 AND lease_token = ?2")?
+                .query_row(params![job.job_id, job.lease], |r| r.get::<_, i64>(0))?;
+            lease_held(n as usize, job)?;
             let held = settle_target(tx, delivery_id, &a, target)?;
             tx.prepare_cached(
                 "INSERT INTO delivery_attempts (delivery_id, at, url, status, latency_ms, error, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -313,13 +318,13 @@ impl DeliveryStore for SqliteStore {
             .execute(params![state.as_str(), a.status, a.error, next, a.url, delivered_at, delivery_id])?;
             match next {
                 Some(t) => {
-                    tx.prepare_cached("UPDATE jobs SET run_at = ?1, lease_until = NULL WHERE job_id = ?2")?
-                        .execute(params![t, job_id])?;
+                    tx.prepare_cached("UPDATE jobs SET run_at = ?1, lease_until = NULL, lease_token = NULL WHERE job_id = ?2")?
+                        .execute(params![t, job.job_id])?;
                 }
                 // Acknowledged or given up: the job goes with the same commit, so an
                 // acknowledged event is never sent again unless replayed on purpose.
                 None => {
-                    tx.prepare_cached("DELETE FROM jobs WHERE job_id = ?1")?.execute([job_id])?;
+                    tx.prepare_cached("DELETE FROM jobs WHERE job_id = ?1")?.execute([job.job_id])?;
                 }
             }
             Ok(held)

@@ -1,5 +1,19 @@
 use super::*;
 
+/// A random lease token (never 0, so a row's NULL or default never matches one).
+pub(super) fn new_lease() -> i64 {
+    rand::random::<i64>() | 1
+}
+
+/// Whether the statement that settles a job found it still leased to this worker.
+pub(super) fn lease_held(rows: usize, job: JobRef) -> Result<()> {
+    if rows == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::LeaseLost(job.job_id))
+    }
+}
+
 pub(super) type JobCols = (i64, String, i64, i64, Option<i64>);
 
 pub(super) fn job_cols(r: &Row<'_>) -> rusqlite::Result<JobCols> {
@@ -62,32 +76,34 @@ impl JobStore for SqliteStore {
             };
             let mut jobs = Vec::with_capacity(rows.len());
             for ((job_id, kind, package_id, attempts, delivery_id), degraded) in rows {
-                tx.prepare_cached("UPDATE jobs SET lease_until = ?1, attempts = attempts + 1 WHERE job_id = ?2")?
-                    .execute(params![now_ms + lease_ms, job_id])?;
+                let lease = new_lease();
+                tx.prepare_cached("UPDATE jobs SET lease_until = ?1, attempts = attempts + 1, lease_token = ?3 WHERE job_id = ?2")?
+                    .execute(params![now_ms + lease_ms, job_id, lease])?;
                 let kind = JobKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("job kind {kind}")))?;
-                jobs.push(Job { job_id, kind, package_id, delivery_id, attempts: attempts + 1, degraded });
+                jobs.push(Job { job_id, kind, package_id, delivery_id, attempts: attempts + 1, degraded, lease });
             }
             Ok(jobs)
         })
         .await
     }
 
-    async fn drop_job(&self, job_id: i64) -> Result<()> {
+    async fn drop_job(&self, job: JobRef) -> Result<()> {
         self.write(move |tx| {
-            tx.prepare_cached("DELETE FROM jobs WHERE job_id = ?1")?
-                .execute([job_id])?;
-            Ok(())
+            let n = tx
+                .prepare_cached("DELETE FROM jobs WHERE job_id = ?1 AND lease_token = ?2")?
+                .execute(params![job.job_id, job.lease])?;
+            lease_held(n, job)
         })
         .await
     }
 
-    async fn retry_job(&self, job_id: i64, run_at_ms: i64, error: String) -> Result<()> {
+    async fn retry_job(&self, job: JobRef, run_at_ms: i64, error: String) -> Result<()> {
         self.write(move |tx| {
-            tx.execute(
-                "UPDATE jobs SET run_at = ?1, lease_until = NULL, last_error = ?2 WHERE job_id = ?3",
-                params![run_at_ms, error, job_id],
+            let n = tx.execute(
+                "UPDATE jobs SET run_at = ?1, lease_until = NULL, lease_token = NULL, last_error = ?2 WHERE job_id = ?3 AND lease_token = ?4",
+                params![run_at_ms, error, job.job_id, job.lease],
             )?;
-            Ok(())
+            lease_held(n, job)
         })
         .await
     }

@@ -23,10 +23,10 @@ use smartpkg_core::lifecycle::{
 use crate::{
     App, AppPatch, Approval, AttemptOutcome, AttemptRecord, AuthRefusal, AuthStore, Channel,
     CodeKind, Decision, DecisionContext, Delivery, DeliveryState, DeliveryStore, Draft,
-    EventRecord, Grant, IssuedCode, Job, JobStore, Lane, LaneKind, LibraryRefusal, LibraryStore,
-    NewPackage, NewTemplate, OperatorGrant, PackageFilter, PackageRecord, PackageStore, PushTarget,
-    Result, Schedule, StoreError, SweepPolicy, Swept, TargetVerdict, Template, TenantStore,
-    TokenPair, Tp, TpPatch,
+    EventRecord, Grant, IssuedCode, Job, JobRef, JobStore, Lane, LaneKind, LibraryRefusal,
+    LibraryStore, NewPackage, NewTemplate, OperatorGrant, PackageFilter, PackageRecord,
+    PackageStore, PushTarget, Result, Schedule, StoreError, SweepPolicy, Swept, TargetVerdict,
+    Template, TenantStore, TokenPair, Tp, TpPatch,
 };
 
 pub(super) const MIGRATIONS: &[(i64, &str)] = &[
@@ -37,6 +37,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("0005_owner_and_token_families.sql")),
     (6, include_str!("0006_delivery_lanes.sql")),
     (7, include_str!("0007_janitor.sql")),
+    (8, include_str!("0008_lease_tokens.sql")),
 ];
 pub(super) const MAX_IDLE_READERS: usize = 16;
 

@@ -338,18 +338,21 @@ impl PackageStore for SqliteStore {
         app_id: i64,
         cmd: Command,
         ctx: DecisionContext,
-        job: Option<i64>,
+        job: Option<JobRef>,
     ) -> Result<Decision> {
         self.write(move |tx| {
             let (snap, tp_id) = snapshot(tx, app_id, command_target(&cmd), &ctx)?;
             let decision = lifecycle::decide(&snap, &cmd, &ctx.policy);
             if let Ok(plan) = &decision {
                 apply_plan(tx, plan, tp_id, &ctx, None)?;
-                if let Some(job_id) = job {
+                if let Some(job) = job {
                     // The job is done in the same transaction as the change it caused, so a
                     // crash either loses both or keeps both: never a transition applied twice.
-                    tx.prepare_cached("DELETE FROM jobs WHERE job_id = ?1")?
-                        .execute([job_id])?;
+                    // A lost lease rolls the whole decision back.
+                    let n = tx
+                        .prepare_cached("DELETE FROM jobs WHERE job_id = ?1 AND lease_token = ?2")?
+                        .execute(params![job.job_id, job.lease])?;
+                    lease_held(n, job)?;
                 }
             }
             Ok(decision)
