@@ -45,6 +45,9 @@ pub fn cases() -> Vec<Case> {
         pushes_stay_within_the_per_target_cap,
         the_sweep_drops_what_nobody_may_use,
         a_worker_whose_lease_was_taken_over_changes_nothing,
+        racing_commands_on_one_package_have_exactly_one_winner,
+        racing_submissions_never_exceed_the_weekly_quota,
+        racing_template_additions_never_exceed_the_limit,
     ]
 }
 
@@ -751,4 +754,229 @@ async fn a_worker_whose_lease_was_taken_over_changes_nothing(store: Arc<dyn Stor
         store.get_package(id).await.expect("db").map(|p| p.state),
         Some(PkgState::Development)
     );
+}
+
+/// How many concurrent callers each race has, and how often the package race is repeated.
+const RACERS: usize = 50;
+const PACKAGE_RACE_ROUNDS: usize = 200;
+
+/// Runs `cmd` from `RACERS` tasks at once; (winners, refusal errnos). A storage error (a
+/// conflict that outlived the backend's retries included) fails the case: callers must get a
+/// decision, never a 500.
+async fn race(store: &Arc<dyn Store>, app_id: i64, cmd: Command, now: i64) -> (usize, Vec<i64>) {
+    let mut tasks = Vec::with_capacity(RACERS);
+    for _ in 0..RACERS {
+        let (store, cmd) = (store.clone(), cmd.clone());
+        tasks.push(tokio::spawn(async move {
+            store.execute(app_id, cmd, ctx(now), None).await
+        }));
+    }
+    let mut winners = 0;
+    let mut refusals = vec![];
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(Ok(_)) => winners += 1,
+            Ok(Err(refusal)) => refusals.push(refusal.errno.0),
+            Err(e) => panic!("a racing call failed with a storage error: {e}"),
+        }
+    }
+    (winners, refusals)
+}
+
+async fn decide_ok(store: &Arc<dyn Store>, app_id: i64, cmd: Command, now: i64) {
+    store
+        .execute(app_id, cmd, ctx(now), None)
+        .await
+        .expect("db")
+        .expect("allowed");
+}
+
+/// Uploads, builds, submits and passes a version: its package id, audit passed.
+async fn passed(store: &Arc<dyn Store>, tp_id: i64, app_id: i64, t: i64, now: i64) -> i64 {
+    let (id, _) = store
+        .upload(new_package(tp_id, app_id, t), ctx(now))
+        .await
+        .expect("db")
+        .expect("upload");
+    let built = Command::BuildSucceeded {
+        package_id: id,
+        direct_commit: false,
+        ext_json: "{}".into(),
+    };
+    decide_ok(store, app_id, built, now).await;
+    let submit = Command::SubmitAudit {
+        package_id: id,
+        request: AuditRequest::default(),
+    };
+    decide_ok(store, app_id, submit, now).await;
+    let pass = Command::Decide {
+        package_id: id,
+        pass: true,
+        reason: String::new(),
+    };
+    decide_ok(store, app_id, pass, now).await;
+    id
+}
+
+async fn racing_commands_on_one_package_have_exactly_one_winner(store: Arc<dyn Store>) {
+    let (tp_id, app_id, t) = seeded(&*store).await;
+    let mut previous_online = None;
+    for round in 0..PACKAGE_RACE_ROUNDS {
+        let now = round as i64 * 10;
+        let p = passed(&store, tp_id, app_id, t, now).await;
+        let (won, refused) = race(&store, app_id, Command::Release { package_id: p }, now).await;
+        assert_eq!(won, 1, "round {round}: release");
+        assert!(refused.iter().all(|e| *e == 69501), "{refused:?}");
+        if previous_online.is_some() {
+            // Roll back the fresh release (to the previous online), racing; then the restored
+            // version may not be rolled back again, so a release brings P back for the next round.
+            let (won, _) = race(&store, app_id, Command::Rollback { package_id: p }, now).await;
+            assert_eq!(won, 1, "round {round}: rollback");
+            let finish = Command::FinishRollback { package_id: p };
+            decide_ok(&store, app_id, finish, now).await;
+        }
+        previous_online = Some(p);
+        // Invariants after every round: one online version, no audit in flight.
+        let visible = store.visible_packages(app_id).await.expect("db");
+        let online = visible
+            .iter()
+            .filter(|v| matches!(v.state, PkgState::Online | PkgState::RollingBack))
+            .count();
+        assert_eq!(online, 1, "round {round}: {visible:?}");
+    }
+    // Withdraw and submit race on one package in audit.
+    let (id, _) = store
+        .upload(new_package(tp_id, app_id, t), ctx(100_000))
+        .await
+        .expect("db")
+        .expect("upload");
+    let built = Command::BuildSucceeded {
+        package_id: id,
+        direct_commit: false,
+        ext_json: "{}".into(),
+    };
+    decide_ok(&store, app_id, built, 100_000).await;
+    let submit = Command::SubmitAudit {
+        package_id: id,
+        request: AuditRequest::default(),
+    };
+    let (won, refused) = race(&store, app_id, submit, 100_001).await;
+    assert_eq!(won, 1, "submitaudit");
+    assert!(!refused.is_empty());
+    let (won, _) = race(
+        &store,
+        app_id,
+        Command::Withdraw { package_id: id },
+        100_002,
+    )
+    .await;
+    assert_eq!(won, 1, "withdraw");
+}
+
+async fn racing_submissions_never_exceed_the_weekly_quota(store: Arc<dyn Store>) {
+    let (tp_id, _, t) = seeded(&*store).await;
+    const QUOTA: i64 = 10;
+    store
+        .update_tp(
+            tp_id,
+            TpPatch {
+                audit_quota: Some(Some(QUOTA)),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("tp");
+    // 50 mini programs of the TP, each with a built development version.
+    let mut ready = vec![];
+    for i in 0..RACERS {
+        let app_id = store
+            .create_app(app(&format!("quota-{i}"), Some(tp_id)))
+            .await
+            .expect("app")
+            .app_id;
+        let (id, _) = store
+            .upload(new_package(tp_id, app_id, t), ctx(0))
+            .await
+            .expect("db")
+            .expect("upload");
+        let built = Command::BuildSucceeded {
+            package_id: id,
+            direct_commit: false,
+            ext_json: "{}".into(),
+        };
+        decide_ok(&store, app_id, built, 1).await;
+        ready.push((app_id, id));
+    }
+    let mut tasks = vec![];
+    for (app_id, id) in ready {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let submit = Command::SubmitAudit {
+                package_id: id,
+                request: AuditRequest::default(),
+            };
+            store.execute(app_id, submit, ctx(2), None).await
+        }));
+    }
+    let (mut won, mut over) = (0, 0);
+    for t in tasks {
+        match t.await.expect("task").expect("no storage error") {
+            Ok(_) => won += 1,
+            Err(r) if r.errno.0 == 69013 => over += 1,
+            Err(r) => panic!("unexpected refusal {r:?}"),
+        }
+    }
+    assert_eq!((won, over), (QUOTA as usize, RACERS - QUOTA as usize));
+    assert_eq!(
+        store.audit_quota(tp_id, ctx(3)).await.expect("db").used,
+        QUOTA
+    );
+}
+
+async fn racing_template_additions_never_exceed_the_limit(store: Arc<dyn Store>) {
+    let (tp_id, _, _) = seeded(&*store).await;
+    const LIMIT: i64 = 50;
+    let mut drafts = vec![];
+    for i in 0..(RACERS + 44) {
+        let d = store
+            .create_draft(
+                NewTemplate {
+                    tp_id,
+                    user_version: format!("{i}"),
+                    user_desc: "d".into(),
+                    blob_sha256: "2".repeat(64),
+                    manifest: "{}".into(),
+                },
+                0,
+            )
+            .await
+            .expect("draft");
+        drafts.push(d.draft_id);
+    }
+    // The seed's template plus 44 more: 45 live, room for 5.
+    for d in &drafts[..44] {
+        store
+            .add_template(tp_id, *d, "pre".into(), LIMIT, 1)
+            .await
+            .expect("db")
+            .expect("room");
+    }
+    let mut tasks = vec![];
+    for d in drafts[44..].iter().copied() {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.add_template(tp_id, d, "race".into(), LIMIT, 2).await
+        }));
+    }
+    let (mut won, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.expect("task").expect("no storage error") {
+            Ok(_) => won += 1,
+            Err(LibraryRefusal::TemplateLimit) => refused += 1,
+            Err(other) => panic!("unexpected refusal {other:?}"),
+        }
+    }
+    assert_eq!((won, refused), (5, RACERS - 5));
+    let (count, _) = store.list_templates(tp_id, 0, 100).await.expect("db");
+    assert_eq!(count, LIMIT);
 }
