@@ -100,10 +100,10 @@ pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
 pub mod testing {
     use sqlx::{Connection, PgConnection};
 
-    /// Where tests find PostgreSQL: `SMARTPKG_TEST_POSTGRES`, else the local server that these
+    /// Where tests find PostgreSQL: `SPKG_TEST_POSTGRES`, else the local server that these
     /// machines run (trust auth).
     pub fn base_url() -> String {
-        std::env::var("SMARTPKG_TEST_POSTGRES")
+        std::env::var("SPKG_TEST_POSTGRES")
             .ok()
             .filter(|u| !u.trim().is_empty())
             .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_string())
@@ -121,7 +121,7 @@ pub mod testing {
         pub async fn create() -> Result<FreshDatabase, String> {
             let admin = base_url();
             let mut c = PgConnection::connect(&admin).await.map_err(|e| {
-                format!("PostgreSQL is not reachable at {admin} ({e}); start it or set SMARTPKG_TEST_POSTGRES")
+                format!("PostgreSQL is not reachable at {admin} ({e}); start it or set SPKG_TEST_POSTGRES")
             })?;
             let name = format!("smartpkg_t_{}", hex::encode(rand::random::<[u8; 6]>()));
             sqlx::query(&format!("CREATE DATABASE {name}"))

@@ -22,10 +22,10 @@ pub struct TestApp {
     pub database: Option<FreshDatabase>,
 }
 
-/// Which backend the suite runs on: `SMARTPKG_TEST_BACKEND=postgres` runs every test on a
+/// Which backend the suite runs on: `SPKG_TEST_BACKEND=postgres` runs every test on a
 /// fresh PostgreSQL database; anything else (the default) on embedded SQLite.
 pub fn on_postgres() -> bool {
-    std::env::var("SMARTPKG_TEST_BACKEND").is_ok_and(|b| b.eq_ignore_ascii_case("postgres"))
+    std::env::var("SPKG_TEST_BACKEND").is_ok_and(|b| b.eq_ignore_ascii_case("postgres"))
 }
 
 /// Ways real clients send parameters (spec §1).
