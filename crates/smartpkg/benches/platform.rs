@@ -11,6 +11,9 @@
 //! 4. Pushes per second to a local receiver that answers `success`: end to end while 16
 //!    reviewers decide, and the push path alone (10,000 queued deliveries due at once); and
 //!    the latency from an audit decision to the receiver's decryption of it (p50, p99).
+//! 6. On PostgreSQL (a fresh database on the local server): `package/get` ÷ the trivial
+//!    handler; lifecycles per second with one instance and with three instances sharing the
+//!    database, against the SQLite figure of 2.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -464,10 +467,155 @@ async fn run() -> Res<()> {
     // --- 5. pushes: throughput and decision-to-receipt latency ---
     push_bench(dir.path(), tp_id, template_id, &tokens).await?;
 
+    // --- 6. PostgreSQL: get, and lifecycles with one and three instances ---
+    pg_bench(dir.path(), lps).await?;
+
     println!(
         "[5] peak memory (VmHWM) of the process (server + load generator): {:.1} MiB",
         peak_rss_kib() as f64 / 1024.0
     );
+    Ok(())
+}
+
+/// Authorized apps with an online package each, straight into PostgreSQL (the API would spend
+/// minutes hashing owner passwords). Returns (app_id, access token) pairs.
+async fn seed_pg(url: &str, tp_id: i64, template_id: i64, n: usize) -> Res<Vec<(i64, String)>> {
+    let pool = sqlx::PgPool::connect(url).await?;
+    let first: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(app_id), 0) + 1 FROM apps")
+        .fetch_one(&pool)
+        .await?;
+    let ids: Vec<i64> = (first..first + n as i64).collect();
+    let tokens: Vec<String> = ids.iter().map(|_| secrets::access_token("45")).collect();
+    let hashes: Vec<String> = tokens.iter().map(|t| secrets::sha256_hex(t)).collect();
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO apps (app_id, app_key, name, name_audited, category_audited, authenticity_certified, tp_id, created_at) \
+         SELECT id, 'key' || id, 'bench app ' || id, TRUE, TRUE, TRUE, $2, 0 FROM UNNEST($1::BIGINT[]) AS id",
+    )
+    .bind(&ids)
+    .bind(tp_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("SELECT setval('apps_app_id_seq', (SELECT MAX(app_id) FROM apps))")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO access_tokens (token_hash, kind, tp_id, app_id, expires_at, created_at) \
+         SELECT h, 'app', $3, id, $4, 0 FROM UNNEST($1::TEXT[], $2::BIGINT[]) AS t(h, id)",
+    )
+    .bind(&hashes)
+    .bind(&ids)
+    .bind(tp_id)
+    .bind(i64::MAX)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO packages (package_id, app_id, tp_id, template_id, state, version, version_desc, ext_json, built_ext_json, direct_commit, msg, commit_time, updated_at) \
+         SELECT nextval('package_ids'), id, $2, $3, 'online', '1.0.0', 'seeded', '{}', '{}', FALSE, '审核通过', 0, 0 FROM UNNEST($1::BIGINT[]) AS id",
+    )
+    .bind(&ids)
+    .bind(tp_id)
+    .bind(template_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    pool.close().await;
+    Ok(ids.into_iter().zip(tokens).collect())
+}
+
+/// Lifecycles per second for `apps`, their workers spread round-robin over `apis`.
+async fn lifecycles_over(apis: &[Arc<Api>], apps: &[(i64, String)], template_id: i64) -> Res<f64> {
+    let apps = Arc::new(apps.to_vec());
+    let tid = template_id.to_string();
+    let start = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut workers = vec![];
+    for w in 0..LIFECYCLE_CONCURRENCY {
+        let (api, apps, next, tid) = (
+            apis[w % apis.len()].clone(),
+            apps.clone(),
+            next.clone(),
+            tid.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= apps.len() {
+                    return Ok::<(), Box<dyn std::error::Error + Send + Sync>>(());
+                }
+                let (app_id, token) = &apps[i];
+                lifecycle(&api, token, &tid, *app_id).await?;
+            }
+        }));
+    }
+    for w in workers {
+        w.await??;
+    }
+    Ok(apps.len() as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn pg_bench(dir: &Path, sqlite_lps: f64) -> Res<()> {
+    let db = smartpkg_store_postgres::testing::FreshDatabase::create().await?;
+    let pg_dir = dir.join("pg");
+    let pg_settings = |listen: &str| {
+        let mut s = settings(&pg_dir);
+        s.database_url = Some(db.url.clone());
+        s.database_max_connections = 16;
+        s.listen = listen.parse().expect("addr");
+        s
+    };
+    let first = smartpkg_server::start(pg_settings("127.0.0.1:0")).await?;
+    let api = Arc::new(Api::new(&first));
+    let tp = api.admin("/tps", json!({"name": "bench pg"})).await?;
+    let tp_id = tp["tp_id"].as_i64().ok_or("tp")?;
+    let template_id = api
+        .template(
+            tp_id,
+            smartpkg_core::archive::sample_template(&["pages/index/index"])?,
+        )
+        .await?;
+    let t = Instant::now();
+    let tokens = Arc::new(seed_pg(&db.url, tp_id, template_id, APPS).await?);
+    println!(
+        "seeded {APPS} apps into PostgreSQL in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let (mut trivial, mut get) = (0.0, 0.0);
+    for _ in 0..ROUNDS {
+        trivial += load(&api, None).await? / ROUNDS as f64;
+        get += load(&api, Some(tokens.clone())).await? / ROUNDS as f64;
+    }
+    println!("[6a] package/get on PostgreSQL, {CONNECTIONS} connections, {APPS} apps: {get:.0} req/s; trivial handler: {trivial:.0} req/s; ratio {:.2} (goal >= 0.3)", get / trivial);
+    let one = lifecycles_over(
+        std::slice::from_ref(&api),
+        &tokens[..LIFECYCLE_APPS],
+        template_id,
+    )
+    .await?;
+    let second = smartpkg_server::start(pg_settings("127.0.0.1:0")).await?;
+    let third = smartpkg_server::start(pg_settings("127.0.0.1:0")).await?;
+    let apis = [
+        api.clone(),
+        Arc::new(Api::new(&second)),
+        Arc::new(Api::new(&third)),
+    ];
+    let three = lifecycles_over(
+        &apis,
+        &tokens[LIFECYCLE_APPS..2 * LIFECYCLE_APPS],
+        template_id,
+    )
+    .await?;
+    println!("[6b] lifecycles, {LIFECYCLE_APPS} apps each, {LIFECYCLE_CONCURRENCY} callers:");
+    println!("     | storage                     | lifecycles/s | ratio |");
+    println!("     | SQLite (figure 2)           | {sqlite_lps:>12.1} |  1.00 |");
+    println!(
+        "     | PostgreSQL, one instance    | {one:>12.1} | {:>5.2} | (goal >= 0.5 x SQLite)",
+        one / sqlite_lps
+    );
+    println!("     | PostgreSQL, three instances | {three:>12.1} | {:>5.2} | (goal >= one instance: {:.2}x)", three / sqlite_lps, three / one);
+    second.stop().await;
+    third.stop().await;
+    first.stop().await;
     Ok(())
 }
 
