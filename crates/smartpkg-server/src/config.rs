@@ -123,6 +123,19 @@ pub struct Settings {
     pub retired_package_retention_s: u64,
     /// Connections to PostgreSQL per instance (unused with SQLite).
     pub database_max_connections: u32,
+    /// Where template archives live: unset = `<data dir>/blobs`; `s3://BUCKET[/PREFIX]` = an
+    /// S3-compatible bucket.
+    #[serde(deserialize_with = "blank_is_none")]
+    pub blob_url: Option<String>,
+    /// The S3-compatible service's address (unset = AWS).
+    #[serde(deserialize_with = "blank_is_none")]
+    pub blob_s3_endpoint: Option<String>,
+    pub blob_s3_region: String,
+    /// Credentials of the bucket; unset = the `AWS_*` environment variables.
+    #[serde(deserialize_with = "blank_is_none")]
+    pub blob_s3_access_key_id: Option<String>,
+    #[serde(deserialize_with = "blank_is_none")]
+    pub blob_s3_secret_access_key: Option<String>,
 }
 
 impl Default for Settings {
@@ -184,6 +197,11 @@ impl Default for Settings {
             used_credential_retention_s: 30 * 24 * 3600,
             retired_package_retention_s: 7 * 24 * 3600,
             database_max_connections: 16,
+            blob_url: None,
+            blob_s3_endpoint: None,
+            blob_s3_region: "us-east-1".into(),
+            blob_s3_access_key_id: None,
+            blob_s3_secret_access_key: None,
         }
     }
 }
@@ -451,6 +469,15 @@ impl Settings {
                 ));
             }
         }
+        if let Some(u) = &self.blob_url {
+            if self.blobs().is_none() {
+                return Err(invalid(
+                    "blob_url",
+                    u,
+                    "expected s3://BUCKET or s3://BUCKET/PREFIX",
+                ));
+            }
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(invalid(
                 if self.tls_cert.is_some() {
@@ -463,6 +490,29 @@ impl Settings {
             ));
         }
         Ok(self)
+    }
+
+    /// Where blobs live, from `blob_url` and the `blob_s3_*` settings; None for a `blob_url`
+    /// that names no bucket.
+    pub fn blobs(&self) -> Option<smartpkg_storage::BlobSettings> {
+        let Some(url) = &self.blob_url else {
+            return Some(smartpkg_storage::BlobSettings::Local);
+        };
+        let rest = url.strip_prefix("s3://")?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return None;
+        }
+        Some(smartpkg_storage::BlobSettings::S3(
+            smartpkg_storage::objects::S3Settings {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+                endpoint: self.blob_s3_endpoint.clone(),
+                region: self.blob_s3_region.clone(),
+                access_key_id: self.blob_s3_access_key_id.clone(),
+                secret_access_key: self.blob_s3_secret_access_key.clone(),
+            },
+        ))
     }
 
     /// The template archive limits.

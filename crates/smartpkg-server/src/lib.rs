@@ -27,7 +27,7 @@ use axum::routing::get;
 use axum::Router;
 use smartpkg_core::archive::TemplateManifest;
 use smartpkg_core::lifecycle::{Command, Policy};
-use smartpkg_store::blobs::{BlobStore, LocalBlobs};
+use smartpkg_store::blobs::BlobStore;
 use smartpkg_store::{Decision, DecisionContext, Store, StoreError};
 use tokio::sync::watch;
 
@@ -330,7 +330,8 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             }
         });
     }
-    let blobs = LocalBlobs::open(settings.data_dir.join("blobs"))?;
+    let blob_settings = settings.blobs().unwrap_or_default();
+    let blobs = smartpkg_storage::open_blobs(&blob_settings, &settings.data_dir)?;
     let tls = match (&settings.tls_cert, &settings.tls_key) {
         (Some(cert), Some(key)) => Some(serve::tls_config(cert, key)?),
         (None, None) => None,
@@ -375,7 +376,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         .into();
     let state = AppState {
         store: opened.store,
-        blobs: Arc::new(blobs),
+        blobs,
         settings: Arc::new(settings),
         admin_token: admin_token.into(),
         jobs_ready: jobs_ready.clone(),

@@ -1,8 +1,12 @@
 //! Opening storage from a URL: the one place that knows which backends exist. The server and
 //! the benchmark call [`open`] and hold a `dyn Store`; they never name a backend.
 
+pub mod objects;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use smartpkg_store::blobs::{BlobStore, LocalBlobs};
 
 use smartpkg_store::sqlite::SqliteStore;
 use smartpkg_store::{Result, Store, StoreError};
@@ -90,6 +94,23 @@ fn redacted(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// Where template archives live.
+#[derive(Debug, Clone, Default)]
+pub enum BlobSettings {
+    /// `<data dir>/blobs` (shared by instances that share the data directory).
+    #[default]
+    Local,
+    S3(objects::S3Settings),
+}
+
+/// Opens the blob store the settings name.
+pub fn open_blobs(settings: &BlobSettings, data_dir: &Path) -> Result<Arc<dyn BlobStore>> {
+    Ok(match settings {
+        BlobSettings::Local => Arc::new(LocalBlobs::open(data_dir.join("blobs"))?),
+        BlobSettings::S3(s3) => Arc::new(objects::s3(s3)?),
+    })
 }
 
 /// Opens (creating and migrating) the store `url` names.
@@ -194,6 +215,103 @@ mod tests {
         for bad in ["mysql://x", "sqlite:", "/just/a/path"] {
             let e = DatabaseUrl::parse(Some(bad), dir).expect_err(bad);
             assert!(e.to_string().contains("sqlite:PATH"), "{bad}: {e}");
+        }
+    }
+}
+
+/// A real S3-compatible server for tests: s3s-fs on 127.0.0.1, serving a temporary folder.
+#[cfg(feature = "testing")]
+pub mod testing {
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use crate::objects::S3Settings;
+
+    pub const BUCKET: &str = "smartpkg";
+    const ACCESS: &str = "spkg-access";
+    const SECRET: &str = "spkg-secret-key-0123";
+
+    pub struct S3Server {
+        child: Child,
+        pub root: tempfile::TempDir,
+        pub port: u16,
+    }
+
+    impl Drop for S3Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// The s3s-fs binary: `SPKG_S3S_FS`, or on the PATH.
+    fn binary() -> Option<String> {
+        std::env::var("SPKG_S3S_FS")
+            .ok()
+            .filter(|p| std::path::Path::new(p).exists())
+            .or_else(|| {
+                Command::new("s3s-fs")
+                    .arg("--help")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .ok()
+                    .map(|_| "s3s-fs".to_string())
+            })
+    }
+
+    impl S3Server {
+        /// Starts s3s-fs with a bucket `smartpkg`; None when s3s-fs is not installed — unless
+        /// `SPKG_REQUIRE_S3` is set (CI), where that is a failure.
+        pub fn start() -> Option<S3Server> {
+            let Some(bin) = binary() else {
+                assert!(
+                    std::env::var("SPKG_REQUIRE_S3").is_err(),
+                    "s3s-fs is required here: cargo install s3s-fs@0.14.1 --features binary"
+                );
+                eprintln!("skipped: no s3s-fs (cargo install s3s-fs@0.14.1 --features binary)");
+                return None;
+            };
+            let root = tempfile::tempdir().expect("tempdir");
+            std::fs::create_dir(root.path().join(BUCKET)).expect("bucket folder");
+            let port = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+                l.local_addr().expect("addr").port()
+            };
+            let child = Command::new(&bin)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", ACCESS, "--secret-key", SECRET])
+                .arg(root.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("s3s-fs starts");
+            let server = S3Server { child, root, port };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "s3s-fs did not listen");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Some(server)
+        }
+
+        pub fn settings(&self, prefix: &str) -> S3Settings {
+            S3Settings {
+                bucket: BUCKET.into(),
+                prefix: prefix.into(),
+                endpoint: Some(self.endpoint()),
+                region: "us-east-1".into(),
+                access_key_id: Some(ACCESS.into()),
+                secret_access_key: Some(SECRET.into()),
+            }
+        }
+
+        pub fn endpoint(&self) -> String {
+            format!("http://127.0.0.1:{}", self.port)
+        }
+
+        pub fn credentials(&self) -> (&'static str, &'static str) {
+            (ACCESS, SECRET)
         }
     }
 }
