@@ -45,6 +45,22 @@ pub(crate) fn db(e: sqlx::Error) -> StoreError {
             return StoreError::Conflict(Box::new(e));
         }
     }
+    if matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+    ) {
+        return StoreError::Unavailable(Box::new(e));
+    }
+    if let sqlx::Error::Database(d) = &e {
+        // admin_shutdown, crash_shutdown, cannot_connect_now: the server is going away.
+        if matches!(d.code().as_deref(), Some("57P01" | "57P02" | "57P03")) {
+            return StoreError::Unavailable(Box::new(e));
+        }
+    }
     StoreError::Database(Box::new(e))
 }
 

@@ -84,6 +84,8 @@ impl CodeKind {
     }
 }
 
+/// Storage of tokens, codes and authorizations. What a backend must serialise is the module's contract (above):
+/// every backend meets it, and `conformance` checks it.
 #[async_trait]
 pub trait AuthStore: Send + Sync {
     /// Authorizes the app to the TP as [`Store::approve`] does (another TP's authorization

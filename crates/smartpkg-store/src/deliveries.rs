@@ -151,6 +151,8 @@ pub struct PushTarget {
     pub last_error: Option<String>,
 }
 
+/// Storage of the outbox, deliveries and push targets. What a backend must serialise is the module's contract (above):
+/// every backend meets it, and `conformance` checks it.
 #[async_trait]
 pub trait DeliveryStore: Send + Sync {
     /// A delivery with its event.

@@ -94,6 +94,8 @@ impl Schedule {
     }
 }
 
+/// Storage of jobs, schedules and the janitor. What a backend must serialise is the module's contract (above):
+/// every backend meets it, and `conformance` checks it.
 #[async_trait]
 pub trait JobStore: Send + Sync {
     /// Leases up to `limit` due jobs of `lane` for `lease_ms`. Deliveries of a target on hold

@@ -43,6 +43,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the data directory is in use by another smartpkg process: {0}")]
     Locked(String),
+    /// The database cannot be reached right now (down, restarting, pool exhausted); the call
+    /// may be retried later.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] Cause),
     /// The job's lease ran out and another worker holds it now: nothing was changed.
     #[error("the lease of job {0} was lost to another worker")]
     LeaseLost(i64),

@@ -52,6 +52,8 @@ pub enum LibraryRefusal {
     TemplateNotFound,
 }
 
+/// Storage of the template library. What a backend must serialise is the module's contract (above):
+/// every backend meets it, and `conformance` checks it.
 #[async_trait]
 pub trait LibraryStore: Send + Sync {
     async fn create_template(&self, t: NewTemplate, now_ms: i64) -> Result<Template>;

@@ -84,6 +84,8 @@ pub struct DecisionContext {
 /// A decision's outcome: the plan that was applied, or the rule that refused it.
 pub type Decision = std::result::Result<Plan, Refusal>;
 
+/// Storage of packages and decisions. What a backend must serialise is the module's contract (above):
+/// every backend meets it, and `conformance` checks it.
 #[async_trait]
 pub trait PackageStore: Send + Sync {
     /// The packages `get` shows: the development, audit and online versions.

@@ -58,6 +58,8 @@ pub struct AppPatch {
     pub authenticity_certified: Option<bool>,
 }
 
+/// Storage of third parties, mini programs and secrets. What a backend must serialise is the module's contract (above):
+/// every backend meets it, and `conformance` checks it.
 #[async_trait]
 pub trait TenantStore: Send + Sync {
     async fn create_tp(&self, tp: Tp) -> Result<Tp>;

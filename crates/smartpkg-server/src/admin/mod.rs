@@ -93,6 +93,14 @@ impl From<StoreError> for AdminError {
             StoreError::Conflict(m) => {
                 AdminError::new(StatusCode::CONFLICT, "conflict", m.to_string())
             }
+            StoreError::Unavailable(e) => {
+                tracing::warn!(error = %e, "database unavailable");
+                AdminError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database is unavailable; retry shortly",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "storage failed");
                 AdminError::new(

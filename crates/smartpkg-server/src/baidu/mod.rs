@@ -97,6 +97,11 @@ impl From<StoreError> for Reply {
     fn from(e: StoreError) -> Reply {
         match e {
             StoreError::Conflict(_) => Reply::err(Errno::PROCESSING),
+            StoreError::Unavailable(e) => {
+                // Baidu's "busy, retry later": what its SDKs retry on.
+                tracing::warn!(error = %e, "database unavailable");
+                Reply::err(Errno::BUSY)
+            }
             other => {
                 tracing::error!(error = %other, "storage failed");
                 Reply::err(Errno::BUSY)
