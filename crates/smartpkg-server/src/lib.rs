@@ -239,6 +239,15 @@ pub fn router(state: AppState) -> Router {
                 .layer(tower_http::request_id::PropagateRequestIdLayer::new(
                     REQUEST_ID,
                 ))
+                // A backstop above every route's own limit (the routes answer in their own
+                // shape first: Baidu's envelope, the admin API's error).
+                .layer(tower_http::limit::RequestBodyLimitLayer::new(
+                    state
+                        .settings
+                        .max_body_bytes
+                        .max(state.settings.max_template_bytes as usize)
+                        .saturating_add(1),
+                ))
                 .layer(tower_http::timeout::TimeoutLayer::with_status_code(
                     axum::http::StatusCode::REQUEST_TIMEOUT,
                     std::time::Duration::from_millis(state.settings.request_timeout_ms),
