@@ -72,9 +72,7 @@ impl AppState {
             .execute(app_id, cmd, self.decision_context(), job)
             .await?;
         if let Ok(plan) = &decision {
-            if !plan.jobs.is_empty() || plan.audit_decision.is_some() {
-                self.jobs_ready.notify_one();
-            }
+            self.jobs_ready.notify(workers::lanes_of(plan));
         }
         Ok(decision)
     }
@@ -334,8 +332,8 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     if let Some(mut announcements) = announcements {
         let signal = jobs_ready.clone();
         tokio::spawn(async move {
-            while announcements.recv().await.is_some() {
-                signal.wake_local();
+            while let Some(lanes) = announcements.recv().await {
+                signal.wake_local(lanes);
             }
         });
     }

@@ -18,17 +18,34 @@ use smartpkg_store::{
 use smartpkg_types::Errno;
 use tokio::sync::{watch, Notify, Semaphore};
 
+/// The lanes a decision left work for: jobs for the platform lane, an audit result (a push)
+/// for the deliveries lane.
+pub fn lanes_of(plan: &smartpkg_core::lifecycle::Plan) -> Lanes {
+    let mut lanes = 0;
+    if !plan.jobs.is_empty() {
+        lanes |= smartpkg_storage::LANE_PLATFORM;
+    }
+    if plan.audit_decision.is_some() {
+        lanes |= smartpkg_storage::LANE_DELIVERIES;
+    }
+    lanes
+}
+
 /// Wakes the worker lanes when a decision left work for them — this instance's, and, when the
 /// database is shared, the other instances' too.
 #[derive(Default)]
 pub struct JobSignal {
     platform: Notify,
     deliveries: Notify,
-    peers: Option<tokio::sync::mpsc::UnboundedSender<()>>,
+    peers: Option<tokio::sync::mpsc::UnboundedSender<u8>>,
 }
 
+/// Which lanes have new work: bits of [`smartpkg_storage::LANE_PLATFORM`] and
+/// [`smartpkg_storage::LANE_DELIVERIES`].
+pub type Lanes = u8;
+
 impl JobSignal {
-    pub fn new(peers: Option<tokio::sync::mpsc::UnboundedSender<()>>) -> Self {
+    pub fn new(peers: Option<tokio::sync::mpsc::UnboundedSender<u8>>) -> Self {
         JobSignal {
             peers,
             ..Default::default()
@@ -38,16 +55,29 @@ impl JobSignal {
     /// Wakes both lanes here (a waiting lane wakes at once; a busy one looks again when it is
     /// done) and announces the work to the other instances.
     pub fn notify_one(&self) {
-        self.wake_local();
+        self.notify(smartpkg_storage::LANE_PLATFORM | smartpkg_storage::LANE_DELIVERIES);
+    }
+
+    /// Wakes the lanes that have new work, here and on the other instances: a woken lane
+    /// that finds nothing still costs every instance a claim query.
+    pub fn notify(&self, lanes: Lanes) {
+        if lanes == 0 {
+            return;
+        }
+        self.wake_local(lanes);
         if let Some(p) = &self.peers {
-            let _ = p.send(());
+            let _ = p.send(lanes);
         }
     }
 
     /// Wakes this instance's lanes only (for an announcement that came from elsewhere).
-    pub fn wake_local(&self) {
-        self.platform.notify_one();
-        self.deliveries.notify_one();
+    pub fn wake_local(&self, lanes: Lanes) {
+        if lanes & smartpkg_storage::LANE_PLATFORM != 0 {
+            self.platform.notify_one();
+        }
+        if lanes & smartpkg_storage::LANE_DELIVERIES != 0 {
+            self.deliveries.notify_one();
+        }
     }
 
     fn of(&self, lane: LaneKind) -> &Notify {

@@ -63,12 +63,16 @@ pub struct Opened {
     pub peers: Option<Peers>,
 }
 
+/// Lane bits of a work announcement.
+pub const LANE_PLATFORM: u8 = 1;
+pub const LANE_DELIVERIES: u8 = 2;
+
 /// Work announcements between instances sharing one database (PostgreSQL LISTEN/NOTIFY).
 pub struct Peers {
-    /// Send `()` to tell the other instances that work is due (sends are coalesced).
-    pub announce: mpsc::UnboundedSender<()>,
-    /// Receives `()` when another instance (or this one) announced work.
-    pub announcements: mpsc::Receiver<()>,
+    /// Send the lanes (bits) that have new work; sends are coalesced.
+    pub announce: mpsc::UnboundedSender<u8>,
+    /// Receives the lanes another instance (or this one) announced.
+    pub announcements: mpsc::Receiver<u8>,
 }
 
 /// Settings of a backend that serves several instances.
@@ -147,13 +151,15 @@ pub async fn open(url: Option<&str>, data_dir: &Path, pool: PoolSettings) -> Res
 /// NOTIFYs on this instance's behalf. Polling stays the fallback: a lost notification only
 /// delays work until the next poll.
 async fn peers(url: &str, store: Arc<PgStore>) -> Result<Peers> {
-    let (announce, mut outgoing) = mpsc::unbounded_channel::<()>();
-    let (incoming, announcements) = mpsc::channel::<()>(1);
+    let (announce, mut outgoing) = mpsc::unbounded_channel::<u8>();
+    let (incoming, announcements) = mpsc::channel::<u8>(16);
     tokio::spawn(async move {
-        while outgoing.recv().await.is_some() {
+        while let Some(mut lanes) = outgoing.recv().await {
             // Coalesce a burst of decisions into one notification.
-            while outgoing.try_recv().is_ok() {}
-            if let Err(e) = store.notify_jobs().await {
+            while let Ok(more) = outgoing.try_recv() {
+                lanes |= more;
+            }
+            if let Err(e) = store.notify_jobs(lanes).await {
                 tracing::debug!(error = %e, "cannot notify other instances");
             }
         }
@@ -168,9 +174,14 @@ async fn peers(url: &str, store: Arc<PgStore>) -> Result<Peers> {
     tokio::spawn(async move {
         loop {
             match listener.recv().await {
-                Ok(_) => {
-                    // Full means a wake-up is already pending: nothing is lost.
-                    if incoming.try_send(()).is_err() && incoming.is_closed() {
+                Ok(n) => {
+                    let lanes = n
+                        .payload()
+                        .parse::<u8>()
+                        .unwrap_or(LANE_PLATFORM | LANE_DELIVERIES);
+                    // Full means wake-ups are already pending: a lost one only delays work
+                    // until the next poll.
+                    if incoming.try_send(lanes).is_err() && incoming.is_closed() {
                         return;
                     }
                 }

@@ -88,10 +88,12 @@ impl PgStore {
         &self.pool
     }
 
-    /// Tells every instance listening on [`JOBS_CHANNEL`] that work is due.
-    pub async fn notify_jobs(&self) -> Result<()> {
-        sqlx::query("SELECT pg_notify($1, '')")
+    /// Tells every instance listening on [`JOBS_CHANNEL`] that work is due (the payload names
+    /// the lanes).
+    pub async fn notify_jobs(&self, lanes: u8) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
             .bind(JOBS_CHANNEL)
+            .bind(lanes.to_string())
             .execute(&self.pool)
             .await
             .map_err(db)?;

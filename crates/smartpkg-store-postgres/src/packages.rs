@@ -9,46 +9,66 @@ use smartpkg_store::{
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use crate::auth::grant;
 use crate::deliveries::outbox;
 use crate::{corrupt, db, PgStore};
 
-const PKG_SELECT: &str = "SELECT p.package_id, p.app_id, p.tp_id, p.template_id, p.state, p.version, p.version_desc, \
-     p.ext_json, p.built_ext_json, p.direct_commit, p.test_account, p.test_password, p.audit_content, \
-     p.remark, p.msg, p.upload_err_code, p.upload_err_msg, p.previous_package_id, \
-     (SELECT prev.version FROM packages prev WHERE prev.package_id = p.previous_package_id), \
-     p.restored, p.commit_time, p.updated_at FROM packages p ";
+macro_rules! pkg_cols {
+    () => {
+        "p.package_id, p.app_id, p.tp_id, p.template_id, p.state, p.version, p.version_desc, \
+         p.ext_json, p.built_ext_json, p.direct_commit, p.test_account, p.test_password, p.audit_content, \
+         p.remark, p.msg, p.upload_err_code, p.upload_err_msg, p.previous_package_id, \
+         (SELECT prev.version FROM packages prev WHERE prev.package_id = p.previous_package_id), \
+         p.restored, p.commit_time, p.updated_at"
+    };
+}
+
+const PKG_SELECT: &str = concat!("SELECT ", pkg_cols!(), " FROM packages p ");
+
+/// `get`'s one round trip: the token's grant and its app's visible packages (a row of NULL
+/// package columns when it has none).
+const GET_BY_TOKEN: &str = concat!(
+    "SELECT t.app_id, t.tp_id, t.expires_at, ",
+    pkg_cols!(),
+    " FROM access_tokens t JOIN apps a ON a.app_id = t.app_id AND a.tp_id = t.tp_id \
+     LEFT JOIN packages p ON p.app_id = t.app_id AND p.state NOT IN ('history', 'retired') \
+     WHERE t.token_hash = $1 AND t.kind = 'app' ORDER BY p.package_id"
+);
 
 fn state(s: &str) -> Result<PkgState> {
     PkgState::parse(s).ok_or_else(|| corrupt(format!("unknown package state {s}")))
 }
 
 fn pkg_row(r: &PgRow) -> Result<PackageRecord> {
-    let s: String = r.try_get(4).map_err(db)?;
+    pkg_row_at(r, 0)
+}
+
+/// A package from the row's columns starting at `at` (after any columns before them).
+fn pkg_row_at(r: &PgRow, at: usize) -> Result<PackageRecord> {
+    let s: String = r.try_get(at + 4).map_err(db)?;
     let g = |e: sqlx::Error| db(e);
     Ok(PackageRecord {
-        package_id: r.try_get(0).map_err(g)?,
-        app_id: r.try_get(1).map_err(g)?,
-        tp_id: r.try_get(2).map_err(g)?,
-        template_id: r.try_get(3).map_err(g)?,
+        package_id: r.try_get(at).map_err(g)?,
+        app_id: r.try_get(at + 1).map_err(g)?,
+        tp_id: r.try_get(at + 2).map_err(g)?,
+        template_id: r.try_get(at + 3).map_err(g)?,
         state: state(&s)?,
-        version: r.try_get(5).map_err(g)?,
-        version_desc: r.try_get(6).map_err(g)?,
-        ext_json: r.try_get(7).map_err(g)?,
-        built_ext_json: r.try_get(8).map_err(g)?,
-        direct_commit: r.try_get(9).map_err(g)?,
-        test_account: r.try_get(10).map_err(g)?,
-        test_password: r.try_get(11).map_err(g)?,
-        audit_content: r.try_get(12).map_err(g)?,
-        remark: r.try_get(13).map_err(g)?,
-        msg: r.try_get(14).map_err(g)?,
-        upload_err_code: r.try_get(15).map_err(g)?,
-        upload_err_msg: r.try_get(16).map_err(g)?,
-        previous_package_id: r.try_get(17).map_err(g)?,
-        rollback_version: r.try_get(18).map_err(g)?,
-        restored: r.try_get(19).map_err(g)?,
-        commit_time_ms: r.try_get(20).map_err(g)?,
-        updated_at_ms: r.try_get(21).map_err(g)?,
+        version: r.try_get(at + 5).map_err(g)?,
+        version_desc: r.try_get(at + 6).map_err(g)?,
+        ext_json: r.try_get(at + 7).map_err(g)?,
+        built_ext_json: r.try_get(at + 8).map_err(g)?,
+        direct_commit: r.try_get(at + 9).map_err(g)?,
+        test_account: r.try_get(at + 10).map_err(g)?,
+        test_password: r.try_get(at + 11).map_err(g)?,
+        audit_content: r.try_get(at + 12).map_err(g)?,
+        remark: r.try_get(at + 13).map_err(g)?,
+        msg: r.try_get(at + 14).map_err(g)?,
+        upload_err_code: r.try_get(at + 15).map_err(g)?,
+        upload_err_msg: r.try_get(at + 16).map_err(g)?,
+        previous_package_id: r.try_get(at + 17).map_err(g)?,
+        rollback_version: r.try_get(at + 18).map_err(g)?,
+        restored: r.try_get(at + 19).map_err(g)?,
+        commit_time_ms: r.try_get(at + 20).map_err(g)?,
+        updated_at_ms: r.try_get(at + 21).map_err(g)?,
     })
 }
 
@@ -302,11 +322,26 @@ impl PackageStore for PgStore {
         &self,
         token_hash: String,
     ) -> Result<Option<(Grant, Vec<PackageRecord>)>> {
-        let mut c = self.pool.acquire().await.map_err(db)?;
-        match grant(&mut c, &token_hash).await? {
-            Some(g) => Ok(Some((g, visible(&mut c, g.app_id).await?))),
-            None => Ok(None),
+        let rows = sqlx::query(GET_BY_TOKEN)
+            .bind(token_hash)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let grant = Grant {
+            app_id: first.try_get(0).map_err(db)?,
+            tp_id: first.try_get(1).map_err(db)?,
+            expires_at_ms: first.try_get(2).map_err(db)?,
+        };
+        let mut packages = Vec::with_capacity(rows.len());
+        for r in &rows {
+            if r.try_get::<Option<i64>, _>(3).map_err(db)?.is_some() {
+                packages.push(pkg_row_at(r, 3)?);
+            }
         }
+        Ok(Some((grant, packages)))
     }
 
     async fn get_package(&self, package_id: i64) -> Result<Option<PackageRecord>> {

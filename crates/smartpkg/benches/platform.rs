@@ -30,9 +30,14 @@ const APPS: usize = 10_000;
 const CONNECTIONS: usize = 32;
 const LOAD_SECONDS: u64 = 4;
 const ROUNDS: usize = 3;
-/// `SMARTPKG_BENCH_ONLY=get` stops after the first figure (for quick iterations).
+/// `SMARTPKG_BENCH_ONLY=get` stops after the first figure; `=storage` measures only the
+/// lifecycles on SQLite and everything on PostgreSQL (for quick iterations).
+fn only(what: &str) -> bool {
+    std::env::var("SMARTPKG_BENCH_ONLY").is_ok_and(|v| v == what)
+}
+
 fn only_get() -> bool {
-    std::env::var("SMARTPKG_BENCH_ONLY").is_ok_and(|v| v == "get")
+    only("get")
 }
 const LIFECYCLE_APPS: usize = 1_000;
 const LIFECYCLE_CONCURRENCY: usize = 32;
@@ -383,7 +388,7 @@ async fn run() -> Res<()> {
     let api = Arc::new(Api::new(&server));
     // Alternate the two loads so drift in the machine's speed hits both alike.
     let (mut trivial, mut get) = (0.0, 0.0);
-    for _ in 0..ROUNDS {
+    for _ in 0..if only("storage") { 0 } else { ROUNDS } {
         trivial += load(&api, None).await? / ROUNDS as f64;
         get += load(&api, Some(tokens.clone())).await? / ROUNDS as f64;
     }
@@ -418,6 +423,9 @@ async fn run() -> Res<()> {
     let lps = LIFECYCLE_APPS as f64 / start.elapsed().as_secs_f64();
     println!("[2] lifecycles (upload→built→submitaudit→pass→release), {LIFECYCLE_APPS} apps, build delay 0: {lps:.1}/s; raw durable SQLite commits: {raw:.0}/s; ratio {:.4} ({:.1} commits' time per lifecycle)", lps / raw, raw / lps);
     server.stop().await;
+    if only("storage") {
+        return pg_bench(dir.path(), lps).await;
+    }
 
     // --- 3. storage per package from a 5 MB, 500-file template ---
     let server = smartpkg_server::start(settings(dir.path())).await?;

@@ -98,8 +98,8 @@ async fn upload_inner(state: AppState, p: Params) -> Answer {
         test_password,
     };
     match state.store.upload(new, state.decision_context()).await? {
-        Ok(_) => {
-            state.jobs_ready.notify_one();
+        Ok((_, plan)) => {
+            state.jobs_ready.notify(crate::workers::lanes_of(&plan));
             Ok(Reply::Ok(None))
         }
         Err(refusal) => Err(Reply::Err(refusal.errno, refusal.msg)),
