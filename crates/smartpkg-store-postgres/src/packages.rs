@@ -108,7 +108,8 @@ fn may_submit(cmd: &Command) -> bool {
 }
 
 /// Locks the app (and, when the decision may consume quota, its third party — always in that
-/// order) and reads what [`lifecycle::decide`] needs.
+/// order) and reads what [`lifecycle::decide`] needs; the quota only for a decision that may
+/// submit (`lock_tp`).
 async fn snapshot(
     c: &mut PgConnection,
     app_id: i64,
@@ -162,7 +163,16 @@ async fn snapshot(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let quota = quota(c, tp_id, ctx).await?;
+    // Only a submission reads the quota (two more round trips): other decisions get an
+    // unlimited stand-in that `decide` never consults.
+    let quota = if lock_tp {
+        quota(c, tp_id, ctx).await?
+    } else {
+        Quota {
+            limit: None,
+            used: 0,
+        }
+    };
     Ok((
         Snapshot {
             app,

@@ -565,14 +565,15 @@ async fn lifecycles_over(apis: &[Arc<Api>], apps: &[(i64, String)], template_id:
 async fn pg_bench(dir: &Path, sqlite_lps: f64) -> Res<()> {
     let db = smartpkg_store_postgres::testing::FreshDatabase::create().await?;
     let pg_dir = dir.join("pg");
-    let pg_settings = |listen: &str| {
+    // One connection budget for the database however many instances share it: 16 for one,
+    // 6 each for three (PostgreSQL runs on the same two cores as everything else).
+    let pg_settings = |connections: u32| {
         let mut s = settings(&pg_dir);
         s.database_url = Some(db.url.clone());
-        s.database_max_connections = 16;
-        s.listen = listen.parse().expect("addr");
+        s.database_max_connections = connections;
         s
     };
-    let first = smartpkg_server::start(pg_settings("127.0.0.1:0")).await?;
+    let first = smartpkg_server::start(pg_settings(16)).await?;
     let api = Arc::new(Api::new(&first));
     let tp = api.admin("/tps", json!({"name": "bench pg"})).await?;
     let tp_id = tp["tp_id"].as_i64().ok_or("tp")?;
@@ -600,10 +601,12 @@ async fn pg_bench(dir: &Path, sqlite_lps: f64) -> Res<()> {
         template_id,
     )
     .await?;
-    let second = smartpkg_server::start(pg_settings("127.0.0.1:0")).await?;
-    let third = smartpkg_server::start(pg_settings("127.0.0.1:0")).await?;
+    first.stop().await;
+    let first = smartpkg_server::start(pg_settings(6)).await?;
+    let second = smartpkg_server::start(pg_settings(6)).await?;
+    let third = smartpkg_server::start(pg_settings(6)).await?;
     let apis = [
-        api.clone(),
+        Arc::new(Api::new(&first)),
         Arc::new(Api::new(&second)),
         Arc::new(Api::new(&third)),
     ];
@@ -613,7 +616,7 @@ async fn pg_bench(dir: &Path, sqlite_lps: f64) -> Res<()> {
         template_id,
     )
     .await?;
-    println!("[6b] lifecycles, {LIFECYCLE_APPS} apps each, {LIFECYCLE_CONCURRENCY} callers:");
+    println!("[6b] lifecycles, {LIFECYCLE_APPS} apps each, {LIFECYCLE_CONCURRENCY} callers (PostgreSQL connections: 16 for one instance, 6 per instance for three):");
     println!("     | storage                     | lifecycles/s | ratio |");
     println!("     | SQLite (figure 2)           | {sqlite_lps:>12.1} |  1.00 |");
     println!(
