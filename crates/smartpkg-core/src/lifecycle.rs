@@ -202,6 +202,35 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The existing package the command acts on (None for an upload, which creates one).
+    pub fn target(&self) -> Option<i64> {
+        match self {
+            Command::Upload { .. } => None,
+            Command::BuildSucceeded { package_id, .. }
+            | Command::BuildFailed { package_id, .. }
+            | Command::SubmitAudit { package_id, .. }
+            | Command::Decide { package_id, .. }
+            | Command::Release { package_id }
+            | Command::Rollback { package_id }
+            | Command::FinishRollback { package_id }
+            | Command::Withdraw { package_id } => Some(*package_id),
+        }
+    }
+
+    /// Whether deciding it may submit a package for audit (and so consume audit quota).
+    pub fn may_submit(&self) -> bool {
+        matches!(
+            self,
+            Command::SubmitAudit { .. }
+                | Command::BuildSucceeded {
+                    direct_commit: true,
+                    ..
+                }
+        )
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobKind {
     Build,

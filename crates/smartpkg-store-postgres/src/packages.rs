@@ -95,18 +95,6 @@ async fn quota(c: &mut PgConnection, tp_id: i64, ctx: &DecisionContext) -> Resul
     Ok(Quota { limit, used })
 }
 
-/// Whether deciding `cmd` may consume audit quota (then the third party is locked too).
-fn may_submit(cmd: &Command) -> bool {
-    matches!(
-        cmd,
-        Command::SubmitAudit { .. }
-            | Command::BuildSucceeded {
-                direct_commit: true,
-                ..
-            }
-    )
-}
-
 /// Locks the app (and, when the decision may consume quota, its third party — always in that
 /// order) and reads what [`lifecycle::decide`] needs; the quota only for a decision that may
 /// submit (`lock_tp`).
@@ -181,20 +169,6 @@ async fn snapshot(
         },
         tp_id,
     ))
-}
-
-fn command_target(cmd: &Command) -> Option<i64> {
-    match cmd {
-        Command::Upload { .. } => None,
-        Command::BuildSucceeded { package_id, .. }
-        | Command::BuildFailed { package_id, .. }
-        | Command::SubmitAudit { package_id, .. }
-        | Command::Decide { package_id, .. }
-        | Command::Release { package_id }
-        | Command::Rollback { package_id }
-        | Command::FinishRollback { package_id }
-        | Command::Withdraw { package_id } => Some(*package_id),
-    }
 }
 
 /// Applies the plan with conditional updates; a row not where the plan expects aborts all.
@@ -447,14 +421,8 @@ impl PackageStore for PgStore {
         for _ in 0..DECISION_ATTEMPTS {
             let mut tx = self.pool.begin().await.map_err(db)?;
             let attempt = async {
-                let (snap, tp_id) = snapshot(
-                    &mut tx,
-                    app_id,
-                    command_target(&cmd),
-                    &ctx,
-                    may_submit(&cmd),
-                )
-                .await?;
+                let (snap, tp_id) =
+                    snapshot(&mut tx, app_id, cmd.target(), &ctx, cmd.may_submit()).await?;
                 let decision = lifecycle::decide(&snap, &cmd, &ctx.policy);
                 if let Ok(plan) = &decision {
                     apply_plan(&mut tx, plan, tp_id, &ctx, None).await?;

@@ -126,20 +126,6 @@ pub(super) fn snapshot(
     ))
 }
 
-pub(super) fn command_target(cmd: &Command) -> Option<i64> {
-    match cmd {
-        Command::Upload { .. } => None,
-        Command::BuildSucceeded { package_id, .. }
-        | Command::BuildFailed { package_id, .. }
-        | Command::SubmitAudit { package_id, .. }
-        | Command::Decide { package_id, .. }
-        | Command::Release { package_id }
-        | Command::Rollback { package_id }
-        | Command::FinishRollback { package_id }
-        | Command::Withdraw { package_id } => Some(*package_id),
-    }
-}
-
 /// Applies the plan's changes and jobs with conditional updates; any row that is not where the
 /// plan expects it aborts the whole transaction.
 pub(super) fn apply_plan(
@@ -341,7 +327,7 @@ impl PackageStore for SqliteStore {
         job: Option<JobRef>,
     ) -> Result<Decision> {
         self.write(move |tx| {
-            let (snap, tp_id) = snapshot(tx, app_id, command_target(&cmd), &ctx)?;
+            let (snap, tp_id) = snapshot(tx, app_id, cmd.target(), &ctx)?;
             let decision = lifecycle::decide(&snap, &cmd, &ctx.policy);
             if let Ok(plan) = &decision {
                 apply_plan(tx, plan, tp_id, &ctx, None)?;
