@@ -147,19 +147,36 @@ pub async fn open(url: Option<&str>, data_dir: &Path, pool: PoolSettings) -> Res
     }
 }
 
+/// How long announcements are gathered into one notification.
+const NOTIFY_WINDOW: std::time::Duration = std::time::Duration::from_millis(25);
+
+fn rand_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // A per-process random value without another dependency: RandomState is seeded randomly.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
 /// LISTENs for other instances' announcements (reconnecting after a database restart) and
 /// NOTIFYs on this instance's behalf. Polling stays the fallback: a lost notification only
 /// delays work until the next poll.
 async fn peers(url: &str, store: Arc<PgStore>) -> Result<Peers> {
     let (announce, mut outgoing) = mpsc::unbounded_channel::<u8>();
     let (incoming, announcements) = mpsc::channel::<u8>(16);
+    // Notifications carry this instance's id, so it can skip its own (it woke itself already).
+    let me = format!("{:016x}", rand_id());
+    let sender = me.clone();
     tokio::spawn(async move {
         while let Some(mut lanes) = outgoing.recv().await {
-            // Coalesce a burst of decisions into one notification.
+            // At most one notification per window: a burst of decisions costs the database
+            // one NOTIFY, and every peer one wake-up, instead of one each. Peers pick the work
+            // up at most this late (this instance usually already has).
+            tokio::time::sleep(NOTIFY_WINDOW).await;
             while let Ok(more) = outgoing.try_recv() {
                 lanes |= more;
             }
-            if let Err(e) = store.notify_jobs(lanes).await {
+            if let Err(e) = store.notify_jobs(&format!("{lanes}:{sender}")).await {
                 tracing::debug!(error = %e, "cannot notify other instances");
             }
         }
@@ -175,8 +192,11 @@ async fn peers(url: &str, store: Arc<PgStore>) -> Result<Peers> {
         loop {
             match listener.recv().await {
                 Ok(n) => {
-                    let lanes = n
-                        .payload()
+                    let (lanes, from) = n.payload().split_once(':').unwrap_or((n.payload(), ""));
+                    if from == me {
+                        continue;
+                    }
+                    let lanes = lanes
                         .parse::<u8>()
                         .unwrap_or(LANE_PLATFORM | LANE_DELIVERIES);
                     // Full means wake-ups are already pending: a lost one only delays work

@@ -89,11 +89,11 @@ impl PgStore {
     }
 
     /// Tells every instance listening on [`JOBS_CHANNEL`] that work is due (the payload names
-    /// the lanes).
-    pub async fn notify_jobs(&self, lanes: u8) -> Result<()> {
+    /// the lanes and the sender).
+    pub async fn notify_jobs(&self, payload: &str) -> Result<()> {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(JOBS_CHANNEL)
-            .bind(lanes.to_string())
+            .bind(payload)
             .execute(&self.pool)
             .await
             .map_err(db)?;
