@@ -9,6 +9,7 @@ mod lifecycle;
 mod onboarding;
 mod push;
 mod qrcode;
+mod races;
 mod storage;
 mod tp;
 mod transport;
