@@ -74,6 +74,10 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
+            // No ping before every use (a round trip per query): a connection that died with
+            // a database restart fails its next query, which answers "unavailable, retry", and
+            // the pool replaces it.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(db)?;
