@@ -791,19 +791,25 @@ async fn decide_ok(store: &Arc<dyn Store>, app_id: i64, cmd: Command, now: i64) 
         .expect("allowed");
 }
 
-/// Uploads, builds, submits and passes a version: its package id, audit passed.
-async fn passed(store: &Arc<dyn Store>, tp_id: i64, app_id: i64, t: i64, now: i64) -> i64 {
+/// Uploads a version and completes its build: its package id, in development.
+async fn built(store: &Arc<dyn Store>, tp_id: i64, app_id: i64, t: i64, now: i64) -> i64 {
     let (id, _) = store
         .upload(new_package(tp_id, app_id, t), ctx(now))
         .await
         .expect("db")
         .expect("upload");
-    let built = Command::BuildSucceeded {
+    let done = Command::BuildSucceeded {
         package_id: id,
         direct_commit: false,
         ext_json: "{}".into(),
     };
-    decide_ok(store, app_id, built, now).await;
+    decide_ok(store, app_id, done, now).await;
+    id
+}
+
+/// Uploads, builds, submits and passes a version: its package id, audit passed.
+async fn passed(store: &Arc<dyn Store>, tp_id: i64, app_id: i64, t: i64, now: i64) -> i64 {
+    let id = built(store, tp_id, app_id, t, now).await;
     let submit = Command::SubmitAudit {
         package_id: id,
         request: AuditRequest::default(),
@@ -845,17 +851,7 @@ async fn racing_commands_on_one_package_have_exactly_one_winner(store: Arc<dyn S
         assert_eq!(online, 1, "round {round}: {visible:?}");
     }
     // Withdraw and submit race on one package in audit.
-    let (id, _) = store
-        .upload(new_package(tp_id, app_id, t), ctx(100_000))
-        .await
-        .expect("db")
-        .expect("upload");
-    let built = Command::BuildSucceeded {
-        package_id: id,
-        direct_commit: false,
-        ext_json: "{}".into(),
-    };
-    decide_ok(&store, app_id, built, 100_000).await;
+    let id = built(&store, tp_id, app_id, t, 100_000).await;
     let submit = Command::SubmitAudit {
         package_id: id,
         request: AuditRequest::default(),
@@ -894,17 +890,7 @@ async fn racing_submissions_never_exceed_the_weekly_quota(store: Arc<dyn Store>)
             .await
             .expect("app")
             .app_id;
-        let (id, _) = store
-            .upload(new_package(tp_id, app_id, t), ctx(0))
-            .await
-            .expect("db")
-            .expect("upload");
-        let built = Command::BuildSucceeded {
-            package_id: id,
-            direct_commit: false,
-            ext_json: "{}".into(),
-        };
-        decide_ok(&store, app_id, built, 1).await;
+        let id = built(&store, tp_id, app_id, t, 0).await;
         ready.push((app_id, id));
     }
     let mut tasks = vec![];
