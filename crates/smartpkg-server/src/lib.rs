@@ -364,41 +364,38 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             source,
         })?;
     let addr = listener.local_addr()?;
-    let settings_allow_private = settings.allow_private_targets;
-    let template_concurrency = settings.template_upload_concurrency;
-    let push_proxy = settings.push_proxy.clone();
-    let write_limits = (
-        settings.app_writes_per_minute,
-        settings.tp_writes_per_minute,
-    );
-    let state_settings_owner = (
-        settings.owner_attempts_per_app,
-        settings.owner_attempts_per_client,
-        settings.owner_lockout_s,
-    );
     let public_url: Arc<str> = settings
         .public_url
         .clone()
         .unwrap_or_else(|| format!("{scheme}://{addr}"))
         .into();
+    // `settings` is read by the fields above its own, then moved into the state.
     let state = AppState {
         store: opened.store,
         blobs,
-        settings: Arc::new(settings),
         admin_token: admin_token.into(),
         jobs_ready: jobs_ready.clone(),
         verified_templates: Arc::default(),
-        push_client: push::client(settings_allow_private, push_proxy.as_deref())
-            .map_err(|e| StartError::Io(std::io::Error::other(e)))?,
+        push_client: push::client(
+            settings.allow_private_targets,
+            settings.push_proxy.as_deref(),
+        )
+        .map_err(|e| StartError::Io(std::io::Error::other(e)))?,
         metrics: Arc::default(),
         public_url,
         guards: Arc::new(owner::Guards::new(
-            state_settings_owner.0,
-            state_settings_owner.1,
-            std::time::Duration::from_secs(state_settings_owner.2),
+            settings.owner_attempts_per_app,
+            settings.owner_attempts_per_client,
+            std::time::Duration::from_secs(settings.owner_lockout_s),
         )),
-        template_slots: Arc::new(tokio::sync::Semaphore::new(template_concurrency)),
-        write_limits: Arc::new(ratelimit::WriteLimits::new(write_limits.0, write_limits.1)),
+        template_slots: Arc::new(tokio::sync::Semaphore::new(
+            settings.template_upload_concurrency,
+        )),
+        write_limits: Arc::new(ratelimit::WriteLimits::new(
+            settings.app_writes_per_minute,
+            settings.tp_writes_per_minute,
+        )),
+        settings: Arc::new(settings),
     };
     let (shutdown, rx) = watch::channel(false);
     let app = router(state.clone());

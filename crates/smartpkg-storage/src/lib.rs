@@ -81,14 +81,6 @@ pub struct PoolSettings {
     pub max_connections: u32,
 }
 
-impl Default for PoolSettings {
-    fn default() -> Self {
-        PoolSettings {
-            max_connections: 16,
-        }
-    }
-}
-
 /// The URL with its password replaced, for logs.
 fn redacted(url: &str) -> String {
     match url::Url::parse(url) {
@@ -150,14 +142,6 @@ pub async fn open(url: Option<&str>, data_dir: &Path, pool: PoolSettings) -> Res
 /// How long announcements are gathered into one notification.
 const NOTIFY_WINDOW: std::time::Duration = std::time::Duration::from_millis(25);
 
-fn rand_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    // A per-process random value without another dependency: RandomState is seeded randomly.
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.finish()
-}
-
 /// LISTENs for other instances' announcements (reconnecting after a database restart) and
 /// NOTIFYs on this instance's behalf. Polling stays the fallback: a lost notification only
 /// delays work until the next poll.
@@ -165,7 +149,7 @@ async fn peers(url: &str, store: Arc<PgStore>) -> Result<Peers> {
     let (announce, mut outgoing) = mpsc::unbounded_channel::<u8>();
     let (incoming, announcements) = mpsc::channel::<u8>(16);
     // Notifications carry this instance's id, so it can skip its own (it woke itself already).
-    let me = format!("{:016x}", rand_id());
+    let me = format!("{:016x}", rand::random::<u64>());
     let sender = me.clone();
     tokio::spawn(async move {
         while let Some(mut lanes) = outgoing.recv().await {

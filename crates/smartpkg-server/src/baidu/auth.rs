@@ -110,12 +110,11 @@ pub struct AuthQuery {
 /// The checks both showing and submitting the page make: a known TP, a live pre-auth code of
 /// it, and a redirect within its registered domain.
 async fn check(state: &AppState, q: &AuthQuery) -> Result<(Tp, Url), Response> {
-    let internal = unavailable;
     let tp = state
         .store
         .get_tp_by_client_id(q.client_id.trim().to_string())
         .await
-        .map_err(internal)?
+        .map_err(unavailable)?
         .ok_or_else(|| refuse("未知的第三方平台（client_id 不存在）。 Unknown third party: no platform has this client_id."))?;
     let usable = state
         .store
@@ -126,7 +125,7 @@ async fn check(state: &AppState, q: &AuthQuery) -> Result<(Tp, Url), Response> {
             clock::now_ms(),
         )
         .await
-        .map_err(internal)?;
+        .map_err(unavailable)?;
     if !usable {
         return Err(refuse(LINK_USED));
     }
