@@ -22,7 +22,7 @@ pub struct ExtJsonError(pub String);
 
 impl ExtJsonError {
     pub fn errno(&self) -> Errno {
-        Errno::EXT_JSON_INVALID
+        Errno::ExtJsonInvalid
     }
 }
 
@@ -86,10 +86,10 @@ pub fn parse_ext_json(text: &str) -> Result<ExtConfig, ExtJsonError> {
 
 fn page_error(page: &str, source: &str) -> BuildFailure {
     BuildFailure {
-        errno: Errno::EXT_PAGE_UNKNOWN,
+        errno: Errno::ExtPageUnknown,
         msg: format!(
             "{}: {source} names \"{page}\", which the template's app.json does not list",
-            Errno::EXT_PAGE_UNKNOWN.default_msg()
+            Errno::ExtPageUnknown.default_msg()
         ),
     }
 }
@@ -107,10 +107,10 @@ pub fn build_ext_json(
     if let Some(given) = &ext.ext_appid {
         if given != &app_id.to_string() {
             return Err(BuildFailure {
-                errno: Errno::EXT_APPID_MISMATCH,
+                errno: Errno::ExtAppidMismatch,
                 msg: format!(
                     "{}: extAppid is {given}, the mini program is {app_id}",
-                    Errno::EXT_APPID_MISMATCH.default_msg()
+                    Errno::ExtAppidMismatch.default_msg()
                 ),
             });
         }
@@ -130,7 +130,7 @@ pub fn build_ext_json(
                 Some(page) => return Err(page_error(page, "tabBar.list")),
                 None => {
                     return Err(BuildFailure {
-                        errno: Errno::EXT_PAGE_UNKNOWN,
+                        errno: Errno::ExtPageUnknown,
                         msg: "tabBar.list: every item needs a pagePath".into(),
                     })
                 }
@@ -142,7 +142,7 @@ pub fn build_ext_json(
     out.remove("directCommit");
     out.insert("extEnable".into(), Value::Bool(true));
     serde_json::to_string(&Value::Object(out)).map_err(|e| BuildFailure {
-        errno: Errno::TEMPLATE_PARSE_ERROR,
+        errno: Errno::TemplateParseError,
         msg: format!("cannot serialize ext.json: {e}"),
     })
 }
@@ -169,7 +169,7 @@ mod tests {
             r#"{"ext":3}"#,
         ] {
             let e = parse_ext_json(bad).expect_err(bad);
-            assert_eq!(e.errno(), Errno::EXT_JSON_INVALID, "{bad}");
+            assert_eq!(e.errno(), Errno::ExtJsonInvalid, "{bad}");
         }
     }
 
@@ -192,7 +192,7 @@ mod tests {
         let bad =
             parse_ext_json(r#"{"tabBar":{"list":[{"pagePath":"pages/index"}]}}"#).expect("parses");
         let f = build_ext_json(&bad, 1, &t).expect_err("unknown page");
-        assert_eq!(f.errno, Errno::EXT_PAGE_UNKNOWN);
+        assert_eq!(f.errno, Errno::ExtPageUnknown);
         assert!(f.msg.contains("pages/index"), "{}", f.msg);
     }
 
@@ -211,7 +211,7 @@ mod tests {
     fn ext_appid_of_another_app_fails_the_build() {
         let e = parse_ext_json(r#"{"extAppid":"100000282"}"#).expect("parses");
         let f = build_ext_json(&e, 7, &manifest(&[])).expect_err("mismatch");
-        assert_eq!(f.errno, Errno::EXT_APPID_MISMATCH);
+        assert_eq!(f.errno, Errno::ExtAppidMismatch);
     }
 
     #[test]

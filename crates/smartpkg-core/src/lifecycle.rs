@@ -307,7 +307,7 @@ pub struct Plan {
 
 /// A refused command: the errno and a precise message for the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{msg} (errno {})", errno.0)]
+#[error("{msg} (errno {})", errno.code())]
 pub struct Refusal {
     pub errno: Errno,
     pub msg: String,
@@ -330,7 +330,7 @@ pub const AUDIT_PASS_MSG: &str = "审核通过";
 
 fn target(s: &Snapshot, id: i64) -> Result<&PackageFacts, Refusal> {
     s.package(id)
-        .ok_or_else(|| Refusal::baidu(Errno::PACKAGE_NOT_FOUND))
+        .ok_or_else(|| Refusal::baidu(Errno::PackageNotFound))
 }
 
 fn wrong_state(p: &PackageFacts, call: &str) -> Refusal {
@@ -339,10 +339,10 @@ fn wrong_state(p: &PackageFacts, call: &str) -> Refusal {
         None => "an old version".to_string(),
     };
     Refusal::new(
-        Errno::WRONG_STATE,
+        Errno::WrongState,
         format!(
             "{}: package {} is {} ({}), {call} is not allowed",
-            Errno::WRONG_STATE.default_msg(),
+            Errno::WrongState.default_msg(),
             p.package_id,
             shown,
             p.state.as_str()
@@ -362,25 +362,25 @@ fn change(p: &PackageFacts, to: PkgState) -> Change {
 /// The checks every submission for audit passes, whether called or by `directCommit`.
 fn audit_gates(s: &Snapshot) -> Result<(), Refusal> {
     match (s.app.name_audited, s.app.category_audited) {
-        (false, false) => return Err(Refusal::baidu(Errno::NAME_AND_CATEGORY_NOT_AUDITED)),
-        (false, true) => return Err(Refusal::baidu(Errno::NAME_NOT_AUDITED)),
-        (true, false) => return Err(Refusal::baidu(Errno::CATEGORY_NOT_AUDITED)),
+        (false, false) => return Err(Refusal::baidu(Errno::NameAndCategoryNotAudited)),
+        (false, true) => return Err(Refusal::baidu(Errno::NameNotAudited)),
+        (true, false) => return Err(Refusal::baidu(Errno::CategoryNotAudited)),
         (true, true) => {}
     }
     if let Some(a) = s.in_slot(Slot::Audit) {
         if a.state == PkgState::Auditing {
             return Err(Refusal::new(
-                Errno::AUDIT_IN_FLIGHT,
+                Errno::AuditInFlight,
                 format!(
                     "{}: package {} is being audited; withdraw it first",
-                    Errno::AUDIT_IN_FLIGHT.default_msg(),
+                    Errno::AuditInFlight.default_msg(),
                     a.package_id
                 ),
             ));
         }
     }
     if s.quota.remaining() == Some(0) {
-        return Err(Refusal::baidu(Errno::AUDIT_QUOTA_EXCEEDED));
+        return Err(Refusal::baidu(Errno::AuditQuotaExceeded));
     }
     Ok(())
 }
@@ -476,7 +476,7 @@ pub fn decide(s: &Snapshot, cmd: &Command, policy: &Policy) -> Result<Plan, Refu
                 PkgState::Development => {}
                 PkgState::Building => {
                     return Err(Refusal::new(
-                        Errno::PROCESSING,
+                        Errno::Processing,
                         format!("处理中，请稍后重试: package {package_id} is still building"),
                     ))
                 }
@@ -510,13 +510,13 @@ pub fn decide(s: &Snapshot, cmd: &Command, policy: &Policy) -> Result<Plan, Refu
                 return Err(wrong_state(p, "release"));
             }
             if !s.app.authenticity_certified {
-                return Err(Refusal::baidu(Errno::NOT_CERTIFIED));
+                return Err(Refusal::baidu(Errno::NotCertified));
             }
             let online = s.in_slot(Slot::Online);
             if let Some(o) = online {
                 if o.state == PkgState::RollingBack {
                     return Err(Refusal::new(
-                        Errno::PROCESSING,
+                        Errno::Processing,
                         format!(
                             "处理中，请稍后重试: package {} is rolling back",
                             o.package_id
@@ -536,30 +536,30 @@ pub fn decide(s: &Snapshot, cmd: &Command, policy: &Policy) -> Result<Plan, Refu
                 PkgState::Online => {}
                 PkgState::RollingBack => {
                     return Err(Refusal::new(
-                        Errno::PROCESSING,
+                        Errno::Processing,
                         format!("处理中，请稍后重试: package {package_id} is already rolling back"),
                     ))
                 }
                 _ => {
                     return Err(Refusal::new(
-                        Errno::NOT_ONLINE_PACKAGE,
+                        Errno::NotOnlinePackage,
                         format!(
                             "{}: package {package_id} is {}",
-                            Errno::NOT_ONLINE_PACKAGE.default_msg(),
+                            Errno::NotOnlinePackage.default_msg(),
                             p.state.as_str()
                         ),
                     ))
                 }
             }
             if p.restored {
-                return Err(Refusal::baidu(Errno::ROLLBACK_TWICE));
+                return Err(Refusal::baidu(Errno::RollbackTwice));
             }
             let has_target = p
                 .previous_package_id
                 .and_then(|id| s.package(id))
                 .is_some_and(|prev| prev.state == PkgState::History);
             if !has_target {
-                return Err(Refusal::baidu(Errno::NOTHING_TO_ROLL_BACK));
+                return Err(Refusal::baidu(Errno::NothingToRollBack));
             }
             plan.changes.push(change(p, PkgState::RollingBack));
             plan.jobs.push(JobRequest {

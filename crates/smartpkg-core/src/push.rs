@@ -1,33 +1,12 @@
 //! Pushes to a third party: the audit-result event they carry and the hold policy of failing
 //! targets. The wire codec (seal, open) is the `smartpkg-push` crate, re-exported here.
 
-use serde::Serialize;
-
 pub use smartpkg_push::{
     aes_key, open, seal, signature, OpenError, Opened, PushCryptoError, Sealing, SignedMessage,
 };
 
-/// The package audit result event (spec §5), fields in Baidu's order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AuditEvent {
-    #[serde(rename = "appId")]
-    pub app_id: i64,
-    #[serde(rename = "tpAppId")]
-    pub tp_app_id: i64,
-    /// `YYYY-MM-DD HH:MM:SS`.
-    #[serde(rename = "eventTime")]
-    pub event_time: String,
-    pub event: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(rename = "packageId")]
-    pub package_id: i64,
-    #[serde(rename = "packageVersion")]
-    pub package_version: String,
-}
-
-pub const AUDIT_PASS: &str = "PACKAGE_AUDIT_PASS";
-pub const AUDIT_FAIL: &str = "PACKAGE_AUDIT_FAIL";
+/// The payloads themselves are wire types, shared with the client.
+pub use smartpkg_types::push::{AuditResultPush, AUDIT_FAIL, AUDIT_PASS};
 
 /// When a push target that keeps failing is put on hold, and for how long: after
 /// `after_failures` failures in a row, for `base_ms` doubled with each further failure, at
@@ -63,7 +42,7 @@ mod tests {
 
     #[test]
     fn the_event_serializes_in_baidus_shape() {
-        let e = AuditEvent {
+        let e = AuditResultPush {
             app_id: 1452365,
             tp_app_id: 17328232,
             event_time: "2019-01-14 12:45:10".into(),

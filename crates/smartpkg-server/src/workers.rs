@@ -231,8 +231,8 @@ async fn build(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
     let cmd = match template_manifest(state, pkg.template_id).await {
         Err(TemplateProblem::Transient(e)) => return Err(JobError::Transient(e)),
         Err(TemplateProblem::Broken(e)) => failed(
-            Errno::TEMPLATE_PARSE_ERROR,
-            format!("{}: {e}", Errno::TEMPLATE_PARSE_ERROR.default_msg()),
+            Errno::TemplateParseError,
+            format!("{}: {e}", Errno::TemplateParseError.default_msg()),
         ),
         Ok(manifest) => match parse_ext_json(&pkg.ext_json) {
             Err(e) => failed(e.errno(), e.to_string()),
@@ -451,14 +451,14 @@ async fn push_tickets(state: &AppState) -> Result<(), StoreError> {
     }
     for tp in state.store.tps_with_auth_url().await? {
         let ticket = crate::secrets::random_alnum(48);
-        let payload = serde_json::json!({
-            "Ticket": ticket,
-            "FromUserName": "SmartAPP",
-            "CreateTime": now / 1000,
-            "MsgType": "ticket",
-            "Event": "push",
+        let payload = serde_json::to_string(&smartpkg_types::push::TicketPush {
+            ticket: ticket.clone(),
+            from_user_name: "SmartAPP".into(),
+            create_time: now / 1000,
+            msg_type: "ticket".into(),
+            event: "push".into(),
         })
-        .to_string();
+        .map_err(|e| StoreError::Corrupt(format!("ticket payload: {e}")))?;
         let expires = now.saturating_add((s.ticket_ttl_s as i64).saturating_mul(1000));
         state
             .store

@@ -196,7 +196,7 @@ async fn apply_plan(
         .bind(ch.to.as_str())
         .bind(ctx.now_ms)
         .bind(p.msg.as_deref())
-        .bind(p.upload_error.as_ref().map(|(e, _)| e.0))
+        .bind(p.upload_error.as_ref().map(|(e, _)| e.code()))
         .bind(p.upload_error.as_ref().map(|(_, m)| m.as_str()))
         .bind(p.built_ext_json.as_deref())
         .bind(audit.map(|a| a.content.as_str()))

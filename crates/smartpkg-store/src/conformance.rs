@@ -277,7 +277,7 @@ async fn completing_a_job_and_its_transition_commit_together(store: Arc<dyn Stor
         .expect("db");
     assert_eq!(
         again.expect_err("refused").errno,
-        smartpkg_types::Errno::WRONG_STATE,
+        smartpkg_types::Errno::WrongState,
         "a job completed twice is refused, not reapplied"
     );
 }
@@ -776,7 +776,7 @@ async fn race(store: &Arc<dyn Store>, app_id: i64, cmd: Command, now: i64) -> (u
     for t in tasks {
         match t.await.expect("task") {
             Ok(Ok(_)) => winners += 1,
-            Ok(Err(refusal)) => refusals.push(refusal.errno.0),
+            Ok(Err(refusal)) => refusals.push(refusal.errno.code()),
             Err(e) => panic!("a racing call failed with a storage error: {e}"),
         }
     }
@@ -908,7 +908,7 @@ async fn racing_submissions_never_exceed_the_weekly_quota(store: Arc<dyn Store>)
     for t in tasks {
         match t.await.expect("task").expect("no storage error") {
             Ok(_) => won += 1,
-            Err(r) if r.errno.0 == 69013 => over += 1,
+            Err(r) if r.errno.code() == 69013 => over += 1,
             Err(r) => panic!("unexpected refusal {r:?}"),
         }
     }

@@ -35,6 +35,9 @@ pub struct Received {
     pub at: Instant,
 }
 
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
+
 pub struct Keys {
     pub encoding_aes_key: String,
     pub token: String,

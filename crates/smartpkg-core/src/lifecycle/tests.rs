@@ -53,7 +53,7 @@ fn commands(id: i64) -> Vec<Command> {
         },
         Command::BuildFailed {
             package_id: id,
-            errno: Errno::TEMPLATE_PARSE_ERROR,
+            errno: Errno::TemplateParseError,
             msg: "broken".into(),
         },
         Command::SubmitAudit {
@@ -83,21 +83,21 @@ fn expected(cmd: &Command, state: PkgState) -> Result<PkgState, Errno> {
         Command::BuildSucceeded { .. } => (
             PkgState::Building,
             PkgState::Development,
-            Errno::WRONG_STATE,
+            Errno::WrongState,
         ),
         Command::BuildFailed { .. } => (
             PkgState::Building,
             PkgState::BuildFailed,
-            Errno::WRONG_STATE,
+            Errno::WrongState,
         ),
         Command::SubmitAudit { .. } => {
             if state == PkgState::Building {
-                return Err(Errno::PROCESSING);
+                return Err(Errno::Processing);
             }
             (
                 PkgState::Development,
                 PkgState::Auditing,
-                Errno::WRONG_STATE,
+                Errno::WrongState,
             )
         }
         Command::Decide { pass, .. } => (
@@ -107,26 +107,26 @@ fn expected(cmd: &Command, state: PkgState) -> Result<PkgState, Errno> {
             } else {
                 PkgState::AuditFailed
             },
-            Errno::WRONG_STATE,
+            Errno::WrongState,
         ),
-        Command::Release { .. } => (PkgState::AuditPassed, PkgState::Online, Errno::WRONG_STATE),
+        Command::Release { .. } => (PkgState::AuditPassed, PkgState::Online, Errno::WrongState),
         Command::Rollback { .. } => {
             if state == PkgState::RollingBack {
-                return Err(Errno::PROCESSING);
+                return Err(Errno::Processing);
             }
             (
                 PkgState::Online,
                 PkgState::RollingBack,
-                Errno::NOT_ONLINE_PACKAGE,
+                Errno::NotOnlinePackage,
             )
         }
         Command::FinishRollback { .. } => {
-            (PkgState::RollingBack, PkgState::Retired, Errno::WRONG_STATE)
+            (PkgState::RollingBack, PkgState::Retired, Errno::WrongState)
         }
         Command::Withdraw { .. } => (
             PkgState::Auditing,
             PkgState::Development,
-            Errno::WRONG_STATE,
+            Errno::WrongState,
         ),
         Command::Upload { .. } => unreachable!("upload has no target"),
     };
@@ -165,16 +165,16 @@ fn every_command_from_every_state_is_allowed_exactly_where_the_rules_say() {
 fn unknown_package_is_69005_for_every_command() {
     for cmd in commands(99) {
         let r = decide(&with_target(PkgState::Development), &cmd, &POLICY).expect_err("refused");
-        assert_eq!(r.errno, Errno::PACKAGE_NOT_FOUND);
+        assert_eq!(r.errno, Errno::PackageNotFound);
     }
 }
 
 #[test]
 fn submitaudit_gates_answer_69001_69002_69003() {
     for (name, cat, errno) in [
-        (false, true, Errno::NAME_NOT_AUDITED),
-        (true, false, Errno::CATEGORY_NOT_AUDITED),
-        (false, false, Errno::NAME_AND_CATEGORY_NOT_AUDITED),
+        (false, true, Errno::NameNotAudited),
+        (true, false, Errno::CategoryNotAudited),
+        (false, false, Errno::NameAndCategoryNotAudited),
     ] {
         let mut s = with_target(PkgState::Development);
         s.app.name_audited = name;
@@ -197,7 +197,7 @@ fn second_audit_in_flight_is_refused_with_69502() {
     };
     assert_eq!(
         decide(&s, &cmd, &POLICY).expect_err("in flight").errno,
-        Errno::AUDIT_IN_FLIGHT
+        Errno::AuditInFlight
     );
 }
 
@@ -216,7 +216,7 @@ fn exhausted_weekly_quota_is_69013_and_a_submission_consumes_one() {
     s.quota.used = 2;
     assert_eq!(
         decide(&s, &cmd, &POLICY).expect_err("none left").errno,
-        Errno::AUDIT_QUOTA_EXCEEDED
+        Errno::AuditQuotaExceeded
     );
 }
 
@@ -225,7 +225,7 @@ fn release_without_certification_is_50038() {
     let mut s = with_target(PkgState::AuditPassed);
     s.app.authenticity_certified = false;
     let r = decide(&s, &Command::Release { package_id: 1 }, &POLICY).expect_err("gated");
-    assert_eq!(r.errno, Errno::NOT_CERTIFIED);
+    assert_eq!(r.errno, Errno::NotCertified);
 }
 
 #[test]
@@ -243,7 +243,7 @@ fn release_while_rolling_back_is_refused_as_processing() {
     let mut s = with_target(PkgState::AuditPassed);
     s.packages.push(pkg(7, PkgState::RollingBack));
     let r = decide(&s, &Command::Release { package_id: 1 }, &POLICY).expect_err("busy");
-    assert_eq!(r.errno, Errno::PROCESSING);
+    assert_eq!(r.errno, Errno::Processing);
 }
 
 #[test]
@@ -254,7 +254,7 @@ fn rollback_needs_a_previous_version_and_cannot_repeat() {
     let cmd = Command::Rollback { package_id: 1 };
     assert_eq!(
         decide(&first, &cmd, &POLICY).expect_err("nothing").errno,
-        Errno::NOTHING_TO_ROLL_BACK
+        Errno::NothingToRollBack
     );
 
     let mut s = with_target(PkgState::Online);
@@ -269,7 +269,7 @@ fn rollback_needs_a_previous_version_and_cannot_repeat() {
         (PkgState::Online, true)
     );
     let again = decide(&s, &Command::Rollback { package_id: 2 }, &POLICY).expect_err("twice");
-    assert_eq!(again.errno, Errno::ROLLBACK_TWICE);
+    assert_eq!(again.errno, Errno::RollbackTwice);
 }
 
 #[test]
@@ -381,7 +381,7 @@ proptest! {
                 Op::Build(ok, dc) => {
                     let id = s.packages.iter().find(|p| p.state == PkgState::Building).map(|p| p.package_id).unwrap_or(0);
                     if ok { Command::BuildSucceeded { package_id: id, direct_commit: dc, ext_json: "{}".into() } }
-                    else { Command::BuildFailed { package_id: id, errno: Errno::TEMPLATE_PARSE_ERROR, msg: "x".into() } }
+                    else { Command::BuildFailed { package_id: id, errno: Errno::TemplateParseError, msg: "x".into() } }
                 }
                 Op::Submit(i) => Command::SubmitAudit { package_id: pick(i), request: AuditRequest::default() },
                 Op::Decide(i, pass) => Command::Decide { package_id: pick(i), pass, reason: "r".into() },
@@ -394,7 +394,7 @@ proptest! {
             let before = s.clone();
             match decide(&s, &cmd, &POLICY) {
                 Ok(plan) => apply(&mut s, &plan).map_err(TestCaseError::fail)?,
-                Err(r) => { prop_assert_ne!(r.errno, Errno::OK); prop_assert_eq!(&s, &before); continue; }
+                Err(r) => { prop_assert_ne!(r.errno, Errno::Success); prop_assert_eq!(&s, &before); continue; }
             }
             for slot in [Slot::Development, Slot::Audit, Slot::Online] {
                 prop_assert!(s.packages.iter().filter(|p| p.state.slot() == Some(slot)).count() <= 1, "slot {:?} holds two: {:?}", slot, s.packages);

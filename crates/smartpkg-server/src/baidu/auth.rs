@@ -14,18 +14,20 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::{Extension, Form, Json};
 use reqwest::Url;
 use serde::Deserialize;
-use serde_json::json;
 use smartpkg_store::{Approval, AuthRefusal, CodeKind, IssuedCode, Tp};
-use smartpkg_types::Errno;
+use smartpkg_types::{
+    AnnualReview, AppInfo, AppTokens, AuditInfo, AuthScope, AuthorizationCode, Category, Errno,
+    ModifyCount, OAuthError, ParentCategory, PreAuthCode, Qualification,
+};
 
-use super::{respond, Answer, Params, Reply};
+use super::{Answer, Data, Params, Reply};
 use crate::owner::{self, Guards};
 use crate::{clock, secrets, AppState};
 
 pub const PRE_AUTH_CODE_TTL_S: i64 = 1200;
 pub const AUTH_CODE_TTL_S: i64 = 3600;
 
-async fn preauth_inner(state: AppState, p: Params) -> Answer {
+pub async fn createpreauthcode(State(state): State<AppState>, p: Params) -> Answer<PreAuthCode> {
     let tp_id = p.tp_write_grant(&state).await?;
     let code = secrets::random_alnum(40);
     let now = clock::now_ms();
@@ -40,13 +42,10 @@ async fn preauth_inner(state: AppState, p: Params) -> Answer {
             now,
         )
         .await?;
-    Ok(Reply::data(
-        json!({"pre_auth_code": code, "expires_in": PRE_AUTH_CODE_TTL_S}),
-    ))
-}
-
-pub async fn createpreauthcode(State(state): State<AppState>, p: Params) -> Response {
-    respond(preauth_inner(state, p).await)
+    Ok(Data(PreAuthCode {
+        pre_auth_code: code,
+        expires_in: PRE_AUTH_CODE_TTL_S,
+    }))
 }
 
 fn esc(s: &str) -> String {
@@ -313,14 +312,21 @@ pub fn issued_code(tp_id: i64, app_id: i64, code: &str, now_ms: i64) -> IssuedCo
         app_id,
         code_hash: secrets::sha256_hex(code),
         expires_at_ms: now_ms + AUTH_CODE_TTL_S * 1000,
-        payload: json!({"authorizationCode": code, "authorizationCodeExpiresIn": AUTH_CODE_TTL_S})
-            .to_string(),
+        payload: serde_json::json!({
+            "authorizationCode": code,
+            "authorizationCodeExpiresIn": AUTH_CODE_TTL_S,
+        })
+        .to_string(),
     }
 }
 
 /// `/rest/2.0/oauth/token` answers unwrapped, with OAuth-style errors.
 fn oauth_error(error: &str, description: &str) -> Response {
-    Json(json!({"error": error, "error_description": description})).into_response()
+    Json(OAuthError {
+        error: error.into(),
+        error_description: description.into(),
+    })
+    .into_response()
 }
 
 pub async fn oauth_token(State(state): State<AppState>, p: Params) -> Response {
@@ -359,86 +365,93 @@ pub async fn oauth_token(State(state): State<AppState>, p: Params) -> Response {
         None => return oauth_error("invalid_request", "grant_type is required"),
     };
     match result {
-        Ok(Some(_)) => Json(json!({"access_token": access, "refresh_token": refresh, "expires_in": ttl})).into_response(),
+        Ok(Some(_)) => Json(AppTokens {
+            access_token: access,
+            refresh_token: refresh,
+            expires_in: ttl,
+        })
+        .into_response(),
         Ok(None) => oauth_error("invalid_grant", "the code or refresh token is invalid, expired, already used, or not this third party's"),
         Err(e) => {
             tracing::error!(error = %e, "oauth token: storage failed");
-            Reply::err(Errno::BUSY).into_response()
+            Reply::err(Errno::Busy).into_response()
         }
     }
 }
 
-async fn info_inner(state: AppState, p: Params) -> Answer {
+/// `app/info`'s data, field for field and type for type as spec §4 item 7 gives it: Baidu's Go
+/// SDK decodes into fixed types and fails the whole call on one mismatch.
+pub fn app_info_data(app: &smartpkg_store::App) -> AppInfo {
+    // Our gates map onto Baidu's review states: a name or category not yet audited shows as
+    // auditing (app status 2, category audit_status 1, the name in audit_info).
+    let audited = app.name_audited && app.category_audited;
+    let certified = app.authenticity_certified;
+    AppInfo {
+        app_id: app.app_id,
+        app_key: app.app_key.clone(),
+        app_name: app.name.clone(),
+        app_desc: String::new(),
+        photo_addr: String::new(),
+        min_swan_version: String::new(),
+        status: if audited { 1 } else { 2 },
+        web_status: 0,
+        qualification: Qualification {
+            name: String::new(),
+            kind: 2,
+            satus: if certified { 1 } else { 2 },
+            ad_type: 0,
+            ad_status: if certified { 1 } else { 3 },
+        },
+        category: vec![Category {
+            category_id: 0,
+            category_name: String::new(),
+            category_desc: String::new(),
+            audit_status: if app.category_audited { 2 } else { 1 },
+            reason: String::new(),
+            parent: ParentCategory {
+                category_id: 0,
+                category_name: String::new(),
+                category_desc: String::new(),
+            },
+        }],
+        auth_info: vec![AuthScope {
+            scope_name: "smartapp_tp_smtapp_common".into(),
+            kind: 0,
+        }],
+        audit_info: (!app.name_audited).then(|| AuditInfo {
+            audit_app_name: app.name.clone(),
+            audit_app_name_status: 1,
+            audit_app_name_reason: String::new(),
+            audit_app_desc: String::new(),
+            audit_app_desc_status: 0,
+            audit_app_desc_reason: String::new(),
+            audit_photo_addr: String::new(),
+            audit_photo_addr_status: 0,
+            audit_photo_addr_reason: String::new(),
+        }),
+        modify_count: ModifyCount::default(),
+        annual_review_info: AnnualReview {
+            annual_review_status: 1,
+            annual_review_overdue_time: 0,
+        },
+        app_offline_info: vec![],
+    }
+}
+
+pub async fn app_info(State(state): State<AppState>, p: Params) -> Answer<AppInfo> {
     let grant = p.app_grant(&state).await?;
     let app = state
         .store
         .get_app(grant.app_id)
         .await?
-        .ok_or_else(|| Reply::err(Errno::APP_NOT_FOUND))?;
-    Ok(Reply::data(app_info_data(&app)))
+        .ok_or_else(|| Reply::err(Errno::AppNotFound))?;
+    Ok(Data(app_info_data(&app)))
 }
 
-/// `app/info`'s data, field for field and type for type as spec §4 item 7 gives it: Baidu's Go
-/// SDK decodes into fixed types and fails the whole call on one mismatch.
-pub fn app_info_data(app: &smartpkg_store::App) -> serde_json::Value {
-    // Our gates map onto Baidu's review states: a name or category not yet audited shows as
-    // auditing (app status 2, category audit_status 1, the name in audit_info).
-    let audited = app.name_audited && app.category_audited;
-    let mut info = json!({
-        "app_id": app.app_id,
-        "app_key": app.app_key,
-        "app_name": app.name,
-        "app_desc": "",
-        "photo_addr": "",
-        "min_swan_version": "",
-        "status": if audited { 1 } else { 2 },
-        "web_status": 0,
-        "qualification": {
-            "name": "",
-            "type": 2,
-            "satus": if app.authenticity_certified { 1 } else { 2 },
-            "ad_type": 0,
-            "ad_status": if app.authenticity_certified { 1 } else { 3 },
-        },
-        "category": [{
-            "category_id": 0,
-            "category_name": "",
-            "category_desc": "",
-            "audit_status": if app.category_audited { 2 } else { 1 },
-            "reason": "",
-            "parent": {"category_id": 0, "category_name": "", "category_desc": ""},
-        }],
-        "auth_info": [{"scope_name": "smartapp_tp_smtapp_common", "type": 0}],
-        "modify_count": {
-            "name_modify_used": 0, "name_modify_quota": 0,
-            "image_modify_used": 0, "image_modify_quota": 0,
-            "signature_modify_used": 0, "signature_modify_quota": 0,
-            "category_modify_used": 0, "category_modify_quota": 0,
-        },
-        "annual_review_info": {"annual_review_status": 1, "annual_review_overdue_time": 0},
-        "app_offline_info": [],
-    });
-    if !app.name_audited {
-        info["audit_info"] = json!({
-            "audit_app_name": app.name,
-            "audit_app_name_status": 1,
-            "audit_app_name_reason": "",
-            "audit_app_desc": "",
-            "audit_app_desc_status": 0,
-            "audit_app_desc_reason": "",
-            "audit_photo_addr": "",
-            "audit_photo_addr_status": 0,
-            "audit_photo_addr_reason": "",
-        });
-    }
-    info
-}
-
-pub async fn app_info(State(state): State<AppState>, p: Params) -> Response {
-    respond(info_inner(state, p).await)
-}
-
-async fn retrieve_inner(state: AppState, p: Params) -> Answer {
+pub async fn retrieve_authorizationcode(
+    State(state): State<AppState>,
+    p: Params,
+) -> Answer<AuthorizationCode> {
     let tp_id = p.tp_write_grant(&state).await?;
     let app_id = p.required_i64("app_id")?;
     let authorized = state
@@ -447,7 +460,7 @@ async fn retrieve_inner(state: AppState, p: Params) -> Answer {
         .await?
         .is_some_and(|a| a.tp_id == Some(tp_id));
     if !authorized {
-        return Err(Reply::err(Errno::NO_AUTHORIZATION));
+        return Err(Reply::err(Errno::NoAuthorization));
     }
     let code = secrets::random_alnum(40);
     let now = clock::now_ms();
@@ -462,11 +475,9 @@ async fn retrieve_inner(state: AppState, p: Params) -> Answer {
             now,
         )
         .await?;
-    Ok(Reply::data(
-        json!({"authorization_code": code, "expires_in": AUTH_CODE_TTL_S}),
-    ))
+    Ok(Data(AuthorizationCode {
+        authorization_code: code,
+        expires_in: AUTH_CODE_TTL_S,
+    }))
 }
 
-pub async fn retrieve_authorizationcode(State(state): State<AppState>, p: Params) -> Response {
-    respond(retrieve_inner(state, p).await)
-}

@@ -18,10 +18,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::{Json, Router};
 use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::Value;
 use smartpkg_store::{Grant, StoreError};
-use smartpkg_types::{Envelope, Errno, GatewayError};
+use smartpkg_types::{Envelope, Errno, GatewayError, NoData};
 
 use crate::{clock, secrets, AppState};
 
@@ -65,25 +64,42 @@ pub fn routes() -> Router<AppState> {
         .route(&format!("{t}/deltemplate"), any(tp::deltemplate))
 }
 
-/// A Baidu API answer: the business envelope or the gateway's error shape, always HTTP 200
-/// as the real gateway answers, except a body over the limit (413).
+/// A successful Baidu API answer: the envelope with `data` (HTTP 200). Handlers return
+/// `Result<Data<T>, Reply>` ([`Answer`]), typed with the wire types the client decodes.
+#[derive(Debug)]
+pub struct Data<T>(pub T);
+
+impl<T: Serialize + 'static> IntoResponse for Data<T> {
+    fn into_response(self) -> Response {
+        // A call that answers nothing leaves `data` out, as the real platform does.
+        let empty = std::any::TypeId::of::<T>() == std::any::TypeId::of::<NoData>();
+        Json(Envelope {
+            errno: Errno::Success,
+            msg: "success".into(),
+            data: (!empty).then_some(self.0),
+        })
+        .into_response()
+    }
+}
+
+/// An answer that is not a success: the envelope with a non-zero errno or the gateway's error
+/// shape, both HTTP 200 as the real gateway answers, or a body over the limit (413).
 #[derive(Debug)]
 pub enum Reply {
-    /// Data already serialized: encoding straight to text skips building a `Value` tree.
-    Ok(Option<Box<RawValue>>),
     Err(Errno, String),
     Gateway(GatewayError),
     TooLarge(usize),
 }
 
-impl Reply {
-    pub fn data<T: Serialize>(data: T) -> Reply {
-        match serde_json::value::to_raw_value(&data) {
-            Ok(v) => Reply::Ok(Some(v)),
-            Err(e) => Reply::Err(Errno::BUSY, format!("cannot encode the answer: {e}")),
-        }
-    }
+/// What every Baidu handler returns; `T` is the call's data on the wire.
+pub type Answer<T = NoData> = Result<Data<T>, Reply>;
 
+/// The success of a call that answers no data.
+pub fn done() -> Answer {
+    Ok(Data(NoData))
+}
+
+impl Reply {
     pub fn err(errno: Errno) -> Reply {
         Reply::Err(errno, errno.default_msg().to_string())
     }
@@ -93,18 +109,24 @@ impl Reply {
     }
 }
 
+impl From<smartpkg_core::lifecycle::Refusal> for Reply {
+    fn from(r: smartpkg_core::lifecycle::Refusal) -> Reply {
+        Reply::Err(r.errno, r.msg)
+    }
+}
+
 impl From<StoreError> for Reply {
     fn from(e: StoreError) -> Reply {
         match e {
-            StoreError::Conflict(_) => Reply::err(Errno::PROCESSING),
+            StoreError::Conflict(_) => Reply::err(Errno::Processing),
             StoreError::Unavailable(e) => {
                 // Baidu's "busy, retry later": what its SDKs retry on.
                 tracing::warn!(error = %e, "database unavailable");
-                Reply::err(Errno::BUSY)
+                Reply::err(Errno::Busy)
             }
             other => {
                 tracing::error!(error = %other, "storage failed");
-                Reply::err(Errno::BUSY)
+                Reply::err(Errno::Busy)
             }
         }
     }
@@ -112,27 +134,20 @@ impl From<StoreError> for Reply {
 
 impl IntoResponse for Reply {
     fn into_response(self) -> Response {
+        let refused = |errno, msg| Envelope::<()> {
+            errno,
+            msg,
+            data: None,
+        };
         match self {
-            Reply::Ok(data) => Json(Envelope {
-                errno: 0,
-                msg: "success".into(),
-                data,
-            })
-            .into_response(),
-            Reply::Err(errno, msg) => Json(Envelope::<()> {
-                errno: errno.0,
-                msg,
-                data: None,
-            })
-            .into_response(),
+            Reply::Err(errno, msg) => Json(refused(errno, msg)).into_response(),
             Reply::Gateway(g) => Json(g).into_response(),
             Reply::TooLarge(limit) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                Json(Envelope::<()> {
-                    errno: Errno::PARAM_ERROR.0,
-                    msg: format!("参数错误: the request body is larger than {limit} bytes"),
-                    data: None,
-                }),
+                Json(refused(
+                    Errno::ParamError,
+                    format!("参数错误: the request body is larger than {limit} bytes"),
+                )),
             )
                 .into_response(),
         }
@@ -179,11 +194,11 @@ impl FromRequest<AppState> for Params {
                 && trimmed.first() == Some(&b'{'));
         if is_json {
             let v: Value = serde_json::from_slice(trimmed).map_err(|e| {
-                Reply::err_msg(Errno::PARAM_ERROR, format!("the JSON body is invalid: {e}"))
+                Reply::err_msg(Errno::ParamError, format!("the JSON body is invalid: {e}"))
             })?;
             let Value::Object(obj) = v else {
                 return Err(Reply::err_msg(
-                    Errno::PARAM_ERROR,
+                    Errno::ParamError,
                     "the JSON body must be an object",
                 ));
             };
@@ -206,7 +221,7 @@ impl Params {
 
     pub fn required(&self, name: &str) -> Result<&str, Reply> {
         self.get(name)
-            .ok_or_else(|| Reply::err_msg(Errno::PARAM_ERROR, format!("{name} is required")))
+            .ok_or_else(|| Reply::err_msg(Errno::ParamError, format!("{name} is required")))
     }
 
     pub fn optional_i64(&self, name: &str) -> Result<Option<i64>, Reply> {
@@ -214,7 +229,7 @@ impl Params {
             .map(|v| {
                 v.trim().parse::<i64>().map_err(|_| {
                     Reply::err_msg(
-                        Errno::PARAM_TYPE_ERROR,
+                        Errno::ParamTypeError,
                         format!("{name} must be an integer, got {v:?}"),
                     )
                 })
@@ -225,7 +240,7 @@ impl Params {
     pub fn required_i64(&self, name: &str) -> Result<i64, Reply> {
         self.required(name)?;
         self.optional_i64(name)?
-            .ok_or_else(|| Reply::err_msg(Errno::PARAM_ERROR, format!("{name} is required")))
+            .ok_or_else(|| Reply::err_msg(Errno::ParamError, format!("{name} is required")))
     }
 
     /// A text parameter of at most `max` characters.
@@ -233,14 +248,14 @@ impl Params {
         match self.0.get(name) {
             None => Ok(None),
             Some(v) if v.chars().count() > max => Err(Reply::err_msg(
-                Errno::PARAM_ERROR,
+                Errno::ParamError,
                 format!("{name} is longer than {max} characters"),
             )),
             Some(v) => {
                 // Descriptions may span lines; versions, accounts and paths may not.
                 let multiline = matches!(name, "user_desc" | "content" | "remark");
                 smartpkg_core::text::check(name, v, multiline)
-                    .map_err(|why| Reply::err_msg(Errno::PARAM_ERROR, why))?;
+                    .map_err(|why| Reply::err_msg(Errno::ParamError, why))?;
                 Ok(Some(v.clone()))
             }
         }
@@ -311,7 +326,7 @@ pub fn call_limit(
         .counter("smartpkg_rate_limited_total", &[("scope", scope)])
         .increment(1);
     Reply::err_msg(
-        Errno::CALL_LIMIT,
+        Errno::CallLimit,
         format!(
             "{whose} may make {per_minute} write calls per minute; retry in {} s",
             wait.as_secs().max(1)
@@ -326,13 +341,4 @@ pub fn check_grant(grant: Option<Grant>) -> Result<Grant, Reply> {
         return Err(Reply::Gateway(GatewayError::token_expired()));
     }
     Ok(grant)
-}
-
-/// Handlers return `Result<Reply, Reply>` so `?` works on every check.
-pub type Answer = Result<Reply, Reply>;
-
-pub fn respond(a: Answer) -> Response {
-    match a {
-        Ok(r) | Err(r) => r.into_response(),
-    }
 }

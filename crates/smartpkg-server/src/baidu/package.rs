@@ -2,14 +2,13 @@
 //! store, and shape the answer; the rules themselves live in `smartpkg_core::lifecycle`.
 
 use axum::extract::State;
-use axum::response::Response;
 use chrono::FixedOffset;
 use smartpkg_core::ext::parse_ext_json;
 use smartpkg_core::lifecycle::{AuditRequest, Command, PkgState, Slot};
 use smartpkg_store::{NewPackage, PackageRecord};
 use smartpkg_types::{upload_status, AuditQuota, Errno, PackageInfo, WireStatus};
 
-use super::{check_grant, respond, Answer, Params, Reply};
+use super::{check_grant, done, Answer, Data, Params, Reply};
 use crate::{clock, AppState};
 
 /// The `committer` the real platform shows for packages a third party submitted.
@@ -43,7 +42,7 @@ pub fn to_wire(p: &PackageRecord, offset: FixedOffset) -> Option<PackageInfo> {
             info.remark = Some(p.remark.clone());
             info.msg = Some(p.msg.clone());
             info.committer = Some(COMMITTER.into());
-            info.status = Some(status.code());
+            info.status = Some(status);
             info.package_id = Some(p.package_id);
             if p.state.slot() == Some(Slot::Online) {
                 info.rollback_version = Some(p.rollback_version.clone().unwrap_or_default());
@@ -54,13 +53,11 @@ pub fn to_wire(p: &PackageRecord, offset: FixedOffset) -> Option<PackageInfo> {
 }
 
 async fn run(state: &AppState, app_id: i64, cmd: Command) -> Answer {
-    match state.execute(app_id, cmd, None).await? {
-        Ok(_) => Ok(Reply::Ok(None)),
-        Err(refusal) => Err(Reply::Err(refusal.errno, refusal.msg)),
-    }
+    state.execute(app_id, cmd, None).await??;
+    done()
 }
 
-async fn upload_inner(state: AppState, p: Params) -> Answer {
+pub async fn upload(State(state): State<AppState>, p: Params) -> Answer {
     let grant = p.app_write_grant(&state).await?;
     let template_id = p.required_i64("template_id")?;
     let ext_json = p.required("ext_json")?.to_string();
@@ -78,13 +75,13 @@ async fn upload_inner(state: AppState, p: Params) -> Answer {
         Some(t) if t.tp_id == grant.tp_id => t,
         _ => {
             return Err(Reply::err_msg(
-                Errno::TEMPLATE_NOT_FOUND,
+                Errno::TemplateNotFound,
                 format!("template {template_id} is not in this third party's library"),
             ))
         }
     };
     if template.deleted {
-        return Err(Reply::err(Errno::TEMPLATE_OFFLINE));
+        return Err(Reply::err(Errno::TemplateOffline));
     }
     let new = NewPackage {
         app_id: grant.app_id,
@@ -100,17 +97,13 @@ async fn upload_inner(state: AppState, p: Params) -> Answer {
     match state.store.upload(new, state.decision_context()).await? {
         Ok((_, plan)) => {
             state.jobs_ready.notify(crate::workers::lanes_of(&plan));
-            Ok(Reply::Ok(None))
+            done()
         }
-        Err(refusal) => Err(Reply::Err(refusal.errno, refusal.msg)),
+        Err(refusal) => Err(refusal.into()),
     }
 }
 
-pub async fn upload(State(state): State<AppState>, p: Params) -> Response {
-    respond(upload_inner(state, p).await)
-}
-
-async fn submitaudit_inner(state: AppState, p: Params) -> Answer {
+pub async fn submitaudit(State(state): State<AppState>, p: Params) -> Answer {
     let grant = p.app_write_grant(&state).await?;
     let package_id = p.required_i64("package_id")?;
     p.required("content")?;
@@ -127,26 +120,22 @@ async fn submitaudit_inner(state: AppState, p: Params) -> Answer {
     run(&state, grant.app_id, cmd).await
 }
 
-pub async fn submitaudit(State(state): State<AppState>, p: Params) -> Response {
-    respond(submitaudit_inner(state, p).await)
-}
-
 async fn by_package_id(state: AppState, p: Params, cmd: fn(i64) -> Command) -> Answer {
     let grant = p.app_write_grant(&state).await?;
     let package_id = p.required_i64("package_id")?;
     run(&state, grant.app_id, cmd(package_id)).await
 }
 
-pub async fn release(State(state): State<AppState>, p: Params) -> Response {
-    respond(by_package_id(state, p, |package_id| Command::Release { package_id }).await)
+pub async fn release(State(state): State<AppState>, p: Params) -> Answer {
+    by_package_id(state, p, |package_id| Command::Release { package_id }).await
 }
 
-pub async fn rollback(State(state): State<AppState>, p: Params) -> Response {
-    respond(by_package_id(state, p, |package_id| Command::Rollback { package_id }).await)
+pub async fn rollback(State(state): State<AppState>, p: Params) -> Answer {
+    by_package_id(state, p, |package_id| Command::Rollback { package_id }).await
 }
 
-pub async fn withdraw(State(state): State<AppState>, p: Params) -> Response {
-    respond(by_package_id(state, p, |package_id| Command::Withdraw { package_id }).await)
+pub async fn withdraw(State(state): State<AppState>, p: Params) -> Answer {
+    by_package_id(state, p, |package_id| Command::Withdraw { package_id }).await
 }
 
 /// Online first, then the audit version, then the development version.
@@ -158,7 +147,7 @@ fn slot_order(p: &PackageRecord) -> u8 {
     }
 }
 
-async fn get_inner(state: AppState, p: Params) -> Answer {
+pub async fn get(State(state): State<AppState>, p: Params) -> Answer<Vec<PackageInfo>> {
     let found = state
         .store
         .visible_packages_by_token(p.token_hash()?)
@@ -171,24 +160,20 @@ async fn get_inner(state: AppState, p: Params) -> Answer {
     packages.sort_by_key(slot_order);
     let offset = state.settings.utc_offset;
     let list: Vec<PackageInfo> = packages.iter().filter_map(|r| to_wire(r, offset)).collect();
-    Ok(Reply::data(list))
-}
-
-pub async fn get(State(state): State<AppState>, p: Params) -> Response {
-    respond(get_inner(state, p).await)
+    Ok(Data(list))
 }
 
 fn not_found() -> Reply {
-    Reply::err(Errno::PACKAGE_NOT_FOUND)
+    Reply::err(Errno::PackageNotFound)
 }
 
-async fn getdetail_inner(state: AppState, p: Params) -> Answer {
+pub async fn getdetail(State(state): State<AppState>, p: Params) -> Answer<PackageInfo> {
     let grant = p.app_grant(&state).await?;
     let wanted = match p.optional_i64("type")? {
         None => None,
         Some(code) => Some(WireStatus::from_code(code).ok_or_else(|| {
             Reply::err_msg(
-                Errno::PARAM_ERROR,
+                Errno::ParamError,
                 format!("type must be one of 1, 3, 4, 5, 6, 8; got {code}"),
             )
         })?),
@@ -214,14 +199,10 @@ async fn getdetail_inner(state: AppState, p: Params) -> Answer {
         .as_ref()
         .and_then(|r| to_wire(r, offset))
         .ok_or_else(not_found)?;
-    Ok(Reply::data(info))
+    Ok(Data(info))
 }
 
-pub async fn getdetail(State(state): State<AppState>, p: Params) -> Response {
-    respond(getdetail_inner(state, p).await)
-}
-
-async fn gettrial_inner(state: AppState, p: Params) -> Answer {
+pub async fn gettrial(State(state): State<AppState>, p: Params) -> Answer<PackageInfo> {
     let grant = p.app_grant(&state).await?;
     let visible = state.store.visible_packages(grant.app_id).await?;
     let offset = state.settings.utc_offset;
@@ -229,27 +210,20 @@ async fn gettrial_inner(state: AppState, p: Params) -> Answer {
         .iter()
         .find(|r| r.state.slot() == Some(Slot::Development))
         .and_then(|r| to_wire(r, offset))
-        .map(Reply::data)
+        .map(Data)
         .ok_or_else(not_found)
 }
 
-pub async fn gettrial(State(state): State<AppState>, p: Params) -> Response {
-    respond(gettrial_inner(state, p).await)
-}
-
-async fn auditquota_inner(state: AppState, p: Params) -> Answer {
+pub async fn auditquota(State(state): State<AppState>, p: Params) -> Answer<AuditQuota> {
     let grant = p.app_grant(&state).await?;
     let q = state
         .store
         .audit_quota(grant.tp_id, state.decision_context())
         .await?;
-    Ok(Reply::data(AuditQuota {
+    Ok(Data(AuditQuota {
         quota_type: 2,
         quota_times: q.limit.unwrap_or(-1),
         remain_times: q.remaining().unwrap_or(-1),
     }))
 }
 
-pub async fn auditquota(State(state): State<AppState>, p: Params) -> Response {
-    respond(auditquota_inner(state, p).await)
-}

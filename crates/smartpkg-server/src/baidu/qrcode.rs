@@ -53,7 +53,7 @@ async fn qrcode_inner(state: &AppState, p: &Params) -> Result<(String, u32), Rep
     let width = p.optional_i64("width")?.unwrap_or(MIN_WIDTH);
     if !(MIN_WIDTH..=MAX_WIDTH).contains(&width) {
         return Err(Reply::err_msg(
-            Errno::QRCODE_WIDTH,
+            Errno::QrcodeWidth,
             "width must be between 200 and 1280",
         ));
     }
@@ -65,7 +65,7 @@ async fn qrcode_inner(state: &AppState, p: &Params) -> Result<(String, u32), Rep
             .find(|r| r.package_id == id && r.state.slot().is_some())
             .ok_or_else(|| {
                 Reply::err_msg(
-                    Errno::QRCODE_PACKAGE,
+                    Errno::QrcodePackage,
                     "package_id is not this mini program's audit, development or online version",
                 )
             })?,
@@ -74,7 +74,7 @@ async fn qrcode_inner(state: &AppState, p: &Params) -> Result<(String, u32), Rep
             .find(|r| r.state.slot() == Some(Slot::Online))
             .ok_or_else(|| {
                 Reply::err_msg(
-                    Errno::QRCODE_NO_ONLINE,
+                    Errno::QrcodeNoOnline,
                     "the mini program has no online version; give a package_id",
                 )
             })?,
@@ -83,11 +83,11 @@ async fn qrcode_inner(state: &AppState, p: &Params) -> Result<(String, u32), Rep
         .store
         .get_app(grant.app_id)
         .await?
-        .ok_or_else(|| Reply::err(Errno::APP_NOT_FOUND))?;
+        .ok_or_else(|| Reply::err(Errno::AppNotFound))?;
     // Our link: the public base, the app's key, the page, and the exact version.
     let base = state.public_url.trim_end_matches('/').to_string();
     let mut link = url::Url::parse(&format!("{base}/smartapp/{}/", app.app_key))
-        .map_err(|e| Reply::err_msg(Errno::BUSY, format!("public_url is not a URL: {e}")))?;
+        .map_err(|e| Reply::err_msg(Errno::Busy, format!("public_url is not a URL: {e}")))?;
     if let Ok(joined) = link.join(path.trim_start_matches('/')) {
         link = joined;
     }
@@ -104,7 +104,7 @@ pub async fn qrcode(State(state): State<AppState>, p: Params) -> Response {
     };
     match tokio::task::spawn_blocking(move || png(&link, width)).await {
         Ok(Ok(bytes)) => ([(header::CONTENT_TYPE, "image/png")], bytes).into_response(),
-        Ok(Err(e)) => Reply::err_msg(Errno::QRCODE_FAILED, e).into_response(),
-        Err(e) => Reply::err_msg(Errno::QRCODE_FAILED, e).into_response(),
+        Ok(Err(e)) => Reply::err_msg(Errno::QrcodeFailed, e).into_response(),
+        Err(e) => Reply::err_msg(Errno::QrcodeFailed, e).into_response(),
     }
 }

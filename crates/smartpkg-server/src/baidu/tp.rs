@@ -2,12 +2,13 @@
 //! library (drafts → templates → delete).
 
 use axum::extract::State;
-use axum::response::Response;
-use serde_json::json;
 use smartpkg_store::{Draft, LibraryRefusal, Template};
-use smartpkg_types::{Errno, GatewayError};
+use smartpkg_types::{
+    AddedTemplate, DeletedTemplate, Draft as DraftView, DraftList, Errno, GatewayError, TemplateInfo,
+    TemplateList, TpToken,
+};
 
-use super::{respond, Answer, Params, Reply};
+use super::{Answer, Data, Params, Reply};
 use crate::{clock, secrets, AppState};
 
 /// Baidu allows 50 templates per third party (errno 2003 past that).
@@ -41,7 +42,7 @@ impl Params {
         let size = self.optional_i64("page_size")?.unwrap_or(10);
         if page < 1 || !(1..=MAX_PAGE_SIZE).contains(&size) {
             return Err(Reply::err_msg(
-                Errno::PARAM_ERROR,
+                Errno::ParamError,
                 format!("page starts at 1 and page_size is 1 to {MAX_PAGE_SIZE}"),
             ));
         }
@@ -49,21 +50,21 @@ impl Params {
     }
 }
 
-async fn token_inner(state: AppState, p: Params) -> Answer {
+pub async fn token(State(state): State<AppState>, p: Params) -> Answer<TpToken> {
     let client_id = p.required("client_id")?.trim().to_string();
     let ticket = p.required("ticket")?.trim().to_string();
     let tp = state
         .store
         .get_tp_by_client_id(client_id)
         .await?
-        .ok_or_else(|| Reply::err(Errno::CLIENT_ID_UNKNOWN))?;
+        .ok_or_else(|| Reply::err(Errno::ClientIdUnknown))?;
     let now = clock::now_ms();
     if !state
         .store
         .ticket_valid(tp.tp_id, secrets::sha256_hex(&ticket), now)
         .await?
     {
-        return Err(Reply::err(Errno::TICKET_INVALID));
+        return Err(Reply::err(Errno::TicketInvalid));
     }
     let token = secrets::access_token("42");
     let ttl = state.settings.tp_token_ttl_s;
@@ -72,82 +73,78 @@ async fn token_inner(state: AppState, p: Params) -> Answer {
         .store
         .create_tp_token(tp.tp_id, secrets::sha256_hex(&token), expires, now)
         .await?;
-    Ok(Reply::data(json!({
-        "access_token": token,
-        "expires_in": ttl,
-        "scope": "smartapp_tp_smtapp_common public",
-    })))
+    Ok(Data(TpToken {
+        access_token: token,
+        expires_in: ttl as i64,
+        scope: "smartapp_tp_smtapp_common public".into(),
+    }))
 }
 
-pub async fn token(State(state): State<AppState>, p: Params) -> Response {
-    respond(token_inner(state, p).await)
+fn draft_view(d: &Draft) -> DraftView {
+    DraftView {
+        draft_id: d.draft_id,
+        user_version: d.user_version.clone(),
+        user_desc: d.user_desc.clone(),
+        create_time: d.create_time,
+        web_status: false,
+    }
 }
 
-fn draft_view(d: &Draft) -> serde_json::Value {
-    json!({"draft_id": d.draft_id, "user_version": d.user_version, "user_desc": d.user_desc,
-        "create_time": d.create_time, "web_status": false})
+fn template_view(t: &Template) -> TemplateInfo {
+    TemplateInfo {
+        template_id: t.template_id,
+        user_version: t.user_version.clone(),
+        user_desc: t.user_desc.clone(),
+        create_time: t.create_time,
+        web_status: false,
+    }
 }
 
-fn template_view(t: &Template) -> serde_json::Value {
-    json!({"template_id": t.template_id, "user_version": t.user_version, "user_desc": t.user_desc,
-        "create_time": t.create_time, "web_status": false})
-}
-
-async fn drafts_inner(state: AppState, p: Params) -> Answer {
+pub async fn gettemplatedraftlist(State(state): State<AppState>, p: Params) -> Answer<DraftList> {
     let tp_id = p.tp_grant(&state).await?;
     let (offset, limit) = p.paging()?;
     let (count, drafts) = state.store.list_drafts(tp_id, offset, limit).await?;
-    let list: Vec<_> = drafts.iter().map(draft_view).collect();
-    Ok(Reply::data(json!({"count": count, "list": list})))
+    let list = drafts.iter().map(draft_view).collect();
+    Ok(Data(DraftList { count, list }))
 }
 
-pub async fn gettemplatedraftlist(State(state): State<AppState>, p: Params) -> Response {
-    respond(drafts_inner(state, p).await)
-}
-
-async fn add_inner(state: AppState, p: Params) -> Answer {
+pub async fn addtotemplate(State(state): State<AppState>, p: Params) -> Answer<AddedTemplate> {
     let tp_id = p.tp_write_grant(&state).await?;
     let draft_id = p.required_i64("draft_id")?;
     let desc = p.required("user_desc")?.to_string();
     if desc.chars().count() > MAX_TEMPLATE_DESC_CHARS {
         return Err(Reply::err_msg(
-            Errno::TEMPLATE_DESC_INVALID,
+            Errno::TemplateDescInvalid,
             format!("user_desc is at most {MAX_TEMPLATE_DESC_CHARS} characters"),
         ));
     }
     smartpkg_core::text::check("user_desc", &desc, true)
-        .map_err(|why| Reply::err_msg(Errno::TEMPLATE_DESC_INVALID, why))?;
+        .map_err(|why| Reply::err_msg(Errno::TemplateDescInvalid, why))?;
     match state
         .store
         .add_template(tp_id, draft_id, desc, MAX_TEMPLATES, clock::now_ms())
         .await?
     {
-        Ok(t) => Ok(Reply::data(json!({"template_id": t.template_id}))),
-        Err(LibraryRefusal::TemplateLimit) => Err(Reply::err(Errno::TEMPLATE_LIMIT)),
+        Ok(t) => Ok(Data(AddedTemplate {
+            template_id: t.template_id,
+        })),
+        Err(LibraryRefusal::TemplateLimit) => Err(Reply::err(Errno::TemplateLimit)),
         Err(_) => Err(Reply::err_msg(
-            Errno::PARAM_ERROR,
+            Errno::ParamError,
             format!("draft {draft_id} is not in this third party's drafts"),
         )),
     }
 }
 
-pub async fn addtotemplate(State(state): State<AppState>, p: Params) -> Response {
-    respond(add_inner(state, p).await)
-}
-
-async fn templates_inner(state: AppState, p: Params) -> Answer {
+pub async fn gettemplatelist(State(state): State<AppState>, p: Params) -> Answer<TemplateList> {
     let tp_id = p.tp_grant(&state).await?;
     let (offset, limit) = p.paging()?;
     let (count, templates) = state.store.list_templates(tp_id, offset, limit).await?;
-    let list: Vec<_> = templates.iter().map(template_view).collect();
-    Ok(Reply::data(json!({"count": count, "list": list})))
+    let list = templates.iter().map(template_view).collect();
+    Ok(Data(TemplateList { count, list }))
 }
 
-pub async fn gettemplatelist(State(state): State<AppState>, p: Params) -> Response {
-    respond(templates_inner(state, p).await)
-}
-
-async fn delete_inner(state: AppState, p: Params) -> Answer {
+pub async fn deltemplate(State(state): State<AppState>, p: Params) -> Answer<DeletedTemplate> {
     let tp_id = p.tp_write_grant(&state).await?;
     let template_id = p.required_i64("template_id")?;
     match state
@@ -155,14 +152,11 @@ async fn delete_inner(state: AppState, p: Params) -> Answer {
         .delete_template(tp_id, template_id, clock::now_ms())
         .await?
     {
-        Ok(()) => Ok(Reply::data(json!({"result": 1}))),
+        Ok(()) => Ok(Data(DeletedTemplate { result: 1 })),
         Err(_) => Err(Reply::err_msg(
-            Errno::TEMPLATE_NOT_FOUND,
+            Errno::TemplateNotFound,
             format!("template {template_id} is not in this third party's library"),
         )),
     }
 }
 
-pub async fn deltemplate(State(state): State<AppState>, p: Params) -> Response {
-    respond(delete_inner(state, p).await)
-}

@@ -12,7 +12,8 @@ use chrono::FixedOffset;
 use rand::Rng;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::Url;
-use smartpkg_core::push::{seal, AuditEvent, Sealing};
+use smartpkg_core::push::{seal, Sealing};
+use smartpkg_types::push::{AuditResultPush, AuthorizationPush};
 use smartpkg_store::{AttemptRecord, Channel, Delivery, Tp};
 
 use crate::clock;
@@ -131,24 +132,29 @@ pub fn render(d: &Delivery, offset: FixedOffset) -> Result<String, serde_json::E
         return Ok(e.payload.clone().unwrap_or_default());
     }
     if e.channel == Channel::Auth {
-        // AUTHORIZED / UPDATE_AUTHORIZED / UNAUTHORIZED: the common fields, then the extras.
-        let mut v = serde_json::json!({
-            "appId": e.app_id,
-            "tpAppId": e.tp_id,
-            "eventTime": clock::event_time(e.created_at_ms, offset),
-            "event": e.event,
-        });
-        let extra: serde_json::Value = match &e.payload {
-            Some(p) => serde_json::from_str(p)?,
-            None => serde_json::Value::Null,
-        };
-        if let (Some(obj), serde_json::Value::Object(more)) = (v.as_object_mut(), extra) {
-            obj.extend(more);
+        // AUTHORIZED / UPDATE_AUTHORIZED / UNAUTHORIZED: the common fields, then the code that
+        // the stored payload carries for the first two.
+        #[derive(serde::Deserialize, Default)]
+        #[serde(rename_all = "camelCase")]
+        struct Code {
+            authorization_code: Option<String>,
+            authorization_code_expires_in: Option<i64>,
         }
-        return serde_json::to_string(&v);
+        let code: Code = match &e.payload {
+            Some(p) => serde_json::from_str(p)?,
+            None => Code::default(),
+        };
+        return serde_json::to_string(&AuthorizationPush {
+            app_id: e.app_id,
+            tp_app_id: e.tp_id,
+            event_time: clock::event_time(e.created_at_ms, offset),
+            event: e.event.clone(),
+            authorization_code: code.authorization_code,
+            authorization_code_expires_in: code.authorization_code_expires_in,
+        });
     }
     let event_time = clock::event_time(e.created_at_ms, offset);
-    serde_json::to_string(&AuditEvent {
+    serde_json::to_string(&AuditResultPush {
         app_id: e.app_id,
         tp_app_id: e.tp_id,
         event_time,

@@ -153,7 +153,7 @@ pub(super) fn apply_plan(
             c.to.as_str(),
             ctx.now_ms,
             p.msg,
-            p.upload_error.as_ref().map(|(e, _)| e.0),
+            p.upload_error.as_ref().map(|(e, _)| e.code()),
             p.upload_error.as_ref().map(|(_, m)| m),
             p.built_ext_json,
             audit.map(|a| &a.content),
