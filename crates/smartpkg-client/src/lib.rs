@@ -80,10 +80,9 @@ use serde::Serialize;
 pub use smartpkg_types as types;
 use smartpkg_types::{
     AddToTemplateRequest, AddedTemplate, AppInfo, AppTokens, AuditQuota, AuthorizationCode,
-    BaiduResponse, DelTemplateRequest, DeletedTemplate, DraftList, Errno, GetDetailRequest,
-    NoData, OAuthError, OAuthGrant, PackageIdRequest, PackageInfo, PageRequest, PreAuthCode,
-    QrCodeRequest, RetrieveCodeRequest, SubmitAuditRequest, TemplateList, TpToken,
-    TpTokenRequest, UploadRequest,
+    BaiduResponse, DelTemplateRequest, DeletedTemplate, DraftList, Errno, GetDetailRequest, NoData,
+    OAuthError, OAuthGrant, PackageIdRequest, PackageInfo, PageRequest, PreAuthCode, QrCodeRequest,
+    RetrieveCodeRequest, SubmitAuditRequest, TemplateList, TpToken, TpTokenRequest, UploadRequest,
 };
 pub use smartpkg_types::{Errno as ErrnoCode, WireStatus};
 
@@ -140,7 +139,13 @@ impl ClientError {
 
     /// Whether the gateway said the token is invalid (110) or expired (111).
     pub fn is_token_error(&self) -> bool {
-        matches!(self, ClientError::Gateway { code: 110 | 111, .. })
+        matches!(
+            self,
+            ClientError::Gateway {
+                code: 110 | 111,
+                ..
+            }
+        )
     }
 
     /// Whether the same call may succeed later unchanged: "try again later" errnos, a 5xx
@@ -511,9 +516,10 @@ impl Client {
         let mut wait = Duration::from_millis(50);
         loop {
             let rows = self.get(app_token).await?;
-            let row = rows
-                .into_iter()
-                .find(|r| r.version.as_deref() == Some(version) && r.status.is_none_or(|s| s == WireStatus::Development));
+            let row = rows.into_iter().find(|r| {
+                r.version.as_deref() == Some(version)
+                    && r.status.is_none_or(|s| s == WireStatus::Development)
+            });
             if let Some(row) = row {
                 if row.package_id.is_some() {
                     return Ok(row);
@@ -635,9 +641,13 @@ impl Client {
     async fn oauth(&self, tp_token: &str, grant: &OAuthGrant) -> Result<AppTokens, ClientError> {
         let path = "/rest/2.0/oauth/token";
         // Not retried on a timeout: a grant is spent by the first try that arrives.
-        self.send(Method::GET, path, Some(tp_token), Params::Query(grant), |body| {
-            decode_oauth(path, body)
-        })
+        self.send(
+            Method::GET,
+            path,
+            Some(tp_token),
+            Params::Query(grant),
+            |body| decode_oauth(path, body),
+        )
         .await
     }
 
@@ -739,8 +749,14 @@ mod tests {
 
     #[test]
     fn a_base_url_must_be_http_with_a_host() {
-        assert!(matches!(Client::new("ftp://x"), Err(ClientError::BaseUrl(_))));
-        assert!(matches!(Client::new("not a url"), Err(ClientError::BaseUrl(_))));
+        assert!(matches!(
+            Client::new("ftp://x"),
+            Err(ClientError::BaseUrl(_))
+        ));
+        assert!(matches!(
+            Client::new("not a url"),
+            Err(ClientError::BaseUrl(_))
+        ));
         assert!(Client::new("http://127.0.0.1:1/").is_ok());
     }
 
@@ -752,9 +768,15 @@ mod tests {
         )
         .expect("pair");
         assert_eq!(ok.refresh_token, "r");
-        let err = decode_oauth("/t", br#"{"error":"invalid_grant","error_description":"used"}"#);
+        let err = decode_oauth(
+            "/t",
+            br#"{"error":"invalid_grant","error_description":"used"}"#,
+        );
         assert!(matches!(err, Err(ClientError::OAuth { error, .. }) if error == "invalid_grant"));
-        let gw = decode_oauth("/t", br#"{"error_code":110,"error_msg":"Access token invalid"}"#);
+        let gw = decode_oauth(
+            "/t",
+            br#"{"error_code":110,"error_msg":"Access token invalid"}"#,
+        );
         assert!(matches!(gw, Err(ref e) if e.is_token_error()));
     }
 

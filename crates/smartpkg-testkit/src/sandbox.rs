@@ -4,6 +4,7 @@
 //! the tool's tests; everything is set up over HTTP, as a user would.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -16,6 +17,8 @@ pub const ADMIN_TOKEN: &str = "sandbox-admin-token-0123456789";
 pub const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 pub const MSG_TOKEN: &str = "sandbox-msg-token";
 
+/// Clones share one server; it stops when [`Sandbox::stop`] is called or every clone is gone.
+#[derive(Clone)]
 pub struct Sandbox {
     pub base_url: String,
     pub admin_token: String,
@@ -26,10 +29,10 @@ pub struct Sandbox {
     pub app_token: String,
     pub refresh_token: String,
     pub template_id: i64,
-    pub dir: tempfile::TempDir,
+    pub dir: Arc<tempfile::TempDir>,
     http: reqwest::Client,
-    running: Option<Running>,
-    _tickets: Receiver,
+    running: Arc<Mutex<Option<Running>>>,
+    _tickets: Arc<Receiver>,
 }
 
 /// Runs an async example on a fresh sandbox (for doc tests).
@@ -45,7 +48,9 @@ where
         .expect("runtime");
     rt.block_on(async move {
         let sandbox = Sandbox::start().await;
-        f(sandbox).await.expect("the example runs");
+        // The example may keep only some fields; this clone keeps the server up meanwhile.
+        f(sandbox.clone()).await.expect("the example runs");
+        sandbox.stop().await;
     });
 }
 
@@ -73,7 +78,9 @@ impl Sandbox {
     }
 
     async fn on(settings: Settings, dir: tempfile::TempDir) -> Sandbox {
-        let running = smartpkg_server::start(settings).await.expect("server starts");
+        let running = smartpkg_server::start(settings)
+            .await
+            .expect("server starts");
         let base_url = format!("http://{}", running.addr);
         let http = reqwest::Client::new();
         let admin = |m: reqwest::Method, path: &str, body: Value| {
@@ -135,10 +142,10 @@ impl Sandbox {
             app_token: String::new(),
             refresh_token: String::new(),
             template_id: 0,
-            dir,
+            dir: Arc::new(dir),
             http,
-            running: Some(running),
-            _tickets: tickets,
+            running: Arc::new(Mutex::new(Some(running))),
+            _tickets: Arc::new(tickets),
         };
         let (app_id, access, refresh) = sandbox.new_app("sandbox shop").await;
         sandbox.app_id = app_id;
@@ -151,7 +158,12 @@ impl Sandbox {
     }
 
     /// An admin API call; the status and the JSON answer.
-    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self
             .http
             .request(method, format!("{}/admin/v1{path}", self.base_url))
@@ -162,7 +174,10 @@ impl Sandbox {
         let resp = req.send().await.expect("admin request");
         let status = resp.status().as_u16();
         let text = resp.text().await.expect("admin body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// A new mini program (every gate passed) authorized to the sandbox's third party: its
@@ -210,14 +225,17 @@ impl Sandbox {
             .admin(
                 reqwest::Method::PATCH,
                 &format!("/tps/{}", self.tp_id),
-                Some(json!({"event_url": url, "msg_token": MSG_TOKEN, "encoding_aes_key": AES_KEY})),
+                Some(
+                    json!({"event_url": url, "msg_token": MSG_TOKEN, "encoding_aes_key": AES_KEY}),
+                ),
             )
             .await;
         assert_eq!(st, 200, "{body}");
     }
 
-    pub async fn stop(mut self) {
-        if let Some(r) = self.running.take() {
+    pub async fn stop(self) {
+        let running = self.running.lock().ok().and_then(|mut r| r.take());
+        if let Some(r) = running {
             r.stop().await;
         }
     }

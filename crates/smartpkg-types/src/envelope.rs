@@ -143,7 +143,8 @@ pub struct NoData;
 
 impl Serialize for NoData {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_map(Some(0)).and_then(serde::ser::SerializeMap::end)
+        s.serialize_map(Some(0))
+            .and_then(serde::ser::SerializeMap::end)
     }
 }
 
@@ -172,9 +173,10 @@ mod tests {
 
     #[test]
     fn a_gateway_error_is_told_from_an_envelope_by_its_shape() {
-        let g: BaiduResponse<NoData> =
-            serde_json::from_str(r#"{"error_code":110,"error_msg":"Access token invalid or no longer valid"}"#)
-                .expect("decodes");
+        let g: BaiduResponse<NoData> = serde_json::from_str(
+            r#"{"error_code":110,"error_msg":"Access token invalid or no longer valid"}"#,
+        )
+        .expect("decodes");
         assert_eq!(g, BaiduResponse::Gateway(GatewayError::token_invalid()));
         let r: BaiduResponse<NoData> =
             serde_json::from_str(r#"{"errno":69005,"msg":"包不存在"}"#).expect("decodes");
@@ -205,6 +207,9 @@ mod tests {
         let r = serde_json::from_str::<BaiduResponse<crate::AuditQuota>>(
             r#"{"errno":0,"msg":"success","data":{"quota_type":"2","quota_times":10,"remain_times":9}}"#,
         );
-        assert!(r.is_err(), "a string where a number belongs must not decode");
+        assert!(
+            r.is_err(),
+            "a string where a number belongs must not decode"
+        );
     }
 }

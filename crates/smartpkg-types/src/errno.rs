@@ -160,6 +160,9 @@ mod tests {
             serde_json::from_str::<Errno>("69013").expect("decodes"),
             Errno::AuditQuotaExceeded
         );
-        assert_eq!(serde_json::to_string(&Errno::WrongState).expect("encodes"), "69501");
+        assert_eq!(
+            serde_json::to_string(&Errno::WrongState).expect("encodes"),
+            "69501"
+        );
     }
 }

@@ -98,7 +98,6 @@ pub struct AuditQuota {
     pub remain_times: i64,
 }
 
-
 /// `upload`'s parameters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadRequest {

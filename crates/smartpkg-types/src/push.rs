@@ -125,8 +125,12 @@ mod tests {
     fn tickets_and_authorizations_are_told_apart() {
         let t = r#"{"Ticket":"t","FromUserName":"SmartAPP","CreateTime":1,"MsgType":"ticket","Event":"push"}"#;
         assert!(matches!(PushEvent::parse(t), Ok(PushEvent::Ticket(_))));
-        let a = r#"{"appId":1,"tpAppId":2,"eventTime":"2019-01-14 12:45:10","event":"UNAUTHORIZED"}"#;
-        assert!(matches!(PushEvent::parse(a), Ok(PushEvent::Authorization(_))));
+        let a =
+            r#"{"appId":1,"tpAppId":2,"eventTime":"2019-01-14 12:45:10","event":"UNAUTHORIZED"}"#;
+        assert!(matches!(
+            PushEvent::parse(a),
+            Ok(PushEvent::Authorization(_))
+        ));
         let o = r#"{"event":"BATCH_TASK_UPLOAD_PACKAGE_SUCCESS"}"#;
         assert!(matches!(PushEvent::parse(o), Ok(PushEvent::Other(_))));
     }

@@ -80,25 +80,17 @@ fn commands(id: i64) -> Vec<Command> {
 /// The one state each package command accepts, and the errno it answers from any other.
 fn expected(cmd: &Command, state: PkgState) -> Result<PkgState, Errno> {
     let (from, to, wrong) = match cmd {
-        Command::BuildSucceeded { .. } => (
-            PkgState::Building,
-            PkgState::Development,
-            Errno::WrongState,
-        ),
-        Command::BuildFailed { .. } => (
-            PkgState::Building,
-            PkgState::BuildFailed,
-            Errno::WrongState,
-        ),
+        Command::BuildSucceeded { .. } => {
+            (PkgState::Building, PkgState::Development, Errno::WrongState)
+        }
+        Command::BuildFailed { .. } => {
+            (PkgState::Building, PkgState::BuildFailed, Errno::WrongState)
+        }
         Command::SubmitAudit { .. } => {
             if state == PkgState::Building {
                 return Err(Errno::Processing);
             }
-            (
-                PkgState::Development,
-                PkgState::Auditing,
-                Errno::WrongState,
-            )
+            (PkgState::Development, PkgState::Auditing, Errno::WrongState)
         }
         Command::Decide { pass, .. } => (
             PkgState::Auditing,
@@ -123,11 +115,7 @@ fn expected(cmd: &Command, state: PkgState) -> Result<PkgState, Errno> {
         Command::FinishRollback { .. } => {
             (PkgState::RollingBack, PkgState::Retired, Errno::WrongState)
         }
-        Command::Withdraw { .. } => (
-            PkgState::Auditing,
-            PkgState::Development,
-            Errno::WrongState,
-        ),
+        Command::Withdraw { .. } => (PkgState::Auditing, PkgState::Development, Errno::WrongState),
         Command::Upload { .. } => unreachable!("upload has no target"),
     };
     if state == from {

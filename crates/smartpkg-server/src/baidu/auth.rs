@@ -480,4 +480,3 @@ pub async fn retrieve_authorizationcode(
         expires_in: AUTH_CODE_TTL_S,
     }))
 }
-

@@ -226,4 +226,3 @@ pub async fn auditquota(State(state): State<AppState>, p: Params) -> Answer<Audi
         remain_times: q.remaining().unwrap_or(-1),
     }))
 }
-

@@ -4,8 +4,8 @@
 use axum::extract::State;
 use smartpkg_store::{Draft, LibraryRefusal, Template};
 use smartpkg_types::{
-    AddedTemplate, DeletedTemplate, Draft as DraftView, DraftList, Errno, GatewayError, TemplateInfo,
-    TemplateList, TpToken,
+    AddedTemplate, DeletedTemplate, Draft as DraftView, DraftList, Errno, GatewayError,
+    TemplateInfo, TemplateList, TpToken,
 };
 
 use super::{Answer, Data, Params, Reply};
@@ -159,4 +159,3 @@ pub async fn deltemplate(State(state): State<AppState>, p: Params) -> Answer<Del
         )),
     }
 }
-

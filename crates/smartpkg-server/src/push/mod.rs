@@ -13,8 +13,8 @@ use rand::Rng;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::Url;
 use smartpkg_core::push::{seal, Sealing};
-use smartpkg_types::push::{AuditResultPush, AuthorizationPush};
 use smartpkg_store::{AttemptRecord, Channel, Delivery, Tp};
+use smartpkg_types::push::{AuditResultPush, AuthorizationPush};
 
 use crate::clock;
 
