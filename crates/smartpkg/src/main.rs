@@ -1,5 +1,9 @@
-//! `smartpkg`: the platform server (`serve`). The third party's toolkit commands join it in
-//! later releases.
+//! `smartpkg`: the platform server (`serve`) and the third party's toolkit — the package,
+//! template and authorization calls, a push receiver, and fleet rollouts. The toolkit works
+//! against the real Baidu host (the default) or a smartpkg server alike.
+
+mod rollout;
+mod tool;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,17 +21,55 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "smartpkg",
     version,
-    about = "A Baidu-compatible mini-program package platform"
+    about = "A Baidu-compatible mini-program package platform, and a third party's toolkit for it",
+    after_help = "Credentials come from flags, SPKG_* environment variables, or a profile of
+~/.config/smartpkg/profiles.toml ([profiles.NAME] with base_url, access_token, tp_token,
+admin_token, tp_id); --profile NAME picks one, [profiles.default] is used otherwise.
+
+Examples:
+  smartpkg serve --demo
+  smartpkg pkg list --base-url http://127.0.0.1:8420 --access-token 45.…
+  smartpkg rollout plan.toml --dry-run"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
+    #[command(flatten)]
+    globals: tool::Globals,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the platform server.
+    #[command(after_help = "Examples:
+  smartpkg serve --demo
+  smartpkg serve --listen 0.0.0.0:8420 --database-url postgres://smartpkg@db/smartpkg")]
     Serve(ServeArgs),
+    /// A mini program's packages: upload, list, detail, submit, release, rollback, withdraw…
+    #[command(subcommand)]
+    Pkg(tool::pkg::PkgCmd),
+    /// The third party's template library, and pushing a source folder as a draft.
+    #[command(subcommand)]
+    Template(tool::template::TemplateCmd),
+    /// Tokens: the third party's, and a mini program's pair.
+    #[command(subcommand)]
+    Auth(tool::auth::AuthCmd),
+    /// Receive the platform's pushes.
+    #[command(subcommand)]
+    Events(EventsCmd),
+    /// Roll one template version out to many mini programs (see docs/rollout.md).
+    Rollout(rollout::RolloutArgs),
+    /// Print a shell completion script.
+    #[command(after_help = "Example:\n  smartpkg completions bash > /etc/bash_completion.d/smartpkg")]
+    Completions {
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCmd {
+    /// Listen for pushes: verify, decrypt, print one JSON line per event, answer `success`.
+    Listen(tool::events::ListenArgs),
 }
 
 #[derive(clap::Args)]
@@ -149,9 +191,43 @@ async fn shutdown_signal() {
     }
 }
 
+async fn toolkit(cmd: Cmd, globals: tool::Globals) -> anyhow::Result<std::process::ExitCode> {
+    let ok = std::process::ExitCode::SUCCESS;
+    match cmd {
+        Cmd::Serve(_) => unreachable!("serve is dispatched before"),
+        Cmd::Pkg(c) => tool::pkg::run(c, &globals.resolve()?).await.map(|_| ok),
+        Cmd::Template(c) => tool::template::run(c, &globals.resolve()?).await.map(|_| ok),
+        Cmd::Auth(c) => tool::auth::run(c, &globals.resolve()?).await.map(|_| ok),
+        Cmd::Events(EventsCmd::Listen(a)) => tool::events::listen(a).await.map(|_| ok),
+        Cmd::Rollout(a) => rollout::run(a, &globals).await,
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "smartpkg", &mut std::io::stdout());
+            Ok(ok)
+        }
+    }
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Cmd::Serve(args) => serve(args).await,
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Serve(args) => serve(args).await.map(|_| std::process::ExitCode::SUCCESS),
+        other => {
+            // The toolkit logs only when asked (SPKG_LOG=debug): its output is for people
+            // and scripts.
+            if let Ok(directives) = std::env::var("SPKG_LOG") {
+                init_logging("text", &directives);
+            }
+            toolkit(other, cli.globals).await
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: the cause chain joined, as a person reads it.
+            eprintln!("smartpkg: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

@@ -1,0 +1,278 @@
+//! The rollout plan (`PLAN.toml`): what to ship, to whom, and how to release it. The format is
+//! documented with a complete example in docs/rollout.md.
+
+use std::collections::{BTreeMap, HashSet};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// What happens once a package passes its audit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReleasePolicy {
+    /// Stop at "audit passed"; release by hand.
+    None,
+    /// Release each mini program as soon as it passes.
+    All,
+    /// The first `canaries` mini programs of the plan are released as they pass; the rest
+    /// only once every canary is online.
+    Canary,
+}
+
+/// What to do when the weekly audit quota is spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnQuota {
+    /// Stop submitting, finish what is in flight, and say when the quota renews; running the
+    /// same command after that continues.
+    #[default]
+    Stop,
+    /// Wait for the quota to renew and go on.
+    Wait,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// The platform [default: https://openapi.baidu.com].
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    pub template_id: i64,
+    /// `user_version` of every package.
+    pub version: String,
+    /// `user_desc` of every package.
+    pub description: String,
+    /// What reviewers read (`content` of submitaudit) [default: the description].
+    pub audit_content: Option<String>,
+    #[serde(default = "default_release")]
+    pub release: ReleasePolicy,
+    /// With `release = "canary"`: how many mini programs go first.
+    #[serde(default)]
+    pub canaries: usize,
+    /// Calls in flight at once [default: 8].
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    #[serde(default)]
+    pub on_quota: OnQuota,
+    /// The longest wait between two polls of a package's state, in ms [default: 30000].
+    #[serde(default = "default_poll_max_ms")]
+    pub poll_max_ms: u64,
+    /// How long a transient failure (server down, busy) may last before the mini program is
+    /// given up on, in seconds [default: 600].
+    #[serde(default = "default_retry_for_s")]
+    pub retry_for_s: u64,
+    /// `ext_json`, rendered per mini program: `{{name}}` is replaced by the mini program's
+    /// variable `name` (JSON-escaped), or `{{app_id}}` / `{{version}}`.
+    pub ext_json: String,
+    /// The third party's credentials, for mini programs given by refresh token.
+    #[serde(default)]
+    pub tp: TpCredentials,
+    /// A push receiver for audit results; without it, the rollout polls.
+    pub events: Option<EventsConfig>,
+    pub apps: Vec<AppEntry>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpCredentials {
+    /// The third party's access token [or the environment variable SPKG_TP_TOKEN].
+    pub tp_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// The address the platform pushes to (the third party's event URL points here).
+    pub listen: std::net::SocketAddr,
+    pub token: String,
+    pub aes_key: String,
+    pub client_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppEntry {
+    pub app_id: i64,
+    pub access_token: Option<String>,
+    pub refresh_token: Option<String>,
+    #[serde(default)]
+    pub vars: BTreeMap<String, toml::Value>,
+}
+
+fn default_base_url() -> String {
+    smartpkg_client::BAIDU_BASE_URL.to_string()
+}
+fn default_release() -> ReleasePolicy {
+    ReleasePolicy::All
+}
+fn default_concurrency() -> usize {
+    8
+}
+fn default_poll_max_ms() -> u64 {
+    30_000
+}
+fn default_retry_for_s() -> u64 {
+    600
+}
+
+impl Plan {
+    pub fn parse(text: &str) -> anyhow::Result<Plan> {
+        let plan: Plan = toml::from_str(text).context("the plan is not valid")?;
+        Ok(plan)
+    }
+
+    pub fn audit_content(&self) -> &str {
+        self.audit_content.as_deref().unwrap_or(&self.description)
+    }
+
+    /// Every problem of the plan at once (empty when it is sound), with the environment's TP
+    /// token as a fallback.
+    pub fn problems(&self, tp_token_from_env: bool) -> Vec<String> {
+        let mut p = vec![];
+        if smartpkg_client::Client::new(&self.base_url).is_err() {
+            p.push(format!("base_url {:?} is not an http(s) URL", self.base_url));
+        }
+        if self.version.trim().is_empty() {
+            p.push("version is empty".into());
+        }
+        if self.description.trim().is_empty() {
+            p.push("description is empty".into());
+        }
+        if !(1..=256).contains(&self.concurrency) {
+            p.push(format!("concurrency is 1 to 256, not {}", self.concurrency));
+        }
+        if self.apps.is_empty() {
+            p.push("no mini programs ([[apps]])".into());
+        }
+        match self.release {
+            ReleasePolicy::Canary if self.canaries == 0 || self.canaries > self.apps.len() => {
+                p.push(format!(
+                    "release = \"canary\" needs canaries between 1 and the number of mini programs ({}), not {}",
+                    self.apps.len(),
+                    self.canaries
+                ))
+            }
+            ReleasePolicy::None | ReleasePolicy::All if self.canaries != 0 => p.push(
+                "canaries is only meaningful with release = \"canary\"".into(),
+            ),
+            _ => {}
+        }
+        let mut seen = HashSet::new();
+        let tp_token = self.tp.tp_token.is_some() || tp_token_from_env;
+        for a in &self.apps {
+            if !seen.insert(a.app_id) {
+                p.push(format!("app {} is listed twice", a.app_id));
+            }
+            match (&a.access_token, &a.refresh_token) {
+                (None, None) => p.push(format!(
+                    "app {}: give access_token, or refresh_token (with the third party's tp_token)",
+                    a.app_id
+                )),
+                (_, Some(_)) if !tp_token => p.push(format!(
+                    "app {}: a refresh_token needs the third party's token ([tp] tp_token or SPKG_TP_TOKEN)",
+                    a.app_id
+                )),
+                _ => {}
+            }
+            if let Err(e) = self.render(a) {
+                p.push(format!("app {}: {e:#}", a.app_id));
+            }
+        }
+        if let Some(ev) = &self.events {
+            if smartpkg_push::aes_key(&ev.aes_key).is_err() {
+                p.push("events.aes_key must be 43 base64 characters".into());
+            }
+        }
+        p
+    }
+
+    /// The mini program's `ext_json`: the template with its variables, checked to be JSON.
+    pub fn render(&self, app: &AppEntry) -> anyhow::Result<String> {
+        let mut out = String::with_capacity(self.ext_json.len() + 64);
+        let mut rest = self.ext_json.as_str();
+        while let Some(start) = rest.find("{{") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let Some(end) = after.find("}}") else {
+                bail!("ext_json has a {{{{ without its }}}}");
+            };
+            let name = after[..end].trim();
+            out.push_str(&self.var(app, name)?);
+            rest = &after[end + 2..];
+        }
+        out.push_str(rest);
+        serde_json::from_str::<serde_json::Value>(&out)
+            .with_context(|| format!("the rendered ext_json is not JSON: {out}"))?;
+        Ok(out)
+    }
+
+    fn var(&self, app: &AppEntry, name: &str) -> anyhow::Result<String> {
+        match name {
+            "app_id" => return Ok(app.app_id.to_string()),
+            "version" => return Ok(escape(&self.version)),
+            _ => {}
+        }
+        match app.vars.get(name) {
+            Some(toml::Value::String(s)) => Ok(escape(s)),
+            Some(toml::Value::Integer(i)) => Ok(i.to_string()),
+            Some(toml::Value::Float(f)) => Ok(f.to_string()),
+            Some(toml::Value::Boolean(b)) => Ok(b.to_string()),
+            Some(other) => bail!("variable {name} must be a string, number or boolean, not {}", other.type_str()),
+            None => bail!("ext_json uses {{{{{name}}}}}, which this mini program's vars do not set"),
+        }
+    }
+}
+
+/// A string's JSON escape without the quotes: placed inside a JSON string it reads back as
+/// the string itself, whatever it holds.
+fn escape(s: &str) -> String {
+    let quoted = serde_json::Value::String(s.to_string()).to_string();
+    quoted[1..quoted.len() - 1].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLAN: &str = r#"
+base_url = "http://127.0.0.1:1"
+template_id = 3
+version = "2.0.0"
+description = "spring"
+ext_json = '{"extEnable":true,"extAppid":{{app_id}},"ext":{"shop":"{{shop}}","v":"{{version}}"}}'
+
+[[apps]]
+app_id = 7
+access_token = "45.x"
+vars = { shop = "North \"quoted\"" }
+"#;
+
+    #[test]
+    fn variables_are_rendered_json_escaped() {
+        let plan = Plan::parse(PLAN).expect("plan");
+        let ext = plan.render(&plan.apps[0]).expect("renders");
+        let v: serde_json::Value = serde_json::from_str(&ext).expect("json");
+        assert_eq!(v["ext"]["shop"], "North \"quoted\"");
+        assert_eq!(v["extAppid"], 7);
+        assert_eq!(v["ext"]["v"], "2.0.0");
+        assert!(plan.problems(false).is_empty(), "{:?}", plan.problems(false));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = PLAN.replace("access_token = \"45.x\"", "refresh_token = \"46.x\"")
+            .replace("vars = { shop = \"North \\\"quoted\\\"\" }", "")
+            + "\n[[apps]]\napp_id = 7\naccess_token = \"a\"\nvars = { shop = \"x\" }\n";
+        let plan = Plan::parse(&text).expect("plan");
+        let problems = plan.problems(false).join("\n");
+        assert!(problems.contains("needs the third party's token"), "{problems}");
+        assert!(problems.contains("does not set"), "{problems}");
+        assert!(problems.contains("listed twice"), "{problems}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused() {
+        let err = Plan::parse(&format!("{PLAN}\nconcurency = 3\n")).expect_err("typo");
+        assert!(format!("{err:#}").contains("concurency"), "{err:#}");
+    }
+}

@@ -1,0 +1,245 @@
+//! The rollout's memory: a SQLite file beside the plan. Every step is written before the call
+//! that depends on it returns to the caller (an upload's intent before the upload), so a
+//! rollout killed at any point continues where it stopped and never uploads twice.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{bail, Context};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+/// Where a mini program stands. The order is the order of the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Pending,
+    /// The upload was sent (or about to be); whether it arrived is checked before any retry.
+    Uploading,
+    Uploaded,
+    Built,
+    /// Not submitted: the weekly audit quota is spent.
+    WaitingQuota,
+    Submitted,
+    Passed,
+    Online,
+    BuildFailed,
+    AuditFailed,
+    /// Passed, but not released: the canaries did not all go online.
+    Held,
+    Error,
+}
+
+impl Step {
+    pub const ALL: [Step; 12] = [
+        Step::Pending,
+        Step::Uploading,
+        Step::Uploaded,
+        Step::Built,
+        Step::WaitingQuota,
+        Step::Submitted,
+        Step::Passed,
+        Step::Online,
+        Step::BuildFailed,
+        Step::AuditFailed,
+        Step::Held,
+        Step::Error,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Pending => "pending",
+            Step::Uploading => "uploading",
+            Step::Uploaded => "uploaded",
+            Step::Built => "built",
+            Step::WaitingQuota => "waiting_quota",
+            Step::Submitted => "submitted",
+            Step::Passed => "passed",
+            Step::Online => "online",
+            Step::BuildFailed => "build_failed",
+            Step::AuditFailed => "audit_failed",
+            Step::Held => "held",
+            Step::Error => "error",
+        }
+    }
+
+    fn parse(s: &str) -> anyhow::Result<Step> {
+        Step::ALL
+            .into_iter()
+            .find(|x| x.name() == s)
+            .with_context(|| format!("unknown step {s:?} in the state file"))
+    }
+
+    /// Nothing more will happen to the mini program in this rollout.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Step::Online | Step::BuildFailed | Step::AuditFailed | Step::Held | Step::Error
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub app_id: i64,
+    pub step: Step,
+    pub package_id: Option<i64>,
+    pub errno: Option<i64>,
+    pub reason: Option<String>,
+    pub access_token: Option<String>,
+    pub refresh_token: Option<String>,
+}
+
+pub struct StateFile {
+    conn: Mutex<Connection>,
+    pub path: PathBuf,
+}
+
+/// `plan.toml` → `plan.state.sqlite` in the same folder.
+pub fn path_for(plan: &Path) -> PathBuf {
+    let stem = plan
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "rollout".into());
+    plan.with_file_name(format!("{stem}.state.sqlite"))
+}
+
+impl StateFile {
+    /// Opens (or creates) the state of a rollout of `template_id` at `version`; refuses a state
+    /// file left by a rollout of something else.
+    pub fn open(path: &Path, template_id: i64, version: &str) -> anyhow::Result<StateFile> {
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open the state file {}", path.display()))?;
+        // It holds tokens: readable by its owner only.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA busy_timeout = 5000;
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS apps (
+                 app_id INTEGER PRIMARY KEY,
+                 step TEXT NOT NULL,
+                 package_id INTEGER,
+                 errno INTEGER,
+                 reason TEXT,
+                 access_token TEXT,
+                 refresh_token TEXT,
+                 updated_at_ms INTEGER NOT NULL
+             );",
+        )?;
+        let key = format!("{template_id}@{version}");
+        let existing: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'release'", [], |r| r.get(0))
+            .optional()?;
+        match existing {
+            Some(k) if k != key => bail!(
+                "{} belongs to a rollout of template@version {k}, not {key}: move it away to start a new rollout",
+                path.display()
+            ),
+            Some(_) => {}
+            None => {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('release', ?1)",
+                    params![key],
+                )?;
+            }
+        }
+        Ok(StateFile {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves a usable connection: SQLite's own state is
+        // consistent after every statement.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn load(&self, app_id: i64) -> anyhow::Result<Option<AppState>> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                "SELECT step, package_id, errno, reason, access_token, refresh_token
+                 FROM apps WHERE app_id = ?1",
+                params![app_id],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
+            )
+            .optional()?;
+        row.map(|(step, package_id, errno, reason, access_token, refresh_token)| {
+            Ok(AppState {
+                app_id,
+                step: Step::parse(&step)?,
+                package_id,
+                errno,
+                reason,
+                access_token,
+                refresh_token,
+            })
+        })
+        .transpose()
+    }
+
+    pub fn save(&self, s: &AppState) -> anyhow::Result<()> {
+        self.conn().execute(
+            "INSERT INTO apps (app_id, step, package_id, errno, reason, access_token, refresh_token, updated_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (app_id) DO UPDATE SET step = ?2, package_id = ?3, errno = ?4,
+                 reason = ?5, access_token = ?6, refresh_token = ?7, updated_at_ms = ?8",
+            params![
+                s.app_id,
+                s.step.name(),
+                s.package_id,
+                s.errno,
+                s.reason,
+                s.access_token,
+                s.refresh_token,
+                chrono::Utc::now().timestamp_millis()
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_file_of_another_release_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("p.state.sqlite");
+        let s = StateFile::open(&path, 1, "1.0.0").expect("open");
+        s.save(&AppState {
+            app_id: 9,
+            step: Step::Built,
+            package_id: Some(4),
+            errno: None,
+            reason: None,
+            access_token: Some("a".into()),
+            refresh_token: None,
+        })
+        .expect("save");
+        drop(s);
+        let again = StateFile::open(&path, 1, "1.0.0").expect("reopen");
+        let got = again.load(9).expect("load").expect("row");
+        assert_eq!((got.step, got.package_id), (Step::Built, Some(4)));
+        drop(again);
+        let err = StateFile::open(&path, 1, "2.0.0").err().expect("refused");
+        assert!(err.to_string().contains("1@1.0.0"), "{err}");
+    }
+}
