@@ -30,6 +30,8 @@ pub struct Sandbox {
     pub refresh_token: String,
     pub template_id: i64,
     pub dir: Arc<tempfile::TempDir>,
+    /// The settings the server runs with (its listen address fixed once it started).
+    pub settings: Settings,
     http: reqwest::Client,
     running: Arc<Mutex<Option<Running>>>,
     _tickets: Arc<Receiver>,
@@ -77,10 +79,12 @@ impl Sandbox {
         Sandbox::on(s, dir).await
     }
 
-    async fn on(settings: Settings, dir: tempfile::TempDir) -> Sandbox {
-        let running = smartpkg_server::start(settings)
+    async fn on(mut settings: Settings, dir: tempfile::TempDir) -> Sandbox {
+        let running = smartpkg_server::start(settings.clone())
             .await
             .expect("server starts");
+        // A restart comes back on the same port: clients keep their base URL.
+        settings.listen = running.addr;
         let base_url = format!("http://{}", running.addr);
         let http = reqwest::Client::new();
         let admin = |m: reqwest::Method, path: &str, body: Value| {
@@ -143,6 +147,7 @@ impl Sandbox {
             refresh_token: String::new(),
             template_id: 0,
             dir: Arc::new(dir),
+            settings,
             http,
             running: Arc::new(Mutex::new(Some(running))),
             _tickets: Arc::new(tickets),
@@ -231,6 +236,40 @@ impl Sandbox {
             )
             .await;
         assert_eq!(st, 200, "{body}");
+    }
+
+    /// Every ticket pushed so far, oldest first.
+    pub fn tickets(&self) -> Vec<String> {
+        self._tickets
+            .received()
+            .iter()
+            .filter_map(|r| r.event.as_ref()?["Ticket"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Stops the server, waits `down_for`, and starts it again on the same address and data
+    /// (a deploy or a crash-and-restart, as clients see it).
+    pub async fn restart(&self, down_for: Duration) {
+        let old = self.running.lock().ok().and_then(|mut r| r.take());
+        if let Some(r) = old {
+            r.stop().await;
+        }
+        tokio::time::sleep(down_for).await;
+        let mut tries = 0;
+        let running = loop {
+            match smartpkg_server::start(self.settings.clone()).await {
+                Ok(r) => break r,
+                // The old socket may linger for a moment.
+                Err(_) if tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("the server does not start again: {e}"),
+            }
+        };
+        if let Ok(mut slot) = self.running.lock() {
+            *slot = Some(running);
+        }
     }
 
     pub async fn stop(self) {

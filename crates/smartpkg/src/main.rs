@@ -60,10 +60,10 @@ enum Cmd {
     /// Roll one template version out to many mini programs (see docs/rollout.md).
     Rollout(rollout::RolloutArgs),
     /// Print a shell completion script.
-    #[command(after_help = "Example:\n  smartpkg completions bash > /etc/bash_completion.d/smartpkg")]
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    #[command(
+        after_help = "Example:\n  smartpkg completions bash > /etc/bash_completion.d/smartpkg"
+    )]
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand)]
@@ -196,7 +196,9 @@ async fn toolkit(cmd: Cmd, globals: tool::Globals) -> anyhow::Result<std::proces
     match cmd {
         Cmd::Serve(_) => unreachable!("serve is dispatched before"),
         Cmd::Pkg(c) => tool::pkg::run(c, &globals.resolve()?).await.map(|_| ok),
-        Cmd::Template(c) => tool::template::run(c, &globals.resolve()?).await.map(|_| ok),
+        Cmd::Template(c) => tool::template::run(c, &globals.resolve()?)
+            .await
+            .map(|_| ok),
         Cmd::Auth(c) => tool::auth::run(c, &globals.resolve()?).await.map(|_| ok),
         Cmd::Events(EventsCmd::Listen(a)) => tool::events::listen(a).await.map(|_| ok),
         Cmd::Rollout(a) => rollout::run(a, &globals).await,

@@ -68,7 +68,9 @@ fn fail(e: &ClientError) -> Stop {
 }
 
 /// Baidu's audit week starts on Monday, 00:00 Beijing time.
-pub fn next_quota_renewal(now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::FixedOffset> {
+pub fn next_quota_renewal(
+    now: chrono::DateTime<chrono::Utc>,
+) -> chrono::DateTime<chrono::FixedOffset> {
     use chrono::{Datelike, Duration as D, TimeZone};
     let beijing = chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset");
     let local = now.with_timezone(&beijing);
@@ -134,7 +136,10 @@ impl Engine {
             return;
         }
         if step == Step::Online {
-            let mut n = self.canaries_online.lock().unwrap_or_else(|p| p.into_inner());
+            let mut n = self
+                .canaries_online
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             *n += 1;
             if *n >= self.plan.canaries {
                 self.gate.send_replace(Gate::Open);
@@ -202,7 +207,8 @@ impl Engine {
         s.errno = errno;
         s.reason = reason;
         self.state.save(s)?;
-        self.progress.moved(s.app_id, from, step, s.package_id, s.reason.as_deref());
+        self.progress
+            .moved(s.app_id, from, step, s.package_id, s.reason.as_deref());
         Ok(())
     }
 
@@ -223,11 +229,9 @@ impl Engine {
                         return Ok(());
                     }
                 }
-                Step::Online
-                | Step::BuildFailed
-                | Step::AuditFailed
-                | Step::Held
-                | Step::Error => return Ok(()),
+                Step::Online | Step::BuildFailed | Step::AuditFailed | Step::Held | Step::Error => {
+                    return Ok(())
+                }
             }
         }
     }
@@ -425,14 +429,27 @@ impl Engine {
 
     /// Submits for audit; false when the quota stops this mini program for now.
     async fn submit(&self, s: &mut AppState) -> Result<bool, Stop> {
-        if let Some(until) = *self.quota_stopped_until.lock().unwrap_or_else(|p| p.into_inner()) {
-            self.set(s, Step::WaitingQuota, Some(Errno::AuditQuotaExceeded.code()), Some(format!(
-                "the weekly audit quota is spent; it renews at {until}"
-            )))?;
+        if let Some(until) = *self
+            .quota_stopped_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+        {
+            self.set(
+                s,
+                Step::WaitingQuota,
+                Some(Errno::AuditQuotaExceeded.code()),
+                Some(format!(
+                    "the weekly audit quota is spent; it renews at {until}"
+                )),
+            )?;
             return Ok(false);
         }
         let Some(package_id) = s.package_id else {
-            return Err(Stop::Fail(Step::Error, None, "built without a package id".into()));
+            return Err(Stop::Fail(
+                Step::Error,
+                None,
+                "built without a package id".into(),
+            ));
         };
         let req = SubmitAuditRequest {
             package_id,
@@ -457,17 +474,27 @@ impl Engine {
                     let renews = next_quota_renewal(chrono::Utc::now());
                     match self.plan.on_quota {
                         OnQuota::Stop => {
-                            *self.quota_stopped_until.lock().unwrap_or_else(|p| p.into_inner()) =
-                                Some(renews);
-                            self.set(s, Step::WaitingQuota, Some(Errno::AuditQuotaExceeded.code()), Some(format!(
-                                "the weekly audit quota is spent; it renews at {renews}"
-                            )))?;
+                            *self
+                                .quota_stopped_until
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner()) = Some(renews);
+                            self.set(
+                                s,
+                                Step::WaitingQuota,
+                                Some(Errno::AuditQuotaExceeded.code()),
+                                Some(format!(
+                                    "the weekly audit quota is spent; it renews at {renews}"
+                                )),
+                            )?;
                             return Ok(false);
                         }
                         OnQuota::Wait => {
-                            self.set(s, Step::WaitingQuota, Some(Errno::AuditQuotaExceeded.code()), Some(format!(
-                                "waiting for the audit quota to renew at {renews}"
-                            )))?;
+                            self.set(
+                                s,
+                                Step::WaitingQuota,
+                                Some(Errno::AuditQuotaExceeded.code()),
+                                Some(format!("waiting for the audit quota to renew at {renews}")),
+                            )?;
                             self.wait_for_quota(s, renews).await?;
                             self.set(s, Step::Built, None, None)?;
                         }
@@ -506,7 +533,11 @@ impl Engine {
 
     async fn wait_audit(&self, s: &mut AppState) -> Result<(), Stop> {
         let Some(package_id) = s.package_id else {
-            return Err(Stop::Fail(Step::Error, None, "submitted without a package id".into()));
+            return Err(Stop::Fail(
+                Step::Error,
+                None,
+                "submitted without a package id".into(),
+            ));
         };
         let mut wait = Duration::from_millis(20);
         loop {
@@ -565,7 +596,11 @@ impl Engine {
         if passed {
             Ok(self.set(s, Step::Passed, None, None)?)
         } else {
-            Err(Stop::Fail(Step::AuditFailed, None, reason.unwrap_or_default()))
+            Err(Stop::Fail(
+                Step::AuditFailed,
+                None,
+                reason.unwrap_or_default(),
+            ))
         }
     }
 
@@ -594,7 +629,11 @@ impl Engine {
             }
         }
         let Some(package_id) = s.package_id else {
-            return Err(Stop::Fail(Step::Error, None, "passed without a package id".into()));
+            return Err(Stop::Fail(
+                Step::Error,
+                None,
+                "passed without a package id".into(),
+            ));
         };
         let result = self
             .call(s, |c, t| async move { c.release(&t, package_id).await })
@@ -622,10 +661,22 @@ mod tests {
     #[test]
     fn the_quota_renews_on_the_next_monday_at_midnight_in_beijing() {
         // Sunday 2026-11-29 05:00 UTC is Sunday 13:00 in Beijing: renews Monday 00:00 +08.
-        let now = chrono::Utc.with_ymd_and_hms(2026, 11, 29, 5, 0, 0).single().expect("t");
-        assert_eq!(next_quota_renewal(now).to_rfc3339(), "2026-11-30T00:00:00+08:00");
+        let now = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 29, 5, 0, 0)
+            .single()
+            .expect("t");
+        assert_eq!(
+            next_quota_renewal(now).to_rfc3339(),
+            "2026-11-30T00:00:00+08:00"
+        );
         // Sunday 17:00 UTC is already Monday 01:00 in Beijing: the next Monday.
-        let now = chrono::Utc.with_ymd_and_hms(2026, 11, 29, 17, 0, 0).single().expect("t");
-        assert_eq!(next_quota_renewal(now).to_rfc3339(), "2026-12-07T00:00:00+08:00");
+        let now = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 29, 17, 0, 0)
+            .single()
+            .expect("t");
+        assert_eq!(
+            next_quota_renewal(now).to_rfc3339(),
+            "2026-12-07T00:00:00+08:00"
+        );
     }
 }

@@ -104,7 +104,10 @@ pub async fn run(args: RolloutArgs, globals: &crate::tool::Globals) -> anyhow::R
     if args.dry_run {
         return dry_run(&plan, globals.json);
     }
-    let state_path = args.state.clone().unwrap_or_else(|| state::path_for(&args.plan));
+    let state_path = args
+        .state
+        .clone()
+        .unwrap_or_else(|| state::path_for(&args.plan));
     let report_path = args.report.clone().unwrap_or_else(|| {
         let stem = args
             .plan

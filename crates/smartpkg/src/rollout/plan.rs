@@ -130,7 +130,10 @@ impl Plan {
     pub fn problems(&self, tp_token_from_env: bool) -> Vec<String> {
         let mut p = vec![];
         if smartpkg_client::Client::new(&self.base_url).is_err() {
-            p.push(format!("base_url {:?} is not an http(s) URL", self.base_url));
+            p.push(format!(
+                "base_url {:?} is not an http(s) URL",
+                self.base_url
+            ));
         }
         if self.version.trim().is_empty() {
             p.push("version is empty".into());
@@ -217,8 +220,13 @@ impl Plan {
             Some(toml::Value::Integer(i)) => Ok(i.to_string()),
             Some(toml::Value::Float(f)) => Ok(f.to_string()),
             Some(toml::Value::Boolean(b)) => Ok(b.to_string()),
-            Some(other) => bail!("variable {name} must be a string, number or boolean, not {}", other.type_str()),
-            None => bail!("ext_json uses {{{{{name}}}}}, which this mini program's vars do not set"),
+            Some(other) => bail!(
+                "variable {name} must be a string, number or boolean, not {}",
+                other.type_str()
+            ),
+            None => {
+                bail!("ext_json uses {{{{{name}}}}}, which this mini program's vars do not set")
+            }
         }
     }
 }
@@ -255,17 +263,25 @@ vars = { shop = "North \"quoted\"" }
         assert_eq!(v["ext"]["shop"], "North \"quoted\"");
         assert_eq!(v["extAppid"], 7);
         assert_eq!(v["ext"]["v"], "2.0.0");
-        assert!(plan.problems(false).is_empty(), "{:?}", plan.problems(false));
+        assert!(
+            plan.problems(false).is_empty(),
+            "{:?}",
+            plan.problems(false)
+        );
     }
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        let text = PLAN.replace("access_token = \"45.x\"", "refresh_token = \"46.x\"")
+        let text = PLAN
+            .replace("access_token = \"45.x\"", "refresh_token = \"46.x\"")
             .replace("vars = { shop = \"North \\\"quoted\\\"\" }", "")
             + "\n[[apps]]\napp_id = 7\naccess_token = \"a\"\nvars = { shop = \"x\" }\n";
         let plan = Plan::parse(&text).expect("plan");
         let problems = plan.problems(false).join("\n");
-        assert!(problems.contains("needs the third party's token"), "{problems}");
+        assert!(
+            problems.contains("needs the third party's token"),
+            "{problems}"
+        );
         assert!(problems.contains("does not set"), "{problems}");
         assert!(problems.contains("listed twice"), "{problems}");
     }

@@ -66,10 +66,19 @@ impl Progress {
         }
     }
 
-    pub fn moved(&self, app_id: i64, from: Step, to: Step, package: Option<i64>, reason: Option<&str>) {
+    pub fn moved(
+        &self,
+        app_id: i64,
+        from: Step,
+        to: Step,
+        package: Option<i64>,
+        reason: Option<&str>,
+    ) {
         self.change(Some(from), to);
         if self.bar.is_none() {
-            let pkg = package.map(|p| format!(" (package {p})")).unwrap_or_default();
+            let pkg = package
+                .map(|p| format!(" (package {p})"))
+                .unwrap_or_default();
             let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
             eprintln!("app {app_id}: {} → {}{pkg}{why}", from.name(), to.name());
         }

@@ -134,7 +134,9 @@ impl StateFile {
         )?;
         let key = format!("{template_id}@{version}");
         let existing: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'release'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = 'release'", [], |r| {
+                r.get(0)
+            })
             .optional()?;
         match existing {
             Some(k) if k != key => bail!(
@@ -180,17 +182,19 @@ impl StateFile {
                 },
             )
             .optional()?;
-        row.map(|(step, package_id, errno, reason, access_token, refresh_token)| {
-            Ok(AppState {
-                app_id,
-                step: Step::parse(&step)?,
-                package_id,
-                errno,
-                reason,
-                access_token,
-                refresh_token,
-            })
-        })
+        row.map(
+            |(step, package_id, errno, reason, access_token, refresh_token)| {
+                Ok(AppState {
+                    app_id,
+                    step: Step::parse(&step)?,
+                    package_id,
+                    errno,
+                    reason,
+                    access_token,
+                    refresh_token,
+                })
+            },
+        )
         .transpose()
     }
 

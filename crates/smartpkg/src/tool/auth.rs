@@ -9,7 +9,9 @@ use super::{fail, print_json, print_table, Resolved};
 #[derive(Subcommand, Debug)]
 pub enum AuthCmd {
     /// The third party's access token, from its client id and the latest pushed ticket.
-    #[command(after_help = "Example:\n  smartpkg auth tp-token --client-id dMzkGPRd… --ticket 'ticket from the last push'")]
+    #[command(
+        after_help = "Example:\n  smartpkg auth tp-token --client-id dMzkGPRd… --ticket 'ticket from the last push'"
+    )]
     TpToken {
         #[arg(long)]
         client_id: String,
@@ -17,14 +19,18 @@ pub enum AuthCmd {
         ticket: String,
     },
     /// A mini program's token pair, for an authorization code (third party's token).
-    #[command(after_help = "Example:\n  smartpkg auth exchange --code 'code from the AUTHORIZED push' --tp-token 42.…")]
+    #[command(
+        after_help = "Example:\n  smartpkg auth exchange --code 'code from the AUTHORIZED push' --tp-token 42.…"
+    )]
     Exchange {
         #[arg(long)]
         code: String,
     },
     /// A new token pair for a refresh token. The old refresh token stops working: keep the
     /// new pair this prints.
-    #[command(after_help = "Example:\n  smartpkg auth refresh --refresh-token 46.… --tp-token 42.… --json > pair.json")]
+    #[command(
+        after_help = "Example:\n  smartpkg auth refresh --refresh-token 46.… --tp-token 42.… --json > pair.json"
+    )]
     Refresh {
         #[arg(long)]
         refresh_token: String,

@@ -164,7 +164,11 @@ pub fn describe(e: &ClientError) -> String {
             let meaning = errno.default_msg();
             // Our messages start with the meaning; do not say it twice.
             if msg.starts_with(meaning) || msg.is_empty() {
-                format!("errno {}: {}", errno.code(), if msg.is_empty() { meaning } else { msg })
+                format!(
+                    "errno {}: {}",
+                    errno.code(),
+                    if msg.is_empty() { meaning } else { msg }
+                )
             } else {
                 format!("errno {} ({meaning}): {msg}", errno.code())
             }
@@ -219,7 +223,13 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
 /// Columns a string takes on a terminal: CJK characters take two.
 fn display_width(s: &str) -> usize {
     s.chars()
-        .map(|c| if (c as u32) >= 0x1100 && !c.is_ascii() { 2 } else { 1 })
+        .map(|c| {
+            if (c as u32) >= 0x1100 && !c.is_ascii() {
+                2
+            } else {
+                1
+            }
+        })
         .sum()
 }
 

@@ -51,7 +51,9 @@ pub enum PkgCmd {
         status: Option<i64>,
     },
     /// Submit a built package for audit.
-    #[command(after_help = "Example:\n  smartpkg pkg submit --package-id 58210 --content 'new menu page'")]
+    #[command(
+        after_help = "Example:\n  smartpkg pkg submit --package-id 58210 --content 'new menu page'"
+    )]
     Submit {
         #[arg(long)]
         package_id: i64,
@@ -135,7 +137,14 @@ fn rows(list: &[PackageInfo]) -> Vec<Vec<String>> {
         .collect()
 }
 
-const HEADERS: [&str; 6] = ["PACKAGE", "VERSION", "STATUS", "COMMITTED", "ROLLBACK TO", "NOTE"];
+const HEADERS: [&str; 6] = [
+    "PACKAGE",
+    "VERSION",
+    "STATUS",
+    "COMMITTED",
+    "ROLLBACK TO",
+    "NOTE",
+];
 
 fn show(r: &Resolved, list: &[PackageInfo]) -> anyhow::Result<()> {
     if r.json {
@@ -181,7 +190,10 @@ pub async fn run(cmd: PkgCmd, r: &Resolved) -> anyhow::Result<()> {
             };
             c.upload(token, &req).await.map_err(fail)?;
             if !wait {
-                return done(r, &format!("uploaded {user_version}; it builds now (see: smartpkg pkg list)"));
+                return done(
+                    r,
+                    &format!("uploaded {user_version}; it builds now (see: smartpkg pkg list)"),
+                );
             }
             let built = c
                 .wait_built(token, &user_version, Duration::from_secs(600))
@@ -234,7 +246,13 @@ pub async fn run(cmd: PkgCmd, r: &Resolved) -> anyhow::Result<()> {
             if r.json {
                 return print_json(&q);
             }
-            let n = |v: i64| if v < 0 { "unlimited".to_string() } else { v.to_string() };
+            let n = |v: i64| {
+                if v < 0 {
+                    "unlimited".to_string()
+                } else {
+                    v.to_string()
+                }
+            };
             print_table(
                 &["PERIOD", "QUOTA", "REMAINING"],
                 &[vec!["week".into(), n(q.quota_times), n(q.remain_times)]],
@@ -253,7 +271,8 @@ pub async fn run(cmd: PkgCmd, r: &Resolved) -> anyhow::Result<()> {
                 width,
             };
             let png = c.qrcode(token, &req).await.map_err(fail)?;
-            std::fs::write(&out, &png).with_context(|| format!("cannot write {}", out.display()))?;
+            std::fs::write(&out, &png)
+                .with_context(|| format!("cannot write {}", out.display()))?;
             done(r, &format!("wrote {} ({} bytes)", out.display(), png.len()))
         }
     }

@@ -95,7 +95,10 @@ pub async fn run(cmd: TemplateCmd, r: &Resolved) -> anyhow::Result<()> {
                     ]
                 })
                 .collect();
-            print_table(&["DRAFT", "VERSION", "DESCRIPTION", "CREATED (unix)"], &rows);
+            print_table(
+                &["DRAFT", "VERSION", "DESCRIPTION", "CREATED (unix)"],
+                &rows,
+            );
             println!("{} in all", d.count);
             Ok(())
         }
@@ -139,7 +142,10 @@ pub async fn run(cmd: TemplateCmd, r: &Resolved) -> anyhow::Result<()> {
                     ]
                 })
                 .collect();
-            print_table(&["TEMPLATE", "VERSION", "DESCRIPTION", "CREATED (unix)"], &rows);
+            print_table(
+                &["TEMPLATE", "VERSION", "DESCRIPTION", "CREATED (unix)"],
+                &rows,
+            );
             println!("{} in all", l.count);
             Ok(())
         }
@@ -161,7 +167,9 @@ fn files_of(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let mut out = vec![];
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).with_context(|| format!("cannot read {}", d.display()))? {
+        for entry in
+            std::fs::read_dir(&d).with_context(|| format!("cannot read {}", d.display()))?
+        {
             let entry = entry?;
             let path = entry.path();
             let kind = entry.file_type()?;
@@ -189,22 +197,36 @@ fn files_of(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
 pub fn zip_dir(dir: &Path) -> anyhow::Result<Vec<u8>> {
     let files = files_of(dir)?;
     if !files.iter().any(|(rel, _)| rel == "app.json") {
-        bail!("{} has no app.json at its root: it is not a template's source folder", dir.display());
+        bail!(
+            "{} has no app.json at its root: it is not a template's source folder",
+            dir.display()
+        );
     }
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let opts = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated);
     for (rel, path) in files {
         zip.start_file(rel.as_str(), opts)?;
-        zip.write_all(&std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?)?;
+        zip.write_all(
+            &std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
+        )?;
     }
     Ok(zip.finish()?.into_inner())
 }
 
-async fn push(r: &Resolved, dir: &Path, tp_id: i64, version: &str, desc: &str) -> anyhow::Result<()> {
+async fn push(
+    r: &Resolved,
+    dir: &Path,
+    tp_id: i64,
+    version: &str,
+    desc: &str,
+) -> anyhow::Result<()> {
     let bytes = zip_dir(dir)?;
     let size = bytes.len();
-    let url = format!("{}/admin/v1/tps/{tp_id}/drafts", r.base_url.trim_end_matches('/'));
+    let url = format!(
+        "{}/admin/v1/tps/{tp_id}/drafts",
+        r.base_url.trim_end_matches('/')
+    );
     let resp = reqwest::Client::new()
         .post(url)
         .query(&[("user_version", version), ("user_desc", desc)])
@@ -224,7 +246,10 @@ async fn push(r: &Resolved, dir: &Path, tp_id: i64, version: &str, desc: &str) -
             .as_str()
             .map(str::to_string)
             .unwrap_or_else(|| body.to_string());
-        bail!("the server refused the draft (HTTP {}): {why}", status.as_u16());
+        bail!(
+            "the server refused the draft (HTTP {}): {why}",
+            status.as_u16()
+        );
     }
     if r.json {
         return print_json(&body);
