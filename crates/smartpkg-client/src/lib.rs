@@ -159,10 +159,11 @@ impl ClientError {
         }
     }
 
-    /// Whether retrying is safe for a call that changes something: the platform refused it
-    /// (nothing happened), or the request never reached it. A write that timed out after it
-    /// was sent may have happened, so it is not retried blindly.
-    fn may_retry(&self, writes: bool) -> bool {
+    /// Whether retrying is both useful and safe: for a call that changes something
+    /// (`writes`), only when the platform refused it (nothing happened) or the request never
+    /// reached it. A write that timed out after it was sent may have happened, so it is not
+    /// retried blindly.
+    pub fn may_retry(&self, writes: bool) -> bool {
         match self {
             ClientError::Transport { source, .. } if writes => source.is_connect(),
             ClientError::Status { status, .. } if writes => matches!(*status, 429 | 502 | 503),

@@ -144,7 +144,9 @@ impl Engine {
             if *n >= self.plan.canaries {
                 self.gate.send_replace(Gate::Open);
             }
-        } else if step.is_final() {
+        } else if step.is_final() || step == Step::WaitingQuota {
+            // A canary that cannot go online in this run closes the gate for this run; the
+            // next run looks again (held mini programs are reconsidered).
             self.gate.send_replace(Gate::Closed);
         }
     }
@@ -236,37 +238,67 @@ impl Engine {
         }
     }
 
-    /// The mini program's access token, refreshed first when only a refresh token is known.
-    async fn token(&self, s: &mut AppState) -> Result<String, Stop> {
+    /// The mini program's access token, got first when only a refresh token is known.
+    async fn token(&self, s: &mut AppState) -> Result<String, ClientError> {
         if let Some(t) = &s.access_token {
             return Ok(t.clone());
         }
         self.refresh(s).await
     }
 
-    async fn refresh(&self, s: &mut AppState) -> Result<String, Stop> {
-        let (Some(refresh), Some(tp)) = (s.refresh_token.clone(), self.tp_token.as_deref()) else {
-            return Err(Stop::Fail(
-                Step::Error,
-                None,
-                "the access token was refused and there is no refresh token to renew it".into(),
-            ));
+    async fn refresh(&self, s: &mut AppState) -> Result<String, ClientError> {
+        let Some(tp) = self.tp_token.as_deref() else {
+            return Err(ClientError::Gateway {
+                code: 110,
+                msg: "the access token was refused and there is no third-party token to renew it"
+                    .into(),
+            });
         };
-        let pair = {
-            let _p = self.permits.acquire().await;
-            self.client.refresh_app_token(tp, &refresh).await
+        let refreshed = match s.refresh_token.clone() {
+            Some(r) => {
+                let _p = self.permits.acquire().await;
+                self.client.refresh_app_token(tp, &r).await
+            }
+            None => Err(ClientError::OAuth {
+                error: "invalid_request".into(),
+                description: "no refresh token".into(),
+            }),
         };
-        let pair = pair.map_err(|e| fail(&e))?;
+        let pair = match refreshed {
+            Ok(p) => p,
+            // Spent already — by a run that died before it could keep the new pair — or
+            // never given: the third party may ask for a fresh authorization code of an app
+            // authorized to it and exchange that.
+            Err(ClientError::OAuth { .. }) => {
+                let _p = self.permits.acquire().await;
+                let code = self
+                    .client
+                    .retrieve_authorization_code(tp, s.app_id)
+                    .await?;
+                self.client
+                    .exchange_code(tp, &code.authorization_code)
+                    .await?
+            }
+            Err(e) => return Err(e),
+        };
         // Kept before it is used: the old refresh token is spent now.
         s.access_token = Some(pair.access_token.clone());
         s.refresh_token = Some(pair.refresh_token);
-        self.state.save(s)?;
+        self.state
+            .save(s)
+            .map_err(|e| ClientError::Timeout(format!("{e:#}")))?;
         Ok(pair.access_token)
     }
 
     /// One call with the mini program's token: refreshed once on a token error, retried on
-    /// transient failures for up to `retry_for_s`.
-    async fn call<T, F, Fut>(&self, s: &mut AppState, f: F) -> Result<T, ClientError>
+    /// transient failures for up to `retry_for_s` — for `writes`, only when a retry cannot
+    /// repeat something that happened (see [`ClientError::may_retry`]).
+    async fn call_as<T, F, Fut>(
+        &self,
+        s: &mut AppState,
+        writes: bool,
+        f: F,
+    ) -> Result<T, ClientError>
     where
         F: Fn(Client, String) -> Fut,
         Fut: std::future::Future<Output = Result<T, ClientError>>,
@@ -276,27 +308,19 @@ impl Engine {
         let mut refreshed = false;
         let mut wait = Duration::from_millis(200);
         loop {
-            let token = match self.token(s).await {
-                Ok(t) => t,
-                Err(_) => {
-                    return Err(ClientError::Gateway {
-                        code: 110,
-                        msg: "no usable access token".into(),
-                    })
+            let result = match self.token(s).await {
+                Ok(token) => {
+                    let _p = self.permits.acquire().await;
+                    f(self.client.clone(), token).await
                 }
-            };
-            let result = {
-                let _p = self.permits.acquire().await;
-                f(self.client.clone(), token).await
+                Err(e) => Err(e),
             };
             match result {
-                Err(e) if e.is_token_error() && !refreshed && s.refresh_token.is_some() => {
+                Err(e) if e.is_token_error() && !refreshed && self.tp_token.is_some() => {
                     refreshed = true;
-                    if self.refresh(s).await.is_err() {
-                        return Err(e);
-                    }
+                    s.access_token = None;
                 }
-                Err(e) if e.is_transient() && started.elapsed() < limit => {
+                Err(e) if e.may_retry(writes) && started.elapsed() < limit => {
                     self.progress.note_retry(s.app_id, &e);
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_millis(self.plan.poll_max_ms.max(200)));
@@ -304,6 +328,16 @@ impl Engine {
                 other => return other,
             }
         }
+    }
+
+    /// [`Engine::call_as`] for calls that are safe to repeat (reads, and writes whose repeat
+    /// the platform refuses with an errno that [`Engine::reconcile`] resolves).
+    async fn call<T, F, Fut>(&self, s: &mut AppState, f: F) -> Result<T, ClientError>
+    where
+        F: Fn(Client, String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        self.call_as(s, false, f).await
     }
 
     async fn upload(&self, entry: &AppEntry, s: &mut AppState) -> Result<(), Stop> {
@@ -322,7 +356,7 @@ impl Engine {
             test_password: None,
         };
         let result = self
-            .call(s, |c, t| {
+            .call_as(s, true, |c, t| {
                 let req = req.clone();
                 async move { c.upload(&t, &req).await }
             })

@@ -118,7 +118,8 @@ pub async fn run(args: RolloutArgs, globals: &crate::tool::Globals) -> anyhow::R
     });
     let state = StateFile::open(&state_path, plan.template_id, &plan.version)?;
     let client = Client::builder(&plan.base_url)
-        .retry(RetryPolicy::default())
+        // The engine retries itself, so that each retry is seen (and told) where it happens.
+        .retry(RetryPolicy::NONE)
         .user_agent(concat!("smartpkg-rollout/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -1,0 +1,419 @@
+//! `smartpkg rollout` against a real server: a fleet where some audits fail by a rule of the
+//! automatic audit, the server restarts mid-run, and the rollout itself is killed and resumed.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use smartpkg_server::config::AuditMode;
+use smartpkg_testkit::sandbox::{Sandbox, AES_KEY, MSG_TOKEN};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_smartpkg"));
+    c.env("XDG_CONFIG_HOME", "/nonexistent-smartpkg-test")
+        .env_remove("SPKG_TP_TOKEN");
+    c
+}
+
+/// A sandbox whose audits decide themselves: pass after 100 ms, unless the mini program's
+/// name is longer than 10 characters.
+async fn auto_audit(tune: impl FnOnce(&mut smartpkg_server::Settings)) -> Sandbox {
+    Sandbox::start_with(|s| {
+        s.audit_mode = AuditMode::Auto;
+        s.auto_audit_delay_ms = 100;
+        s.auto_audit_max_name_chars = 10;
+        tune(s);
+    })
+    .await
+}
+
+struct App {
+    app_id: i64,
+    access: String,
+    refresh: String,
+}
+
+async fn apps(s: &Sandbox, n: usize, long_name: impl Fn(usize) -> bool) -> Vec<App> {
+    let mut out = vec![];
+    for i in 0..n {
+        let name = if long_name(i) {
+            format!("一个名字很长很长的小程序 {i}")
+        } else {
+            format!("shop {i}")
+        };
+        let (app_id, access, refresh) = s.new_app(&name).await;
+        out.push(App {
+            app_id,
+            access,
+            refresh,
+        });
+    }
+    out
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A plan; every third mini program is given by its refresh token only.
+fn plan(s: &Sandbox, apps: &[App], extra: &str) -> String {
+    let mut p = format!(
+        r#"base_url = "{base}"
+template_id = {template}
+version = "2.0.0"
+description = "spring menu"
+concurrency = 16
+poll_max_ms = 200
+retry_for_s = 60
+ext_json = '{{"extEnable":true,"extAppid":{{{{app_id}}}},"ext":{{"shop":"{{{{shop}}}}"}}}}'
+{extra}
+
+[tp]
+tp_token = "{tp}"
+"#,
+        base = s.base_url,
+        template = s.template_id,
+        tp = s.tp_token,
+    );
+    for (i, a) in apps.iter().enumerate() {
+        let cred = if i % 3 == 2 {
+            format!("refresh_token = \"{}\"", a.refresh)
+        } else {
+            format!("access_token = \"{}\"", a.access)
+        };
+        p.push_str(&format!(
+            "\n[[apps]]\napp_id = {}\n{cred}\nvars = {{ shop = \"Shop \\\"{i}\\\"\" }}\n",
+            a.app_id
+        ));
+    }
+    p
+}
+
+/// Every package of the sandbox's third party, grouped by mini program.
+async fn packages_by_app(s: &Sandbox) -> HashMap<i64, Vec<Value>> {
+    let (st, body) = s
+        .admin(
+            reqwest::Method::GET,
+            &format!("/packages?tp_id={}&limit=1000", s.tp_id),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let mut by: HashMap<i64, Vec<Value>> = HashMap::new();
+    for p in body["packages"].as_array().expect("packages") {
+        by.entry(p["app_id"].as_i64().expect("app"))
+            .or_default()
+            .push(p.clone());
+    }
+    by
+}
+
+fn output(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_of_200_survives_a_server_restart_and_a_killed_rollout_with_the_right_report() {
+    let s = auto_audit(|_| {}).await;
+    // Every tenth one (not among the first five, the canaries) fails its audit by name.
+    let fleet = apps(&s, 200, |i| i >= 5 && i % 10 == 7).await;
+    let listen = free_port();
+    s.set_event_url(&format!("http://127.0.0.1:{listen}/"))
+        .await;
+    let extra = format!(
+        "release = \"canary\"\ncanaries = 5\n\n[events]\nlisten = \"127.0.0.1:{listen}\"\ntoken = \"{MSG_TOKEN}\"\naes_key = \"{AES_KEY}\"\nclient_id = \"{}\"\n",
+        s.client_id
+    );
+    let dir = s.dir.path().join("fleet");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let plan_path = dir.join("spring.toml");
+    std::fs::write(&plan_path, plan(&s, &fleet, &extra)).expect("plan");
+
+    // The first run is killed (SIGKILL) once 60 uploads went through.
+    let mut child = bin()
+        .arg("rollout")
+        .arg(&plan_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let err = child.stderr.take().expect("stderr");
+    let killed = tokio::task::spawn_blocking(move || {
+        let mut uploaded = 0;
+        for line in BufReader::new(err).lines() {
+            let line = line.unwrap_or_default();
+            if line.contains("→ uploaded") {
+                uploaded += 1;
+            }
+            if uploaded == 60 {
+                let _ = child.kill();
+                let _ = child.wait();
+                return true;
+            }
+        }
+        let _ = child.wait();
+        false
+    })
+    .await
+    .expect("join");
+    assert!(killed, "the first run ended before 60 uploads");
+
+    // The second run continues; the server restarts under it once it is under way.
+    let mut child = bin()
+        .arg("rollout")
+        .arg(&plan_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let err = child.stderr.take().expect("stderr");
+    let (under_way, started) = std::sync::mpsc::channel();
+    let lines = std::thread::spawn(move || {
+        let mut all = vec![];
+        for line in BufReader::new(err).lines() {
+            all.push(line.unwrap_or_default());
+            if all.len() == 20 {
+                let _ = under_way.send(());
+            }
+        }
+        all.join("\n")
+    });
+    tokio::task::spawn_blocking(move || started.recv().expect("the second run made progress"))
+        .await
+        .expect("join");
+    s.restart(Duration::from_secs(2)).await;
+    let o = tokio::task::spawn_blocking(move || child.wait_with_output().expect("waits"))
+        .await
+        .expect("join");
+    let stderr = lines.join().expect("stderr");
+    assert!(
+        stderr.contains("retrying after"),
+        "no transient failure was met:\n{stderr}\n{}",
+        output(&o)
+    );
+    // Some mini programs missed the goal (their audits failed): exit status 1.
+    assert_eq!(o.status.code(), Some(1), "{}", output(&o));
+
+    let report: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("spring.report.json")).expect("report"),
+    )
+    .expect("report JSON");
+    assert_eq!(report["total"], 200);
+    assert_eq!(report["reached_goal"], 180, "{}", report["counts"]);
+    assert_eq!(report["counts"]["online"], 180);
+    assert_eq!(report["counts"]["audit_failed"], 20);
+    for (i, (a, r)) in fleet
+        .iter()
+        .zip(report["apps"].as_array().expect("apps"))
+        .enumerate()
+    {
+        assert_eq!(r["app_id"], a.app_id);
+        if i >= 5 && i % 10 == 7 {
+            assert_eq!(r["state"], "audit_failed", "{r}");
+            assert!(
+                r["reason"].as_str().unwrap_or("").contains("名称过长"),
+                "{r}"
+            );
+        } else {
+            assert_eq!(r["state"], "online", "{r}");
+            assert!(r["package_id"].is_i64(), "{r}");
+        }
+    }
+
+    // No mini program was uploaded twice, and the platform agrees with the report.
+    let by_app = packages_by_app(&s).await;
+    for (a, r) in fleet.iter().zip(report["apps"].as_array().expect("apps")) {
+        let pkgs = &by_app[&a.app_id];
+        assert_eq!(
+            pkgs.len(),
+            1,
+            "app {} has {} packages: {pkgs:?}",
+            a.app_id,
+            pkgs.len()
+        );
+        assert_eq!(pkgs[0]["package_id"], r["package_id"]);
+        let want = if r["state"] == "online" { 1 } else { 5 };
+        assert_eq!(pkgs[0]["status"], want, "{}", pkgs[0]);
+        // The rendered ext_json carried the mini program's own variables.
+        let (_, detail) = s
+            .admin(
+                reqwest::Method::GET,
+                &format!("/packages/{}", pkgs[0]["package_id"]),
+                None,
+            )
+            .await;
+        let ext: Value =
+            serde_json::from_str(detail["ext_json"].as_str().expect("ext_json")).expect("json");
+        assert_eq!(ext["extAppid"], a.app_id);
+        assert!(ext["ext"]["shop"]
+            .as_str()
+            .expect("shop")
+            .starts_with("Shop \""));
+    }
+
+    // The check above can fail: a second upload of the same version shows as two packages.
+    let c = smartpkg_client::Client::new(&s.base_url).expect("client");
+    for _ in 0..2 {
+        c.upload(
+            &s.app_token,
+            &smartpkg_client::types::UploadRequest {
+                template_id: s.template_id,
+                ext_json: "{}".into(),
+                user_version: "2.0.0".into(),
+                user_desc: "d".into(),
+                test_account: None,
+                test_password: None,
+            },
+        )
+        .await
+        .expect("upload");
+    }
+    assert_eq!(packages_by_app(&s).await[&s.app_id].len(), 2);
+
+    // Running it again changes nothing and says so.
+    let plan_arg = plan_path.clone();
+    let again = tokio::task::spawn_blocking(move || {
+        bin().arg("rollout").arg(&plan_arg).output().expect("runs")
+    })
+    .await
+    .expect("join");
+    assert_eq!(again.status.code(), Some(1), "{}", output(&again));
+    let total: usize = packages_by_app(&s).await.values().map(Vec::len).sum();
+    assert_eq!(total, 200 + 2);
+    s.stop().await;
+}
+
+async fn rollout_json(plan_path: &std::path::Path) -> (Output, Value) {
+    let p = plan_path.to_path_buf();
+    let o = tokio::task::spawn_blocking(move || {
+        bin()
+            .arg("rollout")
+            .arg(&p)
+            .arg("--json")
+            .output()
+            .expect("runs")
+    })
+    .await
+    .expect("join");
+    let report = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("no JSON summary ({e}): {}", output(&o)));
+    (o, report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_canary_holds_the_rest() {
+    let s = auto_audit(|_| {}).await;
+    let fleet = apps(&s, 6, |i| i == 0).await;
+    let dir = s.dir.path().join("c");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let plan_path = dir.join("p.toml");
+    std::fs::write(
+        &plan_path,
+        plan(&s, &fleet, "release = \"canary\"\ncanaries = 2"),
+    )
+    .expect("plan");
+    let (o, report) = rollout_json(&plan_path).await;
+    assert_eq!(o.status.code(), Some(1), "{}", output(&o));
+    // Canary 0 failed; canary 1 went online; the other four passed and were held.
+    assert_eq!(report["counts"]["audit_failed"], 1, "{report}");
+    assert_eq!(report["counts"]["online"], 1, "{report}");
+    assert_eq!(report["counts"]["held"], 4, "{report}");
+    assert_eq!(report["apps"][1]["state"], "online", "{report}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_audit_quota_stops_cleanly_and_says_when_it_renews() {
+    let s = auto_audit(|st| st.audit_quota_per_week = 4).await;
+    let fleet = apps(&s, 6, |_| false).await;
+    let dir = s.dir.path().join("q");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let plan_path = dir.join("p.toml");
+    std::fs::write(
+        &plan_path,
+        plan(&s, &fleet, "release = \"all\"\non_quota = \"stop\""),
+    )
+    .expect("plan");
+    let (o, report) = rollout_json(&plan_path).await;
+    // Four audits fit the week's quota; the other two wait for it to renew.
+    assert_eq!(o.status.code(), Some(3), "{}", output(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("renews at"), "{stderr}");
+    assert_eq!(report["counts"]["online"], 4, "{report}");
+    assert_eq!(report["counts"]["waiting_quota"], 2, "{report}");
+    assert!(report["quota_renews_at"]
+        .as_str()
+        .expect("renewal")
+        .ends_with("+08:00"));
+    // The two waiting ones were built and never submitted: nothing was lost.
+    let waiting: Vec<&Value> = report["apps"]
+        .as_array()
+        .expect("apps")
+        .iter()
+        .filter(|a| a["state"] == "waiting_quota")
+        .collect();
+    assert!(waiting
+        .iter()
+        .all(|a| a["package_id"].is_i64() && a["errno"] == 69013));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_renders_every_ext_json_and_calls_nothing_and_a_bad_plan_lists_every_problem() {
+    let s = Sandbox::start().await;
+    let fleet = apps(&s, 3, |_| false).await;
+    let dir = s.dir.path().join("d");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let plan_path = dir.join("p.toml");
+    std::fs::write(&plan_path, plan(&s, &fleet, "release = \"all\"")).expect("plan");
+    let o = bin()
+        .arg("rollout")
+        .arg(&plan_path)
+        .args(["--dry-run", "--json"])
+        .output()
+        .expect("runs");
+    assert!(o.status.success(), "{}", output(&o));
+    let rendered: Value = serde_json::from_slice(&o.stdout).expect("json");
+    for (a, r) in fleet.iter().zip(rendered.as_array().expect("list")) {
+        let ext: Value = serde_json::from_str(r["ext_json"].as_str().expect("text")).expect("json");
+        assert_eq!(ext["extAppid"], a.app_id);
+    }
+    assert!(
+        !dir.join("p.state.sqlite").exists(),
+        "a dry run keeps no state"
+    );
+    assert!(
+        packages_by_app(&s).await.is_empty(),
+        "a dry run uploads nothing"
+    );
+
+    let bad = plan(&s, &fleet, "release = \"canary\"")
+        .replace("concurrency = 16", "concurrency = 0")
+        .replace("vars = { shop = \"Shop \\\"1\\\"\" }", "");
+    std::fs::write(&plan_path, bad).expect("plan");
+    let o = bin()
+        .arg("rollout")
+        .arg(&plan_path)
+        .arg("--dry-run")
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for want in [
+        "concurrency is 1 to 256",
+        "canaries between 1",
+        "do not set",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+    let _ = json!(null);
+    s.stop().await;
+}
