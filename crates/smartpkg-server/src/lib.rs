@@ -207,17 +207,22 @@ async fn unknown_method(uri: axum::http::Uri) -> axum::response::Response {
 }
 
 pub fn router(state: AppState) -> Router {
+    // Built once: the description does not change while the server runs.
+    let openapi: Arc<str> = admin::openapi_json().into();
     Router::new()
         .merge(baidu::routes())
         .nest("/admin/v1", admin::routes(state.clone()))
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/openapi/admin-v1.json",
-            get(|| async {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    admin::OPENAPI,
-                )
+            get(move || {
+                let doc = openapi.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        doc.to_string(),
+                    )
+                }
             }),
         )
         .route("/metrics", get(render_metrics))

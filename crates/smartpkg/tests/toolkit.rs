@@ -245,7 +245,7 @@ async fn templates_are_pushed_from_a_folder_added_listed_and_deleted() {
         .as_array()
         .expect("list")
         .iter()
-        .any(|t| t["template_id"].to_string() == template));
+        .any(|t| t["template_id"].as_i64().map(|i| i.to_string()) == Some(template.clone())));
     ok(&cli(&s, &["template", "delete", "--template-id", &template]).await);
     // A folder without app.json is refused before anything is sent.
     let empty = s.dir.path().join("empty");

@@ -8,7 +8,7 @@ use axum::Json;
 use serde_json::{json, Value};
 use smartpkg_store::{Delivery, DeliveryState};
 
-use super::{AdminError, AdminResult};
+use super::{AdminError, AdminResult, ErrorBody};
 use crate::{clock, push, AppState};
 
 /// When each held target's hold ends, for the delivery views.
@@ -46,6 +46,14 @@ fn view(d: &Delivery, state: &AppState, holds: &HashMap<i64, i64>) -> Value {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/deliveries",
+    tag = "admin",
+    summary = "List pushes with their state",
+    params(("tp_id" = Option<i64>, Query), ("state" = Option<String>, Query, description = "pending, delivered or failed"), ("limit" = Option<i64>, Query)),
+    responses((status = 200, description = "{deliveries: [...]}"), (status = 400, description = "invalid filter"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+)]
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
@@ -76,6 +84,14 @@ pub async fn list(
     Ok(Json(json!({ "deliveries": deliveries })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/deliveries/{id}",
+    tag = "admin",
+    summary = "Read a push with its payload and every attempt",
+    params(("id" = i64, Path)),
+    responses((status = 200, description = "the delivery"), (status = 404, description = "no such delivery"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+)]
 pub async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<i64>,
@@ -111,6 +127,14 @@ pub async fn get_one(
     Ok(Json(v))
 }
 
+#[utoipa::path(
+    post,
+    path = "/deliveries/{id}/redeliver",
+    tag = "admin",
+    summary = "Replay a push under the same event id",
+    params(("id" = i64, Path)),
+    responses((status = 202, description = "{id, state: pending}; lifts the target's hold for this attempt"), (status = 404, description = "no such delivery"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+)]
 pub async fn redeliver(
     State(state): State<AppState>,
     Path(id): Path<i64>,
@@ -123,6 +147,13 @@ pub async fn redeliver(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/push-targets",
+    tag = "admin",
+    summary = "Push targets (third parties) with their failing run and hold",
+    responses((status = 200, description = "{push_targets: [...]}"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+)]
 /// `GET /push-targets`: every third party with a failure record, its failing run and hold.
 pub async fn targets(State(state): State<AppState>) -> AdminResult<Json<Value>> {
     let offset = state.settings.utc_offset;
@@ -149,6 +180,14 @@ pub async fn targets(State(state): State<AppState>) -> AdminResult<Json<Value>> 
     Ok(Json(json!({ "push_targets": list })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/push-targets/{tp_id}/resume",
+    tag = "admin",
+    summary = "End a target's hold; its deliveries resume at once",
+    params(("tp_id" = i64, Path)),
+    responses((status = 200, description = "the target"), (status = 404, description = "no such third party"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+)]
 /// `POST /push-targets/{tp_id}/resume`: an operator ends a hold; deliveries resume at once.
 pub async fn resume(
     State(state): State<AppState>,

@@ -11,50 +11,99 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use smartpkg_store::StoreError;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::{secrets, AppState};
 
-/// The OpenAPI description of this API, served at `/openapi/admin-v1.json`; a test checks that
-/// every route below is described and every described route is served.
-pub const OPENAPI: &str = include_str!("openapi.json");
+/// The admin API's routes and its OpenAPI description, from one list: each handler's
+/// `#[utoipa::path]` gives both its route and its operation, so the two cannot disagree.
+fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(tenants::create_tp))
+        .routes(routes!(tenants::get_tp, tenants::patch_tp))
+        .routes(routes!(tenants::upload_template))
+        .routes(routes!(tenants::upload_draft))
+        .routes(routes!(tenants::authorize))
+        .routes(routes!(tenants::revoke))
+        .routes(routes!(tenants::create_app))
+        .routes(routes!(tenants::get_app, tenants::patch_app))
+        .routes(routes!(tenants::reset_owner_password))
+        .routes(routes!(packages::list))
+        .routes(routes!(packages::get_one))
+        .routes(routes!(packages::audit))
+        .routes(routes!(packages::archive))
+        .routes(routes!(deliveries::list))
+        .routes(routes!(deliveries::targets))
+        .routes(routes!(deliveries::resume))
+        .routes(routes!(deliveries::get_one))
+        .routes(routes!(deliveries::redeliver))
+        .split_for_parts()
+}
 
 pub fn routes(state: AppState) -> Router<AppState> {
-    Router::new()
-        .route("/tps", post(tenants::create_tp))
-        .route(
-            "/tps/{tp_id}",
-            get(tenants::get_tp).patch(tenants::patch_tp),
-        )
-        .route("/tps/{tp_id}/templates", post(tenants::upload_template))
-        .route("/tps/{tp_id}/drafts", post(tenants::upload_draft))
-        .route("/tps/{tp_id}/authorizations", post(tenants::authorize))
-        .route(
-            "/tps/{tp_id}/authorizations/{app_id}",
-            axum::routing::delete(tenants::revoke),
-        )
-        .route("/apps", post(tenants::create_app))
-        .route(
-            "/apps/{app_id}",
-            get(tenants::get_app).patch(tenants::patch_app),
-        )
-        .route(
-            "/apps/{app_id}/owner-password",
-            post(tenants::reset_owner_password),
-        )
-        .route("/packages", get(packages::list))
-        .route("/packages/{package_id}", get(packages::get_one))
-        .route("/packages/{package_id}/audit", post(packages::audit))
-        .route("/packages/{package_id}/archive", get(packages::archive))
-        .route("/deliveries", get(deliveries::list))
-        .route("/push-targets", get(deliveries::targets))
-        .route("/push-targets/{tp_id}/resume", post(deliveries::resume))
-        .route("/deliveries/{id}", get(deliveries::get_one))
-        .route("/deliveries/{id}/redeliver", post(deliveries::redeliver))
+    api()
+        .0
         .route_layer(middleware::from_fn_with_state(state, require_admin))
+}
+
+/// The OpenAPI description of this API (3.1), served at `/openapi/admin-v1.json`.
+pub fn openapi_json() -> String {
+    api()
+        .1
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"cannot describe the API: {e}\"}}"))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "smartpkg admin API",
+        version = "1",
+        description = "The operator's API of smartpkg (ours, not Baidu's). JSON in and out; errors are {\"error\": {\"code\", \"message\"}} with a non-2xx status. See docs/admin-api.md."
+    ),
+    servers((url = "/admin/v1")),
+    security(("bearer" = [])),
+    modifiers(&BearerAuth),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "SMARTPKG_ADMIN_TOKEN, or the token generated into <data dir>/admin-token",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Every error of the admin API.
+#[derive(utoipa::ToSchema, serde::Serialize)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(utoipa::ToSchema, serde::Serialize)]
+pub struct ErrorDetail {
+    /// `invalid_request`, `not_found`, `conflict`, `unauthorized`, `unavailable`, `internal`…
+    code: String,
+    message: String,
 }
 
 #[derive(Debug)]
@@ -174,5 +223,21 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
         serde_json::from_slice(&bytes)
             .map(Body)
             .map_err(|e| AdminError::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_description_lists_path_and_query_parameters() {
+        let doc: serde_json::Value =
+            serde_json::from_str(&super::openapi_json()).expect("the description is JSON");
+        let params = doc["paths"]["/packages"]["get"]["parameters"]
+            .as_array()
+            .expect("parameters");
+        let names: Vec<&str> = params.iter().filter_map(|p| p["name"].as_str()).collect();
+        assert_eq!(names, ["status", "app_id", "tp_id", "limit"]);
+        let zip = &doc["paths"]["/tps/{tp_id}/templates"]["post"]["requestBody"]["content"];
+        assert!(zip["application/zip"].is_object(), "{zip}");
     }
 }

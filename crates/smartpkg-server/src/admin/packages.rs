@@ -14,7 +14,7 @@ use smartpkg_core::archive;
 use smartpkg_core::lifecycle::Command;
 use smartpkg_store::{PackageFilter, PackageRecord};
 
-use super::{AdminError, AdminResult, Body};
+use super::{AdminError, AdminResult, Body, ErrorBody};
 use crate::{clock, workers, AppState};
 
 fn view(p: &PackageRecord, state: &AppState) -> Value {
@@ -52,6 +52,14 @@ fn int(q: &HashMap<String, String>, name: &str) -> AdminResult<Option<i64>> {
         .transpose()
 }
 
+#[utoipa::path(
+    get,
+    path = "/packages",
+    tag = "admin",
+    summary = "List packages, newest first",
+    params(("status" = Option<i64>, Query, description = "wire status: 1, 3, 4, 5, 6 or 8"), ("app_id" = Option<i64>, Query), ("tp_id" = Option<i64>, Query), ("limit" = Option<i64>, Query, description = "1 to 1000, default 100")),
+    responses((status = 200, description = "{packages: [...]}"), (status = 400, description = "invalid filter"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+)]
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
@@ -75,6 +83,14 @@ async fn load(state: &AppState, id: i64) -> AdminResult<PackageRecord> {
         .ok_or_else(|| AdminError::not_found(format!("package {id}")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/packages/{package_id}",
+    tag = "admin",
+    summary = "Read a package in any state",
+    params(("package_id" = i64, Path)),
+    responses((status = 200, description = "the package with its ext_json and built ext.json"), (status = 404, description = "no such package"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+)]
 pub async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<i64>,
@@ -87,13 +103,22 @@ pub async fn get_one(
     Ok(Json(v))
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditBody {
     result: String,
     reason: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/packages/{package_id}/audit",
+    tag = "admin",
+    summary = "Decide an audit",
+    params(("package_id" = i64, Path)),
+    request_body = AuditBody,
+    responses((status = 200, description = "the package"), (status = 400, description = "invalid decision"), (status = 404, description = "no such package"), (status = 409, description = "the package is not being audited"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+)]
 pub async fn audit(
     State(state): State<AppState>,
     Path(id): Path<i64>,
@@ -134,6 +159,14 @@ pub async fn audit(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/packages/{package_id}/archive",
+    tag = "admin",
+    summary = "Download the full package zip (template entries + generated ext.json)",
+    params(("package_id" = i64, Path)),
+    responses((status = 200, description = "application/zip"), (status = 404, description = "no such package"), (status = 409, description = "the package is not built"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+)]
 /// The full package as a zip: the template's entries unchanged plus the generated `ext.json`.
 /// It is spooled to an unnamed temporary file and streamed from there, so memory stays flat
 /// whatever the template's size.

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use smartpkg_core::archive;
 use smartpkg_store::{App, AppPatch, NewTemplate, OperatorGrant, Tp, TpPatch};
 
-use super::{clean_text, AdminError, AdminResult, Body};
+use super::{clean_text, AdminError, AdminResult, Body, ErrorBody};
 use crate::{clock, owner, secrets, AppState};
 
 fn check_url(name: &str, url: &str) -> AdminResult<()> {
@@ -67,7 +67,7 @@ fn check_domain(d: Option<String>) -> AdminResult<Option<String>> {
     Ok(Some(d))
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewTpBody {
     name: String,
@@ -79,6 +79,14 @@ pub struct NewTpBody {
     redirect_domain: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/tps",
+    tag = "admin",
+    summary = "Create a third party",
+    request_body = NewTpBody,
+    responses((status = 201, description = "the third party, secrets generated where not given"), (status = 400, description = "invalid field"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+)]
 pub async fn create_tp(
     State(state): State<AppState>,
     Body(b): Body<NewTpBody>,
@@ -108,7 +116,7 @@ pub async fn create_tp(
     Ok((StatusCode::CREATED, Json(tp)))
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PatchTpBody {
     name: Option<String>,
@@ -118,6 +126,7 @@ pub struct PatchTpBody {
     encoding_aes_key: Option<String>,
     /// null resets to the server's default.
     #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<i64>)]
     audit_quota: Option<Option<i64>>,
     redirect_domain: Option<String>,
 }
@@ -129,6 +138,15 @@ mod double_option {
     }
 }
 
+#[utoipa::path(
+    patch,
+    path = "/tps/{tp_id}",
+    tag = "admin",
+    summary = "Change a third party",
+    params(("tp_id" = i64, Path)),
+    request_body = PatchTpBody,
+    responses((status = 200, description = "the third party"), (status = 400, description = "invalid field"), (status = 404, description = "no such third party"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+)]
 pub async fn patch_tp(
     State(state): State<AppState>,
     Path(tp_id): Path<i64>,
@@ -158,6 +176,14 @@ pub async fn patch_tp(
     Ok(Json(state.store.update_tp(tp_id, patch).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/tps/{tp_id}",
+    tag = "admin",
+    summary = "Read a third party",
+    params(("tp_id" = i64, Path)),
+    responses((status = 200, description = "the third party"), (status = 404, description = "no such third party"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+)]
 pub async fn get_tp(
     State(state): State<AppState>,
     Path(tp_id): Path<i64>,
@@ -167,7 +193,7 @@ pub async fn get_tp(
         .ok_or_else(|| AdminError::not_found(format!("tp {tp_id}")))
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewAppBody {
     name: String,
@@ -191,6 +217,14 @@ async fn owner_hash(pw: String) -> AdminResult<String> {
         .map_err(|e| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/apps",
+    tag = "admin",
+    summary = "Create a mini program (audit gates default to true); the owner password is shown once",
+    request_body = NewAppBody,
+    responses((status = 201, description = "the mini program with owner_password"), (status = 400, description = "invalid field"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+)]
 pub async fn create_app(
     State(state): State<AppState>,
     Body(b): Body<NewAppBody>,
@@ -228,13 +262,22 @@ pub async fn create_app(
     ))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(utoipa::ToSchema, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct OwnerPasswordBody {
     /// The operator's choice; absent = a random one is generated.
     password: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/apps/{app_id}/owner-password",
+    tag = "admin",
+    summary = "Set a new owner credential (given, or generated) and show it once; the old one stops working",
+    params(("app_id" = i64, Path)),
+    request_body = OwnerPasswordBody,
+    responses((status = 200, description = "the mini program with owner_password"), (status = 400, description = "the password is too weak"), (status = 404, description = "no such mini program"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+)]
 /// `POST /apps/{app_id}/owner-password`: sets a new owner credential (the given one, or a
 /// generated one) and shows it this once. The old one stops working at once.
 pub async fn reset_owner_password(
@@ -265,7 +308,7 @@ pub async fn reset_owner_password(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PatchAppBody {
     name: Option<String>,
@@ -274,6 +317,15 @@ pub struct PatchAppBody {
     authenticity_certified: Option<bool>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/apps/{app_id}",
+    tag = "admin",
+    summary = "Change a mini program's name or gates",
+    params(("app_id" = i64, Path)),
+    request_body = PatchAppBody,
+    responses((status = 200, description = "the mini program"), (status = 400, description = "invalid field"), (status = 404, description = "no such mini program"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+)]
 pub async fn patch_app(
     State(state): State<AppState>,
     Path(app_id): Path<i64>,
@@ -292,6 +344,14 @@ pub async fn patch_app(
     Ok(Json(state.store.update_app(app_id, patch).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/apps/{app_id}",
+    tag = "admin",
+    summary = "Read a mini program",
+    params(("app_id" = i64, Path)),
+    responses((status = 200, description = "the mini program"), (status = 404, description = "no such mini program"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+)]
 pub async fn get_app(
     State(state): State<AppState>,
     Path(app_id): Path<i64>,
@@ -407,6 +467,15 @@ fn archive_answer(
     (StatusCode::CREATED, Json(created))
 }
 
+#[utoipa::path(
+    post,
+    path = "/tps/{tp_id}/templates",
+    tag = "admin",
+    summary = "Upload a template zip: a draft and a template from it",
+    params(("tp_id" = i64, Path), ("user_version" = String, Query), ("user_desc" = String, Query)),
+    request_body(content = Vec<u8>, content_type = "application/zip", description = "the template's zip archive"),
+    responses((status = 201, description = "{template_id, draft_id, sha256, files, pages}"), (status = 400, description = "not a template archive"), (status = 404, description = "no such third party"), (status = 413, description = "larger than the limit"), (status = 415, description = "not application/zip"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+)]
 /// `POST /tps/{tp_id}/templates?user_version=&user_desc=` with the zip as the raw body: a
 /// draft and a template from it in one step (the operator contract).
 pub async fn upload_template(
@@ -423,6 +492,15 @@ pub async fn upload_template(
     Ok(archive_answer(created, sha, &manifest))
 }
 
+#[utoipa::path(
+    post,
+    path = "/tps/{tp_id}/drafts",
+    tag = "admin",
+    summary = "Upload a template zip as a draft only",
+    params(("tp_id" = i64, Path), ("user_version" = String, Query), ("user_desc" = String, Query)),
+    request_body(content = Vec<u8>, content_type = "application/zip", description = "the template's zip archive"),
+    responses((status = 201, description = "{draft_id, user_version, user_desc, sha256, files, pages}"), (status = 400, description = "not a template archive"), (status = 404, description = "no such third party"), (status = 413, description = "larger than the limit"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+)]
 /// `POST /tps/{tp_id}/drafts?user_version=&user_desc=`: a draft only; the third party turns
 /// it into a template with `addtotemplate`.
 pub async fn upload_draft(
@@ -439,12 +517,21 @@ pub async fn upload_draft(
     Ok(archive_answer(created, sha, &manifest))
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeBody {
     app_id: i64,
 }
 
+#[utoipa::path(
+    post,
+    path = "/tps/{tp_id}/authorizations",
+    tag = "admin",
+    summary = "Authorize a mini program to the third party and mint its tokens",
+    params(("tp_id" = i64, Path)),
+    request_body = AuthorizeBody,
+    responses((status = 201, description = "{access_token, refresh_token, expires_in}"), (status = 404, description = "no such third party or mini program"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+)]
 pub async fn authorize(
     State(state): State<AppState>,
     Path(tp_id): Path<i64>,
@@ -473,6 +560,14 @@ pub async fn authorize(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/tps/{tp_id}/authorizations/{app_id}",
+    tag = "admin",
+    summary = "Revoke: the app's tokens die and the TP is told UNAUTHORIZED",
+    params(("tp_id" = i64, Path), ("app_id" = i64, Path)),
+    responses((status = 204, description = "revoked"), (status = 404, description = "no such authorization"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+)]
 /// `DELETE /tps/{tp_id}/authorizations/{app_id}`: the app's tokens stop working at once and
 /// the TP is told UNAUTHORIZED.
 pub async fn revoke(
