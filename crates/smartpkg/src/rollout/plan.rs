@@ -282,7 +282,7 @@ vars = { shop = "North \"quoted\"" }
             problems.contains("needs the third party's token"),
             "{problems}"
         );
-        assert!(problems.contains("does not set"), "{problems}");
+        assert!(problems.contains("do not set"), "{problems}");
         assert!(problems.contains("listed twice"), "{problems}");
     }
 
@@ -290,5 +290,23 @@ vars = { shop = "North \"quoted\"" }
     fn an_unknown_key_is_refused() {
         let err = Plan::parse(&format!("{PLAN}\nconcurency = 3\n")).expect_err("typo");
         assert!(format!("{err:#}").contains("concurency"), "{err:#}");
+    }
+}
+
+#[cfg(test)]
+mod doc_example {
+    use super::*;
+
+    /// The complete example of docs/rollout.md is a valid plan.
+    #[test]
+    fn the_documented_example_plan_is_valid() {
+        let doc = include_str!("../../../../docs/rollout.md");
+        let start = doc.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let end = start + doc[start..].find("```").expect("its end");
+        let plan = Plan::parse(&doc[start..end]).expect("the example parses");
+        assert_eq!(plan.problems(false), Vec::<String>::new());
+        let ext: serde_json::Value =
+            serde_json::from_str(&plan.render(&plan.apps[1]).expect("renders")).expect("json");
+        assert_eq!(ext["ext"]["shopName"], "Lakeside \"Noodles\"");
     }
 }
