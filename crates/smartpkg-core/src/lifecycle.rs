@@ -101,6 +101,8 @@ pub struct PackageFacts {
     pub previous_package_id: Option<i64>,
     /// It became online through a rollback; it cannot be rolled back itself.
     pub restored: bool,
+    /// An audit-passed package released to this percentage of devices (a staged release).
+    pub staged_percent: Option<i64>,
 }
 
 /// The mini program's audit gates.
@@ -131,6 +133,9 @@ pub struct Snapshot {
     pub app: AppFacts,
     pub quota: Quota,
     pub packages: Vec<PackageFacts>,
+    /// The last five former online versions (history), most recent first: the targets of a
+    /// rollback to a chosen version. Their facts are in `packages` too.
+    pub recent_history: Vec<i64>,
 }
 
 impl Snapshot {
@@ -200,7 +205,24 @@ pub enum Command {
     Withdraw {
         package_id: i64,
     },
+    /// Release the audit-passed package to `percent` of devices (1–100), or raise it.
+    StageRelease {
+        package_id: i64,
+        percent: i64,
+    },
+    /// Cancel a staged release: every device runs the online version again.
+    RevertStage {
+        package_id: i64,
+    },
+    /// Roll the online package back to `target`, one of the last five online versions.
+    RollbackTo {
+        package_id: i64,
+        target: i64,
+    },
 }
+
+/// How many former online versions a rollback to a chosen version may pick from.
+pub const ROLLBACK_CHOICES: usize = 5;
 
 impl Command {
     /// The existing package the command acts on (None for an upload, which creates one).
@@ -214,7 +236,10 @@ impl Command {
             | Command::Release { package_id }
             | Command::Rollback { package_id }
             | Command::FinishRollback { package_id }
-            | Command::Withdraw { package_id } => Some(*package_id),
+            | Command::Withdraw { package_id }
+            | Command::StageRelease { package_id, .. }
+            | Command::RevertStage { package_id }
+            | Command::RollbackTo { package_id, .. } => Some(*package_id),
         }
     }
 
@@ -281,6 +306,8 @@ pub struct Patch {
     /// Set on release (the replaced online package) and cleared on restore.
     pub previous_package_id: Option<Option<i64>>,
     pub restored: Option<bool>,
+    /// Set by a staged release, cleared by its revert and by the release.
+    pub staged_percent: Option<Option<i64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -350,6 +377,26 @@ fn wrong_state(p: &PackageFacts, call: &str) -> Refusal {
     )
 }
 
+/// The online package a rollback starts from.
+fn online_to_roll_back(s: &Snapshot, package_id: i64) -> Result<&PackageFacts, Refusal> {
+    let p = target(s, package_id)?;
+    match p.state {
+        PkgState::Online => Ok(p),
+        PkgState::RollingBack => Err(Refusal::new(
+            Errno::Processing,
+            format!("处理中，请稍后重试: package {package_id} is already rolling back"),
+        )),
+        _ => Err(Refusal::new(
+            Errno::NotOnlinePackage,
+            format!(
+                "{}: package {package_id} is {}",
+                Errno::NotOnlinePackage.default_msg(),
+                p.state.as_str()
+            ),
+        )),
+    }
+}
+
 fn change(p: &PackageFacts, to: PkgState) -> Change {
     Change {
         package_id: p.package_id,
@@ -368,6 +415,16 @@ fn audit_gates(s: &Snapshot) -> Result<(), Refusal> {
         (true, true) => {}
     }
     if let Some(a) = s.in_slot(Slot::Audit) {
+        if let Some(percent) = a.staged_percent {
+            return Err(Refusal::new(
+                Errno::StagedReleaseInProgress,
+                format!(
+                    "{}: package {} is released to {percent}% of devices",
+                    Errno::StagedReleaseInProgress.default_msg(),
+                    a.package_id
+                ),
+            ));
+        }
         if a.state == PkgState::Auditing {
             return Err(Refusal::new(
                 Errno::AuditInFlight,
@@ -528,29 +585,105 @@ pub fn decide(s: &Snapshot, cmd: &Command, policy: &Policy) -> Result<Plan, Refu
             let mut c = change(p, PkgState::Online);
             c.patch.previous_package_id = Some(online.map(|o| o.package_id));
             c.patch.restored = Some(false);
+            c.patch.staged_percent = Some(None);
             plan.changes.push(c);
         }
-        Command::Rollback { package_id } => {
+        Command::StageRelease {
+            package_id,
+            percent,
+        } => {
             let p = target(s, *package_id)?;
-            match p.state {
-                PkgState::Online => {}
-                PkgState::RollingBack => {
+            if p.state != PkgState::AuditPassed {
+                return Err(wrong_state(p, "a staged release"));
+            }
+            if !(1..=100).contains(percent) {
+                return Err(Refusal::new(
+                    Errno::ParamError,
+                    format!("参数错误: percentage is 1 to 100, not {percent}"),
+                ));
+            }
+            if !s.app.authenticity_certified {
+                return Err(Refusal::baidu(Errno::NotCertified));
+            }
+            if let Some(o) = s.in_slot(Slot::Online) {
+                if o.state == PkgState::RollingBack {
                     return Err(Refusal::new(
                         Errno::Processing,
-                        format!("处理中，请稍后重试: package {package_id} is already rolling back"),
-                    ))
-                }
-                _ => {
-                    return Err(Refusal::new(
-                        Errno::NotOnlinePackage,
                         format!(
-                            "{}: package {package_id} is {}",
-                            Errno::NotOnlinePackage.default_msg(),
-                            p.state.as_str()
+                            "处理中，请稍后重试: package {} is rolling back",
+                            o.package_id
                         ),
-                    ))
+                    ));
                 }
             }
+            if let Some(current) = p.staged_percent {
+                if *percent < current {
+                    return Err(Refusal::new(
+                        Errno::StagePercentLowered,
+                        format!(
+                            "{}: package {package_id} is at {current}%, not lowered to {percent}%; revert to start again",
+                            Errno::StagePercentLowered.default_msg()
+                        ),
+                    ));
+                }
+            }
+            let mut c = change(p, PkgState::AuditPassed);
+            c.patch.staged_percent = Some(Some(*percent));
+            plan.changes.push(c);
+        }
+        Command::RevertStage { package_id } => {
+            let p = target(s, *package_id)?;
+            if p.state != PkgState::AuditPassed || p.staged_percent.is_none() {
+                return Err(Refusal::new(
+                    Errno::NotStaged,
+                    format!(
+                        "{}: package {package_id} is not in a staged release",
+                        Errno::NotStaged.default_msg()
+                    ),
+                ));
+            }
+            let mut c = change(p, PkgState::AuditPassed);
+            c.patch.staged_percent = Some(None);
+            plan.changes.push(c);
+        }
+        Command::RollbackTo {
+            package_id,
+            target: to,
+        } => {
+            let p = online_to_roll_back(s, *package_id)?;
+            let chosen = s
+                .recent_history
+                .iter()
+                .take(ROLLBACK_CHOICES)
+                .find(|id| **id == *to)
+                .and_then(|id| s.package(*id))
+                .filter(|t| t.state == PkgState::History);
+            if chosen.is_none() {
+                return Err(Refusal::new(
+                    Errno::RollbackTargetInvalid,
+                    format!(
+                        "{}: package {to} is not one of them ({})",
+                        Errno::RollbackTargetInvalid.default_msg(),
+                        s.recent_history
+                            .iter()
+                            .map(|i| i.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+            // The rollback finishes as a plain one does, towards the chosen version.
+            let mut c = change(p, PkgState::RollingBack);
+            c.patch.previous_package_id = Some(Some(*to));
+            plan.changes.push(c);
+            plan.jobs.push(JobRequest {
+                kind: JobKind::FinishRollback,
+                package_id: *package_id,
+                delay_ms: policy.rollback_delay_ms,
+            });
+        }
+        Command::Rollback { package_id } => {
+            let p = online_to_roll_back(s, *package_id)?;
             if p.restored {
                 return Err(Refusal::baidu(Errno::RollbackTwice));
             }
@@ -632,6 +765,9 @@ pub fn apply(s: &mut Snapshot, plan: &Plan) -> Result<(), String> {
         if let Some(r) = c.patch.restored {
             p.restored = r;
         }
+        if let Some(st) = c.patch.staged_percent {
+            p.staged_percent = st;
+        }
     }
     if let Some(id) = plan.create {
         s.packages.push(PackageFacts {
@@ -639,6 +775,7 @@ pub fn apply(s: &mut Snapshot, plan: &Plan) -> Result<(), String> {
             state: PkgState::Building,
             previous_package_id: None,
             restored: false,
+            staged_percent: None,
         });
     }
     if plan.consume_quota {

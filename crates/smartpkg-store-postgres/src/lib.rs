@@ -17,6 +17,7 @@ mod deliveries;
 mod jobs;
 mod library;
 mod packages;
+mod runtime;
 mod tenants;
 
 use std::time::Duration;

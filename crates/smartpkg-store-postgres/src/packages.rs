@@ -18,7 +18,7 @@ macro_rules! pkg_cols {
          p.ext_json, p.built_ext_json, p.direct_commit, p.test_account, p.test_password, p.audit_content, \
          p.remark, p.msg, p.upload_err_code, p.upload_err_msg, p.previous_package_id, \
          (SELECT prev.version FROM packages prev WHERE prev.package_id = p.previous_package_id), \
-         p.restored, p.commit_time, p.updated_at"
+         p.restored, p.commit_time, p.updated_at, p.staged_percent, p.archive_sha256, p.archive_size"
     };
 }
 
@@ -69,6 +69,9 @@ fn pkg_row_at(r: &PgRow, at: usize) -> Result<PackageRecord> {
         restored: r.try_get(at + 19).map_err(g)?,
         commit_time_ms: r.try_get(at + 20).map_err(g)?,
         updated_at_ms: r.try_get(at + 21).map_err(g)?,
+        staged_percent: r.try_get(at + 22).map_err(g)?,
+        archive_sha256: r.try_get(at + 23).map_err(g)?,
+        archive_size: r.try_get(at + 24).map_err(g)?,
     })
 }
 
@@ -129,13 +132,16 @@ async fn snapshot(
             .map_err(db)?;
     }
     let rows = sqlx::query(
-        "SELECT package_id, state, previous_package_id, restored FROM packages \
+        "SELECT package_id, state, previous_package_id, restored, staged_percent, updated_at FROM packages \
          WHERE app_id = $1 AND (state NOT IN ('history', 'retired') OR package_id = $2 \
            OR package_id IN (SELECT previous_package_id FROM packages \
-                             WHERE app_id = $1 AND state IN ('online', 'rolling_back')))",
+                             WHERE app_id = $1 AND state IN ('online', 'rolling_back')) \
+           OR package_id IN (SELECT package_id FROM packages WHERE app_id = $1 AND state = 'history' \
+                             ORDER BY updated_at DESC, package_id DESC LIMIT $3))",
     )
     .bind(app_id)
     .bind(target.unwrap_or(-1))
+    .bind(lifecycle::ROLLBACK_CHOICES as i64)
     .fetch_all(&mut *c)
     .await
     .map_err(db)?;
@@ -148,9 +154,24 @@ async fn snapshot(
                 state: state(&s)?,
                 previous_package_id: r.try_get(2).map_err(db)?,
                 restored: r.try_get(3).map_err(db)?,
+                staged_percent: r.try_get(4).map_err(db)?,
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    // The query holds the newest history packages, so the newest of those it read are the
+    // app's newest (the others it read are older: rollback or command targets).
+    let mut history: Vec<(i64, i64)> = rows
+        .iter()
+        .zip(&packages)
+        .filter(|(_, p)| p.state == PkgState::History)
+        .map(|(r, p)| Ok((r.try_get::<i64, _>(5).map_err(db)?, p.package_id)))
+        .collect::<Result<Vec<_>>>()?;
+    history.sort_unstable_by(|a, b| b.cmp(a));
+    let recent_history = history
+        .into_iter()
+        .take(lifecycle::ROLLBACK_CHOICES)
+        .map(|(_, id)| id)
+        .collect();
     // Only a submission reads the quota (two more round trips): other decisions get an
     // unlimited stand-in that `decide` never consults.
     let quota = if lock_tp {
@@ -166,6 +187,7 @@ async fn snapshot(
             app,
             quota,
             packages,
+            recent_history,
         },
         tp_id,
     ))
@@ -190,7 +212,8 @@ async fn apply_plan(
                audit_content = COALESCE($7, audit_content), remark = COALESCE($8, remark), \
                test_account = COALESCE($9, test_account), test_password = COALESCE($10, test_password), \
                previous_package_id = CASE WHEN $11 THEN $12 ELSE previous_package_id END, \
-               restored = COALESCE($13, restored) \
+               restored = COALESCE($13, restored), \
+               staged_percent = CASE WHEN $16 THEN $17 ELSE staged_percent END \
              WHERE package_id = $14 AND state = $15",
         )
         .bind(ch.to.as_str())
@@ -208,6 +231,8 @@ async fn apply_plan(
         .bind(p.restored)
         .bind(ch.package_id)
         .bind(ch.from.as_str())
+        .bind(p.staged_percent.is_some())
+        .bind(p.staged_percent.flatten())
         .execute(&mut *c)
         .await
         .map_err(db)?

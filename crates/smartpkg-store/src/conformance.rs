@@ -48,6 +48,10 @@ pub fn cases() -> Vec<Case> {
         racing_commands_on_one_package_have_exactly_one_winner,
         racing_submissions_never_exceed_the_weekly_quota,
         racing_template_additions_never_exceed_the_limit,
+        staged_releases_and_the_runtime_view_agree,
+        rollback_to_a_chosen_version_reaches_back_five_releases,
+        racing_settings_edits_all_land,
+        host_apps_and_archives_round_trip,
     ]
 }
 
@@ -965,4 +969,208 @@ async fn racing_template_additions_never_exceed_the_limit(store: Arc<dyn Store>)
     assert_eq!((won, refused), (5, RACERS - 5));
     let (count, _) = store.list_templates(tp_id, 0, 100).await.expect("db");
     assert_eq!(count, LIMIT);
+}
+
+async fn staged_releases_and_the_runtime_view_agree(store: Arc<dyn Store>) {
+    let (tp_id, app_id, t) = seeded(&*store).await;
+    let first = passed(&store, tp_id, app_id, t, 10).await;
+    decide_ok(&store, app_id, Command::Release { package_id: first }, 11).await;
+    let second = passed(&store, tp_id, app_id, t, 12).await;
+    let stage = |percent| Command::StageRelease {
+        package_id: second,
+        percent,
+    };
+    decide_ok(&store, app_id, stage(10), 13).await;
+    let view = store.runtime_view(app_id).await.expect("db").expect("app");
+    assert_eq!(view.online.as_ref().map(|p| p.package_id), Some(first));
+    assert_eq!(
+        view.staged.as_ref().map(|(p, pc)| (p.package_id, *pc)),
+        Some((second, 10))
+    );
+    let record = store
+        .get_package(second)
+        .await
+        .expect("db")
+        .expect("package");
+    assert_eq!(record.staged_percent, Some(10));
+    // Lowering is refused; raising lands.
+    let lowered = store
+        .execute(app_id, stage(5), ctx(14), None)
+        .await
+        .expect("db");
+    assert!(lowered.is_err());
+    decide_ok(&store, app_id, stage(50), 15).await;
+    decide_ok(
+        &store,
+        app_id,
+        Command::RevertStage { package_id: second },
+        16,
+    )
+    .await;
+    let view = store.runtime_view(app_id).await.expect("db").expect("app");
+    assert_eq!(view.staged, None);
+    decide_ok(&store, app_id, stage(20), 17).await;
+    decide_ok(&store, app_id, Command::Release { package_id: second }, 18).await;
+    let view = store.runtime_view(app_id).await.expect("db").expect("app");
+    assert_eq!(view.online.as_ref().map(|p| p.package_id), Some(second));
+    assert_eq!(view.staged, None);
+    let record = store
+        .get_package(second)
+        .await
+        .expect("db")
+        .expect("package");
+    assert_eq!(
+        record.staged_percent, None,
+        "a release ends the staged release"
+    );
+    assert!(store.runtime_view(999_999).await.expect("db").is_none());
+}
+
+async fn rollback_to_a_chosen_version_reaches_back_five_releases(store: Arc<dyn Store>) {
+    let (tp_id, app_id, t) = seeded(&*store).await;
+    let mut released = vec![];
+    for i in 0..7 {
+        let now = 100 + i * 10;
+        let id = passed(&store, tp_id, app_id, t, now).await;
+        decide_ok(&store, app_id, Command::Release { package_id: id }, now + 1).await;
+        released.push(id);
+    }
+    let online = released[6];
+    // History, newest first: 5, 4, 3, 2, 1, 0 — the last five are 5..=1.
+    let to = |target| Command::RollbackTo {
+        package_id: online,
+        target,
+    };
+    let too_old = store
+        .execute(app_id, to(released[0]), ctx(200), None)
+        .await
+        .expect("db");
+    assert_eq!(
+        too_old.expect_err("the sixth is out of reach").errno,
+        smartpkg_types::Errno::RollbackTargetInvalid
+    );
+    decide_ok(&store, app_id, to(released[1]), 201).await;
+    decide_ok(
+        &store,
+        app_id,
+        Command::FinishRollback { package_id: online },
+        202,
+    )
+    .await;
+    let view = store.runtime_view(app_id).await.expect("db").expect("app");
+    assert_eq!(view.online.map(|p| p.package_id), Some(released[1]));
+}
+
+async fn racing_settings_edits_all_land(store: Arc<dyn Store>) {
+    let (tp_id, app_id, _) = seeded(&*store).await;
+    let mut tasks = vec![];
+    for i in 0..RACERS {
+        let store1 = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store1
+                .update_runtime_settings(
+                    app_id,
+                    Box::new(move |s| {
+                        s.domains
+                            .request_domain
+                            .push(format!("https://d{i}.example.com"))
+                    }),
+                )
+                .await
+        }));
+        let store2 = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store2
+                .update_tp_domains(
+                    tp_id,
+                    Box::new(move |d| d.socket_domain.push(format!("wss://s{i}.example.com"))),
+                )
+                .await
+                .map(|d| d.map(|_| crate::RuntimeSettings::default()))
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task").expect("db").expect("exists");
+    }
+    let s = store
+        .runtime_settings(app_id)
+        .await
+        .expect("db")
+        .expect("app");
+    assert_eq!(
+        s.domains.request_domain.len(),
+        RACERS,
+        "every concurrent edit landed"
+    );
+    let d = store.tp_domains(tp_id).await.expect("db").expect("tp");
+    assert_eq!(d.socket_domain.len(), RACERS);
+    assert!(store
+        .update_runtime_settings(999_999, Box::new(|s| s.paused = true))
+        .await
+        .expect("db")
+        .is_none());
+}
+
+async fn host_apps_and_archives_round_trip(store: Arc<dyn Store>) {
+    let (tp_id, app_id, t) = seeded(&*store).await;
+    let a = store
+        .create_host_app("host a".into(), "hk_a".into(), "hash-a".into(), 5)
+        .await
+        .expect("host");
+    let b = store
+        .create_host_app("host b".into(), "hk_b".into(), "hash-b".into(), 6)
+        .await
+        .expect("host");
+    assert_eq!(store.list_host_apps().await.expect("db").len(), 2);
+    let found = store
+        .host_app_by_key("hk_b".into())
+        .await
+        .expect("db")
+        .expect("b");
+    assert_eq!(
+        (found.host_id, found.secret_hash.as_str()),
+        (b.host_id, "hash-b")
+    );
+    assert!(store
+        .host_app_by_key("nope".into())
+        .await
+        .expect("db")
+        .is_none());
+    assert!(store
+        .set_app_hosts(app_id, vec![a.host_id])
+        .await
+        .expect("db"));
+    let view = store.runtime_view(app_id).await.expect("db").expect("app");
+    assert_eq!(view.hosts, vec![a.host_id]);
+    assert!(matches!(
+        store.set_app_hosts(app_id, vec![a.host_id, 999]).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        store
+            .runtime_view(app_id)
+            .await
+            .expect("db")
+            .expect("app")
+            .hosts,
+        vec![a.host_id]
+    );
+    assert!(!store.set_app_hosts(999_999, vec![]).await.expect("db"));
+    // The first archive recorded for a package is the one kept.
+    let id = built(&store, tp_id, app_id, t, 10).await;
+    let first = store
+        .set_package_archive(id, "a".repeat(64), 10)
+        .await
+        .expect("db");
+    let second = store
+        .set_package_archive(id, "b".repeat(64), 20)
+        .await
+        .expect("db");
+    assert_eq!(first, ("a".repeat(64), 10));
+    assert_eq!(second, first);
+    let record = store.get_package(id).await.expect("db").expect("package");
+    assert_eq!(
+        record.archive_sha256.as_deref(),
+        Some("a".repeat(64).as_str())
+    );
 }

@@ -15,6 +15,7 @@ mod deliveries;
 mod jobs;
 mod library;
 mod packages;
+pub mod runtime;
 pub mod sqlite;
 mod tenants;
 
@@ -23,6 +24,10 @@ pub use deliveries::*;
 pub use jobs::*;
 pub use library::*;
 pub use packages::*;
+pub use runtime::{
+    Domains, DomainsEdit, HostApp, RuntimePackage, RuntimeSettings, RuntimeStore, RuntimeView,
+    SettingsEdit,
+};
 pub use tenants::*;
 
 /// The cause of a storage failure, kept as the error itself (its chain stays inspectable).
@@ -72,18 +77,33 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Everything a server needs from storage: every aggregate's trait.
 pub trait Store:
-    TenantStore + AuthStore + LibraryStore + PackageStore + DeliveryStore + JobStore + 'static
+    TenantStore
+    + AuthStore
+    + LibraryStore
+    + PackageStore
+    + DeliveryStore
+    + JobStore
+    + RuntimeStore
+    + 'static
 {
 }
 
 impl<T> Store for T where
-    T: TenantStore + AuthStore + LibraryStore + PackageStore + DeliveryStore + JobStore + 'static
+    T: TenantStore
+        + AuthStore
+        + LibraryStore
+        + PackageStore
+        + DeliveryStore
+        + JobStore
+        + RuntimeStore
+        + 'static
 {
 }
 
 /// The traits, for callers holding a `dyn Store`.
 pub mod prelude {
     pub use crate::{
-        AuthStore, DeliveryStore, JobStore, LibraryStore, PackageStore, Store, TenantStore,
+        AuthStore, DeliveryStore, JobStore, LibraryStore, PackageStore, RuntimeStore, Store,
+        TenantStore,
     };
 }

@@ -43,6 +43,11 @@ pub struct PackageRecord {
     pub restored: bool,
     pub commit_time_ms: i64,
     pub updated_at_ms: i64,
+    /// A staged release of this audit-passed package: the percentage of devices that run it.
+    pub staged_percent: Option<i64>,
+    /// The archive devices download (template files + the built `ext.json`), once made.
+    pub archive_sha256: Option<String>,
+    pub archive_size: Option<i64>,
 }
 
 fn state_str<S: serde::Serializer>(s: &PkgState, ser: S) -> std::result::Result<S::Ok, S::Error> {

@@ -103,6 +103,14 @@ errnos! {
     ExtPageUnknown = 69506 => "ext_json引用了模板中不存在的页面",
     /// `extAppid` names another mini program (build error).
     ExtAppidMismatch = 69507 => "extAppid与小程序不符",
+    /// A staged release of the audit version is in progress: release it or revert it first.
+    StagedReleaseInProgress = 69508 => "灰度发布进行中，请先全量发布或撤销灰度",
+    /// A staged release's percentage only grows; revert to start again.
+    StagePercentLowered = 69509 => "灰度比例只能调高",
+    /// Revert of a staged release when none is in progress.
+    NotStaged = 69510 => "没有进行中的灰度发布",
+    /// The chosen version is not one of the mini program's last five online versions.
+    RollbackTargetInvalid = 69511 => "只能回退到最近五个线上版本之一",
 }
 
 impl Errno {

@@ -21,6 +21,7 @@ fn pkg(id: i64, state: PkgState) -> PackageFacts {
         state,
         previous_package_id: None,
         restored: false,
+        staged_percent: None,
     }
 }
 
@@ -29,9 +30,11 @@ fn pkg(id: i64, state: PkgState) -> PackageFacts {
 fn with_target(state: PkgState) -> Snapshot {
     let mut target = pkg(1, state);
     let mut packages = vec![];
+    let mut recent_history = vec![];
     if matches!(state, PkgState::Online | PkgState::RollingBack) {
         target.previous_package_id = Some(2);
         packages.push(pkg(2, PkgState::History));
+        recent_history.push(2);
     }
     packages.insert(0, target);
     Snapshot {
@@ -41,6 +44,7 @@ fn with_target(state: PkgState) -> Snapshot {
             used: 0,
         },
         packages,
+        recent_history,
     }
 }
 
@@ -74,6 +78,15 @@ fn commands(id: i64) -> Vec<Command> {
         Command::Rollback { package_id: id },
         Command::FinishRollback { package_id: id },
         Command::Withdraw { package_id: id },
+        Command::StageRelease {
+            package_id: id,
+            percent: 10,
+        },
+        Command::RevertStage { package_id: id },
+        Command::RollbackTo {
+            package_id: id,
+            target: 2,
+        },
     ]
 }
 
@@ -116,6 +129,23 @@ fn expected(cmd: &Command, state: PkgState) -> Result<PkgState, Errno> {
             (PkgState::RollingBack, PkgState::Retired, Errno::WrongState)
         }
         Command::Withdraw { .. } => (PkgState::Auditing, PkgState::Development, Errno::WrongState),
+        Command::StageRelease { .. } => (
+            PkgState::AuditPassed,
+            PkgState::AuditPassed,
+            Errno::WrongState,
+        ),
+        // Nothing is staged in these snapshots.
+        Command::RevertStage { .. } => return Err(Errno::NotStaged),
+        Command::RollbackTo { .. } => {
+            if state == PkgState::RollingBack {
+                return Err(Errno::Processing);
+            }
+            (
+                PkgState::Online,
+                PkgState::RollingBack,
+                Errno::NotOnlinePackage,
+            )
+        }
         Command::Upload { .. } => unreachable!("upload has no target"),
     };
     if state == from {
@@ -358,7 +388,7 @@ proptest! {
     /// one, and the history of former online versions grows only by release.
     #[test]
     fn invariants_hold_under_any_sequence(ops in proptest::collection::vec(op(), 1..60), quota in proptest::option::of(0i64..5)) {
-        let mut s = Snapshot { app: open_app(), quota: Quota { limit: quota, used: 0 }, packages: vec![] };
+        let mut s = Snapshot { app: open_app(), quota: Quota { limit: quota, used: 0 }, packages: vec![], recent_history: vec![] };
         let mut next_id = 1;
         let mut had_online = false;
         for o in ops {
@@ -396,4 +426,94 @@ proptest! {
             if let Some(limit) = s.quota.limit { prop_assert!(s.quota.used <= limit); }
         }
     }
+}
+
+fn staged(percent: Option<i64>) -> Snapshot {
+    let mut s = with_target(PkgState::AuditPassed);
+    s.packages[0].staged_percent = percent;
+    s.packages.push(pkg(3, PkgState::Online));
+    s
+}
+
+#[test]
+fn a_staged_release_grows_never_shrinks_and_ends_by_release_or_revert() {
+    let stage = |p| Command::StageRelease {
+        package_id: 1,
+        percent: p,
+    };
+    let mut s = staged(None);
+    let plan = decide(&s, &stage(10), &POLICY).expect("staged");
+    apply(&mut s, &plan).expect("applies");
+    assert_eq!(s.packages[0].staged_percent, Some(10));
+    let plan = decide(&s, &stage(50), &POLICY).expect("raised");
+    apply(&mut s, &plan).expect("applies");
+    assert_eq!(s.packages[0].staged_percent, Some(50));
+    assert_eq!(
+        decide(&s, &stage(20), &POLICY).expect_err("lowered").errno,
+        Errno::StagePercentLowered
+    );
+    for bad in [0, 101, -5] {
+        assert_eq!(
+            decide(&s, &stage(bad), &POLICY).expect_err("range").errno,
+            Errno::ParamError
+        );
+    }
+    // Reverted: back to no staged release, and it can start again lower.
+    let mut reverted = s.clone();
+    let plan = decide(&reverted, &Command::RevertStage { package_id: 1 }, &POLICY).expect("revert");
+    apply(&mut reverted, &plan).expect("applies");
+    assert_eq!(reverted.packages[0].staged_percent, None);
+    decide(&reverted, &stage(5), &POLICY).expect("a new staged release");
+    // Released: online for everyone, the staged mark gone, the old online one in history.
+    let plan = decide(&s, &Command::Release { package_id: 1 }, &POLICY).expect("release");
+    apply(&mut s, &plan).expect("applies");
+    assert_eq!(s.packages[0].state, PkgState::Online);
+    assert_eq!(s.packages[0].staged_percent, None);
+    assert_eq!(s.package(3).map(|p| p.state), Some(PkgState::History));
+}
+
+#[test]
+fn a_new_audit_waits_until_the_staged_release_is_released_or_reverted() {
+    let mut s = staged(Some(30));
+    s.packages.push(pkg(4, PkgState::Development));
+    let submit = Command::SubmitAudit {
+        package_id: 4,
+        request: AuditRequest::default(),
+    };
+    assert_eq!(
+        decide(&s, &submit, &POLICY).expect_err("staged").errno,
+        Errno::StagedReleaseInProgress
+    );
+    s.packages[0].staged_percent = None;
+    decide(&s, &submit, &POLICY).expect("allowed once reverted");
+}
+
+#[test]
+fn rollback_to_a_chosen_version_takes_one_of_the_last_five_only() {
+    let mut s = with_target(PkgState::Online);
+    s.packages[0].restored = true;
+    for id in 10..17 {
+        s.packages.push(pkg(id, PkgState::History));
+    }
+    // Most recent first; the store passes the last five only.
+    s.recent_history = vec![16, 15, 14, 13, 12];
+    let to = |t| Command::RollbackTo {
+        package_id: 1,
+        target: t,
+    };
+    assert_eq!(
+        decide(&s, &to(11), &POLICY).expect_err("too old").errno,
+        Errno::RollbackTargetInvalid
+    );
+    assert_eq!(
+        decide(&s, &to(1), &POLICY).expect_err("itself").errno,
+        Errno::RollbackTargetInvalid
+    );
+    // Allowed even from a restored version (unlike a plain rollback), and finished as one.
+    let plan = decide(&s, &to(13), &POLICY).expect("rollback to 13");
+    apply(&mut s, &plan).expect("applies");
+    let plan = decide(&s, &Command::FinishRollback { package_id: 1 }, &POLICY).expect("finish");
+    apply(&mut s, &plan).expect("applies");
+    assert_eq!(s.package(13).map(|p| p.state), Some(PkgState::Online));
+    assert_eq!(s.package(1).map(|p| p.state), Some(PkgState::Retired));
 }

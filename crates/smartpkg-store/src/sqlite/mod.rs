@@ -38,6 +38,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("0006_delivery_lanes.sql")),
     (7, include_str!("0007_janitor.sql")),
     (8, include_str!("0008_lease_tokens.sql")),
+    (9, include_str!("0009_runtime.sql")),
 ];
 pub(super) const MAX_IDLE_READERS: usize = 16;
 
@@ -229,6 +230,7 @@ mod deliveries;
 mod jobs;
 mod library;
 mod packages;
+mod runtime;
 mod tenants;
 
 // Each aggregate's helpers, for the others (an event is queued from several of them).

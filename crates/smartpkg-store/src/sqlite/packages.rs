@@ -9,7 +9,8 @@ macro_rules! pkg_select {
              p.ext_json, p.built_ext_json, p.direct_commit, p.test_account, p.test_password, p.audit_content, \
              p.remark, p.msg, p.upload_err_code, p.upload_err_msg, p.previous_package_id, \
              (SELECT prev.version FROM packages prev WHERE prev.package_id = p.previous_package_id), \
-             p.restored, p.commit_time, p.updated_at FROM packages p ",
+             p.restored, p.commit_time, p.updated_at, p.staged_percent, p.archive_sha256, p.archive_size \
+             FROM packages p ",
             $rest
         )
     };
@@ -49,6 +50,9 @@ pub(super) fn pkg_row(r: &Row<'_>) -> rusqlite::Result<PackageRecord> {
         restored: r.get(19)?,
         commit_time_ms: r.get(20)?,
         updated_at_ms: r.get(21)?,
+        staged_percent: r.get(22)?,
+        archive_sha256: r.get(23)?,
+        archive_size: r.get(24)?,
     })
 }
 
@@ -100,27 +104,47 @@ pub(super) fn snapshot(
     let tp_id =
         tp_id.ok_or_else(|| StoreError::NotFound(format!("authorization of app {app_id}")))?;
     let mut stmt = tx.prepare_cached(
-        "SELECT package_id, state, previous_package_id, restored FROM packages \
+        "SELECT package_id, state, previous_package_id, restored, staged_percent FROM packages \
          WHERE app_id = ?1 AND (state NOT IN ('history', 'retired') OR package_id = ?2 \
            OR package_id IN (SELECT previous_package_id FROM packages \
-                             WHERE app_id = ?1 AND state IN ('online', 'rolling_back')))",
+                             WHERE app_id = ?1 AND state IN ('online', 'rolling_back')) \
+           OR package_id IN (SELECT package_id FROM packages WHERE app_id = ?1 AND state = 'history' \
+                             ORDER BY updated_at DESC, package_id DESC LIMIT ?3))",
     )?;
     let packages = stmt
-        .query_map(params![app_id, target.unwrap_or(-1)], |r| {
-            Ok(PackageFacts {
-                package_id: r.get(0)?,
-                state: parse_state(r.get(1)?)?,
-                previous_package_id: r.get(2)?,
-                restored: r.get(3)?,
-            })
-        })?
+        .query_map(
+            params![
+                app_id,
+                target.unwrap_or(-1),
+                lifecycle::ROLLBACK_CHOICES as i64
+            ],
+            |r| {
+                Ok(PackageFacts {
+                    package_id: r.get(0)?,
+                    state: parse_state(r.get(1)?)?,
+                    previous_package_id: r.get(2)?,
+                    restored: r.get(3)?,
+                    staged_percent: r.get(4)?,
+                })
+            },
+        )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    let recent_history = tx
+        .prepare_cached(
+            "SELECT package_id FROM packages WHERE app_id = ?1 AND state = 'history' \
+             ORDER BY updated_at DESC, package_id DESC LIMIT ?2",
+        )?
+        .query_map(params![app_id, lifecycle::ROLLBACK_CHOICES as i64], |r| {
+            r.get(0)
+        })?
+        .collect::<rusqlite::Result<Vec<i64>>>()?;
     let quota = quota(tx, tp_id, ctx)?;
     Ok((
         Snapshot {
             app,
             quota,
             packages,
+            recent_history,
         },
         tp_id,
     ))
@@ -146,7 +170,8 @@ pub(super) fn apply_plan(
                audit_content = COALESCE(?7, audit_content), remark = COALESCE(?8, remark), \
                test_account = COALESCE(?9, test_account), test_password = COALESCE(?10, test_password), \
                previous_package_id = CASE WHEN ?11 THEN ?12 ELSE previous_package_id END, \
-               restored = COALESCE(?13, restored) \
+               restored = COALESCE(?13, restored), \
+               staged_percent = CASE WHEN ?16 THEN ?17 ELSE staged_percent END \
              WHERE package_id = ?14 AND state = ?15",
         )?
         .execute(params![
@@ -165,6 +190,8 @@ pub(super) fn apply_plan(
             p.restored,
             c.package_id,
             c.from.as_str(),
+            p.staged_percent.is_some(),
+            p.staged_percent.flatten(),
         ])?;
         if n != 1 {
             return Err(StoreError::conflict(format!(

@@ -1,0 +1,261 @@
+use super::*;
+use crate::runtime::{
+    Domains, DomainsEdit, HostApp, RuntimePackage, RuntimeSettings, RuntimeStore, RuntimeView,
+    SettingsEdit,
+};
+
+fn json_col<T: serde::de::DeserializeOwned + Default>(text: String) -> Result<T> {
+    if text.trim().is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("stored settings: {e}")))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("settings: {e}")))
+}
+
+const HOST_COLS: &str = "host_id, name, host_key, secret_hash, created_at";
+
+fn host_row(r: &Row<'_>) -> rusqlite::Result<HostApp> {
+    Ok(HostApp {
+        host_id: r.get(0)?,
+        name: r.get(1)?,
+        host_key: r.get(2)?,
+        secret_hash: r.get(3)?,
+        created_at_ms: r.get(4)?,
+    })
+}
+
+fn runtime_package(
+    c: &Connection,
+    app_id: i64,
+    states: &str,
+) -> Result<Option<(RuntimePackage, Option<i64>)>> {
+    let sql = format!(
+        "SELECT package_id, version, template_id, built_ext_json, archive_sha256, archive_size, staged_percent \
+         FROM packages WHERE app_id = ?1 AND state IN ({states}) ORDER BY package_id DESC LIMIT 1"
+    );
+    Ok(c.prepare_cached(&sql)?
+        .query_row([app_id], |r| {
+            Ok((
+                RuntimePackage {
+                    package_id: r.get(0)?,
+                    version: r.get(1)?,
+                    template_id: r.get(2)?,
+                    built_ext_json: r.get(3)?,
+                    archive_sha256: r.get(4)?,
+                    archive_size: r.get(5)?,
+                },
+                r.get(6)?,
+            ))
+        })
+        .optional()?)
+}
+
+#[async_trait]
+impl RuntimeStore for SqliteStore {
+    async fn runtime_settings(&self, app_id: i64) -> Result<Option<RuntimeSettings>> {
+        self.read(move |c| {
+            let text: Option<String> = c
+                .query_row(
+                    "SELECT runtime_settings FROM apps WHERE app_id = ?1",
+                    [app_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            text.map(json_col).transpose()
+        })
+        .await
+    }
+
+    async fn update_runtime_settings(
+        &self,
+        app_id: i64,
+        edit: SettingsEdit,
+    ) -> Result<Option<RuntimeSettings>> {
+        // The write transaction holds SQLite's one writer between the read and the write.
+        self.write(move |tx| {
+            let text: Option<String> = tx
+                .query_row(
+                    "SELECT runtime_settings FROM apps WHERE app_id = ?1",
+                    [app_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(text) = text else { return Ok(None) };
+            let mut settings: RuntimeSettings = json_col(text)?;
+            edit(&mut settings);
+            tx.execute(
+                "UPDATE apps SET runtime_settings = ?1 WHERE app_id = ?2",
+                params![to_json(&settings)?, app_id],
+            )?;
+            Ok(Some(settings))
+        })
+        .await
+    }
+
+    async fn tp_domains(&self, tp_id: i64) -> Result<Option<Domains>> {
+        self.read(move |c| {
+            let text: Option<String> = c
+                .query_row("SELECT domains FROM tps WHERE tp_id = ?1", [tp_id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            text.map(json_col).transpose()
+        })
+        .await
+    }
+
+    async fn update_tp_domains(&self, tp_id: i64, edit: DomainsEdit) -> Result<Option<Domains>> {
+        self.write(move |tx| {
+            let text: Option<String> = tx
+                .query_row("SELECT domains FROM tps WHERE tp_id = ?1", [tp_id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let Some(text) = text else { return Ok(None) };
+            let mut domains: Domains = json_col(text)?;
+            edit(&mut domains);
+            tx.execute(
+                "UPDATE tps SET domains = ?1 WHERE tp_id = ?2",
+                params![to_json(&domains)?, tp_id],
+            )?;
+            Ok(Some(domains))
+        })
+        .await
+    }
+
+    async fn create_host_app(
+        &self,
+        name: String,
+        host_key: String,
+        secret_hash: String,
+        now_ms: i64,
+    ) -> Result<HostApp> {
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO host_apps (name, host_key, secret_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![name, host_key, secret_hash, now_ms],
+            )?;
+            Ok(HostApp {
+                host_id: tx.last_insert_rowid(),
+                name,
+                host_key,
+                secret_hash,
+                created_at_ms: now_ms,
+            })
+        })
+        .await
+    }
+
+    async fn list_host_apps(&self) -> Result<Vec<HostApp>> {
+        self.read(|c| {
+            Ok(c.prepare(&format!(
+                "SELECT {HOST_COLS} FROM host_apps ORDER BY host_id"
+            ))?
+            .query_map([], host_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn host_app_by_key(&self, host_key: String) -> Result<Option<HostApp>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT {HOST_COLS} FROM host_apps WHERE host_key = ?1"
+            ))?
+            .query_row([host_key], host_row)
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn set_app_hosts(&self, app_id: i64, hosts: Vec<i64>) -> Result<bool> {
+        self.write(move |tx| {
+            let exists: Option<i64> = tx
+                .query_row("SELECT app_id FROM apps WHERE app_id = ?1", [app_id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if exists.is_none() {
+                return Ok(false);
+            }
+            for h in &hosts {
+                let known: Option<i64> = tx
+                    .query_row(
+                        "SELECT host_id FROM host_apps WHERE host_id = ?1",
+                        [h],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if known.is_none() {
+                    return Err(StoreError::NotFound(format!("host app {h}")));
+                }
+            }
+            tx.execute("DELETE FROM app_host_apps WHERE app_id = ?1", [app_id])?;
+            for h in hosts {
+                tx.execute(
+                    "INSERT OR IGNORE INTO app_host_apps (app_id, host_id) VALUES (?1, ?2)",
+                    params![app_id, h],
+                )?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn runtime_view(&self, app_id: i64) -> Result<Option<RuntimeView>> {
+        self.read(move |c| {
+            let text: Option<String> = c
+                .prepare_cached("SELECT runtime_settings FROM apps WHERE app_id = ?1")?
+                .query_row([app_id], |r| r.get(0))
+                .optional()?;
+            let Some(text) = text else { return Ok(None) };
+            let hosts = c
+                .prepare_cached(
+                    "SELECT host_id FROM app_host_apps WHERE app_id = ?1 ORDER BY host_id",
+                )?
+                .query_map([app_id], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<i64>>>()?;
+            let online = runtime_package(c, app_id, "'online', 'rolling_back'")?.map(|(p, _)| p);
+            let staged = runtime_package(c, app_id, "'audit_passed'")?
+                .and_then(|(p, percent)| percent.map(|pc| (p, pc)));
+            Ok(Some(RuntimeView {
+                app_id,
+                settings: json_col(text)?,
+                hosts,
+                online,
+                staged,
+            }))
+        })
+        .await
+    }
+
+    async fn set_package_archive(
+        &self,
+        package_id: i64,
+        sha256: String,
+        size: i64,
+    ) -> Result<(String, i64)> {
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE packages SET archive_sha256 = ?1, archive_size = ?2 \
+                 WHERE package_id = ?3 AND archive_sha256 IS NULL",
+                params![sha256, size, package_id],
+            )?;
+            let kept: Option<(Option<String>, Option<i64>)> = tx
+                .query_row(
+                    "SELECT archive_sha256, archive_size FROM packages WHERE package_id = ?1",
+                    [package_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            match kept {
+                Some((Some(s), Some(n))) => Ok((s, n)),
+                _ => Err(StoreError::NotFound(format!("package {package_id}"))),
+            }
+        })
+        .await
+    }
+}
