@@ -10,4 +10,5 @@ pub mod audit_rules;
 pub mod ext;
 pub mod lifecycle;
 pub mod push;
+pub mod runtime;
 pub mod text;

@@ -114,6 +114,12 @@ pub struct Settings {
     /// Write calls per third party per minute (its mini programs' writes and its own:
     /// pre-auth codes, template changes, code exchanges); 0 = unlimited.
     pub tp_writes_per_minute: u32,
+    /// How long an instance may answer update checks from what it read of a mini program
+    /// (its own changes are seen at once; another instance's within this time).
+    pub runtime_cache_ttl_ms: u64,
+    /// Host runtime versions a third party may choose as a mini program's minimum
+    /// (`app/getsupportversion`, `app/setsupportversion`), oldest first.
+    pub runtime_versions: Vec<String>,
     /// Seconds between janitor runs.
     pub janitor_interval_s: u64,
     /// How long used codes and used refresh tokens are kept past their use (to recognise a
@@ -193,6 +199,10 @@ impl Default for Settings {
             push_proxy: None,
             app_writes_per_minute: 60,
             tp_writes_per_minute: 3000,
+            runtime_cache_ttl_ms: 1000,
+            runtime_versions: ["3.60.0", "3.80.0", "3.100.0", "3.120.0", "3.140.0"]
+                .map(String::from)
+                .to_vec(),
             janitor_interval_s: 3600,
             used_credential_retention_s: 30 * 24 * 3600,
             retired_package_retention_s: 7 * 24 * 3600,
@@ -405,6 +415,15 @@ impl Settings {
                 ));
             }
             self.admin_token = Some(t);
+        }
+        for v in &self.runtime_versions {
+            if smartpkg_core::runtime::parse_version(v).is_none() {
+                return Err(invalid(
+                    "runtime_versions",
+                    v,
+                    "must be versions of dotted numbers, such as 3.100.0",
+                ));
+            }
         }
         let positive = [
             ("ticket_interval_s", self.ticket_interval_s),

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod owner;
 pub mod push;
 pub mod ratelimit;
+pub mod runtime;
 pub mod secrets;
 pub mod serve;
 pub mod workers;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub template_slots: Arc<tokio::sync::Semaphore>,
     /// Write calls per mini program and per third party on the Baidu API.
     pub write_limits: Arc<ratelimit::WriteLimits>,
+    /// The runtime channel's caches (what mini programs serve, host apps, archives).
+    pub runtime: Arc<runtime::Runtime>,
 }
 
 impl AppState {
@@ -73,6 +76,8 @@ impl AppState {
             .await?;
         if let Ok(plan) = &decision {
             self.jobs_ready.notify(workers::lanes_of(plan));
+            // A release, a staged release, a rollback…: devices see it at their next check.
+            self.runtime.forget(app_id);
         }
         Ok(decision)
     }
@@ -211,6 +216,7 @@ pub fn router(state: AppState) -> Router {
     let openapi: Arc<str> = admin::openapi_json().into();
     Router::new()
         .merge(baidu::routes())
+        .merge(runtime::routes())
         .nest("/admin/v1", admin::routes(state.clone()))
         .route("/healthz", get(|| async { "ok" }))
         .route(
@@ -400,6 +406,9 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             settings.app_writes_per_minute,
             settings.tp_writes_per_minute,
         )),
+        runtime: Arc::new(runtime::Runtime::new(std::time::Duration::from_millis(
+            settings.runtime_cache_ttl_ms,
+        ))),
         settings: Arc::new(settings),
     };
     let (shutdown, rx) = watch::channel(false);

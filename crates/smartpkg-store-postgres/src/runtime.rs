@@ -254,6 +254,24 @@ impl RuntimeStore for PgStore {
         Ok(Some(view))
     }
 
+    async fn recent_history(
+        &self,
+        app_id: i64,
+        limit: i64,
+    ) -> Result<Vec<smartpkg_store::PackageRecord>> {
+        crate::packages::recent_history(&self.pool, app_id, limit).await
+    }
+
+    async fn archive_known(&self, sha256: String) -> Result<bool> {
+        let found: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM packages WHERE archive_sha256 = $1 LIMIT 1")
+                .bind(sha256)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(found.is_some())
+    }
+
     async fn set_package_archive(
         &self,
         package_id: i64,

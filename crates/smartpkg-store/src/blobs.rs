@@ -19,6 +19,11 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn put(&self, bytes: Vec<u8>) -> Result<String>;
     /// Reads the blob back, checking that its content still matches its name.
     async fn get(&self, sha256: &str) -> Result<Vec<u8>>;
+    /// The blob's file on this machine, when the store keeps blobs in files: downloads then
+    /// stream it (with ranges) instead of reading it whole.
+    fn local_path(&self, _sha256: &str) -> Option<PathBuf> {
+        None
+    }
 }
 
 pub struct LocalBlobs {
@@ -47,6 +52,10 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 #[async_trait]
 impl BlobStore for LocalBlobs {
+    fn local_path(&self, sha256: &str) -> Option<PathBuf> {
+        self.path_of(sha256).ok().filter(|p| p.is_file())
+    }
+
     async fn put(&self, bytes: Vec<u8>) -> Result<String> {
         let sha = sha256_hex(&bytes);
         let path = self.path_of(&sha)?;

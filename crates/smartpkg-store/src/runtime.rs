@@ -121,6 +121,13 @@ pub trait RuntimeStore: Send + Sync {
     /// None when the app is unknown.
     async fn runtime_view(&self, app_id: i64) -> Result<Option<RuntimeView>>;
 
+    /// The last `limit` former online versions of the app, newest first.
+    async fn recent_history(&self, app_id: i64, limit: i64) -> Result<Vec<crate::PackageRecord>>;
+
+    /// Whether `sha256` is the archive of some package (only those are served to devices;
+    /// the blob store also holds templates, which are not theirs to read).
+    async fn archive_known(&self, sha256: String) -> Result<bool>;
+
     /// Records the package's archive unless one is recorded already; the recorded one.
     async fn set_package_archive(
         &self,

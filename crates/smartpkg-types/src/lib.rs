@@ -5,6 +5,7 @@
 //! [`BaiduResponse`], the errno table ([`Errno`]), the package status ([`WireStatus`]) and the
 //! push payloads. No I/O. The source of truth is `spec/baidu-openapi.md`.
 
+mod app;
 mod auth;
 mod envelope;
 mod errno;
@@ -12,6 +13,7 @@ mod package;
 pub mod push;
 mod template;
 
+pub use app::*;
 pub use auth::*;
 pub use envelope::*;
 pub use errno::Errno;

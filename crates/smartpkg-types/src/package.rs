@@ -85,6 +85,10 @@ pub struct PackageInfo {
     pub upload_err_code: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_err_msg: Option<String>,
+    /// smartpkg's extension: the percentage of devices an audit-passed package is released
+    /// to in a staged release (absent otherwise; SDKs ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gray_percentage: Option<i64>,
 }
 
 /// `auditquota`'s data.
@@ -150,4 +154,30 @@ pub struct QrCodeRequest {
     /// 200 to 1280 pixels; 200 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub width: Option<u32>,
+}
+
+/// `grayrelease`'s parameters (smartpkg's extension): release an audit-passed package to a
+/// percentage of devices, or raise it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrayReleaseRequest {
+    pub package_id: i64,
+    /// 1 to 100; only ever raised (revert to start again).
+    pub gray_percentage: i64,
+}
+
+/// `rollbackto`'s parameters (smartpkg's extension): roll the online package back to one of
+/// the last five online versions (`gethistory`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackToRequest {
+    pub package_id: i64,
+    pub target_package_id: i64,
+}
+
+/// One former online version, as `gethistory` (smartpkg's extension) lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryVersion {
+    pub package_id: i64,
+    pub version: String,
+    pub version_desc: String,
+    pub commit_time: String,
 }

@@ -3,6 +3,7 @@
 //! `{"error": {"code", "message"}}` with a non-2xx status.
 
 mod deliveries;
+mod hosts;
 mod packages;
 mod tenants;
 
@@ -42,6 +43,8 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(deliveries::resume))
         .routes(routes!(deliveries::get_one))
         .routes(routes!(deliveries::redeliver))
+        .routes(routes!(hosts::create, hosts::list))
+        .routes(routes!(hosts::set_app_hosts))
         .split_for_parts()
 }
 

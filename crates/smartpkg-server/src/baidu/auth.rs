@@ -445,7 +445,18 @@ pub async fn app_info(State(state): State<AppState>, p: Params) -> Answer<AppInf
         .get_app(grant.app_id)
         .await?
         .ok_or_else(|| Reply::err(Errno::AppNotFound))?;
-    Ok(Data(app_info_data(&app)))
+    let settings = state
+        .store
+        .runtime_settings(grant.app_id)
+        .await?
+        .unwrap_or_default();
+    let mut info = app_info_data(&app);
+    // Paused by its third party (`app/pause`): status 4, as the real platform shows it.
+    if settings.paused {
+        info.status = 4;
+    }
+    info.min_swan_version = settings.min_runtime_version;
+    Ok(Data(info))
 }
 
 pub async fn retrieve_authorizationcode(

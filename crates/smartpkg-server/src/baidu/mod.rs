@@ -4,6 +4,7 @@
 //! Parameters arrive from the query string, a form body or a JSON body, mixed (spec §1):
 //! [`Params`] merges them, the body winning over the query for a name given twice.
 
+mod app;
 mod auth;
 pub use auth::issued_code;
 mod package;
@@ -39,6 +40,40 @@ pub fn routes() -> Router<AppState> {
         .route(&format!("{p}/getdetail"), any(package::getdetail))
         .route(&format!("{p}/auditquota"), any(package::auditquota))
         .route(&format!("{p}/gettrial"), any(package::gettrial))
+        // smartpkg's extensions, in the same wire style (docs/runtime.md).
+        .route(&format!("{p}/grayrelease"), any(package::grayrelease))
+        .route(
+            &format!("{p}/revertgrayrelease"),
+            any(package::revertgrayrelease),
+        )
+        .route(&format!("{p}/rollbackto"), any(package::rollbackto))
+        .route(&format!("{p}/gethistory"), any(package::gethistory))
+        .route("/rest/2.0/smartapp/app/pause", any(app::pause))
+        .route("/rest/2.0/smartapp/app/resume", any(app::resume))
+        .route(
+            "/rest/2.0/smartapp/app/modifydomain",
+            any(app::modifydomain),
+        )
+        .route(
+            "/rest/2.0/smartapp/app/modifywebviewdomain",
+            any(app::modifywebviewdomain),
+        )
+        .route(
+            "/rest/2.0/smartapp/app/getsupportversion",
+            any(app::getsupportversion),
+        )
+        .route(
+            "/rest/2.0/smartapp/app/setsupportversion",
+            any(app::setsupportversion),
+        )
+        .route(
+            "/rest/2.0/smartapp/tp/modifydomain",
+            any(app::tp_modifydomain),
+        )
+        .route(
+            "/rest/2.0/smartapp/tp/modifywebviewdomain",
+            any(app::tp_modifywebviewdomain),
+        )
         .route("/public/2.0/smartapp/auth/tp/token", any(tp::token))
         .route(
             "/rest/2.0/smartapp/tp/createpreauthcode",

@@ -6,7 +6,7 @@ use chrono::FixedOffset;
 use smartpkg_core::ext::parse_ext_json;
 use smartpkg_core::lifecycle::{AuditRequest, Command, PkgState, Slot};
 use smartpkg_store::{NewPackage, PackageRecord};
-use smartpkg_types::{upload_status, AuditQuota, Errno, PackageInfo, WireStatus};
+use smartpkg_types::{upload_status, AuditQuota, Errno, HistoryVersion, PackageInfo, WireStatus};
 
 use super::{check_grant, done, Answer, Data, Params, Reply};
 use crate::{clock, AppState};
@@ -44,6 +44,7 @@ pub fn to_wire(p: &PackageRecord, offset: FixedOffset) -> Option<PackageInfo> {
             info.committer = Some(COMMITTER.into());
             info.status = Some(status);
             info.package_id = Some(p.package_id);
+            info.gray_percentage = p.staged_percent;
             if p.state.slot() == Some(Slot::Online) {
                 info.rollback_version = Some(p.rollback_version.clone().unwrap_or_default());
             }
@@ -225,4 +226,52 @@ pub async fn auditquota(State(state): State<AppState>, p: Params) -> Answer<Audi
         quota_times: q.limit.unwrap_or(-1),
         remain_times: q.remaining().unwrap_or(-1),
     }))
+}
+
+/// `grayrelease` (smartpkg's extension): an audit-passed package to a percentage of devices.
+pub async fn grayrelease(State(state): State<AppState>, p: Params) -> Answer {
+    let grant = p.app_write_grant(&state).await?;
+    let package_id = p.required_i64("package_id")?;
+    let percent = p.required_i64("gray_percentage")?;
+    let cmd = Command::StageRelease {
+        package_id,
+        percent,
+    };
+    run(&state, grant.app_id, cmd).await
+}
+
+/// `revertgrayrelease` (smartpkg's extension): every device back to the online version.
+pub async fn revertgrayrelease(State(state): State<AppState>, p: Params) -> Answer {
+    by_package_id(state, p, |package_id| Command::RevertStage { package_id }).await
+}
+
+/// `rollbackto` (smartpkg's extension): the online package back to a chosen former version.
+pub async fn rollbackto(State(state): State<AppState>, p: Params) -> Answer {
+    let grant = p.app_write_grant(&state).await?;
+    let package_id = p.required_i64("package_id")?;
+    let target = p.required_i64("target_package_id")?;
+    run(
+        &state,
+        grant.app_id,
+        Command::RollbackTo { package_id, target },
+    )
+    .await
+}
+
+/// `gethistory` (smartpkg's extension): the versions `rollbackto` may choose, newest first.
+pub async fn gethistory(State(state): State<AppState>, p: Params) -> Answer<Vec<HistoryVersion>> {
+    let grant = p.app_grant(&state).await?;
+    let limit = smartpkg_core::lifecycle::ROLLBACK_CHOICES as i64;
+    let rows = state.store.recent_history(grant.app_id, limit).await?;
+    let offset = state.settings.utc_offset;
+    Ok(Data(
+        rows.iter()
+            .map(|r| HistoryVersion {
+                package_id: r.package_id,
+                version: r.version.clone(),
+                version_desc: r.version_desc.clone(),
+                commit_time: clock::commit_time(r.commit_time_ms, offset),
+            })
+            .collect(),
+    ))
 }

@@ -339,7 +339,7 @@ async fn the_openapi_description_is_generated_from_the_served_admin_routes() {
     );
     let mut operations = 0;
     for (path, item) in doc["paths"].as_object().expect("paths") {
-        for method in ["get", "post", "patch", "delete"] {
+        for method in ["get", "post", "put", "patch", "delete"] {
             let Some(op) = item.get(method) else { continue };
             operations += 1;
             assert!(op["summary"].is_string(), "{method} {path} has no summary");
@@ -366,7 +366,7 @@ async fn the_openapi_description_is_generated_from_the_served_admin_routes() {
             );
         }
     }
-    assert_eq!(operations, 20, "every admin operation is described");
+    assert_eq!(operations, 23, "every admin operation is described");
     // A typed body: POST /tps requires its name.
     let body =
         &doc["paths"]["/tps"]["post"]["requestBody"]["content"]["application/json"]["schema"];

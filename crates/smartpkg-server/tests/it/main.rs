@@ -10,6 +10,7 @@ mod onboarding;
 mod push;
 mod qrcode;
 mod races;
+mod runtime;
 mod storage;
 mod tp;
 mod transport;

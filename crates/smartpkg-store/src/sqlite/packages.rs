@@ -15,6 +15,7 @@ macro_rules! pkg_select {
         )
     };
 }
+pub(super) use pkg_select;
 
 pub(super) fn parse_state(s: String) -> rusqlite::Result<PkgState> {
     PkgState::parse(&s).ok_or_else(|| {

@@ -232,6 +232,29 @@ impl RuntimeStore for SqliteStore {
         .await
     }
 
+    async fn recent_history(&self, app_id: i64, limit: i64) -> Result<Vec<crate::PackageRecord>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(super::packages::pkg_select!(
+                "WHERE p.app_id = ?1 AND p.state = 'history' ORDER BY p.updated_at DESC, p.package_id DESC LIMIT ?2"
+            ))?
+            .query_map(params![app_id, limit], super::packages::pkg_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn archive_known(&self, sha256: String) -> Result<bool> {
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT 1 FROM packages WHERE archive_sha256 = ?1 LIMIT 1")?
+                    .query_row([sha256], |_| Ok(()))
+                    .optional()?
+                    .is_some(),
+            )
+        })
+        .await
+    }
+
     async fn set_package_archive(
         &self,
         package_id: i64,

@@ -1,0 +1,367 @@
+//! A mini program's runtime settings that its third party changes (spec §7): pause and
+//! resume, the server and web-view domains (and the third party's registered defaults), and
+//! the minimum host runtime version. Devices get them through the runtime channel
+//! (`crate::runtime`), which is told of every change at once.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use smartpkg_core::runtime::{check_domain, DomainKind};
+use smartpkg_store::{Domains, RuntimeSettings};
+use smartpkg_types::{AppDomains, Errno, SupportVersions, TpDomains, VersionItem};
+
+use super::{done, Answer, Data, Params, Reply};
+use crate::AppState;
+
+/// Longest allow-list: Baidu documents none; 200 keeps a settings row small.
+const MAX_DOMAINS: usize = 200;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Add,
+    Delete,
+    Set,
+    Get,
+}
+
+fn action(p: &Params) -> Result<Option<Action>, Reply> {
+    match p.get("action").map(str::trim) {
+        None => Ok(None),
+        Some("add") => Ok(Some(Action::Add)),
+        Some("delete") => Ok(Some(Action::Delete)),
+        Some("set") => Ok(Some(Action::Set)),
+        Some("get") => Ok(Some(Action::Get)),
+        Some(other) => Err(Reply::err_msg(
+            Errno::ParamError,
+            format!("action is add, delete, set or get, not {other:?}"),
+        )),
+    }
+}
+
+/// A comma-separated list parameter, each entry checked; None when absent.
+fn list(p: &Params, name: &str, kind: DomainKind) -> Result<Option<Vec<String>>, Reply> {
+    let Some(raw) = p.0.get(name) else {
+        return Ok(None);
+    };
+    let mut out: Vec<String> = vec![];
+    for d in raw.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        check_domain(kind, d)
+            .map_err(|why| Reply::err_msg(Errno::ParamError, format!("{name}: {why}")))?;
+        let d = d.to_ascii_lowercase();
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    if out.len() > MAX_DOMAINS {
+        return Err(Reply::err_msg(
+            Errno::ParamError,
+            format!("{name} has more than {MAX_DOMAINS} domains"),
+        ));
+    }
+    Ok(Some(out))
+}
+
+/// Applies one action to one list; false when the result would be too long (then unchanged).
+fn apply(list: &mut Vec<String>, action: Action, given: &[String]) -> bool {
+    let mut next = list.clone();
+    match action {
+        Action::Add => {
+            for d in given {
+                if !next.contains(d) {
+                    next.push(d.clone());
+                }
+            }
+        }
+        Action::Delete => next.retain(|d| !given.contains(d)),
+        Action::Set => next = given.to_vec(),
+        Action::Get => {}
+    }
+    if next.len() > MAX_DOMAINS {
+        return false;
+    }
+    *list = next;
+    true
+}
+
+fn joined(v: &[String]) -> String {
+    v.join(",")
+}
+
+fn app_domains(d: &Domains) -> AppDomains {
+    AppDomains {
+        request_domain: joined(&d.request_domain),
+        upload_domain: joined(&d.upload_domain),
+        download_domain: joined(&d.download_domain),
+        socket_domain: joined(&d.socket_domain),
+    }
+}
+
+fn tp_domains(d: &Domains) -> TpDomains {
+    TpDomains {
+        request_domain: d.request_domain.clone(),
+        upload_domain: d.upload_domain.clone(),
+        download_domain: d.download_domain.clone(),
+        socket_domain: d.socket_domain.clone(),
+    }
+}
+
+/// The four server-domain lists a call gives, with the list each one edits.
+type ServerLists = [(Option<Vec<String>>, fn(&mut Domains) -> &mut Vec<String>); 4];
+
+fn server_lists(p: &Params) -> Result<ServerLists, Reply> {
+    Ok([
+        (list(p, "request_domain", DomainKind::Https)?, |d| {
+            &mut d.request_domain
+        }),
+        (list(p, "upload_domain", DomainKind::Https)?, |d| {
+            &mut d.upload_domain
+        }),
+        (list(p, "download_domain", DomainKind::Https)?, |d| {
+            &mut d.download_domain
+        }),
+        (list(p, "socket_domain", DomainKind::Socket)?, |d| {
+            &mut d.socket_domain
+        }),
+    ])
+}
+
+fn too_many() -> Reply {
+    Reply::err_msg(
+        Errno::ParamError,
+        format!("a domain list holds at most {MAX_DOMAINS} domains"),
+    )
+}
+
+/// Applies `edit` to the mini program's settings, refreshes what devices see, and answers
+/// the settings after the edit.
+async fn edit_settings(
+    state: &AppState,
+    app_id: i64,
+    edit: impl FnOnce(&mut RuntimeSettings) -> bool + Send + 'static,
+) -> Result<RuntimeSettings, Reply> {
+    let fits = Arc::new(AtomicBool::new(true));
+    let flag = fits.clone();
+    let settings = state
+        .store
+        .update_runtime_settings(
+            app_id,
+            Box::new(move |s| {
+                let before = s.clone();
+                if !edit(s) {
+                    *s = before;
+                    flag.store(false, Ordering::SeqCst);
+                }
+            }),
+        )
+        .await?
+        .ok_or_else(|| Reply::err(Errno::AppNotFound))?;
+    state.runtime.forget(app_id);
+    if !fits.load(Ordering::SeqCst) {
+        return Err(too_many());
+    }
+    Ok(settings)
+}
+
+pub async fn pause(State(state): State<AppState>, p: Params) -> Answer {
+    let grant = p.app_write_grant(&state).await?;
+    edit_settings(&state, grant.app_id, |s| {
+        s.paused = true;
+        true
+    })
+    .await?;
+    done()
+}
+
+pub async fn resume(State(state): State<AppState>, p: Params) -> Answer {
+    let grant = p.app_write_grant(&state).await?;
+    edit_settings(&state, grant.app_id, |s| {
+        s.paused = false;
+        true
+    })
+    .await?;
+    done()
+}
+
+pub async fn modifydomain(State(state): State<AppState>, p: Params) -> Answer<AppDomains> {
+    let grant = p.app_write_grant(&state).await?;
+    let action = action(&p)?;
+    if action == Some(Action::Get) {
+        let s = state
+            .store
+            .runtime_settings(grant.app_id)
+            .await?
+            .ok_or_else(|| Reply::err(Errno::AppNotFound))?;
+        return Ok(Data(app_domains(&s.domains)));
+    }
+    let lists = match action {
+        // No action: the third party's registered server domains are added.
+        None => {
+            let tp = state
+                .store
+                .tp_domains(grant.tp_id)
+                .await?
+                .unwrap_or_default();
+            [
+                (
+                    Some(tp.request_domain),
+                    (|d| &mut d.request_domain) as fn(&mut Domains) -> &mut Vec<String>,
+                ),
+                (Some(tp.upload_domain), |d| &mut d.upload_domain),
+                (Some(tp.download_domain), |d| &mut d.download_domain),
+                (Some(tp.socket_domain), |d| &mut d.socket_domain),
+            ]
+        }
+        Some(_) => server_lists(&p)?,
+    };
+    if action.is_some() && lists.iter().all(|(given, _)| given.is_none()) {
+        return Err(Reply::err_msg(
+            Errno::ParamError,
+            "give at least one of request_domain, upload_domain, download_domain, socket_domain",
+        ));
+    }
+    let act = action.unwrap_or(Action::Add);
+    let s = edit_settings(&state, grant.app_id, move |s| {
+        lists.iter().all(|(given, field)| match given {
+            Some(g) => apply(field(&mut s.domains), act, g),
+            None => true,
+        })
+    })
+    .await?;
+    Ok(Data(app_domains(&s.domains)))
+}
+
+pub async fn modifywebviewdomain(State(state): State<AppState>, p: Params) -> Answer<String> {
+    let grant = p.app_write_grant(&state).await?;
+    let action = action(&p)?;
+    if action == Some(Action::Get) {
+        let s = state
+            .store
+            .runtime_settings(grant.app_id)
+            .await?
+            .ok_or_else(|| Reply::err(Errno::AppNotFound))?;
+        return Ok(Data(joined(&s.domains.web_view_domain)));
+    }
+    let given = match action {
+        None => {
+            let tp = state
+                .store
+                .tp_domains(grant.tp_id)
+                .await?
+                .unwrap_or_default();
+            tp.web_view_domain
+        }
+        Some(_) => list(&p, "web_view_domain", DomainKind::Https)?
+            .ok_or_else(|| Reply::err_msg(Errno::ParamError, "web_view_domain is required"))?,
+    };
+    let act = action.unwrap_or(Action::Add);
+    let s = edit_settings(&state, grant.app_id, move |s| {
+        apply(&mut s.domains.web_view_domain, act, &given)
+    })
+    .await?;
+    Ok(Data(joined(&s.domains.web_view_domain)))
+}
+
+pub async fn getsupportversion(
+    State(state): State<AppState>,
+    p: Params,
+) -> Answer<SupportVersions> {
+    let grant = p.app_grant(&state).await?;
+    let s = state
+        .store
+        .runtime_settings(grant.app_id)
+        .await?
+        .ok_or_else(|| Reply::err(Errno::AppNotFound))?;
+    Ok(Data(SupportVersions {
+        now_version: s.min_runtime_version,
+        items: state
+            .settings
+            .runtime_versions
+            .iter()
+            .map(|v| VersionItem { version: v.clone() })
+            .collect(),
+    }))
+}
+
+/// `setsupportversion` (smartpkg's extension, as WeChat's `setweappsupportversion`).
+pub async fn setsupportversion(State(state): State<AppState>, p: Params) -> Answer {
+    let grant = p.app_write_grant(&state).await?;
+    let version = p.required("version")?.trim().to_string();
+    let choices = &state.settings.runtime_versions;
+    if !choices.contains(&version) {
+        return Err(Reply::err_msg(
+            Errno::ParamError,
+            format!("version is one of {}, not {version:?}", choices.join(", ")),
+        ));
+    }
+    edit_settings(&state, grant.app_id, move |s| {
+        s.min_runtime_version = version;
+        true
+    })
+    .await?;
+    done()
+}
+
+async fn edit_tp(
+    state: &AppState,
+    tp_id: i64,
+    edit: impl FnOnce(&mut Domains) -> bool + Send + 'static,
+) -> Result<Domains, Reply> {
+    let fits = Arc::new(AtomicBool::new(true));
+    let flag = fits.clone();
+    let d = state
+        .store
+        .update_tp_domains(
+            tp_id,
+            Box::new(move |d| {
+                let before = d.clone();
+                if !edit(d) {
+                    *d = before;
+                    flag.store(false, Ordering::SeqCst);
+                }
+            }),
+        )
+        .await?
+        .ok_or_else(|| Reply::err(Errno::NoTpPermission))?;
+    if !fits.load(Ordering::SeqCst) {
+        return Err(too_many());
+    }
+    Ok(d)
+}
+
+pub async fn tp_modifydomain(State(state): State<AppState>, p: Params) -> Answer<TpDomains> {
+    let tp_id = p.tp_write_grant(&state).await?;
+    let action = action(&p)?.unwrap_or(Action::Add);
+    if action == Action::Get {
+        let d = state.store.tp_domains(tp_id).await?.unwrap_or_default();
+        return Ok(Data(tp_domains(&d)));
+    }
+    let lists = server_lists(&p)?;
+    let d = edit_tp(&state, tp_id, move |d| {
+        lists.iter().all(|(given, field)| match given {
+            Some(g) => apply(field(d), action, g),
+            None => true,
+        })
+    })
+    .await?;
+    Ok(Data(tp_domains(&d)))
+}
+
+pub async fn tp_modifywebviewdomain(
+    State(state): State<AppState>,
+    p: Params,
+) -> Answer<Vec<String>> {
+    let tp_id = p.tp_write_grant(&state).await?;
+    let action = action(&p)?.unwrap_or(Action::Add);
+    if action == Action::Get {
+        let d = state.store.tp_domains(tp_id).await?.unwrap_or_default();
+        return Ok(Data(d.web_view_domain));
+    }
+    let given = list(&p, "web_view_domain", DomainKind::Https)?
+        .ok_or_else(|| Reply::err_msg(Errno::ParamError, "web_view_domain is required"))?;
+    let d = edit_tp(&state, tp_id, move |d| {
+        apply(&mut d.web_view_domain, action, &given)
+    })
+    .await?;
+    Ok(Data(d.web_view_domain))
+}

@@ -1,0 +1,569 @@
+//! The runtime channel, `/runtime/v1` (ours; docs/runtime.md): host apps ask what each mini
+//! program should run on a device and download it.
+//!
+//! - `POST /runtime/v1/update-check`: one device, many mini programs — the hot path.
+//! - `GET /runtime/v1/apps/{app_id}`: one mini program, with an ETag (304 when unchanged).
+//! - `GET /runtime/v1/packages/{sha256}`: the package archive, immutable, with ranges.
+//!
+//! Host apps authenticate with HTTP Basic (host key, host secret). What a mini program serves
+//! is read once and kept for `runtime_cache_ttl_ms`; this instance's own changes drop it at
+//! once ([`Runtime::forget`]).
+
+mod download;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use smartpkg_core::runtime::{below, bucket, in_stage};
+use smartpkg_store::{RuntimePackage, RuntimeView};
+
+use crate::{secrets, AppState};
+
+/// Mini programs one update check may ask about.
+pub const MAX_APPS_PER_CHECK: usize = 100;
+const MAX_DEVICE_ID: usize = 128;
+const MAX_VERSION: usize = 32;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/runtime/v1/update-check", post(update_check))
+        .route("/runtime/v1/apps/{app_id}", get(one_app))
+        .route("/runtime/v1/packages/{sha256}", get(download::package))
+}
+
+/// A package as devices get it: its archive is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Served {
+    package_id: i64,
+    version: String,
+    sha256: String,
+    size: i64,
+}
+
+/// One mini program, ready to answer devices.
+#[derive(Debug)]
+struct Prepared {
+    paused: bool,
+    min_runtime_version: String,
+    hosts: Vec<i64>,
+    online: Result<Option<Served>, String>,
+    staged: Result<Option<(Served, i64)>, String>,
+    settings: DeviceSettings,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DeviceSettings {
+    pub request_domain: Vec<String>,
+    pub upload_domain: Vec<String>,
+    pub download_domain: Vec<String>,
+    pub socket_domain: Vec<String>,
+    pub web_view_domain: Vec<String>,
+    pub min_runtime_version: String,
+}
+
+/// A host app as the cache keeps it.
+#[derive(Debug, Clone)]
+struct Host {
+    host_id: i64,
+    secret_hash: String,
+}
+
+/// What this instance read of one mini program (None: unknown), and when.
+type Entry = (Instant, Arc<Option<Prepared>>);
+
+/// The runtime channel's state in this process.
+pub struct Runtime {
+    ttl: Duration,
+    apps: RwLock<HashMap<i64, Entry>>,
+    hosts: RwLock<HashMap<String, (Instant, Option<Host>)>>,
+    /// Archives known to be packages' (downloads of anything else are refused).
+    archives: RwLock<HashSet<String>>,
+    /// One archive is made at a time: it is rare (once per package) and holds a package in
+    /// memory while it is hashed.
+    making: tokio::sync::Mutex<()>,
+}
+
+impl Runtime {
+    pub fn new(ttl: Duration) -> Runtime {
+        Runtime {
+            ttl,
+            apps: RwLock::default(),
+            hosts: RwLock::default(),
+            archives: RwLock::default(),
+            making: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Drops what this instance read of a mini program: its next update check reads again.
+    pub fn forget(&self, app_id: i64) {
+        if let Ok(mut m) = self.apps.write() {
+            m.remove(&app_id);
+        }
+    }
+
+    fn cached(&self, app_id: i64) -> Option<Arc<Option<Prepared>>> {
+        let m = self.apps.read().ok()?;
+        let (at, p) = m.get(&app_id)?;
+        (at.elapsed() < self.ttl).then(|| p.clone())
+    }
+
+    /// Entries held (for the memory figure of the benchmark and the metrics).
+    pub fn cached_apps(&self) -> usize {
+        self.apps.read().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+async fn prepared(state: &AppState, app_id: i64) -> Result<Arc<Option<Prepared>>, Refused> {
+    let rt = &state.runtime;
+    if let Some(p) = rt.cached(app_id) {
+        return Ok(p);
+    }
+    let view = state
+        .store
+        .runtime_view(app_id)
+        .await
+        .map_err(Refused::store)?;
+    let prepared = match view {
+        None => None,
+        Some(v) => Some(prepare(state, v).await),
+    };
+    let p = Arc::new(prepared);
+    if let Ok(mut m) = rt.apps.write() {
+        // Entries past their time are swept when the map grows, so a flood of unknown ids
+        // cannot grow it without end.
+        if m.len() >= 200_000 {
+            let ttl = rt.ttl;
+            m.retain(|_, (at, _)| at.elapsed() < ttl);
+        }
+        m.insert(app_id, (Instant::now(), p.clone()));
+    }
+    Ok(p)
+}
+
+async fn prepare(state: &AppState, v: RuntimeView) -> Prepared {
+    let online = match v.online {
+        Some(p) => served(state, p).await.map(Some),
+        None => Ok(None),
+    };
+    let staged = match v.staged {
+        Some((p, pc)) => served(state, p).await.map(|s| Some((s, pc))),
+        None => Ok(None),
+    };
+    let d = v.settings.domains;
+    Prepared {
+        paused: v.settings.paused,
+        min_runtime_version: v.settings.min_runtime_version.clone(),
+        hosts: v.hosts,
+        online,
+        staged,
+        settings: DeviceSettings {
+            request_domain: d.request_domain,
+            upload_domain: d.upload_domain,
+            download_domain: d.download_domain,
+            socket_domain: d.socket_domain,
+            web_view_domain: d.web_view_domain,
+            min_runtime_version: v.settings.min_runtime_version,
+        },
+    }
+}
+
+/// The package with its archive, made now if it has none yet.
+async fn served(state: &AppState, p: RuntimePackage) -> Result<Served, String> {
+    let (sha256, size) = match (p.archive_sha256, p.archive_size) {
+        (Some(s), Some(n)) => (s, n),
+        _ => make_archive(state, p.package_id).await?,
+    };
+    if let Ok(mut set) = state.runtime.archives.write() {
+        set.insert(sha256.clone());
+    }
+    Ok(Served {
+        package_id: p.package_id,
+        version: p.version,
+        sha256,
+        size,
+    })
+}
+
+/// Makes the archive of a package (the template's files and the built `ext.json`), stores it
+/// as a blob and records it; the archive recorded first wins, so every instance serves the
+/// same bytes for a package.
+pub async fn make_archive(state: &AppState, package_id: i64) -> Result<(String, i64), String> {
+    let _one = state.runtime.making.lock().await;
+    let p = state
+        .store
+        .get_package(package_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("package {package_id} is gone"))?;
+    if let (Some(s), Some(n)) = (p.archive_sha256, p.archive_size) {
+        return Ok((s, n));
+    }
+    let ext_json = p
+        .built_ext_json
+        .ok_or_else(|| format!("package {package_id} was never built"))?;
+    let (bytes, manifest) = crate::workers::template_bytes(state, p.template_id).await?;
+    let tmp_dir = state.settings.data_dir.join("tmp");
+    let archive = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+        use std::io::{Read, Seek, SeekFrom};
+        std::fs::create_dir_all(&tmp_dir).map_err(|e| e.to_string())?;
+        let file = tempfile::tempfile_in(&tmp_dir).map_err(|e| e.to_string())?;
+        let mut file = smartpkg_core::archive::write_package(&bytes, &manifest, &ext_json, file)
+            .map_err(|e| e.to_string())?;
+        file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        file.read_to_end(&mut out).map_err(|e| e.to_string())?;
+        Ok(out)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let size = archive.len() as i64;
+    let sha = state.blobs.put(archive).await.map_err(|e| e.to_string())?;
+    state
+        .store
+        .set_package_archive(package_id, sha, size)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A refusal of the runtime API: a status and a JSON error.
+#[derive(Debug)]
+pub struct Refused {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Refused {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Refused {
+        Refused {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad(message: impl Into<String>) -> Refused {
+        Refused::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    fn store(e: smartpkg_store::StoreError) -> Refused {
+        tracing::warn!(error = %e, "runtime: storage failed");
+        Refused::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the platform cannot answer right now; retry shortly",
+        )
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let body = Json(serde_json::json!({"error": {"code": self.code, "message": self.message}}));
+        let mut r = (self.status, body).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"smartpkg-runtime\""),
+            );
+        }
+        r
+    }
+}
+
+/// The host app of a request, from `Authorization: Basic base64(host_key:host_secret)`.
+async fn host_of(state: &AppState, headers: &HeaderMap) -> Result<i64, Refused> {
+    let unauthorized = |m: &str| Refused::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    let raw = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .ok_or_else(|| {
+            unauthorized("give the host app's key and secret as HTTP Basic credentials")
+        })?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(raw.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| unauthorized("the Basic credentials are not base64 of key:secret"))?;
+    let (key, secret) = decoded
+        .split_once(':')
+        .ok_or_else(|| unauthorized("the Basic credentials are not key:secret"))?;
+    let rt = &state.runtime;
+    let cached = rt
+        .hosts
+        .read()
+        .ok()
+        .and_then(|m| m.get(key).filter(|(at, _)| at.elapsed() < rt.ttl).cloned());
+    let host = match cached {
+        Some((_, h)) => h,
+        None => {
+            let found = state
+                .store
+                .host_app_by_key(key.to_string())
+                .await
+                .map_err(Refused::store)?
+                .map(|h| Host {
+                    host_id: h.host_id,
+                    secret_hash: h.secret_hash,
+                });
+            if let Ok(mut m) = rt.hosts.write() {
+                if m.len() >= 100_000 {
+                    m.clear();
+                }
+                m.insert(key.to_string(), (Instant::now(), found.clone()));
+            }
+            found
+        }
+    };
+    let host = host.ok_or_else(|| unauthorized("unknown host key or wrong secret"))?;
+    let given = secrets::sha256_hex(secret);
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        given.as_bytes(),
+        host.secret_hash.as_bytes(),
+    )) {
+        return Err(unauthorized("unknown host key or wrong secret"));
+    }
+    Ok(host.host_id)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    /// A stable id of the device (at most 128 characters).
+    pub device_id: String,
+    /// The host app's runtime version on the device.
+    pub runtime_version: String,
+    pub apps: Vec<HeldApp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeldApp {
+    pub app_id: i64,
+    /// The SHA-256 of the archive the device holds, if any.
+    #[serde(default)]
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Run `package` (the device does not hold it).
+    Update,
+    /// The device holds `package` already.
+    Current,
+    Paused,
+    NotAvailable,
+    /// The host app's runtime is older than the mini program's minimum.
+    HostUpdateRequired,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PackageRef {
+    pub package_id: i64,
+    pub version: String,
+    pub sha256: String,
+    pub size: i64,
+    /// Immutable: the same bytes for ever, cacheable by any CDN or proxy.
+    pub url: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AppAnswer {
+    pub app_id: i64,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package: Option<PackageRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settings: Option<DeviceSettings>,
+}
+
+fn check_text(name: &str, v: &str, max: usize) -> Result<(), Refused> {
+    if v.trim().is_empty() || v.len() > max || v.chars().any(char::is_control) {
+        return Err(Refused::bad(format!(
+            "{name} is 1 to {max} characters without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// What one mini program should run on one device.
+fn answer(
+    state: &AppState,
+    app_id: i64,
+    p: &Option<Prepared>,
+    host_id: i64,
+    device_id: &str,
+    runtime_version: &str,
+    held: Option<&str>,
+) -> AppAnswer {
+    let refuse = |status, reason: &str| AppAnswer {
+        app_id,
+        status,
+        reason: Some(reason.to_string()),
+        package: None,
+        settings: None,
+    };
+    let Some(p) = p else {
+        return refuse(Status::NotAvailable, "no such mini program");
+    };
+    // A host app the mini program is not offered in learns nothing more about it.
+    if !p.hosts.is_empty() && !p.hosts.contains(&host_id) {
+        return refuse(Status::NotAvailable, "no such mini program");
+    }
+    if p.paused {
+        return refuse(Status::Paused, "paused by its third party");
+    }
+    if !p.min_runtime_version.is_empty() && below(runtime_version, &p.min_runtime_version) {
+        let mut a = refuse(
+            Status::HostUpdateRequired,
+            &format!(
+                "needs host runtime {} or later; update the host app",
+                p.min_runtime_version
+            ),
+        );
+        a.settings = Some(p.settings.clone());
+        return a;
+    }
+    let staged = match &p.staged {
+        Ok(Some((s, pc))) if in_stage(bucket(app_id, device_id), *pc) => Some(Ok(s)),
+        Err(e) => Some(Err(e)),
+        _ => None,
+    };
+    let chosen = match staged {
+        Some(s) => s,
+        None => match &p.online {
+            Ok(Some(s)) => Ok(s),
+            Ok(None) => return refuse(Status::NotAvailable, "nothing is released yet"),
+            Err(e) => Err(e),
+        },
+    };
+    let s = match chosen {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(app_id, error = %e, "runtime: the package archive cannot be made");
+            return refuse(
+                Status::NotAvailable,
+                "the package cannot be served right now",
+            );
+        }
+    };
+    let status = if held == Some(s.sha256.as_str()) {
+        Status::Current
+    } else {
+        Status::Update
+    };
+    AppAnswer {
+        app_id,
+        status,
+        reason: None,
+        package: Some(PackageRef {
+            package_id: s.package_id,
+            version: s.version.clone(),
+            sha256: s.sha256.clone(),
+            size: s.size,
+            url: format!("{}/runtime/v1/packages/{}", state.public_url, s.sha256),
+        }),
+        settings: Some(p.settings.clone()),
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct CheckAnswer {
+    pub apps: Vec<AppAnswer>,
+}
+
+pub async fn update_check(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<CheckAnswer>, Refused> {
+    let host_id = host_of(&state, &headers).await?;
+    let req: CheckRequest = serde_json::from_slice(&body)
+        .map_err(|e| Refused::bad(format!("the body is not an update check: {e}")))?;
+    check_text("device_id", &req.device_id, MAX_DEVICE_ID)?;
+    check_text("runtime_version", &req.runtime_version, MAX_VERSION)?;
+    if req.apps.len() > MAX_APPS_PER_CHECK {
+        return Err(Refused::bad(format!(
+            "at most {MAX_APPS_PER_CHECK} mini programs per update check, not {}",
+            req.apps.len()
+        )));
+    }
+    let mut apps = Vec::with_capacity(req.apps.len());
+    for held in &req.apps {
+        let p = prepared(&state, held.app_id).await?;
+        apps.push(answer(
+            &state,
+            held.app_id,
+            &p,
+            host_id,
+            &req.device_id,
+            &req.runtime_version,
+            held.sha256.as_deref(),
+        ));
+    }
+    Ok(Json(CheckAnswer { apps }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OneQuery {
+    device_id: String,
+    runtime_version: String,
+    #[serde(default)]
+    sha256: Option<String>,
+}
+
+/// The single-app form: the same answer, with a strong ETag of its bytes.
+pub async fn one_app(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(app_id): Path<i64>,
+    Query(q): Query<OneQuery>,
+) -> Result<Response, Refused> {
+    let host_id = host_of(&state, &headers).await?;
+    check_text("device_id", &q.device_id, MAX_DEVICE_ID)?;
+    check_text("runtime_version", &q.runtime_version, MAX_VERSION)?;
+    let p = prepared(&state, app_id).await?;
+    let a = answer(
+        &state,
+        app_id,
+        &p,
+        host_id,
+        &q.device_id,
+        &q.runtime_version,
+        q.sha256.as_deref(),
+    );
+    let body = serde_json::to_vec(&a).map_err(|e| Refused::bad(e.to_string()))?;
+    let etag = format!("\"{}\"", &smartpkg_store::blobs::sha256_hex(&body)[..32]);
+    let cache = [
+        (header::ETAG, etag.clone()),
+        // The answer depends on the device and the credentials: caches keep it per device
+        // and check it again each time (a 304 costs no body).
+        (header::CACHE_CONTROL, "private, no-cache".to_string()),
+        (header::VARY, "Authorization".to_string()),
+    ];
+    let unchanged = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if unchanged {
+        return Ok((StatusCode::NOT_MODIFIED, cache).into_response());
+    }
+    Ok((
+        StatusCode::OK,
+        cache,
+        [(header::CONTENT_TYPE, "application/json".to_string())],
+        body,
+    )
+        .into_response())
+}
