@@ -79,10 +79,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 pub use smartpkg_types as types;
 use smartpkg_types::{
-    AddToTemplateRequest, AddedTemplate, AppInfo, AppTokens, AuditQuota, AuthorizationCode,
-    BaiduResponse, DelTemplateRequest, DeletedTemplate, DraftList, Errno, GetDetailRequest, NoData,
-    OAuthError, OAuthGrant, PackageIdRequest, PackageInfo, PageRequest, PreAuthCode, QrCodeRequest,
-    RetrieveCodeRequest, SubmitAuditRequest, TemplateList, TpToken, TpTokenRequest, UploadRequest,
+    AddToTemplateRequest, AddedTemplate, AppDomains, AppInfo, AppTokens, AuditQuota,
+    AuthorizationCode, BaiduResponse, DelTemplateRequest, DeletedTemplate, DraftList, Errno,
+    GetDetailRequest, GrayReleaseRequest, HistoryVersion, ModifyDomainRequest,
+    ModifyWebviewDomainRequest, NoData, OAuthError, OAuthGrant, PackageIdRequest, PackageInfo,
+    PageRequest, PreAuthCode, QrCodeRequest, RetrieveCodeRequest, RollbackToRequest,
+    SetSupportVersionRequest, SubmitAuditRequest, SupportVersions, TemplateList, TpDomains,
+    TpToken, TpTokenRequest, UploadRequest,
 };
 pub use smartpkg_types::{Errno as ErrnoCode, WireStatus};
 
@@ -540,6 +543,129 @@ impl Client {
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(2));
         }
+    }
+
+    // --- staged releases and rollback to a chosen version (smartpkg's extensions) ---
+
+    /// Releases an audit-passed package to `percent` of devices, or raises it.
+    pub async fn gray_release(
+        &self,
+        app_token: &str,
+        package_id: i64,
+        percent: i64,
+    ) -> Result<(), ClientError> {
+        let req = GrayReleaseRequest {
+            package_id,
+            gray_percentage: percent,
+        };
+        self.write::<_, NoData>("/rest/2.0/smartapp/package/grayrelease", app_token, &req)
+            .await
+            .map(drop)
+    }
+
+    pub async fn revert_gray_release(
+        &self,
+        app_token: &str,
+        package_id: i64,
+    ) -> Result<(), ClientError> {
+        self.write::<_, NoData>(
+            "/rest/2.0/smartapp/package/revertgrayrelease",
+            app_token,
+            &PackageIdRequest { package_id },
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The last five former online versions, newest first: what `rollback_to` may choose.
+    pub async fn history(&self, app_token: &str) -> Result<Vec<HistoryVersion>, ClientError> {
+        self.read("/rest/2.0/smartapp/package/gethistory", app_token, &())
+            .await
+    }
+
+    pub async fn rollback_to(
+        &self,
+        app_token: &str,
+        package_id: i64,
+        target_package_id: i64,
+    ) -> Result<(), ClientError> {
+        let req = RollbackToRequest {
+            package_id,
+            target_package_id,
+        };
+        self.write::<_, NoData>("/rest/2.0/smartapp/package/rollbackto", app_token, &req)
+            .await
+            .map(drop)
+    }
+
+    // --- a mini program's runtime settings (spec §7) ---
+
+    pub async fn pause(&self, app_token: &str) -> Result<(), ClientError> {
+        self.write::<_, NoData>("/rest/2.0/smartapp/app/pause", app_token, &())
+            .await
+            .map(drop)
+    }
+
+    pub async fn resume(&self, app_token: &str) -> Result<(), ClientError> {
+        self.write::<_, NoData>("/rest/2.0/smartapp/app/resume", app_token, &())
+            .await
+            .map(drop)
+    }
+
+    pub async fn modify_domain(
+        &self,
+        app_token: &str,
+        req: &ModifyDomainRequest,
+    ) -> Result<AppDomains, ClientError> {
+        self.write("/rest/2.0/smartapp/app/modifydomain", app_token, req)
+            .await
+    }
+
+    pub async fn modify_webview_domain(
+        &self,
+        app_token: &str,
+        req: &ModifyWebviewDomainRequest,
+    ) -> Result<String, ClientError> {
+        self.write("/rest/2.0/smartapp/app/modifywebviewdomain", app_token, req)
+            .await
+    }
+
+    pub async fn support_versions(&self, app_token: &str) -> Result<SupportVersions, ClientError> {
+        self.read("/rest/2.0/smartapp/app/getsupportversion", app_token, &())
+            .await
+    }
+
+    /// Sets the minimum host runtime version (smartpkg's extension).
+    pub async fn set_support_version(
+        &self,
+        app_token: &str,
+        version: &str,
+    ) -> Result<(), ClientError> {
+        let req = SetSupportVersionRequest {
+            version: version.to_string(),
+        };
+        self.write::<_, NoData>("/rest/2.0/smartapp/app/setsupportversion", app_token, &req)
+            .await
+            .map(drop)
+    }
+
+    /// The third party's registered server domains (its token).
+    pub async fn tp_modify_domain(
+        &self,
+        tp_token: &str,
+        req: &ModifyDomainRequest,
+    ) -> Result<TpDomains, ClientError> {
+        self.write("/rest/2.0/smartapp/tp/modifydomain", tp_token, req)
+            .await
+    }
+
+    pub async fn tp_modify_webview_domain(
+        &self,
+        tp_token: &str,
+        req: &ModifyWebviewDomainRequest,
+    ) -> Result<Vec<String>, ClientError> {
+        self.write("/rest/2.0/smartapp/tp/modifywebviewdomain", tp_token, req)
+            .await
     }
 
     // --- templates (the third party's token) ---

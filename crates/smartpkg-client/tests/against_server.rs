@@ -262,3 +262,78 @@ fn the_client_depends_on_the_wire_types_and_an_http_client_only() {
         assert!(!deps.contains_key(forbidden), "{forbidden} is a dependency");
     }
 }
+
+#[tokio::test]
+async fn staged_releases_history_and_runtime_settings_work_through_the_client() {
+    let s = Sandbox::start().await;
+    let c = Client::new(&s.base_url).expect("client");
+    let t = &s.app_token;
+    let first = ship(&c, &s, "1.0.0").await;
+    let second = ship(&c, &s, "1.1.0").await;
+    let history = c.history(t).await.expect("history");
+    assert_eq!(history[0].package_id, first);
+    // A third version, staged to 30% then reverted, then released.
+    c.upload(t, &upload_req(s.template_id, "1.2.0"))
+        .await
+        .expect("upload");
+    let third = c
+        .wait_built(t, "1.2.0", Duration::from_secs(10))
+        .await
+        .expect("built")
+        .package_id
+        .expect("id");
+    c.submit_audit(t, &submit_req(third)).await.expect("submit");
+    pass(&s, third).await;
+    c.gray_release(t, third, 30).await.expect("staged");
+    let staged = c
+        .get_detail(
+            t,
+            &GetDetailRequest {
+                status: None,
+                package_id: Some(third),
+            },
+        )
+        .await
+        .expect("detail");
+    assert_eq!(staged.gray_percentage, Some(30));
+    let lowered = c.gray_release(t, third, 10).await.expect_err("lowered");
+    assert_eq!(lowered.errno(), Some(Errno::StagePercentLowered));
+    c.revert_gray_release(t, third).await.expect("reverted");
+    c.rollback_to(t, second, first).await.expect("rollback to");
+
+    c.pause(t).await.expect("pause");
+    assert_eq!(c.app_info(t).await.expect("info").status, 4);
+    c.resume(t).await.expect("resume");
+    let domains = c
+        .modify_domain(
+            t,
+            &smartpkg_client::types::ModifyDomainRequest {
+                action: Some("add".into()),
+                request_domain: Some("https://api.example.com".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("domains");
+    assert_eq!(domains.request_domain, "https://api.example.com");
+    let versions = c.support_versions(t).await.expect("versions");
+    let min = versions.items[1].version.clone();
+    c.set_support_version(t, &min).await.expect("set");
+    assert_eq!(
+        c.support_versions(t).await.expect("versions").now_version,
+        min
+    );
+    let tp = c
+        .tp_modify_domain(
+            &s.tp_token,
+            &smartpkg_client::types::ModifyDomainRequest {
+                action: Some("set".into()),
+                socket_domain: Some("wss://ws.example.com".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("tp domains");
+    assert_eq!(tp.socket_domain, vec!["wss://ws.example.com".to_string()]);
+    s.stop().await;
+}
