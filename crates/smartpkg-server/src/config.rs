@@ -199,7 +199,7 @@ impl Default for Settings {
             push_proxy: None,
             app_writes_per_minute: 60,
             tp_writes_per_minute: 3000,
-            runtime_cache_ttl_ms: 1000,
+            runtime_cache_ttl_ms: 5000,
             runtime_versions: ["3.60.0", "3.80.0", "3.100.0", "3.120.0", "3.140.0"]
                 .map(String::from)
                 .to_vec(),

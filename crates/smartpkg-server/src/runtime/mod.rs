@@ -11,6 +11,7 @@
 
 mod download;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -22,6 +23,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use sha2::Digest;
 use smartpkg_core::runtime::{below, bucket, in_stage};
 use smartpkg_store::{RuntimePackage, RuntimeView};
 
@@ -39,13 +42,12 @@ pub fn routes() -> Router<AppState> {
         .route("/runtime/v1/packages/{sha256}", get(download::package))
 }
 
-/// A package as devices get it: its archive is made.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A package as devices get it: its archive is made, and its `package` object is written
+/// once, here, rather than on every check.
+#[derive(Debug)]
 struct Served {
-    package_id: i64,
-    version: String,
     sha256: String,
-    size: i64,
+    json: Box<RawValue>,
 }
 
 /// One mini program, ready to answer devices.
@@ -56,7 +58,11 @@ struct Prepared {
     hosts: Vec<i64>,
     online: Result<Option<Served>, String>,
     staged: Result<Option<(Served, i64)>, String>,
-    settings: DeviceSettings,
+    /// The `settings` object, written once.
+    settings: Box<RawValue>,
+    /// A digest of everything above: with the kind of answer, it names the answer's bytes
+    /// (the single-app form's ETag) without writing them.
+    fingerprint: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -84,6 +90,9 @@ pub struct Runtime {
     ttl: Duration,
     apps: RwLock<HashMap<i64, Entry>>,
     hosts: RwLock<HashMap<String, (Instant, Option<Host>)>>,
+    /// `Authorization` values already verified, to their host app: a device's next check
+    /// skips decoding and hashing its credentials again.
+    verified: RwLock<HashMap<String, (Instant, i64)>>,
     /// Archives known to be packages' (downloads of anything else are refused).
     archives: RwLock<HashSet<String>>,
     /// One archive is made at a time: it is rare (once per package) and holds a package in
@@ -97,6 +106,7 @@ impl Runtime {
             ttl,
             apps: RwLock::default(),
             hosts: RwLock::default(),
+            verified: RwLock::default(),
             archives: RwLock::default(),
             making: tokio::sync::Mutex::new(()),
         }
@@ -115,9 +125,35 @@ impl Runtime {
         (at.elapsed() < self.ttl).then(|| p.clone())
     }
 
-    /// Entries held (for the memory figure of the benchmark and the metrics).
-    pub fn cached_apps(&self) -> usize {
-        self.apps.read().map(|m| m.len()).unwrap_or(0)
+    /// Mini programs held, and the bytes they take (the map's slots, each entry and what it
+    /// owns on the heap; the set of known archives): the benchmark's memory figure.
+    pub fn footprint(&self) -> (usize, usize) {
+        use std::mem::size_of;
+        let served =
+            |s: &Served| s.sha256.capacity() + s.json.get().len() + size_of::<Box<RawValue>>();
+        let Ok(m) = self.apps.read() else {
+            return (0, 0);
+        };
+        let mut bytes = m.capacity() * (size_of::<i64>() + size_of::<Entry>() + 1);
+        for (_, p) in m.values() {
+            bytes += size_of::<Option<Prepared>>() + 2 * size_of::<usize>();
+            if let Some(p) = p.as_ref() {
+                bytes += p.min_runtime_version.capacity()
+                    + p.hosts.capacity() * size_of::<i64>()
+                    + p.settings.get().len();
+                if let Ok(Some(s)) = &p.online {
+                    bytes += served(s);
+                }
+                if let Ok(Some((s, _))) = &p.staged {
+                    bytes += served(s);
+                }
+            }
+        }
+        if let Ok(a) = self.archives.read() {
+            bytes += a.capacity() * (size_of::<String>() + 1)
+                + a.iter().map(String::capacity).sum::<usize>();
+        }
+        (m.len(), bytes)
     }
 }
 
@@ -158,20 +194,42 @@ async fn prepare(state: &AppState, v: RuntimeView) -> Prepared {
         None => Ok(None),
     };
     let d = v.settings.domains;
+    let settings = DeviceSettings {
+        request_domain: d.request_domain,
+        upload_domain: d.upload_domain,
+        download_domain: d.download_domain,
+        socket_domain: d.socket_domain,
+        web_view_domain: d.web_view_domain,
+        min_runtime_version: v.settings.min_runtime_version.clone(),
+    };
+    let settings = raw(&settings);
+    let mut digest = sha2::Sha256::new();
+    digest.update(settings.get());
+    digest.update(format!(
+        "|{}|{}|{:?}|",
+        v.settings.paused, v.settings.min_runtime_version, v.hosts
+    ));
+    match &online {
+        Ok(Some(s)) => digest.update(s.json.get()),
+        Ok(None) => digest.update("-"),
+        Err(e) => digest.update(e),
+    }
+    match &staged {
+        Ok(Some((s, pc))) => digest.update(format!("|{pc}|{}", s.json.get())),
+        Ok(None) => digest.update("|-"),
+        Err(e) => digest.update(e),
+    }
+    let d = digest.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d[..8]);
     Prepared {
         paused: v.settings.paused,
-        min_runtime_version: v.settings.min_runtime_version.clone(),
+        min_runtime_version: v.settings.min_runtime_version,
         hosts: v.hosts,
         online,
         staged,
-        settings: DeviceSettings {
-            request_domain: d.request_domain,
-            upload_domain: d.upload_domain,
-            download_domain: d.download_domain,
-            socket_domain: d.socket_domain,
-            web_view_domain: d.web_view_domain,
-            min_runtime_version: v.settings.min_runtime_version,
-        },
+        settings,
+        fingerprint: u64::from_be_bytes(first),
     }
 }
 
@@ -184,12 +242,22 @@ async fn served(state: &AppState, p: RuntimePackage) -> Result<Served, String> {
     if let Ok(mut set) = state.runtime.archives.write() {
         set.insert(sha256.clone());
     }
-    Ok(Served {
+    let json = raw(&PackageRef {
         package_id: p.package_id,
         version: p.version,
-        sha256,
+        url: format!("{}/runtime/v1/packages/{sha256}", state.public_url),
+        sha256: sha256.clone(),
         size,
-    })
+    });
+    Ok(Served { sha256, json })
+}
+
+/// A value written as JSON once. These plain structures always serialize; were one not to,
+/// `null` stands in.
+fn raw<T: Serialize>(v: &T) -> Box<RawValue> {
+    serde_json::value::to_raw_value(v)
+        .or_else(|_| RawValue::from_string("null".into()))
+        .unwrap_or_else(|_| unreachable!("null is JSON"))
 }
 
 /// Makes the archive of a package (the template's files and the built `ext.json`), stores it
@@ -281,13 +349,22 @@ impl IntoResponse for Refused {
 /// The host app of a request, from `Authorization: Basic base64(host_key:host_secret)`.
 async fn host_of(state: &AppState, headers: &HeaderMap) -> Result<i64, Refused> {
     let unauthorized = |m: &str| Refused::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-    let raw = headers
+    let full = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .ok_or_else(|| {
-            unauthorized("give the host app's key and secret as HTTP Basic credentials")
-        })?;
+        .unwrap_or("");
+    let rt = &state.runtime;
+    let seen = rt.verified.read().ok().and_then(|m| {
+        m.get(full)
+            .filter(|(at, _)| at.elapsed() < rt.ttl)
+            .map(|(_, h)| *h)
+    });
+    if let Some(host_id) = seen {
+        return Ok(host_id);
+    }
+    let raw = full.strip_prefix("Basic ").ok_or_else(|| {
+        unauthorized("give the host app's key and secret as HTTP Basic credentials")
+    })?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(raw.trim())
         .ok()
@@ -296,7 +373,6 @@ async fn host_of(state: &AppState, headers: &HeaderMap) -> Result<i64, Refused> 
     let (key, secret) = decoded
         .split_once(':')
         .ok_or_else(|| unauthorized("the Basic credentials are not key:secret"))?;
-    let rt = &state.runtime;
     let cached = rt
         .hosts
         .read()
@@ -330,6 +406,13 @@ async fn host_of(state: &AppState, headers: &HeaderMap) -> Result<i64, Refused> 
         host.secret_hash.as_bytes(),
     )) {
         return Err(unauthorized("unknown host key or wrong secret"));
+    }
+    // Only verified credentials are remembered, so wrong guesses cannot fill the map.
+    if let Ok(mut m) = rt.verified.write() {
+        if m.len() >= 100_000 {
+            m.clear();
+        }
+        m.insert(full.to_string(), (Instant::now(), host.host_id));
     }
     Ok(host.host_id)
 }
@@ -376,16 +459,23 @@ pub struct PackageRef {
     pub url: String,
 }
 
+/// One mini program's answer; the package and settings objects are borrowed as written
+/// when the mini program was read.
 #[derive(Debug, Serialize)]
-pub struct AppAnswer {
+pub struct AppAnswer<'a> {
     pub app_id: i64,
     pub status: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<Cow<'static, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub package: Option<PackageRef>,
+    pub package: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub settings: Option<DeviceSettings>,
+    pub settings: Option<&'a RawValue>,
+    /// Which kind of answer this is, for the ETag (not sent).
+    #[serde(skip)]
+    kind: u8,
+    #[serde(skip)]
+    fingerprint: u64,
 }
 
 fn check_text(name: &str, v: &str, max: usize) -> Result<(), Refused> {
@@ -398,41 +488,54 @@ fn check_text(name: &str, v: &str, max: usize) -> Result<(), Refused> {
 }
 
 /// What one mini program should run on one device.
-fn answer(
-    state: &AppState,
+fn answer<'a>(
     app_id: i64,
-    p: &Option<Prepared>,
+    p: &'a Option<Prepared>,
     host_id: i64,
     device_id: &str,
     runtime_version: &str,
     held: Option<&str>,
-) -> AppAnswer {
-    let refuse = |status, reason: &str| AppAnswer {
+) -> AppAnswer<'a> {
+    let refuse = |status, reason: Cow<'static, str>| AppAnswer {
         app_id,
         status,
-        reason: Some(reason.to_string()),
+        reason: Some(reason),
         package: None,
         settings: None,
+        kind: 0,
+        fingerprint: 0,
     };
     let Some(p) = p else {
-        return refuse(Status::NotAvailable, "no such mini program");
+        return refuse(Status::NotAvailable, Cow::Borrowed("no such mini program"));
     };
-    // A host app the mini program is not offered in learns nothing more about it.
+    // A host app the mini program is not offered in learns nothing more about it: the same
+    // answer (and ETag) as for a mini program that does not exist.
     if !p.hosts.is_empty() && !p.hosts.contains(&host_id) {
-        return refuse(Status::NotAvailable, "no such mini program");
+        return refuse(Status::NotAvailable, Cow::Borrowed("no such mini program"));
     }
+    let fingerprint = p.fingerprint;
+    let refuse = |status, reason, kind| AppAnswer {
+        kind,
+        fingerprint,
+        ..refuse(status, reason)
+    };
     if p.paused {
-        return refuse(Status::Paused, "paused by its third party");
+        return refuse(
+            Status::Paused,
+            Cow::Borrowed("paused by its third party"),
+            2,
+        );
     }
     if !p.min_runtime_version.is_empty() && below(runtime_version, &p.min_runtime_version) {
         let mut a = refuse(
             Status::HostUpdateRequired,
-            &format!(
+            Cow::Owned(format!(
                 "needs host runtime {} or later; update the host app",
                 p.min_runtime_version
-            ),
+            )),
+            3,
         );
-        a.settings = Some(p.settings.clone());
+        a.settings = Some(&p.settings);
         return a;
     }
     let staged = match &p.staged {
@@ -440,11 +543,18 @@ fn answer(
         Err(e) => Some(Err(e)),
         _ => None,
     };
+    let from_stage = staged.is_some();
     let chosen = match staged {
         Some(s) => s,
         None => match &p.online {
             Ok(Some(s)) => Ok(s),
-            Ok(None) => return refuse(Status::NotAvailable, "nothing is released yet"),
+            Ok(None) => {
+                return refuse(
+                    Status::NotAvailable,
+                    Cow::Borrowed("nothing is released yet"),
+                    4,
+                )
+            }
             Err(e) => Err(e),
         },
     };
@@ -454,7 +564,8 @@ fn answer(
             tracing::error!(app_id, error = %e, "runtime: the package archive cannot be made");
             return refuse(
                 Status::NotAvailable,
-                "the package cannot be served right now",
+                Cow::Borrowed("the package cannot be served right now"),
+                5,
             );
         }
     };
@@ -463,31 +574,33 @@ fn answer(
     } else {
         Status::Update
     };
+    let kind = match (&status, from_stage) {
+        (Status::Update, false) => 6,
+        (Status::Current, false) => 7,
+        (Status::Update, true) => 8,
+        _ => 9,
+    };
     AppAnswer {
         app_id,
         status,
         reason: None,
-        package: Some(PackageRef {
-            package_id: s.package_id,
-            version: s.version.clone(),
-            sha256: s.sha256.clone(),
-            size: s.size,
-            url: format!("{}/runtime/v1/packages/{}", state.public_url, s.sha256),
-        }),
-        settings: Some(p.settings.clone()),
+        package: Some(&s.json),
+        settings: Some(&p.settings),
+        kind,
+        fingerprint,
     }
 }
 
 #[derive(Debug, Serialize)]
-pub struct CheckAnswer {
-    pub apps: Vec<AppAnswer>,
+pub struct CheckAnswer<'a> {
+    pub apps: Vec<AppAnswer<'a>>,
 }
 
 pub async fn update_check(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Json<CheckAnswer>, Refused> {
+) -> Result<Response, Refused> {
     let host_id = host_of(&state, &headers).await?;
     let req: CheckRequest = serde_json::from_slice(&body)
         .map_err(|e| Refused::bad(format!("the body is not an update check: {e}")))?;
@@ -499,20 +612,26 @@ pub async fn update_check(
             req.apps.len()
         )));
     }
-    let mut apps = Vec::with_capacity(req.apps.len());
+    let mut read = Vec::with_capacity(req.apps.len());
     for held in &req.apps {
-        let p = prepared(&state, held.app_id).await?;
-        apps.push(answer(
-            &state,
-            held.app_id,
-            &p,
-            host_id,
-            &req.device_id,
-            &req.runtime_version,
-            held.sha256.as_deref(),
-        ));
+        read.push(prepared(&state, held.app_id).await?);
     }
-    Ok(Json(CheckAnswer { apps }))
+    let apps = req
+        .apps
+        .iter()
+        .zip(&read)
+        .map(|(held, p)| {
+            answer(
+                held.app_id,
+                p,
+                host_id,
+                &req.device_id,
+                &req.runtime_version,
+                held.sha256.as_deref(),
+            )
+        })
+        .collect();
+    Ok(Json(CheckAnswer { apps }).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -535,7 +654,6 @@ pub async fn one_app(
     check_text("runtime_version", &q.runtime_version, MAX_VERSION)?;
     let p = prepared(&state, app_id).await?;
     let a = answer(
-        &state,
         app_id,
         &p,
         host_id,
@@ -543,8 +661,9 @@ pub async fn one_app(
         &q.runtime_version,
         q.sha256.as_deref(),
     );
-    let body = serde_json::to_vec(&a).map_err(|e| Refused::bad(e.to_string()))?;
-    let etag = format!("\"{}\"", &smartpkg_store::blobs::sha256_hex(&body)[..32]);
+    // Named by what the mini program serves and the kind of answer, so an unchanged answer
+    // is told without writing it.
+    let etag = format!("\"{:016x}{:x}\"", a.fingerprint, a.kind);
     let cache = [
         (header::ETAG, etag.clone()),
         // The answer depends on the device and the credentials: caches keep it per device
@@ -559,6 +678,7 @@ pub async fn one_app(
     if unchanged {
         return Ok((StatusCode::NOT_MODIFIED, cache).into_response());
     }
+    let body = serde_json::to_vec(&a).map_err(|e| Refused::bad(e.to_string()))?;
     Ok((
         StatusCode::OK,
         cache,

@@ -1,0 +1,69 @@
+// Each benchmark uses part of this module.
+#![allow(dead_code)]
+
+//! What the benchmarks share: bulk seeding and a big template.
+
+use std::path::Path;
+
+use rand::RngCore;
+use smartpkg_server::secrets;
+
+pub type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Fills the database with `n` authorized apps, each with an online package, in one
+/// transaction (the server is stopped meanwhile; its schema is already in place).
+pub fn seed_apps(db: &Path, tp_id: i64, template_id: i64, n: usize) -> Res<Vec<(i64, String)>> {
+    let mut conn = rusqlite::Connection::open(db)?;
+    let tx = conn.transaction()?;
+    let mut tokens = Vec::with_capacity(n);
+    let first: i64 = tx.query_row("SELECT COALESCE(MAX(app_id), 0) + 1 FROM apps", [], |r| {
+        r.get(0)
+    })?;
+    let first_pkg: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(package_id), 0) + 1 FROM packages",
+        [],
+        |r| r.get(0),
+    )?;
+    for i in 0..n as i64 {
+        let app_id = first + i;
+        let token = secrets::access_token("45");
+        tx.execute(
+            "INSERT INTO apps (app_id, app_key, name, name_audited, category_audited, authenticity_certified, tp_id, created_at) VALUES (?1, ?2, ?3, 1, 1, 1, ?4, 0)",
+            rusqlite::params![app_id, format!("key{app_id}"), format!("bench app {app_id}"), tp_id],
+        )?;
+        tx.execute(
+            "INSERT INTO access_tokens (token_hash, kind, tp_id, app_id, expires_at, created_at) VALUES (?1, 'app', ?2, ?3, ?4, 0)",
+            rusqlite::params![secrets::sha256_hex(&token), tp_id, app_id, i64::MAX],
+        )?;
+        tx.execute(
+            "INSERT INTO packages (package_id, app_id, tp_id, template_id, state, version, version_desc, ext_json, built_ext_json, direct_commit, msg, commit_time, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, 'online', '1.0.0', 'seeded', '{}', '{}', 0, '审核通过', 0, 0)",
+            rusqlite::params![first_pkg + i, app_id, tp_id, template_id],
+        )?;
+        tokens.push((app_id, token));
+    }
+    tx.commit()?;
+    Ok(tokens)
+}
+
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+pub fn big_template() -> Res<Vec<u8>> {
+    // 500 files, 5 MB in all, incompressible so the zip really is 5 MB.
+    let mut files: Vec<(String, Vec<u8>)> = vec![(
+        "app.json".into(),
+        br#"{"pages":["pages/index/index"]}"#.to_vec(),
+    )];
+    files.push(("pages/index/index.swan".into(), b"<view/>".to_vec()));
+    let mut rng = rand::thread_rng();
+    for i in 0..498 {
+        let mut b = vec![0u8; 5 * 1024 * 1024 / 498];
+        rng.fill_bytes(&mut b);
+        files.push((format!("static/asset{i}.bin"), b));
+    }
+    Ok(smartpkg_core::archive::zip_files(
+        files.iter().map(|(n, b)| (n.as_str(), b.as_slice())),
+    )?)
+}

@@ -1,0 +1,398 @@
+//! `cargo bench -p smartpkg --bench runtime`: the runtime channel, the path millions of
+//! devices call. Everything is a ratio against a baseline of the same run (these machines are
+//! noisy), on 127.0.0.1, with bounded loops.
+//!
+//! 1. Update checks per second at 64 connections — each a device holding 10 mini programs out
+//!    of 10,000 — ÷ a trivial handler (`/healthz`) on the same server stack (goal ≥ 0.7).
+//! 2. The single-app form answering 304 (the device already has the answer) ÷ the same
+//!    trivial handler (goal ≥ 0.9).
+//! 3. The memory that 10,000 mini programs take in the update-check cache (goal ≤ 8 MiB).
+//! 4. A 5 MB archive downloaded over and over: MB/s (goal ≥ 500) and the process's resident
+//!    memory before and after 1 GB of downloads (flat).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use rand::Rng;
+use reqwest::Client;
+use serde_json::{json, Value};
+use smartpkg_server::{Running, Settings};
+
+mod common;
+use common::{big_template, seed_apps, Res};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const ADMIN: &str = "bench-admin-token-0123456789";
+const APPS: usize = 10_000;
+const HELD: usize = 10;
+const CONNECTIONS: usize = 64;
+const LOAD_SECONDS: u64 = 4;
+const ROUNDS: usize = 3;
+const ETAG_APPS: usize = 2_000;
+
+fn settings(dir: &std::path::Path) -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.to_path_buf(),
+        admin_token: Some(ADMIN.into()),
+        build_delay_ms: 0,
+        rollback_delay_ms: 0,
+        app_writes_per_minute: 0,
+        tp_writes_per_minute: 0,
+        max_template_ratio: 1000,
+        // SPKG_BENCH_TTL_MS measures another cache lifetime than the default.
+        runtime_cache_ttl_ms: std::env::var("SPKG_BENCH_TTL_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(Settings::default().runtime_cache_ttl_ms),
+        ..Settings::default()
+    }
+}
+
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+struct Bench {
+    base: String,
+    client: Client,
+    key: String,
+    secret: String,
+    /// Written once, as a device keeps it: the client's own work stays small, as for the
+    /// trivial handler.
+    authorization: String,
+    healthz: String,
+    check_url: String,
+    apps: Vec<i64>,
+    /// Update-check bodies: a random device holding 10 random mini programs each.
+    bodies: Vec<bytes::Bytes>,
+    /// (the single-app URL of device "etag-device", the ETag of its answer).
+    etags: Vec<(String, String)>,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Trivial,
+    Check,
+    NotModified,
+}
+
+async fn once(b: &Bench, kind: Kind) -> bool {
+    // Drawn before any await: the generator is not Send.
+    let (body_pick, etag_pick) = {
+        let mut rng = rand::thread_rng();
+        let etag_pick = if b.etags.is_empty() {
+            0
+        } else {
+            rng.gen_range(0..b.etags.len())
+        };
+        (rng.gen_range(0..b.bodies.len()), etag_pick)
+    };
+    match kind {
+        Kind::Trivial => match b.client.get(&b.healthz).send().await {
+            Ok(r) => r.bytes().await.is_ok_and(|x| &x[..] == b"ok"),
+            Err(_) => false,
+        },
+        Kind::Check => {
+            match b
+                .client
+                .post(&b.check_url)
+                .header("authorization", &b.authorization)
+                .header("content-type", "application/json")
+                .body(b.bodies[body_pick].clone())
+                .send()
+                .await
+            {
+                // Every one of the ten must be told to update with a package: the answer is
+                // really computed (the bodies were written before the load, so the client's
+                // own work stays small, as for the trivial handler).
+                Ok(r) => r.bytes().await.is_ok_and(|x| {
+                    memchr::memmem::find_iter(&x, br#""status":"update""#).count() == HELD
+                        && memchr::memmem::find_iter(&x, br#""sha256":""#).count() == HELD
+                }),
+                Err(_) => false,
+            }
+        }
+        Kind::NotModified => {
+            let (url, etag) = &b.etags[etag_pick];
+            match b
+                .client
+                .get(url)
+                .header("authorization", &b.authorization)
+                .header("if-none-match", etag)
+                .send()
+                .await
+            {
+                Ok(r) => r.status() == 304 && r.bytes().await.is_ok_and(|x| x.is_empty()),
+                Err(_) => false,
+            }
+        }
+    }
+}
+
+/// Requests per second over `LOAD_SECONDS` from `CONNECTIONS` concurrent callers.
+async fn load(b: &Arc<Bench>, kind: Kind) -> Res<f64> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = vec![];
+    for _ in 0..CONNECTIONS {
+        let (b, stop, done, errors) = (b.clone(), stop.clone(), done.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if once(&b, kind).await {
+                    done.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start_count = done.load(Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(LOAD_SECONDS)).await;
+    let counted = done.load(Ordering::Relaxed) - start_count;
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await?;
+    }
+    let e = errors.load(Ordering::Relaxed);
+    if e > 0 {
+        return Err(format!("{e} requests failed or answered wrongly during the load").into());
+    }
+    Ok(counted as f64 / elapsed)
+}
+
+async fn admin(client: &Client, base: &str, path: &str, body: Value) -> Res<Value> {
+    Ok(client
+        .post(format!("{base}/admin/v1{path}"))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await?
+        .json()
+        .await?)
+}
+
+async fn template(client: &Client, base: &str, tp_id: i64, zip: Vec<u8>) -> Res<i64> {
+    let v: Value = client
+        .post(format!(
+            "{base}/admin/v1/tps/{tp_id}/templates?user_version=1&user_desc=bench"
+        ))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/zip")
+        .body(zip)
+        .send()
+        .await?
+        .json()
+        .await?;
+    v["template_id"]
+        .as_i64()
+        .ok_or_else(|| format!("template upload failed: {v}").into())
+}
+
+async fn run() -> Res<()> {
+    let dir =
+        tempfile::tempdir_in(std::env::var("SMARTPKG_BENCH_DIR").unwrap_or_else(|_| ".".into()))?;
+    let client = Client::builder()
+        .pool_max_idle_per_host(CONNECTIONS)
+        .build()?;
+
+    // --- setup: 10,000 mini programs with an online package each, one with a 5 MB one ---
+    let server = smartpkg_server::start(settings(dir.path())).await?;
+    let base = format!("http://{}", server.addr);
+    let tp = admin(&client, &base, "/tps", json!({"name": "bench"})).await?;
+    let tp_id = tp["tp_id"].as_i64().ok_or("tp")?;
+    let small = template(
+        &client,
+        &base,
+        tp_id,
+        smartpkg_core::archive::sample_template(&["pages/index/index"])?,
+    )
+    .await?;
+    let big = template(&client, &base, tp_id, big_template()?).await?;
+    server.stop().await;
+    let db = dir.path().join("smartpkg.db");
+    let apps: Vec<i64> = seed_apps(&db, tp_id, small, APPS)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let big_app = seed_apps(&db, tp_id, big, 1)?[0].0;
+
+    let server: Running = smartpkg_server::start(settings(dir.path())).await?;
+    let host = admin(
+        &client,
+        &base_of(&server),
+        "/host-apps",
+        json!({"name": "bench host"}),
+    )
+    .await?;
+    let key: String = host["host_key"].as_str().ok_or("key")?.into();
+    let secret: String = host["host_secret"].as_str().ok_or("secret")?.into();
+    let authorization = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{key}:{secret}"))
+    );
+    let mut b = Bench {
+        base: base_of(&server),
+        client: client.clone(),
+        healthz: format!("{}/healthz", base_of(&server)),
+        check_url: format!("{}/runtime/v1/update-check", base_of(&server)),
+        authorization,
+        key,
+        secret,
+        bodies: vec![],
+        apps,
+        etags: vec![],
+    };
+    {
+        let mut rng = rand::thread_rng();
+        for _ in 0..4096 {
+            let held: Vec<Value> = (0..HELD)
+                .map(|_| json!({"app_id": b.apps[rng.gen_range(0..b.apps.len())]}))
+                .collect();
+            let device = format!("device-{}", rng.gen_range(0..1_000_000));
+            let body = json!({"device_id": device, "runtime_version": "3.140.0", "apps": held});
+            b.bodies.push(serde_json::to_vec(&body)?.into());
+        }
+    }
+
+    // Every archive is made on first demand; make them all before measuring.
+    let t = Instant::now();
+    for chunk in b.apps.chunks(100) {
+        let held: Vec<Value> = chunk.iter().map(|a| json!({"app_id": a})).collect();
+        let v: Value = b
+            .client
+            .post(format!("{}/runtime/v1/update-check", b.base))
+            .basic_auth(&b.key, Some(&b.secret))
+            .json(&json!({"device_id": "warm", "runtime_version": "3.140.0", "apps": held}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if v["apps"].as_array().map(Vec::len) != Some(chunk.len()) {
+            return Err(format!("warm-up answer: {v}").into());
+        }
+    }
+    println!(
+        "made the archives of {APPS} packages in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    for app in b.apps.iter().take(ETAG_APPS) {
+        let url = format!(
+            "{}/runtime/v1/apps/{app}?device_id=etag-device&runtime_version=3.140.0",
+            b.base
+        );
+        let r = b
+            .client
+            .get(&url)
+            .basic_auth(&b.key, Some(&b.secret))
+            .send()
+            .await?;
+        let etag = r.headers()["etag"].to_str()?.to_string();
+        b.etags.push((url, etag));
+    }
+    let b = Arc::new(b);
+
+    // --- 1 and 2: alternating rounds against the trivial handler ---
+    let (mut trivial, mut check, mut not_modified) = (0.0, 0.0, 0.0);
+    for _ in 0..ROUNDS {
+        trivial += load(&b, Kind::Trivial).await? / ROUNDS as f64;
+        check += load(&b, Kind::Check).await? / ROUNDS as f64;
+        not_modified += load(&b, Kind::NotModified).await? / ROUNDS as f64;
+    }
+    println!(
+        "[1] update checks ({HELD} of {APPS} mini programs each), {CONNECTIONS} connections: {check:.0}/s; trivial handler {trivial:.0}/s; ratio {:.2} (goal >= 0.7)",
+        check / trivial
+    );
+    println!(
+        "[2] single-app 304s: {not_modified:.0}/s; ratio {:.2} (goal >= 0.9)",
+        not_modified / trivial
+    );
+
+    // --- 3: the cache's memory for 10,000 mini programs ---
+    let (entries, bytes) = server.state.runtime.footprint();
+    println!(
+        "[3] update-check cache: {entries} mini programs in {:.2} MiB, {:.2} MiB per 10,000 (goal <= 8)",
+        bytes as f64 / (1024.0 * 1024.0),
+        bytes as f64 / (1024.0 * 1024.0) * 10_000.0 / entries.max(1) as f64
+    );
+
+    // --- 4: a 5 MB archive, downloaded again and again ---
+    let v: Value = b
+        .client
+        .post(format!("{}/runtime/v1/update-check", b.base))
+        .basic_auth(&b.key, Some(&b.secret))
+        .json(&json!({"device_id": "big", "runtime_version": "3.140.0", "apps": [{"app_id": big_app}]}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let url = v["apps"][0]["package"]["url"]
+        .as_str()
+        .ok_or_else(|| format!("no package for the big app: {v}"))?
+        .to_string();
+    let size = v["apps"][0]["package"]["size"].as_u64().ok_or("size")?;
+    let rss_before = rss_kib("VmRSS:");
+    let total = 1u64 << 30;
+    let rounds = (total / size).max(1);
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = vec![];
+    for _ in 0..4 {
+        let (client, url, next) = (b.client.clone(), url.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut got = 0u64;
+            while next.fetch_add(1, Ordering::Relaxed) < rounds {
+                let mut r = client.get(&url).send().await?;
+                while let Some(chunk) = r.chunk().await? {
+                    got += chunk.len() as u64;
+                }
+            }
+            Ok::<u64, reqwest::Error>(got)
+        }));
+    }
+    let mut bytes = 0;
+    for t in tasks {
+        bytes += t.await??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    if bytes != rounds * size {
+        return Err(format!("downloaded {bytes} bytes, expected {}", rounds * size).into());
+    }
+    let rss_after = rss_kib("VmRSS:");
+    println!(
+        "[4] {:.1} MB archive x {rounds}: {:.0} MB/s (goal >= 500); resident memory {:.0} MiB before, {:.0} MiB after {:.1} GB of downloads",
+        size as f64 / 1e6,
+        bytes as f64 / 1e6 / secs,
+        rss_before as f64 / 1024.0,
+        rss_after as f64 / 1024.0,
+        bytes as f64 / 1e9
+    );
+    server.stop().await;
+    Ok(())
+}
+
+fn base_of(r: &Running) -> String {
+    format!("http://{}", r.addr)
+}
+
+fn main() -> Res<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
