@@ -346,6 +346,10 @@ async fn run() -> Res<()> {
         .ok_or_else(|| format!("no package for the big app: {v}"))?
         .to_string();
     let size = v["apps"][0]["package"]["size"].as_u64().ok_or("size")?;
+    // A few downloads first, so buffers and connections exist before memory is read.
+    for _ in 0..8 {
+        b.client.get(&url).send().await?.bytes().await?;
+    }
     let rss_before = rss_kib("VmRSS:");
     let total = 1u64 << 30;
     let rounds = (total / size).max(1);

@@ -664,17 +664,23 @@ pub async fn one_app(
     // Named by what the mini program serves and the kind of answer, so an unchanged answer
     // is told without writing it.
     let etag = format!("\"{:016x}{:x}\"", a.fingerprint, a.kind);
-    let cache = [
-        (header::ETAG, etag.clone()),
-        // The answer depends on the device and the credentials: caches keep it per device
-        // and check it again each time (a 304 costs no body).
-        (header::CACHE_CONTROL, "private, no-cache".to_string()),
-        (header::VARY, "Authorization".to_string()),
-    ];
     let unchanged = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+        .is_some_and(|v| v == etag || v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let cache = [
+        (
+            header::ETAG,
+            HeaderValue::from_str(&etag).map_err(|e| Refused::bad(e.to_string()))?,
+        ),
+        // The answer depends on the device and the credentials: caches keep it per device
+        // and check it again each time (a 304 costs no body).
+        (
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, no-cache"),
+        ),
+        (header::VARY, HeaderValue::from_static("Authorization")),
+    ];
     if unchanged {
         return Ok((StatusCode::NOT_MODIFIED, cache).into_response());
     }
@@ -682,7 +688,10 @@ pub async fn one_app(
     Ok((
         StatusCode::OK,
         cache,
-        [(header::CONTENT_TYPE, "application/json".to_string())],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         body,
     )
         .into_response())
