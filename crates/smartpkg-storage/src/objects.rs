@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload};
-use smartpkg_store::blobs::{sha256_hex, BlobStore};
+use smartpkg_store::blobs::{sha256_hex, BlobStore, BlobStream};
 use smartpkg_store::{Result, StoreError};
 
 pub struct ObjectBlobs {
@@ -79,6 +79,27 @@ impl BlobStore for ObjectBlobs {
             )));
         }
         Ok(bytes.to_vec())
+    }
+
+    async fn stream(&self, sha256: &str, range: Option<(u64, u64)>) -> Result<BlobStream> {
+        use futures_util::{StreamExt, TryStreamExt};
+        let path = self.path_of(sha256)?;
+        let opts = object_store::GetOptions {
+            range: range.map(|(a, b)| object_store::GetRange::Bounded(a..b + 1)),
+            ..Default::default()
+        };
+        let got = self.store.get_opts(&path, opts).await.map_err(failed)?;
+        let total = got.meta.size;
+        let bytes = got
+            .into_stream()
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .boxed();
+        Ok(BlobStream { total, bytes })
+    }
+
+    async fn size(&self, sha256: &str) -> Result<u64> {
+        let path = self.path_of(sha256)?;
+        Ok(self.store.head(&path).await.map_err(failed)?.size)
     }
 }
 

@@ -1,18 +1,16 @@
 //! `GET /runtime/v1/packages/{sha256}`: a package archive, addressed by its content. The URL
 //! names the bytes for ever, so the answer is `immutable` and any CDN may keep it; it is
-//! streamed from the blob's file (a range of it when asked), never read whole into memory.
+//! streamed from the blob store (a range of it when asked: a file's seek, a bucket's ranged
+//! GET), never read whole into memory.
 //!
 //! No credentials: the URL itself is learned only from an authenticated update check, and
 //! only archives of packages are served — never templates or drafts, which share the blob
 //! store.
 
-use std::io::SeekFrom;
-
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::Refused;
 use crate::AppState;
@@ -110,68 +108,46 @@ pub async fn package(
         return Ok((StatusCode::NOT_MODIFIED, fixed).into_response());
     }
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    match state.blobs.local_path(&sha) {
-        Some(path) => {
-            let mut file = tokio::fs::File::open(&path).await.map_err(|e| {
-                tracing::error!(error = %e, "runtime: an archive file cannot be opened");
-                not_found()
-            })?;
-            let len = file.metadata().await.map_err(|_| not_found())?.len();
-            let (status, first, last) = match range_header.and_then(|h| parse_range(h, len)) {
-                None => (StatusCode::OK, 0, len.saturating_sub(1)),
-                Some(Ok((a, b))) => (StatusCode::PARTIAL_CONTENT, a, b),
-                Some(Err(())) => {
-                    return Ok((
-                        StatusCode::RANGE_NOT_SATISFIABLE,
-                        [(header::CONTENT_RANGE, format!("bytes */{len}"))],
-                    )
-                        .into_response())
-                }
-            };
-            let count = if len == 0 { 0 } else { last - first + 1 };
-            file.seek(SeekFrom::Start(first))
-                .await
-                .map_err(|_| not_found())?;
-            // 256 KiB reads: large enough for the loopback rate, small enough that many
-            // downloads at once stay cheap.
-            let stream = tokio_util::io::ReaderStream::with_capacity(file.take(count), 256 * 1024);
-            let mut r = (status, fixed, Body::from_stream(stream)).into_response();
-            let h = r.headers_mut();
-            h.insert(header::CONTENT_LENGTH, count.into());
-            if status == StatusCode::PARTIAL_CONTENT {
-                if let Ok(v) = format!("bytes {first}-{last}/{len}").parse() {
-                    h.insert(header::CONTENT_RANGE, v);
-                }
-            }
-            Ok(r)
+    let failed = |e: smartpkg_store::StoreError| {
+        tracing::error!(error = %e, "runtime: an archive cannot be read");
+        not_found()
+    };
+    let len = state.blobs.size(&sha).await.map_err(failed)?;
+    let (status, range) = match range_header.and_then(|h| parse_range(h, len)) {
+        None => (StatusCode::OK, None),
+        Some(Ok((a, b))) => (StatusCode::PARTIAL_CONTENT, Some((a, b))),
+        Some(Err(())) => {
+            return Ok((
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{len}"))],
+            )
+                .into_response())
         }
-        // A bucket: read through the blob store (whole; see docs/runtime.md).
-        None => {
-            let bytes = state.blobs.get(&sha).await.map_err(|e| {
-                tracing::error!(error = %e, "runtime: an archive cannot be read");
-                not_found()
-            })?;
-            let len = bytes.len() as u64;
-            match range_header.and_then(|h| parse_range(h, len)) {
-                None => Ok((StatusCode::OK, fixed, bytes).into_response()),
-                Some(Ok((a, b))) => {
-                    let part = bytes[a as usize..=b as usize].to_vec();
-                    Ok((
-                        StatusCode::PARTIAL_CONTENT,
-                        fixed,
-                        [(header::CONTENT_RANGE, format!("bytes {a}-{b}/{len}"))],
-                        part,
-                    )
-                        .into_response())
-                }
-                Some(Err(())) => Ok((
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    [(header::CONTENT_RANGE, format!("bytes */{len}"))],
-                )
-                    .into_response()),
-            }
+    };
+    // An empty archive cannot be: a package has at least its ext.json. Still, no range of
+    // nothing is asked of the store.
+    let stream = if len == 0 {
+        None
+    } else {
+        Some(state.blobs.stream(&sha, range).await.map_err(failed)?)
+    };
+    let count = match range {
+        Some((a, b)) => b - a + 1,
+        None => len,
+    };
+    let body = match stream {
+        Some(s) => Body::from_stream(s.bytes),
+        None => Body::empty(),
+    };
+    let mut r = (status, fixed, body).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_LENGTH, count.into());
+    if let Some((a, b)) = range {
+        if let Ok(v) = format!("bytes {a}-{b}/{len}").parse() {
+            h.insert(header::CONTENT_RANGE, v);
         }
     }
+    Ok(r)
 }
 
 #[cfg(test)]

@@ -59,6 +59,60 @@ async fn templates_and_package_archives_go_through_an_s3_compatible_bucket() {
     let zip = r.bytes().await.expect("bytes");
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip.to_vec())).expect("a zip");
     assert!(archive.by_name("app.json").is_ok() && archive.by_name("ext.json").is_ok());
+    // Released, it reaches devices from the bucket: whole, and a range of it.
+    let sid = id.to_string();
+    let v = app
+        .call(
+            "submitaudit",
+            &[("package_id", &sid), ("content", "c"), ("remark", "")],
+        )
+        .await;
+    assert_eq!(v["errno"], 0, "{v}");
+    app.decide(id, true, "").await;
+    assert_eq!(
+        app.call("release", &[("package_id", &sid)]).await["errno"],
+        0
+    );
+    let (_, host) = app
+        .admin_post("/host-apps", serde_json::json!({"name": "h"}))
+        .await;
+    let check: serde_json::Value = app
+        .client
+        .post(format!("{}/runtime/v1/update-check", app.base))
+        .basic_auth(
+            host["host_key"].as_str().expect("key"),
+            host["host_secret"].as_str(),
+        )
+        .json(&serde_json::json!({"device_id": "d", "runtime_version": "3.140.0", "apps": [{"app_id": app.app_id}]}))
+        .send()
+        .await
+        .expect("check")
+        .json()
+        .await
+        .expect("json");
+    let url = check["apps"][0]["package"]["url"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    let whole = app.client.get(&url).send().await.expect("download");
+    assert_eq!(whole.status(), 200);
+    let whole = whole.bytes().await.expect("bytes").to_vec();
+    assert_eq!(
+        smartpkg_store::blobs::sha256_hex(&whole),
+        check["apps"][0]["package"]["sha256"].as_str().expect("sha")
+    );
+    let part = app
+        .client
+        .get(&url)
+        .header("range", "bytes=10-29")
+        .send()
+        .await
+        .expect("range");
+    assert_eq!(part.status(), 206);
+    assert_eq!(
+        part.bytes().await.expect("bytes").to_vec(),
+        whole[10..30].to_vec()
+    );
     app.stop().await;
 }
 
