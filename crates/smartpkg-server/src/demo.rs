@@ -13,6 +13,11 @@ struct DemoIds {
     tp_id: i64,
     app_id: i64,
     template_id: i64,
+    /// The demo host app's credentials (a demo's secret may live in its data directory).
+    #[serde(default)]
+    host_key: Option<String>,
+    #[serde(default)]
+    host_secret: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -21,6 +26,9 @@ pub struct Demo {
     pub app: App,
     pub template_id: i64,
     pub access_token: String,
+    /// A host app's key and secret, for the device's update check.
+    pub host_key: String,
+    pub host_secret: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +64,10 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
             .map(|(tp, app)| (tp, app, ids.template_id)),
         None => None,
     };
+    let known_host = remembered
+        .as_ref()
+        .filter(|_| found.is_some())
+        .and_then(|ids| Some((ids.host_key.clone()?, ids.host_secret.clone()?)));
     let (tp, app, template_id) = match found {
         Some(f) => f,
         None => {
@@ -106,13 +118,33 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
                 )
                 .await
                 .map_err(err)?;
+            (tp, app, t.template_id)
+        }
+    };
+    let (host_key, host_secret) = match known_host {
+        Some(h) => h,
+        None => {
+            let key = format!("hk_{}", secrets::random_alnum(24));
+            let secret = secrets::random_alnum(40);
+            state
+                .store
+                .create_host_app(
+                    "Demo host app".into(),
+                    key.clone(),
+                    secrets::sha256_hex(&secret),
+                    clock::now_ms(),
+                )
+                .await
+                .map_err(err)?;
             let ids = DemoIds {
                 tp_id: tp.tp_id,
                 app_id: app.app_id,
-                template_id: t.template_id,
+                template_id,
+                host_key: Some(key.clone()),
+                host_secret: Some(secret.clone()),
             };
             std::fs::write(&path, serde_json::to_vec(&ids).map_err(err)?).map_err(err)?;
-            (tp, app, t.template_id)
+            (key, secret)
         }
     };
     let now = clock::now_ms();
@@ -130,6 +162,8 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
         app,
         template_id,
         access_token,
+        host_key,
+        host_secret,
     })
 }
 
@@ -192,7 +226,13 @@ curl -s -X POST "{p}/withdraw?access_token=$TOKEN" -d package_id=$PKG3; echo
 curl -s "{p}/auditquota?access_token=$TOKEN"; echo
 # 6. The full package archive of 1.0.0 (template files + generated ext.json).
 curl -s -H "Authorization: Bearer $ADMIN" -o package.zip "$BASE/admin/v1/packages/$PKG1/archive" && ls -l package.zip
+# 7. A device asks what to run (docs/runtime.md) and downloads it.
+curl -s -u {host_key}:{host_secret} "$BASE/runtime/v1/update-check" -H 'Content-Type: application/json' \
+  -d '{{"device_id":"demo-phone","runtime_version":"3.140.0","apps":[{{"app_id":{app_id}}}]}}' | tee check.json; echo
+curl -s -o device.zip "$(sed -E 's/.*"url":"([^"]+)".*/\1/' check.json)" && ls -l device.zip
 "#,
+        host_key = demo.host_key,
+        host_secret = demo.host_secret,
         tp_id = demo.tp.tp_id,
         client_id = demo.tp.client_id,
         app_name = demo.app.name,

@@ -37,7 +37,7 @@ async fn the_printed_demo_lines_run_the_whole_lifecycle_as_pasted() {
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).expect("json line"))
         .collect();
-    assert_eq!(answers.len(), 16, "one answer per call: {stdout}");
+    assert_eq!(answers.len(), 17, "one answer per call: {stdout}");
     for a in &answers {
         assert!(
             a.get("error").is_none() && a.get("errno").is_none_or(|e| e == 0),
@@ -58,6 +58,18 @@ async fn the_printed_demo_lines_run_the_whole_lifecycle_as_pasted() {
         })
         .collect();
     assert_eq!(versions, vec![("1.0.0", 1), ("1.2.0", 3)], "{server_view}");
+    // The device was told to run the online version and downloaded it.
+    let check = answers
+        .iter()
+        .find(|a| a.get("apps").is_some())
+        .expect("the update check's answer");
+    assert_eq!(check["apps"][0]["status"], "update", "{check}");
+    assert_eq!(check["apps"][0]["package"]["version"], "1.0.0");
+    let downloaded = std::fs::read(work.join("device.zip")).expect("device.zip");
+    assert_eq!(
+        downloaded.len() as i64,
+        check["apps"][0]["package"]["size"].as_i64().expect("size")
+    );
     let zip = std::fs::read(work.join("package.zip")).expect("package.zip downloaded");
     assert!(zip.starts_with(b"PK"), "package.zip is a zip");
     server.stop();

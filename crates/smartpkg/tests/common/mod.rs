@@ -57,7 +57,7 @@ pub fn start_demo_with(data_dir: &Path, env: &[(&str, &str)], stderr: Stdio) -> 
     loop {
         let line = next_line(&rx, deadline);
         lines.push(line.clone());
-        if line.contains("ls -l package.zip") {
+        if line.contains("ls -l device.zip") {
             break;
         }
     }
