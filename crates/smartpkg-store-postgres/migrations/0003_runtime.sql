@@ -21,3 +21,5 @@ CREATE TABLE app_host_apps (
 );
 -- The last former online versions of an app, newest first (rollback to a chosen version).
 CREATE INDEX packages_app_state_updated ON packages (app_id, state, updated_at);
+-- Downloads look an archive up by its hash (unknown hashes included: keep that cheap).
+CREATE INDEX packages_archive ON packages (archive_sha256);

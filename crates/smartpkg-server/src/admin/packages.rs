@@ -1,7 +1,6 @@
 //! Packages as an operator or reviewer sees them: every state, audit decisions, archives.
 
 use std::collections::HashMap;
-use std::io::{Seek, SeekFrom};
 
 use axum::body::Body as HttpBody;
 use axum::extract::{Path, Query, State};
@@ -10,12 +9,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use smartpkg_core::archive;
 use smartpkg_core::lifecycle::Command;
 use smartpkg_store::{PackageFilter, PackageRecord};
 
 use super::{AdminError, AdminResult, Body, ErrorBody};
-use crate::{clock, workers, AppState};
+use crate::{clock, AppState};
 
 fn view(p: &PackageRecord, state: &AppState) -> Value {
     let offset = state.settings.utc_offset;
@@ -167,12 +165,12 @@ pub async fn audit(
     params(("package_id" = i64, Path)),
     responses((status = 200, description = "application/zip"), (status = 404, description = "no such package"), (status = 409, description = "the package is not built"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
 )]
-/// The full package as a zip: the template's entries unchanged plus the generated `ext.json`.
-/// It is spooled to an unnamed temporary file and streamed from there, so memory stays flat
-/// whatever the template's size.
+/// The full package as a zip: the template's entries unchanged plus the generated `ext.json` —
+/// the very archive devices download (docs/runtime.md), made once and streamed from the blob
+/// store.
 pub async fn archive(State(state): State<AppState>, Path(id): Path<i64>) -> AdminResult<Response> {
     let p = load(&state, id).await?;
-    let ext_json = p.built_ext_json.clone().ok_or_else(|| {
+    p.built_ext_json.as_ref().ok_or_else(|| {
         AdminError::new(
             StatusCode::CONFLICT,
             "not_built",
@@ -182,24 +180,15 @@ pub async fn archive(State(state): State<AppState>, Path(id): Path<i64>) -> Admi
             ),
         )
     })?;
-    let (bytes, manifest) = workers::template_bytes(&state, p.template_id)
+    // The archive devices get (made and recorded once): the admin API shows the same bytes.
+    let (sha, _) = crate::runtime::make_archive(&state, id)
         .await
         .map_err(|e| {
             AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "template_unreadable", e)
         })?;
-    let tmp_dir = state.settings.data_dir.join("tmp");
-    let file = tokio::task::spawn_blocking(move || -> Result<std::fs::File, String> {
-        std::fs::create_dir_all(&tmp_dir).map_err(|e| e.to_string())?;
-        let file = tempfile::tempfile_in(&tmp_dir).map_err(|e| e.to_string())?;
-        let mut file = archive::write_package(&bytes, &manifest, &ext_json, file)
-            .map_err(|e| e.to_string())?;
-        file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
-        Ok(file)
-    })
-    .await
-    .map_err(|e| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-    .map_err(|e| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
-    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+    let stream = state.blobs.stream(&sha, None).await.map_err(|e| {
+        AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    })?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/zip".to_string()),
@@ -208,7 +197,7 @@ pub async fn archive(State(state): State<AppState>, Path(id): Path<i64>) -> Admi
                 format!("attachment; filename=\"package-{id}.zip\""),
             ),
         ],
-        HttpBody::from_stream(stream),
+        HttpBody::from_stream(stream.bytes),
     )
         .into_response())
 }
