@@ -13,10 +13,12 @@ mod download;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -65,13 +67,21 @@ struct Prepared {
     fingerprint: u64,
 }
 
+/// The settings a device obeys. Empty lists and an empty minimum are left out: millions of
+/// answers carry this object, and most mini programs set few of them.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct DeviceSettings {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub request_domain: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub upload_domain: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub download_domain: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub socket_domain: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub web_view_domain: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub min_runtime_version: String,
 }
 
@@ -88,11 +98,13 @@ type Entry = (Instant, Arc<Option<Prepared>>);
 /// The runtime channel's state in this process.
 pub struct Runtime {
     ttl: Duration,
-    apps: RwLock<HashMap<i64, Entry>>,
+    // Fx hashing: the keys are ids and credentials already checked, hashed on every request
+    // of the hot path; flooding them is bounded by the size limits below.
+    apps: RwLock<FxHashMap<i64, Entry>>,
     hosts: RwLock<HashMap<String, (Instant, Option<Host>)>>,
     /// `Authorization` values already verified, to their host app: a device's next check
     /// skips decoding and hashing its credentials again.
-    verified: RwLock<HashMap<String, (Instant, i64)>>,
+    verified: RwLock<FxHashMap<String, (Instant, i64)>>,
     /// Archives known to be packages' (downloads of anything else are refused).
     archives: RwLock<HashSet<String>>,
     /// One archive is made at a time: it is rare (once per package) and holds a package in
@@ -634,12 +646,11 @@ pub async fn update_check(
     Ok(Json(CheckAnswer { apps }).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-pub struct OneQuery {
-    device_id: String,
-    runtime_version: String,
-    #[serde(default)]
-    sha256: Option<String>,
+/// The single-app form's query: `device_id`, `runtime_version`, optional `sha256`.
+struct OneQuery<'a> {
+    device_id: Cow<'a, str>,
+    runtime_version: Cow<'a, str>,
+    sha256: Option<Cow<'a, str>>,
 }
 
 /// The single-app form: the same answer, with a strong ETag of its bytes.
@@ -647,9 +658,25 @@ pub async fn one_app(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(app_id): Path<i64>,
-    Query(q): Query<OneQuery>,
+    uri: axum::http::Uri,
 ) -> Result<Response, Refused> {
     let host_id = host_of(&state, &headers).await?;
+    // Read without allocating where nothing is escaped: this is a hot path.
+    let (mut device_id, mut runtime_version, mut sha256) = (None, None, None);
+    for (k, v) in form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
+        match &*k {
+            "device_id" => device_id = Some(v),
+            "runtime_version" => runtime_version = Some(v),
+            "sha256" => sha256 = Some(v),
+            _ => {}
+        }
+    }
+    let q = OneQuery {
+        device_id: device_id.ok_or_else(|| Refused::bad("device_id is required"))?,
+        runtime_version: runtime_version
+            .ok_or_else(|| Refused::bad("runtime_version is required"))?,
+        sha256,
+    };
     check_text("device_id", &q.device_id, MAX_DEVICE_ID)?;
     check_text("runtime_version", &q.runtime_version, MAX_VERSION)?;
     let p = prepared(&state, app_id).await?;
