@@ -16,7 +16,7 @@
 //!    database, against the SQLite figure of 2.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -142,65 +142,34 @@ impl Api {
 
 /// Requests per second over `LOAD_SECONDS` from `CONNECTIONS` concurrent callers.
 async fn load(api: &Arc<Api>, tokens: Option<Arc<Vec<(i64, String)>>>) -> Res<f64> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let mut tasks = vec![];
-    for _ in 0..CONNECTIONS {
-        let (api, stop, done, errors, tokens) = (
-            api.clone(),
-            stop.clone(),
-            done.clone(),
-            errors.clone(),
-            tokens.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                // Both loads read the whole body and check it, so the client does comparable
-                // work for either; `get` must really return the app's online package.
-                let ok = match &tokens {
-                    None => match api.client.get(format!("{}/healthz", api.base)).send().await {
-                        Ok(r) => r.bytes().await.is_ok_and(|b| &b[..] == b"ok"),
+    let api = api.clone();
+    common::rate(CONNECTIONS, LOAD_SECONDS, move || {
+        let (api, tokens) = (api.clone(), tokens.clone());
+        async move {
+            // Both loads read the whole body and check it, so the client does comparable
+            // work for either; `get` must really return the app's online package.
+            match &tokens {
+                None => match api.client.get(format!("{}/healthz", api.base)).send().await {
+                    Ok(r) => r.bytes().await.is_ok_and(|b| &b[..] == b"ok"),
+                    Err(_) => false,
+                },
+                Some(t) => {
+                    let token = t[rand::thread_rng().gen_range(0..t.len())].1.clone();
+                    let url = format!(
+                        "{}/rest/2.0/smartapp/package/get?access_token={token}",
+                        api.base
+                    );
+                    match api.client.get(url).send().await {
+                        Ok(r) => r.bytes().await.is_ok_and(|b| {
+                            b.starts_with(br#"{"errno":0,"#) && contains(&b, br#""status":1,"#)
+                        }),
                         Err(_) => false,
-                    },
-                    Some(t) => {
-                        let token = &t[rand::thread_rng().gen_range(0..t.len())].1;
-                        let url = format!(
-                            "{}/rest/2.0/smartapp/package/get?access_token={token}",
-                            api.base
-                        );
-                        match api.client.get(url).send().await {
-                            Ok(r) => r.bytes().await.is_ok_and(|b| {
-                                b.starts_with(br#"{"errno":0,"#) && contains(&b, br#""status":1,"#)
-                            }),
-                            Err(_) => false,
-                        }
                     }
-                };
-                if ok {
-                    done.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
-        }));
-    }
-    // Warm up, then count.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let start_count = done.load(Ordering::Relaxed);
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs(LOAD_SECONDS)).await;
-    let counted = done.load(Ordering::Relaxed) - start_count;
-    let elapsed = start.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await?;
-    }
-    let e = errors.load(Ordering::Relaxed);
-    if e > 0 {
-        return Err(format!("{e} requests failed during the load").into());
-    }
-    Ok(counted as f64 / elapsed)
+        }
+    })
+    .await
 }
 
 /// Durable single-row commits per second on the same disk, same pragmas as the server.

@@ -10,9 +10,9 @@
 //! 4. A 5 MB archive downloaded over and over: MB/s (goal ≥ 500) and the process's resident
 //!    memory before and after 1 GB of downloads (flat).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use base64::Engine;
 use rand::Rng;
@@ -141,39 +141,14 @@ async fn once(b: &Bench, kind: Kind) -> bool {
     }
 }
 
-/// Requests per second over `LOAD_SECONDS` from `CONNECTIONS` concurrent callers.
+/// Requests per second of one kind over `LOAD_SECONDS` from `CONNECTIONS` callers.
 async fn load(b: &Arc<Bench>, kind: Kind) -> Res<f64> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let mut tasks = vec![];
-    for _ in 0..CONNECTIONS {
-        let (b, stop, done, errors) = (b.clone(), stop.clone(), done.clone(), errors.clone());
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                if once(&b, kind).await {
-                    done.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let start_count = done.load(Ordering::Relaxed);
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs(LOAD_SECONDS)).await;
-    let counted = done.load(Ordering::Relaxed) - start_count;
-    let elapsed = start.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await?;
-    }
-    let e = errors.load(Ordering::Relaxed);
-    if e > 0 {
-        return Err(format!("{e} requests failed or answered wrongly during the load").into());
-    }
-    Ok(counted as f64 / elapsed)
+    let b = b.clone();
+    common::rate(CONNECTIONS, LOAD_SECONDS, move || {
+        let b = b.clone();
+        async move { once(&b, kind).await }
+    })
+    .await
 }
 
 async fn admin(client: &Client, base: &str, path: &str, body: Value) -> Res<Value> {

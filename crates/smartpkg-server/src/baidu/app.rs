@@ -133,6 +133,23 @@ fn too_many() -> Reply {
     )
 }
 
+/// An edit for the store that either applies whole or (when `edit` says the result would not
+/// fit) leaves the value as it was; the flag tells which.
+type Guarded<T> = (Box<dyn FnOnce(&mut T) + Send>, Arc<AtomicBool>);
+
+fn guarded<T: Clone + 'static>(edit: impl FnOnce(&mut T) -> bool + Send + 'static) -> Guarded<T> {
+    let fits = Arc::new(AtomicBool::new(true));
+    let flag = fits.clone();
+    let apply = Box::new(move |v: &mut T| {
+        let before = v.clone();
+        if !edit(v) {
+            *v = before;
+            flag.store(false, Ordering::SeqCst);
+        }
+    });
+    (apply, fits)
+}
+
 /// Applies `edit` to the mini program's settings, refreshes what devices see, and answers
 /// the settings after the edit.
 async fn edit_settings(
@@ -140,20 +157,10 @@ async fn edit_settings(
     app_id: i64,
     edit: impl FnOnce(&mut RuntimeSettings) -> bool + Send + 'static,
 ) -> Result<RuntimeSettings, Reply> {
-    let fits = Arc::new(AtomicBool::new(true));
-    let flag = fits.clone();
+    let (apply, fits) = guarded(edit);
     let settings = state
         .store
-        .update_runtime_settings(
-            app_id,
-            Box::new(move |s| {
-                let before = s.clone();
-                if !edit(s) {
-                    *s = before;
-                    flag.store(false, Ordering::SeqCst);
-                }
-            }),
-        )
+        .update_runtime_settings(app_id, apply)
         .await?
         .ok_or_else(|| Reply::err(Errno::AppNotFound))?;
     state.runtime.forget(app_id);
@@ -307,20 +314,10 @@ async fn edit_tp(
     tp_id: i64,
     edit: impl FnOnce(&mut Domains) -> bool + Send + 'static,
 ) -> Result<Domains, Reply> {
-    let fits = Arc::new(AtomicBool::new(true));
-    let flag = fits.clone();
+    let (apply, fits) = guarded(edit);
     let d = state
         .store
-        .update_tp_domains(
-            tp_id,
-            Box::new(move |d| {
-                let before = d.clone();
-                if !edit(d) {
-                    *d = before;
-                    flag.store(false, Ordering::SeqCst);
-                }
-            }),
-        )
+        .update_tp_domains(tp_id, apply)
         .await?
         .ok_or_else(|| Reply::err(Errno::NoTpPermission))?;
     if !fits.load(Ordering::SeqCst) {

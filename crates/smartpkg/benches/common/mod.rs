@@ -67,3 +67,47 @@ pub fn big_template() -> Res<Vec<u8>> {
         files.iter().map(|(n, b)| (n.as_str(), b.as_slice())),
     )?)
 }
+
+/// Requests per second over `seconds` (after half a second of warm-up) from `connections`
+/// callers each running `once` in a loop; any `false` (a failed or wrong answer) fails it.
+pub async fn rate<F, Fut>(connections: usize, seconds: u64, once: F) -> Res<f64>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    let once = Arc::new(once);
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = vec![];
+    for _ in 0..connections {
+        let (once, stop, done, errors) = (once.clone(), stop.clone(), done.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if once().await {
+                    done.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start_count = done.load(Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let counted = done.load(Ordering::Relaxed) - start_count;
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await?;
+    }
+    let e = errors.load(Ordering::Relaxed);
+    if e > 0 {
+        return Err(format!("{e} requests failed or answered wrongly during the load").into());
+    }
+    Ok(counted as f64 / elapsed)
+}
