@@ -190,7 +190,12 @@ async fn lifecycle(c: &Client, token: &str, template_id: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_postgres_restart_under_load_loses_nothing_and_the_server_recovers() {
-    let port = 55_432;
+    // A port free right now (not a fixed one: a cluster of an interrupted earlier run may
+    // still hold that while it shuts down).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
     let cluster = Cluster::start(port);
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = Settings {
