@@ -1,4 +1,5 @@
 use async_trait::async_trait;
+use smartpkg_store::runtime::{decode_settings, encode_settings};
 use smartpkg_store::{
     Domains, DomainsEdit, HostApp, Result, RuntimePackage, RuntimeSettings, RuntimeStore,
     RuntimeView, SettingsEdit, StoreError,
@@ -6,18 +7,7 @@ use smartpkg_store::{
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use crate::{corrupt, db, PgStore};
-
-fn json_col<T: serde::de::DeserializeOwned + Default>(text: &str) -> Result<T> {
-    if text.trim().is_empty() {
-        return Ok(T::default());
-    }
-    serde_json::from_str(text).map_err(|e| corrupt(format!("stored settings: {e}")))
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| corrupt(format!("settings: {e}")))
-}
+use crate::{db, PgStore};
 
 const HOST_COLS: &str = "host_id, name, host_key, secret_hash, created_at";
 
@@ -67,12 +57,12 @@ where
     .await
     .map_err(db)?;
     let Some(text) = text else { return Ok(None) };
-    let mut value: T = json_col(&text)?;
+    let mut value: T = decode_settings(&text)?;
     edit(&mut value);
     sqlx::query(&format!(
         "UPDATE {table} SET {column} = $1 WHERE {key} = $2"
     ))
-    .bind(to_json(&value)?)
+    .bind(encode_settings(&value)?)
     .bind(id)
     .execute(&mut *c)
     .await
@@ -89,7 +79,7 @@ impl RuntimeStore for PgStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db)?;
-        text.map(|t| json_col(&t)).transpose()
+        text.map(|t| decode_settings(&t)).transpose()
     }
 
     async fn update_runtime_settings(
@@ -109,7 +99,7 @@ impl RuntimeStore for PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-        text.map(|t| json_col(&t)).transpose()
+        text.map(|t| decode_settings(&t)).transpose()
     }
 
     async fn update_tp_domains(&self, tp_id: i64, edit: DomainsEdit) -> Result<Option<Domains>> {
@@ -235,7 +225,7 @@ impl RuntimeStore for PgStore {
         let hosts: Vec<i64> = first.try_get(9).map_err(db)?;
         let mut view = RuntimeView {
             app_id,
-            settings: json_col(&settings_text)?,
+            settings: decode_settings(&settings_text)?,
             hosts,
             online: None,
             staged: None,

@@ -77,6 +77,20 @@ pub struct RuntimeView {
     pub staged: Option<(RuntimePackage, i64)>,
 }
 
+/// Reads a stored settings column (JSON; empty = the defaults). Shared by the backends.
+pub fn decode_settings<T: serde::de::DeserializeOwned + Default>(text: &str) -> Result<T> {
+    if text.trim().is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_str(text)
+        .map_err(|e| crate::StoreError::Corrupt(format!("stored settings: {e}")))
+}
+
+/// Writes a settings column.
+pub fn encode_settings<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| crate::StoreError::Corrupt(format!("settings: {e}")))
+}
+
 /// An edit of a mini program's settings, applied under its lock.
 pub type SettingsEdit = Box<dyn FnOnce(&mut RuntimeSettings) + Send>;
 /// An edit of a third party's registered domains, applied under its lock.

@@ -150,6 +150,23 @@ fn guarded<T: Clone + 'static>(edit: impl FnOnce(&mut T) -> bool + Send + 'stati
     (apply, fits)
 }
 
+/// Refuses an edit whose result did not fit (and so was not applied).
+fn fitted(fits: &AtomicBool) -> Result<(), Reply> {
+    if fits.load(Ordering::SeqCst) {
+        Ok(())
+    } else {
+        Err(too_many())
+    }
+}
+
+async fn settings_of(state: &AppState, app_id: i64) -> Result<RuntimeSettings, Reply> {
+    state
+        .store
+        .runtime_settings(app_id)
+        .await?
+        .ok_or_else(|| Reply::err(Errno::AppNotFound))
+}
+
 /// Applies `edit` to the mini program's settings, refreshes what devices see, and answers
 /// the settings after the edit.
 async fn edit_settings(
@@ -164,9 +181,7 @@ async fn edit_settings(
         .await?
         .ok_or_else(|| Reply::err(Errno::AppNotFound))?;
     state.runtime.forget(app_id);
-    if !fits.load(Ordering::SeqCst) {
-        return Err(too_many());
-    }
+    fitted(&fits)?;
     Ok(settings)
 }
 
@@ -194,11 +209,7 @@ pub async fn modifydomain(State(state): State<AppState>, p: Params) -> Answer<Ap
     let grant = p.app_write_grant(&state).await?;
     let action = action(&p)?;
     if action == Some(Action::Get) {
-        let s = state
-            .store
-            .runtime_settings(grant.app_id)
-            .await?
-            .ok_or_else(|| Reply::err(Errno::AppNotFound))?;
+        let s = settings_of(&state, grant.app_id).await?;
         return Ok(Data(app_domains(&s.domains)));
     }
     let lists = match action {
@@ -242,11 +253,7 @@ pub async fn modifywebviewdomain(State(state): State<AppState>, p: Params) -> An
     let grant = p.app_write_grant(&state).await?;
     let action = action(&p)?;
     if action == Some(Action::Get) {
-        let s = state
-            .store
-            .runtime_settings(grant.app_id)
-            .await?
-            .ok_or_else(|| Reply::err(Errno::AppNotFound))?;
+        let s = settings_of(&state, grant.app_id).await?;
         return Ok(Data(joined(&s.domains.web_view_domain)));
     }
     let given = match action {
@@ -274,11 +281,7 @@ pub async fn getsupportversion(
     p: Params,
 ) -> Answer<SupportVersions> {
     let grant = p.app_grant(&state).await?;
-    let s = state
-        .store
-        .runtime_settings(grant.app_id)
-        .await?
-        .ok_or_else(|| Reply::err(Errno::AppNotFound))?;
+    let s = settings_of(&state, grant.app_id).await?;
     Ok(Data(SupportVersions {
         now_version: s.min_runtime_version,
         items: state
@@ -320,9 +323,7 @@ async fn edit_tp(
         .update_tp_domains(tp_id, apply)
         .await?
         .ok_or_else(|| Reply::err(Errno::NoTpPermission))?;
-    if !fits.load(Ordering::SeqCst) {
-        return Err(too_many());
-    }
+    fitted(&fits)?;
     Ok(d)
 }
 

@@ -1,19 +1,8 @@
 use super::*;
 use crate::runtime::{
-    Domains, DomainsEdit, HostApp, RuntimePackage, RuntimeSettings, RuntimeStore, RuntimeView,
-    SettingsEdit,
+    decode_settings, encode_settings, Domains, DomainsEdit, HostApp, RuntimePackage,
+    RuntimeSettings, RuntimeStore, RuntimeView, SettingsEdit,
 };
-
-fn json_col<T: serde::de::DeserializeOwned + Default>(text: String) -> Result<T> {
-    if text.trim().is_empty() {
-        return Ok(T::default());
-    }
-    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("stored settings: {e}")))
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("settings: {e}")))
-}
 
 const HOST_COLS: &str = "host_id, name, host_key, secret_hash, created_at";
 
@@ -64,7 +53,7 @@ impl RuntimeStore for SqliteStore {
                     |r| r.get(0),
                 )
                 .optional()?;
-            text.map(json_col).transpose()
+            text.map(|t| decode_settings(&t)).transpose()
         })
         .await
     }
@@ -84,11 +73,11 @@ impl RuntimeStore for SqliteStore {
                 )
                 .optional()?;
             let Some(text) = text else { return Ok(None) };
-            let mut settings: RuntimeSettings = json_col(text)?;
+            let mut settings: RuntimeSettings = decode_settings(&text)?;
             edit(&mut settings);
             tx.execute(
                 "UPDATE apps SET runtime_settings = ?1 WHERE app_id = ?2",
-                params![to_json(&settings)?, app_id],
+                params![encode_settings(&settings)?, app_id],
             )?;
             Ok(Some(settings))
         })
@@ -102,7 +91,7 @@ impl RuntimeStore for SqliteStore {
                     r.get(0)
                 })
                 .optional()?;
-            text.map(json_col).transpose()
+            text.map(|t| decode_settings(&t)).transpose()
         })
         .await
     }
@@ -115,11 +104,11 @@ impl RuntimeStore for SqliteStore {
                 })
                 .optional()?;
             let Some(text) = text else { return Ok(None) };
-            let mut domains: Domains = json_col(text)?;
+            let mut domains: Domains = decode_settings(&text)?;
             edit(&mut domains);
             tx.execute(
                 "UPDATE tps SET domains = ?1 WHERE tp_id = ?2",
-                params![to_json(&domains)?, tp_id],
+                params![encode_settings(&domains)?, tp_id],
             )?;
             Ok(Some(domains))
         })
@@ -223,7 +212,7 @@ impl RuntimeStore for SqliteStore {
                 .and_then(|(p, percent)| percent.map(|pc| (p, pc)));
             Ok(Some(RuntimeView {
                 app_id,
-                settings: json_col(text)?,
+                settings: decode_settings(&text)?,
                 hosts,
                 online,
                 staged,

@@ -121,14 +121,6 @@ impl Engine {
         self.verdict_news.notify_waiters();
     }
 
-    /// The goal of the plan's policy.
-    pub fn goal(&self) -> Step {
-        match self.plan.release {
-            ReleasePolicy::None => Step::Passed,
-            _ => Step::Online,
-        }
-    }
-
     /// Sets the canary gate from the states the canaries are in (at start, from the state
     /// file; later, as each finishes).
     fn canary_finished(&self, idx: usize, step: Step) {
@@ -179,7 +171,7 @@ impl Engine {
             self.set(&mut s, Step::Built, None, None)?;
         }
         if resumed && !s.step.is_final() {
-            match self.reconcile(entry, &mut s).await {
+            match self.reconcile(&mut s).await {
                 Ok(()) => {}
                 Err(Stop::Fail(step, errno, reason)) => {
                     self.set(&mut s, step, errno, Some(reason))?;
@@ -218,7 +210,7 @@ impl Engine {
         loop {
             match s.step {
                 Step::Pending => self.upload(entry, s).await?,
-                Step::Uploading => self.reconcile(entry, s).await?,
+                Step::Uploading => self.reconcile(s).await?,
                 Step::Uploaded => self.wait_built(s).await?,
                 Step::Built | Step::WaitingQuota => {
                     if !self.submit(s).await? {
@@ -365,7 +357,7 @@ impl Engine {
             Ok(()) => Ok(self.set(s, Step::Uploaded, None, None)?),
             // The request may or may not have arrived: look before anything else.
             Err(ClientError::Transport { .. }) | Err(ClientError::Status { .. }) => {
-                self.reconcile(entry, s).await
+                self.reconcile(s).await
             }
             Err(e) => Err(fail(&e)),
         }
@@ -374,7 +366,7 @@ impl Engine {
     /// Reads the platform's view and puts the mini program where its package of this version
     /// stands. Never uploads: a package that was confirmed uploaded and is now gone is an
     /// error, not a reason to upload again.
-    async fn reconcile(&self, _entry: &AppEntry, s: &mut AppState) -> Result<(), Stop> {
+    async fn reconcile(&self, s: &mut AppState) -> Result<(), Stop> {
         let rows = self
             .call(s, |c, t| async move { c.get(&t).await })
             .await
@@ -446,18 +438,10 @@ impl Engine {
                 }
                 Some(_) => {}
                 // Not listed: another step already moved it on (resumed), so look again.
-                None => return self.reconcile_after_gap(s).await,
+                None => return self.reconcile(s).await,
             }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_millis(self.plan.poll_max_ms));
-        }
-    }
-
-    async fn reconcile_after_gap(&self, s: &mut AppState) -> Result<(), Stop> {
-        let entry_idx = self.plan.apps.iter().position(|a| a.app_id == s.app_id);
-        match entry_idx {
-            Some(i) => self.reconcile(&self.plan.apps[i], s).await,
-            None => Err(Stop::Fail(Step::Error, None, "not in the plan".into())),
         }
     }
 
@@ -536,7 +520,7 @@ impl Engine {
                 }
                 // Already submitted (a run that died after the call): look where it is.
                 Err(e) if matches!(e.errno(), Some(Errno::WrongState | Errno::AuditInFlight)) => {
-                    self.reconcile_after_gap(s).await?;
+                    self.reconcile(s).await?;
                     return Ok(true);
                 }
                 Err(e) => return Err(fail(&e)),
@@ -679,7 +663,7 @@ impl Engine {
             }
             // Released by a run that died before saving it.
             Err(e) if e.errno() == Some(Errno::WrongState) => {
-                self.reconcile_after_gap(s).await?;
+                self.reconcile(s).await?;
                 Ok(true)
             }
             Err(e) => Err(fail(&e)),

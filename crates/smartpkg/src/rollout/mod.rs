@@ -123,16 +123,12 @@ pub async fn run(args: RolloutArgs, globals: &crate::tool::Globals) -> anyhow::R
         .user_agent(concat!("smartpkg-rollout/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let goal = match plan.release {
-        plan::ReleasePolicy::None => Step::Passed,
-        _ => Step::Online,
-    };
+    let goal = plan.goal();
     let progress = Progress::new(plan.apps.len(), goal, std::io::stderr().is_terminal());
     let tp_token = plan.tp.tp_token.clone();
     let events = plan.events.clone();
     let total = plan.apps.len();
     let engine = Arc::new(Engine::new(plan, client, state, progress, tp_token));
-    debug_assert_eq!(engine.goal(), goal);
     let _receiver = match events {
         Some(ev) => Some(start_receiver(ev, engine.clone()).await?),
         None => None,

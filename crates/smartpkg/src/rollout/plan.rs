@@ -121,6 +121,14 @@ impl Plan {
         Ok(plan)
     }
 
+    /// Where each mini program should end: audit passed with policy `none`, online otherwise.
+    pub fn goal(&self) -> super::state::Step {
+        match self.release {
+            ReleasePolicy::None => super::state::Step::Passed,
+            _ => super::state::Step::Online,
+        }
+    }
+
     pub fn audit_content(&self) -> &str {
         self.audit_content.as_deref().unwrap_or(&self.description)
     }
