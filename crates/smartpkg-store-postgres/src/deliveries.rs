@@ -286,16 +286,18 @@ impl DeliveryStore for PgStore {
         &self,
         tp_id: Option<i64>,
         state: Option<DeliveryState>,
+        before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<Delivery>> {
         sqlx::query(&format!(
             "SELECT {DELIVERY_COLS} FROM deliveries d JOIN events e ON e.event_id = d.event_id \
              WHERE ($1::BIGINT IS NULL OR d.tp_id = $1) AND ($2::TEXT IS NULL OR d.state = $2) \
-             ORDER BY d.delivery_id DESC LIMIT $3"
+             AND ($4::BIGINT IS NULL OR d.delivery_id < $4) ORDER BY d.delivery_id DESC LIMIT $3"
         ))
         .bind(tp_id)
         .bind(state.map(DeliveryState::as_str))
         .bind(limit)
+        .bind(before)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?

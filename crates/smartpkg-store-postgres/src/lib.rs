@@ -13,6 +13,7 @@
 //! as "processing, retry" — never a 500.
 
 mod auth;
+mod console;
 mod deliveries;
 mod jobs;
 mod library;

@@ -34,7 +34,7 @@ const GET_BY_TOKEN: &str = concat!(
      WHERE t.token_hash = $1 AND t.kind = 'app' ORDER BY p.package_id"
 );
 
-fn state(s: &str) -> Result<PkgState> {
+pub(crate) fn state(s: &str) -> Result<PkgState> {
     PkgState::parse(s).ok_or_else(|| corrupt(format!("unknown package state {s}")))
 }
 
@@ -282,6 +282,23 @@ async fn apply_plan(
     }
     if let Some((package_id, pass, reason)) = &plan.audit_decision {
         outbox(c, tp_id, *package_id, *pass, reason, ctx.now_ms).await?;
+    }
+    let (actor, account) = ctx.actor.to_db();
+    for l in smartpkg_store::plan_log(plan) {
+        sqlx::query(
+            "INSERT INTO package_log (package_id, app_id, at, from_state, to_state, actor, account_id, detail) \
+             SELECT $1, app_id, $2, $3, $4, $5, $6, $7 FROM packages WHERE package_id = $1",
+        )
+        .bind(l.package_id)
+        .bind(ctx.now_ms)
+        .bind(l.from.map(PkgState::as_str))
+        .bind(l.to.as_str())
+        .bind(actor)
+        .bind(account)
+        .bind(l.detail)
+        .execute(&mut *c)
+        .await
+        .map_err(db)?;
     }
     if plan.consume_quota {
         let package_id = plan

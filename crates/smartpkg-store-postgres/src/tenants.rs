@@ -21,9 +21,9 @@ pub(crate) fn tp_row(r: &PgRow) -> sqlx::Result<Tp> {
     })
 }
 
-const APP_COLS: &str = "app_id, app_key, name, name_audited, category_audited, authenticity_certified, tp_id, owner_password_hash IS NOT NULL";
+pub(crate) const APP_COLS: &str = "app_id, app_key, name, name_audited, category_audited, authenticity_certified, tp_id, owner_password_hash IS NOT NULL";
 
-fn app_row(r: &PgRow) -> sqlx::Result<App> {
+pub(crate) fn app_row(r: &PgRow) -> sqlx::Result<App> {
     Ok(App {
         app_id: r.try_get(0)?,
         app_key: r.try_get(1)?,

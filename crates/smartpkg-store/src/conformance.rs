@@ -52,6 +52,8 @@ pub fn cases() -> Vec<Case> {
         rollback_to_a_chosen_version_reaches_back_five_releases,
         racing_settings_edits_all_land,
         host_apps_and_archives_round_trip,
+        accounts_sessions_and_the_console_lists,
+        every_decision_is_logged_with_who_took_it,
     ]
 }
 
@@ -65,6 +67,7 @@ pub fn ctx(now_ms: i64) -> DecisionContext {
             rollback_delay_ms: 100,
             auto_audit_delay_ms: None,
         },
+        actor: crate::Actor::System,
     }
 }
 
@@ -449,7 +452,7 @@ async fn moving_an_app_ends_the_old_authorization_and_tells_both(store: Arc<dyn 
         let store = store.clone();
         async move {
             store
-                .list_deliveries(Some(tp), None, 100)
+                .list_deliveries(Some(tp), None, None, 100)
                 .await
                 .expect("db")
                 .into_iter()
@@ -1172,5 +1175,226 @@ async fn host_apps_and_archives_round_trip(store: Arc<dyn Store>) {
     assert_eq!(
         record.archive_sha256.as_deref(),
         Some("a".repeat(64).as_str())
+    );
+}
+
+async fn accounts_sessions_and_the_console_lists(store: Arc<dyn Store>) {
+    use crate::{AppQuery, NewAccount, Role};
+    let (tp_id, app_id, t) = seeded(&*store).await;
+    assert_eq!(store.count_accounts().await.expect("db"), 0);
+    let new = |name: &str, role| NewAccount {
+        name: name.into(),
+        role,
+        password_hash: "$argon2id$x".into(),
+        created_by: None,
+        apps: vec![],
+    };
+    let op = store
+        .create_account(new("ops", Role::Operator), 10)
+        .await
+        .expect("db")
+        .expect("created");
+    assert!(
+        store
+            .create_account(new("ops", Role::Reviewer), 11)
+            .await
+            .expect("db")
+            .is_none(),
+        "a taken name is refused"
+    );
+    let owner = store
+        .create_account(
+            NewAccount {
+                apps: vec![app_id],
+                ..new("owner", Role::Owner)
+            },
+            12,
+        )
+        .await
+        .expect("db")
+        .expect("created");
+    let (found, hash) = store
+        .account_by_name("ops".into())
+        .await
+        .expect("db")
+        .expect("found");
+    assert_eq!(
+        (found.account_id, found.role, hash.as_str()),
+        (op.account_id, Role::Operator, "$argon2id$x")
+    );
+    assert!(store.owns_app(owner.account_id, app_id).await.expect("db"));
+    assert!(!store.owns_app(op.account_id, app_id).await.expect("db"));
+
+    // Sessions: found until they expire, gone once deleted.
+    store
+        .create_session("h1".into(), op.account_id, "c1".into(), 100, 200)
+        .await
+        .expect("db");
+    let s = store
+        .session("h1".into(), 150)
+        .await
+        .expect("db")
+        .expect("live");
+    assert_eq!((s.account.name.as_str(), s.csrf.as_str()), ("ops", "c1"));
+    assert!(
+        store.session("h1".into(), 200).await.expect("db").is_none(),
+        "expired"
+    );
+    store.delete_session("h1".into()).await.expect("db");
+    store
+        .create_session("h2".into(), op.account_id, "c2".into(), 100, 200)
+        .await
+        .expect("db");
+    store.delete_session("h2".into()).await.expect("db");
+    assert!(
+        store.session("h2".into(), 150).await.expect("db").is_none(),
+        "signed out"
+    );
+
+    // The queue holds audited packages, oldest first; search finds by name part and by id.
+    let id = built(&store, tp_id, app_id, t, 1_000).await;
+    let submit = Command::SubmitAudit {
+        package_id: id,
+        request: AuditRequest {
+            test_account: Some("tester".into()),
+            ..AuditRequest::default()
+        },
+    };
+    decide_ok(&store, app_id, submit, 2_000).await;
+    let (waiting, page) = store.audit_queue(0, 10).await.expect("db");
+    assert_eq!(waiting, 1);
+    assert_eq!(
+        (
+            page[0].package_id,
+            page[0].submitted_at_ms,
+            page[0].test_account.as_deref()
+        ),
+        (id, 2_000, Some("tester"))
+    );
+    assert_eq!(page[0].template_version, "1");
+    for name in ["Coffee 100%", "Tea shop"] {
+        store
+            .create_app(App {
+                name: name.into(),
+                ..app(&format!("k-{name}"), None)
+            })
+            .await
+            .expect("app");
+    }
+    let find = |text: &str, owned_by| AppQuery {
+        text: text.into(),
+        owned_by,
+        tp_id: None,
+    };
+    let (rows, more) = store
+        .search_apps(find("coffee", None), 0, 10)
+        .await
+        .expect("db");
+    assert_eq!((rows.len(), more), (1, false));
+    assert_eq!(rows[0].app.name, "Coffee 100%");
+    let (rows, _) = store
+        .search_apps(find("0%", None), 0, 10)
+        .await
+        .expect("db");
+    assert_eq!(rows.len(), 1, "% is matched literally");
+    let (rows, _) = store
+        .search_apps(find(&app_id.to_string(), None), 0, 10)
+        .await
+        .expect("db");
+    assert!(rows
+        .iter()
+        .any(|r| r.app.app_id == app_id && r.tp_name.is_some()));
+    let (rows, more) = store.search_apps(find("", None), 0, 2).await.expect("db");
+    assert_eq!((rows.len(), more), (2, true), "three apps, pages of two");
+    let (rows, _) = store
+        .search_apps(find("", Some(owner.account_id)), 0, 10)
+        .await
+        .expect("db");
+    assert_eq!(
+        rows.iter().map(|r| r.app.app_id).collect::<Vec<_>>(),
+        vec![app_id]
+    );
+    let (n, tps) = store.list_tps(0, 10).await.expect("db");
+    assert_eq!((n, tps[0].tp_id), (1, tp_id));
+    let d = store.dashboard().await.expect("db");
+    assert_eq!(
+        (d.audits_waiting, d.oldest_waiting_since_ms, d.apps, d.tps),
+        (1, Some(2_000), 3, 1)
+    );
+}
+
+async fn every_decision_is_logged_with_who_took_it(store: Arc<dyn Store>) {
+    use crate::{Actor, NewAccount, Role};
+    let (tp_id, app_id, t) = seeded(&*store).await;
+    let reviewer = store
+        .create_account(
+            NewAccount {
+                name: "rita".into(),
+                role: Role::Reviewer,
+                password_hash: "h".into(),
+                created_by: None,
+                apps: vec![],
+            },
+            1,
+        )
+        .await
+        .expect("db")
+        .expect("created");
+    let id = built(&store, tp_id, app_id, t, 1_000).await;
+    let submit = Command::SubmitAudit {
+        package_id: id,
+        request: AuditRequest::default(),
+    };
+    let as_tp = DecisionContext {
+        actor: Actor::ThirdParty,
+        ..ctx(2_000)
+    };
+    store
+        .execute(app_id, submit, as_tp, None)
+        .await
+        .expect("db")
+        .expect("submitted");
+    let fail = Command::Decide {
+        package_id: id,
+        pass: false,
+        reason: "logo blurred".into(),
+    };
+    let as_reviewer = DecisionContext {
+        actor: Actor::Account(reviewer.account_id),
+        ..ctx(3_000)
+    };
+    store
+        .execute(app_id, fail, as_reviewer, None)
+        .await
+        .expect("db")
+        .expect("decided");
+    let log = store.app_log(app_id, 10).await.expect("db");
+    let states: Vec<_> = log
+        .iter()
+        .map(|l| (l.from.map(PkgState::as_str), l.to.as_str(), l.actor))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            (
+                Some("auditing"),
+                "audit_failed",
+                Actor::Account(reviewer.account_id)
+            ),
+            (Some("development"), "auditing", Actor::ThirdParty),
+            (Some("building"), "development", Actor::System),
+            (None, "building", Actor::System),
+        ]
+    );
+    assert_eq!(log[0].actor_name.as_deref(), Some("rita"));
+    assert_eq!(log[0].detail.as_deref(), Some("logo blurred"));
+    assert!(
+        log.iter()
+            .all(|l| l.package_id == id && l.version == "1.0.0"),
+        "{log:?}"
+    );
+    assert_eq!(
+        store.recent_log(1).await.expect("db")[0].log_id,
+        log[0].log_id
     );
 }

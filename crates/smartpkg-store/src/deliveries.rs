@@ -163,6 +163,7 @@ pub trait DeliveryStore: Send + Sync {
         &self,
         tp_id: Option<i64>,
         state: Option<DeliveryState>,
+        before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<Delivery>>;
 

@@ -11,6 +11,7 @@ mod auth;
 pub mod blobs;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+mod console;
 mod deliveries;
 mod jobs;
 mod library;
@@ -20,6 +21,7 @@ pub mod sqlite;
 mod tenants;
 
 pub use auth::*;
+pub use console::*;
 pub use deliveries::*;
 pub use jobs::*;
 pub use library::*;
@@ -84,6 +86,7 @@ pub trait Store:
     + DeliveryStore
     + JobStore
     + RuntimeStore
+    + ConsoleStore
     + 'static
 {
 }
@@ -96,6 +99,7 @@ impl<T> Store for T where
         + DeliveryStore
         + JobStore
         + RuntimeStore
+        + ConsoleStore
         + 'static
 {
 }
@@ -103,7 +107,7 @@ impl<T> Store for T where
 /// The traits, for callers holding a `dyn Store`.
 pub mod prelude {
     pub use crate::{
-        AuthStore, DeliveryStore, JobStore, LibraryStore, PackageStore, RuntimeStore, Store,
-        TenantStore,
+        AuthStore, ConsoleStore, DeliveryStore, JobStore, LibraryStore, PackageStore, RuntimeStore,
+        Store, TenantStore,
     };
 }

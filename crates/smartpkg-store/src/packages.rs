@@ -84,6 +84,8 @@ pub struct DecisionContext {
     /// Weekly audit quota for TPs without their own; None = unlimited.
     pub default_quota: Option<i64>,
     pub policy: Policy,
+    /// Who asks: recorded with every state change in the package log.
+    pub actor: crate::Actor,
 }
 
 /// A decision's outcome: the plan that was applied, or the rule that refused it.

@@ -51,7 +51,7 @@ fn view(d: &Delivery, state: &AppState, holds: &HashMap<i64, i64>) -> Value {
     path = "/deliveries",
     tag = "admin",
     summary = "List pushes with their state",
-    params(("tp_id" = Option<i64>, Query), ("state" = Option<String>, Query, description = "pending, delivered or failed"), ("limit" = Option<i64>, Query)),
+    params(("tp_id" = Option<i64>, Query), ("state" = Option<String>, Query, description = "pending, delivered or failed"), ("limit" = Option<i64>, Query), ("before" = Option<i64>, Query, description = "only deliveries with a smaller id: the next page")),
     responses((status = 200, description = "{deliveries: [...]}"), (status = 400, description = "invalid filter"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
 )]
 pub async fn list(
@@ -78,7 +78,17 @@ pub async fn list(
         None => 100,
     }
     .clamp(1, 1000);
-    let rows = state.store.list_deliveries(tp_id, wanted, limit).await?;
+    let before = match q.get("before") {
+        Some(v) => Some(
+            v.parse::<i64>()
+                .map_err(|_| AdminError::bad_request("before must be an integer"))?,
+        ),
+        None => None,
+    };
+    let rows = state
+        .store
+        .list_deliveries(tp_id, wanted, before, limit)
+        .await?;
     let holds = holds(&state).await?;
     let deliveries: Vec<Value> = rows.iter().map(|d| view(d, &state, &holds)).collect();
     Ok(Json(json!({ "deliveries": deliveries })))

@@ -249,15 +249,16 @@ impl DeliveryStore for SqliteStore {
         &self,
         tp_id: Option<i64>,
         state: Option<DeliveryState>,
+        before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<Delivery>> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {DELIVERY_COLS} FROM deliveries d JOIN events e ON e.event_id = d.event_id \
-                 WHERE (?1 IS NULL OR d.tp_id = ?1) AND (?2 IS NULL OR d.state = ?2) ORDER BY d.delivery_id DESC LIMIT ?3"
+                 WHERE (?1 IS NULL OR d.tp_id = ?1) AND (?2 IS NULL OR d.state = ?2) AND (?4 IS NULL OR d.delivery_id < ?4) ORDER BY d.delivery_id DESC LIMIT ?3"
             ))?;
             let rows = stmt
-                .query_map(params![tp_id, state.map(DeliveryState::as_str), limit], delivery_row)?
+                .query_map(params![tp_id, state.map(DeliveryState::as_str), limit, before], delivery_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })

@@ -39,6 +39,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("0007_janitor.sql")),
     (8, include_str!("0008_lease_tokens.sql")),
     (9, include_str!("0009_runtime.sql")),
+    (10, include_str!("0010_console.sql")),
 ];
 pub(super) const MAX_IDLE_READERS: usize = 16;
 
@@ -226,6 +227,7 @@ pub(super) fn poisoned() -> StoreError {
 }
 
 mod auth;
+mod console;
 mod deliveries;
 mod jobs;
 mod library;

@@ -240,6 +240,22 @@ pub(super) fn apply_plan(
     if let Some((package_id, pass, reason)) = &plan.audit_decision {
         outbox(tx, tp_id, *package_id, *pass, reason, ctx.now_ms)?;
     }
+    let (actor, account) = ctx.actor.to_db();
+    for l in crate::plan_log(plan) {
+        tx.prepare_cached(
+            "INSERT INTO package_log (package_id, app_id, at, from_state, to_state, actor, account_id, detail) \
+             SELECT ?1, app_id, ?2, ?3, ?4, ?5, ?6, ?7 FROM packages WHERE package_id = ?1",
+        )?
+        .execute(params![
+            l.package_id,
+            ctx.now_ms,
+            l.from.map(PkgState::as_str),
+            l.to.as_str(),
+            actor,
+            account,
+            l.detail
+        ])?;
+    }
     if plan.consume_quota {
         let package_id = plan
             .changes

@@ -11,6 +11,7 @@ fn ctx(now_ms: i64) -> DecisionContext {
             rollback_delay_ms: 100,
             auto_audit_delay_ms: None,
         },
+        actor: crate::Actor::System,
     }
 }
 

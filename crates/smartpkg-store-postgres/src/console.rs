@@ -1,0 +1,369 @@
+use async_trait::async_trait;
+use smartpkg_store::{
+    Account, Actor, AppQuery, AppRow, ConsoleStore, Dashboard, LogEntry, NewAccount, QueueItem,
+    Result, Role, Session, Tp,
+};
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+
+use crate::packages::state;
+use crate::tenants::{app_row, tp_row, APP_COLS, TP_COLS};
+use crate::{corrupt, db, PgStore};
+
+const ACCOUNT_COLS: &str = "a.account_id, a.name, a.role, a.created_by, a.created_at";
+
+fn account_row(r: &PgRow) -> Result<Account> {
+    let role: String = r.try_get(2).map_err(db)?;
+    Ok(Account {
+        account_id: r.try_get(0).map_err(db)?,
+        name: r.try_get(1).map_err(db)?,
+        role: Role::parse(&role).ok_or_else(|| corrupt(format!("unknown role {role:?}")))?,
+        created_by: r.try_get(3).map_err(db)?,
+        created_at_ms: r.try_get(4).map_err(db)?,
+    })
+}
+
+const LOG_SELECT: &str = "SELECT l.log_id, l.package_id, l.app_id, COALESCE(p.version, ''), l.at, \
+     l.from_state, l.to_state, l.actor, l.account_id, a.name, l.detail \
+     FROM package_log l LEFT JOIN packages p ON p.package_id = l.package_id \
+     LEFT JOIN accounts a ON a.account_id = l.account_id";
+
+fn log_row(r: &PgRow) -> Result<LogEntry> {
+    let from: Option<String> = r.try_get(5).map_err(db)?;
+    let to: String = r.try_get(6).map_err(db)?;
+    let actor: String = r.try_get(7).map_err(db)?;
+    Ok(LogEntry {
+        log_id: r.try_get(0).map_err(db)?,
+        package_id: r.try_get(1).map_err(db)?,
+        app_id: r.try_get(2).map_err(db)?,
+        version: r.try_get(3).map_err(db)?,
+        at_ms: r.try_get(4).map_err(db)?,
+        from: from.as_deref().map(state).transpose()?,
+        to: state(&to)?,
+        actor: Actor::from_db(&actor, r.try_get(8).map_err(db)?),
+        actor_name: r.try_get(9).map_err(db)?,
+        detail: r.try_get(10).map_err(db)?,
+    })
+}
+
+#[async_trait]
+impl ConsoleStore for PgStore {
+    async fn count_accounts(&self) -> Result<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)
+    }
+
+    async fn create_account(&self, new: NewAccount, now_ms: i64) -> Result<Option<Account>> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO accounts (name, role, password_hash, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING RETURNING account_id",
+        )
+        .bind(&new.name)
+        .bind(new.role.as_str())
+        .bind(&new.password_hash)
+        .bind(new.created_by)
+        .bind(now_ms)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        for app in &new.apps {
+            sqlx::query(
+                "INSERT INTO account_apps (account_id, app_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(id)
+            .bind(app)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(Some(Account {
+            account_id: id,
+            name: new.name,
+            role: new.role,
+            created_by: new.created_by,
+            created_at_ms: now_ms,
+        }))
+    }
+
+    async fn account_by_name(&self, name: String) -> Result<Option<(Account, String)>> {
+        let row = sqlx::query(&format!(
+            "SELECT {ACCOUNT_COLS}, a.password_hash FROM accounts a WHERE a.name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|r| Ok((account_row(&r)?, r.try_get(5).map_err(db)?)))
+            .transpose()
+    }
+
+    async fn list_accounts(&self, offset: i64, limit: i64) -> Result<(i64, Vec<Account>)> {
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        let rows = sqlx::query(&format!(
+            "SELECT {ACCOUNT_COLS} FROM accounts a ORDER BY a.account_id LIMIT $1 OFFSET $2"
+        ))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok((total, rows.iter().map(account_row).collect::<Result<_>>()?))
+    }
+
+    async fn add_owned_apps(&self, account_id: i64, apps: Vec<i64>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO account_apps (account_id, app_id) SELECT $1, UNNEST($2::BIGINT[]) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(account_id)
+        .bind(apps)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn owns_app(&self, account_id: i64, app_id: i64) -> Result<bool> {
+        Ok(
+            sqlx::query("SELECT 1 FROM account_apps WHERE account_id = $1 AND app_id = $2")
+                .bind(account_id)
+                .bind(app_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?
+                .is_some(),
+        )
+    }
+
+    async fn create_session(
+        &self,
+        token_hash: String,
+        account_id: i64,
+        csrf: String,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, account_id, csrf, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(token_hash)
+        .bind(account_id)
+        .bind(csrf)
+        .bind(now_ms)
+        .bind(expires_at_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn session(&self, token_hash: String, now_ms: i64) -> Result<Option<Session>> {
+        let row = sqlx::query(&format!(
+            "SELECT {ACCOUNT_COLS}, s.csrf, s.expires_at FROM sessions s \
+             JOIN accounts a ON a.account_id = s.account_id \
+             WHERE s.token_hash = $1 AND s.expires_at > $2"
+        ))
+        .bind(token_hash)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|r| {
+            Ok(Session {
+                account: account_row(&r)?,
+                csrf: r.try_get(5).map_err(db)?,
+                expires_at_ms: r.try_get(6).map_err(db)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_session(&self, token_hash: String) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn audit_queue(&self, offset: i64, limit: i64) -> Result<(i64, Vec<QueueItem>)> {
+        let total: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM packages WHERE state = 'auditing'")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?;
+        let rows = sqlx::query(
+            "SELECT p.package_id, p.app_id, a.name, p.tp_id, t.name, p.template_id, \
+               COALESCE(tm.user_version, ''), p.version, p.version_desc, p.test_account, p.updated_at \
+             FROM packages p JOIN apps a ON a.app_id = p.app_id JOIN tps t ON t.tp_id = p.tp_id \
+             LEFT JOIN templates tm ON tm.template_id = p.template_id \
+             WHERE p.state = 'auditing' ORDER BY p.updated_at, p.package_id LIMIT $1 OFFSET $2",
+        )
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let items = rows
+            .iter()
+            .map(|r| {
+                Ok(QueueItem {
+                    package_id: r.try_get(0)?,
+                    app_id: r.try_get(1)?,
+                    app_name: r.try_get(2)?,
+                    tp_id: r.try_get(3)?,
+                    tp_name: r.try_get(4)?,
+                    template_id: r.try_get(5)?,
+                    template_version: r.try_get(6)?,
+                    version: r.try_get(7)?,
+                    version_desc: r.try_get(8)?,
+                    test_account: r.try_get(9)?,
+                    submitted_at_ms: r.try_get(10)?,
+                })
+            })
+            .collect::<sqlx::Result<Vec<_>>>()
+            .map_err(db)?;
+        Ok((total, items))
+    }
+
+    async fn search_apps(
+        &self,
+        q: AppQuery,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<AppRow>, bool)> {
+        let text = q.text.trim();
+        let id: Option<i64> = text.parse().ok();
+        let pattern = (!text.is_empty()).then(|| smartpkg_store::like_pattern(text));
+        let cols = APP_COLS
+            .split(", ")
+            .map(|col| format!("a.{col}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rows = sqlx::query(&format!(
+            "SELECT {cols}, t.name, \
+               (SELECT p.version FROM packages p WHERE p.app_id = a.app_id AND p.state IN ('online', 'rolling_back') LIMIT 1) \
+             FROM apps a LEFT JOIN tps t ON t.tp_id = a.tp_id \
+             WHERE ($1::TEXT IS NULL OR a.name ILIKE $1 OR a.app_id = $2) \
+               AND ($3::BIGINT IS NULL OR a.app_id IN (SELECT app_id FROM account_apps WHERE account_id = $3)) \
+               AND ($4::BIGINT IS NULL OR a.tp_id = $4) \
+             ORDER BY a.app_id DESC LIMIT $5 OFFSET $6"
+        ))
+        .bind(pattern)
+        .bind(id)
+        .bind(q.owned_by)
+        .bind(q.tp_id)
+        .bind(limit + 1)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut out = rows
+            .iter()
+            .map(|r| {
+                Ok(AppRow {
+                    app: app_row(r)?,
+                    tp_name: r.try_get(8)?,
+                    online_version: r.try_get(9)?,
+                })
+            })
+            .collect::<sqlx::Result<Vec<_>>>()
+            .map_err(db)?;
+        let more = out.len() as i64 > limit;
+        out.truncate(limit.max(0) as usize);
+        Ok((out, more))
+    }
+
+    async fn list_tps(&self, offset: i64, limit: i64) -> Result<(i64, Vec<Tp>)> {
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tps")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        let rows = sqlx::query(&format!(
+            "SELECT {TP_COLS} FROM tps ORDER BY tp_id DESC LIMIT $1 OFFSET $2"
+        ))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let tps = rows
+            .iter()
+            .map(tp_row)
+            .collect::<sqlx::Result<Vec<_>>>()
+            .map_err(db)?;
+        Ok((total, tps))
+    }
+
+    async fn app_log(&self, app_id: i64, limit: i64) -> Result<Vec<LogEntry>> {
+        sqlx::query(&format!(
+            "{LOG_SELECT} WHERE l.app_id = $1 ORDER BY l.log_id DESC LIMIT $2"
+        ))
+        .bind(app_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(log_row)
+        .collect()
+    }
+
+    async fn recent_log(&self, limit: i64) -> Result<Vec<LogEntry>> {
+        sqlx::query(&format!("{LOG_SELECT} ORDER BY l.log_id DESC LIMIT $1"))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(log_row)
+            .collect()
+    }
+
+    async fn dashboard(&self) -> Result<Dashboard> {
+        let by_state = sqlx::query_as::<_, (String, i64)>(
+            "SELECT state, COUNT(*) FROM packages GROUP BY state ORDER BY state",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let (audits_waiting, oldest_waiting_since_ms): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(updated_at) FROM packages WHERE state = 'auditing'",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        let (deliveries_failing, apps, tps): (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'failed') AND attempts > 0), \
+                    (SELECT COUNT(*) FROM apps), (SELECT COUNT(*) FROM tps)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(Dashboard {
+            by_state,
+            audits_waiting,
+            oldest_waiting_since_ms,
+            deliveries_failing,
+            apps,
+            tps,
+        })
+    }
+}
