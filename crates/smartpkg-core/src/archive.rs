@@ -478,6 +478,39 @@ pub fn write_package<W: Write + Seek>(
     Ok(writer.finish()?)
 }
 
+/// One file of a template (its path below the manifest's prefix), inflated up to `max_bytes`:
+/// `Ok(None)` when the template has no such file, `Err(TooLarge)` past the bound (counted on
+/// the bytes inflated, as everywhere here).
+pub fn read_entry(
+    template: &[u8],
+    manifest: &TemplateManifest,
+    path: &str,
+    max_bytes: u64,
+) -> Result<Option<Vec<u8>>, ArchiveError> {
+    let mut zip = ZipArchive::new(Cursor::new(template))?;
+    let full = format!("{}{}", manifest.prefix, path);
+    let mut entry = match zip.by_name(&full) {
+        Ok(e) => e,
+        Err(ZipError::FileNotFound) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if entry.is_dir() {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    (&mut entry)
+        .take(max_bytes.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
+    if out.len() as u64 > max_bytes {
+        return Err(ArchiveError::EntryTooLarge {
+            name: path.to_string(),
+            limit: max_bytes,
+        });
+    }
+    Ok(Some(out))
+}
+
 /// Builds a template zip from (path, bytes) pairs: for the demo, tests and benchmarks.
 pub fn zip_files<'a>(
     files: impl IntoIterator<Item = (&'a str, &'a [u8])>,

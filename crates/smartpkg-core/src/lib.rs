@@ -10,5 +10,6 @@ pub mod audit_rules;
 pub mod ext;
 pub mod lifecycle;
 pub mod push;
+pub mod review;
 pub mod runtime;
 pub mod text;

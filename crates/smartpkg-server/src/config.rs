@@ -117,6 +117,11 @@ pub struct Settings {
     /// How long an instance may answer update checks from what it read of a mini program
     /// (its own changes are seen at once; another instance's within this time).
     pub runtime_cache_ttl_ms: u64,
+    /// How long a console session lasts from sign-in.
+    pub console_session_ttl_s: u64,
+    /// Wrong console passwords allowed per account name within `owner_lockout_s` (per client
+    /// address: `owner_attempts_per_client`, counted apart from the authorization page's).
+    pub console_attempts_per_account: u32,
     /// Host runtime versions a third party may choose as a mini program's minimum
     /// (`app/getsupportversion`, `app/setsupportversion`), oldest first.
     pub runtime_versions: Vec<String>,
@@ -200,6 +205,8 @@ impl Default for Settings {
             app_writes_per_minute: 60,
             tp_writes_per_minute: 3000,
             runtime_cache_ttl_ms: 5000,
+            console_session_ttl_s: 12 * 3600,
+            console_attempts_per_account: 5,
             runtime_versions: ["3.60.0", "3.80.0", "3.100.0", "3.120.0", "3.140.0"]
                 .map(String::from)
                 .to_vec(),
@@ -434,6 +441,11 @@ impl Settings {
                 self.owner_attempts_per_client as u64,
             ),
             ("owner_lockout_s", self.owner_lockout_s),
+            ("console_session_ttl_s", self.console_session_ttl_s),
+            (
+                "console_attempts_per_account",
+                self.console_attempts_per_account as u64,
+            ),
             ("max_connections", self.max_connections as u64),
             ("header_read_timeout_ms", self.header_read_timeout_ms),
             ("idle_timeout_ms", self.idle_timeout_ms),

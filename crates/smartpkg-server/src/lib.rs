@@ -10,6 +10,7 @@ pub mod admin;
 pub mod baidu;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod metrics;
 pub mod owner;
@@ -18,6 +19,7 @@ pub mod ratelimit;
 pub mod runtime;
 pub mod secrets;
 pub mod serve;
+pub mod service;
 pub mod workers;
 
 use std::collections::HashMap;
@@ -53,6 +55,8 @@ pub struct AppState {
     pub public_url: Arc<str>,
     /// Throttles of wrong owner credentials on the authorization page.
     pub guards: Arc<owner::Guards>,
+    /// Throttles of wrong console passwords (per account name, per client address).
+    pub console_guards: Arc<owner::Guards>,
     /// Template archives received and inspected at once: each holds its archive in memory.
     pub template_slots: Arc<tokio::sync::Semaphore>,
     /// Write calls per mini program and per third party on the Baidu API.
@@ -68,11 +72,12 @@ impl AppState {
         &self,
         app_id: i64,
         cmd: Command,
+        actor: smartpkg_store::Actor,
         job: Option<smartpkg_store::JobRef>,
     ) -> Result<Decision, StoreError> {
         let decision = self
             .store
-            .execute(app_id, cmd, self.decision_context(), job)
+            .execute(app_id, cmd, self.decision_context(actor), job)
             .await?;
         if let Ok(plan) = &decision {
             self.jobs_ready.notify(workers::lanes_of(plan));
@@ -97,7 +102,8 @@ impl AppState {
         (access, refresh, pair)
     }
 
-    pub fn decision_context(&self) -> DecisionContext {
+    /// The time, settings and actor a decision is taken under.
+    pub fn decision_context(&self, actor: smartpkg_store::Actor) -> DecisionContext {
         let now_ms = clock::now_ms();
         let s = &self.settings;
         DecisionContext {
@@ -112,6 +118,7 @@ impl AppState {
                     AuditMode::Manual => None,
                 },
             },
+            actor,
         }
     }
 }
@@ -218,6 +225,7 @@ pub fn router(state: AppState) -> Router {
         .merge(baidu::routes())
         .merge(runtime::routes())
         .nest("/admin/v1", admin::routes(state.clone()))
+        .nest("/console", console::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/openapi/admin-v1.json",
@@ -396,6 +404,11 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         public_url,
         guards: Arc::new(owner::Guards::new(
             settings.owner_attempts_per_app,
+            settings.owner_attempts_per_client,
+            std::time::Duration::from_secs(settings.owner_lockout_s),
+        )),
+        console_guards: Arc::new(owner::Guards::new(
+            settings.console_attempts_per_account,
             settings.owner_attempts_per_client,
             std::time::Duration::from_secs(settings.owner_lockout_s),
         )),

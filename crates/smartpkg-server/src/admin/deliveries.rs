@@ -149,8 +149,7 @@ pub async fn redeliver(
     State(state): State<AppState>,
     Path(id): Path<i64>,
 ) -> AdminResult<(StatusCode, Json<Value>)> {
-    state.store.redeliver(id, clock::now_ms()).await?;
-    state.jobs_ready.notify_one();
+    crate::service::redeliver(&state, id).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"id": id, "state": "pending"})),

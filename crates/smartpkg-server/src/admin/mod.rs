@@ -2,6 +2,7 @@
 //! `docs/admin-api.md` documents all of it). JSON in and out; errors are
 //! `{"error": {"code", "message"}}` with a non-2xx status.
 
+mod accounts;
 mod deliveries;
 mod hosts;
 mod packages;
@@ -45,6 +46,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(deliveries::redeliver))
         .routes(routes!(hosts::create, hosts::list))
         .routes(routes!(hosts::set_app_hosts))
+        .routes(routes!(accounts::create, accounts::list))
         .split_for_parts()
 }
 

@@ -9,11 +9,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use smartpkg_core::lifecycle::Command;
-use smartpkg_store::{PackageFilter, PackageRecord};
+use smartpkg_store::{Actor, PackageFilter, PackageRecord};
 
 use super::{AdminError, AdminResult, Body, ErrorBody};
-use crate::{clock, AppState};
+use crate::{clock, service, AppState};
 
 fn view(p: &PackageRecord, state: &AppState) -> Value {
     let offset = state.settings.utc_offset;
@@ -74,11 +73,7 @@ pub async fn list(
 }
 
 async fn load(state: &AppState, id: i64) -> AdminResult<PackageRecord> {
-    state
-        .store
-        .get_package(id)
-        .await?
-        .ok_or_else(|| AdminError::not_found(format!("package {id}")))
+    service::load_package(state, id).await
 }
 
 #[utoipa::path(
@@ -131,30 +126,9 @@ pub async fn audit(
             )))
         }
     };
-    let reason = b.reason.unwrap_or_default().trim().to_string();
-    if !pass && reason.is_empty() {
-        return Err(AdminError::bad_request(
-            "a failed audit needs a reason: the third party is told it",
-        ));
-    }
-    if reason.chars().count() > 2048 {
-        return Err(AdminError::bad_request("reason is at most 2048 characters"));
-    }
-    super::clean_text("reason", Some(&reason), true)?;
-    let p = load(&state, id).await?;
-    let cmd = Command::Decide {
-        package_id: id,
-        pass,
-        reason,
-    };
-    match state.execute(p.app_id, cmd, None).await? {
-        Ok(_) => Ok(Json(view(&load(&state, id).await?, &state))),
-        Err(refusal) => Err(AdminError::new(
-            StatusCode::CONFLICT,
-            "invalid_state",
-            refusal.msg,
-        )),
-    }
+    let reason = b.reason.unwrap_or_default();
+    let p = service::decide_audit(&state, id, pass, &reason, Actor::AdminToken).await?;
+    Ok(Json(view(&p, &state)))
 }
 
 #[utoipa::path(

@@ -331,17 +331,13 @@ pub async fn patch_app(
     Path(app_id): Path<i64>,
     Body(b): Body<PatchAppBody>,
 ) -> AdminResult<Json<App>> {
-    if b.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
-        return Err(AdminError::bad_request("name cannot be empty"));
-    }
-    clean_text("name", b.name.as_deref(), false)?;
     let patch = AppPatch {
         name: b.name,
         name_audited: b.name_audited,
         category_audited: b.category_audited,
         authenticity_certified: b.authenticity_certified,
     };
-    Ok(Json(state.store.update_app(app_id, patch).await?))
+    Ok(Json(crate::service::patch_app(&state, app_id, patch).await?))
 }
 
 #[utoipa::path(
@@ -574,12 +570,6 @@ pub async fn revoke(
     State(state): State<AppState>,
     Path((tp_id, app_id)): Path<(i64, i64)>,
 ) -> AdminResult<StatusCode> {
-    if state.store.revoke(tp_id, app_id, clock::now_ms()).await? {
-        state.jobs_ready.notify_one();
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(AdminError::not_found(format!(
-            "authorization of app {app_id} to tp {tp_id}"
-        )))
-    }
+    crate::service::revoke(&state, tp_id, app_id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -1,0 +1,176 @@
+//! The operations the admin API and the console share: each rule (what a failed audit needs,
+//! what an account name may be, which keys a rotation renews) is written once, here, and both
+//! front ends only parse their input and present the outcome.
+
+use axum::http::StatusCode;
+use smartpkg_core::lifecycle::Command;
+use smartpkg_store::{Account, Actor, App, AppPatch, NewAccount, PackageRecord, Role, Tp, TpPatch};
+
+use crate::admin::{clean_text, AdminError, AdminResult};
+use crate::{clock, owner, secrets, AppState};
+
+/// The longest audit reason a third party is told.
+pub const MAX_REASON_CHARS: usize = 2048;
+
+pub async fn load_package(state: &AppState, id: i64) -> AdminResult<PackageRecord> {
+    state
+        .store
+        .get_package(id)
+        .await?
+        .ok_or_else(|| AdminError::not_found(format!("package {id}")))
+}
+
+/// Passes or fails an audit; a failure needs a reason (the third party is told it). The push
+/// goes out through the outbox as for any decision.
+pub async fn decide_audit(
+    state: &AppState,
+    package_id: i64,
+    pass: bool,
+    reason: &str,
+    actor: Actor,
+) -> AdminResult<PackageRecord> {
+    let reason = reason.trim().to_string();
+    if !pass && reason.is_empty() {
+        return Err(AdminError::bad_request(
+            "a failed audit needs a reason: the third party is told it",
+        ));
+    }
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(AdminError::bad_request(format!(
+            "reason is at most {MAX_REASON_CHARS} characters"
+        )));
+    }
+    clean_text("reason", Some(&reason), true)?;
+    let p = load_package(state, package_id).await?;
+    let cmd = Command::Decide {
+        package_id,
+        pass,
+        reason,
+    };
+    match state.execute(p.app_id, cmd, actor, None).await? {
+        Ok(_) => load_package(state, package_id).await,
+        Err(refusal) => Err(AdminError::new(
+            StatusCode::CONFLICT,
+            "invalid_state",
+            refusal.msg,
+        )),
+    }
+}
+
+/// Changes a mini program's name or gates.
+pub async fn patch_app(state: &AppState, app_id: i64, patch: AppPatch) -> AdminResult<App> {
+    if patch.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+        return Err(AdminError::bad_request("name cannot be empty"));
+    }
+    clean_text("name", patch.name.as_deref(), false)?;
+    Ok(state.store.update_app(app_id, patch).await?)
+}
+
+/// Ends an authorization: the app's tokens die and the third party is told UNAUTHORIZED.
+pub async fn revoke(state: &AppState, tp_id: i64, app_id: i64) -> AdminResult<()> {
+    if state.store.revoke(tp_id, app_id, clock::now_ms()).await? {
+        state.jobs_ready.notify_one();
+        Ok(())
+    } else {
+        Err(AdminError::not_found(format!(
+            "authorization of app {app_id} to tp {tp_id}"
+        )))
+    }
+}
+
+/// Replays a push under its event id.
+pub async fn redeliver(state: &AppState, delivery_id: i64) -> AdminResult<()> {
+    state.store.redeliver(delivery_id, clock::now_ms()).await?;
+    state.jobs_ready.notify_one();
+    Ok(())
+}
+
+/// New push keys for a third party (`msg_token` and `EncodingAESKey`): the caller shows them
+/// once. Pushes sent from now on are signed and encrypted with the new keys.
+pub async fn rotate_tp_keys(state: &AppState, tp_id: i64) -> AdminResult<Tp> {
+    let patch = TpPatch {
+        msg_token: Some(secrets::random_alnum(32)),
+        encoding_aes_key: Some(secrets::encoding_aes_key()),
+        ..TpPatch::default()
+    };
+    Ok(state.store.update_tp(tp_id, patch).await?)
+}
+
+const MAX_ACCOUNT_NAME: usize = 64;
+
+/// An account name as stored: trimmed, lowercased; letters, digits, `.`, `_`, `-`, `@`.
+pub fn account_name(raw: &str) -> AdminResult<String> {
+    let name = raw.trim().to_lowercase();
+    let ok = !name.is_empty()
+        && name.chars().count() <= MAX_ACCOUNT_NAME
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if ok {
+        Ok(name)
+    } else {
+        Err(AdminError::bad_request(format!(
+            "an account name is 1 to {MAX_ACCOUNT_NAME} letters, digits, '.', '_', '-' or '@'"
+        )))
+    }
+}
+
+/// Creates a console account; without a password one is generated and returned (shown once).
+pub async fn create_account(
+    state: &AppState,
+    name: &str,
+    role: Role,
+    password: Option<String>,
+    created_by: Option<i64>,
+    apps: Vec<i64>,
+) -> AdminResult<(Account, Option<String>)> {
+    let name = account_name(name)?;
+    let (password, generated) = match password.filter(|p| !p.is_empty()) {
+        Some(p) => (p, false),
+        None => (owner::generate_password(), true),
+    };
+    owner::check_password_shape(&password)
+        .map_err(|e| AdminError::bad_request(e.to_string()))?;
+    if role != Role::Owner && !apps.is_empty() {
+        return Err(AdminError::bad_request(
+            "only owner accounts own mini programs",
+        ));
+    }
+    for app in &apps {
+        if state.store.get_app(*app).await?.is_none() {
+            return Err(AdminError::not_found(format!("mini program {app}")));
+        }
+    }
+    let hash = owner::hash_password(password.clone())
+        .await
+        .map_err(|e| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let new = NewAccount {
+        name: name.clone(),
+        role,
+        password_hash: hash,
+        created_by,
+        apps,
+    };
+    match state.store.create_account(new, clock::now_ms()).await? {
+        Some(a) => Ok((a, generated.then_some(password))),
+        None => Err(AdminError::new(
+            StatusCode::CONFLICT,
+            "name_taken",
+            format!("an account named {name:?} exists"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_names_are_lowercased_and_limited_to_a_safe_alphabet() {
+        assert_eq!(account_name("  Rita.Reviewer ").expect("ok"), "rita.reviewer");
+        assert!(account_name("").is_err());
+        assert!(account_name("a b").is_err());
+        assert!(account_name("<script>").is_err());
+        assert!(account_name(&"x".repeat(65)).is_err());
+    }
+}
