@@ -17,7 +17,10 @@ pub fn merged_app_json(app_json: &str, ext_json: &str) -> String {
         Ok(Value::Object(m)) => m,
         _ => Map::new(),
     };
-    let enabled = ext.get("extEnable").and_then(Value::as_bool).unwrap_or(true);
+    let enabled = ext
+        .get("extEnable")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
     if enabled {
         for key in OVERLAID_KEYS {
             match (app.get_mut(key), ext.get(key)) {
@@ -132,7 +135,10 @@ mod tests {
         let merged: Value = serde_json::from_str(&merged_app_json(app, ext)).expect("json");
         assert_eq!(merged["window"]["navigationBarTitleText"], "Shop");
         assert_eq!(merged["window"]["backgroundColor"], "#fff");
-        assert!(merged.get("ext").is_none(), "only the overlaid keys reach app.json");
+        assert!(
+            merged.get("ext").is_none(),
+            "only the overlaid keys reach app.json"
+        );
         let off: Value =
             serde_json::from_str(&merged_app_json(app, r#"{"extEnable":false}"#)).expect("json");
         assert_eq!(off["window"]["navigationBarTitleText"], "T");

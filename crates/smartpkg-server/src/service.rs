@@ -129,8 +129,7 @@ pub async fn create_account(
         Some(p) => (p, false),
         None => (owner::generate_password(), true),
     };
-    owner::check_password_shape(&password)
-        .map_err(|e| AdminError::bad_request(e.to_string()))?;
+    owner::check_password_shape(&password).map_err(|e| AdminError::bad_request(e.to_string()))?;
     if role != Role::Owner && !apps.is_empty() {
         return Err(AdminError::bad_request(
             "only owner accounts own mini programs",
@@ -141,9 +140,9 @@ pub async fn create_account(
             return Err(AdminError::not_found(format!("mini program {app}")));
         }
     }
-    let hash = owner::hash_password(password.clone())
-        .await
-        .map_err(|e| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let hash = owner::hash_password(password.clone()).await.map_err(|e| {
+        AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    })?;
     let new = NewAccount {
         name: name.clone(),
         role,
@@ -167,7 +166,10 @@ mod tests {
 
     #[test]
     fn account_names_are_lowercased_and_limited_to_a_safe_alphabet() {
-        assert_eq!(account_name("  Rita.Reviewer ").expect("ok"), "rita.reviewer");
+        assert_eq!(
+            account_name("  Rita.Reviewer ").expect("ok"),
+            "rita.reviewer"
+        );
         assert!(account_name("").is_err());
         assert!(account_name("a b").is_err());
         assert!(account_name("<script>").is_err());

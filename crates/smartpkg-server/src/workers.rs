@@ -196,7 +196,15 @@ async fn finish(
     cmd: Command,
     job: &Job,
 ) -> Result<Outcome, JobError> {
-    match state.execute(app_id, cmd, smartpkg_store::Actor::System, Some(job.lease_ref())).await? {
+    match state
+        .execute(
+            app_id,
+            cmd,
+            smartpkg_store::Actor::System,
+            Some(job.lease_ref()),
+        )
+        .await?
+    {
         Ok(_) => Ok(Outcome::Done),
         Err(refusal) => Ok(Outcome::Obsolete(refusal.msg)),
     }

@@ -28,6 +28,7 @@ fn draft_row(r: &PgRow) -> sqlx::Result<Draft> {
         user_version: r.try_get(2)?,
         user_desc: r.try_get(3)?,
         create_time: r.try_get::<i64, _>(4)? / 1000,
+        blob_sha256: r.try_get(5)?,
     })
 }
 
@@ -96,6 +97,7 @@ impl LibraryStore for PgStore {
             user_version: t.user_version,
             user_desc: t.user_desc,
             create_time: now_ms / 1000,
+            blob_sha256: t.blob_sha256,
         })
     }
 
@@ -106,7 +108,7 @@ impl LibraryStore for PgStore {
             .await
             .map_err(db)?;
         let rows = sqlx::query(
-            "SELECT draft_id, tp_id, user_version, user_desc, created_at FROM drafts WHERE tp_id = $1 \
+            "SELECT draft_id, tp_id, user_version, user_desc, created_at, blob_sha256 FROM drafts WHERE tp_id = $1 \
              ORDER BY draft_id DESC LIMIT $2 OFFSET $3",
         )
         .bind(tp_id)

@@ -42,6 +42,8 @@ pub struct Draft {
     pub user_desc: String,
     /// Unix seconds.
     pub create_time: i64,
+    /// The archive's blob (the console shows its size).
+    pub blob_sha256: String,
 }
 
 /// Why the template library refused a change.

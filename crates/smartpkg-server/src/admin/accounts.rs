@@ -42,9 +42,8 @@ pub async fn create(
     State(state): State<AppState>,
     Body(b): Body<NewAccountBody>,
 ) -> AdminResult<(StatusCode, Json<Value>)> {
-    let role = Role::parse(b.role.trim()).ok_or_else(|| {
-        AdminError::bad_request("role must be operator, reviewer or owner")
-    })?;
+    let role = Role::parse(b.role.trim())
+        .ok_or_else(|| AdminError::bad_request("role must be operator, reviewer or owner"))?;
     let apps = b.apps.clone();
     let (account, generated) =
         service::create_account(&state, &b.name, role, b.password, None, b.apps).await?;

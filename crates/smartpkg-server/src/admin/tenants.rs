@@ -337,7 +337,9 @@ pub async fn patch_app(
         category_audited: b.category_audited,
         authenticity_certified: b.authenticity_certified,
     };
-    Ok(Json(crate::service::patch_app(&state, app_id, patch).await?))
+    Ok(Json(
+        crate::service::patch_app(&state, app_id, patch).await?,
+    ))
 }
 
 #[utoipa::path(

@@ -9,12 +9,12 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::{Extension, Form, Json};
 use reqwest::Url;
 use serde::Deserialize;
-use smartpkg_store::{Approval, AuthRefusal, CodeKind, IssuedCode, Tp};
+use smartpkg_store::{AppQuery, Approval, AuthRefusal, CodeKind, IssuedCode, Role, Tp};
 use smartpkg_types::{
     AnnualReview, AppInfo, AppTokens, AuditInfo, AuthScope, AuthorizationCode, Category, Errno,
     ModifyCount, OAuthError, ParentCategory, PreAuthCode, Qualification,
@@ -48,46 +48,69 @@ pub async fn createpreauthcode(State(state): State<AppState>, p: Params) -> Answ
     }))
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
 /// Headers of every authorization page: never framed (clickjacking), never cached, never
 /// leaking the pre-auth code through a Referer, never sniffed into another type.
 const PAGE_HEADERS: [(header::HeaderName, &str); 5] = [
     (header::X_FRAME_OPTIONS, "DENY"),
     (
         header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
+        "default-src 'none'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'",
     ),
     (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
     (header::REFERRER_POLICY, "no-referrer"),
     (header::CACHE_CONTROL, "no-store"),
 ];
 
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html lang=\"zh\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{t}</title>\
-         <style>body{{font-family:sans-serif;max-width:34em;margin:3em auto;padding:0 1em;color:#222}}\
-         label{{display:block;margin:.8em 0}}input{{width:100%;padding:.4em;box-sizing:border-box}}\
-         .error{{color:#b00020}}button{{padding:.5em 2em}}</style></head>\
-         <body><h1>{t}</h1>{body}</body></html>",
-        t = esc(title)
-    );
-    (status, PAGE_HEADERS, Html(html)).into_response()
+/// The authorization page, on the console's templates and stylesheet: either a refusal, or
+/// the form (with, for a signed-in owner, the mini programs it may authorize in one click).
+#[derive(askama::Template, Default)]
+#[template(path = "console/authorize.html")]
+struct AuthorizePage {
+    lang: &'static str,
+    title: &'static str,
+    refusal: String,
+    error: String,
+    tp_name: String,
+    client_id: String,
+    pre_auth_code: String,
+    redirect_uri: String,
+    csrf: String,
+    app_id: String,
+    signed_in: String,
+    owned: Vec<(i64, String)>,
+    login_link: String,
+}
+
+fn render(status: StatusCode, p: &AuthorizePage) -> Response {
+    use askama::Template;
+    match p.render() {
+        Ok(html) => (status, PAGE_HEADERS, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "authorization page failed to render");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                PAGE_HEADERS,
+                "the page failed to render",
+            )
+                .into_response()
+        }
+    }
+}
+
+fn message(status: StatusCode, title: &'static str, text: &str) -> Response {
+    render(
+        status,
+        &AuthorizePage {
+            lang: "zh",
+            title,
+            refusal: text.to_string(),
+            ..AuthorizePage::default()
+        },
+    )
 }
 
 fn refuse(why: &str) -> Response {
-    page(
-        StatusCode::BAD_REQUEST,
-        "无法授权 / Cannot authorize",
-        &format!("<p class=\"error\">{}</p>", esc(why)),
-    )
+    message(StatusCode::BAD_REQUEST, "无法授权 / Cannot authorize", why)
 }
 
 #[derive(Deserialize, Default)]
@@ -104,6 +127,9 @@ pub struct AuthQuery {
     owner_password: String,
     #[serde(default)]
     csrf: String,
+    /// "1": authorize as the signed-in owner account instead of with a password.
+    #[serde(default)]
+    use_session: String,
 }
 
 /// The checks both showing and submitting the page make: a known TP, a live pre-auth code of
@@ -149,39 +175,79 @@ async fn check(state: &AppState, q: &AuthQuery) -> Result<(Tp, Url), Response> {
 
 const TITLE: &str = "授权小程序 / Authorize a mini program";
 const LINK_USED: &str = "授权链接已过期或已使用，请向第三方平台重新获取。 This authorization link has expired or was already used; ask the third party for a new one.";
+const NOT_YOURS: &str = "您的所有者账号没有这个小程序，请重新登录或使用所有者密码。 Your owner account does not own this mini program; sign in again or use the owner password.";
 const WRONG: &str =
     "小程序 ID 或所有者密码不正确。 The mini program id or owner password is wrong.";
 
-fn form(tp: &Tp, q: &AuthQuery, csrf: &str, error: Option<&str>) -> String {
-    let err = error
-        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e)))
-        .unwrap_or_default();
-    format!(
-        "<p>第三方平台 <strong>{name}</strong> 请求管理您的小程序的代码包（上传、送审、发布、回滚）。</p>\
-         <p>The third party <strong>{name}</strong> asks to manage your mini program's code packages.</p>{err}\
-         <form method=\"post\" action=\"/mappconsole/tp/authorization\">\
-         <input type=\"hidden\" name=\"client_id\" value=\"{cid}\">\
-         <input type=\"hidden\" name=\"pre_auth_code\" value=\"{code}\">\
-         <input type=\"hidden\" name=\"redirect_uri\" value=\"{uri}\">\
-         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <label>小程序 ID / Mini program id <input name=\"app_id\" inputmode=\"numeric\" required value=\"{app_id}\"></label>\
-         <label>所有者密码 / Owner password <input name=\"owner_password\" type=\"password\" required autocomplete=\"current-password\"></label>\
-         <button type=\"submit\">授权 / Authorize</button></form>",
-        name = esc(&tp.name),
-        cid = esc(&q.client_id),
-        code = esc(&q.pre_auth_code),
-        uri = esc(&q.redirect_uri),
-        csrf = esc(csrf),
-        app_id = esc(&q.app_id),
+/// The form for `q`, with the signed-in owner's mini programs when there is one.
+async fn form(
+    state: &AppState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    tp: &Tp,
+    q: &AuthQuery,
+    csrf: &str,
+    error: Option<&str>,
+) -> Response {
+    let (signed_in, owned) = match owner_session(state, headers).await {
+        Some(account) => {
+            let query = AppQuery {
+                owned_by: Some(account.account_id),
+                ..AppQuery::default()
+            };
+            let owned = match state.store.search_apps(query, 0, 100).await {
+                Ok((rows, _)) => rows
+                    .into_iter()
+                    .map(|r| (r.app.app_id, r.app.name))
+                    .collect(),
+                Err(e) => return unavailable(e),
+            };
+            (account.name, owned)
+        }
+        None => (String::new(), vec![]),
+    };
+    let here: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("client_id", q.client_id.trim())
+        .append_pair("pre_auth_code", q.pre_auth_code.trim())
+        .append_pair("redirect_uri", q.redirect_uri.trim())
+        .finish();
+    let next: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("next", &format!("/mappconsole/tp/authorization?{here}"))
+        .finish();
+    render(
+        status,
+        &AuthorizePage {
+            lang: "zh",
+            title: TITLE,
+            refusal: String::new(),
+            error: error.unwrap_or_default().to_string(),
+            tp_name: tp.name.clone(),
+            client_id: q.client_id.clone(),
+            pre_auth_code: q.pre_auth_code.clone(),
+            redirect_uri: q.redirect_uri.clone(),
+            csrf: csrf.to_string(),
+            app_id: q.app_id.clone(),
+            signed_in,
+            owned,
+            login_link: format!("/console/login?{next}"),
+        },
     )
+}
+
+/// The signed-in console account, when it is an owner's.
+async fn owner_session(state: &AppState, headers: &HeaderMap) -> Option<smartpkg_store::Account> {
+    match crate::console::session_of(state, headers).await {
+        Ok(Some((s, _))) if s.account.role == Role::Owner => Some(s.account),
+        _ => None,
+    }
 }
 
 fn unavailable(e: smartpkg_store::StoreError) -> Response {
     tracing::error!(error = %e, "authorization page: storage failed");
-    page(
+    message(
         StatusCode::SERVICE_UNAVAILABLE,
         "Error",
-        "<p>Please try again later.</p>",
+        "请稍后再试。 Please try again later.",
     )
 }
 
@@ -193,7 +259,11 @@ async fn csrf_key(state: &AppState) -> Result<String, Response> {
         .map_err(unavailable)
 }
 
-pub async fn show(State(state): State<AppState>, Query(q): Query<AuthQuery>) -> Response {
+pub async fn show(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<AuthQuery>,
+) -> Response {
     let tp = match check(&state, &q).await {
         Ok((tp, _)) => tp,
         Err(r) => return r,
@@ -203,23 +273,22 @@ pub async fn show(State(state): State<AppState>, Query(q): Query<AuthQuery>) -> 
         Err(r) => return r,
     };
     let csrf = owner::csrf_token(&key, q.pre_auth_code.trim());
-    page(StatusCode::OK, TITLE, &form(&tp, &q, &csrf, None))
+    form(&state, &headers, StatusCode::OK, &tp, &q, &csrf, None).await
 }
 
 fn throttled(left: std::time::Duration) -> Response {
     let mins = left.as_secs().div_ceil(60).max(1);
-    page(
+    message(
         StatusCode::TOO_MANY_REQUESTS,
         TITLE,
-        &format!(
-            "<p class=\"error\" role=\"alert\">尝试次数过多，请 {mins} 分钟后再试。 Too many wrong attempts; try again in {mins} minute(s).</p>"
-        ),
+        &format!("尝试次数过多，请 {mins} 分钟后再试。 Too many wrong attempts; try again in {mins} minute(s)."),
     )
 }
 
 pub async fn submit(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
     Form(q): Form<AuthQuery>,
 ) -> Response {
     let (tp, mut redirect) = match check(&state, &q).await {
@@ -232,46 +301,63 @@ pub async fn submit(
     };
     let pre_auth_code = q.pre_auth_code.trim();
     if !owner::csrf_valid(&key, pre_auth_code, q.csrf.trim()) {
-        return page(
+        return message(
             StatusCode::FORBIDDEN,
             "无法授权 / Cannot authorize",
-            "<p class=\"error\">表单已失效，请重新打开授权链接。 The form is stale or was not sent from this page; open the authorization link again.</p>",
+            "表单已失效，请重新打开授权链接。 The form is stale or was not sent from this page; open the authorization link again.",
         );
     }
     let csrf = owner::csrf_token(&key, pre_auth_code);
-    let again =
-        |status: StatusCode, msg: &str| page(status, TITLE, &form(&tp, &q, &csrf, Some(msg)));
-    let client_key = peer.map(|Extension(ConnectInfo(a))| Guards::client_key(a.ip()));
-    if let Some(left) = client_key
-        .as_deref()
-        .and_then(|k| state.guards.per_client.locked(k))
-    {
-        return throttled(left);
-    }
+    let again = |status: StatusCode, msg: &'static str| {
+        let (state, headers, tp, q, csrf) = (&state, &headers, &tp, &q, &csrf);
+        async move { form(state, headers, status, tp, q, csrf, Some(msg)).await }
+    };
     let Ok(app_id) = q.app_id.trim().parse::<i64>() else {
-        return again(StatusCode::UNAUTHORIZED, WRONG);
+        return again(StatusCode::UNAUTHORIZED, WRONG).await;
     };
-    let app_key = Guards::app_key(app_id);
-    if let Some(left) = state.guards.per_app.locked(&app_key) {
-        return throttled(left);
-    }
-    let stored = match state.store.owner_password_hash(app_id).await {
-        Ok(h) => h,
-        Err(e) => return unavailable(e),
-    };
-    if !owner::verify_password(q.owner_password.clone(), stored).await {
-        state.guards.per_app.fail(&app_key);
-        if let Some(k) = &client_key {
-            state.guards.per_client.fail(k);
+    if q.use_session == "1" {
+        // A signed-in owner authorizes one of its own mini programs: its session is the
+        // credential (no password), and the form's CSRF token was checked above.
+        let owns = match owner_session(&state, &headers).await {
+            Some(account) => match state.store.owns_app(account.account_id, app_id).await {
+                Ok(owns) => owns,
+                Err(e) => return unavailable(e),
+            },
+            None => false,
+        };
+        if !owns {
+            return again(StatusCode::UNAUTHORIZED, NOT_YOURS).await;
         }
-        tracing::warn!(
-            app_id,
-            tp_id = tp.tp_id,
-            "authorization page: wrong owner credential"
-        );
-        return again(StatusCode::UNAUTHORIZED, WRONG);
+    } else {
+        let client_key = peer.map(|Extension(ConnectInfo(a))| Guards::client_key(a.ip()));
+        if let Some(left) = client_key
+            .as_deref()
+            .and_then(|k| state.guards.per_client.locked(k))
+        {
+            return throttled(left);
+        }
+        let app_key = Guards::app_key(app_id);
+        if let Some(left) = state.guards.per_app.locked(&app_key) {
+            return throttled(left);
+        }
+        let stored = match state.store.owner_password_hash(app_id).await {
+            Ok(h) => h,
+            Err(e) => return unavailable(e),
+        };
+        if !owner::verify_password(q.owner_password.clone(), stored).await {
+            state.guards.per_app.fail(&app_key);
+            if let Some(k) = &client_key {
+                state.guards.per_client.fail(k);
+            }
+            tracing::warn!(
+                app_id,
+                tp_id = tp.tp_id,
+                "authorization page: wrong owner credential"
+            );
+            return again(StatusCode::UNAUTHORIZED, WRONG).await;
+        }
+        state.guards.per_app.clear(&app_key);
     }
-    state.guards.per_app.clear(&app_key);
     let code = secrets::random_alnum(40);
     let now = clock::now_ms();
     let approved = state
@@ -298,7 +384,7 @@ pub async fn submit(
             )
                 .into_response()
         }
-        Ok(Err(AuthRefusal::AppUnknown)) => again(StatusCode::UNAUTHORIZED, WRONG),
+        Ok(Err(AuthRefusal::AppUnknown)) => again(StatusCode::UNAUTHORIZED, WRONG).await,
         Ok(Err(AuthRefusal::PreAuthCodeInvalid)) => refuse(LINK_USED),
         Err(e) => unavailable(e),
     }

@@ -54,7 +54,9 @@ pub fn to_wire(p: &PackageRecord, offset: FixedOffset) -> Option<PackageInfo> {
 }
 
 async fn run(state: &AppState, app_id: i64, cmd: Command) -> Answer {
-    state.execute(app_id, cmd, smartpkg_store::Actor::ThirdParty, None).await??;
+    state
+        .execute(app_id, cmd, smartpkg_store::Actor::ThirdParty, None)
+        .await??;
     done()
 }
 
@@ -97,7 +99,12 @@ pub async fn upload(State(state): State<AppState>, p: Params) -> Answer {
     };
     match state
         .store
-        .upload(new, state.decision_context(smartpkg_store::Actor::ThirdParty)).await? {
+        .upload(
+            new,
+            state.decision_context(smartpkg_store::Actor::ThirdParty),
+        )
+        .await?
+    {
         Ok((_, plan)) => {
             state.jobs_ready.notify(crate::workers::lanes_of(&plan));
             done()
@@ -221,7 +228,10 @@ pub async fn auditquota(State(state): State<AppState>, p: Params) -> Answer<Audi
     let grant = p.app_grant(&state).await?;
     let q = state
         .store
-        .audit_quota(grant.tp_id, state.decision_context(smartpkg_store::Actor::ThirdParty))
+        .audit_quota(
+            grant.tp_id,
+            state.decision_context(smartpkg_store::Actor::ThirdParty),
+        )
         .await?;
     Ok(Data(AuditQuota {
         quota_type: 2,

@@ -59,6 +59,7 @@ impl LibraryStore for SqliteStore {
                 user_version: t.user_version,
                 user_desc: t.user_desc,
                 create_time: now_ms / 1000,
+                blob_sha256: t.blob_sha256,
             })
         })
         .await
@@ -68,7 +69,7 @@ impl LibraryStore for SqliteStore {
         self.read(move |c| {
             let count: i64 = c.query_row("SELECT COUNT(*) FROM drafts WHERE tp_id = ?1", [tp_id], |r| r.get(0))?;
             let mut stmt = c.prepare_cached(
-                "SELECT draft_id, tp_id, user_version, user_desc, created_at FROM drafts WHERE tp_id = ?1 \
+                "SELECT draft_id, tp_id, user_version, user_desc, created_at, blob_sha256 FROM drafts WHERE tp_id = ?1 \
                  ORDER BY draft_id DESC LIMIT ?2 OFFSET ?3",
             )?;
             let rows = stmt
@@ -79,6 +80,7 @@ impl LibraryStore for SqliteStore {
                         user_version: r.get(2)?,
                         user_desc: r.get(3)?,
                         create_time: r.get::<_, i64>(4)? / 1000,
+                        blob_sha256: r.get(5)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;

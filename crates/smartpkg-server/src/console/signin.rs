@@ -1,0 +1,480 @@
+//! Signing in and out, the first operator, and accounts.
+
+use std::net::SocketAddr;
+
+use askama::Template;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::{Extension, Form};
+use serde::Deserialize;
+use smartpkg_store::Role;
+
+use super::{
+    cookie, store_failed, Layout, Page, PageResult, Pager, Posted, Viewer, PAGE_HEADERS, PAGE_SIZE,
+    PRE_COOKIE, SESSION_COOKIE,
+};
+use crate::owner::{self, Guards};
+use crate::{clock, secrets, service, AppState};
+
+#[derive(Template)]
+#[template(path = "console/login.html")]
+struct LoginPage {
+    lang: &'static str,
+    title: &'static str,
+    first_run: bool,
+    csrf: String,
+    next: String,
+    name: String,
+    error: String,
+}
+
+#[derive(Deserialize, Default)]
+pub struct LoginQuery {
+    #[serde(default)]
+    next: String,
+}
+
+/// Where to go after signing in: only a console path or the authorization page (never
+/// another site: an open redirect).
+fn safe_next(next: &str) -> String {
+    let ok = (next.starts_with("/console") || next.starts_with("/mappconsole/tp/authorization?"))
+        && !next.starts_with("//")
+        && !next.contains('\\');
+    if ok {
+        next.to_string()
+    } else {
+        "/console".to_string()
+    }
+}
+
+fn secure(state: &AppState) -> &'static str {
+    if state.settings.tls_cert.is_some() {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
+async fn pre_key(state: &AppState) -> Result<String, Page> {
+    state
+        .store
+        .server_secret("console_csrf")
+        .await
+        .map_err(store_failed)
+}
+
+/// The sign-in form, bound to this browser's pre-session cookie (set here when missing).
+async fn login_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    next: &str,
+    name: &str,
+    error: &str,
+) -> PageResult {
+    let key = pre_key(state).await?;
+    let existing = cookie(headers, PRE_COOKIE).filter(|p| p.len() == 32);
+    let pre = existing
+        .clone()
+        .unwrap_or_else(|| secrets::random_alnum(32));
+    let first_run = state.store.count_accounts().await.map_err(store_failed)? == 0;
+    let page = Page::render(
+        status,
+        &LoginPage {
+            lang: "en",
+            title: if first_run {
+                "Set up the console"
+            } else {
+                "Sign in"
+            },
+            first_run,
+            csrf: owner::csrf_token(&key, &pre),
+            next: safe_next(next),
+            name: name.to_string(),
+            error: error.to_string(),
+        },
+    );
+    if existing.is_some() {
+        return Ok(page);
+    }
+    let set = format!(
+        "{PRE_COOKIE}={pre}; Path=/console; HttpOnly; SameSite=Strict; Max-Age=86400{}",
+        secure(state)
+    );
+    Ok(Page::Response(
+        ([(header::SET_COOKIE, set)], page).into_response(),
+    ))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<LoginQuery>,
+) -> PageResult {
+    if super::session_of(&state, &headers).await?.is_some() {
+        return Ok(Page::Redirect(safe_next(&q.next)));
+    }
+    login_page(&state, &headers, StatusCode::OK, &q.next, "", "").await
+}
+
+async fn pre_valid(state: &AppState, headers: &HeaderMap, given: &str) -> Result<bool, Page> {
+    let key = pre_key(state).await?;
+    Ok(match cookie(headers, PRE_COOKIE) {
+        Some(pre) => owner::csrf_valid(&key, &pre, given.trim()),
+        None => false,
+    })
+}
+
+/// Starts a session for `account_id` and sends the browser on with its cookie.
+async fn sign_in(state: &AppState, account_id: i64, next: &str) -> PageResult {
+    let token = secrets::random_alnum(43);
+    let now = clock::now_ms();
+    let ttl = state.settings.console_session_ttl_s;
+    let expires = now.saturating_add((ttl as i64).saturating_mul(1000));
+    state
+        .store
+        .create_session(
+            secrets::sha256_hex(&token),
+            account_id,
+            secrets::random_alnum(32),
+            now,
+            expires,
+        )
+        .await
+        .map_err(store_failed)?;
+    let set = format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={ttl}{}",
+        secure(state)
+    );
+    Ok(Page::Response(
+        (
+            StatusCode::SEE_OTHER,
+            PAGE_HEADERS,
+            [
+                (header::SET_COOKIE, set),
+                (header::LOCATION, safe_next(next)),
+            ],
+        )
+            .into_response(),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    next: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    password: String,
+}
+
+const WRONG: &str = "The account name or password is wrong.";
+
+pub async fn submit(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> PageResult {
+    if !pre_valid(&state, &headers, &f.csrf).await? {
+        return login_page(
+            &state,
+            &headers,
+            StatusCode::FORBIDDEN,
+            &f.next,
+            &f.name,
+            "The form was stale or not sent from this page; nothing was checked. Sign in again.",
+        )
+        .await;
+    }
+    let name = f.name.trim().to_lowercase();
+    let guards = &state.console_guards;
+    let name_key = format!("acct:{name}");
+    let client_key = peer.map(|Extension(ConnectInfo(a))| Guards::client_key(a.ip()));
+    let locked = guards.per_app.locked(&name_key).or_else(|| {
+        client_key
+            .as_deref()
+            .and_then(|k| guards.per_client.locked(k))
+    });
+    if let Some(left) = locked {
+        let mins = left.as_secs().div_ceil(60).max(1);
+        return login_page(
+            &state,
+            &headers,
+            StatusCode::TOO_MANY_REQUESTS,
+            &f.next,
+            &f.name,
+            &format!("Too many wrong attempts; try again in {mins} minute(s)."),
+        )
+        .await;
+    }
+    let found = state
+        .store
+        .account_by_name(name.clone())
+        .await
+        .map_err(store_failed)?;
+    let (account, hash) = match found {
+        Some((a, h)) => (Some(a), Some(h)),
+        None => (None, None),
+    };
+    // Verified (against a dummy hash when there is no such account) so both answers take as
+    // long: the timing does not tell which names exist.
+    let ok = owner::verify_password(f.password.clone(), hash).await;
+    match account.filter(|_| ok) {
+        Some(a) => {
+            guards.per_app.clear(&name_key);
+            tracing::info!(account = %a.name, "console: signed in");
+            sign_in(&state, a.account_id, &f.next).await
+        }
+        None => {
+            guards.per_app.fail(&name_key);
+            if let Some(k) = &client_key {
+                guards.per_client.fail(k);
+            }
+            tracing::warn!(account = %name, "console: wrong password");
+            login_page(
+                &state,
+                &headers,
+                StatusCode::UNAUTHORIZED,
+                &f.next,
+                &f.name,
+                WRONG,
+            )
+            .await
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct SetupForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    admin_token: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// The very first sign-in: the admin token creates the first operator (only while no account
+/// exists).
+pub async fn setup(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Form(f): Form<SetupForm>,
+) -> PageResult {
+    let again = |status, msg: String| {
+        let (state, headers) = (state.clone(), headers.clone());
+        async move { login_page(&state, &headers, status, "", "", &msg).await }
+    };
+    if !pre_valid(&state, &headers, &f.csrf).await? {
+        return again(
+            StatusCode::FORBIDDEN,
+            "The form was stale; nothing was done.".into(),
+        )
+        .await;
+    }
+    let client_key = peer.map(|Extension(ConnectInfo(a))| Guards::client_key(a.ip()));
+    if let Some(left) = client_key
+        .as_deref()
+        .and_then(|k| state.console_guards.per_client.locked(k))
+    {
+        let mins = left.as_secs().div_ceil(60).max(1);
+        return again(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("Too many wrong attempts; try again in {mins} minute(s)."),
+        )
+        .await;
+    }
+    if state.store.count_accounts().await.map_err(store_failed)? > 0 {
+        return again(
+            StatusCode::CONFLICT,
+            "The console is set up already; sign in.".into(),
+        )
+        .await;
+    }
+    if !secrets::constant_time_eq(f.admin_token.trim(), &state.admin_token) {
+        if let Some(k) = &client_key {
+            state.console_guards.per_client.fail(k);
+        }
+        return again(StatusCode::UNAUTHORIZED, "The admin token is wrong.".into()).await;
+    }
+    match service::create_account(
+        &state,
+        &f.name,
+        Role::Operator,
+        Some(f.password),
+        None,
+        vec![],
+    )
+    .await
+    {
+        Ok((a, _)) => {
+            tracing::info!(account = %a.name, "console: first operator created");
+            sign_in(&state, a.account_id, "/console").await
+        }
+        Err(e) => again(e.status, e.message).await,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Empty {}
+
+pub async fn logout(State(state): State<AppState>, p: Posted<Empty>) -> PageResult {
+    state
+        .store
+        .delete_session(p.viewer.token_hash.clone())
+        .await
+        .map_err(store_failed)?;
+    let clear = format!(
+        "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
+        secure(&state)
+    );
+    Ok(Page::Response(
+        (
+            StatusCode::SEE_OTHER,
+            PAGE_HEADERS,
+            [
+                (header::SET_COOKIE, clear),
+                (header::LOCATION, "/console/login".to_string()),
+            ],
+        )
+            .into_response(),
+    ))
+}
+
+pub struct AccountRow {
+    name: String,
+    role: &'static str,
+    created: String,
+    created_by: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/accounts.html")]
+pub struct AccountsPage {
+    layout: Layout,
+    total: i64,
+    accounts: Vec<AccountRow>,
+    pager: Pager,
+    created: String,
+    password: String,
+}
+
+#[derive(Deserialize, Default)]
+pub struct PageQuery {
+    pub page: Option<String>,
+}
+
+async fn accounts_page(
+    state: &AppState,
+    v: &Viewer,
+    page: i64,
+    created: String,
+    password: String,
+) -> PageResult {
+    let (total, rows) = state
+        .store
+        .list_accounts((page - 1) * PAGE_SIZE, PAGE_SIZE)
+        .await
+        .map_err(store_failed)?;
+    let names: std::collections::HashMap<i64, String> = rows
+        .iter()
+        .map(|a| (a.account_id, a.name.clone()))
+        .collect();
+    let accounts = rows
+        .iter()
+        .map(|a| AccountRow {
+            name: a.name.clone(),
+            role: a.role.as_str(),
+            created: super::when(state, a.created_at_ms),
+            created_by: match a.created_by {
+                Some(id) => names.get(&id).cloned().unwrap_or_else(|| format!("#{id}")),
+                None => "admin token".into(),
+            },
+        })
+        .collect();
+    Ok(Page::ok(&AccountsPage {
+        layout: v.layout("Accounts", "accounts"),
+        total,
+        accounts,
+        pager: Pager::new("/console/accounts", &[], page, page * PAGE_SIZE < total),
+        created,
+        password,
+    }))
+}
+
+pub async fn accounts(
+    State(state): State<AppState>,
+    v: Viewer,
+    Query(q): Query<PageQuery>,
+) -> PageResult {
+    v.require(&[Role::Operator])?;
+    accounts_page(
+        &state,
+        &v,
+        super::page_number(q.page.as_deref()),
+        String::new(),
+        String::new(),
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct NewAccountForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    apps: String,
+}
+
+pub async fn create_account(
+    State(state): State<AppState>,
+    p: Posted<NewAccountForm>,
+) -> PageResult {
+    let v = &p.viewer;
+    v.require(&[Role::Operator])?;
+    let f = p.form;
+    let role = Role::parse(f.role.trim()).ok_or_else(|| {
+        Page::message(
+            v,
+            StatusCode::BAD_REQUEST,
+            "Cannot do that",
+            "role must be operator, reviewer or owner",
+        )
+    })?;
+    let mut apps = vec![];
+    for part in f.apps.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        apps.push(part.parse::<i64>().map_err(|_| {
+            Page::message(
+                v,
+                StatusCode::BAD_REQUEST,
+                "Cannot do that",
+                &format!("{part:?} is not a mini program id"),
+            )
+        })?);
+    }
+    let password = Some(f.password).filter(|p| !p.is_empty());
+    let (account, generated) = service::create_account(
+        &state,
+        &f.name,
+        role,
+        password,
+        Some(v.account.account_id),
+        apps,
+    )
+    .await
+    .map_err(|e| Page::refused(v, e))?;
+    tracing::info!(by = %v.account.name, account = %account.name, role = account.role.as_str(), "console: account created");
+    accounts_page(&state, v, 1, account.name, generated.unwrap_or_default()).await
+}
