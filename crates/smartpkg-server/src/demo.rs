@@ -18,6 +18,9 @@ struct DemoIds {
     host_key: Option<String>,
     #[serde(default)]
     host_secret: Option<String>,
+    /// The demo console operator's password (the demo's own data directory keeps it).
+    #[serde(default)]
+    console_password: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -29,7 +32,12 @@ pub struct Demo {
     /// A host app's key and secret, for the device's update check.
     pub host_key: String,
     pub host_secret: String,
+    /// A console operator account, [`DEMO_OPERATOR`], and its password.
+    pub console_password: String,
 }
+
+/// The demo's console operator.
+pub const DEMO_OPERATOR: &str = "demo-operator";
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot seed the demo data: {0}")]
@@ -68,6 +76,10 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
         .as_ref()
         .filter(|_| found.is_some())
         .and_then(|ids| Some((ids.host_key.clone()?, ids.host_secret.clone()?)));
+    let known_console = remembered
+        .as_ref()
+        .filter(|_| found.is_some())
+        .and_then(|ids| ids.console_password.clone());
     let (tp, app, template_id) = match found {
         Some(f) => f,
         None => {
@@ -142,9 +154,36 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
                 template_id,
                 host_key: Some(key.clone()),
                 host_secret: Some(secret.clone()),
+                console_password: None,
             };
             std::fs::write(&path, serde_json::to_vec(&ids).map_err(err)?).map_err(err)?;
             (key, secret)
+        }
+    };
+    let console_password = match known_console {
+        Some(p) => p,
+        None => {
+            let (_, generated) = crate::service::create_account(
+                state,
+                DEMO_OPERATOR,
+                smartpkg_store::Role::Operator,
+                None,
+                None,
+                vec![],
+            )
+            .await
+            .map_err(|e| DemoError(e.message))?;
+            let password = generated.unwrap_or_default();
+            let ids = DemoIds {
+                tp_id: tp.tp_id,
+                app_id: app.app_id,
+                template_id,
+                host_key: Some(host_key.clone()),
+                host_secret: Some(host_secret.clone()),
+                console_password: Some(password.clone()),
+            };
+            std::fs::write(&path, serde_json::to_vec(&ids).map_err(err)?).map_err(err)?;
+            password
         }
     };
     let now = clock::now_ms();
@@ -164,6 +203,7 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
         access_token,
         host_key,
         host_secret,
+        console_password,
     })
 }
 

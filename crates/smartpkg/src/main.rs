@@ -155,6 +155,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             settings.build_delay_ms,
             settings.rollback_delay_ms,
         );
+        writeln!(
+            out,
+            "console: {base}/console (sign in as {} with password {})",
+            demo::DEMO_OPERATOR,
+            d.console_password
+        )?;
         writeln!(out, "\n{lines}")?;
     }
     out.flush()?;

@@ -1,5 +1,6 @@
 mod admin;
 mod connections;
+mod console;
 mod errno;
 mod fairness;
 mod hardening;

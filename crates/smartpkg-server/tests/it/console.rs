@@ -1,0 +1,464 @@
+//! The console through HTTP, without a browser: every page, the roles, CSRF, sessions, the
+//! audit decision and the owner's authorization (the browser drives the same in
+//! `tests/browser.rs`).
+
+use reqwest::redirect::Policy;
+use reqwest::{Client, StatusCode};
+use serde_json::json;
+
+use crate::helpers::{spawn_app, TestApp};
+
+/// A person at a browser: one session cookie, kept by hand (no cookie store: the test sees
+/// exactly what the server sets).
+struct Person {
+    base: String,
+    http: Client,
+    cookies: Vec<(String, String)>,
+}
+
+struct Answer {
+    status: StatusCode,
+    location: String,
+    html: String,
+}
+
+impl Person {
+    fn new(app: &TestApp) -> Person {
+        Person {
+            base: app.base.clone(),
+            http: Client::builder()
+                .redirect(Policy::none())
+                .build()
+                .expect("client"),
+            cookies: vec![],
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> Answer {
+        let r = req
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .expect("request");
+        for set in r.headers().get_all("set-cookie") {
+            let set = set.to_str().expect("ascii");
+            let (kv, _) = set.split_once(';').unwrap_or((set, ""));
+            if let Some((k, v)) = kv.split_once('=') {
+                self.cookies.retain(|(name, _)| name != k);
+                if !v.is_empty() {
+                    self.cookies.push((k.to_string(), v.to_string()));
+                }
+            }
+        }
+        Answer {
+            status: r.status(),
+            location: r
+                .headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                .unwrap_or("")
+                .to_string(),
+            html: r.text().await.expect("body"),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Answer {
+        let req = self.http.get(format!("{}{path}", self.base));
+        self.send(req).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Answer {
+        let req = self.http.post(format!("{}{path}", self.base)).form(form);
+        self.send(req).await
+    }
+
+    /// Posts `form` with the CSRF token of the page at `from`.
+    async fn submit(&mut self, from: &str, path: &str, form: &[(&str, &str)]) -> Answer {
+        let page = self.get(from).await;
+        assert_eq!(page.status, StatusCode::OK, "{from}: {}", page.html);
+        let csrf = csrf_of(&page.html);
+        let mut all = form.to_vec();
+        all.push(("csrf", &csrf));
+        self.post(path, &all).await
+    }
+
+    async fn sign_in(&mut self, name: &str, password: &str) -> Answer {
+        self.submit(
+            "/console/login",
+            "/console/login",
+            &[("name", name), ("password", password), ("next", "/console")],
+        )
+        .await
+    }
+}
+
+fn csrf_of(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token");
+    let rest = &html[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').expect("end")].to_string()
+}
+
+const PW: &str = "correct horse battery";
+
+async fn account(app: &TestApp, name: &str, role: &str, apps: &[i64]) {
+    let (st, v) = app
+        .admin_post(
+            "/accounts",
+            json!({"name": name, "role": role, "password": PW, "apps": apps}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+}
+
+async fn waiting_package(app: &TestApp, version: &str) -> i64 {
+    let id = app.built(version).await;
+    let v = app
+        .call(
+            "submitaudit",
+            &[
+                ("package_id", &id.to_string()),
+                ("content", "c"),
+                ("remark", ""),
+                ("test_account", "tester"),
+                ("test_password", "pw123456"),
+            ],
+        )
+        .await;
+    assert_eq!(v["errno"], 0, "{v}");
+    id
+}
+
+#[tokio::test]
+async fn the_first_operator_is_created_with_the_admin_token_once() {
+    let app = spawn_app().await;
+    let mut p = Person::new(&app);
+    let page = p.get("/console/login").await;
+    assert!(page.html.contains("Set up the console"), "{}", page.html);
+    let wrong = p
+        .submit(
+            "/console/login",
+            "/console/setup",
+            &[("admin_token", "nope"), ("name", "olga"), ("password", PW)],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let ok = p
+        .submit(
+            "/console/login",
+            "/console/setup",
+            &[
+                ("admin_token", &app.admin),
+                ("name", "Olga"),
+                ("password", PW),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (ok.status, ok.location.as_str()),
+        (StatusCode::SEE_OTHER, "/console")
+    );
+    let home = p.get("/console").await;
+    assert_eq!(home.status, StatusCode::OK);
+    assert!(home.html.contains("olga") && home.html.contains("operator"));
+    // Once an account exists the admin token creates no more.
+    let mut q = Person::new(&app);
+    let again = q
+        .submit(
+            "/console/login",
+            "/console/setup",
+            &[
+                ("admin_token", &app.admin),
+                ("name", "eve"),
+                ("password", PW),
+            ],
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    let (_, list) = app.admin_get("/accounts").await;
+    assert_eq!(list["total"], 1, "{list}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_page_renders_for_an_operator_and_lists_what_exists() {
+    let app = spawn_app().await;
+    account(&app, "olga", "operator", &[]).await;
+    let id = waiting_package(&app, "1.0.0").await;
+    let mut p = Person::new(&app);
+    assert_eq!(p.sign_in("olga", PW).await.status, StatusCode::SEE_OTHER);
+    let pages = [
+        ("/console", "Audits waiting".to_string()),
+        ("/console/queue", format!("#{id}")),
+        (
+            &*format!("/console/packages/{id}"),
+            "pages/index/index.swan".into(),
+        ),
+        ("/console/packages/{id}/files/app.json", "pages".into()),
+        ("/console/apps", "shop one".into()),
+        (
+            &*format!("/console/apps/{}", app.app_id),
+            "submitted for audit".into(),
+        ),
+        ("/console/tps", "tp one".into()),
+        (
+            &*format!("/console/tps/{}", app.tp_id),
+            "Rotate keys".into(),
+        ),
+        ("/console/deliveries", "Deliveries".into()),
+        ("/console/accounts", "olga".into()),
+    ];
+    for (path, expect) in pages {
+        let path = path.replace("{id}", &id.to_string());
+        let page = p.get(&path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.html);
+        assert!(
+            page.html.contains(&expect),
+            "{path} lacks {expect:?}: {}",
+            page.html
+        );
+    }
+    let css = p.get("/console/static/console.css").await;
+    assert!(css.status.is_success() && css.html.contains("timeline"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_reviewer_passes_an_audit_and_the_decision_shows_who_made_it() {
+    let app = spawn_app().await;
+    account(&app, "rita", "reviewer", &[]).await;
+    let id = waiting_package(&app, "1.0.0").await;
+    let mut p = Person::new(&app);
+    p.sign_in("rita", PW).await;
+    let path = format!("/console/packages/{id}");
+    // Failing needs a reason; nothing changes without one.
+    let refused = p
+        .submit(
+            &path,
+            &format!("{path}/decide"),
+            &[("result", "fail"), ("reason", "  ")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.html);
+    let passed = p
+        .submit(&path, &format!("{path}/decide"), &[("result", "pass")])
+        .await;
+    assert_eq!(passed.status, StatusCode::SEE_OTHER, "{}", passed.html);
+    let v = app.call("getdetail", &[("type", "6")]).await;
+    assert_eq!(v["data"]["package_id"], id, "{v}");
+    let page = p.get(&path).await;
+    assert!(
+        page.html.contains("audit passed") && page.html.contains("rita"),
+        "{}",
+        page.html
+    );
+    // Deciding again is refused: the package is no longer waiting.
+    let csrf = csrf_of(&page.html);
+    let twice = p
+        .post(
+            &format!("{path}/decide"),
+            &[("result", "pass"), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(twice.status, StatusCode::CONFLICT);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_reviewer_cannot_reach_operator_pages() {
+    let app = spawn_app().await;
+    account(&app, "rita", "reviewer", &[]).await;
+    let mut p = Person::new(&app);
+    p.sign_in("rita", PW).await;
+    for path in [
+        "/console/tps",
+        "/console/accounts",
+        "/console/deliveries",
+        "/console/deliveries/1",
+    ] {
+        assert_eq!(p.get(path).await.status, StatusCode::FORBIDDEN, "{path}");
+    }
+    let tp = format!("/console/tps/{}", app.tp_id);
+    assert_eq!(p.get(&tp).await.status, StatusCode::FORBIDDEN);
+    let apps = format!("/console/apps/{}", app.app_id);
+    let gates = p
+        .submit(&apps, &format!("{apps}/gates"), &[("name_audited", "on")])
+        .await;
+    assert_eq!(gates.status, StatusCode::FORBIDDEN);
+    let (_, a) = app.admin_get(&format!("/apps/{}", app.app_id)).await;
+    assert_eq!(a["category_audited"], true, "nothing changed: {a}");
+    assert!(
+        !p.get("/console").await.html.contains("/console/tps\""),
+        "no operator menu"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_form_without_its_csrf_token_is_refused_and_changes_nothing() {
+    let app = spawn_app().await;
+    account(&app, "olga", "operator", &[]).await;
+    let id = waiting_package(&app, "1.0.0").await;
+    let mut p = Person::new(&app);
+    p.sign_in("olga", PW).await;
+    let decide = format!("/console/packages/{id}/decide");
+    let none = p.post(&decide, &[("result", "pass")]).await;
+    assert_eq!(none.status, StatusCode::FORBIDDEN);
+    let forged = p
+        .post(&decide, &[("result", "pass"), ("csrf", "0123")])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let v = app.call("getdetail", &[("type", "4")]).await;
+    assert_eq!(v["data"]["package_id"], id, "still waiting: {v}");
+    // Sign-in is protected too: a post without the pre-session token checks nothing.
+    let mut q = Person::new(&app);
+    let blind = q
+        .post("/console/login", &[("name", "olga"), ("password", PW)])
+        .await;
+    assert_eq!(blind.status, StatusCode::FORBIDDEN);
+    assert!(q.cookies.iter().all(|(k, _)| k != "spkg_session"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn sign_out_ends_the_session_and_wrong_passwords_are_throttled() {
+    let app = spawn_app().await;
+    account(&app, "olga", "operator", &[]).await;
+    let mut p = Person::new(&app);
+    let signed = p.sign_in("olga", PW).await;
+    let set = p.cookies.clone();
+    assert_eq!(signed.status, StatusCode::SEE_OTHER);
+    let out = p.submit("/console", "/console/logout", &[]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    // The old cookie, replayed after sign-out, no longer opens anything.
+    p.cookies = set;
+    let after = p.get("/console").await;
+    assert_eq!(after.status, StatusCode::SEE_OTHER);
+    assert!(
+        after.location.starts_with("/console/login"),
+        "{}",
+        after.location
+    );
+    let mut e = Person::new(&app);
+    for _ in 0..5 {
+        assert_eq!(
+            e.sign_in("olga", "wrong password!").await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let locked = e.sign_in("olga", PW).await;
+    assert_eq!(
+        locked.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "even the right password waits"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_owner_sees_only_its_mini_programs_and_authorizes_in_one_click() {
+    let app = crate::tp::tp_app().await;
+    // A mini program of this owner, not yet authorized to anyone, with its owner password.
+    let (st, mine) = app.admin_post("/apps", json!({"name": "mine"})).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let mine_id = mine["app_id"].as_i64().expect("id");
+    let owner_pw = mine["owner_password"]
+        .as_str()
+        .expect("password")
+        .to_string();
+    account(&app, "oscar", "owner", &[]).await;
+    let mut p = Person::new(&app);
+    p.sign_in("oscar", PW).await;
+    assert_eq!(
+        p.get("/console").await.location,
+        "/console/apps",
+        "an owner's home"
+    );
+    // Claiming needs the owner credential.
+    let wrong = p
+        .submit(
+            "/console/apps",
+            "/console/apps/claim",
+            &[
+                ("app_id", &mine_id.to_string()),
+                ("owner_password", "wrong password"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let ok = p
+        .submit(
+            "/console/apps",
+            "/console/apps/claim",
+            &[
+                ("app_id", &mine_id.to_string()),
+                ("owner_password", &owner_pw),
+            ],
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.html);
+    let list = p.get("/console/apps").await;
+    assert!(
+        list.html.contains("mine") && !list.html.contains("shop one"),
+        "{}",
+        list.html
+    );
+    let other = p.get(&format!("/console/apps/{}", app.app_id)).await;
+    assert_eq!(
+        other.status,
+        StatusCode::NOT_FOUND,
+        "another's mini program looks missing"
+    );
+    // The authorization page offers the owned mini program and approves it without a password.
+    let (_, tp) = app
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/tps/{}", app.tp_id),
+            Some(json!({"redirect_domain": "example.com"})),
+        )
+        .await;
+    let client_id = tp["client_id"].as_str().expect("client_id").to_string();
+    let tp_token = crate::tp::tp_token(&app, app.tp_id).await;
+    let code = crate::onboarding::pre_auth_code(&app, &tp_token).await;
+    let auth = format!(
+        "/mappconsole/tp/authorization?client_id={client_id}&pre_auth_code={code}&redirect_uri=https%3A%2F%2Fexample.com%2Fback"
+    );
+    let page = p.get(&auth).await;
+    assert!(
+        page.html.contains("Signed in as") && page.html.contains("mine"),
+        "{}",
+        page.html
+    );
+    let csrf = csrf_of(&page.html);
+    let approved = p
+        .post(
+            "/mappconsole/tp/authorization",
+            &[
+                ("client_id", &client_id),
+                ("pre_auth_code", &code),
+                ("redirect_uri", "https://example.com/back"),
+                ("csrf", &csrf),
+                ("use_session", "1"),
+                ("app_id", &mine_id.to_string()),
+            ],
+        )
+        .await;
+    assert_eq!(approved.status, StatusCode::FOUND, "{}", approved.html);
+    assert!(
+        approved.location.contains("authorization_code="),
+        "{}",
+        approved.location
+    );
+    let (_, a) = app.admin_get(&format!("/apps/{mine_id}")).await;
+    assert_eq!(a["tp_id"], app.tp_id, "{a}");
+    app.stop().await;
+}
