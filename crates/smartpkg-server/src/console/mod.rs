@@ -145,7 +145,7 @@ impl Viewer {
 pub enum Page {
     Html(StatusCode, String),
     Redirect(String),
-    Response(Response),
+    Response(Box<Response>),
 }
 
 impl Page {
@@ -215,7 +215,7 @@ impl IntoResponse for Page {
         match self {
             Page::Html(status, html) => (status, PAGE_HEADERS, Html(html)).into_response(),
             Page::Redirect(to) => (PAGE_HEADERS, Redirect::to(&to)).into_response(),
-            Page::Response(r) => r,
+            Page::Response(r) => *r,
         }
     }
 }
@@ -392,33 +392,6 @@ pub fn query(pairs: &[(&str, String)]) -> String {
     s.finish()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ages_read_in_the_largest_sensible_unit() {
-        assert_eq!(age(61_000, 0), "1 min");
-        assert_eq!(age(3_600_000 * 25, 0), "1 d 1 h");
-        assert_eq!(
-            age(0, 5_000),
-            "0 s",
-            "a clock skew never shows a negative age"
-        );
-    }
-
-    #[test]
-    fn the_session_cookie_is_found_among_others() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            "a=1; spkg_session=tok; b=2".parse().expect("header"),
-        );
-        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("tok"));
-        assert_eq!(cookie(&h, "c"), None);
-    }
-}
-
 /// Previous/next links of a paginated list (empty when there is none).
 pub struct Pager {
     pub page: i64,
@@ -443,5 +416,32 @@ impl Pager {
             },
             next: if more { link(page + 1) } else { String::new() },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_in_the_largest_sensible_unit() {
+        assert_eq!(age(61_000, 0), "1 min");
+        assert_eq!(age(3_600_000 * 25, 0), "1 d 1 h");
+        assert_eq!(
+            age(0, 5_000),
+            "0 s",
+            "a clock skew never shows a negative age"
+        );
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "a=1; spkg_session=tok; b=2".parse().expect("header"),
+        );
+        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("tok"));
+        assert_eq!(cookie(&h, "c"), None);
     }
 }

@@ -102,9 +102,9 @@ async fn login_page(
         "{PRE_COOKIE}={pre}; Path=/console; HttpOnly; SameSite=Strict; Max-Age=86400{}",
         secure(state)
     );
-    Ok(Page::Response(
+    Ok(Page::Response(Box::new(
         ([(header::SET_COOKIE, set)], page).into_response(),
-    ))
+    )))
 }
 
 pub async fn show(
@@ -147,7 +147,7 @@ async fn sign_in(state: &AppState, account_id: i64, next: &str) -> PageResult {
         "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={ttl}{}",
         secure(state)
     );
-    Ok(Page::Response(
+    Ok(Page::Response(Box::new(
         (
             StatusCode::SEE_OTHER,
             PAGE_HEADERS,
@@ -157,7 +157,7 @@ async fn sign_in(state: &AppState, account_id: i64, next: &str) -> PageResult {
             ],
         )
             .into_response(),
-    ))
+    )))
 }
 
 #[derive(Deserialize)]
@@ -336,7 +336,7 @@ pub async fn logout(State(state): State<AppState>, p: Posted<Empty>) -> PageResu
         "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
         secure(&state)
     );
-    Ok(Page::Response(
+    Ok(Page::Response(Box::new(
         (
             StatusCode::SEE_OTHER,
             PAGE_HEADERS,
@@ -346,7 +346,7 @@ pub async fn logout(State(state): State<AppState>, p: Posted<Empty>) -> PageResu
             ],
         )
             .into_response(),
-    ))
+    )))
 }
 
 pub struct AccountRow {
