@@ -46,8 +46,14 @@ async fn start_driver(path: &PathBuf) -> (Driver, String) {
         .expect("chromedriver starts");
     let url = format!("http://127.0.0.1:{port}");
     let start = Instant::now();
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "chromedriver never listened");
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "chromedriver never listened"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     (Driver(child), url)
@@ -91,23 +97,50 @@ async fn text(c: &Client) -> String {
 }
 
 async fn sign_in(c: &Client, base: &str, name: &str) {
-    c.goto(&format!("{base}/console/login")).await.expect("login page");
-    c.find(Locator::Css("input[name=name]")).await.expect("name").send_keys(name).await.expect("type");
-    c.find(Locator::Css("input[name=password]")).await.expect("pw").send_keys(PW).await.expect("type");
-    c.find(Locator::Css("button[type=submit]")).await.expect("button").click().await.expect("click");
-    c.wait().for_element(Locator::Css("header.top")).await.expect("signed in");
+    c.goto(&format!("{base}/console/login"))
+        .await
+        .expect("login page");
+    c.find(Locator::Css("input[name=name]"))
+        .await
+        .expect("name")
+        .send_keys(name)
+        .await
+        .expect("type");
+    c.find(Locator::Css("input[name=password]"))
+        .await
+        .expect("pw")
+        .send_keys(PW)
+        .await
+        .expect("type");
+    c.find(Locator::Css("button[type=submit]"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("click");
+    c.wait()
+        .for_element(Locator::Css("header.top"))
+        .await
+        .expect("signed in");
 }
 
 async fn account(sb: &Sandbox, name: &str, role: &str) {
     let (st, v) = sb
-        .admin(reqwest::Method::POST, "/accounts", Some(json!({"name": name, "role": role, "password": PW})))
+        .admin(
+            reqwest::Method::POST,
+            "/accounts",
+            Some(json!({"name": name, "role": role, "password": PW})),
+        )
         .await;
     assert_eq!(st, 201, "{v}");
 }
 
 async fn baidu(sb: &Sandbox, token: &str, method: &str, params: &[(&str, &str)]) -> Value {
     reqwest::Client::new()
-        .post(format!("{}/rest/2.0/smartapp/package/{method}?access_token={token}", sb.base_url))
+        .post(format!(
+            "{}/rest/2.0/smartapp/package/{method}?access_token={token}",
+            sb.base_url
+        ))
         .form(params)
         .send()
         .await
@@ -126,7 +159,18 @@ async fn waiting(sb: &Sandbox, name: &str) -> (i64, String) {
     let (app_id, token, _) = sb.new_app(name).await;
     let t = sb.template_id.to_string();
     let ext = format!(r#"{{"extAppid":{app_id},"window":{{"navigationBarTitleText":"{name}"}}}}"#);
-    let v = baidu(sb, &token, "upload", &[("template_id", &t), ("ext_json", &ext), ("user_version", "1.0.0"), ("user_desc", "d")]).await;
+    let v = baidu(
+        sb,
+        &token,
+        "upload",
+        &[
+            ("template_id", &t),
+            ("ext_json", &ext),
+            ("user_version", "1.0.0"),
+            ("user_desc", "d"),
+        ],
+    )
+    .await;
     assert_eq!(v["errno"], 0, "{v}");
     let start = Instant::now();
     let id = loop {
@@ -134,10 +178,24 @@ async fn waiting(sb: &Sandbox, name: &str) -> (i64, String) {
         if let Some(id) = v["data"]["package_id"].as_i64() {
             break id;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "never built: {v}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never built: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let v = baidu(sb, &token, "submitaudit", &[("package_id", &id.to_string()), ("content", "c"), ("remark", "r"), ("test_account", "tester")]).await;
+    let v = baidu(
+        sb,
+        &token,
+        "submitaudit",
+        &[
+            ("package_id", &id.to_string()),
+            ("content", "c"),
+            ("remark", "r"),
+            ("test_account", "tester"),
+        ],
+    )
+    .await;
     assert_eq!(v["errno"], 0, "{v}");
     (id, token)
 }
@@ -158,9 +216,11 @@ async fn the_console_works_in_a_real_browser() {
         token: MSG_TOKEN.into(),
         client_id: sb.client_id.clone(),
     };
-    let events = Receiver::start("127.0.0.1:0".parse().expect("addr"), keys, |_| Answer::Success)
-        .await
-        .expect("receiver");
+    let events = Receiver::start("127.0.0.1:0".parse().expect("addr"), keys, |_| {
+        Answer::Success
+    })
+    .await
+    .expect("receiver");
     sb.set_event_url(&events.url()).await;
     account(&sb, "olga", "operator").await;
     account(&sb, "rita", "reviewer").await;
@@ -174,46 +234,109 @@ async fn the_console_works_in_a_real_browser() {
     sign_in(&c, &base, "olga").await;
     assert!(text(&c).await.contains("Audits waiting"));
     shot(&c, "01-dashboard").await;
-    c.goto(&format!("{base}/console/queue")).await.expect("queue");
+    c.goto(&format!("{base}/console/queue"))
+        .await
+        .expect("queue");
     let queue = text(&c).await;
-    assert!(queue.contains(&format!("#{to_pass}")) && queue.contains("tester"), "{queue}");
+    assert!(
+        queue.contains(&format!("#{to_pass}")) && queue.contains("tester"),
+        "{queue}"
+    );
     shot(&c, "02-audit-queue").await;
 
     // Pass one: the Baidu API shows it audit-passed (status 6).
-    c.goto(&format!("{base}/console/packages/{to_pass}")).await.expect("package");
+    c.goto(&format!("{base}/console/packages/{to_pass}"))
+        .await
+        .expect("package");
     let page = text(&c).await;
-    assert!(page.contains("pages/index/index.swan") && page.contains("Coffee 咖啡"), "{page}");
+    assert!(
+        page.contains("pages/index/index.swan") && page.contains("Coffee 咖啡"),
+        "{page}"
+    );
     shot(&c, "03-package").await;
-    c.find(Locator::Css("form[action$='/decide'] button")).await.expect("pass button").click().await.expect("click");
-    c.wait().for_element(Locator::Css("ol.timeline")).await.expect("back on the package");
+    c.find(Locator::Css("form[action$='/decide'] button"))
+        .await
+        .expect("pass button")
+        .click()
+        .await
+        .expect("click");
+    c.wait()
+        .for_element(Locator::Css("ol.timeline"))
+        .await
+        .expect("back on the package");
     assert!(text(&c).await.contains("audit passed"));
     let v = detail(&sb, &pass_token, "6").await;
-    assert_eq!((v["data"]["package_id"].as_i64(), v["data"]["status"].as_i64()), (Some(to_pass), Some(6)), "{v}");
+    assert_eq!(
+        (
+            v["data"]["package_id"].as_i64(),
+            v["data"]["status"].as_i64()
+        ),
+        (Some(to_pass), Some(6)),
+        "{v}"
+    );
 
     // Fail the other with a reason: the push reaches the receiver with it.
-    c.goto(&format!("{base}/console/packages/{to_fail}")).await.expect("package");
-    c.find(Locator::Css("textarea[name=reason]")).await.expect("reason").send_keys("logo is blurred").await.expect("type");
-    c.find(Locator::Css("button.danger")).await.expect("fail button").click().await.expect("click");
-    c.wait().for_element(Locator::Css("ol.timeline")).await.expect("back on the package");
+    c.goto(&format!("{base}/console/packages/{to_fail}"))
+        .await
+        .expect("package");
+    c.find(Locator::Css("textarea[name=reason]"))
+        .await
+        .expect("reason")
+        .send_keys("logo is blurred")
+        .await
+        .expect("type");
+    c.find(Locator::Css("button.danger"))
+        .await
+        .expect("fail button")
+        .click()
+        .await
+        .expect("click");
+    c.wait()
+        .for_element(Locator::Css("ol.timeline"))
+        .await
+        .expect("back on the package");
     let got = events.wait_for(2, Duration::from_secs(20)).await;
     let failed = got
         .iter()
         .filter_map(|r| r.event.clone())
         .find(|e| e.to_string().contains("logo is blurred"))
         .unwrap_or_else(|| panic!("the failure's push: {got:?}"));
-    assert!(failed.to_string().contains(&to_fail.to_string()), "{failed}");
+    assert!(
+        failed.to_string().contains(&to_fail.to_string()),
+        "{failed}"
+    );
 
     // Replay that delivery from the deliveries page: the receiver gets it again, same event id.
-    c.goto(&format!("{base}/console/deliveries")).await.expect("deliveries");
+    c.goto(&format!("{base}/console/deliveries"))
+        .await
+        .expect("deliveries");
     shot(&c, "04-deliveries").await;
     let before = events.received().len();
-    c.find(Locator::Css("input[name=id]")).await.expect("a delivery").click().await.expect("tick");
-    c.find(Locator::Css("form[action='/console/deliveries/replay'] button")).await.expect("replay").click().await.expect("click");
-    c.wait().for_element(Locator::Css(".notice")).await.expect("replayed");
+    c.find(Locator::Css("input[name=id]"))
+        .await
+        .expect("a delivery")
+        .click()
+        .await
+        .expect("tick");
+    c.find(Locator::Css(
+        "form[action='/console/deliveries/replay'] button",
+    ))
+    .await
+    .expect("replay")
+    .click()
+    .await
+    .expect("click");
+    c.wait()
+        .for_element(Locator::Css(".notice"))
+        .await
+        .expect("replayed");
     let got = events.wait_for(before + 1, Duration::from_secs(20)).await;
     let ids: Vec<_> = got.iter().filter_map(|r| r.event_id.clone()).collect();
     let last = ids.last().expect("an id").clone();
-    assert!(ids[..ids.len() - 1].contains(&last), "the replay keeps its event id: {ids:?}");
+    assert!(
+        ids[..ids.len() - 1].contains(&last),
+        "the replay keeps its event id: {ids:?}"
+    );
 
     for (name, path) in [
         ("05-mini-programs", "/console/apps".to_string()),
@@ -221,7 +344,10 @@ async fn the_console_works_in_a_real_browser() {
         ("07-third-parties", "/console/tps".to_string()),
         ("08-third-party", format!("/console/tps/{}", sb.tp_id)),
         ("09-accounts", "/console/accounts".to_string()),
-        ("10-file", format!("/console/packages/{to_pass}/files/app.json")),
+        (
+            "10-file",
+            format!("/console/packages/{to_pass}/files/app.json"),
+        ),
     ] {
         c.goto(&format!("{base}{path}")).await.expect("page");
         assert!(!text(&c).await.contains("Not allowed"), "{path}");
@@ -229,35 +355,73 @@ async fn the_console_works_in_a_real_browser() {
     }
 
     // A form whose CSRF token was taken out is refused, and nothing changes.
-    c.goto(&format!("{base}/console/apps/{}", sb.app_id)).await.expect("app");
+    c.goto(&format!("{base}/console/apps/{}", sb.app_id))
+        .await
+        .expect("app");
     c.execute("document.querySelectorAll('form[action$=\"/gates\"] input[name=csrf]').forEach(e => e.remove()); return 1;", vec![])
         .await
         .expect("script");
-    c.find(Locator::Css("input[name=name_audited]")).await.expect("box").click().await.expect("untick");
-    c.find(Locator::Css("form[action$='/gates'] button")).await.expect("save").click().await.expect("click");
-    c.wait().for_element(Locator::Css("main h1")).await.expect("page");
+    c.find(Locator::Css("input[name=name_audited]"))
+        .await
+        .expect("box")
+        .click()
+        .await
+        .expect("untick");
+    c.find(Locator::Css("form[action$='/gates'] button"))
+        .await
+        .expect("save")
+        .click()
+        .await
+        .expect("click");
+    c.wait()
+        .for_element(Locator::Css("main h1"))
+        .await
+        .expect("page");
     assert!(text(&c).await.contains("Form refused"));
     shot(&c, "11-csrf-refused").await;
-    let (_, a) = sb.admin(reqwest::Method::GET, &format!("/apps/{}", sb.app_id), None).await;
+    let (_, a) = sb
+        .admin(reqwest::Method::GET, &format!("/apps/{}", sb.app_id), None)
+        .await;
     assert_eq!(a["name_audited"], true, "{a}");
 
     // The session outlives a server restart; after sign-out its cookie opens nothing.
-    let cookie = c.get_named_cookie("spkg_session").await.expect("session cookie");
+    let cookie = c
+        .get_named_cookie("spkg_session")
+        .await
+        .expect("session cookie");
     sb.restart(Duration::from_millis(300)).await;
     c.goto(&format!("{base}/console")).await.expect("dashboard");
-    assert!(text(&c).await.contains("olga"), "still signed in after the restart");
-    c.find(Locator::Css("form[action='/console/logout'] button")).await.expect("sign out").click().await.expect("click");
-    c.wait().for_element(Locator::Css("input[name=password]")).await.expect("login page");
+    assert!(
+        text(&c).await.contains("olga"),
+        "still signed in after the restart"
+    );
+    c.find(Locator::Css("form[action='/console/logout'] button"))
+        .await
+        .expect("sign out")
+        .click()
+        .await
+        .expect("click");
+    c.wait()
+        .for_element(Locator::Css("input[name=password]"))
+        .await
+        .expect("login page");
     c.add_cookie(cookie).await.expect("the old cookie back");
     c.goto(&format!("{base}/console")).await.expect("dashboard");
-    assert!(c.current_url().await.expect("url").path().starts_with("/console/login"));
+    assert!(c
+        .current_url()
+        .await
+        .expect("url")
+        .path()
+        .starts_with("/console/login"));
 
     // A reviewer reaches the queue but no operator page.
     sign_in(&c, &base, "rita").await;
     c.goto(&format!("{base}/console/tps")).await.expect("tps");
     assert!(text(&c).await.contains("Not allowed"));
     shot(&c, "12-reviewer-refused").await;
-    c.goto(&format!("{base}/console/queue")).await.expect("queue");
+    c.goto(&format!("{base}/console/queue"))
+        .await
+        .expect("queue");
     assert!(text(&c).await.contains("Audit queue"));
 
     // Phone width: the queue still reads.

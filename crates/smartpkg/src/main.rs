@@ -54,6 +54,9 @@ enum Cmd {
     /// Tokens: the third party's, and a mini program's pair.
     #[command(subcommand)]
     Auth(tool::auth::AuthCmd),
+    /// Console accounts on a smartpkg server (admin token).
+    #[command(subcommand)]
+    Account(tool::account::AccountCmd),
     /// Receive the platform's pushes.
     #[command(subcommand)]
     Events(EventsCmd),
@@ -206,6 +209,7 @@ async fn toolkit(cmd: Cmd, globals: tool::Globals) -> anyhow::Result<std::proces
             .await
             .map(|_| ok),
         Cmd::Auth(c) => tool::auth::run(c, &globals.resolve()?).await.map(|_| ok),
+        Cmd::Account(c) => tool::account::run(c, &globals.resolve()?).await.map(|_| ok),
         Cmd::Events(EventsCmd::Listen(a)) => tool::events::listen(a).await.map(|_| ok),
         Cmd::Rollout(a) => rollout::run(a, &globals).await,
         Cmd::Completions { shell } => {

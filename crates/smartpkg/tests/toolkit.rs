@@ -397,6 +397,7 @@ fn every_command_has_help_with_an_example_and_completions_are_printed() {
         vec!["template", "list"],
         vec!["template", "delete"],
         vec!["template", "push"],
+        vec!["account", "create"],
         vec!["auth", "tp-token"],
         vec!["auth", "exchange"],
         vec!["auth", "refresh"],
@@ -545,5 +546,31 @@ async fn events_listen_prints_real_pushes_runs_the_hook_and_refuses_forgeries() 
     assert!(hooked.contains("PACKAGE_AUDIT_PASS"), "{hooked:?}");
     let _ = child.kill();
     let _ = child.wait();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_console_account_is_created_from_the_command_line() {
+    let s = Sandbox::start().await;
+    let o = cli(&s, &["account", "create", "Rita", "--role", "reviewer"]).await;
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("account rita (reviewer) created"), "{out}");
+    let password = out
+        .lines()
+        .find_map(|l| l.strip_prefix("password (shown once): "))
+        .expect("a generated password");
+    assert!(password.len() >= 12, "{password}");
+    let taken = cli(&s, &["account", "create", "rita", "--role", "operator"]).await;
+    assert!(!taken.status.success());
+    assert!(String::from_utf8_lossy(&taken.stderr).contains("exists"));
+    let bad = cli(&s, &["account", "create", "x", "--role", "king"]).await;
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("operator, reviewer or owner"));
+    let (_, list) = s.admin(reqwest::Method::GET, "/accounts", None).await;
+    assert_eq!(list["total"], 1, "{list}");
     s.stop().await;
 }

@@ -4,6 +4,7 @@
 //! Environment variables of the toolkit start with `SPKG_`, not `SMARTPKG_`: every
 //! `SMARTPKG_*` variable is a server setting, and `serve` refuses names it does not know.
 
+pub mod account;
 pub mod auth;
 pub mod events;
 pub mod pkg;
