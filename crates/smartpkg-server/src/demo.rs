@@ -130,6 +130,7 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
                 )
                 .await
                 .map_err(err)?;
+            waiting_for_review(state, &tp, t.template_id).await?;
             (tp, app, t.template_id)
         }
     };
@@ -284,4 +285,90 @@ curl -s -o device.zip "$(sed -E 's/.*"url":"([^"]+)".*/\1/' check.json)" && ls -
         spr1 = submit_pass_release("PKG1"),
         spr2 = submit_pass_release("PKG2"),
     )
+}
+
+/// A second demo mini program, "Demo café", whose package waits in the console's audit queue:
+/// uploaded now, submitted for audit once the worker has built it (in the background, so the
+/// server starts at once). Seeded with the rest of the demo, once per data directory.
+async fn waiting_for_review(state: &AppState, tp: &Tp, template_id: i64) -> Result<(), DemoError> {
+    use smartpkg_core::lifecycle::{AuditRequest, Command, PkgState};
+    use smartpkg_store::{Actor, NewPackage};
+
+    let cafe = state
+        .store
+        .create_app(App {
+            app_id: 0,
+            app_key: secrets::random_alnum(32),
+            name: "Demo café".into(),
+            name_audited: true,
+            category_audited: true,
+            authenticity_certified: true,
+            tp_id: None,
+            owner_credential_set: false,
+        })
+        .await
+        .map_err(err)?;
+    let now = clock::now_ms();
+    let (_, _, pair) = state.new_token_pair(now);
+    let code = secrets::random_alnum(40);
+    let grant = OperatorGrant {
+        tp_id: tp.tp_id,
+        app_id: cafe.app_id,
+        pair,
+        code: crate::baidu::issued_code(tp.tp_id, cafe.app_id, &code, now),
+    };
+    state.store.authorize(grant, now).await.map_err(err)?;
+    let ext_json = format!(
+        r##"{{"extEnable":true,"extAppid":{},"window":{{"navigationBarTitleText":"Demo café","navigationBarBackgroundColor":"#6f4e37"}},"ext":{{"shop":"café","currency":"CNY"}}}}"##,
+        cafe.app_id
+    );
+    let new = NewPackage {
+        app_id: cafe.app_id,
+        tp_id: tp.tp_id,
+        template_id,
+        version: "1.0.0".into(),
+        version_desc: "the café's first version".into(),
+        ext_json,
+        direct_commit: false,
+        test_account: Some("demo-tester".into()),
+        test_password: Some("demo-pass-123".into()),
+    };
+    let (package_id, plan) = match state
+        .store
+        .upload(new, state.decision_context(Actor::ThirdParty))
+        .await
+        .map_err(err)?
+    {
+        Ok(x) => x,
+        Err(refusal) => return Err(DemoError(refusal.msg)),
+    };
+    state.jobs_ready.notify(crate::workers::lanes_of(&plan));
+    let state = state.clone();
+    let app_id = cafe.app_id;
+    tokio::spawn(async move {
+        // The build takes `build_delay_ms`; give it a generous minute.
+        for _ in 0..600 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            match state.store.get_package(package_id).await {
+                Ok(Some(p)) if p.state == PkgState::Development => {
+                    let submit = Command::SubmitAudit {
+                        package_id,
+                        request: AuditRequest {
+                            content: "demo: please review the café's menu".into(),
+                            remark: String::new(),
+                            test_account: None,
+                            test_password: None,
+                        },
+                    };
+                    if let Err(e) = state.execute(app_id, submit, Actor::ThirdParty, None).await {
+                        tracing::warn!(error = %e, "demo: the café's package was not submitted");
+                    }
+                    return;
+                }
+                Ok(Some(p)) if p.state != PkgState::Building => return,
+                Ok(_) | Err(_) => {}
+            }
+        }
+    });
+    Ok(())
 }

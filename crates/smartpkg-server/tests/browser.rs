@@ -154,8 +154,8 @@ async fn detail(sb: &Sandbox, token: &str, kind: &str) -> Value {
     baidu(sb, token, "getdetail", &[("type", kind)]).await
 }
 
-/// A package of a new mini program waiting for its audit: (package id, app token).
-async fn waiting(sb: &Sandbox, name: &str) -> (i64, String) {
+/// A package of a new mini program waiting for its audit: (package id, app token, app id).
+async fn waiting(sb: &Sandbox, name: &str) -> (i64, String, i64) {
     let (app_id, token, _) = sb.new_app(name).await;
     let t = sb.template_id.to_string();
     let ext = format!(r#"{{"extAppid":{app_id},"window":{{"navigationBarTitleText":"{name}"}}}}"#);
@@ -197,7 +197,7 @@ async fn waiting(sb: &Sandbox, name: &str) -> (i64, String) {
     )
     .await;
     assert_eq!(v["errno"], 0, "{v}");
-    (id, token)
+    (id, token, app_id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,13 +224,19 @@ async fn the_console_works_in_a_real_browser() {
     sb.set_event_url(&events.url()).await;
     account(&sb, "olga", "operator").await;
     account(&sb, "rita", "reviewer").await;
-    let (to_pass, pass_token) = waiting(&sb, "Coffee 咖啡").await;
-    let (to_fail, _) = waiting(&sb, "Tea shop").await;
+    let (to_pass, pass_token, coffee) = waiting(&sb, "Coffee 咖啡").await;
+    let (to_fail, _, _) = waiting(&sb, "Tea shop").await;
+    // Left waiting: the reviewer's queue and the phone view show it.
+    let (left, _, _) = waiting(&sb, "Noodle bar 面馆").await;
     let base = sb.base_url.clone();
     let (_driver, url) = start_driver(&path).await;
     let c = browser(&url).await;
 
     // Sign in; the dashboard counts two waiting audits.
+    c.goto(&format!("{base}/console/login"))
+        .await
+        .expect("login page");
+    shot(&c, "00-sign-in").await;
     sign_in(&c, &base, "olga").await;
     assert!(text(&c).await.contains("Audits waiting"));
     shot(&c, "01-dashboard").await;
@@ -254,6 +260,22 @@ async fn the_console_works_in_a_real_browser() {
         "{page}"
     );
     shot(&c, "03-package").await;
+    // What the third party changed from the template, highlighted.
+    let diff = c
+        .find(Locator::Css("pre.diff"))
+        .await
+        .expect("the app.json diff");
+    assert!(diff.text().await.expect("text").contains("Coffee 咖啡"));
+    let png = diff.screenshot().await.expect("element screenshot");
+    std::fs::write(shots_dir().join("03b-package-app-json-diff.png"), png).expect("write");
+    assert_eq!(
+        c.find_all(Locator::Css("pre.diff span.add"))
+            .await
+            .expect("added lines")
+            .is_empty(),
+        false,
+        "the changed title is marked as added"
+    );
     c.find(Locator::Css("form[action$='/decide'] button"))
         .await
         .expect("pass button")
@@ -312,12 +334,14 @@ async fn the_console_works_in_a_real_browser() {
         .expect("deliveries");
     shot(&c, "04-deliveries").await;
     let before = events.received().len();
-    c.find(Locator::Css("input[name=id]"))
-        .await
-        .expect("a delivery")
-        .click()
-        .await
-        .expect("tick");
+    c.find(Locator::XPath(
+        "//tr[td[contains(., 'PACKAGE_AUDIT_FAIL')]]//input[@name='id']",
+    ))
+    .await
+    .expect("a delivery")
+    .click()
+    .await
+    .expect("tick");
     c.find(Locator::Css(
         "form[action='/console/deliveries/replay'] button",
     ))
@@ -340,7 +364,7 @@ async fn the_console_works_in_a_real_browser() {
 
     for (name, path) in [
         ("05-mini-programs", "/console/apps".to_string()),
-        ("06-mini-program", format!("/console/apps/{}", sb.app_id)),
+        ("06-mini-program", format!("/console/apps/{coffee}")),
         ("07-third-parties", "/console/tps".to_string()),
         ("08-third-party", format!("/console/tps/{}", sb.tp_id)),
         ("09-accounts", "/console/accounts".to_string()),
@@ -422,9 +446,123 @@ async fn the_console_works_in_a_real_browser() {
     c.goto(&format!("{base}/console/queue"))
         .await
         .expect("queue");
-    assert!(text(&c).await.contains("Audit queue"));
+    let queue = text(&c).await;
+    assert!(
+        queue.contains("Audit queue") && queue.contains(&format!("#{left}")),
+        "{queue}"
+    );
+
+    // An owner authorizes its mini program to the third party in one click on the
+    // authorization page (the redirect comes back to this server, the only host tests reach).
+    let (st, mine) = sb
+        .admin(
+            reqwest::Method::POST,
+            "/apps",
+            Some(json!({"name": "Owner's bakery"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{mine}");
+    let mine_id = mine["app_id"].as_i64().expect("app id");
+    let (st, v) = sb
+        .admin(
+            reqwest::Method::POST,
+            "/accounts",
+            Some(json!({"name": "oscar", "role": "owner", "password": PW, "apps": [mine_id]})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = sb
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/tps/{}", sb.tp_id),
+            Some(json!({"redirect_domain": "127.0.0.1"})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let code: Value = reqwest::Client::new()
+        .post(format!(
+            "{}/rest/2.0/smartapp/tp/createpreauthcode?access_token={}",
+            sb.base_url, sb.tp_token
+        ))
+        .send()
+        .await
+        .expect("pre-auth code")
+        .json()
+        .await
+        .expect("json");
+    let code = code["data"]["pre_auth_code"]
+        .as_str()
+        .expect("code")
+        .to_string();
+    let back = format!("{base}/healthz");
+    let q: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("client_id", &sb.client_id)
+        .append_pair("pre_auth_code", &code)
+        .append_pair("redirect_uri", &back)
+        .finish();
+    c.find(Locator::Css("form[action='/console/logout'] button"))
+        .await
+        .expect("sign out")
+        .click()
+        .await
+        .expect("click");
+    c.wait()
+        .for_element(Locator::Css("input[name=password]"))
+        .await
+        .expect("login page");
+    sign_in(&c, &base, "oscar").await;
+    c.goto(&format!("{base}/mappconsole/tp/authorization?{q}"))
+        .await
+        .expect("authorization page");
+    let page = text(&c).await;
+    assert!(
+        page.contains("oscar") && page.contains("Owner's bakery"),
+        "{page}"
+    );
+    shot(&c, "14-authorization-owner").await;
+    c.find(Locator::Css("form input[name=use_session] ~ button"))
+        .await
+        .expect("authorize button")
+        .click()
+        .await
+        .expect("click");
+    let start = Instant::now();
+    let landed = loop {
+        let u = c.current_url().await.expect("url");
+        if u.path() == "/healthz" {
+            break u;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "not redirected: {u}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        landed.query().unwrap_or("").contains("authorization_code="),
+        "{landed}"
+    );
+    let (_, a) = sb
+        .admin(reqwest::Method::GET, &format!("/apps/{mine_id}"), None)
+        .await;
+    assert_eq!(a["tp_id"], sb.tp_id, "{a}");
 
     // Phone width: the queue still reads.
+    c.goto(&format!("{base}/console")).await.expect("console");
+    c.find(Locator::Css("form[action='/console/logout'] button"))
+        .await
+        .expect("sign out")
+        .click()
+        .await
+        .expect("click");
+    c.wait()
+        .for_element(Locator::Css("input[name=password]"))
+        .await
+        .expect("login page");
+    sign_in(&c, &base, "rita").await;
+    c.goto(&format!("{base}/console/queue"))
+        .await
+        .expect("queue");
     c.set_window_size(390, 844).await.expect("resize");
     shot(&c, "13-queue-phone").await;
     c.close().await.expect("close");

@@ -21,7 +21,7 @@ async fn sigkill_during_a_pending_build_then_restart_builds_the_package_once() {
         .wait_detail(&[("type", "3")], |v| v["data"]["package_id"].is_i64())
         .await;
     assert_eq!(v["data"]["version"], "1.0.0");
-    let all = server.admin(Method::GET, "/packages", None).await;
+    let all = server.admin(Method::GET, "/packages?app_id=1", None).await;
     let states: Vec<&str> = all["packages"]
         .as_array()
         .expect("list")
@@ -64,7 +64,7 @@ async fn sigkill_during_a_rollback_then_restart_finishes_the_rollback() {
         ),
         (Some(first), Some("1.0.0"))
     );
-    let all = server.admin(Method::GET, "/packages", None).await;
+    let all = server.admin(Method::GET, "/packages?app_id=1", None).await;
     let mut states: Vec<(i64, String)> = all["packages"]
         .as_array()
         .expect("list")
@@ -129,7 +129,7 @@ async fn sigkill_at_arbitrary_moments_of_busy_traffic_leaves_a_consistent_platfo
         .await;
     assert_eq!(v["errno"], 0);
     let all = server
-        .admin(Method::GET, "/packages?limit=1000", None)
+        .admin(Method::GET, "/packages?app_id=1&limit=1000", None)
         .await;
     let list = all["packages"].as_array().expect("list");
     let dev = list.iter().filter(|p| p["state"] == "development").count();
