@@ -178,6 +178,10 @@ async fn main() -> Res<()> {
     );
     let running = smartpkg_server::start(settings(dir.path())).await?;
     let base = format!("http://{}", running.addr);
+    // Redirects are not followed: the sign-in's session cookie comes with its 303.
+    let c = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
     admin(
         &c,
         &base,
