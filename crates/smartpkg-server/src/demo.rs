@@ -98,20 +98,7 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
                 })
                 .await
                 .map_err(err)?;
-            let app = state
-                .store
-                .create_app(App {
-                    app_id: 0,
-                    app_key: secrets::random_alnum(32),
-                    name: "Demo shop".into(),
-                    name_audited: true,
-                    category_audited: true,
-                    authenticity_certified: true,
-                    tp_id: None,
-                    owner_credential_set: false,
-                })
-                .await
-                .map_err(err)?;
+            let app = new_app(state, "Demo shop").await?;
             let zip = archive::sample_template(&["pages/index/index", "pages/detail/detail"])
                 .map_err(err)?;
             let manifest = archive::inspect(&zip, &state.settings.archive()).map_err(err)?;
@@ -187,16 +174,7 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
             password
         }
     };
-    let now = clock::now_ms();
-    let (access_token, _, pair) = state.new_token_pair(now);
-    let code = secrets::random_alnum(40);
-    let grant = OperatorGrant {
-        tp_id: tp.tp_id,
-        app_id: app.app_id,
-        pair,
-        code: crate::baidu::issued_code(tp.tp_id, app.app_id, &code, now),
-    };
-    state.store.authorize(grant, now).await.map_err(err)?;
+    let access_token = authorize(state, tp.tp_id, app.app_id).await?;
     Ok(Demo {
         tp,
         app,
@@ -294,30 +272,8 @@ async fn waiting_for_review(state: &AppState, tp: &Tp, template_id: i64) -> Resu
     use smartpkg_core::lifecycle::{AuditRequest, Command, PkgState};
     use smartpkg_store::{Actor, NewPackage};
 
-    let cafe = state
-        .store
-        .create_app(App {
-            app_id: 0,
-            app_key: secrets::random_alnum(32),
-            name: "Demo café".into(),
-            name_audited: true,
-            category_audited: true,
-            authenticity_certified: true,
-            tp_id: None,
-            owner_credential_set: false,
-        })
-        .await
-        .map_err(err)?;
-    let now = clock::now_ms();
-    let (_, _, pair) = state.new_token_pair(now);
-    let code = secrets::random_alnum(40);
-    let grant = OperatorGrant {
-        tp_id: tp.tp_id,
-        app_id: cafe.app_id,
-        pair,
-        code: crate::baidu::issued_code(tp.tp_id, cafe.app_id, &code, now),
-    };
-    state.store.authorize(grant, now).await.map_err(err)?;
+    let cafe = new_app(state, "Demo café").await?;
+    authorize(state, tp.tp_id, cafe.app_id).await?;
     let ext_json = format!(
         r##"{{"extEnable":true,"extAppid":{},"window":{{"navigationBarTitleText":"Demo café","navigationBarBackgroundColor":"#6f4e37"}},"ext":{{"shop":"café","currency":"CNY"}}}}"##,
         cafe.app_id
@@ -371,4 +327,37 @@ async fn waiting_for_review(state: &AppState, tp: &Tp, template_id: i64) -> Resu
         }
     });
     Ok(())
+}
+
+/// A demo mini program with every gate passed, not yet authorized to anyone.
+async fn new_app(state: &AppState, name: &str) -> Result<App, DemoError> {
+    state
+        .store
+        .create_app(App {
+            app_id: 0,
+            app_key: secrets::random_alnum(32),
+            name: name.into(),
+            name_audited: true,
+            category_audited: true,
+            authenticity_certified: true,
+            tp_id: None,
+            owner_credential_set: false,
+        })
+        .await
+        .map_err(err)
+}
+
+/// Authorizes `app_id` to the third party as an operator would; the new access token.
+async fn authorize(state: &AppState, tp_id: i64, app_id: i64) -> Result<String, DemoError> {
+    let now = clock::now_ms();
+    let (access_token, _, pair) = state.new_token_pair(now);
+    let code = secrets::random_alnum(40);
+    let grant = OperatorGrant {
+        tp_id,
+        app_id,
+        pair,
+        code: crate::baidu::issued_code(tp_id, app_id, &code, now),
+    };
+    state.store.authorize(grant, now).await.map_err(err)?;
+    Ok(access_token)
 }

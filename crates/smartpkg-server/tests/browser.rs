@@ -124,6 +124,19 @@ async fn sign_in(c: &Client, base: &str, name: &str) {
         .expect("signed in");
 }
 
+async fn sign_out(c: &Client) {
+    c.find(Locator::Css("form[action='/console/logout'] button"))
+        .await
+        .expect("sign out")
+        .click()
+        .await
+        .expect("click");
+    c.wait()
+        .for_element(Locator::Css("input[name=password]"))
+        .await
+        .expect("login page");
+}
+
 async fn account(sb: &Sandbox, name: &str, role: &str) {
     let (st, v) = sb
         .admin(
@@ -418,16 +431,7 @@ async fn the_console_works_in_a_real_browser() {
         text(&c).await.contains("olga"),
         "still signed in after the restart"
     );
-    c.find(Locator::Css("form[action='/console/logout'] button"))
-        .await
-        .expect("sign out")
-        .click()
-        .await
-        .expect("click");
-    c.wait()
-        .for_element(Locator::Css("input[name=password]"))
-        .await
-        .expect("login page");
+    sign_out(&c).await;
     c.add_cookie(cookie).await.expect("the old cookie back");
     c.goto(&format!("{base}/console")).await.expect("dashboard");
     assert!(c
@@ -499,16 +503,7 @@ async fn the_console_works_in_a_real_browser() {
         .append_pair("pre_auth_code", &code)
         .append_pair("redirect_uri", &back)
         .finish();
-    c.find(Locator::Css("form[action='/console/logout'] button"))
-        .await
-        .expect("sign out")
-        .click()
-        .await
-        .expect("click");
-    c.wait()
-        .for_element(Locator::Css("input[name=password]"))
-        .await
-        .expect("login page");
+    sign_out(&c).await;
     sign_in(&c, &base, "oscar").await;
     c.goto(&format!("{base}/mappconsole/tp/authorization?{q}"))
         .await
@@ -548,16 +543,7 @@ async fn the_console_works_in_a_real_browser() {
 
     // Phone width: the queue still reads.
     c.goto(&format!("{base}/console")).await.expect("console");
-    c.find(Locator::Css("form[action='/console/logout'] button"))
-        .await
-        .expect("sign out")
-        .click()
-        .await
-        .expect("click");
-    c.wait()
-        .for_element(Locator::Css("input[name=password]"))
-        .await
-        .expect("login page");
+    sign_out(&c).await;
     sign_in(&c, &base, "rita").await;
     c.goto(&format!("{base}/console/queue"))
         .await

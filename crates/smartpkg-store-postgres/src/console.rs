@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use smartpkg_store::{
     Account, Actor, AppQuery, AppRow, ConsoleStore, Dashboard, LogEntry, NewAccount, QueueItem,
-    Result, Role, Session, Tp,
+    Result, Role, Session, Tp, LOG_SELECT, QUEUE_SELECT,
 };
 use sqlx::postgres::PgRow;
 use sqlx::Row;
@@ -22,11 +22,6 @@ fn account_row(r: &PgRow) -> Result<Account> {
         created_at_ms: r.try_get(4).map_err(db)?,
     })
 }
-
-const LOG_SELECT: &str = "SELECT l.log_id, l.package_id, l.app_id, COALESCE(p.version, ''), l.at, \
-     l.from_state, l.to_state, l.actor, l.account_id, a.name, l.detail \
-     FROM package_log l LEFT JOIN packages p ON p.package_id = l.package_id \
-     LEFT JOIN accounts a ON a.account_id = l.account_id";
 
 fn log_row(r: &PgRow) -> Result<LogEntry> {
     let from: Option<String> = r.try_get(5).map_err(db)?;
@@ -209,18 +204,12 @@ impl ConsoleStore for PgStore {
                 .fetch_one(&self.pool)
                 .await
                 .map_err(db)?;
-        let rows = sqlx::query(
-            "SELECT p.package_id, p.app_id, a.name, p.tp_id, t.name, p.template_id, \
-               COALESCE(tm.user_version, ''), p.version, p.version_desc, p.test_account, p.updated_at \
-             FROM packages p JOIN apps a ON a.app_id = p.app_id JOIN tps t ON t.tp_id = p.tp_id \
-             LEFT JOIN templates tm ON tm.template_id = p.template_id \
-             WHERE p.state = 'auditing' ORDER BY p.updated_at, p.package_id LIMIT $1 OFFSET $2",
-        )
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        let rows = sqlx::query(&format!("{QUEUE_SELECT} LIMIT $1 OFFSET $2"))
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         let items = rows
             .iter()
             .map(|r| {

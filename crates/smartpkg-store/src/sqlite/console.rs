@@ -2,7 +2,7 @@ use super::tenants::{app_row, tp_row, APP_COLS, TP_COLS};
 use super::*;
 use crate::{
     Account, Actor, AppQuery, AppRow, ConsoleStore, Dashboard, LogEntry, NewAccount, QueueItem,
-    Role, Session,
+    Role, Session, LOG_SELECT, QUEUE_SELECT,
 };
 
 const ACCOUNT_COLS: &str = "a.account_id, a.name, a.role, a.created_by, a.created_at";
@@ -23,11 +23,6 @@ fn account_row(r: &Row<'_>) -> rusqlite::Result<Account> {
         created_at_ms: r.get(4)?,
     })
 }
-
-const LOG_SELECT: &str = "SELECT l.log_id, l.package_id, l.app_id, COALESCE(p.version, ''), l.at, \
-     l.from_state, l.to_state, l.actor, l.account_id, a.name, l.detail \
-     FROM package_log l LEFT JOIN packages p ON p.package_id = l.package_id \
-     LEFT JOIN accounts a ON a.account_id = l.account_id";
 
 fn log_row(r: &Row<'_>) -> rusqlite::Result<LogEntry> {
     let from: Option<String> = r.get(5)?;
@@ -188,13 +183,7 @@ impl ConsoleStore for SqliteStore {
                 .prepare_cached("SELECT COUNT(*) FROM packages WHERE state = 'auditing'")?
                 .query_row([], |r| r.get(0))?;
             let rows = c
-                .prepare_cached(
-                    "SELECT p.package_id, p.app_id, a.name, p.tp_id, t.name, p.template_id, \
-                       COALESCE(tm.user_version, ''), p.version, p.version_desc, p.test_account, p.updated_at \
-                     FROM packages p JOIN apps a ON a.app_id = p.app_id JOIN tps t ON t.tp_id = p.tp_id \
-                     LEFT JOIN templates tm ON tm.template_id = p.template_id \
-                     WHERE p.state = 'auditing' ORDER BY p.updated_at, p.package_id LIMIT ?1 OFFSET ?2",
-                )?
+                .prepare_cached(&format!("{QUEUE_SELECT} LIMIT ?1 OFFSET ?2"))?
                 .query_map([limit, offset], |r| {
                     Ok(QueueItem {
                         package_id: r.get(0)?,

@@ -2,7 +2,7 @@
 
 use std::io::Read;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Subcommand;
 use serde_json::json;
 
@@ -47,28 +47,11 @@ pub async fn run(cmd: AccountCmd, r: &Resolved) -> anyhow::Result<()> {
         None
     };
     let url = format!("{}/admin/v1/accounts", r.base_url.trim_end_matches('/'));
-    let resp = reqwest::Client::new()
+    let req = reqwest::Client::new()
         .post(url)
         .bearer_auth(r.admin_token()?)
-        .json(&json!({"name": name, "role": role, "password": password, "apps": apps}))
-        .send()
-        .await
-        .context("the admin API did not answer")?;
-    let status = resp.status();
-    let body: serde_json::Value = resp
-        .json()
-        .await
-        .context("the admin API answered something other than JSON")?;
-    if !status.is_success() {
-        let why = body["error"]["message"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| body.to_string());
-        bail!(
-            "the server refused the account (HTTP {}): {why}",
-            status.as_u16()
-        );
-    }
+        .json(&json!({"name": name, "role": role, "password": password, "apps": apps}));
+    let body = super::admin_call(req, "the account").await?;
     if r.json {
         return print_json(&body);
     }

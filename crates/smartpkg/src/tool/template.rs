@@ -227,30 +227,13 @@ async fn push(
         "{}/admin/v1/tps/{tp_id}/drafts",
         r.base_url.trim_end_matches('/')
     );
-    let resp = reqwest::Client::new()
+    let req = reqwest::Client::new()
         .post(url)
         .query(&[("user_version", version), ("user_desc", desc)])
         .bearer_auth(r.admin_token()?)
         .header("content-type", "application/zip")
-        .body(bytes)
-        .send()
-        .await
-        .context("the admin API did not answer")?;
-    let status = resp.status();
-    let body: serde_json::Value = resp
-        .json()
-        .await
-        .context("the admin API answered something other than JSON")?;
-    if !status.is_success() {
-        let why = body["error"]["message"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| body.to_string());
-        bail!(
-            "the server refused the draft (HTTP {}): {why}",
-            status.as_u16()
-        );
-    }
+        .body(bytes);
+    let body = super::admin_call(req, "the draft").await?;
     if r.json {
         return print_json(&body);
     }
