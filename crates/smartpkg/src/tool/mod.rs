@@ -253,6 +253,32 @@ pub fn value_or_file(v: &str) -> anyhow::Result<String> {
     Ok(v.to_string())
 }
 
+/// Sends a prepared admin API request and reads its JSON answer; a refusal becomes one line
+/// with the status and the server's message (`what` names the thing refused).
+pub async fn admin_call(
+    req: reqwest::RequestBuilder,
+    what: &str,
+) -> anyhow::Result<serde_json::Value> {
+    use anyhow::Context;
+    let resp = req.send().await.context("the admin API did not answer")?;
+    let status = resp.status();
+    let body: serde_json::Value = resp
+        .json()
+        .await
+        .context("the admin API answered something other than JSON")?;
+    if !status.is_success() {
+        let why = body["error"]["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| body.to_string());
+        anyhow::bail!(
+            "the server refused {what} (HTTP {}): {why}",
+            status.as_u16()
+        );
+    }
+    Ok(body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,30 +305,4 @@ mod tests {
             "errno 69013 (送审额度已超出当前周期限制): used 10 of 10"
         );
     }
-}
-
-/// Sends a prepared admin API request and reads its JSON answer; a refusal becomes one line
-/// with the status and the server's message (`what` names the thing refused).
-pub async fn admin_call(
-    req: reqwest::RequestBuilder,
-    what: &str,
-) -> anyhow::Result<serde_json::Value> {
-    use anyhow::Context;
-    let resp = req.send().await.context("the admin API did not answer")?;
-    let status = resp.status();
-    let body: serde_json::Value = resp
-        .json()
-        .await
-        .context("the admin API answered something other than JSON")?;
-    if !status.is_success() {
-        let why = body["error"]["message"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| body.to_string());
-        anyhow::bail!(
-            "the server refused {what} (HTTP {}): {why}",
-            status.as_u16()
-        );
-    }
-    Ok(body)
 }
