@@ -156,7 +156,7 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
                 DEMO_OPERATOR,
                 smartpkg_store::Role::Operator,
                 None,
-                None,
+                crate::service::Creator::Operator(None),
                 vec![],
             )
             .await

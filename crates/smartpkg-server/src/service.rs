@@ -4,7 +4,9 @@
 
 use axum::http::StatusCode;
 use smartpkg_core::lifecycle::Command;
-use smartpkg_store::{Account, Actor, App, AppPatch, NewAccount, PackageRecord, Role, Tp, TpPatch};
+use smartpkg_store::{
+    Account, AccountRefusal, Actor, App, AppPatch, NewAccount, PackageRecord, Role, Tp, TpPatch,
+};
 
 use crate::admin::{clean_text, AdminError, AdminResult};
 use crate::{clock, owner, secrets, AppState};
@@ -115,15 +117,28 @@ pub fn account_name(raw: &str) -> AdminResult<String> {
     }
 }
 
+/// Who asks for an account, and so what may be created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Creator {
+    /// The admin API or an operator's account (its id).
+    Operator(Option<i64>),
+    /// The console's first-run setup: only while no account exists.
+    FirstRun,
+}
+
 /// Creates a console account; without a password one is generated and returned (shown once).
 pub async fn create_account(
     state: &AppState,
     name: &str,
     role: Role,
     password: Option<String>,
-    created_by: Option<i64>,
+    creator: Creator,
     apps: Vec<i64>,
 ) -> AdminResult<(Account, Option<String>)> {
+    let (created_by, first_only) = match creator {
+        Creator::Operator(by) => (by, false),
+        Creator::FirstRun => (None, true),
+    };
     let name = account_name(name)?;
     let (password, generated) = match password.filter(|p| !p.is_empty()) {
         Some(p) => (p, false),
@@ -150,12 +165,21 @@ pub async fn create_account(
         created_by,
         apps,
     };
-    match state.store.create_account(new, clock::now_ms()).await? {
-        Some(a) => Ok((a, generated.then_some(password))),
-        None => Err(AdminError::new(
+    match state
+        .store
+        .create_account(new, first_only, clock::now_ms())
+        .await?
+    {
+        Ok(a) => Ok((a, generated.then_some(password))),
+        Err(AccountRefusal::NameTaken) => Err(AdminError::new(
             StatusCode::CONFLICT,
             "name_taken",
             format!("an account named {name:?} exists"),
+        )),
+        Err(AccountRefusal::NotFirst) => Err(AdminError::new(
+            StatusCode::CONFLICT,
+            "set_up",
+            "The console is set up already; sign in.",
         )),
     }
 }

@@ -511,6 +511,7 @@ async fn janitor(state: &AppState) -> Result<(), StoreError> {
         ("tickets", swept.tickets),
         ("tokens", swept.tokens),
         ("packages_trimmed", swept.packages_trimmed),
+        ("sessions", swept.sessions),
     ] {
         state
             .metrics
@@ -522,6 +523,7 @@ async fn janitor(state: &AppState) -> Result<(), StoreError> {
         tickets = swept.tickets,
         tokens = swept.tokens,
         packages_trimmed = swept.packages_trimmed,
+        sessions = swept.sessions,
         "janitor swept"
     );
     Ok(())

@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use smartpkg_store::{
-    Account, Actor, AppQuery, AppRow, ConsoleStore, Dashboard, LogEntry, NewAccount, QueueItem,
-    Result, Role, Session, Tp, LOG_SELECT, QUEUE_SELECT,
+    Account, AccountRefusal, Actor, AppQuery, AppRow, ConsoleStore, Dashboard, LogEntry,
+    NewAccount, QueueItem, Result, Role, Session, Tp, LOG_SELECT, QUEUE_SELECT,
 };
 use sqlx::postgres::PgRow;
 use sqlx::Row;
@@ -50,8 +50,28 @@ impl ConsoleStore for PgStore {
             .map_err(db)
     }
 
-    async fn create_account(&self, new: NewAccount, now_ms: i64) -> Result<Option<Account>> {
+    async fn create_account(
+        &self,
+        new: NewAccount,
+        first_only: bool,
+        now_ms: i64,
+    ) -> Result<std::result::Result<Account, AccountRefusal>> {
         let mut tx = self.pool.begin().await.map_err(db)?;
+        if first_only {
+            // Blocks every other writer of accounts until this transaction ends, so two
+            // first sign-ups cannot both see an empty table.
+            sqlx::query("LOCK TABLE accounts IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+            if n > 0 {
+                return Ok(Err(AccountRefusal::NotFirst));
+            }
+        }
         let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO accounts (name, role, password_hash, created_by, created_at) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING RETURNING account_id",
@@ -65,7 +85,7 @@ impl ConsoleStore for PgStore {
         .await
         .map_err(db)?;
         let Some(id) = id else {
-            return Ok(None);
+            return Ok(Err(AccountRefusal::NameTaken));
         };
         for app in &new.apps {
             sqlx::query(
@@ -78,7 +98,7 @@ impl ConsoleStore for PgStore {
             .map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
-        Ok(Some(Account {
+        Ok(Ok(Account {
             account_id: id,
             name: new.name,
             role: new.role,

@@ -199,6 +199,12 @@ impl JobStore for PgStore {
         .await
         .map_err(db)?
         .rows_affected();
+        let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
         let old = now_ms.saturating_sub(policy.retired_package_retention_ms);
         let retired = sqlx::query(
             "UPDATE packages SET ext_json = '', built_ext_json = NULL, test_password = NULL \
@@ -226,6 +232,7 @@ impl JobStore for PgStore {
             tickets,
             tokens,
             packages_trimmed: retired + history,
+            sessions,
         })
     }
 }

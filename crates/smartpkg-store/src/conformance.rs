@@ -694,8 +694,38 @@ async fn the_sweep_drops_what_nobody_may_use(store: Arc<dyn Store>) {
         .await
         .expect("db")
         .expect("upload");
+    let account = store
+        .create_account(
+            crate::NewAccount {
+                name: "sweeper".into(),
+                role: crate::Role::Reviewer,
+                password_hash: "h".into(),
+                created_by: None,
+                apps: vec![],
+            },
+            false,
+            0,
+        )
+        .await
+        .expect("db")
+        .expect("created");
+    for (hash, expires) in [("old", 150), ("new", 10_000)] {
+        store
+            .create_session(hash.into(), account.account_id, "c".into(), 100, expires)
+            .await
+            .expect("db");
+    }
     let swept = store.sweep(200, policy).await.expect("db");
-    assert_eq!((swept.codes, swept.tickets), (1, 1), "{swept:?}");
+    assert_eq!(
+        (swept.codes, swept.tickets, swept.sessions),
+        (1, 1, 1),
+        "{swept:?}"
+    );
+    assert!(store
+        .session("new".into(), 200)
+        .await
+        .expect("db")
+        .is_some());
     assert_eq!(swept.packages_trimmed, 0, "retired too recently");
     let swept = store.sweep(5_000, policy).await.expect("db");
     assert_eq!(swept.packages_trimmed, 1, "{swept:?}");
@@ -1189,17 +1219,31 @@ async fn accounts_sessions_and_the_console_lists(store: Arc<dyn Store>) {
         created_by: None,
         apps: vec![],
     };
+    // Racing first sign-ups: exactly one is created, the others are told one exists.
+    let racers = (0..10).map(|i| {
+        let store = store.clone();
+        let n = new(&format!("first{i}"), Role::Operator);
+        tokio::spawn(async move { store.create_account(n, true, 5).await })
+    });
+    let mut won = 0;
+    for r in racers {
+        match r.await.expect("join").expect("db") {
+            Ok(_) => won += 1,
+            Err(refusal) => assert_eq!(refusal, crate::AccountRefusal::NotFirst),
+        }
+    }
+    assert_eq!((won, store.count_accounts().await.expect("db")), (1, 1));
     let op = store
-        .create_account(new("ops", Role::Operator), 10)
+        .create_account(new("ops", Role::Operator), false, 10)
         .await
         .expect("db")
         .expect("created");
-    assert!(
+    assert_eq!(
         store
-            .create_account(new("ops", Role::Reviewer), 11)
+            .create_account(new("ops", Role::Reviewer), false, 11)
             .await
-            .expect("db")
-            .is_none(),
+            .expect("db"),
+        Err(crate::AccountRefusal::NameTaken),
         "a taken name is refused"
     );
     let owner = store
@@ -1208,6 +1252,7 @@ async fn accounts_sessions_and_the_console_lists(store: Arc<dyn Store>) {
                 apps: vec![app_id],
                 ..new("owner", Role::Owner)
             },
+            false,
             12,
         )
         .await
@@ -1335,6 +1380,7 @@ async fn every_decision_is_logged_with_who_took_it(store: Arc<dyn Store>) {
                 created_by: None,
                 apps: vec![],
             },
+            false,
             1,
         )
         .await

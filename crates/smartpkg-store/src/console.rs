@@ -98,6 +98,14 @@ pub struct NewAccount {
     pub apps: Vec<i64>,
 }
 
+/// Why an account was not created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountRefusal {
+    NameTaken,
+    /// `first_only` was asked and an account exists.
+    NotFirst,
+}
+
 /// A live session, read back with its account.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -195,8 +203,14 @@ pub struct Dashboard {
 pub trait ConsoleStore: Send + Sync {
     async fn count_accounts(&self) -> Result<i64>;
 
-    /// Creates the account; `Ok(None)` when the name is taken.
-    async fn create_account(&self, new: NewAccount, now_ms: i64) -> Result<Option<Account>>;
+    /// Creates the account. With `first_only` it is created only while no account exists, and
+    /// that check and the insert are serialised: of racing first sign-ups exactly one wins.
+    async fn create_account(
+        &self,
+        new: NewAccount,
+        first_only: bool,
+        now_ms: i64,
+    ) -> Result<std::result::Result<Account, AccountRefusal>>;
 
     /// The account and its password hash.
     async fn account_by_name(&self, name: String) -> Result<Option<(Account, String)>>;

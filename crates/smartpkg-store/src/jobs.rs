@@ -76,6 +76,8 @@ pub struct Swept {
     pub tickets: u64,
     pub tokens: u64,
     pub packages_trimmed: u64,
+    /// Expired console sessions.
+    pub sessions: u64,
 }
 
 /// Periodic work shared by every instance.

@@ -45,8 +45,15 @@ pub async fn create(
     let role = Role::parse(b.role.trim())
         .ok_or_else(|| AdminError::bad_request("role must be operator, reviewer or owner"))?;
     let apps = b.apps.clone();
-    let (account, generated) =
-        service::create_account(&state, &b.name, role, b.password, None, b.apps).await?;
+    let (account, generated) = service::create_account(
+        &state,
+        &b.name,
+        role,
+        b.password,
+        service::Creator::Operator(None),
+        b.apps,
+    )
+    .await?;
     let mut v = json!({
         "account_id": account.account_id,
         "name": account.name,

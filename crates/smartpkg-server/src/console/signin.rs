@@ -310,7 +310,7 @@ pub async fn setup(
         &f.name,
         Role::Operator,
         Some(f.password),
-        None,
+        service::Creator::FirstRun,
         vec![],
     )
     .await
@@ -470,7 +470,7 @@ pub async fn create_account(
         &f.name,
         role,
         password,
-        Some(v.account.account_id),
+        service::Creator::Operator(Some(v.account.account_id)),
         apps,
     )
     .await

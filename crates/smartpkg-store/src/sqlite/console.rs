@@ -1,8 +1,8 @@
 use super::tenants::{app_row, tp_row, APP_COLS, TP_COLS};
 use super::*;
 use crate::{
-    Account, Actor, AppQuery, AppRow, ConsoleStore, Dashboard, LogEntry, NewAccount, QueueItem,
-    Role, Session, LOG_SELECT, QUEUE_SELECT,
+    Account, AccountRefusal, Actor, AppQuery, AppRow, ConsoleStore, Dashboard, LogEntry,
+    NewAccount, QueueItem, Role, Session, LOG_SELECT, QUEUE_SELECT,
 };
 
 const ACCOUNT_COLS: &str = "a.account_id, a.name, a.role, a.created_by, a.created_at";
@@ -48,8 +48,21 @@ impl ConsoleStore for SqliteStore {
             .await
     }
 
-    async fn create_account(&self, new: NewAccount, now_ms: i64) -> Result<Option<Account>> {
+    async fn create_account(
+        &self,
+        new: NewAccount,
+        first_only: bool,
+        now_ms: i64,
+    ) -> Result<std::result::Result<Account, AccountRefusal>> {
+        // The writer's transaction is the only one: the count and the insert cannot interleave
+        // with another creation.
         self.write(move |tx| {
+            if first_only {
+                let n: i64 = tx.query_row("SELECT COUNT(*) FROM accounts", [], |r| r.get(0))?;
+                if n > 0 {
+                    return Ok(Err(AccountRefusal::NotFirst));
+                }
+            }
             let n = tx.execute(
                 "INSERT INTO accounts (name, role, password_hash, created_by, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO NOTHING",
@@ -62,7 +75,7 @@ impl ConsoleStore for SqliteStore {
                 ],
             )?;
             if n == 0 {
-                return Ok(None);
+                return Ok(Err(AccountRefusal::NameTaken));
             }
             let id = tx.last_insert_rowid();
             for app in &new.apps {
@@ -71,7 +84,7 @@ impl ConsoleStore for SqliteStore {
                     params![id, app],
                 )?;
             }
-            Ok(Some(Account {
+            Ok(Ok(Account {
                 account_id: id,
                 name: new.name,
                 role: new.role,

@@ -148,6 +148,7 @@ impl JobStore for SqliteStore {
                 "DELETE FROM access_tokens WHERE expires_at <= ?1 OR (used_at IS NOT NULL AND used_at <= ?2)",
                 params![now_ms, used_before],
             )?;
+            let sessions = tx.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now_ms])?;
             let old = now_ms.saturating_sub(policy.retired_package_retention_ms);
             // A retired package never comes back: its inputs and build go (the row stays for
             // history). A former online version that no online package can roll back to keeps
@@ -169,6 +170,7 @@ impl JobStore for SqliteStore {
                 tickets: tickets as u64,
                 tokens: tokens as u64,
                 packages_trimmed: (retired + history) as u64,
+                sessions: sessions as u64,
             })
         })
         .await
