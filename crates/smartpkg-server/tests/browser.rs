@@ -100,37 +100,35 @@ async fn sign_in(c: &Client, base: &str, name: &str) {
     c.goto(&format!("{base}/console/login"))
         .await
         .expect("login page");
-    c.find(Locator::Css("input[name=name]"))
-        .await
-        .expect("name")
-        .send_keys(name)
-        .await
-        .expect("type");
-    c.find(Locator::Css("input[name=password]"))
-        .await
-        .expect("pw")
-        .send_keys(PW)
-        .await
-        .expect("type");
-    c.find(Locator::Css("button[type=submit]"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("click");
+    type_in(c, Locator::Css("input[name=name]"), name).await;
+    type_in(c, Locator::Css("input[name=password]"), PW).await;
+    click(c, Locator::Css("button[type=submit]")).await;
     c.wait()
         .for_element(Locator::Css("header.top"))
         .await
         .expect("signed in");
 }
 
-async fn sign_out(c: &Client) {
-    c.find(Locator::Css("form[action='/console/logout'] button"))
+async fn click(c: &Client, at: Locator<'_>) {
+    c.find(at)
         .await
-        .expect("sign out")
+        .expect("the element")
         .click()
         .await
         .expect("click");
+}
+
+async fn type_in(c: &Client, at: Locator<'_>, text: &str) {
+    c.find(at)
+        .await
+        .expect("the field")
+        .send_keys(text)
+        .await
+        .expect("type");
+}
+
+async fn sign_out(c: &Client) {
+    click(c, Locator::Css("form[action='/console/logout'] button")).await;
     c.wait()
         .for_element(Locator::Css("input[name=password]"))
         .await
@@ -288,12 +286,7 @@ async fn the_console_works_in_a_real_browser() {
             .is_empty(),
         "the changed title is marked as added"
     );
-    c.find(Locator::Css("form[action$='/decide'] button"))
-        .await
-        .expect("pass button")
-        .click()
-        .await
-        .expect("click");
+    click(&c, Locator::Css("form[action$='/decide'] button")).await;
     c.wait()
         .for_element(Locator::Css("ol.timeline"))
         .await
@@ -313,18 +306,8 @@ async fn the_console_works_in_a_real_browser() {
     c.goto(&format!("{base}/console/packages/{to_fail}"))
         .await
         .expect("package");
-    c.find(Locator::Css("textarea[name=reason]"))
-        .await
-        .expect("reason")
-        .send_keys("logo is blurred")
-        .await
-        .expect("type");
-    c.find(Locator::Css("button.danger"))
-        .await
-        .expect("fail button")
-        .click()
-        .await
-        .expect("click");
+    type_in(&c, Locator::Css("textarea[name=reason]"), "logo is blurred").await;
+    click(&c, Locator::Css("button.danger")).await;
     c.wait()
         .for_element(Locator::Css("ol.timeline"))
         .await
@@ -397,18 +380,8 @@ async fn the_console_works_in_a_real_browser() {
     c.execute("document.querySelectorAll('form[action$=\"/gates\"] input[name=csrf]').forEach(e => e.remove()); return 1;", vec![])
         .await
         .expect("script");
-    c.find(Locator::Css("input[name=name_audited]"))
-        .await
-        .expect("box")
-        .click()
-        .await
-        .expect("untick");
-    c.find(Locator::Css("form[action$='/gates'] button"))
-        .await
-        .expect("save")
-        .click()
-        .await
-        .expect("click");
+    click(&c, Locator::Css("input[name=name_audited]")).await;
+    click(&c, Locator::Css("form[action$='/gates'] button")).await;
     c.wait()
         .for_element(Locator::Css("main h1"))
         .await
@@ -514,12 +487,7 @@ async fn the_console_works_in_a_real_browser() {
         "{page}"
     );
     shot(&c, "14-authorization-owner").await;
-    c.find(Locator::Css("form input[name=use_session] ~ button"))
-        .await
-        .expect("authorize button")
-        .click()
-        .await
-        .expect("click");
+    click(&c, Locator::Css("form input[name=use_session] ~ button")).await;
     let start = Instant::now();
     let landed = loop {
         let u = c.current_url().await.expect("url");

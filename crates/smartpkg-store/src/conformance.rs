@@ -694,21 +694,7 @@ async fn the_sweep_drops_what_nobody_may_use(store: Arc<dyn Store>) {
         .await
         .expect("db")
         .expect("upload");
-    let account = store
-        .create_account(
-            crate::NewAccount {
-                name: "sweeper".into(),
-                role: crate::Role::Reviewer,
-                password_hash: "h".into(),
-                created_by: None,
-                apps: vec![],
-            },
-            false,
-            0,
-        )
-        .await
-        .expect("db")
-        .expect("created");
+    let account = reviewer(&*store, "sweeper").await;
     for (hash, expires) in [("old", 150), ("new", 10_000)] {
         store
             .create_session(hash.into(), account.account_id, "c".into(), 100, expires)
@@ -1368,24 +1354,26 @@ async fn accounts_sessions_and_the_console_lists(store: Arc<dyn Store>) {
     );
 }
 
-async fn every_decision_is_logged_with_who_took_it(store: Arc<dyn Store>) {
-    use crate::{Actor, NewAccount, Role};
-    let (tp_id, app_id, t) = seeded(&*store).await;
-    let reviewer = store
-        .create_account(
-            NewAccount {
-                name: "rita".into(),
-                role: Role::Reviewer,
-                password_hash: "h".into(),
-                created_by: None,
-                apps: vec![],
-            },
-            false,
-            1,
-        )
+/// A reviewer account named `name`.
+async fn reviewer(store: &dyn Store, name: &str) -> crate::Account {
+    let new = crate::NewAccount {
+        name: name.into(),
+        role: crate::Role::Reviewer,
+        password_hash: "h".into(),
+        created_by: None,
+        apps: vec![],
+    };
+    store
+        .create_account(new, false, 0)
         .await
         .expect("db")
-        .expect("created");
+        .expect("created")
+}
+
+async fn every_decision_is_logged_with_who_took_it(store: Arc<dyn Store>) {
+    use crate::Actor;
+    let (tp_id, app_id, t) = seeded(&*store).await;
+    let reviewer = reviewer(&*store, "rita").await;
     let id = built(&store, tp_id, app_id, t, 1_000).await;
     let submit = Command::SubmitAudit {
         package_id: id,

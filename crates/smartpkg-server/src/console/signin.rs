@@ -292,13 +292,6 @@ pub async fn setup(
         )
         .await;
     }
-    if state.store.count_accounts().await.map_err(store_failed)? > 0 {
-        return again(
-            StatusCode::CONFLICT,
-            "The console is set up already; sign in.".into(),
-        )
-        .await;
-    }
     if !secrets::constant_time_eq(f.admin_token.trim(), &state.admin_token) {
         if let Some(k) = &client_key {
             state.console_guards.per_client.fail(k);
