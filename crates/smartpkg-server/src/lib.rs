@@ -36,9 +36,21 @@ use tokio::sync::watch;
 
 pub use config::{AuditMode, Settings};
 
-/// Everything a handler or worker needs, cheap to clone.
+/// Everything a handler or worker needs, cheap to clone: one reference count, since every
+/// request clones it (its middleware and its handler) and a struct of a dozen `Arc`s made
+/// each clone a dozen contended atomic operations (~6% of the runtime hot path's CPU).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub blobs: Arc<dyn BlobStore>,
     pub settings: Arc<Settings>,
@@ -389,7 +401,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         .unwrap_or_else(|| format!("{scheme}://{addr}"))
         .into();
     // `settings` is read by the fields above its own, then moved into the state.
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         store: opened.store,
         blobs,
         admin_token: admin_token.into(),
@@ -423,7 +435,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             settings.runtime_cache_ttl_ms,
         ))),
         settings: Arc::new(settings),
-    };
+    }));
     let (shutdown, rx) = watch::channel(false);
     let app = router(state.clone());
     let server = tokio::spawn(serve::serve(listener, app, limits, tls, rx));

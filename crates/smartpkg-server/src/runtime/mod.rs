@@ -131,10 +131,21 @@ impl Runtime {
         }
     }
 
-    fn cached(&self, app_id: i64) -> Option<Arc<Option<Prepared>>> {
-        let m = self.apps.read().ok()?;
-        let (at, p) = m.get(&app_id)?;
-        (at.elapsed() < self.ttl).then(|| p.clone())
+    /// What is held and fresh for each of `app_ids` (None where it must be read), under one
+    /// read of the map and one look at the clock: an update check asks for up to 100, and
+    /// the lock's counter is a cache line every worker thread writes.
+    fn cached(&self, app_ids: &[i64]) -> Vec<Option<Arc<Option<Prepared>>>> {
+        let Ok(m) = self.apps.read() else {
+            return vec![None; app_ids.len()];
+        };
+        let now = Instant::now();
+        app_ids
+            .iter()
+            .map(|id| {
+                let (at, p) = m.get(id)?;
+                (now.duration_since(*at) < self.ttl).then(|| p.clone())
+            })
+            .collect()
     }
 
     /// Mini programs held, and the bytes they take (the map's slots, each entry and what it
@@ -169,11 +180,25 @@ impl Runtime {
     }
 }
 
-async fn prepared(state: &AppState, app_id: i64) -> Result<Arc<Option<Prepared>>, Refused> {
-    let rt = &state.runtime;
-    if let Some(p) = rt.cached(app_id) {
-        return Ok(p);
+/// What each of `app_ids` serves, from the cache where it is fresh and read otherwise.
+async fn prepared_all(
+    state: &AppState,
+    app_ids: &[i64],
+) -> Result<Vec<Arc<Option<Prepared>>>, Refused> {
+    let held = state.runtime.cached(app_ids);
+    let mut out = Vec::with_capacity(app_ids.len());
+    for (&app_id, p) in app_ids.iter().zip(held) {
+        out.push(match p {
+            Some(p) => p,
+            None => read_prepared(state, app_id).await?,
+        });
     }
+    Ok(out)
+}
+
+/// Reads what a mini program serves and keeps it for the cache's lifetime.
+async fn read_prepared(state: &AppState, app_id: i64) -> Result<Arc<Option<Prepared>>, Refused> {
+    let rt = &state.runtime;
     let view = state
         .store
         .runtime_view(app_id)
@@ -429,23 +454,28 @@ async fn host_of(state: &AppState, headers: &HeaderMap) -> Result<i64, Refused> 
     Ok(host.host_id)
 }
 
+/// The update check's body. Strings are borrowed from the body where nothing in them is
+/// escaped (the usual case): the hot path allocates little per request.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CheckRequest {
+pub struct CheckRequest<'a> {
     /// A stable id of the device (at most 128 characters).
-    pub device_id: String,
+    #[serde(borrow)]
+    pub device_id: Cow<'a, str>,
     /// The host app's runtime version on the device.
-    pub runtime_version: String,
-    pub apps: Vec<HeldApp>,
+    #[serde(borrow)]
+    pub runtime_version: Cow<'a, str>,
+    #[serde(borrow)]
+    pub apps: Vec<HeldApp<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HeldApp {
+pub struct HeldApp<'a> {
     pub app_id: i64,
     /// The SHA-256 of the archive the device holds, if any.
-    #[serde(default)]
-    pub sha256: Option<String>,
+    #[serde(default, borrow)]
+    pub sha256: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -608,12 +638,35 @@ pub struct CheckAnswer<'a> {
     pub apps: Vec<AppAnswer<'a>>,
 }
 
+/// The longest update-check body accepted: 100 mini programs with their hashes fit in a
+/// fraction of it.
+const MAX_CHECK_BODY: usize = 64 * 1024;
+
+/// Bytes of answer per mini program, about: the answer's buffer is sized once.
+const ANSWER_BYTES_PER_APP: usize = 320;
+
 pub async fn update_check(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    request: axum::extract::Request,
 ) -> Result<Response, Refused> {
-    let host_id = host_of(&state, &headers).await?;
+    // The request is taken whole (not a `HeaderMap` extractor, which copies every header).
+    let (parts, body) = request.into_parts();
+    let host_id = host_of(&state, &parts.headers).await?;
+    let body = axum::body::to_bytes(body, MAX_CHECK_BODY)
+        .await
+        .map_err(|e| {
+            // `to_bytes` fails for a body over the limit, or one the client broke off.
+            let e = e.into_inner();
+            if e.is::<http_body_util::LengthLimitError>() {
+                Refused::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("an update check is at most {MAX_CHECK_BODY} bytes"),
+                )
+            } else {
+                Refused::bad(format!("the body could not be read: {e}"))
+            }
+        })?;
     let req: CheckRequest = serde_json::from_slice(&body)
         .map_err(|e| Refused::bad(format!("the body is not an update check: {e}")))?;
     check_text("device_id", &req.device_id, MAX_DEVICE_ID)?;
@@ -624,10 +677,8 @@ pub async fn update_check(
             req.apps.len()
         )));
     }
-    let mut read = Vec::with_capacity(req.apps.len());
-    for held in &req.apps {
-        read.push(prepared(&state, held.app_id).await?);
-    }
+    let ids: Vec<i64> = req.apps.iter().map(|h| h.app_id).collect();
+    let read = prepared_all(&state, &ids).await?;
     let apps = req
         .apps
         .iter()
@@ -643,7 +694,17 @@ pub async fn update_check(
             )
         })
         .collect();
-    Ok(Json(CheckAnswer { apps }).into_response())
+    let mut out = Vec::with_capacity(16 + ids.len() * ANSWER_BYTES_PER_APP);
+    serde_json::to_writer(&mut out, &CheckAnswer { apps })
+        .map_err(|e| Refused::bad(e.to_string()))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        out,
+    )
+        .into_response())
 }
 
 /// The single-app form's query: `device_id`, `runtime_version`, optional `sha256`.
@@ -656,11 +717,12 @@ struct OneQuery<'a> {
 /// The single-app form: the same answer, with a strong ETag of its bytes.
 pub async fn one_app(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(app_id): Path<i64>,
-    uri: axum::http::Uri,
+    request: axum::extract::Request,
 ) -> Result<Response, Refused> {
-    let host_id = host_of(&state, &headers).await?;
+    // Read in place: the `HeaderMap` and `Uri` extractors would copy them.
+    let (headers, uri) = (request.headers(), request.uri());
+    let host_id = host_of(&state, headers).await?;
     // Read without allocating where nothing is escaped: this is a hot path.
     let (mut device_id, mut runtime_version, mut sha256) = (None, None, None);
     for (k, v) in form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
@@ -679,7 +741,8 @@ pub async fn one_app(
     };
     check_text("device_id", &q.device_id, MAX_DEVICE_ID)?;
     check_text("runtime_version", &q.runtime_version, MAX_VERSION)?;
-    let p = prepared(&state, app_id).await?;
+    let [p] = <[_; 1]>::try_from(prepared_all(&state, &[app_id]).await?)
+        .map_err(|_| Refused::bad("one mini program asked, one answer expected"))?;
     let a = answer(
         app_id,
         &p,

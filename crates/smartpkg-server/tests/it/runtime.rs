@@ -595,6 +595,49 @@ async fn host_apps_see_only_their_mini_programs_and_bad_credentials_are_refused(
         .await
         .expect("request");
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // A body past the update check's 64 KiB is refused as too large, before it is parsed.
+    let r = app
+        .client
+        .post(&url)
+        .basic_auth(&a.key, Some(&a.secret))
+        .header("content-type", "application/json")
+        .body(format!(
+            r#"{{"device_id": "{}", "runtime_version": "3.140.0", "apps": []}}"#,
+            "d".repeat(70 * 1024)
+        ))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["error"]["code"], "too_large", "{v}");
+    // Strings with JSON escapes are read as well as plain ones (the hot path borrows the
+    // plain ones from the body): an escaped letter is a letter, an escaped newline is still
+    // a control character.
+    for (device, status) in [
+        (r"d\u00e9vice", StatusCode::OK),
+        (r"d\nvice", StatusCode::BAD_REQUEST),
+    ] {
+        let r = app
+            .client
+            .post(&url)
+            .basic_auth(&a.key, Some(&a.secret))
+            .header("content-type", "application/json")
+            .body(format!(
+                r#"{{"device_id": "{device}", "runtime_version": "3.140.0", "apps": [{{"app_id": {}}}]}}"#,
+                app.app_id
+            ))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), status, "{device}");
+        let v: Value = r.json().await.expect("json");
+        if status == StatusCode::OK {
+            assert_eq!(v["apps"][0]["status"], "update", "{v}");
+        } else {
+            assert!(v["error"]["message"].to_string().contains("control"), "{v}");
+        }
+    }
     let unknown_app = check(&app, &a, "d", "3.140.0", json!([{"app_id": 987654}])).await;
     assert_eq!(unknown_app["apps"][0]["status"], "not_available");
     app.stop().await;

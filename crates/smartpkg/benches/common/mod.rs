@@ -111,3 +111,38 @@ where
     }
     Ok(counted as f64 / elapsed)
 }
+
+/// Ratios of a load's rate to its baseline's, each measured back to back in one round. The
+/// median of paired ratios holds still on a machine whose speed drifts between rounds (a
+/// neighbour's burst moves both halves of a pair alike), where a ratio of means does not.
+#[derive(Default)]
+pub struct Ratios(Vec<f64>);
+
+impl Ratios {
+    pub fn push(&mut self, rate: f64, baseline: f64) {
+        if baseline > 0.0 {
+            self.0.push(rate / baseline);
+        }
+    }
+
+    pub fn median(&self) -> f64 {
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    }
+
+    /// "median 0.91 (7 rounds, 0.85–0.97)".
+    pub fn describe(&self) -> String {
+        let lo = self.0.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = self.0.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!(
+            "median {:.2} ({} rounds, {lo:.2}–{hi:.2})",
+            self.median(),
+            self.0.len()
+        )
+    }
+}
