@@ -29,10 +29,11 @@ impl JobStore for PgStore {
         lease_ms: i64,
         lane: Lane,
     ) -> Result<Vec<Job>> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
         let rows = match lane {
             Lane::Platform => {
-                // One statement: the due rows nobody else holds, leased as they are picked.
+                // One statement, atomic by itself (no transaction around it: that cost a
+                // BEGIN and a COMMIT per claim): the due rows nobody else holds, leased as
+                // they are picked.
                 sqlx::query(
                     "UPDATE jobs j SET lease_until = $1 + $3, attempts = j.attempts + 1, lease_token = (((random() * 2147483647)::BIGINT << 31) # (random() * 2147483647)::BIGINT) | 1 \
                      FROM (SELECT job_id FROM jobs \
@@ -44,7 +45,7 @@ impl JobStore for PgStore {
                 .bind(now_ms)
                 .bind(limit as i64)
                 .bind(lease_ms)
-                .fetch_all(&mut *tx)
+                .fetch_all(&self.pool)
                 .await
                 .map_err(db)?
             }
@@ -52,6 +53,21 @@ impl JobStore for PgStore {
                 per_target,
                 failing_slots,
             } => {
+                // Most wake-ups of this lane find nothing due (an audit decision wakes it
+                // whether or not its third party has a push URL): one cheap look first,
+                // rather than a transaction holding the lock every instance claims under.
+                let due: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM jobs WHERE kind = 'push' AND run_at <= $1 \
+                     AND (lease_until IS NULL OR lease_until <= $1))",
+                )
+                .bind(now_ms)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?;
+                if !due {
+                    return Ok(vec![]);
+                }
+                let mut tx = self.pool.begin().await.map_err(db)?;
                 sqlx::query("SELECT pg_advisory_xact_lock($1)")
                     .bind(DELIVERY_CLAIM_LOCK)
                     .execute(&mut *tx)
@@ -59,7 +75,7 @@ impl JobStore for PgStore {
                     .map_err(db)?;
                 // As in the SQLite backend: per target within the cap (one for a failing
                 // target), healthy and least busy first, failing ones within their share.
-                sqlx::query(
+                let rows = sqlx::query(
                     "WITH busy AS ( \
                         SELECT target, COUNT(*) AS n FROM jobs \
                         WHERE kind = 'push' AND lease_until > $1 GROUP BY target), \
@@ -92,10 +108,11 @@ impl JobStore for PgStore {
                 .bind(lease_ms)
                 .fetch_all(&mut *tx)
                 .await
-                .map_err(db)?
+                .map_err(db)?;
+                tx.commit().await.map_err(db)?;
+                rows
             }
         };
-        tx.commit().await.map_err(db)?;
         let mut jobs = rows
             .iter()
             .map(|r| {

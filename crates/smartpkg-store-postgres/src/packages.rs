@@ -76,13 +76,29 @@ fn pkg_row_at(r: &PgRow, at: usize) -> Result<PackageRecord> {
 }
 
 async fn quota(c: &mut PgConnection, tp_id: i64, ctx: &DecisionContext) -> Result<Quota> {
-    let own: Option<Option<i64>> =
-        sqlx::query_scalar("SELECT audit_quota FROM tps WHERE tp_id = $1")
-            .bind(tp_id)
-            .fetch_optional(&mut *c)
-            .await
-            .map_err(db)?;
-    let own = own.ok_or_else(|| StoreError::NotFound(format!("tp {tp_id}")))?;
+    let own = own_quota(c, tp_id, "").await?;
+    used_quota(c, tp_id, own, ctx).await
+}
+
+/// The third party's own weekly quota (None: the platform's default), read with `lock`
+/// (`FOR UPDATE` to serialise submissions) in the same statement.
+async fn own_quota(c: &mut PgConnection, tp_id: i64, lock: &str) -> Result<Option<i64>> {
+    let own: Option<Option<i64>> = sqlx::query_scalar(&format!(
+        "SELECT audit_quota FROM tps WHERE tp_id = $1 {lock}"
+    ))
+    .bind(tp_id)
+    .fetch_optional(&mut *c)
+    .await
+    .map_err(db)?;
+    own.ok_or_else(|| StoreError::NotFound(format!("tp {tp_id}")))
+}
+
+async fn used_quota(
+    c: &mut PgConnection,
+    tp_id: i64,
+    own: Option<i64>,
+    ctx: &DecisionContext,
+) -> Result<Quota> {
     let limit = match own.or(ctx.default_quota) {
         Some(n) if n >= 0 => Some(n),
         _ => None,
@@ -101,17 +117,29 @@ async fn quota(c: &mut PgConnection, tp_id: i64, ctx: &DecisionContext) -> Resul
 /// Locks the app (and, when the decision may consume quota, its third party — always in that
 /// order) and reads what [`lifecycle::decide`] needs; the quota only for a decision that may
 /// submit (`lock_tp`).
+/// What a decision reads under its locks.
+struct Locked {
+    snap: Snapshot,
+    tp_id: i64,
+    /// A fresh package id, drawn in the locking statement when an upload asked for one.
+    new_id: Option<i64>,
+}
+
 async fn snapshot(
     c: &mut PgConnection,
     app_id: i64,
     target: Option<i64>,
     ctx: &DecisionContext,
     lock_tp: bool,
-) -> Result<(Snapshot, i64)> {
+    new_id: bool,
+) -> Result<Locked> {
     let row = sqlx::query(
-        "SELECT name_audited, category_audited, authenticity_certified, tp_id FROM apps WHERE app_id = $1 FOR UPDATE",
+        "SELECT name_audited, category_audited, authenticity_certified, tp_id, \
+           CASE WHEN $2 THEN nextval('package_ids') END \
+         FROM apps WHERE app_id = $1 FOR UPDATE",
     )
     .bind(app_id)
+    .bind(new_id)
     .fetch_optional(&mut *c)
     .await
     .map_err(db)?
@@ -122,15 +150,16 @@ async fn snapshot(
         authenticity_certified: row.try_get(2).map_err(db)?,
     };
     let tp_id: Option<i64> = row.try_get(3).map_err(db)?;
+    let new_id: Option<i64> = row.try_get(4).map_err(db)?;
     let tp_id =
         tp_id.ok_or_else(|| StoreError::NotFound(format!("authorization of app {app_id}")))?;
-    if lock_tp {
-        sqlx::query("SELECT 1 FROM tps WHERE tp_id = $1 FOR UPDATE")
-            .bind(tp_id)
-            .execute(&mut *c)
-            .await
-            .map_err(db)?;
-    }
+    // The third party's row is locked (and its own quota read in the same statement) before
+    // the submissions are counted: a count taken in the locking statement would miss a
+    // submission committed while it waited for the lock.
+    let own = match lock_tp {
+        true => Some(own_quota(c, tp_id, "FOR UPDATE").await?),
+        false => None,
+    };
     let rows = sqlx::query(
         "SELECT package_id, state, previous_package_id, restored, staged_percent, updated_at FROM packages \
          WHERE app_id = $1 AND (state NOT IN ('history', 'retired') OR package_id = $2 \
@@ -172,25 +201,25 @@ async fn snapshot(
         .take(lifecycle::ROLLBACK_CHOICES)
         .map(|(_, id)| id)
         .collect();
-    // Only a submission reads the quota (two more round trips): other decisions get an
+    // Only a submission reads the quota (one more round trip): other decisions get an
     // unlimited stand-in that `decide` never consults.
-    let quota = if lock_tp {
-        quota(c, tp_id, ctx).await?
-    } else {
-        Quota {
+    let quota = match own {
+        Some(own) => used_quota(c, tp_id, own, ctx).await?,
+        None => Quota {
             limit: None,
             used: 0,
-        }
+        },
     };
-    Ok((
-        Snapshot {
+    Ok(Locked {
+        snap: Snapshot {
             app,
             quota,
             packages,
             recent_history,
         },
         tp_id,
-    ))
+        new_id,
+    })
 }
 
 /// Applies the plan with conditional updates; a row not where the plan expects aborts all.
@@ -201,20 +230,27 @@ async fn apply_plan(
     ctx: &DecisionContext,
     new: Option<&NewPackage>,
 ) -> Result<()> {
-    for ch in &plan.changes {
+    // Each change writes its timeline row in the same statement (one round trip, not two):
+    // `plan_log` has one row per change, in order, then one for a created package.
+    let logs = smartpkg_store::plan_log(plan);
+    let (actor, account) = ctx.actor.to_db();
+    for (ch, log) in plan.changes.iter().zip(&logs) {
         let p = &ch.patch;
         let audit = p.audit_request.as_ref();
         let n = sqlx::query(
-            "UPDATE packages SET state = $1, updated_at = $2, \
-               msg = COALESCE($3, msg), \
-               upload_err_code = COALESCE($4, upload_err_code), upload_err_msg = COALESCE($5, upload_err_msg), \
-               built_ext_json = COALESCE($6, built_ext_json), \
-               audit_content = COALESCE($7, audit_content), remark = COALESCE($8, remark), \
-               test_account = COALESCE($9, test_account), test_password = COALESCE($10, test_password), \
-               previous_package_id = CASE WHEN $11 THEN $12 ELSE previous_package_id END, \
-               restored = COALESCE($13, restored), \
-               staged_percent = CASE WHEN $16 THEN $17 ELSE staged_percent END \
-             WHERE package_id = $14 AND state = $15",
+            "WITH changed AS ( \
+               UPDATE packages SET state = $1, updated_at = $2, \
+                 msg = COALESCE($3, msg), \
+                 upload_err_code = COALESCE($4, upload_err_code), upload_err_msg = COALESCE($5, upload_err_msg), \
+                 built_ext_json = COALESCE($6, built_ext_json), \
+                 audit_content = COALESCE($7, audit_content), remark = COALESCE($8, remark), \
+                 test_account = COALESCE($9, test_account), test_password = COALESCE($10, test_password), \
+                 previous_package_id = CASE WHEN $11 THEN $12 ELSE previous_package_id END, \
+                 restored = COALESCE($13, restored), \
+                 staged_percent = CASE WHEN $16 THEN $17 ELSE staged_percent END \
+               WHERE package_id = $14 AND state = $15 RETURNING app_id) \
+             INSERT INTO package_log (package_id, app_id, at, from_state, to_state, actor, account_id, detail) \
+             SELECT $14, app_id, $2, $15, $1, $18, $19, $20 FROM changed",
         )
         .bind(ch.to.as_str())
         .bind(ctx.now_ms)
@@ -233,6 +269,9 @@ async fn apply_plan(
         .bind(ch.from.as_str())
         .bind(p.staged_percent.is_some())
         .bind(p.staged_percent.flatten())
+        .bind(actor)
+        .bind(account)
+        .bind(log.detail.as_deref())
         .execute(&mut *c)
         .await
         .map_err(db)?
@@ -248,9 +287,12 @@ async fn apply_plan(
     if let Some(id) = plan.create {
         let new = new.ok_or_else(|| corrupt("a plan creates a package without its data"))?;
         sqlx::query(
-            "INSERT INTO packages (package_id, app_id, tp_id, template_id, state, version, version_desc, \
-               ext_json, direct_commit, test_account, test_password, commit_time, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
+            "WITH created AS ( \
+               INSERT INTO packages (package_id, app_id, tp_id, template_id, state, version, version_desc, \
+                 ext_json, direct_commit, test_account, test_password, commit_time, updated_at) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) RETURNING package_id) \
+             INSERT INTO package_log (package_id, app_id, at, from_state, to_state, actor, account_id, detail) \
+             SELECT package_id, $2, $12, NULL, $5, $13, $14, NULL FROM created",
         )
         .bind(id)
         .bind(new.app_id)
@@ -264,6 +306,8 @@ async fn apply_plan(
         .bind(&new.test_account)
         .bind(&new.test_password)
         .bind(ctx.now_ms)
+        .bind(actor)
+        .bind(account)
         .execute(&mut *c)
         .await
         .map_err(db)?;
@@ -282,23 +326,6 @@ async fn apply_plan(
     }
     if let Some((package_id, pass, reason)) = &plan.audit_decision {
         outbox(c, tp_id, *package_id, *pass, reason, ctx.now_ms).await?;
-    }
-    let (actor, account) = ctx.actor.to_db();
-    for l in smartpkg_store::plan_log(plan) {
-        sqlx::query(
-            "INSERT INTO package_log (package_id, app_id, at, from_state, to_state, actor, account_id, detail) \
-             SELECT $1, app_id, $2, $3, $4, $5, $6, $7 FROM packages WHERE package_id = $1",
-        )
-        .bind(l.package_id)
-        .bind(ctx.now_ms)
-        .bind(l.from.map(PkgState::as_str))
-        .bind(l.to.as_str())
-        .bind(actor)
-        .bind(account)
-        .bind(l.detail)
-        .execute(&mut *c)
-        .await
-        .map_err(db)?;
     }
     if plan.consume_quota {
         let package_id = plan
@@ -423,11 +450,12 @@ impl PackageStore for PgStore {
         for _ in 0..DECISION_ATTEMPTS {
             let mut tx = self.pool.begin().await.map_err(db)?;
             let attempt = async {
-                let id: i64 = sqlx::query_scalar("SELECT nextval('package_ids')")
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(db)?;
-                let (snap, tp_id) = snapshot(&mut tx, new.app_id, None, &ctx, false).await?;
+                let Locked {
+                    snap,
+                    tp_id,
+                    new_id,
+                } = snapshot(&mut tx, new.app_id, None, &ctx, false, true).await?;
+                let id = new_id.ok_or_else(|| corrupt("no package id was drawn"))?;
                 let plan = match lifecycle::decide(
                     &snap,
                     &Command::Upload { package_id: id },
@@ -463,8 +491,15 @@ impl PackageStore for PgStore {
         for _ in 0..DECISION_ATTEMPTS {
             let mut tx = self.pool.begin().await.map_err(db)?;
             let attempt = async {
-                let (snap, tp_id) =
-                    snapshot(&mut tx, app_id, cmd.target(), &ctx, cmd.may_submit()).await?;
+                let Locked { snap, tp_id, .. } = snapshot(
+                    &mut tx,
+                    app_id,
+                    cmd.target(),
+                    &ctx,
+                    cmd.may_submit(),
+                    false,
+                )
+                .await?;
                 let decision = lifecycle::decide(&snap, &cmd, &ctx.policy);
                 if let Ok(plan) = &decision {
                     apply_plan(&mut tx, plan, tp_id, &ctx, None).await?;
