@@ -491,15 +491,8 @@ impl PackageStore for PgStore {
         for _ in 0..DECISION_ATTEMPTS {
             let mut tx = self.pool.begin().await.map_err(db)?;
             let attempt = async {
-                let Locked { snap, tp_id, .. } = snapshot(
-                    &mut tx,
-                    app_id,
-                    cmd.target(),
-                    &ctx,
-                    cmd.may_submit(),
-                    false,
-                )
-                .await?;
+                let Locked { snap, tp_id, .. } =
+                    snapshot(&mut tx, app_id, cmd.target(), &ctx, cmd.may_submit(), false).await?;
                 let decision = lifecycle::decide(&snap, &cmd, &ctx.policy);
                 if let Ok(plan) = &decision {
                     apply_plan(&mut tx, plan, tp_id, &ctx, None).await?;
