@@ -296,6 +296,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     workers: tokio::task::JoinHandle<()>,
+    closer: smartpkg_storage::Closer,
 }
 
 impl Running {
@@ -304,6 +305,7 @@ impl Running {
         let _ = self.shutdown.send(true);
         let _ = self.server.await;
         let _ = self.workers.await;
+        self.closer.close().await;
     }
 
     /// Runs until the server task ends (only on error or once shutdown is sent), then lets
@@ -315,6 +317,7 @@ impl Running {
         };
         let _ = self.shutdown.send(true);
         let _ = self.workers.await;
+        self.closer.close().await;
         served
     }
 
@@ -355,6 +358,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             "resumed jobs left leased by a previous run"
         );
     }
+    let closer = opened.closer;
     let (announce, announcements) = match opened.peers {
         Some(p) => (Some(p.announce), Some(p.announcements)),
         None => (None, None),
@@ -448,5 +452,6 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         shutdown,
         server,
         workers,
+        closer,
     })
 }

@@ -61,6 +61,23 @@ pub struct Opened {
     /// How instances sharing the database tell each other that work is due; None when one
     /// process owns the database (SQLite).
     pub peers: Option<Peers>,
+    /// Closes the database's connections when the instance stops.
+    pub closer: Closer,
+}
+
+/// Closes a store's connections at once, rather than when the last reference to the store
+/// goes (a kept-alive HTTP connection or a finishing task may hold one for a while, and a
+/// process that starts and stops servers — the tests, the benchmarks — would pile up
+/// connections the database counts against its limit).
+#[derive(Default)]
+pub struct Closer(Option<Arc<PgStore>>);
+
+impl Closer {
+    pub async fn close(self) {
+        if let Some(pg) = self.0 {
+            pg.close().await;
+        }
+    }
 }
 
 /// Lane bits of a work announcement.
@@ -122,10 +139,12 @@ pub async fn open(url: Option<&str>, data_dir: &Path, pool: PoolSettings) -> Res
                 resumed_jobs,
                 description: format!("sqlite:{}", path.display()),
                 peers: None,
+                closer: Closer::default(),
             })
         }
         DatabaseUrl::Postgres(url) => {
             let store = Arc::new(PgStore::connect(&url, pool.max_connections).await?);
+            let closing = store.clone();
             let peers = peers(&url, store.clone()).await?;
             Ok(Opened {
                 store,
@@ -134,6 +153,7 @@ pub async fn open(url: Option<&str>, data_dir: &Path, pool: PoolSettings) -> Res
                 resumed_jobs: 0,
                 description: redacted(&url),
                 peers: Some(peers),
+                closer: Closer(Some(closing)),
             })
         }
     }
@@ -174,7 +194,13 @@ async fn peers(url: &str, store: Arc<PgStore>) -> Result<Peers> {
         .map_err(|e| StoreError::Database(Box::new(e)))?;
     tokio::spawn(async move {
         loop {
-            match listener.recv().await {
+            // Ends with the instance (its end of the channel closed), not at the next
+            // notification: notifications are rare, and the listener holds a connection.
+            let got = tokio::select! {
+                got = listener.recv() => got,
+                _ = incoming.closed() => return,
+            };
+            match got {
                 Ok(n) => {
                     let (lanes, from) = n.payload().split_once(':').unwrap_or((n.payload(), ""));
                     if from == me {

@@ -67,6 +67,11 @@ pub(crate) fn db(e: sqlx::Error) -> StoreError {
 }
 
 impl PgStore {
+    /// Closes every connection of the pool (queries after it fail).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     /// Connects (a pool of `max_connections`) and runs the migrations; several instances may
     /// start at once (sqlx serialises migrations with an advisory lock).
     pub async fn connect(url: &str, max_connections: u32) -> Result<PgStore> {

@@ -93,25 +93,51 @@ async fn own_quota(c: &mut PgConnection, tp_id: i64, lock: &str) -> Result<Optio
     own.ok_or_else(|| StoreError::NotFound(format!("tp {tp_id}")))
 }
 
+/// The weekly limit that applies: the third party's own, else the platform's; None or a
+/// negative figure is unlimited.
+fn limit_of(own: Option<i64>, ctx: &DecisionContext) -> Option<i64> {
+    own.or(ctx.default_quota).filter(|n| *n >= 0)
+}
+
 async fn used_quota(
     c: &mut PgConnection,
     tp_id: i64,
     own: Option<i64>,
     ctx: &DecisionContext,
 ) -> Result<Quota> {
-    let limit = match own.or(ctx.default_quota) {
-        Some(n) if n >= 0 => Some(n),
-        _ => None,
-    };
-    let used: i64 = sqlx::query_scalar(
+    Ok(Quota {
+        limit: limit_of(own, ctx),
+        used: count_submissions(c, tp_id, ctx).await?,
+    })
+}
+
+/// The quota a decision needs: without a limit, the week's submissions are not counted
+/// (a count that grows with the week, taken under the third party's lock, that `decide`
+/// would not consult).
+async fn decision_quota(
+    c: &mut PgConnection,
+    tp_id: i64,
+    own: Option<i64>,
+    ctx: &DecisionContext,
+) -> Result<Quota> {
+    match limit_of(own, ctx) {
+        Some(_) => used_quota(c, tp_id, own, ctx).await,
+        None => Ok(Quota {
+            limit: None,
+            used: 0,
+        }),
+    }
+}
+
+async fn count_submissions(c: &mut PgConnection, tp_id: i64, ctx: &DecisionContext) -> Result<i64> {
+    sqlx::query_scalar(
         "SELECT COUNT(*) FROM audit_submissions WHERE tp_id = $1 AND submitted_at >= $2",
     )
     .bind(tp_id)
     .bind(ctx.week_start_ms)
     .fetch_one(&mut *c)
     .await
-    .map_err(db)?;
-    Ok(Quota { limit, used })
+    .map_err(db)
 }
 
 /// Locks the app (and, when the decision may consume quota, its third party — always in that
@@ -204,7 +230,7 @@ async fn snapshot(
     // Only a submission reads the quota (one more round trip): other decisions get an
     // unlimited stand-in that `decide` never consults.
     let quota = match own {
-        Some(own) => used_quota(c, tp_id, own, ctx).await?,
+        Some(own) => decision_quota(c, tp_id, own, ctx).await?,
         None => Quota {
             limit: None,
             used: 0,

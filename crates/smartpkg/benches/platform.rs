@@ -12,8 +12,9 @@
 //!    reviewers decide, and the push path alone (10,000 queued deliveries due at once); and
 //!    the latency from an audit decision to the receiver's decryption of it (p50, p99).
 //! 6. On PostgreSQL (a fresh database on the local server): `package/get` ÷ the trivial
-//!    handler; lifecycles per second with one instance and with three instances sharing the
-//!    database, against the SQLite figure of 2.
+//!    handler; lifecycles per second on SQLite, on one PostgreSQL instance and on three
+//!    sharing the database (one connection budget), in rounds that run all three back to
+//!    back, each ratio the median of the rounds' own.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,7 +47,7 @@ fn only_get() -> bool {
 }
 const LIFECYCLE_APPS: usize = 1_000;
 /// Rounds of (one instance, three instances) on PostgreSQL, each on fresh apps.
-const LIFECYCLE_ROUNDS: usize = 3;
+const LIFECYCLE_ROUNDS: usize = 4;
 /// PostgreSQL connections however many instances share the database.
 const PG_BUDGET: u32 = 12;
 const LIFECYCLE_CONCURRENCY: usize = 32;
@@ -280,7 +281,7 @@ async fn run() -> Res<()> {
         dir.path().display()
     );
     if only("pg-get") || only("pg-life") {
-        return pg_bench(dir.path(), 0.0).await;
+        return pg_bench(dir.path()).await;
     }
 
     // --- setup: a TP and a small template, then 10,000 apps seeded in bulk ---
@@ -348,7 +349,7 @@ async fn run() -> Res<()> {
     println!("[2] lifecycles (upload→built→submitaudit→pass→release), {LIFECYCLE_APPS} apps, build delay 0: {lps:.1}/s; raw durable SQLite commits: {raw:.0}/s; ratio {:.4} ({:.1} commits' time per lifecycle)", lps / raw, raw / lps);
     server.stop().await;
     if only("storage") {
-        return pg_bench(dir.path(), lps).await;
+        return pg_bench(dir.path()).await;
     }
 
     // --- 3. storage per package from a 5 MB, 500-file template ---
@@ -400,7 +401,7 @@ async fn run() -> Res<()> {
     push_bench(dir.path(), tp_id, template_id, &tokens).await?;
 
     // --- 6. PostgreSQL: get, and lifecycles with one and three instances ---
-    pg_bench(dir.path(), lps).await?;
+    pg_bench(dir.path()).await?;
 
     println!(
         "[5] peak memory (VmHWM) of the process (server + load generator): {:.1} MiB",
@@ -486,7 +487,7 @@ async fn lifecycles_over(apis: &[Arc<Api>], apps: &[(i64, String)], template_id:
     Ok(apps.len() as f64 / start.elapsed().as_secs_f64())
 }
 
-async fn pg_bench(dir: &Path, sqlite_lps: f64) -> Res<()> {
+async fn pg_bench(dir: &Path) -> Res<()> {
     let db = smartpkg_store_postgres::testing::FreshDatabase::create().await?;
     let pg_dir = dir.join("pg");
     // One connection budget for the database however many instances share it: 12 for one
@@ -525,44 +526,99 @@ async fn pg_bench(dir: &Path, sqlite_lps: f64) -> Res<()> {
         return Ok(());
     }
     first.stop().await;
-    // Rounds of one instance then three, each on fresh apps; a ratio per round.
-    let (mut one, mut three, mut ratios) = (0.0, 0.0, Ratios::default());
+    // SQLite beside it, on its own data directory and fresh apps, so that every round
+    // measures all three stores back to back (the machine's speed drifts between minutes).
+    let sq_dir = dir.join("sqlite-rounds");
+    std::fs::create_dir_all(&sq_dir)?;
+    let sq = smartpkg_server::start(settings(&sq_dir)).await?;
+    let sq_api = Api::new(&sq);
+    let sq_tp = sq_api
+        .admin("/tps", json!({"name": "bench rounds"}))
+        .await?;
+    let sq_tp = sq_tp["tp_id"].as_i64().ok_or("tp")?;
+    let sq_template = sq_api
+        .template(
+            sq_tp,
+            smartpkg_core::archive::sample_template(&["pages/index/index"])?,
+        )
+        .await?;
+    sq.stop().await;
+    let sq_apps = seed_apps(
+        &sq_dir.join("smartpkg.db"),
+        sq_tp,
+        sq_template,
+        LIFECYCLE_APPS * LIFECYCLE_ROUNDS,
+    )?;
+    // Rounds of SQLite, one PostgreSQL instance, three; each on fresh apps.
+    let (mut sqlite, mut one, mut three) = (0.0, 0.0, 0.0);
+    let (mut one_ratios, mut three_ratios) = (Ratios::default(), Ratios::default());
     let mut fresh = tokens.chunks(LIFECYCLE_APPS);
-    for _ in 0..LIFECYCLE_ROUNDS {
+    for (round, sq_chunk) in sq_apps.chunks(LIFECYCLE_APPS).enumerate() {
         let (Some(a), Some(b)) = (fresh.next(), fresh.next()) else {
             return Err("not enough seeded apps for the lifecycle rounds".into());
         };
-        let single = smartpkg_server::start(pg_settings(PG_BUDGET)).await?;
-        let o = lifecycles_over(&[Arc::new(Api::new(&single))], a, template_id).await?;
-        single.stop().await;
-        let each = PG_BUDGET / 3;
-        let servers = [
-            smartpkg_server::start(pg_settings(each)).await?,
-            smartpkg_server::start(pg_settings(each)).await?,
-            smartpkg_server::start(pg_settings(each)).await?,
-        ];
-        let apis: Vec<Arc<Api>> = servers.iter().map(|r| Arc::new(Api::new(r))).collect();
-        let t = lifecycles_over(&apis, b, template_id).await?;
-        for server in servers {
-            server.stop().await;
+        // Every other round runs in reverse order, so that a database growing over the run
+        // (or a machine slowing) does not always fall on the same store.
+        let mut order = [Store::Sqlite, Store::One, Store::Three];
+        if round % 2 == 1 {
+            order.reverse();
         }
-        ratios.push(t, o);
+        let (mut s, mut o, mut t) = (0.0, 0.0, 0.0);
+        for store in order {
+            match store {
+                Store::Sqlite => {
+                    let embedded = smartpkg_server::start(settings(&sq_dir)).await?;
+                    let apis = [Arc::new(Api::new(&embedded))];
+                    s = lifecycles_over(&apis, sq_chunk, sq_template).await?;
+                    embedded.stop().await;
+                }
+                Store::One => {
+                    let single = smartpkg_server::start(pg_settings(PG_BUDGET)).await?;
+                    o = lifecycles_over(&[Arc::new(Api::new(&single))], a, template_id).await?;
+                    single.stop().await;
+                }
+                Store::Three => {
+                    let each = PG_BUDGET / 3;
+                    let servers = [
+                        smartpkg_server::start(pg_settings(each)).await?,
+                        smartpkg_server::start(pg_settings(each)).await?,
+                        smartpkg_server::start(pg_settings(each)).await?,
+                    ];
+                    let apis: Vec<Arc<Api>> =
+                        servers.iter().map(|r| Arc::new(Api::new(r))).collect();
+                    t = lifecycles_over(&apis, b, template_id).await?;
+                    for server in servers {
+                        server.stop().await;
+                    }
+                }
+            }
+        }
+        one_ratios.push(o, s);
+        three_ratios.push(t, o);
+        sqlite += s / LIFECYCLE_ROUNDS as f64;
         one += o / LIFECYCLE_ROUNDS as f64;
         three += t / LIFECYCLE_ROUNDS as f64;
     }
-    println!("[6b] lifecycles, {LIFECYCLE_APPS} apps per run, {LIFECYCLE_CONCURRENCY} callers, PostgreSQL connections {PG_BUDGET} for one instance and {} per instance for three; means of {LIFECYCLE_ROUNDS} rounds, each one instance then three:", PG_BUDGET / 3);
-    println!("     | storage                     | lifecycles/s | ratio |");
-    println!("     | SQLite (figure 2)           | {sqlite_lps:>12.1} |  1.00 |");
+    println!("[6b] lifecycles, {LIFECYCLE_APPS} apps per run, {LIFECYCLE_CONCURRENCY} callers, PostgreSQL connections {PG_BUDGET} for one instance and {} per instance for three; means of {LIFECYCLE_ROUNDS} rounds, each SQLite, one instance, three; ratios are medians of each round's own:", PG_BUDGET / 3);
+    println!("     | storage                     | lifecycles/s | ratio");
+    println!("     | SQLite                      | {sqlite:>12.1} |");
     println!(
-        "     | PostgreSQL, one instance    | {one:>12.1} | {:>5.2} | (goal >= 0.5 x SQLite)",
-        one / sqlite_lps
+        "     | PostgreSQL, one instance    | {one:>12.1} | x SQLite: {} (goal >= 0.5)",
+        one_ratios.describe()
     );
     println!(
-        "     | PostgreSQL, three instances | {three:>12.1} | {:>5.2} | (goal >= one instance: {})",
-        three / sqlite_lps,
-        ratios.describe()
+        "     | PostgreSQL, three instances | {three:>12.1} | x one instance: {} (goal >= 1)",
+        three_ratios.describe()
     );
     Ok(())
+}
+
+/// The stores a lifecycle round runs on.
+#[derive(Clone, Copy)]
+enum Store {
+    Sqlite,
+    One,
+    Three,
 }
 
 /// Inserts an auditing package for each seeded app (server stopped), returning their ids.
