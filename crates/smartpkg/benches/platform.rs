@@ -32,8 +32,8 @@ use common::{big_template, contains, seed_apps, Ratios};
 const ADMIN: &str = "bench-admin-token-0123456789";
 const APPS: usize = 10_000;
 const CONNECTIONS: usize = 32;
-const LOAD_SECONDS: u64 = 4;
-const ROUNDS: usize = 3;
+const LOAD_SECONDS: u64 = 2;
+const ROUNDS: usize = 5;
 /// `SMARTPKG_BENCH_ONLY=get` stops after the first figure; `=storage` measures only the
 /// lifecycles on SQLite and everything on PostgreSQL; `=pg-get` only `package/get` on
 /// PostgreSQL, `=pg-life` only the lifecycles on PostgreSQL (for quick iterations and
@@ -179,6 +179,23 @@ async fn load(api: &Arc<Api>, tokens: Option<Arc<Vec<(i64, String)>>>) -> Res<f6
     .await
 }
 
+/// `package/get` and the trivial handler in paired rounds: (mean get, mean trivial, ratios).
+async fn get_rounds(
+    api: &Arc<Api>,
+    tokens: &Arc<Vec<(i64, String)>>,
+    rounds: usize,
+) -> Res<(f64, f64, Ratios)> {
+    let (mut trivial, mut get, mut ratios) = (0.0, 0.0, Ratios::default());
+    for _ in 0..rounds {
+        let t = load(api, None).await?;
+        let g = load(api, Some(tokens.clone())).await?;
+        ratios.push(g, t);
+        trivial += t / rounds as f64;
+        get += g / rounds as f64;
+    }
+    Ok((get, trivial, ratios))
+}
+
 /// Durable single-row commits per second on the same disk, same pragmas as the server.
 fn raw_commits_per_second(dir: &Path) -> Res<f64> {
     let conn = rusqlite::Connection::open(dir.join("raw-baseline.db"))?;
@@ -312,12 +329,9 @@ async fn run() -> Res<()> {
     let server = smartpkg_server::start(settings(dir.path())).await?;
     let api = Arc::new(Api::new(&server));
     // Alternate the two loads so drift in the machine's speed hits both alike.
-    let (mut trivial, mut get) = (0.0, 0.0);
-    for _ in 0..if only("storage") { 0 } else { ROUNDS } {
-        trivial += load(&api, None).await? / ROUNDS as f64;
-        get += load(&api, Some(tokens.clone())).await? / ROUNDS as f64;
-    }
-    println!("[1] package/get, {CONNECTIONS} connections, {APPS} apps: {get:.0} req/s; trivial handler: {trivial:.0} req/s (means of {ROUNDS} alternating {LOAD_SECONDS} s rounds); ratio {:.2} (goal >= 0.5)", get / trivial);
+    let rounds = if only("storage") { 0 } else { ROUNDS };
+    let (get, trivial, ratios) = get_rounds(&api, &tokens, rounds).await?;
+    println!("[1] package/get, {CONNECTIONS} connections, {APPS} apps: {get:.0} req/s; trivial handler: {trivial:.0} req/s (means of {rounds} rounds of {LOAD_SECONDS} s each); ratio {} (goal >= 0.5)", ratios.describe());
     if only_get() {
         server.stop().await;
         return Ok(());
@@ -515,12 +529,9 @@ async fn pg_bench(dir: &Path) -> Res<()> {
         "seeded {APPS} apps into PostgreSQL in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    let (mut trivial, mut get) = (0.0, 0.0);
-    for _ in 0..if only("pg-life") { 0 } else { ROUNDS } {
-        trivial += load(&api, None).await? / ROUNDS as f64;
-        get += load(&api, Some(tokens.clone())).await? / ROUNDS as f64;
-    }
-    println!("[6a] package/get on PostgreSQL, {CONNECTIONS} connections, {APPS} apps: {get:.0} req/s; trivial handler: {trivial:.0} req/s; ratio {:.2} (goal >= 0.3)", get / trivial);
+    let rounds = if only("pg-life") { 0 } else { ROUNDS };
+    let (get, trivial, ratios) = get_rounds(&api, &tokens, rounds).await?;
+    println!("[6a] package/get on PostgreSQL, {CONNECTIONS} connections, {APPS} apps: {get:.0} req/s; trivial handler: {trivial:.0} req/s (means); ratio {} (goal >= 0.3)", ratios.describe());
     if only("pg-get") {
         first.stop().await;
         return Ok(());
