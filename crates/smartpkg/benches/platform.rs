@@ -112,6 +112,14 @@ impl Api {
             .await?)
     }
 
+    /// A new third party and a one-page template of it: (tp, template).
+    async fn tp_with_template(&self, name: &str) -> Res<(i64, i64)> {
+        let tp = self.admin("/tps", json!({"name": name})).await?;
+        let tp_id = tp["tp_id"].as_i64().ok_or("tp")?;
+        let zip = smartpkg_core::archive::sample_template(&["pages/index/index"])?;
+        Ok((tp_id, self.template(tp_id, zip).await?))
+    }
+
     async fn template(&self, tp_id: i64, zip: Vec<u8>) -> Res<i64> {
         let v: Value = self
             .client
@@ -302,24 +310,9 @@ async fn run() -> Res<()> {
     }
 
     // --- setup: a TP and a small template, then 10,000 apps seeded in bulk ---
-    let server = smartpkg_server::start(settings(dir.path())).await?;
-    let api = Api::new(&server);
-    let tp = api.admin("/tps", json!({"name": "bench"})).await?;
-    let tp_id = tp["tp_id"].as_i64().ok_or("tp")?;
-    let template_id = api
-        .template(
-            tp_id,
-            smartpkg_core::archive::sample_template(&["pages/index/index"])?,
-        )
-        .await?;
-    server.stop().await;
     let t = Instant::now();
-    let tokens = Arc::new(seed_apps(
-        &dir.path().join("smartpkg.db"),
-        tp_id,
-        template_id,
-        APPS,
-    )?);
+    let (tp_id, template_id, tokens) = sqlite_fleet(dir.path(), "bench", APPS).await?;
+    let tokens = Arc::new(tokens);
     println!(
         "seeded {APPS} apps with an online package each in {:.1} s",
         t.elapsed().as_secs_f64()
@@ -515,14 +508,7 @@ async fn pg_bench(dir: &Path) -> Res<()> {
     };
     let first = smartpkg_server::start(pg_settings(PG_BUDGET)).await?;
     let api = Arc::new(Api::new(&first));
-    let tp = api.admin("/tps", json!({"name": "bench pg"})).await?;
-    let tp_id = tp["tp_id"].as_i64().ok_or("tp")?;
-    let template_id = api
-        .template(
-            tp_id,
-            smartpkg_core::archive::sample_template(&["pages/index/index"])?,
-        )
-        .await?;
+    let (tp_id, template_id) = api.tp_with_template("bench pg").await?;
     let t = Instant::now();
     let tokens = Arc::new(seed_pg(&db.url, tp_id, template_id, APPS).await?);
     println!(
@@ -541,25 +527,8 @@ async fn pg_bench(dir: &Path) -> Res<()> {
     // measures all three stores back to back (the machine's speed drifts between minutes).
     let sq_dir = dir.join("sqlite-rounds");
     std::fs::create_dir_all(&sq_dir)?;
-    let sq = smartpkg_server::start(settings(&sq_dir)).await?;
-    let sq_api = Api::new(&sq);
-    let sq_tp = sq_api
-        .admin("/tps", json!({"name": "bench rounds"}))
-        .await?;
-    let sq_tp = sq_tp["tp_id"].as_i64().ok_or("tp")?;
-    let sq_template = sq_api
-        .template(
-            sq_tp,
-            smartpkg_core::archive::sample_template(&["pages/index/index"])?,
-        )
-        .await?;
-    sq.stop().await;
-    let sq_apps = seed_apps(
-        &sq_dir.join("smartpkg.db"),
-        sq_tp,
-        sq_template,
-        LIFECYCLE_APPS * LIFECYCLE_ROUNDS,
-    )?;
+    let (_, sq_template, sq_apps) =
+        sqlite_fleet(&sq_dir, "bench rounds", LIFECYCLE_APPS * LIFECYCLE_ROUNDS).await?;
     // Rounds of SQLite, one PostgreSQL instance, three; each on fresh apps.
     let (mut sqlite, mut one, mut three) = (0.0, 0.0, 0.0);
     let (mut one_ratios, mut three_ratios) = (Ratios::default(), Ratios::default());
@@ -622,6 +591,16 @@ async fn pg_bench(dir: &Path) -> Res<()> {
         three_ratios.describe()
     );
     Ok(())
+}
+
+/// A third party with a small template and `n` authorized apps with an online package each
+/// in an SQLite data directory (the server stopped again): (tp, template, (app, token)s).
+async fn sqlite_fleet(dir: &Path, name: &str, n: usize) -> Res<(i64, i64, Vec<(i64, String)>)> {
+    let server = smartpkg_server::start(settings(dir)).await?;
+    let (tp_id, template_id) = Api::new(&server).tp_with_template(name).await?;
+    server.stop().await;
+    let apps = seed_apps(&dir.join("smartpkg.db"), tp_id, template_id, n)?;
+    Ok((tp_id, template_id, apps))
 }
 
 /// The stores a lifecycle round runs on.

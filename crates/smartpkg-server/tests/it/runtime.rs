@@ -40,6 +40,21 @@ async fn check(app: &TestApp, h: &Host, device: &str, runtime: &str, apps: Value
     r.json().await.expect("json")
 }
 
+/// An update check with a body written by hand (sizes and escapes `json!` would not make).
+async fn raw_check(app: &TestApp, h: &Host, body: String) -> (StatusCode, Value) {
+    let r = app
+        .client
+        .post(format!("{}/runtime/v1/update-check", app.base))
+        .basic_auth(&h.key, Some(&h.secret))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status();
+    (status, r.json().await.expect("json"))
+}
+
 /// What one device is told about the test app.
 async fn one(app: &TestApp, h: &Host, device: &str) -> Value {
     let v = check(app, h, device, "3.140.0", json!([{"app_id": app.app_id}])).await;
@@ -596,20 +611,12 @@ async fn host_apps_see_only_their_mini_programs_and_bad_credentials_are_refused(
         .expect("request");
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     // A body past the update check's 64 KiB is refused as too large, before it is parsed.
-    let r = app
-        .client
-        .post(&url)
-        .basic_auth(&a.key, Some(&a.secret))
-        .header("content-type", "application/json")
-        .body(format!(
-            r#"{{"device_id": "{}", "runtime_version": "3.140.0", "apps": []}}"#,
-            "d".repeat(70 * 1024)
-        ))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    let v: Value = r.json().await.expect("json");
+    let body = format!(
+        r#"{{"device_id": "{}", "runtime_version": "3.140.0", "apps": []}}"#,
+        "d".repeat(70 * 1024)
+    );
+    let (st, v) = raw_check(&app, &a, body).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(v["error"]["code"], "too_large", "{v}");
     // Strings with JSON escapes are read as well as plain ones (the hot path borrows the
     // plain ones from the body): an escaped letter is a letter, an escaped newline is still
@@ -618,20 +625,12 @@ async fn host_apps_see_only_their_mini_programs_and_bad_credentials_are_refused(
         (r"d\u00e9vice", StatusCode::OK),
         (r"d\nvice", StatusCode::BAD_REQUEST),
     ] {
-        let r = app
-            .client
-            .post(&url)
-            .basic_auth(&a.key, Some(&a.secret))
-            .header("content-type", "application/json")
-            .body(format!(
-                r#"{{"device_id": "{device}", "runtime_version": "3.140.0", "apps": [{{"app_id": {}}}]}}"#,
-                app.app_id
-            ))
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(r.status(), status, "{device}");
-        let v: Value = r.json().await.expect("json");
+        let body = format!(
+            r#"{{"device_id": "{device}", "runtime_version": "3.140.0", "apps": [{{"app_id": {}}}]}}"#,
+            app.app_id
+        );
+        let (st, v) = raw_check(&app, &a, body).await;
+        assert_eq!(st, status, "{device}");
         if status == StatusCode::OK {
             assert_eq!(v["apps"][0]["status"], "update", "{v}");
         } else {
