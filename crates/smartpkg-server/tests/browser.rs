@@ -96,6 +96,27 @@ async fn text(c: &Client) -> String {
         .expect("text")
 }
 
+/// The page's text once it contains `needle`. After a click that submits a form, the old
+/// page stays in place until the answer arrives: waiting for an element both pages have
+/// can return the old page, or an element that goes stale while it is read.
+async fn wait_for_text(c: &Client, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = match c.find(Locator::Css("body")).await {
+            Ok(body) => body.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if now.contains(needle) {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page never showed {needle:?}: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn sign_in(c: &Client, base: &str, name: &str) {
     c.goto(&format!("{base}/console/login"))
         .await
@@ -287,11 +308,7 @@ async fn the_console_works_in_a_real_browser() {
         "the changed title is marked as added"
     );
     click(&c, Locator::Css("form[action$='/decide'] button")).await;
-    c.wait()
-        .for_element(Locator::Css("ol.timeline"))
-        .await
-        .expect("back on the package");
-    assert!(text(&c).await.contains("audit passed"));
+    wait_for_text(&c, "audit passed").await;
     let v = detail(&sb, &pass_token, "6").await;
     assert_eq!(
         (
@@ -308,10 +325,7 @@ async fn the_console_works_in_a_real_browser() {
         .expect("package");
     type_in(&c, Locator::Css("textarea[name=reason]"), "logo is blurred").await;
     click(&c, Locator::Css("button.danger")).await;
-    c.wait()
-        .for_element(Locator::Css("ol.timeline"))
-        .await
-        .expect("back on the package");
+    wait_for_text(&c, "audit failed").await;
     let got = events.wait_for(2, Duration::from_secs(20)).await;
     let failed = got
         .iter()
@@ -382,11 +396,7 @@ async fn the_console_works_in_a_real_browser() {
         .expect("script");
     click(&c, Locator::Css("input[name=name_audited]")).await;
     click(&c, Locator::Css("form[action$='/gates'] button")).await;
-    c.wait()
-        .for_element(Locator::Css("main h1"))
-        .await
-        .expect("page");
-    assert!(text(&c).await.contains("Form refused"));
+    wait_for_text(&c, "Form refused").await;
     shot(&c, "11-csrf-refused").await;
     let (_, a) = sb
         .admin(reqwest::Method::GET, &format!("/apps/{}", sb.app_id), None)
