@@ -75,6 +75,42 @@ where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
+    Ok(measure(connections, seconds, once).await?.per_second)
+}
+
+/// What a load measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    pub per_second: f64,
+    /// CPU time of this whole process (server and load generator) per request, in µs: unlike
+    /// the rate, it does not move when a neighbour takes the machine's cores for a while.
+    pub cpu_us_per_request: f64,
+}
+
+/// CPU seconds this process has used (user and system, all threads): fields 14 and 15 of
+/// `/proc/self/stat`, in Linux's fixed 100 ticks a second.
+pub fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The command name may hold spaces: the fields after it start past its ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (tick(11) + tick(12)) / 100.0
+}
+
+/// As [`rate`], with the process's CPU time per request.
+pub async fn measure<F, Fut>(connections: usize, seconds: u64, once: F) -> Res<Load>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
@@ -98,8 +134,10 @@ where
     tokio::time::sleep(Duration::from_millis(500)).await;
     let start_count = done.load(Ordering::Relaxed);
     let start = Instant::now();
+    let start_cpu = cpu_seconds();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let counted = done.load(Ordering::Relaxed) - start_count;
+    let cpu = cpu_seconds() - start_cpu;
     let elapsed = start.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
@@ -109,7 +147,10 @@ where
     if e > 0 {
         return Err(format!("{e} requests failed or answered wrongly during the load").into());
     }
-    Ok(counted as f64 / elapsed)
+    Ok(Load {
+        per_second: counted as f64 / elapsed,
+        cpu_us_per_request: cpu * 1e6 / counted.max(1) as f64,
+    })
 }
 
 /// Ratios of a load's rate to its baseline's, each measured back to back in one round. The
