@@ -76,20 +76,22 @@ fn pkg_row_at(r: &PgRow, at: usize) -> Result<PackageRecord> {
 }
 
 async fn quota(c: &mut PgConnection, tp_id: i64, ctx: &DecisionContext) -> Result<Quota> {
-    let own = own_quota(c, tp_id, "").await?;
+    let own = own_quota(c, tp_id, false).await?;
     used_quota(c, tp_id, own, ctx).await
 }
 
-/// The third party's own weekly quota (None: the platform's default), read with `lock`
-/// (`FOR UPDATE` to serialise submissions) in the same statement.
-async fn own_quota(c: &mut PgConnection, tp_id: i64, lock: &str) -> Result<Option<i64>> {
-    let own: Option<Option<i64>> = sqlx::query_scalar(&format!(
-        "SELECT audit_quota FROM tps WHERE tp_id = $1 {lock}"
-    ))
-    .bind(tp_id)
-    .fetch_optional(&mut *c)
-    .await
-    .map_err(db)?;
+/// The third party's own weekly quota (None: the platform's default); with `lock`, read by
+/// the statement that locks its row (`FOR UPDATE`, to serialise submissions).
+async fn own_quota(c: &mut PgConnection, tp_id: i64, lock: bool) -> Result<Option<i64>> {
+    let sql = match lock {
+        true => "SELECT audit_quota FROM tps WHERE tp_id = $1 FOR UPDATE",
+        false => "SELECT audit_quota FROM tps WHERE tp_id = $1",
+    };
+    let own: Option<Option<i64>> = sqlx::query_scalar(sql)
+        .bind(tp_id)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(db)?;
     own.ok_or_else(|| StoreError::NotFound(format!("tp {tp_id}")))
 }
 
@@ -183,7 +185,7 @@ async fn snapshot(
     // the submissions are counted: a count taken in the locking statement would miss a
     // submission committed while it waited for the lock.
     let own = match lock_tp {
-        true => Some(own_quota(c, tp_id, "FOR UPDATE").await?),
+        true => Some(own_quota(c, tp_id, true).await?),
         false => None,
     };
     let rows = sqlx::query(
