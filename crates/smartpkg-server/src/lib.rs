@@ -364,11 +364,22 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         None => (None, None),
     };
     let jobs_ready = Arc::new(workers::JobSignal::new(announce));
+    let (shutdown, rx) = watch::channel(false);
     if let Some(mut announcements) = announcements {
         let signal = jobs_ready.clone();
+        let mut stopping = shutdown.subscribe();
+        // Ends with the server: dropping `announcements` is what ends the listener (and
+        // frees its connection), and the listener holds the channel's sender, so waiting
+        // for the channel to close would wait for ever.
         tokio::spawn(async move {
-            while let Some(lanes) = announcements.recv().await {
-                signal.wake_local(lanes);
+            loop {
+                tokio::select! {
+                    got = announcements.recv() => match got {
+                        Some(lanes) => signal.wake_local(lanes),
+                        None => return,
+                    },
+                    _ = stopping.wait_for(|stop| *stop) => return,
+                }
             }
         });
     }
@@ -440,7 +451,6 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         ))),
         settings: Arc::new(settings),
     }));
-    let (shutdown, rx) = watch::channel(false);
     let app = router(state.clone());
     let server = tokio::spawn(serve::serve(listener, app, limits, tls, rx));
     let workers = tokio::spawn(workers::run(state.clone(), shutdown.subscribe()));

@@ -126,3 +126,56 @@ fn a_blob_url_that_names_no_bucket_refuses_to_start() {
         assert!(e.to_string().contains("blob_url"), "{e}");
     }
 }
+
+/// Connections the server holds to `url`'s database, counted from the server's side.
+async fn connections_to(url: &str) -> i64 {
+    use sqlx::Connection;
+    let name = url.rsplit('/').next().expect("a database name");
+    let mut c = sqlx::PgConnection::connect(&smartpkg_store_postgres::testing::base_url())
+        .await
+        .expect("PostgreSQL");
+    sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1")
+        .bind(name)
+        .fetch_one(&mut c)
+        .await
+        .expect("count")
+}
+
+#[tokio::test]
+async fn a_stopped_server_leaves_no_connection_to_postgres_open() {
+    let db = smartpkg_store_postgres::testing::FreshDatabase::create()
+        .await
+        .expect("a fresh PostgreSQL database");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = settings(dir.path());
+    s.database_url = Some(db.url.clone());
+    s.database_max_connections = 4;
+    let running = smartpkg_server::start(s).await.expect("server starts");
+    // Some work, so that the pool and the listener hold connections.
+    let client = reqwest::Client::new();
+    for _ in 0..4 {
+        let r = client
+            .post(format!("http://{}/admin/v1/tps", running.addr))
+            .bearer_auth(running.state.admin_token.to_string())
+            .json(&serde_json::json!({"name": "tp"}))
+            .send()
+            .await
+            .expect("request");
+        assert!(r.status().is_success());
+    }
+    assert!(connections_to(&db.url).await > 0, "the server is connected");
+    running.stop().await;
+    // PostgreSQL sees a closed connection's backend go a moment later.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let open = connections_to(&db.url).await;
+        if open == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{open} connections still open after stop"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
