@@ -26,7 +26,7 @@ const PKG_SELECT: &str = concat!("SELECT ", pkg_cols!(), " FROM packages p ");
 
 /// `get`'s one round trip: the token's grant and its app's visible packages (a row of NULL
 /// package columns when it has none).
-const GET_BY_TOKEN: &str = concat!(
+pub(crate) const GET_BY_TOKEN: &str = concat!(
     "SELECT t.app_id, t.tp_id, t.expires_at, ",
     pkg_cols!(),
     " FROM access_tokens t JOIN apps a ON a.app_id = t.app_id AND a.tp_id = t.tp_id \
@@ -42,36 +42,71 @@ fn pkg_row(r: &PgRow) -> Result<PackageRecord> {
     pkg_row_at(r, 0)
 }
 
+/// A column of type `T` from either driver's row (the pool's sqlx rows, the pipelined
+/// readers' tokio-postgres rows), so that one function reads a package from both.
+pub(crate) trait Col<T> {
+    fn col(&self, i: usize) -> Result<T>;
+}
+
+impl<T> Col<T> for PgRow
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    fn col(&self, i: usize) -> Result<T> {
+        self.try_get(i).map_err(db)
+    }
+}
+
+impl<T> Col<T> for tokio_postgres::Row
+where
+    T: for<'r> tokio_postgres::types::FromSql<'r>,
+{
+    fn col(&self, i: usize) -> Result<T> {
+        self.try_get(i)
+            .map_err(|e| StoreError::Database(Box::new(e)))
+    }
+}
+
+/// A row holding a package's columns.
+pub(crate) trait PkgColumns:
+    Col<i64> + Col<Option<i64>> + Col<String> + Col<Option<String>> + Col<bool>
+{
+}
+
+impl<R> PkgColumns for R where
+    R: Col<i64> + Col<Option<i64>> + Col<String> + Col<Option<String>> + Col<bool>
+{
+}
+
 /// A package from the row's columns starting at `at` (after any columns before them).
-fn pkg_row_at(r: &PgRow, at: usize) -> Result<PackageRecord> {
-    let s: String = r.try_get(at + 4).map_err(db)?;
-    let g = |e: sqlx::Error| db(e);
+fn pkg_row_at(r: &impl PkgColumns, at: usize) -> Result<PackageRecord> {
+    let s: String = r.col(at + 4)?;
     Ok(PackageRecord {
-        package_id: r.try_get(at).map_err(g)?,
-        app_id: r.try_get(at + 1).map_err(g)?,
-        tp_id: r.try_get(at + 2).map_err(g)?,
-        template_id: r.try_get(at + 3).map_err(g)?,
+        package_id: r.col(at)?,
+        app_id: r.col(at + 1)?,
+        tp_id: r.col(at + 2)?,
+        template_id: r.col(at + 3)?,
         state: state(&s)?,
-        version: r.try_get(at + 5).map_err(g)?,
-        version_desc: r.try_get(at + 6).map_err(g)?,
-        ext_json: r.try_get(at + 7).map_err(g)?,
-        built_ext_json: r.try_get(at + 8).map_err(g)?,
-        direct_commit: r.try_get(at + 9).map_err(g)?,
-        test_account: r.try_get(at + 10).map_err(g)?,
-        test_password: r.try_get(at + 11).map_err(g)?,
-        audit_content: r.try_get(at + 12).map_err(g)?,
-        remark: r.try_get(at + 13).map_err(g)?,
-        msg: r.try_get(at + 14).map_err(g)?,
-        upload_err_code: r.try_get(at + 15).map_err(g)?,
-        upload_err_msg: r.try_get(at + 16).map_err(g)?,
-        previous_package_id: r.try_get(at + 17).map_err(g)?,
-        rollback_version: r.try_get(at + 18).map_err(g)?,
-        restored: r.try_get(at + 19).map_err(g)?,
-        commit_time_ms: r.try_get(at + 20).map_err(g)?,
-        updated_at_ms: r.try_get(at + 21).map_err(g)?,
-        staged_percent: r.try_get(at + 22).map_err(g)?,
-        archive_sha256: r.try_get(at + 23).map_err(g)?,
-        archive_size: r.try_get(at + 24).map_err(g)?,
+        version: r.col(at + 5)?,
+        version_desc: r.col(at + 6)?,
+        ext_json: r.col(at + 7)?,
+        built_ext_json: r.col(at + 8)?,
+        direct_commit: r.col(at + 9)?,
+        test_account: r.col(at + 10)?,
+        test_password: r.col(at + 11)?,
+        audit_content: r.col(at + 12)?,
+        remark: r.col(at + 13)?,
+        msg: r.col(at + 14)?,
+        upload_err_code: r.col(at + 15)?,
+        upload_err_msg: r.col(at + 16)?,
+        previous_package_id: r.col(at + 17)?,
+        rollback_version: r.col(at + 18)?,
+        restored: r.col(at + 19)?,
+        commit_time_ms: r.col(at + 20)?,
+        updated_at_ms: r.col(at + 21)?,
+        staged_percent: r.col(at + 22)?,
+        archive_sha256: r.col(at + 23)?,
+        archive_size: r.col(at + 24)?,
     })
 }
 
@@ -403,22 +438,19 @@ impl PackageStore for PgStore {
         &self,
         token_hash: String,
     ) -> Result<Option<(Grant, Vec<PackageRecord>)>> {
-        let rows = sqlx::query(GET_BY_TOKEN)
-            .bind(token_hash)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
+        // The hottest read: on the pipelined connections, not the pool.
+        let rows = self.readers.query(&token_hash).await?;
         let Some(first) = rows.first() else {
             return Ok(None);
         };
         let grant = Grant {
-            app_id: first.try_get(0).map_err(db)?,
-            tp_id: first.try_get(1).map_err(db)?,
-            expires_at_ms: first.try_get(2).map_err(db)?,
+            app_id: first.col(0)?,
+            tp_id: first.col(1)?,
+            expires_at_ms: first.col(2)?,
         };
         let mut packages = Vec::with_capacity(rows.len());
         for r in &rows {
-            if r.try_get::<Option<i64>, _>(3).map_err(db)?.is_some() {
+            if Col::<Option<i64>>::col(r, 3)?.is_some() {
                 packages.push(pkg_row_at(r, 3)?);
             }
         }

@@ -145,6 +145,9 @@ impl Client {
     async fn wait(&self, token: &str, ty: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
+            // `get` too, whose pipelined connection the restart breaks like the pool's.
+            let list = self.call(token, "get", &[]).await;
+            assert!(list["data"].is_array(), "get: {list}");
             let v = self.call(token, "getdetail", &[("type", ty)]).await;
             if done(&v) {
                 return v;
@@ -186,6 +189,16 @@ async fn lifecycle(c: &Client, token: &str, template_id: &str) {
     assert_eq!(v["errno"], 0, "release: {v}");
     c.wait(token, "1", |v| v["data"]["version"] == "2.0.0")
         .await;
+    let v = c.call(token, "get", &[]).await;
+    let online = v["data"]
+        .as_array()
+        .and_then(|l| l.iter().find(|p| p["status"] == 1))
+        .cloned();
+    assert_eq!(
+        online.map(|p| p["version"].clone()),
+        Some(json!("2.0.0")),
+        "get lists the released version online: {v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -127,18 +127,40 @@ fn a_blob_url_that_names_no_bucket_refuses_to_start() {
     }
 }
 
-/// Connections the server holds to `url`'s database, counted from the server's side.
-async fn connections_to(url: &str) -> i64 {
+async fn admin_connection() -> sqlx::PgConnection {
     use sqlx::Connection;
+    sqlx::PgConnection::connect(&smartpkg_store_postgres::testing::base_url())
+        .await
+        .expect("PostgreSQL")
+}
+
+/// Connections the server holds to `url`'s database, counted from the server's side; those
+/// of one `application_name` unless it is empty.
+async fn connections_to(url: &str, application: &str) -> i64 {
     let name = url.rsplit('/').next().expect("a database name");
-    let mut c = sqlx::PgConnection::connect(&smartpkg_store_postgres::testing::base_url())
-        .await
-        .expect("PostgreSQL");
-    sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1")
-        .bind(name)
-        .fetch_one(&mut c)
-        .await
-        .expect("count")
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 \
+         AND ($2 = '' OR application_name = $2)",
+    )
+    .bind(name)
+    .bind(application)
+    .fetch_one(&mut admin_connection().await)
+    .await
+    .expect("count")
+}
+
+/// Ends the backends of `url`'s database that have this `application_name`; how many.
+async fn terminate(url: &str, application: &str) -> i64 {
+    let name = url.rsplit('/').next().expect("a database name");
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND application_name = $2) AS ended",
+    )
+    .bind(name)
+    .bind(application)
+    .fetch_one(&mut admin_connection().await)
+    .await
+    .expect("terminate")
 }
 
 #[tokio::test]
@@ -146,29 +168,30 @@ async fn a_stopped_server_leaves_no_connection_to_postgres_open() {
     let db = smartpkg_store_postgres::testing::FreshDatabase::create()
         .await
         .expect("a fresh PostgreSQL database");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut s = settings(dir.path());
-    s.database_url = Some(db.url.clone());
-    s.database_max_connections = 4;
-    let running = smartpkg_server::start(s).await.expect("server starts");
-    // Some work, so that the pool and the listener hold connections.
-    let client = reqwest::Client::new();
+    let url = db.url.clone();
+    let app = spawn_with(|s| {
+        s.database_url = Some(url);
+        s.database_max_connections = 4;
+    })
+    .await;
+    // Some work, so that the pool, the listener and the pipelined reader of `get` hold
+    // connections.
     for _ in 0..4 {
-        let r = client
-            .post(format!("http://{}/admin/v1/tps", running.addr))
-            .bearer_auth(running.state.admin_token.to_string())
-            .json(&serde_json::json!({"name": "tp"}))
-            .send()
-            .await
-            .expect("request");
-        assert!(r.status().is_success());
+        assert_eq!(app.call("get", &[]).await["errno"], 0);
     }
-    assert!(connections_to(&db.url).await > 0, "the server is connected");
-    running.stop().await;
+    assert!(
+        connections_to(&db.url, "smartpkg-get").await > 0,
+        "get's pipelined reader is connected"
+    );
+    assert!(
+        connections_to(&db.url, "").await > 1,
+        "the pool is connected"
+    );
+    app.stop().await;
     // PostgreSQL sees a closed connection's backend go a moment later.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let open = connections_to(&db.url).await;
+        let open = connections_to(&db.url, "").await;
         if open == 0 {
             break;
         }
@@ -178,4 +201,47 @@ async fn a_stopped_server_leaves_no_connection_to_postgres_open() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn get_survives_its_pipelined_connection_being_killed() {
+    let db = smartpkg_store_postgres::testing::FreshDatabase::create()
+        .await
+        .expect("a fresh PostgreSQL database");
+    let url = db.url.clone();
+    let app = spawn_with(|s| {
+        s.database_url = Some(url);
+        s.database_max_connections = 4;
+    })
+    .await;
+    let before = app.call("get", &[]).await;
+    assert_eq!(before["errno"], 0, "{before}");
+    let killed = terminate(&db.url, "smartpkg-get").await;
+    assert_eq!(killed, 1, "one pipelined reader to kill");
+    // The call that finds the connection broken may answer "busy, retry" (never a 500 with
+    // a stack of causes, never a wrong answer); the next ones run on a new connection.
+    let during = app.call("get", &[]).await;
+    assert!(
+        during["errno"] == 0 || during["errno"] == 500,
+        "the first call after the kill: {during}"
+    );
+    if during["errno"] == 0 {
+        assert_eq!(
+            during, before,
+            "a success answers the same as before the kill"
+        );
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            app.call("get", &[]).await,
+            before,
+            "get after the reconnect"
+        );
+    }
+    assert_eq!(
+        connections_to(&db.url, "smartpkg-get").await,
+        1,
+        "one new reader"
+    );
+    app.stop().await;
 }
