@@ -120,7 +120,7 @@ impl PgStore {
     }
 }
 
-/// The connection budget as (pool, pipelined readers): one reader, and one more per 16
+/// The connection budget as (pool, pipelined readers): one reader, and one more per 32
 /// connections of budget (at most four), the rest to the pool, at least one each.
 ///
 /// One pipelined connection carries every concurrent `get`: the deeper its pipeline, the
@@ -129,7 +129,7 @@ impl PgStore {
 /// at 0.31, six at 0.26; more readers pay off only where the database has cores to run them.
 /// The pool keeps the rest for the lifecycle's transactions.
 fn split_budget(max_connections: u32) -> (u32, u32) {
-    let pipelined = (max_connections / 16 + 1).min(4);
+    let pipelined = (max_connections / 32 + 1).min(4);
     (max_connections.saturating_sub(pipelined).max(1), pipelined)
 }
 
@@ -209,5 +209,24 @@ pub mod testing {
             });
             let _ = done.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_budget;
+
+    #[test]
+    fn the_budget_gives_get_one_pipelined_reader_and_the_pool_the_rest() {
+        assert_eq!(split_budget(16), (15, 1), "the default budget");
+        assert_eq!(split_budget(4), (3, 1));
+        assert_eq!(split_budget(64), (61, 3));
+        assert_eq!(split_budget(1000), (996, 4), "at most four readers");
+    }
+
+    #[test]
+    fn a_budget_of_one_still_opens_a_pool_and_a_reader() {
+        assert_eq!(split_budget(1), (1, 1));
+        assert_eq!(split_budget(0), (1, 1));
     }
 }
