@@ -51,9 +51,11 @@ impl Readers {
     /// `url` is the same URL the pool opened (checked here, so that a URL only sqlx accepts
     /// fails at start-up, not at the first `get`).
     pub(crate) fn new(url: &str, connections: usize, sql: &'static str) -> Result<Readers> {
-        let mut config: Config = url.parse().map_err(|e: tokio_postgres::Error| {
-            StoreError::Unsupported(format!("invalid PostgreSQL URL: {e}"))
-        })?;
+        let mut config: Config = reader_url(url)
+            .parse()
+            .map_err(|e: tokio_postgres::Error| {
+                StoreError::Unsupported(format!("invalid PostgreSQL URL: {e}"))
+            })?;
         // Named, so that an operator can tell them in `pg_stat_activity`.
         config.application_name(APPLICATION_NAME);
         Ok(Readers {
@@ -126,6 +128,40 @@ impl Readers {
     }
 }
 
+/// `url` without the parameters only sqlx knows, which tokio-postgres refuses: the pool's
+/// statement cache, and the TLS files (neither driver is built with TLS here, so they name
+/// nothing either connects with). sqlx's `ssl-mode` is tokio-postgres's `sslmode`.
+fn reader_url(url: &str) -> String {
+    const POOL_ONLY: [&str; 7] = [
+        "statement-cache-capacity",
+        "sslrootcert",
+        "ssl-root-cert",
+        "sslcert",
+        "ssl-cert",
+        "sslkey",
+        "ssl-key",
+    ];
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let kept: Vec<String> = query
+        .split('&')
+        .filter(|pair| {
+            let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            !POOL_ONLY.contains(&key)
+        })
+        .map(|pair| match pair.strip_prefix("ssl-mode=") {
+            Some(mode) => format!("sslmode={mode}"),
+            None => pair.to_string(),
+        })
+        .collect();
+    if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    }
+}
+
 /// The slot's connection, unless it has broken.
 fn current(slot: &Slot) -> Option<Arc<Reader>> {
     let open = slot.open.lock().ok()?;
@@ -164,5 +200,39 @@ fn pg_error(e: tokio_postgres::Error) -> StoreError {
         Some(_) => StoreError::Database(Box::new(e)),
         // No SQL state: the socket broke, or the connection could not be opened.
         None => StoreError::Unavailable(Box::new(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{reader_url, Readers};
+    use crate::packages::GET_BY_TOKEN;
+
+    #[test]
+    fn a_url_with_parameters_only_sqlx_knows_still_opens_the_readers() {
+        let url = "postgres://u@127.0.0.1:5432/db?statement-cache-capacity=10&sslmode=disable\
+                   &ssl-root-cert=/ca.pem&application_name=shop";
+        assert_eq!(
+            reader_url(url),
+            "postgres://u@127.0.0.1:5432/db?sslmode=disable&application_name=shop"
+        );
+        assert!(Readers::new(url, 1, GET_BY_TOKEN).is_ok());
+        assert_eq!(
+            reader_url("postgres://u@h/db?ssl-mode=disable"),
+            "postgres://u@h/db?sslmode=disable"
+        );
+        assert_eq!(
+            reader_url("postgres://u@h/db?statement-cache-capacity=1"),
+            "postgres://u@h/db"
+        );
+        assert_eq!(reader_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+
+    #[test]
+    fn a_url_neither_driver_takes_is_refused_with_the_reason() {
+        let Err(e) = Readers::new("postgres://u@h/db?no_such_option=1", 1, GET_BY_TOKEN) else {
+            panic!("an unknown option was accepted");
+        };
+        assert!(e.to_string().contains("invalid PostgreSQL URL"), "{e}");
     }
 }
