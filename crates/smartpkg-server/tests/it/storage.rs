@@ -163,8 +163,12 @@ async fn terminate(url: &str, application: &str) -> i64 {
     .expect("terminate")
 }
 
-#[tokio::test]
-async fn a_stopped_server_leaves_no_connection_to_postgres_open() {
+/// A server on a PostgreSQL database of its own (whichever backend the suite runs on), so
+/// that the test can count and end its connections.
+async fn on_own_database() -> (
+    smartpkg_store_postgres::testing::FreshDatabase,
+    crate::helpers::TestApp,
+) {
     let db = smartpkg_store_postgres::testing::FreshDatabase::create()
         .await
         .expect("a fresh PostgreSQL database");
@@ -174,6 +178,12 @@ async fn a_stopped_server_leaves_no_connection_to_postgres_open() {
         s.database_max_connections = 4;
     })
     .await;
+    (db, app)
+}
+
+#[tokio::test]
+async fn a_stopped_server_leaves_no_connection_to_postgres_open() {
+    let (db, app) = on_own_database().await;
     // Some work, so that the pool, the listener and the pipelined reader of `get` hold
     // connections.
     for _ in 0..4 {
@@ -205,15 +215,7 @@ async fn a_stopped_server_leaves_no_connection_to_postgres_open() {
 
 #[tokio::test]
 async fn get_survives_its_pipelined_connection_being_killed() {
-    let db = smartpkg_store_postgres::testing::FreshDatabase::create()
-        .await
-        .expect("a fresh PostgreSQL database");
-    let url = db.url.clone();
-    let app = spawn_with(|s| {
-        s.database_url = Some(url);
-        s.database_max_connections = 4;
-    })
-    .await;
+    let (db, app) = on_own_database().await;
     let before = app.call("get", &[]).await;
     assert_eq!(before["errno"], 0, "{before}");
     let killed = terminate(&db.url, "smartpkg-get").await;
