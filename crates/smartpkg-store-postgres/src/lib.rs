@@ -41,14 +41,12 @@ pub struct PgStore {
 
 /// Maps a database error: lost races are conflicts (retryable); the rest keep their cause.
 pub(crate) fn db(e: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(d) = &e {
-        // unique_violation, serialization_failure, deadlock_detected, lock_not_available
-        if matches!(
-            d.code().as_deref(),
-            Some("23505" | "40001" | "40P01" | "55P03")
-        ) {
-            return StoreError::Conflict(Box::new(e));
-        }
+    let code = match &e {
+        sqlx::Error::Database(d) => d.code().map(|c| c.into_owned()),
+        _ => None,
+    };
+    if let Some(code) = code {
+        return by_sqlstate(&code, Box::new(e));
     }
     if matches!(
         e,
@@ -60,13 +58,20 @@ pub(crate) fn db(e: sqlx::Error) -> StoreError {
     ) {
         return StoreError::Unavailable(Box::new(e));
     }
-    if let sqlx::Error::Database(d) = &e {
-        // admin_shutdown, crash_shutdown, cannot_connect_now: the server is going away.
-        if matches!(d.code().as_deref(), Some("57P01" | "57P02" | "57P03")) {
-            return StoreError::Unavailable(Box::new(e));
-        }
-    }
     StoreError::Database(Box::new(e))
+}
+
+/// What an error the database reported with SQLSTATE `code` means to a caller, whichever
+/// driver carried it: a lost race is a conflict (retry), a server going away is unavailable,
+/// anything else a database error.
+pub(crate) fn by_sqlstate(code: &str, cause: smartpkg_store::Cause) -> StoreError {
+    match code {
+        // unique_violation, serialization_failure, deadlock_detected, lock_not_available
+        "23505" | "40001" | "40P01" | "55P03" => StoreError::Conflict(cause),
+        // admin_shutdown, crash_shutdown, cannot_connect_now
+        "57P01" | "57P02" | "57P03" => StoreError::Unavailable(cause),
+        _ => StoreError::Database(cause),
+    }
 }
 
 impl PgStore {

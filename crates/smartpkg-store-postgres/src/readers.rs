@@ -22,7 +22,7 @@ use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The `application_name` the readers connect with.
-pub const APPLICATION_NAME: &str = "smartpkg-get";
+const APPLICATION_NAME: &str = "smartpkg-get";
 
 pub(crate) struct Readers {
     config: Config,
@@ -48,8 +48,9 @@ struct Reader {
 }
 
 impl Readers {
-    /// `url` is the same URL the pool opened (checked here, so that a URL only sqlx accepts
-    /// fails at start-up, not at the first `get`).
+    /// `url` is the same URL the pool opened, less what only sqlx knows ([`reader_url`]);
+    /// parsed here, so that a URL the readers cannot take fails at start-up, not at the first
+    /// `get`.
     pub(crate) fn new(url: &str, connections: usize, sql: &'static str) -> Result<Readers> {
         let mut config: Config = reader_url(url)
             .parse()
@@ -177,28 +178,11 @@ fn forget(slot: &Slot, broken: &Arc<Reader>) {
     }
 }
 
-/// The same classes as the pool's errors: lost races are conflicts, a database that is going
-/// away or cannot be reached is unavailable, the rest keep their cause.
+/// The same classes as the pool's errors ([`crate::by_sqlstate`]); with no SQL state the
+/// socket broke, or the connection could not be opened: unavailable.
 fn pg_error(e: tokio_postgres::Error) -> StoreError {
-    use tokio_postgres::error::SqlState;
-    match e.code() {
-        Some(c)
-            if *c == SqlState::UNIQUE_VIOLATION
-                || *c == SqlState::T_R_SERIALIZATION_FAILURE
-                || *c == SqlState::T_R_DEADLOCK_DETECTED
-                || *c == SqlState::LOCK_NOT_AVAILABLE =>
-        {
-            StoreError::Conflict(Box::new(e))
-        }
-        Some(c)
-            if *c == SqlState::ADMIN_SHUTDOWN
-                || *c == SqlState::CRASH_SHUTDOWN
-                || *c == SqlState::CANNOT_CONNECT_NOW =>
-        {
-            StoreError::Unavailable(Box::new(e))
-        }
-        Some(_) => StoreError::Database(Box::new(e)),
-        // No SQL state: the socket broke, or the connection could not be opened.
+    match e.code().map(|c| c.code().to_string()) {
+        Some(code) => crate::by_sqlstate(&code, Box::new(e)),
         None => StoreError::Unavailable(Box::new(e)),
     }
 }
