@@ -8,8 +8,8 @@
 //! rate (32 concurrent callers: sqlx pool 22k/s, two to four pipelined connections 38–47k/s).
 //!
 //! The connections are opened on first use, with their statement prepared, and replaced when
-//! they break (a database restart): the query that finds one broken answers "unavailable,
-//! retry", like the pool's.
+//! they break (a database restart): the query that finds one broken runs once more on a new
+//! connection, and answers "unavailable, retry" like the pool's only when that fails too.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -69,16 +69,38 @@ impl Readers {
     }
 
     /// Runs the prepared statement with one text parameter.
+    ///
+    /// A connection found broken (the database restarted, or an operator terminated its
+    /// backend) is replaced, and the query runs once more on the new one: it only reads, so
+    /// running it twice is harmless, and the caller is not told "retry" for a break nobody
+    /// but this reader could see. A second failure is the caller's answer.
     pub(crate) async fn query(&self, param: &str) -> Result<Vec<Row>> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        let reader = self.reader(&self.slots[i]).await?;
+        let slot = &self.slots[i];
+        let reader = self.reader(slot).await?;
+        match self.run(slot, &reader, param).await {
+            Err(StoreError::Unavailable(_)) => {
+                let fresh = self.reader(slot).await?;
+                self.run(slot, &fresh, param).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// One query on `reader`; a failure that says the connection is gone empties the slot,
+    /// so that the next query connects anew.
+    async fn run(&self, slot: &Slot, reader: &Arc<Reader>, param: &str) -> Result<Vec<Row>> {
         match reader.client.query(&reader.statement, &[&param]).await {
             Ok(rows) => Ok(rows),
             Err(e) => {
-                if reader.client.is_closed() {
-                    forget(&self.slots[i], &reader);
+                let e = pg_error(e);
+                // Not only `is_closed()`: the connection's task may not yet have noticed
+                // the socket close when the query's error (57P01 from a terminated backend)
+                // arrives.
+                if reader.client.is_closed() || matches!(e, StoreError::Unavailable(_)) {
+                    forget(slot, reader);
                 }
-                Err(pg_error(e))
+                Err(e)
             }
         }
     }
