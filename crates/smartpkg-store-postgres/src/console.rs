@@ -335,6 +335,20 @@ impl ConsoleStore for PgStore {
         .collect()
     }
 
+    async fn package_log(&self, package_id: i64, limit: i64) -> Result<Vec<LogEntry>> {
+        sqlx::query(&format!(
+            "{LOG_SELECT} WHERE l.package_id = $1 ORDER BY l.log_id DESC LIMIT $2"
+        ))
+        .bind(package_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(log_row)
+        .collect()
+    }
+
     async fn recent_log(&self, limit: i64) -> Result<Vec<LogEntry>> {
         sqlx::query(&format!("{LOG_SELECT} ORDER BY l.log_id DESC LIMIT $1"))
             .bind(limit)

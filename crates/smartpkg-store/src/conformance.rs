@@ -54,6 +54,7 @@ pub fn cases() -> Vec<Case> {
         host_apps_and_archives_round_trip,
         accounts_sessions_and_the_console_lists,
         every_decision_is_logged_with_who_took_it,
+        a_package_log_is_its_own_however_busy_its_app,
     ]
 }
 
@@ -1430,5 +1431,46 @@ async fn every_decision_is_logged_with_who_took_it(store: Arc<dyn Store>) {
     assert_eq!(
         store.recent_log(1).await.expect("db")[0].log_id,
         log[0].log_id
+    );
+}
+
+async fn a_package_log_is_its_own_however_busy_its_app(store: Arc<dyn Store>) {
+    let (tp_id, app_id, t) = seeded(&*store).await;
+    let first = built(&store, tp_id, app_id, t, 1_000).await;
+    // Later packages of the same app push the first one's entries out of the app's newest.
+    for n in 0..3 {
+        built(&store, tp_id, app_id, t, 2_000 + n * 1_000).await;
+    }
+    let ids = |log: &[crate::LogEntry]| log.iter().map(|l| l.log_id).collect::<Vec<_>>();
+    let whole = store.app_log(app_id, 1_000).await.expect("db");
+    let own: Vec<_> = whole
+        .iter()
+        .filter(|l| l.package_id == first)
+        .cloned()
+        .collect();
+    assert!(own.len() >= 2, "uploaded and built: {whole:?}");
+    let newest = store.app_log(app_id, 3).await.expect("db");
+    assert!(
+        newest.iter().all(|l| l.package_id != first),
+        "the app's newest entries are other packages': {newest:?}"
+    );
+    let log = store.package_log(first, 500).await.expect("db");
+    assert_eq!(
+        ids(&log),
+        ids(&own),
+        "every entry of the package, newest first"
+    );
+    assert_eq!(
+        ids(&store.package_log(first, 1).await.expect("db")),
+        ids(&own[..1]),
+        "the limit keeps the newest"
+    );
+    assert!(
+        store
+            .package_log(first + 1_000, 10)
+            .await
+            .expect("db")
+            .is_empty(),
+        "no package, no entries"
     );
 }

@@ -254,6 +254,11 @@ pub trait ConsoleStore: Send + Sync {
     /// The package log of one mini program (every package), newest first.
     async fn app_log(&self, app_id: i64, limit: i64) -> Result<Vec<LogEntry>>;
 
+    /// The log of one package, newest first: its own entries, however many other packages of
+    /// its app were logged since (a package's timeline must not be cut by its app's
+    /// activity).
+    async fn package_log(&self, package_id: i64, limit: i64) -> Result<Vec<LogEntry>>;
+
     /// The newest entries of the whole package log.
     async fn recent_log(&self, limit: i64) -> Result<Vec<LogEntry>>;
 

@@ -123,7 +123,13 @@ struct PackagePage {
     app_diff: Vec<(&'static str, String)>,
     ext_diff: Vec<(&'static str, String)>,
     timeline: Vec<Event>,
+    /// The package has more entries than the page shows (only the newest are read).
+    timeline_cut: bool,
 }
+
+/// The newest log entries a package's page shows. A package changes state a handful of
+/// times per submission, so only one resubmitted for months reaches this.
+const TIMELINE_ENTRIES: usize = 500;
 
 fn diff_rows(old: &str, new: &str) -> Vec<(&'static str, String)> {
     review::line_diff(old, new)
@@ -182,12 +188,13 @@ pub async fn package(State(state): State<AppState>, v: Viewer, Path(id): Path<i6
     }
     let log = state
         .store
-        .app_log(p.app_id, 500)
+        .package_log(id, TIMELINE_ENTRIES as i64 + 1)
         .await
         .map_err(store_failed)?;
+    let timeline_cut = log.len() > TIMELINE_ENTRIES;
     let timeline = log
         .iter()
-        .filter(|e| e.package_id == id)
+        .take(TIMELINE_ENTRIES)
         .map(|e| event(&state, e))
         .collect();
     let can_decide =
@@ -221,6 +228,7 @@ pub async fn package(State(state): State<AppState>, v: Viewer, Path(id): Path<i6
         app_diff,
         ext_diff,
         timeline,
+        timeline_cut,
     };
     Ok(Page::ok(&page))
 }

@@ -286,6 +286,17 @@ impl ConsoleStore for SqliteStore {
         .await
     }
 
+    async fn package_log(&self, package_id: i64, limit: i64) -> Result<Vec<LogEntry>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!(
+                "{LOG_SELECT} WHERE l.package_id = ?1 ORDER BY l.log_id DESC LIMIT ?2"
+            ))?
+            .query_map([package_id, limit], log_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
     async fn recent_log(&self, limit: i64) -> Result<Vec<LogEntry>> {
         self.read(move |c| {
             Ok(

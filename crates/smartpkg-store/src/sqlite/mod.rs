@@ -40,6 +40,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("0008_lease_tokens.sql")),
     (9, include_str!("0009_runtime.sql")),
     (10, include_str!("0010_console.sql")),
+    (11, include_str!("0011_package_log_by_package.sql")),
 ];
 pub(super) const MAX_IDLE_READERS: usize = 16;
 
