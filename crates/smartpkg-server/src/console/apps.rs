@@ -201,6 +201,8 @@ pub async fn gates(
 #[derive(Deserialize)]
 pub struct RevokeForm {
     tp_id: i64,
+    #[serde(default)]
+    confirm: String,
 }
 
 pub async fn revoke(
@@ -211,6 +213,7 @@ pub async fn revoke(
     let v = &p.viewer;
     v.require(&[Role::Operator, Role::Owner])?;
     may_see(&state, v, app_id).await?;
+    Page::unless_confirmed(v, &p.form.confirm, "ending the authorization")?;
     service::revoke(&state, p.form.tp_id, app_id)
         .await
         .map_err(|e| Page::refused(v, e))?;

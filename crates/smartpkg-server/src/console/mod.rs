@@ -198,6 +198,21 @@ impl Page {
     }
 
     /// A refusal of the shared service layer, shown as a page with its status and message.
+    /// Refuses an action that takes effect at once and cannot be undone from the console
+    /// unless its form's confirmation box was ticked. Browsers keep an unticked form from
+    /// being sent (`required`); this holds for every other client, and for a slip.
+    pub fn unless_confirmed(v: &Viewer, confirm: &str, what: &str) -> Result<(), Page> {
+        if confirm == "yes" {
+            return Ok(());
+        }
+        Err(Page::message(
+            v,
+            StatusCode::BAD_REQUEST,
+            "Not confirmed",
+            &format!("Nothing was changed. Tick the box that confirms {what}, then submit again."),
+        ))
+    }
+
     pub fn refused(v: &Viewer, e: AdminError) -> Page {
         let title = match e.status {
             StatusCode::BAD_REQUEST => "Cannot do that",

@@ -3,9 +3,10 @@
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
+use serde::Deserialize;
 use smartpkg_store::{AppQuery, Role, Tp};
 
-use super::signin::{Empty, PageQuery};
+use super::signin::PageQuery;
 use super::{store_failed, Layout, Page, PageResult, Pager, Posted, Viewer, PAGE_SIZE};
 use crate::{service, AppState};
 
@@ -174,13 +175,20 @@ pub async fn page(State(state): State<AppState>, v: Viewer, Path(tp_id): Path<i6
     tp_page(&state, &v, tp, false).await
 }
 
+#[derive(Deserialize)]
+pub struct ConfirmForm {
+    #[serde(default)]
+    confirm: String,
+}
+
 pub async fn rotate(
     State(state): State<AppState>,
     Path(tp_id): Path<i64>,
-    p: Posted<Empty>,
+    p: Posted<ConfirmForm>,
 ) -> PageResult {
     let v = &p.viewer;
     v.require(&[Role::Operator])?;
+    Page::unless_confirmed(v, &p.form.confirm, "replacing the push keys")?;
     let tp = service::rotate_tp_keys(&state, tp_id)
         .await
         .map_err(|e| Page::refused(v, e))?;

@@ -462,3 +462,67 @@ async fn an_owner_sees_only_its_mini_programs_and_authorizes_in_one_click() {
     assert_eq!(a["tp_id"], app.tp_id, "{a}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn revoking_and_rotating_keys_change_nothing_until_their_box_is_ticked() {
+    let app = spawn_app().await;
+    account(&app, "olga", "operator", &[]).await;
+    let mut p = Person::new(&app);
+    p.sign_in("olga", PW).await;
+    let tp_path = format!("/console/tps/{}", app.tp_id);
+    let keys = || async {
+        let (st, tp) = app.admin_get(&format!("/tps/{}", app.tp_id)).await;
+        assert_eq!(st, StatusCode::OK, "{tp}");
+        (tp["msg_token"].clone(), tp["encoding_aes_key"].clone())
+    };
+    let before = keys().await;
+    // Both forms make the box required, so a browser cannot send them unticked.
+    let page = p.get(&tp_path).await;
+    assert!(
+        page.html
+            .contains(r#"<input type="checkbox" name="confirm" value="yes" required>"#),
+        "{}",
+        page.html
+    );
+    let rotate = format!("{tp_path}/rotate");
+    let unticked = p.submit(&tp_path, &rotate, &[]).await;
+    assert_eq!(unticked.status, StatusCode::BAD_REQUEST);
+    assert!(
+        unticked.html.contains("Nothing was changed"),
+        "{}",
+        unticked.html
+    );
+    assert_eq!(keys().await, before, "the keys are the same");
+    let ticked = p.submit(&tp_path, &rotate, &[("confirm", "yes")]).await;
+    assert_eq!(ticked.status, StatusCode::OK, "{}", ticked.html);
+    let after = keys().await;
+    assert!(after.0 != before.0 && after.1 != before.1, "new keys");
+
+    let app_path = format!("/console/apps/{}", app.app_id);
+    let revoke = format!("{app_path}/revoke");
+    let tp = app.tp_id.to_string();
+    let unticked = p.submit(&app_path, &revoke, &[("tp_id", &tp)]).await;
+    assert_eq!(unticked.status, StatusCode::BAD_REQUEST);
+    let v = app.call("getdetail", &[("type", "3")]).await;
+    assert!(
+        v.get("error_code").is_none(),
+        "the third party's token still works: {v}"
+    );
+    let ticked = p
+        .submit(&app_path, &revoke, &[("tp_id", &tp), ("confirm", "yes")])
+        .await;
+    assert_eq!(ticked.status, StatusCode::SEE_OTHER, "{}", ticked.html);
+    assert!(
+        p.get(&app_path)
+            .await
+            .html
+            .contains("not authorized to any"),
+        "revoked"
+    );
+    let v = app.call("getdetail", &[("type", "3")]).await;
+    assert_eq!(
+        v["error_code"], 110,
+        "the token died with the authorization: {v}"
+    );
+    app.stop().await;
+}
