@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use smartpkg_store::{
-    Account, AccountRefusal, Actor, AppQuery, AppRow, ConsoleStore, Dashboard, LogEntry,
-    NewAccount, QueueItem, Result, Role, Session, Tp, LOG_SELECT, QUEUE_SELECT,
+    Account, AccountChange, AccountRefusal, Actor, AppQuery, AppRow, ConsoleStore, Dashboard,
+    LogEntry, NewAccount, QueueItem, Result, Role, Session, Tp, LOG_SELECT, QUEUE_SELECT,
 };
 use sqlx::postgres::PgRow;
 use sqlx::Row;
@@ -10,7 +10,8 @@ use crate::packages::state;
 use crate::tenants::{app_row, tp_row, APP_COLS, TP_COLS};
 use crate::{corrupt, db, PgStore};
 
-const ACCOUNT_COLS: &str = "a.account_id, a.name, a.role, a.created_by, a.created_at";
+const ACCOUNT_COLS: &str =
+    "a.account_id, a.name, a.role, a.created_by, a.created_at, a.disabled_at";
 
 fn account_row(r: &PgRow) -> Result<Account> {
     let role: String = r.try_get(2).map_err(db)?;
@@ -20,6 +21,7 @@ fn account_row(r: &PgRow) -> Result<Account> {
         role: Role::parse(&role).ok_or_else(|| corrupt(format!("unknown role {role:?}")))?,
         created_by: r.try_get(3).map_err(db)?,
         created_at_ms: r.try_get(4).map_err(db)?,
+        disabled_at_ms: r.try_get(5).map_err(db)?,
     })
 }
 
@@ -104,6 +106,7 @@ impl ConsoleStore for PgStore {
             role: new.role,
             created_by: new.created_by,
             created_at_ms: now_ms,
+            disabled_at_ms: None,
         }))
     }
 
@@ -115,7 +118,7 @@ impl ConsoleStore for PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        row.map(|r| Ok((account_row(&r)?, r.try_get(5).map_err(db)?)))
+        row.map(|r| Ok((account_row(&r)?, r.try_get(6).map_err(db)?)))
             .transpose()
     }
 
@@ -133,6 +136,43 @@ impl ConsoleStore for PgStore {
         .await
         .map_err(db)?;
         Ok((total, rows.iter().map(account_row).collect::<Result<_>>()?))
+    }
+
+    async fn update_account(
+        &self,
+        account_id: i64,
+        change: AccountChange,
+        keep_session: Option<String>,
+        now_ms: i64,
+    ) -> Result<Option<Account>> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // Disabling keeps the first time it was disabled; enabling clears it.
+        let row = sqlx::query(&format!(
+            "UPDATE accounts a SET password_hash = COALESCE($2, a.password_hash), \
+             disabled_at = CASE WHEN $3::BOOLEAN IS NULL THEN a.disabled_at \
+                                WHEN $3 THEN COALESCE(a.disabled_at, $4) ELSE NULL END \
+             WHERE a.account_id = $1 RETURNING {ACCOUNT_COLS}"
+        ))
+        .bind(account_id)
+        .bind(change.password_hash)
+        .bind(change.disabled)
+        .bind(now_ms)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        sqlx::query(
+            "DELETE FROM sessions WHERE account_id = $1 AND ($2::TEXT IS NULL OR token_hash <> $2)",
+        )
+        .bind(account_id)
+        .bind(keep_session)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        account_row(&row).map(Some)
     }
 
     async fn add_owned_apps(&self, account_id: i64, apps: Vec<i64>) -> Result<()> {
@@ -192,7 +232,7 @@ impl ConsoleStore for PgStore {
         let row = sqlx::query(&format!(
             "SELECT {ACCOUNT_COLS}, s.csrf, s.expires_at FROM sessions s \
              JOIN accounts a ON a.account_id = s.account_id \
-             WHERE s.token_hash = $1 AND s.expires_at > $2"
+             WHERE s.token_hash = $1 AND s.expires_at > $2 AND a.disabled_at IS NULL"
         ))
         .bind(token_hash)
         .bind(now_ms)
@@ -202,8 +242,8 @@ impl ConsoleStore for PgStore {
         row.map(|r| {
             Ok(Session {
                 account: account_row(&r)?,
-                csrf: r.try_get(5).map_err(db)?,
-                expires_at_ms: r.try_get(6).map_err(db)?,
+                csrf: r.try_get(6).map_err(db)?,
+                expires_at_ms: r.try_get(7).map_err(db)?,
             })
         })
         .transpose()

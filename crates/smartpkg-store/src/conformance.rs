@@ -55,6 +55,7 @@ pub fn cases() -> Vec<Case> {
         accounts_sessions_and_the_console_lists,
         every_decision_is_logged_with_who_took_it,
         a_package_log_is_its_own_however_busy_its_app,
+        a_changed_password_or_a_disabled_account_ends_its_sessions,
     ]
 }
 
@@ -1472,5 +1473,105 @@ async fn a_package_log_is_its_own_however_busy_its_app(store: Arc<dyn Store>) {
             .expect("db")
             .is_empty(),
         "no package, no entries"
+    );
+}
+
+async fn a_changed_password_or_a_disabled_account_ends_its_sessions(store: Arc<dyn Store>) {
+    use crate::AccountChange;
+    let rita = reviewer(&*store, "rita").await;
+    let id = rita.account_id;
+    let other = reviewer(&*store, "otto").await;
+    for (hash, account) in [
+        ("mine", id),
+        ("elsewhere", id),
+        ("otto's", other.account_id),
+    ] {
+        store
+            .create_session(hash.into(), account, "c".into(), 100, 1_000_000)
+            .await
+            .expect("db");
+    }
+    let live = |hash: &'static str| {
+        let store = store.clone();
+        async move { store.session(hash.into(), 200).await.expect("db").is_some() }
+    };
+    // A new password: every other session of the account ends, the one that changed it stays.
+    let change = AccountChange {
+        password_hash: Some("h2".into()),
+        disabled: None,
+    };
+    let changed = store
+        .update_account(id, change, Some("mine".into()), 300)
+        .await
+        .expect("db")
+        .expect("exists");
+    assert_eq!(changed.disabled_at_ms, None);
+    let (_, hash) = store
+        .account_by_name("rita".into())
+        .await
+        .expect("db")
+        .expect("exists");
+    assert_eq!(hash, "h2");
+    assert!(live("mine").await, "the session that changed it stays");
+    assert!(!live("elsewhere").await, "the account's other sessions end");
+    assert!(live("otto's").await, "other accounts' sessions stay");
+
+    // Disabled: no session at all, and a session created anyway is not found.
+    let disable = AccountChange {
+        password_hash: None,
+        disabled: Some(true),
+    };
+    let disabled = store
+        .update_account(id, disable.clone(), None, 400)
+        .await
+        .expect("db")
+        .expect("exists");
+    assert_eq!(disabled.disabled_at_ms, Some(400));
+    assert!(!live("mine").await, "a disabled account's sessions end");
+    store
+        .create_session("late".into(), id, "c".into(), 500, 1_000_000)
+        .await
+        .expect("db");
+    assert!(!live("late").await, "a disabled account has no session");
+    let again = store
+        .update_account(id, disable, None, 600)
+        .await
+        .expect("db")
+        .expect("exists");
+    assert_eq!(
+        again.disabled_at_ms,
+        Some(400),
+        "disabled since the first time"
+    );
+    let (listed, _) = store
+        .account_by_name("rita".into())
+        .await
+        .expect("db")
+        .expect("exists");
+    assert_eq!(listed.disabled_at_ms, Some(400));
+
+    // Enabled again: a new session works.
+    let enable = AccountChange {
+        password_hash: None,
+        disabled: Some(false),
+    };
+    let enabled = store
+        .update_account(id, enable.clone(), None, 700)
+        .await
+        .expect("db")
+        .expect("exists");
+    assert_eq!(enabled.disabled_at_ms, None);
+    store
+        .create_session("back".into(), id, "c".into(), 800, 1_000_000)
+        .await
+        .expect("db");
+    assert!(live("back").await);
+    assert!(
+        store
+            .update_account(id + 1_000, enable, None, 900)
+            .await
+            .expect("db")
+            .is_none(),
+        "no such account"
     );
 }

@@ -84,6 +84,17 @@ pub struct Account {
     pub role: Role,
     pub created_by: Option<i64>,
     pub created_at_ms: i64,
+    /// When the account was disabled: it cannot sign in, and has no session.
+    pub disabled_at_ms: Option<i64>,
+}
+
+/// A change to an account; `None` leaves that part as it is.
+#[derive(Debug, Clone, Default)]
+pub struct AccountChange {
+    /// A new argon2 PHC string.
+    pub password_hash: Option<String>,
+    /// `true` disables the account, `false` enables it again.
+    pub disabled: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -217,6 +228,18 @@ pub trait ConsoleStore: Send + Sync {
 
     async fn list_accounts(&self, offset: i64, limit: i64) -> Result<(i64, Vec<Account>)>;
 
+    /// Changes an account's password or whether it may sign in; `None` when there is no such
+    /// account. Every session of the account ends in the same transaction (a session signed
+    /// in with the old password, or of an account now disabled, must not outlive the
+    /// change), except `keep_session`: the session that changed its own password.
+    async fn update_account(
+        &self,
+        account_id: i64,
+        change: AccountChange,
+        keep_session: Option<String>,
+        now_ms: i64,
+    ) -> Result<Option<Account>>;
+
     /// Adds mini programs to an owner account (already owned ones are kept once).
     async fn add_owned_apps(&self, account_id: i64, apps: Vec<i64>) -> Result<()>;
 
@@ -232,7 +255,7 @@ pub trait ConsoleStore: Send + Sync {
         expires_at_ms: i64,
     ) -> Result<()>;
 
-    /// The session, if it exists and has not expired.
+    /// The session, if it exists, has not expired and its account is not disabled.
     async fn session(&self, token_hash: String, now_ms: i64) -> Result<Option<Session>>;
 
     async fn delete_session(&self, token_hash: String) -> Result<()>;

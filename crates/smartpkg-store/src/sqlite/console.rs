@@ -1,11 +1,12 @@
 use super::tenants::{app_row, tp_row, APP_COLS, TP_COLS};
 use super::*;
 use crate::{
-    Account, AccountRefusal, Actor, AppQuery, AppRow, ConsoleStore, Dashboard, LogEntry,
-    NewAccount, QueueItem, Role, Session, LOG_SELECT, QUEUE_SELECT,
+    Account, AccountChange, AccountRefusal, Actor, AppQuery, AppRow, ConsoleStore, Dashboard,
+    LogEntry, NewAccount, QueueItem, Role, Session, LOG_SELECT, QUEUE_SELECT,
 };
 
-const ACCOUNT_COLS: &str = "a.account_id, a.name, a.role, a.created_by, a.created_at";
+const ACCOUNT_COLS: &str =
+    "a.account_id, a.name, a.role, a.created_by, a.created_at, a.disabled_at";
 
 fn account_row(r: &Row<'_>) -> rusqlite::Result<Account> {
     let role: String = r.get(2)?;
@@ -20,6 +21,7 @@ fn account_row(r: &Row<'_>) -> rusqlite::Result<Account> {
             )
         })?,
         created_by: r.get(3)?,
+        disabled_at_ms: r.get(5)?,
         created_at_ms: r.get(4)?,
     })
 }
@@ -90,6 +92,7 @@ impl ConsoleStore for SqliteStore {
                 role: new.role,
                 created_by: new.created_by,
                 created_at_ms: now_ms,
+                disabled_at_ms: None,
             }))
         })
         .await
@@ -100,7 +103,7 @@ impl ConsoleStore for SqliteStore {
             Ok(c.prepare_cached(&format!(
                 "SELECT {ACCOUNT_COLS}, a.password_hash FROM accounts a WHERE a.name = ?1"
             ))?
-            .query_row([name], |r| Ok((account_row(r)?, r.get(5)?)))
+            .query_row([name], |r| Ok((account_row(r)?, r.get(6)?)))
             .optional()?)
         })
         .await
@@ -116,6 +119,39 @@ impl ConsoleStore for SqliteStore {
                 .query_map([limit, offset], account_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok((total, rows))
+        })
+        .await
+    }
+
+    async fn update_account(
+        &self,
+        account_id: i64,
+        change: AccountChange,
+        keep_session: Option<String>,
+        now_ms: i64,
+    ) -> Result<Option<Account>> {
+        self.write(move |tx| {
+            // Disabling keeps the first time it was disabled; enabling clears it.
+            let n = tx.execute(
+                "UPDATE accounts SET password_hash = COALESCE(?2, password_hash), \
+                 disabled_at = CASE WHEN ?3 IS NULL THEN disabled_at \
+                                    WHEN ?3 THEN COALESCE(disabled_at, ?4) ELSE NULL END \
+                 WHERE account_id = ?1",
+                params![account_id, change.password_hash, change.disabled, now_ms],
+            )?;
+            if n == 0 {
+                return Ok(None);
+            }
+            tx.execute(
+                "DELETE FROM sessions WHERE account_id = ?1 AND token_hash IS NOT ?2",
+                params![account_id, keep_session],
+            )?;
+            Ok(tx
+                .prepare_cached(&format!(
+                    "SELECT {ACCOUNT_COLS} FROM accounts a WHERE a.account_id = ?1"
+                ))?
+                .query_row([account_id], account_row)
+                .optional()?)
         })
         .await
     }
@@ -168,13 +204,13 @@ impl ConsoleStore for SqliteStore {
             Ok(c.prepare_cached(&format!(
                 "SELECT {ACCOUNT_COLS}, s.csrf, s.expires_at FROM sessions s \
                  JOIN accounts a ON a.account_id = s.account_id \
-                 WHERE s.token_hash = ?1 AND s.expires_at > ?2"
+                 WHERE s.token_hash = ?1 AND s.expires_at > ?2 AND a.disabled_at IS NULL"
             ))?
             .query_row(params![token_hash, now_ms], |r| {
                 Ok(Session {
                     account: account_row(r)?,
-                    csrf: r.get(5)?,
-                    expires_at_ms: r.get(6)?,
+                    csrf: r.get(6)?,
+                    expires_at_ms: r.get(7)?,
                 })
             })
             .optional()?)

@@ -41,6 +41,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("0009_runtime.sql")),
     (10, include_str!("0010_console.sql")),
     (11, include_str!("0011_package_log_by_package.sql")),
+    (12, include_str!("0012_disabled_accounts.sql")),
 ];
 pub(super) const MAX_IDLE_READERS: usize = 16;
 
