@@ -26,7 +26,7 @@ const MAX_PASSWORD_BYTES: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
-    #[error("the owner password must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_BYTES} characters, without control characters")]
+    #[error("a password must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_BYTES} characters, without control characters")]
     Weak,
     #[error("cannot hash the password: {0}")]
     Hash(String),

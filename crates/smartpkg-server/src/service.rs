@@ -184,6 +184,55 @@ pub async fn create_account(
     }
 }
 
+/// What becomes of an account's password.
+pub enum NewPassword {
+    Keep,
+    Set(String),
+    /// A random one, returned once.
+    Generate,
+}
+
+/// Changes an account's password and/or whether it may sign in. Every session of the account
+/// but `keep_session` ends with it. Returns the account and, when one was generated, the new
+/// password (shown once).
+pub async fn edit_account(
+    state: &AppState,
+    account_id: i64,
+    password: NewPassword,
+    disabled: Option<bool>,
+    keep_session: Option<String>,
+) -> AdminResult<(Account, Option<String>)> {
+    let (password, generated) = match password {
+        NewPassword::Keep => (None, false),
+        NewPassword::Set(p) => (Some(p), false),
+        NewPassword::Generate => (Some(owner::generate_password()), true),
+    };
+    if password.is_none() && disabled.is_none() {
+        return Err(AdminError::bad_request(
+            "nothing to change: give password, generate_password or disabled",
+        ));
+    }
+    let password_hash = match &password {
+        Some(p) => {
+            owner::check_password_shape(p).map_err(|e| AdminError::bad_request(e.to_string()))?;
+            Some(owner::hash_password(p.clone()).await.map_err(|e| {
+                AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })?)
+        }
+        None => None,
+    };
+    let change = smartpkg_store::AccountChange {
+        password_hash,
+        disabled,
+    };
+    let account = state
+        .store
+        .update_account(account_id, change, keep_session, clock::now_ms())
+        .await?
+        .ok_or_else(|| AdminError::not_found(format!("account {account_id}")))?;
+    Ok((account, password.filter(|_| generated)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

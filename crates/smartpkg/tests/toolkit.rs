@@ -574,3 +574,35 @@ async fn a_console_account_is_created_from_the_command_line() {
     assert_eq!(list["total"], 1, "{list}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_console_account_is_disabled_enabled_and_given_a_new_password_from_the_command_line() {
+    let s = Sandbox::start().await;
+    ok(&cli(&s, &["account", "create", "rita", "--role", "reviewer"]).await);
+    let state = || async {
+        let (_, v) = s
+            .admin(reqwest::Method::GET, "/accounts?name=rita", None)
+            .await;
+        v["accounts"][0]["disabled_at_ms"].clone()
+    };
+    let out = ok(&cli(&s, &["account", "disable", "Rita"]).await);
+    assert!(out.contains("account rita disabled"), "{out}");
+    assert!(state().await.is_i64(), "disabled");
+    let out = ok(&cli(&s, &["account", "enable", "rita"]).await);
+    assert!(out.contains("account rita enabled"), "{out}");
+    assert!(state().await.is_null(), "enabled");
+    let out = ok(&cli(&s, &["account", "password", "rita"]).await);
+    let password = out
+        .lines()
+        .find_map(|l| l.strip_prefix("password (shown once): "))
+        .expect("a generated password");
+    assert!(password.chars().count() >= 12, "{password}");
+    let missing = cli(&s, &["account", "disable", "nobody"]).await;
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("no account named \"nobody\""),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    s.stop().await;
+}

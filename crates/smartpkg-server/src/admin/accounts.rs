@@ -1,6 +1,6 @@
 //! Console accounts (docs/console.md): what `smartpkg account create` calls.
 
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
@@ -67,14 +67,86 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(v)))
 }
 
+#[derive(utoipa::IntoParams, Deserialize)]
+pub struct ListQuery {
+    /// Only the account of this name (as stored: lowercased).
+    name: Option<String>,
+}
+
 #[utoipa::path(
     get,
     path = "/accounts",
     tag = "admin",
-    summary = "List console accounts (first 1000)",
-    responses((status = 200, description = "{total, accounts: [{account_id, name, role, created_by, created_at_ms}]}"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+    summary = "List console accounts (first 1000), or find one by name",
+    params(ListQuery),
+    responses((status = 200, description = "{total, accounts: [{account_id, name, role, created_by, created_at_ms, disabled_at_ms}]}; with name, the one account or none"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
 )]
-pub async fn list(State(state): State<AppState>) -> AdminResult<Json<Value>> {
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> AdminResult<Json<Value>> {
+    if let Some(name) = q.name {
+        let found = state
+            .store
+            .account_by_name(name.trim().to_lowercase())
+            .await?;
+        let accounts: Vec<_> = found.into_iter().map(|(a, _)| a).collect();
+        return Ok(Json(
+            json!({ "total": accounts.len(), "accounts": accounts }),
+        ));
+    }
     let (total, accounts) = state.store.list_accounts(0, 1000).await?;
     Ok(Json(json!({ "total": total, "accounts": accounts })))
+}
+
+#[derive(utoipa::ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountPatchBody {
+    /// A new password, 12 to 256 characters.
+    password: Option<String>,
+    /// `true`: a new password is generated and returned once.
+    #[serde(default)]
+    generate_password: bool,
+    /// `true` disables the account (it cannot sign in; its sessions end), `false` enables it.
+    disabled: Option<bool>,
+}
+
+#[utoipa::path(
+    patch,
+    path = "/accounts/{account_id}",
+    tag = "admin",
+    summary = "Change a console account's password, or disable or enable it",
+    params(("account_id" = i64, Path, description = "the account")),
+    request_body = AccountPatchBody,
+    responses(
+        (status = 200, description = "{account_id, name, role, created_by, created_at_ms, disabled_at_ms, password?}: password only when generated, shown once; every session of the account has ended"),
+        (status = 400, description = "nothing to change, both password and generate_password, or a password of the wrong shape"),
+        (status = 404, description = "no such account"),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody)
+    )
+)]
+pub async fn patch(
+    State(state): State<AppState>,
+    Path(account_id): Path<i64>,
+    Body(b): Body<AccountPatchBody>,
+) -> AdminResult<Json<Value>> {
+    let password = match (b.password, b.generate_password) {
+        (Some(_), true) => {
+            return Err(AdminError::bad_request(
+                "give either password or generate_password, not both",
+            ))
+        }
+        (Some(p), false) => service::NewPassword::Set(p),
+        (None, true) => service::NewPassword::Generate,
+        (None, false) => service::NewPassword::Keep,
+    };
+    let (account, generated) =
+        service::edit_account(&state, account_id, password, b.disabled, None).await?;
+    let mut v = serde_json::to_value(&account).map_err(|e| {
+        AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    })?;
+    if let Some(p) = generated {
+        v["password"] = json!(p);
+    }
+    Ok(Json(v))
 }

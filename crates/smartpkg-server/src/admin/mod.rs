@@ -47,6 +47,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(hosts::create, hosts::list))
         .routes(routes!(hosts::set_app_hosts))
         .routes(routes!(accounts::create, accounts::list))
+        .routes(routes!(accounts::patch))
         .split_for_parts()
 }
 

@@ -50,6 +50,11 @@ pub fn routes() -> Router<AppState> {
             "/accounts",
             get(signin::accounts).post(signin::create_account),
         )
+        .route("/accounts/{id}", post(signin::account_action))
+        .route(
+            "/password",
+            get(signin::password_page).post(signin::change_password),
+        )
         .route("/queue", get(queue::list))
         .route("/packages/{id}", get(queue::package))
         .route("/packages/{id}/files/{*path}", get(queue::file))

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use askama::Template;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::{Extension, Form};
@@ -225,6 +225,21 @@ pub async fn submit(
     // long: the timing does not tell which names exist.
     let ok = owner::verify_password(f.password.clone(), hash).await;
     match account.filter(|_| ok) {
+        // Said only to whoever knows the password, so it tells nobody else that the name
+        // exists.
+        Some(a) if a.disabled_at_ms.is_some() => {
+            guards.per_app.clear(&name_key);
+            tracing::warn!(account = %a.name, "console: a disabled account tried to sign in");
+            login_page(
+                &state,
+                &headers,
+                StatusCode::FORBIDDEN,
+                &f.next,
+                &f.name,
+                "This account is disabled. An operator can enable it again.",
+            )
+            .await
+        }
         Some(a) => {
             guards.per_app.clear(&name_key);
             tracing::info!(account = %a.name, "console: signed in");
@@ -343,10 +358,15 @@ pub async fn logout(State(state): State<AppState>, p: Posted<Empty>) -> PageResu
 }
 
 pub struct AccountRow {
+    account_id: i64,
     name: String,
     role: &'static str,
     created: String,
     created_by: String,
+    /// Empty while enabled.
+    disabled_since: String,
+    /// The viewer's own account: it cannot disable itself here.
+    me: bool,
 }
 
 #[derive(Template)]
@@ -356,6 +376,7 @@ pub struct AccountsPage {
     total: i64,
     accounts: Vec<AccountRow>,
     pager: Pager,
+    /// What the notice at the top says was done ("Account x created.").
     created: String,
     password: String,
 }
@@ -384,6 +405,12 @@ async fn accounts_page(
     let accounts = rows
         .iter()
         .map(|a| AccountRow {
+            account_id: a.account_id,
+            disabled_since: a
+                .disabled_at_ms
+                .map(|at| super::when(state, at))
+                .unwrap_or_default(),
+            me: a.account_id == v.account.account_id,
             name: a.name.clone(),
             role: a.role.as_str(),
             created: super::when(state, a.created_at_ms),
@@ -469,5 +496,151 @@ pub async fn create_account(
     .await
     .map_err(|e| Page::refused(v, e))?;
     tracing::info!(by = %v.account.name, account = %account.name, role = account.role.as_str(), "console: account created");
-    accounts_page(&state, v, 1, account.name, generated.unwrap_or_default()).await
+    accounts_page(
+        &state,
+        v,
+        1,
+        format!("Account {} created.", account.name),
+        generated.unwrap_or_default(),
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct AccountActionForm {
+    /// `disable`, `enable` or `password` (a new generated password).
+    #[serde(default)]
+    action: String,
+}
+
+/// An operator disables or enables another account, or gives it a new password (generated,
+/// shown once). Each ends the account's sessions.
+pub async fn account_action(
+    State(state): State<AppState>,
+    Path(account_id): Path<i64>,
+    p: Posted<AccountActionForm>,
+) -> PageResult {
+    let v = &p.viewer;
+    v.require(&[Role::Operator])?;
+    let refuse = |text: &str| Page::message(v, StatusCode::BAD_REQUEST, "Cannot do that", text);
+    let (password, disabled) = match p.form.action.as_str() {
+        "disable" => (service::NewPassword::Keep, Some(true)),
+        "enable" => (service::NewPassword::Keep, Some(false)),
+        "password" => (service::NewPassword::Generate, None),
+        other => return Err(refuse(&format!("{other:?} is not an action on an account"))),
+    };
+    if account_id == v.account.account_id {
+        // Disabling oneself would lock the console's last operator out; one's own password
+        // is changed with the current one (/console/password).
+        return Err(refuse(
+            "Not on your own account: change your password on the Password page.",
+        ));
+    }
+    let (account, generated) = service::edit_account(&state, account_id, password, disabled, None)
+        .await
+        .map_err(|e| Page::refused(v, e))?;
+    tracing::info!(by = %v.account.name, account = %account.name, action = %p.form.action, "console: account changed");
+    let done = match p.form.action.as_str() {
+        "disable" => format!(
+            "Account {} disabled; its sessions have ended.",
+            account.name
+        ),
+        "enable" => format!("Account {} enabled.", account.name),
+        _ => format!(
+            "Account {} has a new password; its sessions have ended.",
+            account.name
+        ),
+    };
+    accounts_page(&state, v, 1, done, generated.unwrap_or_default()).await
+}
+
+#[derive(Template)]
+#[template(path = "console/password.html")]
+pub struct PasswordPage {
+    layout: Layout,
+    error: String,
+}
+
+/// Anyone signed in changes their own password.
+pub async fn password_page(v: Viewer) -> PageResult {
+    Ok(Page::ok(&PasswordPage {
+        layout: v.layout("Password", ""),
+        error: String::new(),
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    current: String,
+    #[serde(default)]
+    new: String,
+    #[serde(default)]
+    repeat: String,
+}
+
+/// Checks the current password (throttled like sign-in: a stolen session must not become a
+/// password oracle), sets the new one, and ends every other session of the account.
+pub async fn change_password(State(state): State<AppState>, p: Posted<PasswordForm>) -> PageResult {
+    let v = &p.viewer;
+    let again = |status: StatusCode, error: &str| {
+        Page::render(
+            status,
+            &PasswordPage {
+                layout: v.layout("Password", ""),
+                error: error.to_string(),
+            },
+        )
+    };
+    let guards = &state.console_guards;
+    let key = format!("acct:{}", v.account.name);
+    if let Some(left) = guards.per_app.locked(&key) {
+        let mins = left.as_secs().div_ceil(60).max(1);
+        return Ok(again(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("Too many wrong attempts; try again in {mins} minute(s)."),
+        ));
+    }
+    if p.form.new != p.form.repeat {
+        return Ok(again(
+            StatusCode::BAD_REQUEST,
+            "The new password and its repetition differ; nothing was changed.",
+        ));
+    }
+    let hash = state
+        .store
+        .account_by_name(v.account.name.clone())
+        .await
+        .map_err(store_failed)?
+        .map(|(_, h)| h);
+    if !owner::verify_password(p.form.current.clone(), hash).await {
+        guards.per_app.fail(&key);
+        return Ok(again(
+            StatusCode::UNAUTHORIZED,
+            "The current password is wrong; nothing was changed.",
+        ));
+    }
+    guards.per_app.clear(&key);
+    let new = service::NewPassword::Set(p.form.new.clone());
+    if let Err(e) = service::edit_account(
+        &state,
+        v.account.account_id,
+        new,
+        None,
+        Some(v.token_hash.clone()),
+    )
+    .await
+    {
+        return Ok(again(
+            e.status,
+            &format!("{}; nothing was changed.", e.message),
+        ));
+    }
+    tracing::info!(account = %v.account.name, "console: password changed");
+    Ok(Page::message(
+        v,
+        StatusCode::OK,
+        "Password changed",
+        "Your password was changed. Your other sessions were signed out; this one stays.",
+    ))
 }

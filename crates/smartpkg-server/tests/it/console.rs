@@ -526,3 +526,282 @@ async fn revoking_and_rotating_keys_change_nothing_until_their_box_is_ticked() {
     );
     app.stop().await;
 }
+
+/// The id of the account named `name`, from the admin API.
+async fn account_id(app: &TestApp, name: &str) -> i64 {
+    let (st, v) = app.admin_get("/accounts").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    v["accounts"]
+        .as_array()
+        .expect("accounts")
+        .iter()
+        .find(|a| a["name"] == name)
+        .and_then(|a| a["account_id"].as_i64())
+        .unwrap_or_else(|| panic!("no account {name}: {v}"))
+}
+
+/// The password in an accounts page's "shown this once" notice.
+fn shown_password(html: &str) -> String {
+    let at = html
+        .find("shown this once: <code>")
+        .expect("a password shown")
+        + 23;
+    html[at..at + html[at..].find('<').expect("end")].to_string()
+}
+
+#[tokio::test]
+async fn a_disabled_account_is_signed_out_at_once_and_cannot_sign_in_until_enabled() {
+    let app = spawn_app().await;
+    account(&app, "olga", "operator", &[]).await;
+    account(&app, "rita", "reviewer", &[]).await;
+    let rita = account_id(&app, "rita").await;
+    let mut op = Person::new(&app);
+    op.sign_in("olga", PW).await;
+    let mut r = Person::new(&app);
+    assert_eq!(r.sign_in("rita", PW).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.get("/console/queue").await.status, StatusCode::OK);
+
+    let path = format!("/console/accounts/{rita}");
+    let done = op
+        .submit("/console/accounts", &path, &[("action", "disable")])
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.html);
+    assert!(done.html.contains("Account rita disabled"), "{}", done.html);
+    assert!(
+        done.html.contains("disabled</span> since"),
+        "listed as disabled"
+    );
+    let out = r.get("/console/queue").await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER, "the session ended");
+    assert!(
+        out.location.starts_with("/console/login"),
+        "{}",
+        out.location
+    );
+    let refused = Person::new(&app).sign_in("rita", PW).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        refused.html.contains("This account is disabled"),
+        "{}",
+        refused.html
+    );
+    // A wrong password learns nothing about the account.
+    let wrong = Person::new(&app).sign_in("rita", "not her password").await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(!wrong.html.contains("disabled"), "{}", wrong.html);
+
+    // An operator cannot disable itself (it would lock itself out).
+    let olga = account_id(&app, "olga").await;
+    let own = op
+        .submit(
+            "/console/accounts",
+            &format!("/console/accounts/{olga}"),
+            &[("action", "disable")],
+        )
+        .await;
+    assert_eq!(own.status, StatusCode::BAD_REQUEST);
+    assert_eq!(op.get("/console").await.status, StatusCode::OK);
+
+    let enabled = op
+        .submit("/console/accounts", &path, &[("action", "enable")])
+        .await;
+    assert_eq!(enabled.status, StatusCode::OK, "{}", enabled.html);
+    assert_eq!(
+        Person::new(&app).sign_in("rita", PW).await.status,
+        StatusCode::SEE_OTHER
+    );
+    // A reviewer may not touch accounts.
+    let mut r = Person::new(&app);
+    r.sign_in("rita", PW).await;
+    let not_hers = r
+        .submit(
+            "/console",
+            &format!("/console/accounts/{olga}"),
+            &[("action", "disable")],
+        )
+        .await;
+    assert_eq!(not_hers.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        op.get("/console").await.status,
+        StatusCode::OK,
+        "olga unharmed"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_password_from_an_operator_is_shown_once_and_the_old_one_stops_working() {
+    let app = spawn_app().await;
+    account(&app, "olga", "operator", &[]).await;
+    account(&app, "rita", "reviewer", &[]).await;
+    let rita = account_id(&app, "rita").await;
+    let mut op = Person::new(&app);
+    op.sign_in("olga", PW).await;
+    let mut r = Person::new(&app);
+    r.sign_in("rita", PW).await;
+    let done = op
+        .submit(
+            "/console/accounts",
+            &format!("/console/accounts/{rita}"),
+            &[("action", "password")],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.html);
+    let new = shown_password(&done.html);
+    assert!(new.chars().count() >= 12, "{new}");
+    assert!(
+        !op.get("/console/accounts").await.html.contains(&new),
+        "shown once"
+    );
+    assert_eq!(
+        r.get("/console").await.status,
+        StatusCode::SEE_OTHER,
+        "signed out"
+    );
+    assert_eq!(
+        Person::new(&app).sign_in("rita", PW).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        Person::new(&app).sign_in("rita", &new).await.status,
+        StatusCode::SEE_OTHER
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn changing_ones_own_password_needs_the_current_one_and_ends_the_other_sessions() {
+    let app = spawn_app().await;
+    account(&app, "rita", "reviewer", &[]).await;
+    let mut here = Person::new(&app);
+    here.sign_in("rita", PW).await;
+    let mut elsewhere = Person::new(&app);
+    elsewhere.sign_in("rita", PW).await;
+    let new = "a brand new passphrase";
+    let form = |current: &'static str, repeat: &'static str| {
+        [("current", current), ("new", new), ("repeat", repeat)]
+    };
+    let wrong = here
+        .submit(
+            "/console/password",
+            "/console/password",
+            &form("guess work here", new),
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        wrong.html.contains("current password is wrong"),
+        "{}",
+        wrong.html
+    );
+    let differ = here
+        .submit(
+            "/console/password",
+            "/console/password",
+            &form(PW, "something else!"),
+        )
+        .await;
+    assert_eq!(differ.status, StatusCode::BAD_REQUEST);
+    let short = here
+        .submit(
+            "/console/password",
+            "/console/password",
+            &[("current", PW), ("new", "short"), ("repeat", "short")],
+        )
+        .await;
+    assert_eq!(short.status, StatusCode::BAD_REQUEST, "{}", short.html);
+    assert_eq!(
+        elsewhere.get("/console").await.status,
+        StatusCode::OK,
+        "unchanged so far"
+    );
+
+    let done = here
+        .submit("/console/password", "/console/password", &form(PW, new))
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.html);
+    assert!(done.html.contains("Password changed"), "{}", done.html);
+    assert_eq!(
+        here.get("/console").await.status,
+        StatusCode::OK,
+        "this session stays"
+    );
+    assert_eq!(
+        elsewhere.get("/console").await.status,
+        StatusCode::SEE_OTHER,
+        "the other session ended"
+    );
+    assert_eq!(
+        Person::new(&app).sign_in("rita", PW).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        Person::new(&app).sign_in("rita", new).await.status,
+        StatusCode::SEE_OTHER
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_api_disables_accounts_and_sets_their_passwords() {
+    use reqwest::Method;
+    let app = spawn_app().await;
+    account(&app, "rita", "reviewer", &[]).await;
+    let rita = account_id(&app, "rita").await;
+    let path = format!("/accounts/{rita}");
+    let patch = |body: serde_json::Value| app.admin(Method::PATCH, &path, Some(body));
+    for (body, why) in [
+        (json!({}), "nothing to change"),
+        (json!({"password": "short"}), "password"),
+        (
+            json!({"password": "long enough password", "generate_password": true}),
+            "both",
+        ),
+        (json!({"disabled": "yes"}), "boolean"),
+        (json!({"role": "operator"}), "unknown field"),
+    ] {
+        let (st, v) = patch(body.clone()).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert!(v.to_string().contains(why), "{body}: {v}");
+    }
+    let (st, v) = app
+        .admin(
+            Method::PATCH,
+            "/accounts/999999",
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+
+    let mut r = Person::new(&app);
+    r.sign_in("rita", PW).await;
+    let (st, v) = patch(json!({"disabled": true})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(v["disabled_at_ms"].is_i64(), "{v}");
+    assert!(v.get("password").is_none(), "{v}");
+    assert_eq!(r.get("/console").await.status, StatusCode::SEE_OTHER);
+    let (_, listed) = app.admin_get("/accounts").await;
+    assert!(listed["accounts"][0]["disabled_at_ms"].is_i64(), "{listed}");
+
+    let (st, v) = patch(json!({"disabled": false, "generate_password": true})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(v["disabled_at_ms"].is_null(), "{v}");
+    let new = v["password"]
+        .as_str()
+        .expect("generated password")
+        .to_string();
+    assert_eq!(
+        Person::new(&app).sign_in("rita", &new).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let (st, _) = patch(json!({"password": "chosen by the operator"})).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        Person::new(&app)
+            .sign_in("rita", "chosen by the operator")
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
+    app.stop().await;
+}

@@ -1,4 +1,5 @@
-//! `smartpkg account create`: a console account, through a smartpkg server's admin API.
+//! `smartpkg account create|disable|enable|password`: console accounts, through a smartpkg
+//! server's admin API.
 
 use std::io::Read;
 
@@ -28,21 +29,95 @@ pub enum AccountCmd {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Disable an account: it can no longer sign in, and its sessions end at once.
+    Disable { name: String },
+    /// Enable a disabled account again.
+    Enable { name: String },
+    /// Give an account a new password (generated and printed once unless --password-stdin);
+    /// its sessions end.
+    #[command(after_help = "Examples:
+  smartpkg account password rita
+  echo 'a long passphrase' | smartpkg account password rita --password-stdin")]
+    Password {
+        name: String,
+        /// Read the password from standard input (its first line) instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+/// The first line of standard input.
+fn password_from_stdin() -> anyhow::Result<String> {
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .context("cannot read the password from standard input")?;
+    Ok(s.lines().next().unwrap_or("").to_string())
 }
 
 pub async fn run(cmd: AccountCmd, r: &Resolved) -> anyhow::Result<()> {
-    let AccountCmd::Create {
-        name,
-        role,
-        apps,
-        password_stdin,
-    } = cmd;
+    let (name, change) = match cmd {
+        AccountCmd::Create {
+            name,
+            role,
+            apps,
+            password_stdin,
+        } => return create(r, name, role, apps, password_stdin).await,
+        AccountCmd::Disable { name } => (name, json!({"disabled": true})),
+        AccountCmd::Enable { name } => (name, json!({"disabled": false})),
+        AccountCmd::Password {
+            name,
+            password_stdin: true,
+        } => (name, json!({"password": password_from_stdin()?})),
+        AccountCmd::Password { name, .. } => (name, json!({"generate_password": true})),
+    };
+    let base = r.base_url.trim_end_matches('/');
+    let http = reqwest::Client::new();
+    let found = super::admin_call(
+        http.get(format!("{base}/admin/v1/accounts"))
+            .query(&[("name", &name)])
+            .bearer_auth(r.admin_token()?),
+        "the account lookup",
+    )
+    .await?;
+    let Some(id) = found["accounts"][0]["account_id"].as_i64() else {
+        anyhow::bail!("there is no account named {name:?}");
+    };
+    let body = super::admin_call(
+        http.patch(format!("{base}/admin/v1/accounts/{id}"))
+            .bearer_auth(r.admin_token()?)
+            .json(&change),
+        "the change",
+    )
+    .await?;
+    if r.json {
+        return print_json(&body);
+    }
+    let name = body["name"].as_str().unwrap_or("");
+    match (
+        change.get("disabled").and_then(|d| d.as_bool()),
+        body["password"].as_str(),
+    ) {
+        (Some(true), _) => println!("account {name} disabled; its sessions have ended"),
+        (Some(false), _) => println!("account {name} enabled"),
+        (None, Some(p)) => {
+            println!("account {name} has a new password; its sessions have ended");
+            println!("password (shown once): {p}");
+        }
+        (None, None) => println!("account {name} has the new password; its sessions have ended"),
+    }
+    Ok(())
+}
+
+async fn create(
+    r: &Resolved,
+    name: String,
+    role: String,
+    apps: Vec<i64>,
+    password_stdin: bool,
+) -> anyhow::Result<()> {
     let password = if password_stdin {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .context("cannot read the password from standard input")?;
-        Some(s.lines().next().unwrap_or("").to_string())
+        Some(password_from_stdin()?)
     } else {
         None
     };
