@@ -377,6 +377,7 @@ async fn the_console_works_in_a_real_browser() {
         ("07-third-parties", "/console/tps".to_string()),
         ("08-third-party", format!("/console/tps/{}", sb.tp_id)),
         ("09-accounts", "/console/accounts".to_string()),
+        ("09b-password", "/console/password".to_string()),
         (
             "10-file",
             format!("/console/packages/{to_pass}/files/app.json"),
