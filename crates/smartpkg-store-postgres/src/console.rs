@@ -362,31 +362,11 @@ impl ConsoleStore for PgStore {
     }
 
     async fn app_log(&self, app_id: i64, limit: i64) -> Result<Vec<LogEntry>> {
-        sqlx::query(&format!(
-            "{LOG_SELECT} WHERE l.app_id = $1 ORDER BY l.log_id DESC LIMIT $2"
-        ))
-        .bind(app_id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?
-        .iter()
-        .map(log_row)
-        .collect()
+        self.log_where("l.app_id", app_id, limit).await
     }
 
     async fn package_log(&self, package_id: i64, limit: i64) -> Result<Vec<LogEntry>> {
-        sqlx::query(&format!(
-            "{LOG_SELECT} WHERE l.package_id = $1 ORDER BY l.log_id DESC LIMIT $2"
-        ))
-        .bind(package_id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?
-        .iter()
-        .map(log_row)
-        .collect()
+        self.log_where("l.package_id", package_id, limit).await
     }
 
     async fn recent_log(&self, limit: i64) -> Result<Vec<LogEntry>> {
@@ -428,5 +408,22 @@ impl ConsoleStore for PgStore {
             apps,
             tps,
         })
+    }
+}
+
+impl PgStore {
+    /// The newest log entries whose `column` (a constant of this file) is `id`.
+    async fn log_where(&self, column: &'static str, id: i64, limit: i64) -> Result<Vec<LogEntry>> {
+        sqlx::query(&format!(
+            "{LOG_SELECT} WHERE {column} = $1 ORDER BY l.log_id DESC LIMIT $2"
+        ))
+        .bind(id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(log_row)
+        .collect()
     }
 }

@@ -549,16 +549,22 @@ fn shown_password(html: &str) -> String {
     html[at..at + html[at..].find('<').expect("end")].to_string()
 }
 
-#[tokio::test]
-async fn a_disabled_account_is_signed_out_at_once_and_cannot_sign_in_until_enabled() {
+/// A server with operator olga and reviewer rita, both signed in; rita's account id.
+async fn operator_and_signed_in_reviewer() -> (TestApp, Person, Person, i64) {
     let app = spawn_app().await;
     account(&app, "olga", "operator", &[]).await;
     account(&app, "rita", "reviewer", &[]).await;
     let rita = account_id(&app, "rita").await;
     let mut op = Person::new(&app);
-    op.sign_in("olga", PW).await;
+    assert_eq!(op.sign_in("olga", PW).await.status, StatusCode::SEE_OTHER);
     let mut r = Person::new(&app);
     assert_eq!(r.sign_in("rita", PW).await.status, StatusCode::SEE_OTHER);
+    (app, op, r, rita)
+}
+
+#[tokio::test]
+async fn a_disabled_account_is_signed_out_at_once_and_cannot_sign_in_until_enabled() {
+    let (app, mut op, mut r, rita) = operator_and_signed_in_reviewer().await;
     assert_eq!(r.get("/console/queue").await.status, StatusCode::OK);
 
     let path = format!("/console/accounts/{rita}");
@@ -631,14 +637,7 @@ async fn a_disabled_account_is_signed_out_at_once_and_cannot_sign_in_until_enabl
 
 #[tokio::test]
 async fn a_new_password_from_an_operator_is_shown_once_and_the_old_one_stops_working() {
-    let app = spawn_app().await;
-    account(&app, "olga", "operator", &[]).await;
-    account(&app, "rita", "reviewer", &[]).await;
-    let rita = account_id(&app, "rita").await;
-    let mut op = Person::new(&app);
-    op.sign_in("olga", PW).await;
-    let mut r = Person::new(&app);
-    r.sign_in("rita", PW).await;
+    let (app, mut op, mut r, rita) = operator_and_signed_in_reviewer().await;
     let done = op
         .submit(
             "/console/accounts",

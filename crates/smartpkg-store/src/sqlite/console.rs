@@ -312,25 +312,11 @@ impl ConsoleStore for SqliteStore {
     }
 
     async fn app_log(&self, app_id: i64, limit: i64) -> Result<Vec<LogEntry>> {
-        self.read(move |c| {
-            Ok(c.prepare_cached(&format!(
-                "{LOG_SELECT} WHERE l.app_id = ?1 ORDER BY l.log_id DESC LIMIT ?2"
-            ))?
-            .query_map([app_id, limit], log_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-        .await
+        self.log_where("l.app_id", app_id, limit).await
     }
 
     async fn package_log(&self, package_id: i64, limit: i64) -> Result<Vec<LogEntry>> {
-        self.read(move |c| {
-            Ok(c.prepare_cached(&format!(
-                "{LOG_SELECT} WHERE l.package_id = ?1 ORDER BY l.log_id DESC LIMIT ?2"
-            ))?
-            .query_map([package_id, limit], log_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-        .await
+        self.log_where("l.package_id", package_id, limit).await
     }
 
     async fn recent_log(&self, limit: i64) -> Result<Vec<LogEntry>> {
@@ -370,6 +356,20 @@ impl ConsoleStore for SqliteStore {
                 apps,
                 tps,
             })
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    /// The newest log entries whose `column` (a constant of this file) is `id`.
+    async fn log_where(&self, column: &'static str, id: i64, limit: i64) -> Result<Vec<LogEntry>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!(
+                "{LOG_SELECT} WHERE {column} = ?1 ORDER BY l.log_id DESC LIMIT ?2"
+            ))?
+            .query_map([id, limit], log_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }
