@@ -351,6 +351,7 @@ async fn the_openapi_description_is_generated_from_the_served_admin_routes() {
                 .replace("{tp_id}", "1")
                 .replace("{app_id}", "1")
                 .replace("{package_id}", "1")
+                .replace("{account_id}", "1")
                 .replace("{id}", "1");
             let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
             let r = app
@@ -366,7 +367,7 @@ async fn the_openapi_description_is_generated_from_the_served_admin_routes() {
             );
         }
     }
-    assert_eq!(operations, 25, "every admin operation is described");
+    assert_eq!(operations, 26, "every admin operation is described");
     // A typed body: POST /tps requires its name.
     let body =
         &doc["paths"]["/tps"]["post"]["requestBody"]["content"]["application/json"]["schema"];
