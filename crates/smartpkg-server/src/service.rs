@@ -144,7 +144,7 @@ pub async fn create_account(
         Some(p) => (p, false),
         None => (owner::generate_password(), true),
     };
-    owner::check_password_shape(&password).map_err(|e| AdminError::bad_request(e.to_string()))?;
+    let hash = password_hash(&password).await?;
     if role != Role::Owner && !apps.is_empty() {
         return Err(AdminError::bad_request(
             "only owner accounts own mini programs",
@@ -155,9 +155,6 @@ pub async fn create_account(
             return Err(AdminError::not_found(format!("mini program {app}")));
         }
     }
-    let hash = owner::hash_password(password.clone()).await.map_err(|e| {
-        AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-    })?;
     let new = NewAccount {
         name: name.clone(),
         role,
@@ -182,6 +179,14 @@ pub async fn create_account(
             "The console is set up already; sign in.",
         )),
     }
+}
+
+/// An account password's stored hash, once its shape is checked (400 when it is wrong).
+async fn password_hash(password: &str) -> AdminResult<String> {
+    owner::check_password_shape(password).map_err(|e| AdminError::bad_request(e.to_string()))?;
+    owner::hash_password(password.to_string())
+        .await
+        .map_err(|e| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
 }
 
 /// What becomes of an account's password.
@@ -213,12 +218,7 @@ pub async fn edit_account(
         ));
     }
     let password_hash = match &password {
-        Some(p) => {
-            owner::check_password_shape(p).map_err(|e| AdminError::bad_request(e.to_string()))?;
-            Some(owner::hash_password(p.clone()).await.map_err(|e| {
-                AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            })?)
-        }
+        Some(p) => Some(password_hash(p).await?),
         None => None,
     };
     let change = smartpkg_store::AccountChange {

@@ -257,12 +257,11 @@ pub async fn claim(
             .and_then(|k| state.guards.per_client.locked(k))
     });
     if let Some(left) = locked {
-        let mins = left.as_secs().div_ceil(60).max(1);
         return Err(Page::message(
             v,
             StatusCode::TOO_MANY_REQUESTS,
             "Not added",
-            &format!("Too many wrong attempts; try again in {mins} minute(s)."),
+            &super::try_again_in(left),
         ));
     }
     let stored = state

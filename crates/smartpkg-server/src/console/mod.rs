@@ -202,7 +202,6 @@ impl Page {
         )
     }
 
-    /// A refusal of the shared service layer, shown as a page with its status and message.
     /// Refuses an action that takes effect at once and cannot be undone from the console
     /// unless its form's confirmation box was ticked. Browsers keep an unticked form from
     /// being sent (`required`); this holds for every other client, and for a slip.
@@ -218,6 +217,7 @@ impl Page {
         ))
     }
 
+    /// A refusal of the shared service layer, shown as a page with its status and message.
     pub fn refused(v: &Viewer, e: AdminError) -> Page {
         let title = match e.status {
             StatusCode::BAD_REQUEST => "Cannot do that",
@@ -437,6 +437,12 @@ impl Pager {
             next: if more { link(page + 1) } else { String::new() },
         }
     }
+}
+
+/// What a throttled credential check tells the person locked out for `left`.
+pub(crate) fn try_again_in(left: std::time::Duration) -> String {
+    let mins = left.as_secs().div_ceil(60).max(1);
+    format!("Too many wrong attempts; try again in {mins} minute(s).")
 }
 
 #[cfg(test)]

@@ -174,6 +174,12 @@ pub struct LoginForm {
 
 const WRONG: &str = "The account name or password is wrong.";
 
+/// The throttle's key for an account's password: sign-in and a password change count wrong
+/// passwords together.
+fn account_key(name: &str) -> String {
+    format!("acct:{name}")
+}
+
 pub async fn submit(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -193,7 +199,7 @@ pub async fn submit(
     }
     let name = f.name.trim().to_lowercase();
     let guards = &state.console_guards;
-    let name_key = format!("acct:{name}");
+    let name_key = account_key(&name);
     let client_key = peer.map(|Extension(ConnectInfo(a))| Guards::client_key(a.ip()));
     let locked = guards.per_app.locked(&name_key).or_else(|| {
         client_key
@@ -201,14 +207,13 @@ pub async fn submit(
             .and_then(|k| guards.per_client.locked(k))
     });
     if let Some(left) = locked {
-        let mins = left.as_secs().div_ceil(60).max(1);
         return login_page(
             &state,
             &headers,
             StatusCode::TOO_MANY_REQUESTS,
             &f.next,
             &f.name,
-            &format!("Too many wrong attempts; try again in {mins} minute(s)."),
+            &super::try_again_in(left),
         )
         .await;
     }
@@ -300,12 +305,7 @@ pub async fn setup(
         .as_deref()
         .and_then(|k| state.console_guards.per_client.locked(k))
     {
-        let mins = left.as_secs().div_ceil(60).max(1);
-        return again(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("Too many wrong attempts; try again in {mins} minute(s)."),
-        )
-        .await;
+        return again(StatusCode::TOO_MANY_REQUESTS, super::try_again_in(left)).await;
     }
     if !secrets::constant_time_eq(f.admin_token.trim(), &state.admin_token) {
         if let Some(k) = &client_key {
@@ -523,10 +523,18 @@ pub async fn account_action(
     let v = &p.viewer;
     v.require(&[Role::Operator])?;
     let refuse = |text: &str| Page::message(v, StatusCode::BAD_REQUEST, "Cannot do that", text);
-    let (password, disabled) = match p.form.action.as_str() {
-        "disable" => (service::NewPassword::Keep, Some(true)),
-        "enable" => (service::NewPassword::Keep, Some(false)),
-        "password" => (service::NewPassword::Generate, None),
+    let (password, disabled, done) = match p.form.action.as_str() {
+        "disable" => (
+            service::NewPassword::Keep,
+            Some(true),
+            "disabled; its sessions have ended",
+        ),
+        "enable" => (service::NewPassword::Keep, Some(false), "enabled"),
+        "password" => (
+            service::NewPassword::Generate,
+            None,
+            "has a new password; its sessions have ended",
+        ),
         other => return Err(refuse(&format!("{other:?} is not an action on an account"))),
     };
     if account_id == v.account.account_id {
@@ -540,17 +548,7 @@ pub async fn account_action(
         .await
         .map_err(|e| Page::refused(v, e))?;
     tracing::info!(by = %v.account.name, account = %account.name, action = %p.form.action, "console: account changed");
-    let done = match p.form.action.as_str() {
-        "disable" => format!(
-            "Account {} disabled; its sessions have ended.",
-            account.name
-        ),
-        "enable" => format!("Account {} enabled.", account.name),
-        _ => format!(
-            "Account {} has a new password; its sessions have ended.",
-            account.name
-        ),
-    };
+    let done = format!("Account {} {done}.", account.name);
     accounts_page(&state, v, 1, done, generated.unwrap_or_default()).await
 }
 
@@ -593,12 +591,11 @@ pub async fn change_password(State(state): State<AppState>, p: Posted<PasswordFo
         )
     };
     let guards = &state.console_guards;
-    let key = format!("acct:{}", v.account.name);
+    let key = account_key(&v.account.name);
     if let Some(left) = guards.per_app.locked(&key) {
-        let mins = left.as_secs().div_ceil(60).max(1);
         return Ok(again(
             StatusCode::TOO_MANY_REQUESTS,
-            &format!("Too many wrong attempts; try again in {mins} minute(s)."),
+            &super::try_again_in(left),
         ));
     }
     if p.form.new != p.form.repeat {

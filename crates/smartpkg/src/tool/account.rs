@@ -56,20 +56,32 @@ fn password_from_stdin() -> anyhow::Result<String> {
 }
 
 pub async fn run(cmd: AccountCmd, r: &Resolved) -> anyhow::Result<()> {
-    let (name, change) = match cmd {
+    let (name, change, done) = match cmd {
         AccountCmd::Create {
             name,
             role,
             apps,
             password_stdin,
         } => return create(r, name, role, apps, password_stdin).await,
-        AccountCmd::Disable { name } => (name, json!({"disabled": true})),
-        AccountCmd::Enable { name } => (name, json!({"disabled": false})),
+        AccountCmd::Disable { name } => (
+            name,
+            json!({"disabled": true}),
+            "disabled; its sessions have ended",
+        ),
+        AccountCmd::Enable { name } => (name, json!({"disabled": false}), "enabled"),
         AccountCmd::Password {
             name,
             password_stdin: true,
-        } => (name, json!({"password": password_from_stdin()?})),
-        AccountCmd::Password { name, .. } => (name, json!({"generate_password": true})),
+        } => (
+            name,
+            json!({"password": password_from_stdin()?}),
+            "has the new password; its sessions have ended",
+        ),
+        AccountCmd::Password { name, .. } => (
+            name,
+            json!({"generate_password": true}),
+            "has a new password; its sessions have ended",
+        ),
     };
     let base = r.base_url.trim_end_matches('/');
     let http = reqwest::Client::new();
@@ -93,18 +105,9 @@ pub async fn run(cmd: AccountCmd, r: &Resolved) -> anyhow::Result<()> {
     if r.json {
         return print_json(&body);
     }
-    let name = body["name"].as_str().unwrap_or("");
-    match (
-        change.get("disabled").and_then(|d| d.as_bool()),
-        body["password"].as_str(),
-    ) {
-        (Some(true), _) => println!("account {name} disabled; its sessions have ended"),
-        (Some(false), _) => println!("account {name} enabled"),
-        (None, Some(p)) => {
-            println!("account {name} has a new password; its sessions have ended");
-            println!("password (shown once): {p}");
-        }
-        (None, None) => println!("account {name} has the new password; its sessions have ended"),
+    println!("account {} {done}", body["name"].as_str().unwrap_or(""));
+    if let Some(p) = body["password"].as_str() {
+        println!("password (shown once): {p}");
     }
     Ok(())
 }
