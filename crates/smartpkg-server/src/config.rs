@@ -82,6 +82,15 @@ pub struct Settings {
     pub owner_lockout_s: u64,
     /// Connections served at once (also bounded by the descriptor limit).
     pub max_connections: usize,
+    /// Connections one client address (IPv6: one /64) may hold at once; never more than a
+    /// quarter of the connection cap in force.
+    pub max_connections_per_client: usize,
+    /// Time a request body may take before it must keep up `body_min_bytes_per_s` (so a
+    /// small body that stalls is cut after about this long, not after `request_timeout_ms`).
+    pub body_read_timeout_ms: u64,
+    /// Bytes a second a request body must average once `body_read_timeout_ms` has passed;
+    /// 0 = bodies are bounded by `request_timeout_ms` only.
+    pub body_min_bytes_per_s: u64,
     /// Time allowed for a request head, and for an idle kept-alive connection.
     pub header_read_timeout_ms: u64,
     /// A connection on which nothing moves for this long is closed.
@@ -114,6 +123,14 @@ pub struct Settings {
     /// Write calls per third party per minute (its mini programs' writes and its own:
     /// pre-auth codes, template changes, code exchanges); 0 = unlimited.
     pub tp_writes_per_minute: u32,
+    /// Bytes one mini program's uploads may ask us to keep within `upload_budget_window_s`
+    /// (refilled continuously; `ext_json` counts twice, as sent and as built); 0 = unlimited.
+    pub app_upload_bytes_per_window: u64,
+    /// The same for all the mini programs of one third party together.
+    pub tp_upload_bytes_per_window: u64,
+    pub upload_budget_window_s: u64,
+    /// Largest `ext_json` an upload may carry, in bytes.
+    pub max_ext_json_bytes: usize,
     /// How long an instance may answer update checks from what it read of a mini program
     /// (its own changes are seen at once; another instance's within this time).
     pub runtime_cache_ttl_ms: u64,
@@ -189,6 +206,9 @@ impl Default for Settings {
             owner_attempts_per_client: 30,
             owner_lockout_s: 900,
             max_connections: 4096,
+            max_connections_per_client: 64,
+            body_read_timeout_ms: 10_000,
+            body_min_bytes_per_s: 16 << 10,
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             request_timeout_ms: 60_000,
@@ -204,6 +224,10 @@ impl Default for Settings {
             push_proxy: None,
             app_writes_per_minute: 60,
             tp_writes_per_minute: 3000,
+            app_upload_bytes_per_window: 16 << 20,
+            tp_upload_bytes_per_window: 512 << 20,
+            upload_budget_window_s: 3600,
+            max_ext_json_bytes: 256 << 10,
             runtime_cache_ttl_ms: 5000,
             console_session_ttl_s: 12 * 3600,
             console_attempts_per_account: 5,
@@ -447,6 +471,11 @@ impl Settings {
                 self.console_attempts_per_account as u64,
             ),
             ("max_connections", self.max_connections as u64),
+            (
+                "max_connections_per_client",
+                self.max_connections_per_client as u64,
+            ),
+            ("body_read_timeout_ms", self.body_read_timeout_ms),
             ("header_read_timeout_ms", self.header_read_timeout_ms),
             ("idle_timeout_ms", self.idle_timeout_ms),
             ("request_timeout_ms", self.request_timeout_ms),
@@ -459,6 +488,8 @@ impl Settings {
             ("push_hold_base_ms", self.push_hold_base_ms),
             ("push_hold_max_ms", self.push_hold_max_ms),
             ("janitor_interval_s", self.janitor_interval_s),
+            ("upload_budget_window_s", self.upload_budget_window_s),
+            ("max_ext_json_bytes", self.max_ext_json_bytes as u64),
             (
                 "database_max_connections",
                 self.database_max_connections as u64,

@@ -391,15 +391,23 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         _ => return Err(StartError::TlsHalf),
     };
     let descriptors = serve::raise_descriptor_limit();
+    let max_connections = serve::effective_max_connections(settings.max_connections, descriptors);
     let limits = serve::Limits {
-        max_connections: serve::effective_max_connections(settings.max_connections, descriptors),
+        max_connections,
+        max_per_client: serve::effective_max_per_client(
+            settings.max_connections_per_client,
+            max_connections,
+        ),
         header_read_timeout: std::time::Duration::from_millis(settings.header_read_timeout_ms),
         idle_timeout: std::time::Duration::from_millis(settings.idle_timeout_ms),
+        body_grace: std::time::Duration::from_millis(settings.body_read_timeout_ms),
+        body_min_rate: settings.body_min_bytes_per_s,
         shutdown_grace: std::time::Duration::from_millis(settings.shutdown_grace_ms),
     };
     tracing::debug!(
         ?descriptors,
         max_connections = limits.max_connections,
+        max_per_client = limits.max_per_client,
         "connection limits"
     );
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -442,10 +450,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         template_slots: Arc::new(tokio::sync::Semaphore::new(
             settings.template_upload_concurrency,
         )),
-        write_limits: Arc::new(ratelimit::WriteLimits::new(
-            settings.app_writes_per_minute,
-            settings.tp_writes_per_minute,
-        )),
+        write_limits: Arc::new(ratelimit::WriteLimits::new(&settings)),
         runtime: Arc::new(runtime::Runtime::new(std::time::Duration::from_millis(
             settings.runtime_cache_ttl_ms,
         ))),

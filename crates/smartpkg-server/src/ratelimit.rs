@@ -12,58 +12,92 @@ use std::time::{Duration, Instant};
 const MAX_KEYS: usize = 200_000;
 
 pub struct Buckets {
-    /// Calls per minute, which is also the burst a quiet key may spend at once.
-    per_minute: u32,
+    /// What a quiet key may spend at once (calls, or bytes).
+    capacity: f64,
+    /// How fast a bucket refills, per second: `capacity` over the window.
+    per_sec: f64,
     entries: Mutex<HashMap<i64, (f64, Instant)>>,
 }
 
 impl Buckets {
-    pub fn new(per_minute: u32) -> Self {
+    /// `capacity` units over `window`, refilled continuously. A capacity of 0 is off.
+    pub fn new(capacity: u64, window: Duration) -> Self {
+        let capacity = capacity as f64;
         Buckets {
-            per_minute,
+            capacity,
+            per_sec: capacity / window.as_secs_f64().max(0.001),
             entries: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Takes one token for `key`, or says how long until one is there. A limit of 0 is off.
+    /// `per_minute` calls a minute, which is also the burst.
+    pub fn per_minute(per_minute: u32) -> Self {
+        Buckets::new(per_minute.into(), Duration::from_secs(60))
+    }
+
+    /// Takes one token for `key`, or says how long until one is there.
     pub fn take(&self, key: i64) -> Result<(), Duration> {
-        if self.per_minute == 0 {
+        self.take_n(key, 1)
+    }
+
+    /// Takes `n` units for `key`, or says how long until they are there (`Duration::MAX`
+    /// when `n` is more than the bucket holds, so they never will be).
+    pub fn take_n(&self, key: i64, n: u64) -> Result<(), Duration> {
+        if self.capacity == 0.0 {
             return Ok(());
         }
-        let cap = self.per_minute as f64;
-        let per_sec = cap / 60.0;
+        let n = n as f64;
+        if n > self.capacity {
+            return Err(Duration::MAX);
+        }
         let now = Instant::now();
         let Ok(mut map) = self.entries.lock() else {
             return Ok(());
         };
         if map.len() >= MAX_KEYS && !map.contains_key(&key) {
+            let (cap, per_sec) = (self.capacity, self.per_sec);
             map.retain(|_, (tokens, at)| {
                 *tokens + now.duration_since(*at).as_secs_f64() * per_sec < cap
             });
         }
-        let (tokens, at) = map.entry(key).or_insert((cap, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * per_sec).min(cap);
+        let (tokens, at) = map.entry(key).or_insert((self.capacity, now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * self.per_sec).min(self.capacity);
         *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
+        if *tokens >= n {
+            *tokens -= n;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - *tokens) / per_sec))
+            Err(Duration::from_secs_f64((n - *tokens) / self.per_sec))
+        }
+    }
+
+    /// Gives back `n` units taken for a call that was then refused by another limit.
+    pub fn refund(&self, key: i64, n: u64) {
+        if let Ok(mut map) = self.entries.lock() {
+            if let Some((tokens, _)) = map.get_mut(&key) {
+                *tokens = (*tokens + n as f64).min(self.capacity);
+            }
         }
     }
 }
 
-/// The write limits of the Baidu API.
+/// The write limits of the Baidu API: calls, and the bytes uploads ask us to keep.
 pub struct WriteLimits {
     pub per_app: Buckets,
     pub per_tp: Buckets,
+    pub bytes_per_app: Buckets,
+    pub bytes_per_tp: Buckets,
 }
 
 impl WriteLimits {
-    pub fn new(app_per_minute: u32, tp_per_minute: u32) -> Self {
+    pub fn new(s: &crate::Settings) -> Self {
+        let window = Duration::from_secs(s.upload_budget_window_s);
         WriteLimits {
-            per_app: Buckets::new(app_per_minute),
-            per_tp: Buckets::new(tp_per_minute),
+            per_app: Buckets::per_minute(s.app_writes_per_minute),
+            per_tp: Buckets::per_minute(s.tp_writes_per_minute),
+            bytes_per_app: Buckets::new(s.app_upload_bytes_per_window, window),
+            bytes_per_tp: Buckets::new(s.tp_upload_bytes_per_window, window),
         }
     }
 }
@@ -74,7 +108,7 @@ mod tests {
 
     #[test]
     fn a_bucket_allows_its_burst_then_refuses_with_the_wait() {
-        let b = Buckets::new(3);
+        let b = Buckets::per_minute(3);
         for _ in 0..3 {
             assert!(b.take(7).is_ok());
         }
@@ -84,9 +118,25 @@ mod tests {
             "{wait:?}"
         );
         assert!(b.take(8).is_ok(), "other keys have their own bucket");
-        let off = Buckets::new(0);
+        let off = Buckets::per_minute(0);
         for _ in 0..1000 {
             assert!(off.take(1).is_ok());
         }
+    }
+
+    #[test]
+    fn a_byte_budget_refuses_what_would_pass_it_and_never_more_than_it_holds() {
+        let b = Buckets::new(1000, Duration::from_secs(100));
+        assert!(b.take_n(1, 600).is_ok());
+        // 400 left, refilling 10 a second: 500 more is there in 10 s.
+        let wait = b.take_n(1, 500).expect_err("over the budget");
+        assert!(
+            wait > Duration::from_secs(9) && wait <= Duration::from_secs(10),
+            "{wait:?}"
+        );
+        assert!(b.take_n(1, 400).is_ok(), "a refusal takes nothing");
+        b.refund(1, 300);
+        assert!(b.take_n(1, 300).is_ok(), "a refund is spendable again");
+        assert_eq!(b.take_n(2, 1001), Err(Duration::MAX));
     }
 }

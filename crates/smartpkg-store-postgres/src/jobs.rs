@@ -74,14 +74,15 @@ impl JobStore for PgStore {
                     .await
                     .map_err(db)?;
                 // As in the SQLite backend: per target within the cap (one for a failing
-                // target), healthy and least busy first, failing ones within their share.
+                // target, or one never yet answered), healthy and least busy first, the
+                // others within their share.
                 let rows = sqlx::query(
                     "WITH busy AS ( \
                         SELECT target, COUNT(*) AS n FROM jobs \
                         WHERE kind = 'push' AND lease_until > $1 GROUP BY target), \
                      due AS ( \
                         SELECT j.job_id, j.run_at, j.target, \
-                               COALESCE(t.consecutive_failures, 0) > 0 AS failing, \
+                               COALESCE(t.consecutive_failures, 1) > 0 AS failing, \
                                ROW_NUMBER() OVER (PARTITION BY j.target ORDER BY j.run_at, j.job_id) AS rn \
                         FROM jobs j LEFT JOIN push_targets t ON t.tp_id = j.target \
                         WHERE j.kind = 'push' AND j.run_at <= $1 AND (j.lease_until IS NULL OR j.lease_until <= $1) \

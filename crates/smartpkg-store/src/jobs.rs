@@ -47,7 +47,8 @@ pub struct JobRef {
 pub enum Lane {
     Platform,
     /// Pushes, at most `per_target` in flight per third party across all instances (one for
-    /// a target in a failing run), and at most `failing_slots` newly claimed for failing ones.
+    /// a target in a failing run or never yet answered), and at most `failing_slots` newly
+    /// claimed for those.
     Deliveries {
         per_target: usize,
         failing_slots: usize,

@@ -417,3 +417,88 @@ async fn dry_run_renders_every_ext_json_and_calls_nothing_and_a_bad_plan_lists_e
     let _ = json!(null);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_whose_token_belongs_to_another_mini_program_is_refused_before_anything_is_written(
+) {
+    let s = auto_audit(|_| {}).await;
+    // Entry 0 is right; entry 1 carries mini program 0's access token, entry 2 mini program
+    // 0's refresh token (`plan` gives every third entry by its refresh token).
+    let fleet = apps(&s, 3, |_| false).await;
+    let mut swapped = Vec::new();
+    for (i, a) in fleet.iter().enumerate() {
+        swapped.push(App {
+            app_id: a.app_id,
+            access: if i == 1 {
+                fleet[0].access.clone()
+            } else {
+                a.access.clone()
+            },
+            refresh: if i == 2 {
+                fleet[0].refresh.clone()
+            } else {
+                a.refresh.clone()
+            },
+        });
+    }
+    let dir = s.dir.path().join("w");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let plan_path = dir.join("p.toml");
+    std::fs::write(&plan_path, plan(&s, &swapped, "release = \"all\"")).expect("plan");
+    let (o, report) = rollout_json(&plan_path).await;
+    assert_eq!(o.status.code(), Some(1), "{}", output(&o));
+    let rows = report["apps"].as_array().expect("apps");
+    assert_eq!(rows[0]["state"], "online", "{report}");
+    assert_eq!(rows[0]["token_app_id"], fleet[0].app_id, "{report}");
+    for r in &rows[1..] {
+        assert_eq!(r["state"], "error", "{r}");
+        assert_eq!(r["token_app_id"], fleet[0].app_id, "{r}");
+        assert!(r["package_id"].is_null(), "{r}");
+        let reason = r["reason"].as_str().expect("reason");
+        assert!(
+            reason.contains(&format!("belongs to mini program {}", fleet[0].app_id)),
+            "{reason}"
+        );
+    }
+    // The platform agrees: mini program 0 has its own one package (with its own ext_json),
+    // the other two have none.
+    let by_app = packages_by_app(&s).await;
+    assert_eq!(by_app[&fleet[0].app_id].len(), 1, "{by_app:?}");
+    assert!(!by_app.contains_key(&fleet[1].app_id), "{by_app:?}");
+    assert!(!by_app.contains_key(&fleet[2].app_id), "{by_app:?}");
+    let (_, detail) = s
+        .admin(
+            reqwest::Method::GET,
+            &format!("/packages/{}", by_app[&fleet[0].app_id][0]["package_id"]),
+            None,
+        )
+        .await;
+    let ext: Value =
+        serde_json::from_str(detail["ext_json"].as_str().expect("ext_json")).expect("json");
+    assert_eq!(ext["extAppid"], fleet[0].app_id);
+
+    // The state file says the same; once the plan gives entry 1 its own token, the next run
+    // starts it afresh, and entry 2 stays refused.
+    let fixed: Vec<App> = swapped
+        .iter()
+        .enumerate()
+        .map(|(i, a)| App {
+            app_id: a.app_id,
+            access: if i == 1 {
+                fleet[1].access.clone()
+            } else {
+                a.access.clone()
+            },
+            refresh: a.refresh.clone(),
+        })
+        .collect();
+    std::fs::write(&plan_path, plan(&s, &fixed, "release = \"all\"")).expect("plan");
+    let (o, report) = rollout_json(&plan_path).await;
+    assert_eq!(o.status.code(), Some(1), "{}", output(&o));
+    let rows = report["apps"].as_array().expect("apps");
+    assert_eq!(rows[1]["state"], "online", "{report}");
+    assert_eq!(rows[1]["token_app_id"], fleet[1].app_id, "{report}");
+    assert_eq!(rows[2]["state"], "error", "{report}");
+    assert_eq!(packages_by_app(&s).await[&fleet[1].app_id].len(), 1);
+    s.stop().await;
+}

@@ -64,6 +64,16 @@ pub async fn upload(State(state): State<AppState>, p: Params) -> Answer {
     let grant = p.app_write_grant(&state).await?;
     let template_id = p.required_i64("template_id")?;
     let ext_json = p.required("ext_json")?.to_string();
+    let max_ext = state.settings.max_ext_json_bytes;
+    if ext_json.len() > max_ext {
+        return Err(Reply::err_msg(
+            Errno::ParamError,
+            format!(
+                "ext_json is {} bytes; at most {max_ext} are accepted",
+                ext_json.len()
+            ),
+        ));
+    }
     p.required("user_version")?;
     p.required("user_desc")?;
     let version = p
@@ -86,6 +96,15 @@ pub async fn upload(State(state): State<AppState>, p: Params) -> Answer {
     if template.deleted {
         return Err(Reply::err(Errno::TemplateOffline));
     }
+    // What this upload asks us to keep: ext_json twice (as sent, and as built into the
+    // package's ext.json) and the texts beside it. Charged last, so a refused upload costs
+    // nothing.
+    let kept = 2 * ext_json.len()
+        + version.len()
+        + version_desc.len()
+        + test_account.as_ref().map_or(0, String::len)
+        + test_password.as_ref().map_or(0, String::len);
+    super::upload_bytes_allowed(&state, &grant, kept as u64)?;
     let new = NewPackage {
         app_id: grant.app_id,
         tp_id: grant.tp_id,

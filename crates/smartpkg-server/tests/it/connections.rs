@@ -73,24 +73,195 @@ async fn a_body_that_stops_arriving_is_answered_408_and_released() {
     app.stop().await;
 }
 
+/// A connection from the loopback address `src` (any of 127.0.0.0/8 reaches the server).
+async fn connect_from(addr: &str, src: std::net::Ipv4Addr) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind((src, 0).into()).expect("bind");
+    sock.connect(addr.parse().expect("addr"))
+        .await
+        .expect("connect")
+}
+
+/// The first bytes the server sends on `s` within `limit` (empty if it closed at once).
+async fn first_bytes(s: &mut TcpStream, limit: Duration) -> Option<String> {
+    let mut buf = [0u8; 512];
+    match tokio::time::timeout(limit, s.read(&mut buf)).await {
+        Ok(Ok(n)) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        Ok(Err(_)) => Some(String::new()),
+        Err(_) => None,
+    }
+}
+
 #[tokio::test]
-async fn a_full_house_of_idle_connections_drains_and_the_server_answers_again() {
+async fn one_address_holds_at_most_its_share_and_its_own_stalled_connections_make_room() {
     let app = spawn_with(|s| {
-        s.max_connections = 8;
-        s.header_read_timeout_ms = 500;
+        s.max_connections = 64;
+        s.max_connections_per_client = 8;
+        s.header_read_timeout_ms = 60_000;
     })
     .await;
     let addr = app.base.trim_start_matches("http://").to_string();
-    let mut idle = vec![];
+    let src = std::net::Ipv4Addr::new(127, 0, 0, 5);
+    let mut held = vec![];
     for _ in 0..8 {
-        idle.push(TcpStream::connect(&addr).await.expect("connect"));
+        let mut s = connect_from(&addr, src).await;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .expect("write");
+        held.push(s);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // Every slot is held: a new client waits in the backlog instead of costing a descriptor.
-    assert!(!healthz(&app.base, Duration::from_millis(200)).await);
-    // The idle ones are shed after the header timeout; then the server answers.
-    assert!(healthz(&app.base, Duration::from_secs(5)).await);
-    drop(idle);
+    // A ninth while the eight are fresh (nothing to close yet): refused at once.
+    let mut ninth = connect_from(&addr, src).await;
+    let answer = first_bytes(&mut ninth, Duration::from_secs(2))
+        .await
+        .expect("answered at once");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    // Other addresses are not affected.
+    assert!(healthz(&app.base, Duration::from_secs(2)).await);
+    // Once the eight have stalled, a new connection of the same address closes the one that
+    // has waited longest, and is served.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut tenth = connect_from(&addr, src).await;
+    tenth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let answer = read_until_closed(&mut tenth, Duration::from_secs(5))
+        .await
+        .expect("answered");
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let mut closed = 0;
+    for s in &mut held {
+        if read_until_closed(s, Duration::from_millis(300))
+            .await
+            .is_some()
+        {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 1, "exactly the oldest stalled connection made room");
+    app.stop().await;
+}
+
+/// `n` connections from `n` loopback addresses, each a stalled head or a stalled body.
+async fn crowd(addr: &str, n: usize, third_octet: u8, body: bool) -> Vec<TcpStream> {
+    let mut all = vec![];
+    for i in 0..n {
+        let src = std::net::Ipv4Addr::new(127, 0, third_octet, 2 + i as u8);
+        let mut s = connect_from(addr, src).await;
+        let bytes: &[u8] = if body {
+            b"POST /rest/2.0/smartapp/package/get HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\naccess_token="
+        } else {
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "
+        };
+        let _ = s.write_all(bytes).await;
+        all.push(s);
+    }
+    all
+}
+
+#[tokio::test]
+async fn a_full_house_of_stalled_clients_makes_room_for_a_new_one_within_a_second() {
+    let app = spawn_with(|s| {
+        s.max_connections = 32;
+        s.header_read_timeout_ms = 60_000;
+        s.idle_timeout_ms = 60_000;
+        s.body_read_timeout_ms = 60_000;
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    for (wave, body) in [(1u8, false), (2, true), (3, false)] {
+        // Sixty stalled clients for 32 slots, each from an address of its own.
+        let _stalled = crowd(&addr, 60, wave, body).await;
+        let start = Instant::now();
+        assert!(
+            healthz(&app.base, Duration::from_secs(5)).await,
+            "wave {wave}: no answer"
+        );
+        let waited = start.elapsed();
+        assert!(
+            waited < Duration::from_millis(1500),
+            "wave {wave} (stalled {}): /healthz waited {waited:?}",
+            if body { "bodies" } else { "heads" }
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_small_body_that_stops_arriving_is_cut_after_the_body_grace_not_the_request_timeout() {
+    let app = spawn_with(|s| {
+        s.request_timeout_ms = 60_000;
+        s.idle_timeout_ms = 60_000;
+        s.body_read_timeout_ms = 300;
+        s.body_min_bytes_per_s = 1000;
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let head = |len: usize| {
+        format!(
+            "POST /rest/2.0/smartapp/package/get?access_token={} HTTP/1.1\r\nHost: x\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len}\r\n\r\n",
+            app.token
+        )
+    };
+    // Stalled after a few bytes: 408 after about the grace.
+    let mut s = TcpStream::connect(&addr).await.expect("connect");
+    s.write_all(format!("{}x=", head(1000)).as_bytes())
+        .await
+        .expect("write");
+    let start = Instant::now();
+    let answer = read_until_closed(&mut s, Duration::from_secs(5))
+        .await
+        .expect("closed in time");
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // A trickle (a byte every 150 ms, far below 1000 B/s) does not keep it alive either.
+    let mut s = TcpStream::connect(&addr).await.expect("connect");
+    s.write_all(head(1000).as_bytes()).await.expect("write");
+    let start = Instant::now();
+    let trickle = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            if s.write_all(b"x").await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), trickle).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // A body arriving steadily above the rate is served, however long it takes overall.
+    let body = format!("pad={}", "x".repeat(1996));
+    let mut s = TcpStream::connect(&addr).await.expect("connect");
+    s.write_all(head(body.len()).as_bytes())
+        .await
+        .expect("write");
+    for chunk in body.as_bytes().chunks(250) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.write_all(chunk).await.expect("write");
+    }
+    let answer = first_bytes(&mut s, Duration::from_secs(5))
+        .await
+        .expect("answered");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     app.stop().await;
 }
 

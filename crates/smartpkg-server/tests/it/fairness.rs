@@ -65,6 +65,10 @@ async fn forty_hanging_receivers_delay_neither_a_healthy_third_party_nor_a_build
         s.build_delay_ms = 200;
     })
     .await;
+    // The healthy third party has answered a push before the crowd arrives (a target never
+    // yet answered shares the failing half of the lane, here 8 slots, with the 40).
+    let healthy = receiver_for(&app, app.tp_id, "auth_event_url", |_| Answer::Success).await;
+    healthy.wait_for(1, Duration::from_secs(10)).await;
     let (hang_url, _held) = hanging_target().await;
     for i in 0..40 {
         let (st, v) = app
@@ -77,7 +81,7 @@ async fn forty_hanging_receivers_delay_neither_a_healthy_third_party_nor_a_build
     }
     // Let the hanging targets fill every delivery slot first.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let healthy = receiver_for(&app, app.tp_id, "auth_event_url", |_| Answer::Success).await;
+    let before = healthy.received().len();
     let start = Instant::now();
 
     // A build of 200 ms is not queued behind deliveries.
@@ -103,12 +107,82 @@ async fn forty_hanging_receivers_delay_neither_a_healthy_third_party_nor_a_build
 
     // The healthy third party gets its tickets about once a second despite the backlog.
     tokio::time::sleep(Duration::from_secs(8).saturating_sub(start.elapsed())).await;
-    let got = healthy.received().len();
+    let got = healthy.received().len() - before;
     assert!(
         got >= 5,
         "only {got} tickets in 8 s reached the healthy third party"
     );
     app.stop().await;
+}
+
+/// How long a healthy third party's audit result takes to arrive while `hanging` third
+/// parties, none of which ever answers, each have several pushes due. With `proven`, the
+/// healthy one has answered a push before; without, this is its first.
+async fn healthy_push_latency_beside(hanging: usize, proven: bool) -> Duration {
+    let app = spawn_with(|s| {
+        s.allow_private_targets = true;
+        s.ticket_interval_s = 1;
+        s.push_hold_after_failures = 0;
+        s.build_delay_ms = 10;
+    })
+    .await;
+    let r = receiver_for(&app, app.tp_id, "event_url", |_| Answer::Success).await;
+    let mut pushed = 0;
+    if proven {
+        audit_event(&app, "0.9.0").await;
+        pushed += 1;
+        r.wait_for(pushed, Duration::from_secs(10)).await;
+    }
+    let (hang_url, held) = hanging_target().await;
+    for i in 0..hanging {
+        let (st, v) = app
+            .admin_post(
+                "/tps",
+                json!({"name": format!("slow {i}"), "auth_event_url": hang_url}),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+    }
+    // A ticket a second each: let several pile up per hanging receiver, and their attempts
+    // take what slots they can.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let in_flight = held.lock().map(|v| v.len()).unwrap_or(0);
+    assert!(
+        in_flight >= hanging.min(40),
+        "the hanging receivers hold only {in_flight} connections"
+    );
+    let id = app.built("1.0.0").await;
+    let v = app
+        .call(
+            "submitaudit",
+            &[("package_id", &id.to_string()), ("content", "c")],
+        )
+        .await;
+    assert_eq!(v["errno"], 0, "{v}");
+    let start = Instant::now();
+    app.decide(id, true, "").await;
+    pushed += 1;
+    r.wait_for(pushed, Duration::from_secs(15)).await;
+    let took = start.elapsed();
+    eprintln!("healthy push beside {hanging} hanging receivers (proven: {proven}): {took:?}");
+    app.stop().await;
+    took
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_new_hanging_receivers_never_delay_even_a_first_push_to_a_healthy_third_party() {
+    // 40 × the per-target cap of 4 would be 160 attempts for 128 slots: new targets get one
+    // attempt each until they answer, so 40 take 40 slots.
+    let took = healthy_push_latency_beside(40, false).await;
+    assert!(took < Duration::from_millis(500), "the push took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_hundred_new_hanging_receivers_never_delay_a_healthy_third_partys_push() {
+    // 400 take half the lane at most (one attempt each); the other half is for targets
+    // known to answer.
+    let took = healthy_push_latency_beside(400, true).await;
+    assert!(took < Duration::from_millis(500), "the push took {took:?}");
 }
 
 async fn targets(app: &TestApp) -> Vec<Value> {

@@ -2,7 +2,7 @@
 //! with its (public) app_key, a revoked third party re-authorizing itself, cross-site form
 //! posts, guessing the owner credential, and replaying used codes and refresh tokens.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -622,5 +622,117 @@ async fn the_janitor_trims_a_retired_package_on_its_schedule() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    app.stop().await;
+}
+
+/// What the database holds, in bytes: the SQLite file and its write-ahead log, or the
+/// PostgreSQL database's size.
+async fn database_bytes(app: &TestApp) -> u64 {
+    match &app.database {
+        Some(db) => {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+            let n: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
+                .fetch_one(&mut c)
+                .await
+                .expect("size");
+            n as u64
+        }
+        None => ["smartpkg.db", "smartpkg.db-wal"]
+            .iter()
+            .map(|f| {
+                std::fs::metadata(app.dir.path().join(f))
+                    .map(|m| m.len())
+                    .unwrap_or(0)
+            })
+            .sum(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_uploading_as_fast_as_it_may_cannot_grow_the_database_past_its_byte_budget() {
+    const MIB: u64 = 1 << 20;
+    let app = spawn_with(|s| {
+        // The call limits out of the way: only the byte budgets and the size limit bound this.
+        s.app_writes_per_minute = 100_000;
+        s.tp_writes_per_minute = 100_000;
+        // Room for three 0.4 MB uploads per mini program, five per third party.
+        s.app_upload_bytes_per_window = 3 * MIB / 2;
+        s.tp_upload_bytes_per_window = 2 * MIB;
+        s.upload_budget_window_s = 3600;
+        s.build_delay_ms = 0;
+    })
+    .await;
+    let (_, second) = app.new_app("shop two").await;
+    let t = app.template_id.to_string();
+    let upload = |token: String, ext: String, version: String| {
+        let app = &app;
+        let t = t.clone();
+        async move {
+            app.call_as(
+                Style::QueryAndForm,
+                &token,
+                "upload",
+                &[
+                    ("template_id", &t),
+                    ("ext_json", &ext),
+                    ("user_version", &version),
+                    ("user_desc", "d"),
+                ],
+            )
+            .await
+        }
+    };
+    // An ext_json over the stated limit is refused whole.
+    let huge = format!(r#"{{"ext":{{"pad":"{}"}}}}"#, "x".repeat(900_000));
+    let v = upload(app.token.clone(), huge, "0".into()).await;
+    assert_eq!(v["errno"], 40001, "{v}");
+    assert!(
+        v["msg"].as_str().unwrap_or("").contains("at most 262144"),
+        "{v}"
+    );
+
+    let before = database_bytes(&app).await;
+    let ext = format!(r#"{{"ext":{{"pad":"{}"}}}}"#, "x".repeat(200_000));
+    let sent_each = 2 * ext.len() as u64;
+    let (mut accepted, mut refused_app, mut refused_tp) = (0u64, 0, 0);
+    let started = Instant::now();
+    let mut i = 0;
+    // Five seconds of uploads from two mini programs of one third party, one after another.
+    while started.elapsed() < Duration::from_secs(5) {
+        i += 1;
+        for token in [&app.token, &second] {
+            let v = upload(token.clone(), ext.clone(), format!("{i}")).await;
+            match v["errno"].as_i64() {
+                Some(0) => accepted += sent_each,
+                Some(50029) => {
+                    let msg = v["msg"].as_str().unwrap_or("");
+                    if msg.contains("app_upload_bytes_per_window") {
+                        refused_app += 1;
+                    } else if msg.contains("tp_upload_bytes_per_window") {
+                        refused_tp += 1;
+                    } else {
+                        panic!("50029 naming no byte budget: {v}");
+                    }
+                }
+                _ => panic!("unexpected answer {v}"),
+            }
+        }
+    }
+    // The third party's budget is all that went through (plus what refilled meanwhile),
+    // and both budgets were met and named.
+    assert!(accepted <= 2 * MIB, "{accepted} accepted");
+    assert!(
+        refused_app > 0 && refused_tp > 0,
+        "{refused_app} {refused_tp}"
+    );
+    let grown = database_bytes(&app).await.saturating_sub(before);
+    assert!(
+        grown <= 16 * MIB,
+        "the database grew by {grown} bytes over {i} rounds of uploads"
+    );
+    // The mini program still works within its budget for small uploads.
+    let v = upload(app.token.clone(), "{}".into(), "small".into()).await;
+    assert_eq!(v["errno"], 0, "{v}");
     app.stop().await;
 }

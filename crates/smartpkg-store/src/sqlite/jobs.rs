@@ -42,16 +42,18 @@ impl JobStore for SqliteStore {
                 }
                 Lane::Deliveries { per_target, failing_slots } => {
                     // Due pushes of targets not on hold. Per target, leased and newly claimed
-                    // pushes stay within the cap (1 for a target in a failing run: it probes).
-                    // Healthy targets come first and the least busy among them; failing ones
-                    // get at most `failing_slots`, so slow receivers never fill the lane.
+                    // pushes stay within the cap (1 for a target in a failing run, or never yet
+                    // answered: it probes). Healthy targets — whose last attempt succeeded —
+                    // come first and the least busy among them; the others get at most
+                    // `failing_slots`, so slow receivers never fill the lane, not even a crowd
+                    // of new ones before any of them is known to fail.
                     let mut stmt = tx.prepare_cached(
                         "WITH busy AS ( \
                             SELECT target, COUNT(*) AS n FROM jobs \
                             WHERE kind = 'push' AND lease_until > ?1 GROUP BY target), \
                          due AS ( \
                             SELECT j.job_id, j.kind, j.package_id, j.attempts, j.delivery_id, j.run_at, j.target, \
-                                   COALESCE(t.consecutive_failures, 0) > 0 AS failing, \
+                                   COALESCE(t.consecutive_failures, 1) > 0 AS failing, \
                                    ROW_NUMBER() OVER (PARTITION BY j.target ORDER BY j.run_at, j.job_id) AS rn \
                             FROM jobs j LEFT JOIN push_targets t ON t.tp_id = j.target \
                             WHERE j.kind = 'push' AND j.run_at <= ?1 AND (j.lease_until IS NULL OR j.lease_until <= ?1) \

@@ -167,9 +167,10 @@ pub(super) fn apply_plan(
             "UPDATE packages SET state = ?1, updated_at = ?2, \
                msg = COALESCE(?3, msg), \
                upload_err_code = COALESCE(?4, upload_err_code), upload_err_msg = COALESCE(?5, upload_err_msg), \
-               built_ext_json = COALESCE(?6, built_ext_json), \
+               built_ext_json = CASE WHEN ?1 = 'retired' THEN NULL ELSE COALESCE(?6, built_ext_json) END, \
+               ext_json = CASE WHEN ?1 = 'retired' THEN '' ELSE ext_json END, \
                audit_content = COALESCE(?7, audit_content), remark = COALESCE(?8, remark), \
-               test_account = COALESCE(?9, test_account), test_password = COALESCE(?10, test_password), \
+               test_account = COALESCE(?9, test_account), test_password = CASE WHEN ?1 = 'retired' THEN NULL ELSE COALESCE(?10, test_password) END, \
                previous_package_id = CASE WHEN ?11 THEN ?12 ELSE previous_package_id END, \
                restored = COALESCE(?13, restored), \
                staged_percent = CASE WHEN ?16 THEN ?17 ELSE staged_percent END \

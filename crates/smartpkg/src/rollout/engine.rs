@@ -67,6 +67,12 @@ fn fail(e: &ClientError) -> Stop {
     )
 }
 
+/// The credentials the plan gives an entry, as kept in the state file: a refresh replaces the
+/// tokens in use, so only this tells whether the plan itself changed since.
+fn given_tokens(entry: &AppEntry) -> String {
+    serde_json::json!([entry.access_token, entry.refresh_token]).to_string()
+}
+
 /// Baidu's audit week starts on Monday, 00:00 Beijing time.
 pub fn next_quota_renewal(
     now: chrono::DateTime<chrono::Utc>,
@@ -157,12 +163,39 @@ impl Engine {
                     reason: None,
                     access_token: entry.access_token.clone(),
                     refresh_token: entry.refresh_token.clone(),
+                    token_app_id: None,
+                    given: given_tokens(entry),
                 };
                 self.state.save(&s)?;
                 (s, false)
             }
         };
         self.progress.enter(s.step);
+        if s.step == Step::Error
+            && s.package_id.is_none()
+            && s.token_app_id.is_some_and(|owner| owner != s.app_id)
+            && s.given != given_tokens(entry)
+        {
+            // Refused last time for a token of another mini program, and the plan gives other
+            // tokens now: nothing was written, so start again with them.
+            s.access_token = entry.access_token.clone();
+            s.refresh_token = entry.refresh_token.clone();
+            s.token_app_id = None;
+            s.given = given_tokens(entry);
+            self.set(&mut s, Step::Pending, None, None)?;
+        }
+        if !s.step.is_final() {
+            if let Err(stop) = self.check_token(&mut s).await {
+                match stop {
+                    Stop::Fail(step, errno, reason) => {
+                        self.set(&mut s, step, errno, Some(reason))?;
+                        self.canary_finished(idx, s.step);
+                        return Ok(s);
+                    }
+                    Stop::State(e) => return Err(e),
+                }
+            }
+        }
         if s.step == Step::Held {
             // Held is only final for the run that decided it: the gate may open this time.
             self.set(&mut s, Step::Passed, None, None)?;
@@ -230,21 +263,23 @@ impl Engine {
         }
     }
 
-    /// The mini program's access token, got first when only a refresh token is known.
-    async fn token(&self, s: &mut AppState) -> Result<String, ClientError> {
+    /// The mini program's access token, got first when only a refresh token is known. The
+    /// outer error ends the mini program's rollout (a token of another mini program, or the
+    /// state file failing); the inner one is the platform's answer.
+    async fn token(&self, s: &mut AppState) -> Result<Result<String, ClientError>, Stop> {
         if let Some(t) = &s.access_token {
-            return Ok(t.clone());
+            return Ok(Ok(t.clone()));
         }
         self.refresh(s).await
     }
 
-    async fn refresh(&self, s: &mut AppState) -> Result<String, ClientError> {
+    async fn refresh(&self, s: &mut AppState) -> Result<Result<String, ClientError>, Stop> {
         let Some(tp) = self.tp_token.as_deref() else {
-            return Err(ClientError::Gateway {
+            return Ok(Err(ClientError::Gateway {
                 code: 110,
                 msg: "the access token was refused and there is no third-party token to renew it"
                     .into(),
-            });
+            }));
         };
         let refreshed = match s.refresh_token.clone() {
             Some(r) => {
@@ -263,34 +298,89 @@ impl Engine {
             // authorized to it and exchange that.
             Err(ClientError::OAuth { .. }) => {
                 let _p = self.permits.acquire().await;
-                let code = self
+                let code = match self.client.retrieve_authorization_code(tp, s.app_id).await {
+                    Ok(c) => c,
+                    Err(e) => return Ok(Err(e)),
+                };
+                match self
                     .client
-                    .retrieve_authorization_code(tp, s.app_id)
-                    .await?;
-                self.client
                     .exchange_code(tp, &code.authorization_code)
-                    .await?
+                    .await
+                {
+                    Ok(p) => p,
+                    Err(e) => return Ok(Err(e)),
+                }
             }
-            Err(e) => return Err(e),
+            Err(e) => return Ok(Err(e)),
         };
-        // Kept before it is used: the old refresh token is spent now.
+        // Kept before it is used: the old refresh token is spent now. Whose token it is was
+        // not known yet: a refresh token of another mini program gives that one's tokens.
         s.access_token = Some(pair.access_token.clone());
         s.refresh_token = Some(pair.refresh_token);
-        self.state
-            .save(s)
-            .map_err(|e| ClientError::Timeout(format!("{e:#}")))?;
-        Ok(pair.access_token)
+        s.token_app_id = None;
+        self.state.save(s)?;
+        if let Err(e) = self.verify(s).await? {
+            return Ok(Err(e));
+        }
+        Ok(Ok(pair.access_token))
+    }
+
+    /// Asks the platform which mini program the current access token belongs to (`app/info`),
+    /// and ends this mini program's rollout when it is another one: every later call would
+    /// write to that other mini program. Called before anything is written, and again for
+    /// every token a refresh brings.
+    async fn verify(&self, s: &mut AppState) -> Result<Result<(), ClientError>, Stop> {
+        let Some(token) = s.access_token.clone() else {
+            return Ok(Ok(()));
+        };
+        // A read: retried on transient failures like any other (a restarting server must not
+        // turn into a refused entry).
+        let started = Instant::now();
+        let limit = Duration::from_secs(self.plan.retry_for_s);
+        let mut wait = Duration::from_millis(200);
+        let info = loop {
+            let result = {
+                let _p = self.permits.acquire().await;
+                self.client.app_info(&token).await
+            };
+            match result {
+                Err(e) if e.may_retry(false) && started.elapsed() < limit => {
+                    self.progress.note_retry(s.app_id, &e);
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(self.plan.poll_max_ms.max(200)));
+                }
+                other => break other,
+            }
+        };
+        let info = match info {
+            Ok(i) => i,
+            Err(e) => return Ok(Err(e)),
+        };
+        s.token_app_id = Some(info.app_id);
+        self.state.save(s)?;
+        if info.app_id != s.app_id {
+            return Err(Stop::Fail(
+                Step::Error,
+                None,
+                format!(
+                    "the token given for mini program {} belongs to mini program {}; nothing was written with it",
+                    s.app_id, info.app_id
+                ),
+            ));
+        }
+        Ok(Ok(()))
     }
 
     /// One call with the mini program's token: refreshed once on a token error, retried on
     /// transient failures for up to `retry_for_s` — for `writes`, only when a retry cannot
-    /// repeat something that happened (see [`ClientError::may_retry`]).
+    /// repeat something that happened (see [`ClientError::may_retry`]). The outer error ends
+    /// the mini program's rollout whatever the caller would make of the platform's answer.
     async fn call_as<T, F, Fut>(
         &self,
         s: &mut AppState,
         writes: bool,
         f: F,
-    ) -> Result<T, ClientError>
+    ) -> Result<Result<T, ClientError>, Stop>
     where
         F: Fn(Client, String) -> Fut,
         Fut: std::future::Future<Output = Result<T, ClientError>>,
@@ -300,7 +390,7 @@ impl Engine {
         let mut refreshed = false;
         let mut wait = Duration::from_millis(200);
         loop {
-            let result = match self.token(s).await {
+            let result = match self.token(s).await? {
                 Ok(token) => {
                     let _p = self.permits.acquire().await;
                     f(self.client.clone(), token).await
@@ -317,19 +407,40 @@ impl Engine {
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_millis(self.plan.poll_max_ms.max(200)));
                 }
-                other => return other,
+                other => return Ok(other),
             }
         }
     }
 
     /// [`Engine::call_as`] for calls that are safe to repeat (reads, and writes whose repeat
     /// the platform refuses with an errno that [`Engine::reconcile`] resolves).
-    async fn call<T, F, Fut>(&self, s: &mut AppState, f: F) -> Result<T, ClientError>
+    async fn call<T, F, Fut>(&self, s: &mut AppState, f: F) -> Result<Result<T, ClientError>, Stop>
     where
         F: Fn(Client, String) -> Fut,
         Fut: std::future::Future<Output = Result<T, ClientError>>,
     {
         self.call_as(s, false, f).await
+    }
+
+    /// Makes sure the mini program's token is its own before the first write of this run
+    /// (a state file of an earlier run may hold a token never checked).
+    async fn check_token(&self, s: &mut AppState) -> Result<(), Stop> {
+        if s.token_app_id == Some(s.app_id) {
+            return Ok(());
+        }
+        if s.access_token.is_none() {
+            // Refreshing checks the token it brings.
+            return self.token(s).await?.map(|_| ()).map_err(|e| fail(&e));
+        }
+        match self.verify(s).await? {
+            Ok(()) => Ok(()),
+            // An expired token: a refresh brings one, which is checked in turn.
+            Err(e) if e.is_token_error() && self.tp_token.is_some() => {
+                s.access_token = None;
+                self.token(s).await?.map(|_| ()).map_err(|e| fail(&e))
+            }
+            Err(e) => Err(fail(&e)),
+        }
     }
 
     async fn upload(&self, entry: &AppEntry, s: &mut AppState) -> Result<(), Stop> {
@@ -352,7 +463,7 @@ impl Engine {
                 let req = req.clone();
                 async move { c.upload(&t, &req).await }
             })
-            .await;
+            .await?;
         match result {
             Ok(()) => Ok(self.set(s, Step::Uploaded, None, None)?),
             // The request may or may not have arrived: look before anything else.
@@ -369,7 +480,7 @@ impl Engine {
     async fn reconcile(&self, s: &mut AppState) -> Result<(), Stop> {
         let rows = self
             .call(s, |c, t| async move { c.get(&t).await })
-            .await
+            .await?
             .map_err(|e| fail(&e))?;
         let ours: Vec<&PackageInfo> = rows
             .iter()
@@ -418,7 +529,7 @@ impl Engine {
         loop {
             let rows = self
                 .call(s, |c, t| async move { c.get(&t).await })
-                .await
+                .await?
                 .map_err(|e| fail(&e))?;
             let row = rows.iter().find(|r| {
                 r.version.as_deref() == Some(self.plan.version.as_str())
@@ -482,7 +593,7 @@ impl Engine {
                     let req = req.clone();
                     async move { c.submit_audit(&t, &req).await }
                 })
-                .await;
+                .await?;
             match result {
                 Ok(()) => {
                     self.set(s, Step::Submitted, None, None)?;
@@ -536,7 +647,7 @@ impl Engine {
         loop {
             let q = self
                 .call(s, |c, t| async move { c.audit_quota(&t).await })
-                .await
+                .await?
                 .map_err(|e| fail(&e))?;
             if q.remain_times != 0 {
                 return Ok(());
@@ -578,7 +689,7 @@ impl Engine {
                     )
                     .await
                 })
-                .await;
+                .await?;
             match detail {
                 Ok(p) => match p.status {
                     Some(WireStatus::Auditing) => {}
@@ -655,7 +766,7 @@ impl Engine {
         };
         let result = self
             .call(s, |c, t| async move { c.release(&t, package_id).await })
-            .await;
+            .await?;
         match result {
             Ok(()) => {
                 self.set(s, Step::Online, None, None)?;

@@ -57,6 +57,9 @@ struct AppReport {
     app_id: i64,
     package_id: Option<i64>,
     state: Step,
+    /// The mini program `app/info` said the entry's token belongs to (`null`: never asked).
+    /// Anything but `app_id` means nothing was written for this entry.
+    token_app_id: Option<i64>,
     reached_goal: bool,
     errno: Option<i64>,
     reason: Option<String>,
@@ -178,11 +181,14 @@ pub async fn run(args: RolloutArgs, globals: &crate::tool::Globals) -> anyhow::R
                 reason: Some("not driven".into()),
                 access_token: None,
                 refresh_token: None,
+                token_app_id: None,
+                given: String::new(),
             });
             AppReport {
                 app_id: s.app_id,
                 package_id: s.package_id,
                 state: s.step,
+                token_app_id: s.token_app_id,
                 reached_goal: s.step == goal,
                 errno: s.errno,
                 reason: s.reason,

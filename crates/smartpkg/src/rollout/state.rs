@@ -88,6 +88,11 @@ pub struct AppState {
     pub reason: Option<String>,
     pub access_token: Option<String>,
     pub refresh_token: Option<String>,
+    /// The mini program that `app/info` says the current access token belongs to; `None`
+    /// until it was asked. Anything but `app_id` stops the rollout of this entry.
+    pub token_app_id: Option<i64>,
+    /// The credentials the plan gave when this entry was first seen (see `given_tokens`).
+    pub given: String,
 }
 
 pub struct StateFile {
@@ -129,9 +134,21 @@ impl StateFile {
                  reason TEXT,
                  access_token TEXT,
                  refresh_token TEXT,
-                 updated_at_ms INTEGER NOT NULL
+                 updated_at_ms INTEGER NOT NULL,
+                 token_app_id INTEGER,
+                 given TEXT NOT NULL DEFAULT ''
              );",
         )?;
+        // State files of earlier versions lack the column: their tokens count as unchecked.
+        let has_owner: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('apps') WHERE name = 'token_app_id'")?
+            .exists([])?;
+        if !has_owner {
+            conn.execute_batch(
+                "ALTER TABLE apps ADD COLUMN token_app_id INTEGER;
+                 ALTER TABLE apps ADD COLUMN given TEXT NOT NULL DEFAULT ''",
+            )?;
+        }
         let key = format!("{template_id}@{version}");
         let existing: Option<String> = conn
             .query_row("SELECT value FROM meta WHERE key = 'release'", [], |r| {
@@ -167,7 +184,7 @@ impl StateFile {
         let conn = self.conn();
         let row = conn
             .query_row(
-                "SELECT step, package_id, errno, reason, access_token, refresh_token
+                "SELECT step, package_id, errno, reason, access_token, refresh_token, token_app_id, given
                  FROM apps WHERE app_id = ?1",
                 params![app_id],
                 |r| {
@@ -178,12 +195,23 @@ impl StateFile {
                         r.get(3)?,
                         r.get(4)?,
                         r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
                     ))
                 },
             )
             .optional()?;
         row.map(
-            |(step, package_id, errno, reason, access_token, refresh_token)| {
+            |(
+                step,
+                package_id,
+                errno,
+                reason,
+                access_token,
+                refresh_token,
+                token_app_id,
+                given,
+            )| {
                 Ok(AppState {
                     app_id,
                     step: Step::parse(&step)?,
@@ -192,6 +220,8 @@ impl StateFile {
                     reason,
                     access_token,
                     refresh_token,
+                    token_app_id,
+                    given,
                 })
             },
         )
@@ -200,10 +230,11 @@ impl StateFile {
 
     pub fn save(&self, s: &AppState) -> anyhow::Result<()> {
         self.conn().execute(
-            "INSERT INTO apps (app_id, step, package_id, errno, reason, access_token, refresh_token, updated_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+            "INSERT INTO apps (app_id, step, package_id, errno, reason, access_token, refresh_token, updated_at_ms, token_app_id, given)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (app_id) DO UPDATE SET step = ?2, package_id = ?3, errno = ?4,
-                 reason = ?5, access_token = ?6, refresh_token = ?7, updated_at_ms = ?8",
+                 reason = ?5, access_token = ?6, refresh_token = ?7, updated_at_ms = ?8,
+                 token_app_id = ?9, given = ?10",
             params![
                 s.app_id,
                 s.step.name(),
@@ -212,7 +243,9 @@ impl StateFile {
                 s.reason,
                 s.access_token,
                 s.refresh_token,
-                chrono::Utc::now().timestamp_millis()
+                chrono::Utc::now().timestamp_millis(),
+                s.token_app_id,
+                s.given
             ],
         )?;
         Ok(())
@@ -236,6 +269,8 @@ mod tests {
             reason: None,
             access_token: Some("a".into()),
             refresh_token: None,
+            token_app_id: Some(9),
+            given: String::new(),
         })
         .expect("save");
         drop(s);
