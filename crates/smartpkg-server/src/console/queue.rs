@@ -118,7 +118,7 @@ struct PackagePage {
     audit_content: String,
     remark: String,
     can_decide: bool,
-    files: Vec<String>,
+    files: Vec<FileLink>,
     template_note: String,
     app_diff: Vec<(&'static str, String)>,
     ext_diff: Vec<(&'static str, String)>,
@@ -159,7 +159,7 @@ pub async fn package(State(state): State<AppState>, v: Viewer, Path(id): Path<i6
         (vec![], vec![], vec![], String::new());
     match crate::workers::template_bytes(&state, p.template_id).await {
         Ok((bytes, manifest)) => {
-            files = manifest.files.clone();
+            files = manifest.files.iter().map(|f| FileLink::new(f)).collect();
             let read = |path: &str| {
                 smartpkg_core::archive::read_entry(&bytes, &manifest, path, MAX_SHOWN_FILE)
                     .ok()
@@ -231,6 +231,35 @@ pub async fn package(State(state): State<AppState>, v: Viewer, Path(id): Path<i6
         timeline_cut,
     };
     Ok(Page::ok(&page))
+}
+
+/// A template file in the package page's tree: its name as shown, and its link.
+struct FileLink {
+    name: String,
+    /// The path with every segment percent-encoded: a name may hold `?`, `#`, `%`, spaces or
+    /// any character, and the link must reach that file, not a query or a fragment of it.
+    href: String,
+}
+
+/// Everything but RFC 3986's unreserved characters is encoded within a segment.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+impl FileLink {
+    fn new(path: &str) -> FileLink {
+        let href = path
+            .split('/')
+            .map(|seg| percent_encoding::utf8_percent_encode(seg, SEGMENT).to_string())
+            .collect::<Vec<_>>()
+            .join("/");
+        FileLink {
+            name: path.to_string(),
+            href,
+        }
+    }
 }
 
 #[derive(Template)]
@@ -309,4 +338,24 @@ pub async fn decide(
         .map_err(|e| Page::refused(v, e))?;
     tracing::info!(by = %v.account.name, package_id = id, pass, "console: audit decided");
     Ok(Page::Redirect(format!("/console/packages/{id}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FileLink;
+
+    #[test]
+    fn file_links_encode_every_segment_so_each_name_reaches_its_file() {
+        for (name, href) in [
+            (
+                "pages/index/q?x=1#frag.js",
+                "pages/index/q%3Fx%3D1%23frag.js",
+            ),
+            ("a b/100%.js", "a%20b/100%25.js"),
+            ("页面/首页.js", "%E9%A1%B5%E9%9D%A2/%E9%A6%96%E9%A1%B5.js"),
+            ("app.json", "app.json"),
+        ] {
+            assert_eq!(FileLink::new(name).href, href);
+        }
+    }
 }

@@ -804,3 +804,83 @@ async fn the_admin_api_disables_accounts_and_sets_their_passwords() {
     );
     app.stop().await;
 }
+
+/// Every `href` on the page that starts with `prefix`, HTML-unescaped as a browser reads it.
+fn links(html: &str, prefix: &str) -> Vec<String> {
+    html.split("href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|h| h.starts_with(prefix))
+        .map(|h| {
+            h.replace("&#x27;", "'")
+                .replace("&#39;", "'")
+                .replace("&quot;", "\"")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_file_in_the_tree_opens_whatever_characters_its_name_holds() {
+    let app = spawn_app().await;
+    account(&app, "rita", "reviewer", &[]).await;
+    let names = [
+        "pages/index/q?x=1#frag.js",
+        "a b/100%.js",
+        "页面/首页 1.js",
+        "x/literal%2Fslash.js",
+        "x/semi;colon&amp.js",
+    ];
+    let app_json = json!({"pages": ["pages/index/index"]}).to_string();
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        ("app.json".into(), app_json.into_bytes()),
+        ("pages/index/index.swan".into(), b"<view/>".to_vec()),
+    ];
+    for (i, n) in names.iter().enumerate() {
+        files.push((n.to_string(), format!("marker-{i}").into_bytes()));
+    }
+    let zip =
+        smartpkg_core::archive::zip_files(files.iter().map(|(n, b)| (n.as_str(), b.as_slice())))
+            .expect("zip");
+    let (st, t) = app.upload_template_bytes(app.tp_id, zip).await;
+    assert_eq!(st, StatusCode::CREATED, "{t}");
+    let template = t["template_id"].as_i64().expect("template_id").to_string();
+    let v = app
+        .call(
+            "upload",
+            &[
+                ("template_id", &template),
+                ("ext_json", "{}"),
+                ("user_version", "1.0.0"),
+                ("user_desc", "d"),
+            ],
+        )
+        .await;
+    assert_eq!(v["errno"], 0, "{v}");
+    let id = app.wait_built(&app.token, "1.0.0").await;
+    let mut p = Person::new(&app);
+    assert_eq!(p.sign_in("rita", PW).await.status, StatusCode::SEE_OTHER);
+    let page = p.get(&format!("/console/packages/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let hrefs = links(&page.html, &format!("/console/packages/{id}/files/"));
+    assert_eq!(hrefs.len(), names.len() + 2, "{hrefs:?}");
+    for (i, n) in names.iter().enumerate() {
+        let href = hrefs
+            .iter()
+            .find(|h| {
+                percent_encoding::percent_decode_str(h).decode_utf8_lossy()
+                    == format!("/console/packages/{id}/files/{n}")
+            })
+            .unwrap_or_else(|| panic!("no link decodes to {n}: {hrefs:?}"));
+        let file = p.get(href).await;
+        assert_eq!(file.status, StatusCode::OK, "{n} via {href}: {}", file.html);
+        assert!(
+            file.html.contains(&format!("marker-{i}")),
+            "{n} via {href} shows another file: {}",
+            file.html
+        );
+    }
+    app.stop().await;
+}

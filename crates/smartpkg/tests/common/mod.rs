@@ -32,7 +32,30 @@ pub fn start_demo(data_dir: &Path, env: &[(&str, &str)]) -> Server {
 
 /// As [`start_demo`], with the server's log going to `stderr`.
 pub fn start_demo_with(data_dir: &Path, env: &[(&str, &str)], stderr: Stdio) -> Server {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_smartpkg"));
+    start_demo_command(
+        Command::new(env!("CARGO_BIN_EXE_smartpkg")),
+        data_dir,
+        env,
+        stderr,
+    )
+}
+
+/// As [`start_demo`], under an open-file limit of `nofile` (soft and hard, so the server
+/// cannot raise it), set by the shell that then becomes the server.
+pub fn start_demo_limited(data_dir: &Path, env: &[(&str, &str)], nofile: u64) -> Server {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_smartpkg"));
+    start_demo_command(cmd, data_dir, env, Stdio::inherit())
+}
+
+fn start_demo_command(
+    mut cmd: Command,
+    data_dir: &Path,
+    env: &[(&str, &str)],
+    stderr: Stdio,
+) -> Server {
     cmd.args(["serve", "--demo", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("SMARTPKG_LOG", "warn")
