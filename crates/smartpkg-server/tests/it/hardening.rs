@@ -415,13 +415,17 @@ async fn replaying_a_used_code_or_refresh_token_revokes_what_it_issued() {
 }
 
 #[tokio::test]
-async fn control_characters_in_versions_descriptions_and_names_are_refused() {
+async fn control_format_and_separator_characters_in_versions_descriptions_and_names_are_refused() {
     let app = spawn_with(|_| {}).await;
     let t = app.template_id.to_string();
-    for (version, desc) in [
-        ("1.0\u{1b}[2J", "ok"),
-        ("1.0", "a\r\nforged"),
-        ("1.0", "x\u{202E}y"),
+    for (version, desc, kind) in [
+        ("1.0\u{1b}[2J", "ok", "control character"),
+        ("1.0", "a\r\nforged", "control character"),
+        ("1.0", "x\u{202E}y", "format character"),
+        ("\u{FEFF}1.0", "ok", "format character"),
+        ("1.0", "one\u{2028}two", "separator"),
+        ("1.0", "abc\u{200F}.exe", "format character"),
+        ("1.0\u{200D}", "ok", "format character"),
     ] {
         let v = app
             .call(
@@ -435,13 +439,7 @@ async fn control_characters_in_versions_descriptions_and_names_are_refused() {
             )
             .await;
         assert_eq!(v["errno"], 40001, "{version:?} {desc:?}: {v}");
-        assert!(
-            v["msg"]
-                .as_str()
-                .unwrap_or("")
-                .contains("control character"),
-            "{v}"
-        );
+        assert!(v["msg"].as_str().unwrap_or("").contains(kind), "{v}");
     }
     // Nothing was created by the refused calls.
     assert_eq!(app.call("get", &[]).await["data"], json!([]));
@@ -466,10 +464,34 @@ async fn control_characters_in_versions_descriptions_and_names_are_refused() {
         )
         .await;
     assert_eq!(v["errno"], 40001, "{v}");
+    for (content, remark, account) in [
+        ("c\u{200F}", "", "tester"),
+        ("c", "r\u{061C}", "tester"),
+        ("c", "", "test\u{200D}er"),
+        ("c", "", "\u{FEFF}tester"),
+    ] {
+        let v = app
+            .call(
+                "submitaudit",
+                &[
+                    ("package_id", &id),
+                    ("content", content),
+                    ("remark", remark),
+                    ("test_account", account),
+                ],
+            )
+            .await;
+        assert_eq!(v["errno"], 40001, "{content:?} {remark:?} {account:?}: {v}");
+    }
+    for name in ["shop\nINFO forged", "shop\u{2029}two", "shop\u{202B}"] {
+        let (st, v) = app.admin_post("/apps", json!({ "name": name })).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{name:?}: {v}");
+    }
+    // An emoji sequence in a name is a name, not a hidden joiner.
     let (st, v) = app
-        .admin_post("/apps", json!({"name": "shop\nINFO forged"}))
+        .admin_post("/apps", json!({"name": "家庭 👨\u{200D}👩\u{200D}👧 shop"}))
         .await;
-    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(st, StatusCode::CREATED, "{v}");
     app.stop().await;
 }
 
