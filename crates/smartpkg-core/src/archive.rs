@@ -54,6 +54,16 @@ pub enum ArchiveError {
     Encrypted { name: String },
     #[error("entry \"{name}\" appears twice")]
     Duplicate { name: String },
+    #[error("entries \"{name}\" and \"{other}\" name the same file on a case-insensitive or Unicode-normalising file system")]
+    Collision { name: String, other: String },
+    #[error("\"{name}\" is both a file and a folder")]
+    FileAndFolder { name: String },
+    #[error("entry \"{name}\" is named \"{local}\" in its own header: the archive means different files to different tools")]
+    LocalNameMismatch { name: String, local: String },
+    #[error("the archive has {bytes} bytes of other data before its first entry")]
+    DataBeforeFirstEntry { bytes: u64 },
+    #[error("entry name \"{shown}\" is not UTF-8 (perhaps GBK, from a zip tool of an older Windows); create the archive with UTF-8 names")]
+    NotUtf8 { shown: String },
     #[error("app.json not found at the archive's root (or under a single top folder)")]
     NoAppJson,
     #[error("app.json is invalid: {0}")]
@@ -202,13 +212,19 @@ fn corrupt(why: impl Into<String>) -> ArchiveError {
     ArchiveError::Corrupt(why.into())
 }
 
-/// The names in the archive's central directory, read by walking it record by record from
+/// An entry as the central directory lists it: its name's bytes and where its local header is.
+struct CentralRecord {
+    name: Vec<u8>,
+    local_offset: u64,
+}
+
+/// The entries of the archive's central directory, read by walking it record by record from
 /// the end-of-central-directory record (and its ZIP64 form), refusing every archive whose
 /// bookkeeping disagrees with itself: a second disk, per-disk and total counts that differ,
 /// a ZIP64 record that contradicts the classic one, or fewer records than declared. Zip
 /// readers resolve such disagreements differently (one trusts one count, one another), which
 /// is how a duplicate entry slips past a reader that indexes by name.
-fn central_directory_names(bytes: &[u8], max_entries: usize) -> Result<Vec<String>, ArchiveError> {
+fn central_directory(bytes: &[u8], max_entries: usize) -> Result<Vec<CentralRecord>, ArchiveError> {
     const EOCD: &[u8] = b"PK\x05\x06";
     const LOCATOR: &[u8] = b"PK\x06\x07";
     const EOCD64: &[u8] = b"PK\x06\x06";
@@ -284,7 +300,25 @@ fn central_directory_names(bytes: &[u8], max_entries: usize) -> Result<Vec<Strin
         let name = bytes
             .get(pos + 46..pos + 46 + name_len)
             .ok_or_else(|| corrupt("truncated central record"))?;
-        names.push(String::from_utf8_lossy(name).into_owned());
+        let extra = bytes
+            .get(pos + 46 + name_len..pos + 46 + name_len + extra_len)
+            .ok_or_else(|| corrupt("truncated central record"))?;
+        let mut local_offset =
+            le32(bytes, pos + 42).ok_or_else(|| corrupt("truncated central record"))?;
+        if local_offset == 0xFFFF_FFFF {
+            // The ZIP64 extra field holds the 64-bit values of the saturated fields, in order:
+            // uncompressed size, compressed size, local header offset.
+            let skip = [24usize, 20]
+                .iter()
+                .filter(|&&off| le32(bytes, pos + off) == Some(0xFFFF_FFFF))
+                .count();
+            local_offset = zip64_field(extra, skip)
+                .ok_or_else(|| corrupt("a ZIP64 entry without its local header offset"))?;
+        }
+        names.push(CentralRecord {
+            name: name.to_vec(),
+            local_offset,
+        });
         pos += 46 + name_len + extra_len + comment_len;
     }
     // Records beyond the declared count would be seen by tools that read to the end.
@@ -294,6 +328,110 @@ fn central_directory_names(bytes: &[u8], max_entries: usize) -> Result<Vec<Strin
         ));
     }
     Ok(names)
+}
+
+/// The `index`th 8-byte value of the ZIP64 extended information extra field (id 1).
+fn zip64_field(extra: &[u8], index: usize) -> Option<u64> {
+    let mut at = 0;
+    while at + 4 <= extra.len() {
+        let id = le16(extra, at)?;
+        let len = le16(extra, at + 2)? as usize;
+        if id == 1 {
+            return le64(extra, at + 4 + 8 * index).filter(|_| 8 * (index + 1) <= len);
+        }
+        at += 4 + len;
+    }
+    None
+}
+
+/// A name's bytes shown as text: UTF-8 where it is, `\xNN` for every other byte.
+fn show_bytes(raw: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in raw.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The entries' names, each checked against its local header, with nothing before the first
+/// entry: tools that read local headers (streaming unzip) and tools that read the central
+/// directory must see the same files.
+fn checked_names(bytes: &[u8], records: &[CentralRecord]) -> Result<Vec<String>, ArchiveError> {
+    const LOCAL: &[u8] = b"PK\x03\x04";
+    if let Some(first) = records.iter().map(|r| r.local_offset).min() {
+        if first != 0 {
+            return Err(ArchiveError::DataBeforeFirstEntry { bytes: first });
+        }
+    }
+    let mut names = Vec::with_capacity(records.len());
+    for r in records {
+        let name = String::from_utf8(r.name.clone()).map_err(|_| ArchiveError::NotUtf8 {
+            shown: show_bytes(&r.name),
+        })?;
+        let at = usize::try_from(r.local_offset)
+            .map_err(|_| corrupt(format!("entry \"{name}\": local header out of range")))?;
+        if !bytes.get(at..).is_some_and(|b| b.starts_with(LOCAL)) {
+            return Err(corrupt(format!("entry \"{name}\" has no local header")));
+        }
+        let name_len = le16(bytes, at + 26)
+            .ok_or_else(|| corrupt(format!("entry \"{name}\": truncated local header")))?
+            as usize;
+        let local = bytes
+            .get(at + 30..at + 30 + name_len)
+            .ok_or_else(|| corrupt(format!("entry \"{name}\": truncated local header")))?;
+        if local != r.name.as_slice() {
+            return Err(ArchiveError::LocalNameMismatch {
+                name,
+                local: show_bytes(local),
+            });
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
+/// Refuses names that one file system would take for one file: equal after Unicode
+/// normalisation (NFC) and case folding (`App.json` beside `app.json`, or a name in NFC
+/// beside the same in NFD), and a name that is a file and also a folder (explicitly, `a/`,
+/// or implicitly, as the parent of `a/b`).
+fn check_collisions(names: &[String]) -> Result<(), ArchiveError> {
+    use std::collections::BTreeMap;
+    use unicode_normalization::UnicodeNormalization;
+    let fold = |n: &str| -> String { n.nfc().collect::<String>().to_lowercase().nfc().collect() };
+    let mut files: BTreeMap<String, &str> = BTreeMap::new();
+    let mut folders: BTreeSet<String> = BTreeSet::new();
+    for name in names {
+        let (path, is_dir) = match name.strip_suffix('/') {
+            Some(p) => (p, true),
+            None => (name.as_str(), false),
+        };
+        let key = fold(path);
+        if is_dir {
+            folders.insert(key);
+        } else if let Some(other) = files.insert(key, name) {
+            return Err(ArchiveError::Collision {
+                name: name.clone(),
+                other: other.to_string(),
+            });
+        }
+        // Every parent of this entry is a folder.
+        let mut parent = path;
+        while let Some((up, _)) = parent.rsplit_once('/') {
+            folders.insert(fold(up));
+            parent = up;
+        }
+    }
+    for key in &folders {
+        if let Some(file) = files.get(key) {
+            return Err(ArchiveError::FileAndFolder {
+                name: file.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The single top folder (with its slash) when every entry sits below one and there is no
@@ -338,7 +476,8 @@ pub fn inspect(bytes: &[u8], limits: &Limits) -> Result<TemplateManifest, Archiv
     // The reader indexes entries by name, so a second entry with a name already seen would
     // silently vanish (and other unzip tools might pick that one): walk the central directory
     // ourselves and insist that it names exactly what the reader sees, each name once.
-    let listed = central_directory_names(bytes, limits.max_entries)?;
+    let records = central_directory(bytes, limits.max_entries)?;
+    let listed = checked_names(bytes, &records)?;
     let mut seen = BTreeSet::new();
     for name in &listed {
         if !seen.insert(name.as_str()) {
@@ -359,6 +498,13 @@ pub fn inspect(bytes: &[u8], limits: &Limits) -> Result<TemplateManifest, Archiv
             zip.len()
         )));
     }
+    for name in &listed {
+        check_path(name).map_err(|why| ArchiveError::UnsafePath {
+            name: name.clone(),
+            why,
+        })?;
+    }
+    check_collisions(&listed)?;
     // Only the root app.json is read into memory; every other entry is counted and dropped.
     let prefix = prefix_of(listed.iter().map(String::as_str))?;
     let app_json_name = format!("{prefix}app.json");

@@ -355,3 +355,115 @@ fn only_the_root_app_json_is_held_and_nested_ones_cost_nothing() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Replaces every occurrence of `from` with `to` (same length) in `bytes` from `start` on,
+/// `count` times at most.
+fn patch_n(bytes: &mut [u8], from: &[u8], to: &[u8], start: usize, count: usize) {
+    assert_eq!(from.len(), to.len());
+    let mut done = 0;
+    let mut i = start;
+    while i + from.len() <= bytes.len() && done < count {
+        if &bytes[i..i + from.len()] == from {
+            bytes[i..i + from.len()].copy_from_slice(to);
+            done += 1;
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    assert_eq!(done, count, "patched {done} of {count}");
+}
+
+fn named_pair(a: &str, b: &str) -> Vec<u8> {
+    with_app_json(|w| {
+        for n in [a, b] {
+            w.start_file(n, deflated()).expect("start");
+            w.write_all(n.as_bytes()).expect("write");
+        }
+    })
+}
+
+#[test]
+fn an_entry_whose_local_header_names_another_file_is_refused() {
+    let mut bytes = named_pair("pages/a.js", "pages/c.js");
+    // Rename pages/a.js in its local header only (the first occurrence of the name).
+    patch_n(&mut bytes, b"pages/a.js", b"pages/b.js", 0, 1);
+    assert!(
+        ZipArchive::new(Cursor::new(bytes.clone())).is_ok(),
+        "a zip reader still opens it"
+    );
+    let e = inspect(&bytes, &small_limits()).expect_err("refused");
+    assert!(
+        matches!(&e, ArchiveError::LocalNameMismatch { name, local } if name == "pages/a.js" && local == "pages/b.js"),
+        "{e}"
+    );
+}
+
+#[test]
+fn names_that_collide_after_case_folding_or_normalisation_are_refused() {
+    for (a, b) in [
+        ("App.json", "pages/x.js"),
+        ("pages/Index.js", "pages/index.js"),
+        // é precomposed (NFC) and as e + combining acute (NFD).
+        ("pages/caf\u{e9}.js", "pages/cafe\u{301}.js"),
+        ("PAGES/x.js", "pages/X.js"),
+    ] {
+        let bytes = named_pair(a, b);
+        let e = inspect(&bytes, &small_limits()).expect_err(a);
+        assert!(matches!(e, ArchiveError::Collision { .. }), "{a} {b}: {e}");
+        assert!(e.to_string().contains("the same file"), "{e}");
+    }
+    assert!(inspect(&named_pair("pages/a.js", "pages/b.js"), &small_limits()).is_ok());
+}
+
+#[test]
+fn a_name_that_is_both_a_file_and_a_folder_is_refused() {
+    let implicit = named_pair("pages/x", "pages/x/y.js");
+    let e = inspect(&implicit, &small_limits()).expect_err("implicit folder");
+    assert!(
+        matches!(&e, ArchiveError::FileAndFolder { name } if name == "pages/x"),
+        "{e}"
+    );
+    let explicit = with_app_json(|w| {
+        w.start_file("pages/x", deflated()).expect("start");
+        w.add_directory("pages/x/", SimpleFileOptions::default())
+            .expect("dir");
+    });
+    let e = inspect(&explicit, &small_limits()).expect_err("explicit folder");
+    assert!(matches!(e, ArchiveError::FileAndFolder { .. }), "{e}");
+    // Folder entries of their own beside their files are fine.
+    let fine = with_app_json(|w| {
+        w.add_directory("pages/", SimpleFileOptions::default())
+            .expect("dir");
+        w.start_file("pages/x.js", deflated()).expect("start");
+    });
+    assert!(inspect(&fine, &small_limits()).is_ok());
+}
+
+#[test]
+fn data_before_the_first_entry_is_refused() {
+    // Offsets written relative to the whole file, as self-extracting archives have them.
+    let mut cur = Cursor::new(Vec::new());
+    cur.write_all(b"#!/bin/sh\necho hidden\n").expect("prefix");
+    let mut w = ZipWriter::new(cur);
+    w.start_file("app.json", deflated()).expect("start");
+    w.write_all(br#"{"pages":["pages/index/index"]}"#)
+        .expect("write");
+    let bytes = w.finish().expect("finish").into_inner();
+    assert!(ZipArchive::new(Cursor::new(bytes.clone())).is_ok());
+    let e = inspect(&bytes, &small_limits()).expect_err("refused");
+    assert!(
+        matches!(e, ArchiveError::DataBeforeFirstEntry { bytes: 22 }),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_name_that_is_not_utf8_is_refused_with_its_bytes_shown() {
+    let mut bytes = named_pair("pages/ab.js", "pages/c.js");
+    // GBK for 测 is B2 E2: in the local header and in the central directory.
+    patch_n(&mut bytes, b"pages/ab.js", b"pages/\xB2\xE2.js", 0, 2);
+    let e = inspect(&bytes, &small_limits()).expect_err("refused");
+    let text = e.to_string();
+    assert!(text.contains(r"pages/\xB2\xE2.js") && text.contains("not UTF-8"), "{text}");
+}
