@@ -349,6 +349,10 @@ pub async fn submit(
             if let Some(k) = &client_key {
                 state.guards.per_client.fail(k);
             }
+            state
+                .metrics
+                .counter("smartpkg_owner_credential_failures_total", &[])
+                .increment(1);
             tracing::warn!(
                 app_id,
                 tp_id = tp.tp_id,

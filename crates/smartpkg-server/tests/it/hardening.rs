@@ -247,6 +247,12 @@ async fn wrong_owner_credentials_are_throttled_per_app_until_the_operator_resets
     assert_ne!(fresh, owner_pw);
     let r = approve(&app, &cid, &pre, app_id, &owner_pw).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "the old one is dead");
+    // Four wrong credentials were checked (the locked attempt was never checked).
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("smartpkg_owner_credential_failures_total 4"),
+        "{metrics}"
+    );
     let r = approve(&app, &cid, &pre, app_id, fresh).await;
     assert_eq!(r.status(), StatusCode::FOUND);
 
