@@ -465,5 +465,8 @@ fn a_name_that_is_not_utf8_is_refused_with_its_bytes_shown() {
     patch_n(&mut bytes, b"pages/ab.js", b"pages/\xB2\xE2.js", 0, 2);
     let e = inspect(&bytes, &small_limits()).expect_err("refused");
     let text = e.to_string();
-    assert!(text.contains(r"pages/\xB2\xE2.js") && text.contains("not UTF-8"), "{text}");
+    assert!(
+        text.contains(r"pages/\xB2\xE2.js") && text.contains("not UTF-8"),
+        "{text}"
+    );
 }

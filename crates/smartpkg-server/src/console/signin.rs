@@ -36,11 +36,14 @@ pub struct LoginQuery {
 }
 
 /// Where to go after signing in: only a console path or the authorization page (never
-/// another site: an open redirect).
+/// another site: an open redirect), written in visible ASCII only (a browser percent-encodes
+/// everything else; a CR or LF cannot be a header's value, so such a `next` would leave the
+/// redirect without its Location).
 fn safe_next(next: &str) -> String {
     let ok = (next.starts_with("/console") || next.starts_with("/mappconsole/tp/authorization?"))
         && !next.starts_with("//")
-        && !next.contains('\\');
+        && !next.contains('\\')
+        && next.bytes().all(|b| b.is_ascii_graphic());
     if ok {
         next.to_string()
     } else {

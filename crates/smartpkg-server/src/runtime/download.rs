@@ -100,14 +100,27 @@ pub async fn package(
         (header::ACCEPT_RANGES, "bytes".to_string()),
         (header::CONTENT_TYPE, "application/zip".to_string()),
     ];
+    // If-None-Match compares weakly (RFC 9110 §13.1.2): `W/"…"` of our tag matches too.
     let unchanged = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+        .is_some_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
+        });
     if unchanged {
         return Ok((StatusCode::NOT_MODIFIED, fixed).into_response());
     }
-    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    // If-Range compares strongly (§13.1.5): only our exact tag keeps the Range; a weak tag, a
+    // date (we give no Last-Modified to match it against) or another tag asks for the whole.
+    let range_applies = headers
+        .get(header::IF_RANGE)
+        .is_none_or(|v| v.to_str().is_ok_and(|t| t.trim() == etag));
+    let range_header = headers
+        .get(header::RANGE)
+        .filter(|_| range_applies)
+        .and_then(|v| v.to_str().ok());
     let failed = |e: smartpkg_store::StoreError| {
         tracing::error!(error = %e, "runtime: an archive cannot be read");
         not_found()

@@ -884,3 +884,43 @@ async fn every_file_in_the_tree_opens_whatever_characters_its_name_holds() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn signing_in_goes_only_to_a_console_path_and_always_with_a_location() {
+    let app = spawn_app().await;
+    account(&app, "olga", "operator", &[]).await;
+    for (next, expect) in [
+        ("/console/apps", "/console/apps"),
+        ("//evil.example.org/console", "/console"),
+        ("https://evil.example.org/", "/console"),
+        ("/console\\@evil.example.org", "/console"),
+        (
+            "/console\r\nSet-Cookie: smartpkg_session=forged",
+            "/console",
+        ),
+        ("/console/apps\n", "/console"),
+        ("/console/apps\r", "/console"),
+        ("/console/ä", "/console"),
+    ] {
+        let mut p = Person::new(&app);
+        let a = p
+            .submit(
+                "/console/login",
+                "/console/login",
+                &[("name", "olga"), ("password", PW), ("next", next)],
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{next:?}: {}", a.html);
+        assert_eq!(a.location, expect, "{next:?}");
+        // Signed in already, the login page sends the same way.
+        let again = p
+            .get(&format!(
+                "/console/login?next={}",
+                percent_encoding::utf8_percent_encode(next, percent_encoding::NON_ALPHANUMERIC)
+            ))
+            .await;
+        assert_eq!(again.status, StatusCode::SEE_OTHER, "{next:?}");
+        assert_eq!(again.location, expect, "{next:?}");
+    }
+    app.stop().await;
+}

@@ -514,6 +514,45 @@ async fn downloads_are_the_package_archive_immutable_with_ranges() {
         .await
         .expect("conditional");
     assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
+    // If-None-Match compares weakly: our tag marked weak, or in a list, is still ours.
+    for inm in [format!("W/\"{sha}\""), format!("\"other\", W/\"{sha}\"")] {
+        let r = app
+            .client
+            .get(&url)
+            .header("if-none-match", &inm)
+            .send()
+            .await
+            .expect("conditional");
+        assert_eq!(r.status(), StatusCode::NOT_MODIFIED, "{inm}");
+    }
+    // If-Range compares strongly: only our exact tag keeps the range; a weak tag, another tag
+    // or a date asks for the whole file.
+    for (if_range, want) in [
+        (format!("\"{sha}\""), StatusCode::PARTIAL_CONTENT),
+        (format!("W/\"{sha}\""), StatusCode::OK),
+        ("\"0000\"".to_string(), StatusCode::OK),
+        ("Sat, 05 Dec 2026 08:00:00 GMT".to_string(), StatusCode::OK),
+    ] {
+        let r = app
+            .client
+            .get(&url)
+            .header("range", "bytes=0-99")
+            .header("if-range", &if_range)
+            .send()
+            .await
+            .expect("if-range");
+        assert_eq!(r.status(), want, "{if_range}");
+        let len = r.bytes().await.expect("body").len();
+        assert_eq!(
+            len,
+            if want == StatusCode::OK {
+                bytes.len()
+            } else {
+                100
+            },
+            "{if_range}"
+        );
+    }
     // Only package archives: not an unknown hash, not a template's blob.
     let unknown = app
         .client
