@@ -144,7 +144,7 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
                 host_secret: Some(secret.clone()),
                 console_password: None,
             };
-            std::fs::write(&path, serde_json::to_vec(&ids).map_err(err)?).map_err(err)?;
+            write_owner_only(&path, &serde_json::to_vec(&ids).map_err(err)?).map_err(err)?;
             (key, secret)
         }
     };
@@ -170,7 +170,7 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
                 host_secret: Some(host_secret.clone()),
                 console_password: Some(password.clone()),
             };
-            std::fs::write(&path, serde_json::to_vec(&ids).map_err(err)?).map_err(err)?;
+            write_owner_only(&path, &serde_json::to_vec(&ids).map_err(err)?).map_err(err)?;
             password
         }
     };
@@ -360,4 +360,22 @@ async fn authorize(state: &AppState, tp_id: i64, app_id: i64) -> Result<String, 
     };
     state.store.authorize(grant, now).await.map_err(err)?;
     Ok(access_token)
+}
+
+/// Writes `demo.json` readable by its owner only, whatever the umask: it holds the demo host
+/// app's secret and the demo operator's password.
+fn write_owner_only(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        o.mode(0o600);
+        // A file of an earlier version keeps its mode on open: tighten it first.
+        if path.exists() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    o.open(path)?.write_all(bytes)
 }

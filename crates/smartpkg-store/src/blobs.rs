@@ -43,9 +43,19 @@ pub struct LocalBlobs {
 }
 
 impl LocalBlobs {
+    /// Opens (or creates) the folder. It and every folder in it are created (or tightened
+    /// to) 0700 and each blob is written 0600 whatever the umask, as the database is: the
+    /// blobs are every third party's templates and packages.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        std::fs::create_dir_all(root.join("tmp"))?;
+        private_dir(&root.join("tmp"))?;
+        tighten(&root)?;
+        for entry in std::fs::read_dir(&root)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                tighten(&entry.path())?;
+            }
+        }
         Ok(LocalBlobs { root })
     }
 
@@ -56,6 +66,45 @@ impl LocalBlobs {
         }
         Ok(self.root.join(&sha256[..2]).join(&sha256[2..]))
     }
+}
+
+/// Creates `dir` and its missing parents, owner-only.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
+}
+
+/// Makes an existing folder owner-only (folders of earlier versions followed the umask).
+fn tighten(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// Writes `bytes` to a new file readable by its owner only, and syncs it.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let mut f = o.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -112,12 +161,11 @@ impl BlobStore for LocalBlobs {
             let dir = path
                 .parent()
                 .ok_or_else(|| StoreError::Corrupt("blob path".into()))?;
-            std::fs::create_dir_all(dir)?;
+            private_dir(dir)?;
             // Write aside, fsync, then rename: a crash leaves either no blob or a whole one.
             let tmp = tmp_dir.join(format!("{}.{}", rand::random::<u64>(), std::process::id()));
             let result = (|| {
-                std::fs::write(&tmp, &bytes)?;
-                std::fs::File::open(&tmp)?.sync_all()?;
+                write_private(&tmp, &bytes)?;
                 std::fs::rename(&tmp, &path)?;
                 sync_dir(dir)
             })();

@@ -40,12 +40,12 @@ pub fn start_demo_with(data_dir: &Path, env: &[(&str, &str)], stderr: Stdio) -> 
     )
 }
 
-/// As [`start_demo`], under an open-file limit of `nofile` (soft and hard, so the server
-/// cannot raise it), set by the shell that then becomes the server.
-pub fn start_demo_limited(data_dir: &Path, env: &[(&str, &str)], nofile: u64) -> Server {
+/// As [`start_demo`], started by a shell that first runs `setup` (`ulimit -n 256`, say: soft
+/// and hard, so the server cannot raise it; or `umask 000`) and then becomes the server.
+pub fn start_demo_after(data_dir: &Path, env: &[(&str, &str)], setup: &str) -> Server {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
-        .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+        .arg(format!("{setup} && exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_smartpkg"));
     start_demo_command(cmd, data_dir, env, Stdio::inherit())
 }
