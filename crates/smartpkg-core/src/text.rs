@@ -28,6 +28,29 @@ pub fn check(field: &str, value: &str, multiline: bool) -> Result<(), String> {
     }
 }
 
+/// A character that is not shown as itself: a control, a line or paragraph separator, or a
+/// format character. Tools that print values others wrote show these escaped.
+pub fn is_invisible(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || is_format(c)
+}
+
+/// `s` with every invisible character (see [`is_invisible`]) written as its Rust escape
+/// (`\u{1b}`), as the server's logs show them; borrowed when there is none.
+pub fn escape_invisible(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(is_invisible) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if is_invisible(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// What is wrong with `chars[i]`, if anything.
 fn forbidden(chars: &[char], i: usize, multiline: bool) -> Option<&'static str> {
     let c = chars[i];
@@ -146,6 +169,18 @@ mod tests {
                 assert!(e.contains(code), "{text:?}: {e}");
             }
         }
+    }
+
+    #[test]
+    fn invisible_characters_are_escaped_for_a_terminal_and_the_rest_is_kept() {
+        assert_eq!(
+            escape_invisible("red\u{1b}[31m \u{202E}txt\u{7f}\u{9b} 中文"),
+            "red\\u{1b}[31m \\u{202e}txt\\u{7f}\\u{9b} 中文"
+        );
+        assert!(matches!(
+            escape_invisible("plain 文本"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

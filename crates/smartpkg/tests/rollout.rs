@@ -502,3 +502,55 @@ async fn an_entry_whose_token_belongs_to_another_mini_program_is_refused_before_
     assert_eq!(packages_by_app(&s).await[&fleet[1].app_id].len(), 1);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_shows_escape_sequences_in_plan_values_escaped_never_raw() {
+    let s = Sandbox::start().await;
+    let fleet = apps(&s, 1, |_| false).await;
+    let dir = s.dir.path().join("e");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let plan_path = dir.join("p.toml");
+    // An escape in the template (JSON-escaped already), and a C1 CSI and a right-to-left
+    // override in a value, which JSON leaves as they are.
+    let p = plan(&s, &fleet, "release = \"all\"")
+        .replace(
+            r#""extEnable":true"#,
+            r#""extEnable":true,"note":"\u001b[2J""#,
+        )
+        .replace(
+            "vars = { shop = \"Shop \\\"0\\\"\" }",
+            "vars = { shop = \"Shop \\u009b31m \\u202Etxt\" }",
+        );
+    assert!(p.contains("\\u202E"), "{p}");
+    std::fs::write(&plan_path, p).expect("plan");
+    let raw = ['\u{1b}', '\u{9b}', '\u{202e}'];
+    let table = bin()
+        .arg("rollout")
+        .arg(&plan_path)
+        .arg("--dry-run")
+        .output()
+        .expect("runs");
+    assert!(table.status.success(), "{}", output(&table));
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(!text.contains(raw), "raw escape on the terminal: {text:?}");
+    assert!(
+        text.contains(r"\u001b[2J") && text.contains(r"\u{9b}31m") && text.contains(r"\u{202e}"),
+        "{text}"
+    );
+    let json = bin()
+        .arg("rollout")
+        .arg(&plan_path)
+        .args(["--dry-run", "--json"])
+        .output()
+        .expect("runs");
+    assert!(json.status.success(), "{}", output(&json));
+    let text = String::from_utf8_lossy(&json.stdout);
+    assert!(!text.contains(raw), "raw escape on the terminal: {text:?}");
+    // Still the same values once parsed.
+    let rendered: Value = serde_json::from_str(&text).expect("json");
+    let ext: Value =
+        serde_json::from_str(rendered[0]["ext_json"].as_str().expect("ext")).expect("ext json");
+    assert_eq!(ext["note"], "\u{1b}[2J");
+    assert_eq!(ext["ext"]["shop"], "Shop \u{9b}31m \u{202e}txt");
+    s.stop().await;
+}

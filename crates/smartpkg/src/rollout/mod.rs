@@ -237,7 +237,10 @@ pub async fn run(args: RolloutArgs, globals: &crate::tool::Globals) -> anyhow::R
 
 fn summary(r: &Report, json: bool, path: &std::path::Path) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string(r)?);
+        println!(
+            "{}",
+            crate::tool::terminal_safe_json(serde_json::to_string(r)?)
+        );
         return Ok(());
     }
     let counts: Vec<Vec<String>> = r
@@ -288,7 +291,10 @@ fn dry_run(plan: &Plan, json: bool) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|(id, ext)| serde_json::json!({"app_id": id, "ext_json": ext}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        println!(
+            "{}",
+            crate::tool::terminal_safe_json(serde_json::to_string_pretty(&list)?)
+        );
     } else {
         let rows: Vec<Vec<String>> = rendered
             .iter()

@@ -192,7 +192,19 @@ pub fn fail(e: ClientError) -> anyhow::Error {
 }
 
 /// Prints rows as an aligned table with a header (or nothing but the header's absence note).
+/// Cells are values others wrote (a plan, a package's description, an audit reason): their
+/// control and invisible format characters are shown escaped, so none can move the cursor,
+/// recolour or reorder the terminal.
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|c| smartpkg_core::text::escape_invisible(c).into_owned())
+                .collect()
+        })
+        .collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = headers.iter().map(|h| display_width(h)).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -236,8 +248,29 @@ fn display_width(s: &str) -> usize {
 
 /// Prints a value as pretty JSON.
 pub fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    println!("{}", terminal_safe_json(serde_json::to_string_pretty(v)?));
     Ok(())
+}
+
+/// JSON text with the invisible characters serde_json leaves raw (DEL, C1 controls, format
+/// and separator characters) written as `\uXXXX` escapes: the same JSON value, but safe to
+/// print on a terminal. Outside strings JSON holds none of them, so this only touches strings.
+pub fn terminal_safe_json(json: String) -> String {
+    if !json.chars().any(smartpkg_core::text::is_invisible) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if smartpkg_core::text::is_invisible(c) && !matches!(c, '\n' | '\t' | '\r' | ' ') {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `@path` reads a file; `-` reads standard input; anything else is the value itself.
