@@ -69,6 +69,8 @@ pub struct Shared {
     pub guards: Arc<owner::Guards>,
     /// Throttles of wrong console passwords (per account name, per client address).
     pub console_guards: Arc<owner::Guards>,
+    /// Wrong admin tokens per client address.
+    pub admin_guard: Arc<owner::Throttle>,
     /// Template archives received and inspected at once: each holds its archive in memory.
     pub template_slots: Arc<tokio::sync::Semaphore>,
     /// Write calls per mini program and per third party on the Baidu API.
@@ -446,6 +448,11 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             settings.console_attempts_per_account,
             settings.owner_attempts_per_client,
             std::time::Duration::from_secs(settings.owner_lockout_s),
+        )),
+        admin_guard: Arc::new(owner::Throttle::new(
+            settings.owner_attempts_per_client,
+            std::time::Duration::from_secs(settings.owner_lockout_s),
+            100_000,
         )),
         template_slots: Arc::new(tokio::sync::Semaphore::new(
             settings.template_upload_concurrency,

@@ -17,7 +17,7 @@ const LATENCY_BUCKETS: [f64; 12] = [
 ];
 
 /// What each metric means, for the `# HELP` lines.
-const DESCRIPTIONS: [(&str, &str); 13] = [
+const DESCRIPTIONS: [(&str, &str); 14] = [
     (
         "smartpkg_http_requests_total",
         "HTTP requests answered, by route, method and status.",
@@ -63,6 +63,10 @@ const DESCRIPTIONS: [(&str, &str); 13] = [
     (
         "smartpkg_owner_credential_failures_total",
         "Wrong owner credentials on the authorization page.",
+    ),
+    (
+        "smartpkg_admin_token_failures_total",
+        "Wrong admin tokens presented to the admin API.",
     ),
 ];
 

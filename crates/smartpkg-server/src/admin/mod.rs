@@ -185,7 +185,30 @@ pub fn clean_text(field: &str, value: Option<&str>, multiline: bool) -> AdminRes
     }
 }
 
+/// Checks the admin token. Wrong tokens are counted per client address (IPv6: per /64) and,
+/// past `owner_attempts_per_client` within `owner_lockout_s`, that address is refused (429)
+/// whatever it sends until the window ends, as on the console's sign-in: the token cannot be
+/// guessed at the speed of the network.
 async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let client = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| crate::owner::Guards::client_key(c.0.ip()));
+    if let Some(left) = client.as_deref().and_then(|k| state.admin_guard.locked(k)) {
+        let mut r = AdminError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            format!(
+                "too many wrong admin tokens from this address; try again in {} s",
+                left.as_secs().max(1)
+            ),
+        )
+        .into_response();
+        if let Ok(v) = left.as_secs().max(1).to_string().parse() {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -194,12 +217,25 @@ async fn require_admin(State(state): State<AppState>, req: Request, next: Next) 
         .map(str::trim);
     match given {
         Some(t) if secrets::constant_time_eq(t, &state.admin_token) => next.run(req).await,
-        _ => AdminError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "send the admin token as `Authorization: Bearer <token>`",
-        )
-        .into_response(),
+        _ => {
+            // A request with no token at all is not a guess; a wrong one is.
+            if given.is_some() {
+                if let Some(k) = &client {
+                    state.admin_guard.fail(k);
+                }
+                state
+                    .metrics
+                    .counter("smartpkg_admin_token_failures_total", &[])
+                    .increment(1);
+                tracing::warn!(client = ?client, "admin API: wrong admin token");
+            }
+            AdminError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send the admin token as `Authorization: Bearer <token>`",
+            )
+            .into_response()
+        }
     }
 }
 

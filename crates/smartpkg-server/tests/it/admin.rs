@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use zip::write::SimpleFileOptions;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, spawn_with};
 
 fn blob_count(dir: &std::path::Path) -> usize {
     walk(&dir.join("blobs"))
@@ -41,6 +41,66 @@ async fn the_admin_api_needs_the_bearer_token() {
         let v: serde_json::Value = resp.json().await.expect("json");
         assert_eq!(v["error"]["code"], "unauthorized");
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_admin_tokens_lock_out_their_address_but_no_other() {
+    let app = spawn_with(|s| {
+        s.owner_attempts_per_client = 5;
+        s.owner_lockout_s = 60;
+    })
+    .await;
+    let from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .build()
+            .expect("client")
+    };
+    let guesser = from([127, 0, 0, 7]);
+    let url = format!("{}/admin/v1/packages", app.base);
+    // Requests with no token are not guesses.
+    for _ in 0..10 {
+        let r = guesser.get(&url).send().await.expect("request");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    for i in 0..5 {
+        let r = guesser
+            .get(&url)
+            .bearer_auth(format!("guess-{i}"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Locked now: even the right token is refused from that address, with when to retry.
+    let r = guesser
+        .get(&url)
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry), "{retry}");
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(v["error"]["code"], "too_many_attempts", "{v}");
+    // Another address is not affected.
+    let r = from([127, 0, 0, 8])
+        .get(&url)
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(app
+        .metrics()
+        .await
+        .contains("smartpkg_admin_token_failures_total 5"));
     app.stop().await;
 }
 
