@@ -204,7 +204,7 @@ async fn toolkit(cmd: Cmd, globals: tool::Globals) -> anyhow::Result<std::proces
     let ok = std::process::ExitCode::SUCCESS;
     match cmd {
         Cmd::Serve(_) => unreachable!("serve is dispatched before"),
-        Cmd::Pkg(c) => tool::pkg::run(c, &globals.resolve()?).await.map(|_| ok),
+        Cmd::Pkg(c) => tool::pkg::run(c, &globals.resolve()?).await,
         Cmd::Template(c) => tool::template::run(c, &globals.resolve()?)
             .await
             .map(|_| ok),
@@ -214,10 +214,48 @@ async fn toolkit(cmd: Cmd, globals: tool::Globals) -> anyhow::Result<std::proces
         Cmd::Rollout(a) => rollout::run(a, &globals).await,
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "smartpkg", &mut std::io::stdout());
+            // Generated into memory: clap_complete panics on a failed write, and a closed
+            // standard output (`| head`) must end the command quietly (see main).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "smartpkg", &mut script);
+            let mut out = std::io::stdout().lock();
+            out.write_all(&script)?;
+            out.flush()?;
             Ok(ok)
         }
     }
+}
+
+/// The status of a process that wrote to a closed pipe, as a shell reports one killed by
+/// SIGPIPE (128 + 13): `smartpkg … | head` ends quietly with it.
+const EXIT_BROKEN_PIPE: u8 = 141;
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Rust ignores SIGPIPE, so a write to a closed standard output fails instead of ending the
+/// process, and `println!` turns that failure into a panic with a backtrace. The toolkit
+/// ends quietly instead, with the status a shell expects of a reader that went away. (The
+/// signal itself is left ignored: the toolkit's own HTTP listeners must survive a client
+/// that hangs up.)
+fn end_quietly_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("Broken pipe") || msg.contains("BrokenPipe") {
+            std::process::exit(EXIT_BROKEN_PIPE.into());
+        }
+        default(info);
+    }));
 }
 
 #[tokio::main]
@@ -231,11 +269,13 @@ async fn main() -> std::process::ExitCode {
             if let Ok(directives) = std::env::var("SPKG_LOG") {
                 init_logging("text", &directives);
             }
+            end_quietly_on_broken_pipe();
             toolkit(other, cli.globals).await
         }
     };
     match result {
         Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => std::process::ExitCode::from(EXIT_BROKEN_PIPE),
         Err(e) => {
             // One line: the cause chain joined, as a person reads it.
             eprintln!("smartpkg: {e:#}");

@@ -606,3 +606,209 @@ async fn a_console_account_is_disabled_enabled_and_given_a_new_password_from_the
     );
     s.stop().await;
 }
+
+/// Runs `smartpkg ARGS` as [`run`] does, with `token` as the mini program's access token.
+async fn cli_as(s: &Sandbox, token: &str, args: &[&str]) -> Output {
+    let (base, token) = (s.base_url.clone(), token.to_string());
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        bin()
+            .args(&args)
+            .env("SPKG_BASE_URL", base)
+            .env("SPKG_ACCESS_TOKEN", token)
+            .output()
+            .expect("runs")
+    })
+    .await
+    .expect("join")
+}
+
+/// Uploads `version` with the mini program of `token` and waits for its build; its id.
+async fn built_as(s: &Sandbox, token: &str, app_id: i64, version: &str) -> String {
+    let t = s.template_id.to_string();
+    let ext = format!(r#"{{"extEnable":true,"extAppid":{app_id}}}"#);
+    let up = cli_as(
+        s,
+        token,
+        &[
+            "pkg",
+            "upload",
+            "--template-id",
+            &t,
+            "--version",
+            version,
+            "--desc",
+            "d",
+            "--ext-json",
+            &ext,
+            "--wait",
+            "--json",
+        ],
+    )
+    .await;
+    json_of(&up)[0]["package_id"]
+        .as_i64()
+        .expect("package id")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_package_id_is_taken_as_people_type_it_or_as_a_flag() {
+    let s = Sandbox::start().await;
+    let id = built_as(&s, &s.app_token, s.app_id, "1.0.0").await;
+    let detail = json_of(&cli(&s, &["pkg", "detail", &id, "--json"]).await);
+    assert_eq!(detail[0]["package_id"].to_string(), id);
+    let out = ok(&cli(&s, &["pkg", "submit", &id, "--content", "review me"]).await);
+    assert!(out.contains("submitted"), "{out}");
+    ok(&cli(&s, &["pkg", "withdraw", &id]).await);
+    ok(&cli(
+        &s,
+        &["pkg", "submit", "--package-id", &id, "--content", "again"],
+    )
+    .await);
+    pass(&s, id.parse().expect("id")).await;
+    ok(&cli(&s, &["pkg", "release", &id]).await);
+    let second = built_as(&s, &s.app_token, s.app_id, "1.1.0").await;
+    ok(&cli(&s, &["pkg", "submit", &second, "--content", "c"]).await);
+    pass(&s, second.parse().expect("id")).await;
+    ok(&cli(&s, &["pkg", "release", &second]).await);
+    let rb = ok(&cli(&s, &["pkg", "rollback", &second]).await);
+    assert!(rb.contains("rolling back"), "{rb}");
+    // Both at once, or neither: a usage error that says so, nothing sent.
+    let both = cli(&s, &["pkg", "release", &id, "--package-id", &id]).await;
+    assert_eq!(both.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&both.stderr).contains("cannot be used with"),
+        "{}",
+        String::from_utf8_lossy(&both.stderr)
+    );
+    let neither = cli(&s, &["pkg", "withdraw"]).await;
+    assert_eq!(neither.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&neither.stderr).contains("PACKAGE_ID"));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_standard_output_ends_every_command_quietly_with_status_141() {
+    let s = Sandbox::start().await;
+    built_as(&s, &s.app_token, s.app_id, "1.0.0").await;
+    let plan = s.dir.path().join("p.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "base_url = \"{}\"\ntemplate_id = {}\nversion = \"2.0.0\"\ndescription = \"d\"\nrelease = \"none\"\next_json = '{{}}'\n\n[[apps]]\napp_id = {}\naccess_token = \"{}\"\n",
+            s.base_url, s.template_id, s.app_id, s.app_token
+        ),
+    )
+    .expect("plan");
+    let plan_arg = plan.display().to_string();
+    for args in [
+        vec!["completions", "bash"],
+        vec!["pkg", "list"],
+        vec!["pkg", "list", "--json"],
+        vec!["pkg", "quota"],
+        vec!["rollout", &plan_arg, "--dry-run"],
+    ] {
+        let (base, token) = (s.base_url.clone(), s.app_token.clone());
+        let owned: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let o = tokio::task::spawn_blocking(move || {
+            // The reader is gone before the command writes a byte: every write fails.
+            let (reader, writer) = std::io::pipe().expect("pipe");
+            drop(reader);
+            bin()
+                .args(&owned)
+                .env("SPKG_BASE_URL", base)
+                .env("SPKG_ACCESS_TOKEN", token)
+                .stdout(writer)
+                .stderr(Stdio::piped())
+                .output()
+                .expect("runs")
+        })
+        .await
+        .expect("join");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(141), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?} said: {err}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_follows_submit_release_and_rollback_to_their_next_state() {
+    let s = Sandbox::start_with(|st| {
+        st.audit_mode = smartpkg_server::config::AuditMode::Auto;
+        st.auto_audit_delay_ms = 300;
+        st.auto_audit_max_name_chars = 16;
+        st.rollback_delay_ms = 500;
+    })
+    .await;
+    let first = built_as(&s, &s.app_token, s.app_id, "1.0.0").await;
+    let out = ok(&cli(&s, &["pkg", "submit", &first, "--content", "c", "--wait"]).await);
+    assert!(
+        out.contains(&format!("package {first}: 4 auditing"))
+            && out.contains(&format!("package {first}: 6 audit passed")),
+        "{out}"
+    );
+    let out = ok(&cli(&s, &["pkg", "release", &first, "--wait"]).await);
+    assert!(out.contains(&format!("package {first}: 1 online")), "{out}");
+    let second = built_as(&s, &s.app_token, s.app_id, "1.1.0").await;
+    ok(&cli(&s, &["pkg", "submit", &second, "--content", "c", "--wait"]).await);
+    // --json keeps standard output JSON (the final package); the changes go to stderr.
+    let online = json_of(&cli(&s, &["pkg", "release", &second, "--wait", "--json"]).await);
+    assert_eq!(online["status"], 1, "{online}");
+    let rb = cli(&s, &["pkg", "rollback", &second, "--wait"]).await;
+    let out = ok(&rb);
+    assert!(
+        out.contains(&format!("package {second}: 8 rolling back"))
+            && out.contains(&format!("package {first}: 1 online (version 1.0.0)")),
+        "{out}"
+    );
+
+    // A failed audit: exit 1 with the reviewer's reason.
+    let (long_id, long_token, _) = s.new_app("一个名字很长很长很长很长很长的小程序").await;
+    let pkg = built_as(&s, &long_token, long_id, "1.0.0").await;
+    let failed = cli_as(
+        &s,
+        &long_token,
+        &["pkg", "submit", &pkg, "--content", "c", "--wait"],
+    )
+    .await;
+    assert_eq!(failed.status.code(), Some(1), "{failed:?}");
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        err.contains("failed its audit") && err.contains("名称过长"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&failed.stdout).contains("5 audit failed"));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_gives_up_after_its_timeout_with_status_124_and_says_where_the_package_is() {
+    // Manual audits: nobody decides.
+    let s = Sandbox::start().await;
+    let id = built_as(&s, &s.app_token, s.app_id, "1.0.0").await;
+    let started = std::time::Instant::now();
+    let o = cli(
+        &s,
+        &[
+            "pkg",
+            "submit",
+            &id,
+            "--content",
+            "c",
+            "--wait",
+            "--timeout",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(124), "{o:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("still 4 auditing after 1 s") && err.contains(&format!("pkg detail {id}")),
+        "{err}"
+    );
+    s.stop().await;
+}

@@ -1,6 +1,7 @@
 //! `smartpkg pkg …`: one mini program's packages (its access token).
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,6 +11,45 @@ use smartpkg_client::types::{
 };
 
 use super::{fail, print_json, print_table, value_or_file, Resolved};
+
+/// A package id, as people type it (`pkg release 58210`) or as a flag (`--package-id 58210`).
+#[derive(clap::Args, Debug)]
+pub struct PackageId {
+    /// The package id.
+    #[arg(value_name = "PACKAGE_ID", required_unless_present = "package_id")]
+    id: Option<i64>,
+    /// The package id, as a flag (the same as the positional argument).
+    #[arg(long, conflicts_with = "id", hide_short_help = true)]
+    package_id: Option<i64>,
+}
+
+impl PackageId {
+    fn get(&self) -> anyhow::Result<i64> {
+        self.id
+            .or(self.package_id)
+            .context("give the package id: `smartpkg pkg … 58210` or --package-id 58210")
+    }
+}
+
+/// `--wait`: follow the package to its next state.
+#[derive(clap::Args, Debug)]
+pub struct Wait {
+    /// Follow the package to its next state, printing each change.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait follows it, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600, requires = "wait")]
+    timeout: u64,
+}
+
+/// Exit status of `--wait` when the package failed its audit.
+const EXIT_AUDIT_FAILED: u8 = 1;
+/// Exit status of `--wait` when the timeout passed first (as timeout(1)).
+const EXIT_TIMED_OUT: u8 = 124;
+
+const WAIT_HELP: &str = "With --wait: 0 when the package reached its next state, 1 when its audit
+failed (the reason is printed), 124 when --timeout passed first (it goes on without us:
+look again with `smartpkg pkg detail PACKAGE_ID`).";
 
 #[derive(Subcommand, Debug)]
 pub enum PkgCmd {
@@ -41,22 +81,28 @@ pub enum PkgCmd {
     /// One package: by id, by status, or (with neither) the online version.
     #[command(after_help = "Examples:
   smartpkg pkg detail
-  smartpkg pkg detail --package-id 58210
+  smartpkg pkg detail 58210
   smartpkg pkg detail --status 4")]
     Detail {
-        #[arg(long)]
+        /// The package id.
+        #[arg(value_name = "PACKAGE_ID")]
+        id: Option<i64>,
+        /// The package id, as a flag.
+        #[arg(long, conflicts_with = "id", hide_short_help = true)]
         package_id: Option<i64>,
         /// 1 online, 3 development, 4 auditing, 5 audit failed, 6 audit passed, 8 rolling back.
         #[arg(long)]
         status: Option<i64>,
     },
     /// Submit a built package for audit.
-    #[command(
-        after_help = "Example:\n  smartpkg pkg submit --package-id 58210 --content 'new menu page'"
-    )]
+    #[command(after_help = format!("Examples:
+  smartpkg pkg submit 58210 --content 'new menu page'
+  smartpkg pkg submit 58210 --content 'new menu page' --wait --timeout 3600
+
+{WAIT_HELP}"))]
     Submit {
-        #[arg(long)]
-        package_id: i64,
+        #[command(flatten)]
+        package: PackageId,
         /// What the reviewer should know.
         #[arg(long)]
         content: String,
@@ -66,24 +112,38 @@ pub enum PkgCmd {
         test_account: Option<String>,
         #[arg(long)]
         test_password: Option<String>,
+        #[command(flatten)]
+        wait: Wait,
     },
     /// Release a package that passed its audit.
-    #[command(after_help = "Example:\n  smartpkg pkg release --package-id 58210")]
+    #[command(after_help = format!("Examples:
+  smartpkg pkg release 58210
+  smartpkg pkg release 58210 --wait
+
+{WAIT_HELP}"))]
     Release {
-        #[arg(long)]
-        package_id: i64,
+        #[command(flatten)]
+        package: PackageId,
+        #[command(flatten)]
+        wait: Wait,
     },
     /// Roll the online package back to the version it replaced.
-    #[command(after_help = "Example:\n  smartpkg pkg rollback --package-id 58210")]
+    #[command(after_help = format!("Examples:
+  smartpkg pkg rollback 58210
+  smartpkg pkg rollback 58210 --wait
+
+{WAIT_HELP}"))]
     Rollback {
-        #[arg(long)]
-        package_id: i64,
+        #[command(flatten)]
+        package: PackageId,
+        #[command(flatten)]
+        wait: Wait,
     },
     /// Withdraw a package from audit.
-    #[command(after_help = "Example:\n  smartpkg pkg withdraw --package-id 58210")]
+    #[command(after_help = "Example:\n  smartpkg pkg withdraw 58210")]
     Withdraw {
-        #[arg(long)]
-        package_id: i64,
+        #[command(flatten)]
+        package: PackageId,
     },
     /// The third party's weekly audit quota.
     #[command(after_help = "Example:\n  smartpkg pkg quota")]
@@ -163,7 +223,154 @@ fn done(r: &Resolved, what: &str) -> anyhow::Result<()> {
     }
 }
 
-pub async fn run(cmd: PkgCmd, r: &Resolved) -> anyhow::Result<()> {
+/// What `--wait` follows a package to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Goal {
+    /// The audit's result.
+    Audited,
+    /// Online.
+    Online,
+    /// Another version online in its place, once the rollback delay is over.
+    RolledBack,
+}
+
+/// How a followed package ended.
+enum Followed {
+    Reached(PackageInfo),
+    AuditFailed(PackageInfo),
+    TimedOut(String),
+}
+
+/// Follows `package_id` (in `get`'s list: the online, audit and development versions) until
+/// it reaches `goal`, printing each state it is seen in.
+async fn follow(
+    c: &smartpkg_client::Client,
+    token: &str,
+    package_id: i64,
+    goal: Goal,
+    timeout: Duration,
+    r: &Resolved,
+) -> anyhow::Result<Followed> {
+    let until = tokio::time::Instant::now() + timeout;
+    let mut wait = Duration::from_millis(100);
+    let mut last = String::new();
+    loop {
+        let rows = c.get(token).await.map_err(fail)?;
+        let row = rows.iter().find(|p| p.package_id == Some(package_id));
+        let seen = match row {
+            Some(p) => format!("package {package_id}: {}", status_name(p.status, p)),
+            None => format!("package {package_id}: no longer listed"),
+        };
+        if seen != last {
+            // Progress goes to standard error under --json, so standard output stays JSON.
+            if r.json {
+                eprintln!("{seen}");
+            } else {
+                println!("{seen}");
+            }
+            last = seen;
+        }
+        match (goal, row.and_then(|p| p.status)) {
+            (Goal::Audited, Some(WireStatus::AuditPassed | WireStatus::Online)) => {
+                return Ok(Followed::Reached(row.cloned().unwrap_or_default()))
+            }
+            (Goal::Audited, Some(WireStatus::AuditFailed)) => {
+                return Ok(Followed::AuditFailed(row.cloned().unwrap_or_default()))
+            }
+            (Goal::Audited, Some(WireStatus::Auditing)) => {}
+            (Goal::Audited, _) => {
+                anyhow::bail!(
+                    "package {package_id} left the audit without a result (withdrawn?); see: smartpkg pkg list"
+                )
+            }
+            (Goal::Online, Some(WireStatus::Online)) => {
+                return Ok(Followed::Reached(row.cloned().unwrap_or_default()))
+            }
+            (Goal::Online, Some(WireStatus::AuditPassed)) => {}
+            (Goal::Online, _) => {
+                anyhow::bail!("package {package_id} did not go online; see: smartpkg pkg list")
+            }
+            (Goal::RolledBack, Some(WireStatus::RollingBack)) => {}
+            (Goal::RolledBack, _) => {
+                let online = rows.iter().find(|p| {
+                    p.status == Some(WireStatus::Online) && p.package_id != Some(package_id)
+                });
+                match online {
+                    Some(p) => {
+                        println_or_err(
+                            r,
+                            &format!(
+                                "package {}: {} (version {})",
+                                p.package_id.unwrap_or_default(),
+                                status_name(p.status, p),
+                                p.version.as_deref().unwrap_or("")
+                            ),
+                        );
+                        return Ok(Followed::Reached(p.clone()));
+                    }
+                    None => anyhow::bail!(
+                        "package {package_id} is not rolling back and nothing else is online; see: smartpkg pkg list"
+                    ),
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= until {
+            return Ok(Followed::TimedOut(format!(
+                "still {} after {} s; it goes on without us: smartpkg pkg detail {package_id}",
+                last.split(": ").nth(1).unwrap_or("unchanged"),
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(wait.min(until - tokio::time::Instant::now())).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn println_or_err(r: &Resolved, line: &str) {
+    if r.json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}
+
+/// Follows the package when `--wait` was given; the exit status it earns.
+async fn then_wait(
+    c: &smartpkg_client::Client,
+    token: &str,
+    package_id: i64,
+    goal: Goal,
+    wait: &Wait,
+    r: &Resolved,
+) -> anyhow::Result<ExitCode> {
+    if !wait.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let timeout = Duration::from_secs(wait.timeout);
+    match follow(c, token, package_id, goal, timeout, r).await? {
+        Followed::Reached(p) => {
+            if r.json {
+                print_json(&p)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Followed::AuditFailed(p) => {
+            let reason = p.msg.clone().unwrap_or_default();
+            if r.json {
+                print_json(&p)?;
+            }
+            eprintln!("smartpkg: package {package_id} failed its audit: {reason}");
+            Ok(ExitCode::from(EXIT_AUDIT_FAILED))
+        }
+        Followed::TimedOut(why) => {
+            eprintln!("smartpkg: package {package_id}: {why}");
+            Ok(ExitCode::from(EXIT_TIMED_OUT))
+        }
+    }
+}
+
+pub async fn run(cmd: PkgCmd, r: &Resolved) -> anyhow::Result<ExitCode> {
+    let ok = ExitCode::SUCCESS;
     let c = r.client()?;
     let token = r.access_token()?;
     match cmd {
@@ -190,35 +397,46 @@ pub async fn run(cmd: PkgCmd, r: &Resolved) -> anyhow::Result<()> {
             };
             c.upload(token, &req).await.map_err(fail)?;
             if !wait {
-                return done(
+                done(
                     r,
                     &format!("uploaded {user_version}; it builds now (see: smartpkg pkg list)"),
-                );
+                )?;
+                return Ok(ok);
             }
             let built = c
                 .wait_built(token, &user_version, Duration::from_secs(600))
                 .await
                 .map_err(fail)?;
-            show(r, &[built])
+            show(r, &[built])?;
+            Ok(ok)
         }
-        PkgCmd::List => show(r, &c.get(token).await.map_err(fail)?),
-        PkgCmd::Detail { package_id, status } => {
+        PkgCmd::List => show(r, &c.get(token).await.map_err(fail)?).map(|_| ok),
+        PkgCmd::Detail {
+            id,
+            package_id,
+            status,
+        } => {
             let status = status
                 .map(|s| {
                     WireStatus::from_code(s)
                         .with_context(|| format!("--status must be 1, 3, 4, 5, 6 or 8, not {s}"))
                 })
                 .transpose()?;
-            let req = GetDetailRequest { status, package_id };
-            show(r, &[c.get_detail(token, &req).await.map_err(fail)?])
+            let req = GetDetailRequest {
+                status,
+                package_id: id.or(package_id),
+            };
+            show(r, &[c.get_detail(token, &req).await.map_err(fail)?]).map(|_| ok)
         }
         PkgCmd::Submit {
-            package_id,
+            package,
             content,
             remark,
             test_account,
             test_password,
+            wait,
         } => {
+            let package_id = package.get()?;
             let req = SubmitAuditRequest {
                 package_id,
                 content,
@@ -227,24 +445,36 @@ pub async fn run(cmd: PkgCmd, r: &Resolved) -> anyhow::Result<()> {
                 test_password,
             };
             c.submit_audit(token, &req).await.map_err(fail)?;
-            done(r, &format!("package {package_id} submitted for audit"))
+            if !wait.wait {
+                done(r, &format!("package {package_id} submitted for audit"))?;
+            }
+            then_wait(&c, token, package_id, Goal::Audited, &wait, r).await
         }
-        PkgCmd::Release { package_id } => {
+        PkgCmd::Release { package, wait } => {
+            let package_id = package.get()?;
             c.release(token, package_id).await.map_err(fail)?;
-            done(r, &format!("package {package_id} released"))
+            if !wait.wait {
+                done(r, &format!("package {package_id} released"))?;
+            }
+            then_wait(&c, token, package_id, Goal::Online, &wait, r).await
         }
-        PkgCmd::Rollback { package_id } => {
+        PkgCmd::Rollback { package, wait } => {
+            let package_id = package.get()?;
             c.rollback(token, package_id).await.map_err(fail)?;
-            done(r, &format!("package {package_id} is rolling back"))
+            if !wait.wait {
+                done(r, &format!("package {package_id} is rolling back"))?;
+            }
+            then_wait(&c, token, package_id, Goal::RolledBack, &wait, r).await
         }
-        PkgCmd::Withdraw { package_id } => {
+        PkgCmd::Withdraw { package } => {
+            let package_id = package.get()?;
             c.withdraw(token, package_id).await.map_err(fail)?;
-            done(r, &format!("package {package_id} withdrawn from audit"))
+            done(r, &format!("package {package_id} withdrawn from audit")).map(|_| ok)
         }
         PkgCmd::Quota => {
             let q = c.audit_quota(token).await.map_err(fail)?;
             if r.json {
-                return print_json(&q);
+                return print_json(&q).map(|_| ok);
             }
             let n = |v: i64| {
                 if v < 0 {
@@ -257,7 +487,7 @@ pub async fn run(cmd: PkgCmd, r: &Resolved) -> anyhow::Result<()> {
                 &["PERIOD", "QUOTA", "REMAINING"],
                 &[vec!["week".into(), n(q.quota_times), n(q.remain_times)]],
             );
-            Ok(())
+            Ok(ok)
         }
         PkgCmd::Qrcode {
             out,
@@ -273,7 +503,7 @@ pub async fn run(cmd: PkgCmd, r: &Resolved) -> anyhow::Result<()> {
             let png = c.qrcode(token, &req).await.map_err(fail)?;
             std::fs::write(&out, &png)
                 .with_context(|| format!("cannot write {}", out.display()))?;
-            done(r, &format!("wrote {} ({} bytes)", out.display(), png.len()))
+            done(r, &format!("wrote {} ({} bytes)", out.display(), png.len())).map(|_| ok)
         }
     }
 }
