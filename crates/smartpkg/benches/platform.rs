@@ -85,6 +85,11 @@ fn settings(dir: &Path) -> Settings {
         // The benchmark measures capacity, not policy: one third party drives 1,000 apps.
         app_writes_per_minute: 0,
         tp_writes_per_minute: 0,
+        // The load generator is one address standing for many clients.
+        max_connections_per_client: 4096,
+        // Capacity, not policy: the byte budgets are off as the call limits are.
+        app_upload_bytes_per_window: 0,
+        tp_upload_bytes_per_window: 0,
         ..Settings::default()
     };
     s.max_template_ratio = 1000;

@@ -47,6 +47,8 @@ fn settings(dir: &std::path::Path) -> Settings {
         app_writes_per_minute: 0,
         tp_writes_per_minute: 0,
         max_template_ratio: 1000,
+        // The load generator is one address standing for many clients.
+        max_connections_per_client: 4096,
         // SPKG_BENCH_TTL_MS measures another cache lifetime than the default.
         runtime_cache_ttl_ms: std::env::var("SPKG_BENCH_TTL_MS")
             .ok()
