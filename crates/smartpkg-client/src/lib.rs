@@ -819,19 +819,22 @@ fn decode_oauth(path: &'static str, body: &[u8]) -> Result<AppTokens, ClientErro
     let v: serde_json::Value =
         serde_json::from_slice(body).map_err(|source| ClientError::Decode { path, source })?;
     let decode = |source| ClientError::Decode { path, source };
-    if v.get("error").is_some() {
-        let e: OAuthError = serde_json::from_value(v).map_err(decode)?;
-        return Err(ClientError::OAuth {
-            error: e.error,
-            description: e.error_description,
-        });
-    }
+    // The gateway's and the envelope's codes first: a refusal before any grant was looked at
+    // (a bad TP token, a rate limit) carries them and the OAuth fields beside them, and the
+    // codes say more (110 is a token to refresh; 50029 a call to retry).
     if v.get("error_code").is_some() || v.get("errno").is_some() {
         return decode_envelope::<NoData>(path, body).and(Err(ClientError::Status {
             path,
             status: 200,
             body: "an envelope without an error".into(),
         }));
+    }
+    if v.get("error").is_some() {
+        let e: OAuthError = serde_json::from_value(v).map_err(decode)?;
+        return Err(ClientError::OAuth {
+            error: e.error,
+            description: e.error_description,
+        });
     }
     serde_json::from_value(v).map_err(decode)
 }
@@ -905,6 +908,12 @@ mod tests {
             br#"{"error_code":110,"error_msg":"Access token invalid"}"#,
         );
         assert!(matches!(gw, Err(ref e) if e.is_token_error()));
+        // Both shapes at once (what smartpkg answers for a bad TP token): the code wins.
+        let both = decode_oauth(
+            "/t",
+            br#"{"error_code":110,"error_msg":"x","error":"invalid_client","error_description":"x"}"#,
+        );
+        assert!(matches!(both, Err(ref e) if e.is_token_error()));
     }
 
     #[test]

@@ -221,11 +221,16 @@ async fn render_metrics(
     )
 }
 
-/// What an unserved path under `/rest/2.0/` answers (spec §8): the gateway's error shape, so
-/// SDKs report a clear error instead of a transport failure. Anything else is a plain 404.
+/// The gateway's path prefixes: `/rest/2.0/` (the API), `/file/2.0/` (Baidu's uploads of
+/// images and files) and `/public/2.0/` (the TP token).
+const GATEWAY_PREFIXES: [&str; 3] = ["/rest/2.0/", "/file/2.0/", "/public/2.0/"];
+
+/// What an unserved path under the gateway's prefixes answers (spec §8): the gateway's error
+/// shape, so SDKs report a clear error instead of a transport failure. Anything else is a
+/// plain 404.
 async fn unknown_method(uri: axum::http::Uri) -> axum::response::Response {
     use axum::response::IntoResponse;
-    if uri.path().starts_with("/rest/2.0/") {
+    if GATEWAY_PREFIXES.iter().any(|p| uri.path().starts_with(p)) {
         axum::Json(smartpkg_types::GatewayError::unsupported_method()).into_response()
     } else {
         axum::http::StatusCode::NOT_FOUND.into_response()

@@ -34,12 +34,12 @@ const APPS: usize = 10_000;
 const CONNECTIONS: usize = 32;
 const LOAD_SECONDS: u64 = 2;
 const ROUNDS: usize = 5;
-/// `SMARTPKG_BENCH_ONLY=get` stops after the first figure; `=storage` measures only the
+/// `SPKG_BENCH_ONLY=get` stops after the first figure; `=storage` measures only the
 /// lifecycles on SQLite and everything on PostgreSQL; `=pg-get` only `package/get` on
 /// PostgreSQL, `=pg-life` only the lifecycles on PostgreSQL (for quick iterations and
 /// profiles).
 fn only(what: &str) -> bool {
-    std::env::var("SMARTPKG_BENCH_ONLY").is_ok_and(|v| v == what)
+    std::env::var("SPKG_BENCH_ONLY").is_ok_and(|v| v == what)
 }
 
 fn only_get() -> bool {
@@ -311,8 +311,7 @@ fn peak_rss_kib() -> u64 {
 }
 
 async fn run() -> Res<()> {
-    let dir =
-        tempfile::tempdir_in(std::env::var("SMARTPKG_BENCH_DIR").unwrap_or_else(|_| ".".into()))?;
+    let dir = tempfile::tempdir_in(std::env::var("SPKG_BENCH_DIR").unwrap_or_else(|_| ".".into()))?;
     println!(
         "smartpkg platform benchmark (data in {})",
         dir.path().display()
@@ -529,7 +528,7 @@ async fn pg_bench(dir: &Path) -> Res<()> {
     );
     // `=pg-life` skips this figure, and says so rather than printing a ratio of no rounds.
     if only("pg-life") {
-        println!("[6a] package/get on PostgreSQL: skipped (SMARTPKG_BENCH_ONLY=pg-life)");
+        println!("[6a] package/get on PostgreSQL: skipped (SPKG_BENCH_ONLY=pg-life)");
     } else {
         let (get, trivial, ratios) = get_rounds(&api, &tokens, ROUNDS).await?;
         println!("[6a] package/get on PostgreSQL, {CONNECTIONS} connections, {APPS} apps: {get:.0} req/s; trivial handler: {trivial:.0} req/s (means); ratio {} (goal >= 0.3)", ratios.describe());

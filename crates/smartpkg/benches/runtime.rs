@@ -186,8 +186,7 @@ async fn template(client: &Client, base: &str, tp_id: i64, zip: Vec<u8>) -> Res<
 }
 
 async fn run() -> Res<()> {
-    let dir =
-        tempfile::tempdir_in(std::env::var("SMARTPKG_BENCH_DIR").unwrap_or_else(|_| ".".into()))?;
+    let dir = tempfile::tempdir_in(std::env::var("SPKG_BENCH_DIR").unwrap_or_else(|_| ".".into()))?;
     let client = Client::builder()
         .pool_max_idle_per_host(CONNECTIONS)
         .build()?;

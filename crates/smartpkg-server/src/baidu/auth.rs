@@ -262,8 +262,12 @@ async fn csrf_key(state: &AppState) -> Result<String, Response> {
 pub async fn show(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<AuthQuery>,
+    q: Result<Query<AuthQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    // A malformed query gets the page's refusal, with the page's headers, not a bare text.
+    let Ok(Query(q)) = q else {
+        return refuse("参数无效。 The request's parameters are malformed.");
+    };
     let tp = match check(&state, &q).await {
         Ok((tp, _)) => tp,
         Err(r) => return r,
@@ -289,8 +293,11 @@ pub async fn submit(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
-    Form(q): Form<AuthQuery>,
+    q: Result<Form<AuthQuery>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    let Ok(Form(q)) = q else {
+        return refuse("参数无效。 The form is malformed.");
+    };
     let (tp, mut redirect) = match check(&state, &q).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -419,10 +426,36 @@ fn oauth_error(error: &str, description: &str) -> Response {
     .into_response()
 }
 
+/// A refusal of `oauth/token` before any grant is looked at (a bad TP token, a rate limit, a
+/// busy store): the gateway's or the envelope's shape, which Baidu's Go SDK reads, with the
+/// OAuth fields beside it, which its PHP SDK reads instead — so that both see a failure.
+fn oauth_refusal(r: Reply) -> Response {
+    let (mut body, error, description) = match r {
+        Reply::Gateway(g) => (
+            serde_json::json!({"error_code": g.error_code, "error_msg": g.error_msg}),
+            "invalid_client",
+            g.error_msg,
+        ),
+        Reply::Err(errno, msg) => (
+            serde_json::json!({"errno": errno.code(), "msg": msg}),
+            if errno.is_transient() {
+                "temporarily_unavailable"
+            } else {
+                "invalid_request"
+            },
+            msg,
+        ),
+        other => return other.into_response(),
+    };
+    body["error"] = error.into();
+    body["error_description"] = description.into();
+    Json(body).into_response()
+}
+
 pub async fn oauth_token(State(state): State<AppState>, p: Params) -> Response {
     let tp_id = match p.tp_write_grant(&state).await {
         Ok(t) => t,
-        Err(r) => return r.into_response(),
+        Err(r) => return oauth_refusal(r),
     };
     let now = clock::now_ms();
     let ttl = state.settings.app_token_ttl_s as i64;
@@ -464,7 +497,7 @@ pub async fn oauth_token(State(state): State<AppState>, p: Params) -> Response {
         Ok(None) => oauth_error("invalid_grant", "the code or refresh token is invalid, expired, already used, or not this third party's"),
         Err(e) => {
             tracing::error!(error = %e, "oauth token: storage failed");
-            Reply::err(Errno::Busy).into_response()
+            oauth_refusal(Reply::err(Errno::Busy))
         }
     }
 }

@@ -51,8 +51,10 @@ fn safe_next(next: &str) -> String {
     }
 }
 
+/// `; Secure` when browsers reach this server over HTTPS: it holds a certificate itself, or
+/// its public URL is `https://` (a TLS-terminating proxy in front of it).
 fn secure(state: &AppState) -> &'static str {
-    if state.settings.tls_cert.is_some() {
+    if state.settings.tls_cert.is_some() || state.public_url.starts_with("https://") {
         "; Secure"
     } else {
         ""

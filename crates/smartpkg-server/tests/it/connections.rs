@@ -421,6 +421,9 @@ async fn unknown_methods_under_rest_answer_the_gateway_error_not_an_empty_404() 
         "/rest/2.0/smartapp/package/nosuch",
         "/rest/2.0/smartapp/app/setnickname",
         "/rest/2.0/other",
+        "/file/2.0/smartapp/upload/image",
+        "/file/2.0/smartapp/tp/upload",
+        "/public/2.0/smartapp/auth/nosuch",
     ] {
         let r = app
             .client

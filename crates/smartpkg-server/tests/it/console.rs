@@ -6,7 +6,7 @@ use reqwest::redirect::Policy;
 use reqwest::{Client, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::{spawn_app, spawn_with, TestApp};
 
 /// A person at a browser: one session cookie, kept by hand (no cookie store: the test sees
 /// exactly what the server sets).
@@ -20,6 +20,8 @@ struct Answer {
     status: StatusCode,
     location: String,
     html: String,
+    /// The raw `Set-Cookie` headers of the answer.
+    set_cookies: Vec<String>,
 }
 
 impl Person {
@@ -48,8 +50,10 @@ impl Person {
             .send()
             .await
             .expect("request");
+        let mut set_cookies = vec![];
         for set in r.headers().get_all("set-cookie") {
             let set = set.to_str().expect("ascii");
+            set_cookies.push(set.to_string());
             let (kv, _) = set.split_once(';').unwrap_or((set, ""));
             if let Some((k, v)) = kv.split_once('=') {
                 self.cookies.retain(|(name, _)| name != k);
@@ -67,6 +71,7 @@ impl Person {
                 .unwrap_or("")
                 .to_string(),
             html: r.text().await.expect("body"),
+            set_cookies,
         }
     }
 
@@ -894,10 +899,7 @@ async fn signing_in_goes_only_to_a_console_path_and_always_with_a_location() {
         ("//evil.example.org/console", "/console"),
         ("https://evil.example.org/", "/console"),
         ("/console\\@evil.example.org", "/console"),
-        (
-            "/console\r\nSet-Cookie: smartpkg_session=forged",
-            "/console",
-        ),
+        ("/console\r\nSet-Cookie: spkg_session=forged", "/console"),
         ("/console/apps\n", "/console"),
         ("/console/apps\r", "/console"),
         ("/console/ä", "/console"),
@@ -923,4 +925,30 @@ async fn signing_in_goes_only_to_a_console_path_and_always_with_a_location() {
         assert_eq!(again.location, expect, "{next:?}");
     }
     app.stop().await;
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_secure_behind_a_tls_terminating_proxy() {
+    for (public_url, secure) in [
+        (Some("https://console.example.com"), true),
+        (Some("http://console.example.com"), false),
+        (None, false),
+    ] {
+        let app = spawn_with(|s| s.public_url = public_url.map(String::from)).await;
+        account(&app, "olga", "operator", &[]).await;
+        let mut p = Person::new(&app);
+        let a = p.sign_in("olga", PW).await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER);
+        let session = a
+            .set_cookies
+            .iter()
+            .find(|c| c.starts_with("spkg_session="))
+            .unwrap_or_else(|| panic!("no session cookie: {:?}", a.set_cookies));
+        assert_eq!(
+            session.contains("; Secure"),
+            secure,
+            "{public_url:?}: {session}"
+        );
+        app.stop().await;
+    }
 }

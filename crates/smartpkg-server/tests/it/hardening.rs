@@ -187,6 +187,44 @@ async fn the_form_needs_its_csrf_token_and_the_page_forbids_framing_and_caching(
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert_eq!(h["referrer-policy"], "no-referrer");
     assert_eq!(h["cache-control"], "no-store");
+    // The policy docs/authorization.md states, on the page and on every error it shows: a
+    // refusal, and malformed requests that never reach the handler's checks.
+    const DOCUMENTED_CSP: &str =
+        "default-src 'none'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'";
+    assert_eq!(h["content-security-policy"], DOCUMENTED_CSP);
+    let url = format!("{}/mappconsole/tp/authorization", app.base);
+    let http = reqwest::Client::new();
+    for r in [
+        http.get(&url)
+            .query(&[("client_id", "nobody")])
+            .send()
+            .await,
+        http.get(format!("{url}?pre_auth_code=%ZZ&client_id=%"))
+            .send()
+            .await,
+        http.post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("app_id=notanumber&client_id=x")
+            .send()
+            .await,
+        http.post(&url)
+            .header("content-type", "text/plain")
+            .body("x")
+            .send()
+            .await,
+    ] {
+        let r = r.expect("answered");
+        assert!(r.status().is_client_error(), "{}", r.status());
+        let h = r.headers();
+        assert_eq!(
+            h["content-security-policy"],
+            DOCUMENTED_CSP,
+            "{}",
+            r.status()
+        );
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert_eq!(h["cache-control"], "no-store");
+    }
 
     // A post from elsewhere carries no token, or one for another code: refused, and the
     // pre-auth code is not used up.

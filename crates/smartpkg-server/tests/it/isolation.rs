@@ -227,7 +227,6 @@ async fn another_tenants_tokens_are_refused_on_every_route_and_change_nothing() 
         format!("{tpl}/gettemplatelist"),
         "/rest/2.0/smartapp/tp/createpreauthcode".into(),
         "/rest/2.0/smartapp/auth/retrieve/authorizationcode".into(),
-        "/rest/2.0/oauth/token".into(),
     ] {
         assert_eq!(
             form(&app, &path, &app_token_b, &[]).await,
@@ -235,6 +234,16 @@ async fn another_tenants_tokens_are_refused_on_every_route_and_change_nothing() 
             "{path} with an app token"
         );
     }
+    // oauth/token carries the gateway's fields (Go SDK) and OAuth's (PHP SDK reads only
+    // `error`): both see the failure.
+    let mut with_oauth = invalid.clone();
+    with_oauth["error"] = json!("invalid_client");
+    with_oauth["error_description"] = invalid["error_msg"].clone();
+    assert_eq!(
+        form(&app, "/rest/2.0/oauth/token", &app_token_b, &[]).await,
+        with_oauth,
+        "oauth/token with an app token"
+    );
     for path in [
         format!("{p}/get"),
         format!("{p}/upload"),
