@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use smartpkg_core::archive;
 use smartpkg_store::{App, NewTemplate, OperatorGrant, Tp};
 
-use crate::{clock, secrets, AppState};
+use crate::state::AppState;
+use crate::{clock, secrets};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct DemoIds {
@@ -151,16 +152,16 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
     let console_password = match known_console {
         Some(p) => p,
         None => {
-            let (_, generated) = crate::service::create_account(
+            let (_, generated) = crate::application::create_account(
                 state,
                 DEMO_OPERATOR,
                 smartpkg_store::Role::Operator,
                 None,
-                crate::service::Creator::Operator(None),
+                crate::application::Creator::Operator(None),
                 vec![],
             )
             .await
-            .map_err(|e| DemoError(e.message))?;
+            .map_err(|e| DemoError(e.to_string()))?;
             let password = generated.unwrap_or_default();
             let ids = DemoIds {
                 tp_id: tp.tp_id,
@@ -298,7 +299,7 @@ async fn waiting_for_review(state: &AppState, tp: &Tp, template_id: i64) -> Resu
         Ok(x) => x,
         Err(refusal) => return Err(DemoError(refusal.msg)),
     };
-    state.jobs_ready.notify(crate::workers::lanes_of(&plan));
+    state.jobs_ready.notify(crate::job_signal::lanes_of(&plan));
     let state = state.clone();
     let app_id = cafe.app_id;
     tokio::spawn(async move {
@@ -356,7 +357,7 @@ async fn authorize(state: &AppState, tp_id: i64, app_id: i64) -> Result<String, 
         tp_id,
         app_id,
         pair,
-        code: crate::baidu::issued_code(tp_id, app_id, &code, now),
+        code: crate::application::issued_code(tp_id, app_id, &code, now),
     };
     state.store.authorize(grant, now).await.map_err(err)?;
     Ok(access_token)

@@ -7,11 +7,13 @@
 //! [`start`] opens storage, binds the listener and runs everything until shut down.
 
 pub mod admin;
+pub mod application;
 pub mod baidu;
 pub mod clock;
 pub mod config;
 pub mod console;
 pub mod demo;
+pub mod job_signal;
 pub mod metrics;
 pub mod owner;
 pub mod push;
@@ -19,123 +21,20 @@ pub mod ratelimit;
 pub mod runtime;
 pub mod secrets;
 pub mod serve;
-pub mod service;
+pub mod state;
+pub mod web;
 pub mod workers;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::routing::get;
 use axum::Router;
-use smartpkg_core::archive::TemplateManifest;
-use smartpkg_core::lifecycle::{Command, Policy};
-use smartpkg_store::blobs::BlobStore;
-use smartpkg_store::{Decision, DecisionContext, Store, StoreError};
+use smartpkg_store::StoreError;
 use tokio::sync::watch;
 
 pub use config::{AuditMode, Settings};
-
-/// Everything a handler or worker needs, cheap to clone: one reference count, since every
-/// request clones it (its middleware and its handler) and a struct of a dozen `Arc`s made
-/// each clone a dozen contended atomic operations (~6% of the runtime hot path's CPU).
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-/// What [`AppState`] shares.
-pub struct Shared {
-    pub store: Arc<dyn Store>,
-    pub blobs: Arc<dyn BlobStore>,
-    pub settings: Arc<Settings>,
-    pub admin_token: Arc<str>,
-    /// Wakes the job runner when a decision enqueued work.
-    pub jobs_ready: Arc<workers::JobSignal>,
-    /// Templates whose blob was read and checked against its hash in this process: blobs are
-    /// immutable, so one check per process is enough and builds skip re-hashing megabytes.
-    pub verified_templates: Arc<Mutex<HashMap<String, Arc<TemplateManifest>>>>,
-    /// The HTTP client of pushes: no redirects, a resolver that enforces the target rules.
-    pub push_client: reqwest::Client,
-    pub metrics: Arc<metrics::Metrics>,
-    /// Where this server is reached from outside (`public_url`, or the listening address).
-    pub public_url: Arc<str>,
-    /// Throttles of wrong owner credentials on the authorization page.
-    pub guards: Arc<owner::Guards>,
-    /// Throttles of wrong console passwords (per account name, per client address).
-    pub console_guards: Arc<owner::Guards>,
-    /// Wrong admin tokens per client address.
-    pub admin_guard: Arc<owner::Throttle>,
-    /// Template archives received and inspected at once: each holds its archive in memory.
-    pub template_slots: Arc<tokio::sync::Semaphore>,
-    /// Write calls per mini program and per third party on the Baidu API.
-    pub write_limits: Arc<ratelimit::WriteLimits>,
-    /// The runtime channel's caches (what mini programs serve, host apps, archives).
-    pub runtime: Arc<runtime::Runtime>,
-}
-
-impl AppState {
-    /// Decides `cmd` through the store and wakes the job runner when the decision left work
-    /// for it (a build, the end of a rollback, an automatic audit, a push).
-    pub async fn execute(
-        &self,
-        app_id: i64,
-        cmd: Command,
-        actor: smartpkg_store::Actor,
-        job: Option<smartpkg_store::JobRef>,
-    ) -> Result<Decision, StoreError> {
-        let decision = self
-            .store
-            .execute(app_id, cmd, self.decision_context(actor), job)
-            .await?;
-        if let Ok(plan) = &decision {
-            self.jobs_ready.notify(workers::lanes_of(plan));
-            // A release, a staged release, a rollback…: devices see it at their next check.
-            self.runtime.forget(app_id);
-        }
-        Ok(decision)
-    }
-
-    /// A fresh app access token and refresh token (plain text, for the caller to hand out) and
-    /// what the store keeps of them.
-    pub fn new_token_pair(&self, now_ms: i64) -> (String, String, smartpkg_store::TokenPair) {
-        let access = secrets::access_token("45");
-        let refresh = secrets::access_token("46");
-        let secs = |s: u64| now_ms.saturating_add((s as i64).saturating_mul(1000));
-        let pair = smartpkg_store::TokenPair {
-            access_hash: secrets::sha256_hex(&access),
-            refresh_hash: secrets::sha256_hex(&refresh),
-            access_expires_at_ms: secs(self.settings.app_token_ttl_s),
-            refresh_expires_at_ms: secs(self.settings.refresh_token_ttl_s),
-        };
-        (access, refresh, pair)
-    }
-
-    /// The time, settings and actor a decision is taken under.
-    pub fn decision_context(&self, actor: smartpkg_store::Actor) -> DecisionContext {
-        let now_ms = clock::now_ms();
-        let s = &self.settings;
-        DecisionContext {
-            now_ms,
-            week_start_ms: clock::week_start_ms(now_ms, s.utc_offset),
-            default_quota: Some(s.audit_quota_per_week).filter(|q| *q >= 0),
-            policy: Policy {
-                build_delay_ms: s.build_delay_ms,
-                rollback_delay_ms: s.rollback_delay_ms,
-                auto_audit_delay_ms: match s.audit_mode {
-                    AuditMode::Auto => Some(s.auto_audit_delay_ms),
-                    AuditMode::Manual => None,
-                },
-            },
-            actor,
-        }
-    }
-}
+pub use state::{AppState, Shared};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -237,12 +136,42 @@ async fn unknown_method(uri: axum::http::Uri) -> axum::response::Response {
     }
 }
 
-pub fn router(state: AppState) -> Router {
+/// Counts every answer by route (the matched pattern, never the raw path, so the label set
+/// stays small) and times it.
+pub async fn track_http(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().as_str().to_string();
+    let start = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    let m = &state.metrics;
+    m.counter(
+        "smartpkg_http_requests_total",
+        &[("route", &route), ("method", &method), ("status", &status)],
+    )
+    .increment(1);
+    m.observe(
+        "smartpkg_http_request_duration_seconds",
+        &[("route", &route)],
+        start.elapsed(),
+    );
+    resp
+}
+
+pub fn router(state: AppState, runtime_cache: Arc<runtime::Runtime>) -> Router {
     // Built once: the description does not change while the server runs.
     let openapi: Arc<str> = admin::openapi_json().into();
     Router::new()
         .merge(baidu::routes())
-        .merge(runtime::routes())
+        .merge(runtime::routes(state.clone(), runtime_cache))
         .nest("/admin/v1", admin::routes(state.clone()))
         .nest("/console", console::routes())
         .route("/healthz", get(|| async { "ok" }))
@@ -262,7 +191,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(unknown_method)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            metrics::track_http,
+            track_http,
         ))
         .layer(
             tower::ServiceBuilder::new()
@@ -298,6 +227,8 @@ pub struct Running {
     /// `http` or `https`.
     pub scheme: &'static str,
     pub state: AppState,
+    /// The runtime channel's cache (the runtime benchmark reads its footprint).
+    pub runtime_cache: Arc<runtime::Runtime>,
     /// True when the admin token was generated by this start (the caller prints it once).
     pub admin_token_generated: bool,
     shutdown: watch::Sender<bool>,
@@ -370,7 +301,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         Some(p) => (Some(p.announce), Some(p.announcements)),
         None => (None, None),
     };
-    let jobs_ready = Arc::new(workers::JobSignal::new(announce));
+    let jobs_ready = Arc::new(job_signal::JobSignal::new(announce));
     let (shutdown, rx) = watch::channel(false);
     if let Some(mut announcements) = announcements {
         let signal = jobs_ready.clone();
@@ -431,7 +362,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         .unwrap_or_else(|| format!("{scheme}://{addr}"))
         .into();
     // `settings` is read by the fields above its own, then moved into the state.
-    let state = AppState(Arc::new(Shared {
+    let state = AppState::new(Shared {
         store: opened.store,
         blobs,
         admin_token: admin_token.into(),
@@ -463,18 +394,22 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             settings.template_upload_concurrency,
         )),
         write_limits: Arc::new(ratelimit::WriteLimits::new(&settings)),
-        runtime: Arc::new(runtime::Runtime::new(std::time::Duration::from_millis(
-            settings.runtime_cache_ttl_ms,
-        ))),
+        app_caches: state::AppCaches::default(),
+        archive_making: tokio::sync::Mutex::new(()),
         settings: Arc::new(settings),
-    }));
-    let app = router(state.clone());
+    });
+    let runtime_cache = Arc::new(runtime::Runtime::new(std::time::Duration::from_millis(
+        state.settings.runtime_cache_ttl_ms,
+    )));
+    state.app_caches.register(runtime_cache.clone());
+    let app = router(state.clone(), runtime_cache.clone());
     let server = tokio::spawn(serve::serve(listener, app, limits, tls, rx));
     let workers = tokio::spawn(workers::run(state.clone(), shutdown.subscribe()));
     Ok(Running {
         addr,
         scheme,
         state,
+        runtime_cache,
         admin_token_generated,
         shutdown,
         server,

@@ -136,36 +136,6 @@ impl Metrics {
     }
 }
 
-/// Counts every answer by route (the matched pattern, never the raw path, so the label set
-/// stays small) and times it.
-pub async fn track_http(
-    axum::extract::State(state): axum::extract::State<crate::AppState>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().as_str().to_string();
-    let start = std::time::Instant::now();
-    let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    let m = &state.metrics;
-    m.counter(
-        "smartpkg_http_requests_total",
-        &[("route", &route), ("method", &method), ("status", &status)],
-    )
-    .increment(1);
-    m.observe(
-        "smartpkg_http_request_duration_seconds",
-        &[("route", &route)],
-        start.elapsed(),
-    );
-    resp
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

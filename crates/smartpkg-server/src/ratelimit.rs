@@ -91,7 +91,7 @@ pub struct WriteLimits {
 }
 
 impl WriteLimits {
-    pub fn new(s: &crate::Settings) -> Self {
+    pub fn new(s: &crate::config::Settings) -> Self {
         let window = Duration::from_secs(s.upload_budget_window_s);
         WriteLimits {
             per_app: Buckets::per_minute(s.app_writes_per_minute),

@@ -16,111 +16,10 @@ use smartpkg_store::{
     TargetVerdict,
 };
 use smartpkg_types::Errno;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Semaphore};
 
-/// The lanes a decision left work for: jobs for the platform lane, an audit result (a push)
-/// for the deliveries lane.
-pub fn lanes_of(plan: &smartpkg_core::lifecycle::Plan) -> Lanes {
-    let mut lanes = 0;
-    if !plan.jobs.is_empty() {
-        lanes |= smartpkg_storage::LANE_PLATFORM;
-    }
-    if plan.audit_decision.is_some() {
-        lanes |= smartpkg_storage::LANE_DELIVERIES;
-    }
-    lanes
-}
-
-/// Wakes the worker lanes when a decision left work for them — this instance's, and, when the
-/// database is shared and this instance's lane has no free slot, the other instances' too.
-#[derive(Default)]
-pub struct JobSignal {
-    platform: Notify,
-    deliveries: Notify,
-    peers: Option<tokio::sync::mpsc::UnboundedSender<u8>>,
-    /// Free slots of each lane here, as the lane last saw them (0 until it starts: until
-    /// then the work is announced, so that nothing waits on a lane that is not running).
-    platform_free: AtomicUsize,
-    deliveries_free: AtomicUsize,
-}
-
-/// Which lanes have new work: bits of [`smartpkg_storage::LANE_PLATFORM`] and
-/// [`smartpkg_storage::LANE_DELIVERIES`].
-pub type Lanes = u8;
-
-impl JobSignal {
-    pub fn new(peers: Option<tokio::sync::mpsc::UnboundedSender<u8>>) -> Self {
-        JobSignal {
-            peers,
-            ..Default::default()
-        }
-    }
-
-    /// Wakes both lanes here (a waiting lane wakes at once; a busy one looks again when it is
-    /// done) and announces the work to the other instances.
-    pub fn notify_one(&self) {
-        self.notify(smartpkg_storage::LANE_PLATFORM | smartpkg_storage::LANE_DELIVERIES);
-    }
-
-    /// Wakes the lanes that have new work here, and announces to the other instances those
-    /// of them that have no free slot here. A lane with a free slot claims the work itself
-    /// at once; waking every peer for it would cost each a claim query that finds nothing
-    /// (on three instances that was a tenth of all statements of a lifecycle). Peers still
-    /// poll, so work this instance cannot take is never stranded.
-    pub fn notify(&self, lanes: Lanes) {
-        if lanes == 0 {
-            return;
-        }
-        self.wake_local(lanes);
-        let mut saturated = 0;
-        if self.free(LaneKind::Platform) == 0 {
-            saturated |= smartpkg_storage::LANE_PLATFORM;
-        }
-        if self.free(LaneKind::Deliveries) == 0 {
-            saturated |= smartpkg_storage::LANE_DELIVERIES;
-        }
-        if let Some(p) = self.peers.as_ref().filter(|_| lanes & saturated != 0) {
-            let _ = p.send(lanes & saturated);
-        }
-    }
-
-    fn free_slots(&self, lane: LaneKind) -> &AtomicUsize {
-        match lane {
-            LaneKind::Platform => &self.platform_free,
-            LaneKind::Deliveries => &self.deliveries_free,
-        }
-    }
-
-    /// Records the free slots a lane has now.
-    fn set_free(&self, lane: LaneKind, free: usize) {
-        self.free_slots(lane).store(free, Ordering::Relaxed);
-    }
-
-    /// The free slots the lane last recorded.
-    fn free(&self, lane: LaneKind) -> usize {
-        self.free_slots(lane).load(Ordering::Relaxed)
-    }
-
-    /// Wakes this instance's lanes only (for an announcement that came from elsewhere).
-    pub fn wake_local(&self, lanes: Lanes) {
-        if lanes & smartpkg_storage::LANE_PLATFORM != 0 {
-            self.platform.notify_one();
-        }
-        if lanes & smartpkg_storage::LANE_DELIVERIES != 0 {
-            self.deliveries.notify_one();
-        }
-    }
-
-    fn of(&self, lane: LaneKind) -> &Notify {
-        match lane {
-            LaneKind::Platform => &self.platform,
-            LaneKind::Deliveries => &self.deliveries,
-        }
-    }
-}
-
-use crate::{clock, push, AppState};
+use crate::state::AppState;
+use crate::{clock, push};
 
 /// Why a job did not finish.
 enum JobError {
@@ -706,4 +605,45 @@ async fn run_lane(
         }
     }
     let _ = slots.acquire_many(concurrency as u32).await;
+}
+
+/// Makes the archive of a package (the template's files and the built `ext.json`), stores it
+/// as a blob and records it; the archive recorded first wins, so every instance serves the
+/// same bytes for a package.
+pub async fn make_archive(state: &AppState, package_id: i64) -> Result<(String, i64), String> {
+    let _one = state.archive_making.lock().await;
+    let p = state
+        .store
+        .get_package(package_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("package {package_id} is gone"))?;
+    if let (Some(s), Some(n)) = (p.archive_sha256, p.archive_size) {
+        return Ok((s, n));
+    }
+    let ext_json = p
+        .built_ext_json
+        .ok_or_else(|| format!("package {package_id} was never built"))?;
+    let (bytes, manifest) = template_bytes(state, p.template_id).await?;
+    let tmp_dir = state.settings.data_dir.join("tmp");
+    let archive = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+        use std::io::{Read, Seek, SeekFrom};
+        std::fs::create_dir_all(&tmp_dir).map_err(|e| e.to_string())?;
+        let file = tempfile::tempfile_in(&tmp_dir).map_err(|e| e.to_string())?;
+        let mut file = smartpkg_core::archive::write_package(&bytes, &manifest, &ext_json, file)
+            .map_err(|e| e.to_string())?;
+        file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        file.read_to_end(&mut out).map_err(|e| e.to_string())?;
+        Ok(out)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let size = archive.len() as i64;
+    let sha = state.blobs.put(archive).await.map_err(|e| e.to_string())?;
+    state
+        .store
+        .set_package_archive(package_id, sha, size)
+        .await
+        .map_err(|e| e.to_string())
 }

@@ -327,7 +327,7 @@ async fn run() -> Res<()> {
     );
 
     // --- 3: the cache's memory for 10,000 mini programs ---
-    let (entries, bytes) = server.state.runtime.footprint();
+    let (entries, bytes) = server.runtime_cache.footprint();
     println!(
         "[3] update-check cache: {entries} mini programs in {:.2} MiB, {:.2} MiB per 10,000 (goal <= 8)",
         bytes as f64 / (1024.0 * 1024.0),

@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 use smartpkg_store::Role;
 
 use super::{AdminError, AdminResult, Body, ErrorBody};
-use crate::{service, AppState};
+use crate::application;
+use crate::state::AppState;
 
 #[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,12 +46,12 @@ pub async fn create(
     let role = Role::parse(b.role.trim())
         .ok_or_else(|| AdminError::bad_request("role must be operator, reviewer or owner"))?;
     let apps = b.apps.clone();
-    let (account, generated) = service::create_account(
+    let (account, generated) = application::create_account(
         &state,
         &b.name,
         role,
         b.password,
-        service::Creator::Operator(None),
+        application::Creator::Operator(None),
         b.apps,
     )
     .await?;
@@ -136,12 +137,12 @@ pub async fn patch(
                 "give either password or generate_password, not both",
             ))
         }
-        (Some(p), false) => service::NewPassword::Set(p),
-        (None, true) => service::NewPassword::Generate,
-        (None, false) => service::NewPassword::Keep,
+        (Some(p), false) => application::NewPassword::Set(p),
+        (None, true) => application::NewPassword::Generate,
+        (None, false) => application::NewPassword::Keep,
     };
     let (account, generated) =
-        service::edit_account(&state, account_id, password, b.disabled, None).await?;
+        application::edit_account(&state, account_id, password, b.disabled, None).await?;
     let mut v = serde_json::to_value(&account).map_err(|e| {
         AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
     })?;

@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 use smartpkg_store::{Delivery, DeliveryState};
 
 use super::{AdminError, AdminResult, ErrorBody};
-use crate::{clock, push, AppState};
+use crate::state::AppState;
+use crate::{clock, push};
 
 /// When each held target's hold ends, for the delivery views.
 async fn holds(state: &AppState) -> AdminResult<HashMap<i64, i64>> {
@@ -149,7 +150,7 @@ pub async fn redeliver(
     State(state): State<AppState>,
     Path(id): Path<i64>,
 ) -> AdminResult<(StatusCode, Json<Value>)> {
-    crate::service::redeliver(&state, id).await?;
+    crate::application::redeliver(&state, id).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"id": id, "state": "pending"})),

@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 use smartpkg_store::StoreError;
 
 use super::{clean_text, AdminError, AdminResult, Body, ErrorBody};
-use crate::{clock, secrets, AppState};
+use crate::state::AppState;
+use crate::{clock, secrets};
 
 #[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,6 +105,6 @@ pub async fn set_app_hosts(
         Err(StoreError::NotFound(what)) => return Err(AdminError::not_found(what)),
         Err(e) => return Err(e.into()),
     }
-    state.runtime.forget(app_id);
+    state.app_caches.app_changed(app_id);
     Ok(Json(json!({"app_id": app_id, "host_ids": b.host_ids})))
 }

@@ -20,7 +20,9 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{secrets, AppState};
+use crate::application::OpError;
+use crate::secrets;
+use crate::state::AppState;
 
 /// The admin API's routes and its OpenAPI description, from one list: each handler's
 /// `#[utoipa::path]` gives both its route and its operation, so the two cannot disagree.
@@ -168,6 +170,25 @@ impl From<StoreError> for AdminError {
     }
 }
 
+/// The application layer's refusals as the admin API answers them.
+impl From<OpError> for AdminError {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::Invalid(m) => AdminError::bad_request(m),
+            OpError::NotFound(what) => AdminError::not_found(what),
+            OpError::WrongState(m) => AdminError::new(StatusCode::CONFLICT, "invalid_state", m),
+            e @ OpError::NameTaken(_) => {
+                AdminError::new(StatusCode::CONFLICT, "name_taken", e.to_string())
+            }
+            e @ OpError::SetUp => AdminError::new(StatusCode::CONFLICT, "set_up", e.to_string()),
+            OpError::Store(e) => e.into(),
+            OpError::Internal(m) => {
+                AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
+            }
+        }
+    }
+}
+
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
@@ -177,12 +198,9 @@ impl IntoResponse for AdminError {
 
 pub type AdminResult<T> = Result<T, AdminError>;
 
-/// Refuses control characters in text an operator sends (see `smartpkg_core::text`).
+/// Refuses control, invisible format and separator characters in text an operator sends.
 pub fn clean_text(field: &str, value: Option<&str>, multiline: bool) -> AdminResult<()> {
-    match value {
-        Some(v) => smartpkg_core::text::check(field, v, multiline).map_err(AdminError::bad_request),
-        None => Ok(()),
-    }
+    Ok(crate::application::check_text(field, value, multiline)?)
 }
 
 /// Checks the admin token. Wrong tokens are counted per client address (IPv6: per /64) and,

@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use smartpkg_store::{Actor, PackageFilter, PackageRecord};
 
 use super::{AdminError, AdminResult, Body, ErrorBody};
-use crate::{clock, service, AppState};
+use crate::state::AppState;
+use crate::{application, clock};
 
 fn view(p: &PackageRecord, state: &AppState) -> Value {
     let offset = state.settings.utc_offset;
@@ -73,7 +74,7 @@ pub async fn list(
 }
 
 async fn load(state: &AppState, id: i64) -> AdminResult<PackageRecord> {
-    service::load_package(state, id).await
+    Ok(application::load_package(state, id).await?)
 }
 
 #[utoipa::path(
@@ -127,7 +128,7 @@ pub async fn audit(
         }
     };
     let reason = b.reason.unwrap_or_default();
-    let p = service::decide_audit(&state, id, pass, &reason, Actor::AdminToken).await?;
+    let p = application::decide_audit(&state, id, pass, &reason, Actor::AdminToken).await?;
     Ok(Json(view(&p, &state)))
 }
 
@@ -155,7 +156,7 @@ pub async fn archive(State(state): State<AppState>, Path(id): Path<i64>) -> Admi
         )
     })?;
     // The archive devices get (made and recorded once): the admin API shows the same bytes.
-    let (sha, _) = crate::runtime::make_archive(&state, id)
+    let (sha, _) = crate::workers::make_archive(&state, id)
         .await
         .map_err(|e| {
             AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "template_unreadable", e)

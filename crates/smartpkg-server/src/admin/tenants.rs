@@ -11,7 +11,8 @@ use smartpkg_core::archive;
 use smartpkg_store::{App, AppPatch, NewTemplate, OperatorGrant, Tp, TpPatch};
 
 use super::{clean_text, AdminError, AdminResult, Body, ErrorBody};
-use crate::{clock, owner, secrets, AppState};
+use crate::state::AppState;
+use crate::{clock, owner, secrets};
 
 fn check_url(name: &str, url: &str) -> AdminResult<()> {
     if url.is_empty() || url.starts_with("http://") || url.starts_with("https://") {
@@ -338,7 +339,7 @@ pub async fn patch_app(
         authenticity_certified: b.authenticity_certified,
     };
     Ok(Json(
-        crate::service::patch_app(&state, app_id, patch).await?,
+        crate::application::patch_app(&state, app_id, patch).await?,
     ))
 }
 
@@ -548,7 +549,7 @@ pub async fn authorize(
         tp_id,
         app_id: b.app_id,
         pair,
-        code: crate::baidu::issued_code(tp_id, b.app_id, &code, now),
+        code: crate::application::issued_code(tp_id, b.app_id, &code, now),
     };
     state.store.authorize(grant, now).await?;
     state.jobs_ready.notify_one();
@@ -572,6 +573,6 @@ pub async fn revoke(
     State(state): State<AppState>,
     Path((tp_id, app_id)): Path<(i64, i64)>,
 ) -> AdminResult<StatusCode> {
-    crate::service::revoke(&state, tp_id, app_id).await?;
+    crate::application::revoke(&state, tp_id, app_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

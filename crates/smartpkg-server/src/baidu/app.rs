@@ -1,7 +1,7 @@
 //! A mini program's runtime settings that its third party changes (spec §7): pause and
 //! resume, the server and web-view domains (and the third party's registered defaults), and
 //! the minimum host runtime version. Devices get them through the runtime channel
-//! (`crate::runtime`), which is told of every change at once.
+//! which is told of every change at once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use smartpkg_store::{Domains, RuntimeSettings};
 use smartpkg_types::{AppDomains, Errno, SupportVersions, TpDomains, VersionItem};
 
 use super::{done, Answer, Data, Params, Reply};
-use crate::AppState;
+use crate::state::AppState;
 
 /// Longest allow-list: Baidu documents none; 200 keeps a settings row small.
 const MAX_DOMAINS: usize = 200;
@@ -180,7 +180,7 @@ async fn edit_settings(
         .update_runtime_settings(app_id, apply)
         .await?
         .ok_or_else(|| Reply::err(Errno::AppNotFound))?;
-    state.runtime.forget(app_id);
+    state.app_caches.app_changed(app_id);
     fitted(&fits)?;
     Ok(settings)
 }

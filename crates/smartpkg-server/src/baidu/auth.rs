@@ -14,7 +14,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::{Extension, Form, Json};
 use reqwest::Url;
 use serde::Deserialize;
-use smartpkg_store::{AppQuery, Approval, AuthRefusal, CodeKind, IssuedCode, Role, Tp};
+use smartpkg_store::{AppQuery, Approval, AuthRefusal, CodeKind, Role, Tp};
 use smartpkg_types::{
     AnnualReview, AppInfo, AppTokens, AuditInfo, AuthScope, AuthorizationCode, Category, Errno,
     ModifyCount, OAuthError, ParentCategory, PreAuthCode, Qualification,
@@ -22,10 +22,11 @@ use smartpkg_types::{
 
 use super::{Answer, Data, Params, Reply};
 use crate::owner::{self, Guards};
-use crate::{clock, secrets, AppState};
+use crate::state::AppState;
+use crate::{clock, secrets};
 
 pub const PRE_AUTH_CODE_TTL_S: i64 = 1200;
-pub const AUTH_CODE_TTL_S: i64 = 3600;
+pub use crate::application::{issued_code, AUTH_CODE_TTL_S};
 
 pub async fn createpreauthcode(State(state): State<AppState>, p: Params) -> Answer<PreAuthCode> {
     let tp_id = p.tp_write_grant(&state).await?;
@@ -236,7 +237,7 @@ async fn form(
 
 /// The signed-in console account, when it is an owner's.
 async fn owner_session(state: &AppState, headers: &HeaderMap) -> Option<smartpkg_store::Account> {
-    match crate::console::session_of(state, headers).await {
+    match crate::web::session_of(state, headers).await {
         Ok(Some((s, _))) if s.account.role == Role::Owner => Some(s.account),
         _ => None,
     }
@@ -398,22 +399,6 @@ pub async fn submit(
         Ok(Err(AuthRefusal::AppUnknown)) => again(StatusCode::UNAUTHORIZED, WRONG).await,
         Ok(Err(AuthRefusal::PreAuthCodeInvalid)) => refuse(LINK_USED),
         Err(e) => unavailable(e),
-    }
-}
-
-/// A fresh authorization code of `app_id` for `tp_id`, as stored, with the fields of the
-/// AUTHORIZED event that hands it to the third party.
-pub fn issued_code(tp_id: i64, app_id: i64, code: &str, now_ms: i64) -> IssuedCode {
-    IssuedCode {
-        tp_id,
-        app_id,
-        code_hash: secrets::sha256_hex(code),
-        expires_at_ms: now_ms + AUTH_CODE_TTL_S * 1000,
-        payload: serde_json::json!({
-            "authorizationCode": code,
-            "authorizationCodeExpiresIn": AUTH_CODE_TTL_S,
-        })
-        .to_string(),
     }
 }
 

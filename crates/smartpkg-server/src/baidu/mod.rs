@@ -23,7 +23,8 @@ use serde_json::Value;
 use smartpkg_store::{Grant, StoreError};
 use smartpkg_types::{Envelope, Errno, GatewayError, NoData};
 
-use crate::{clock, secrets, AppState};
+use crate::state::AppState;
+use crate::{clock, secrets};
 
 pub fn routes() -> Router<AppState> {
     // Real clients use GET or POST as they like (the doc's curl examples POST with everything

@@ -9,7 +9,8 @@ use smartpkg_store::{NewPackage, PackageRecord};
 use smartpkg_types::{upload_status, AuditQuota, Errno, HistoryVersion, PackageInfo, WireStatus};
 
 use super::{check_grant, done, Answer, Data, Params, Reply};
-use crate::{clock, AppState};
+use crate::clock;
+use crate::state::AppState;
 
 /// The `committer` the real platform shows for packages a third party submitted.
 const COMMITTER: &str = "--";
@@ -125,7 +126,7 @@ pub async fn upload(State(state): State<AppState>, p: Params) -> Answer {
         .await?
     {
         Ok((_, plan)) => {
-            state.jobs_ready.notify(crate::workers::lanes_of(&plan));
+            state.jobs_ready.notify(crate::job_signal::lanes_of(&plan));
             done()
         }
         Err(refusal) => Err(refusal.into()),

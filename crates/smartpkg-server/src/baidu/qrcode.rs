@@ -10,7 +10,7 @@ use smartpkg_core::lifecycle::Slot;
 use smartpkg_types::Errno;
 
 use super::{Params, Reply};
-use crate::AppState;
+use crate::state::AppState;
 
 const MIN_WIDTH: i64 = 200;
 const MAX_WIDTH: i64 = 1280;

@@ -9,7 +9,8 @@ use smartpkg_types::{
 };
 
 use super::{Answer, Data, Params, Reply};
-use crate::{clock, secrets, AppState};
+use crate::state::AppState;
+use crate::{clock, secrets};
 
 /// Baidu allows 50 templates per third party (errno 2003 past that).
 pub const MAX_TEMPLATES: i64 = 50;

@@ -12,8 +12,9 @@ use smartpkg_store::{AppPatch, AppQuery, PackageFilter, Role};
 
 use super::pages::{event, Event};
 use super::{store_failed, Layout, Page, PageResult, Pager, Posted, Viewer, PAGE_SIZE};
+use crate::application;
 use crate::owner::{self, Guards};
-use crate::{service, AppState};
+use crate::state::AppState;
 
 pub struct AppListRow {
     app_id: i64,
@@ -191,7 +192,7 @@ pub async fn gates(
         category_audited: Some(p.form.category_audited.is_some()),
         authenticity_certified: Some(p.form.authenticity_certified.is_some()),
     };
-    service::patch_app(&state, app_id, patch)
+    application::patch_app(&state, app_id, patch)
         .await
         .map_err(|e| Page::refused(v, e))?;
     tracing::info!(by = %v.account.name, app_id, "console: gates changed");
@@ -214,7 +215,7 @@ pub async fn revoke(
     v.require(&[Role::Operator, Role::Owner])?;
     may_see(&state, v, app_id).await?;
     Page::unless_confirmed(v, &p.form.confirm, "ending the authorization")?;
-    service::revoke(&state, p.form.tp_id, app_id)
+    application::revoke(&state, p.form.tp_id, app_id)
         .await
         .map_err(|e| Page::refused(v, e))?;
     tracing::info!(by = %v.account.name, app_id, tp_id = p.form.tp_id, "console: authorization revoked");

@@ -8,7 +8,8 @@ use serde::Deserialize;
 use smartpkg_store::{DeliveryState, Role};
 
 use super::{store_failed, Layout, Page, PageResult, Posted, Viewer, PAGE_SIZE};
-use crate::{service, AppState};
+use crate::application;
+use crate::state::AppState;
 
 /// Most deliveries one replay form may name.
 const MAX_REPLAY: usize = 500;
@@ -218,7 +219,7 @@ pub async fn replay(State(state): State<AppState>, p: Posted<Vec<(String, String
         ));
     }
     for id in &ids {
-        service::redeliver(&state, *id)
+        application::redeliver(&state, *id)
             .await
             .map_err(|e| Page::refused(v, e))?;
     }

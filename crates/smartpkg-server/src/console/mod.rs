@@ -26,10 +26,11 @@ use axum::Router;
 use serde::de::DeserializeOwned;
 use smartpkg_store::{Account, Actor, Role, Session, StoreError};
 
-use crate::admin::AdminError;
-use crate::{clock, secrets, AppState};
+use crate::application::OpError;
+use crate::secrets;
+use crate::state::AppState;
 
-pub const SESSION_COOKIE: &str = "spkg_session";
+pub use crate::web::{cookie, SESSION_COOKIE};
 /// The sign-in form's own CSRF cookie (there is no session yet to hold the token).
 pub const PRE_COOKIE: &str = "spkg_pre";
 /// Rows per page of every list.
@@ -218,16 +219,50 @@ impl Page {
     }
 
     /// A refusal of the shared service layer, shown as a page with its status and message.
-    pub fn refused(v: &Viewer, e: AdminError) -> Page {
-        let title = match e.status {
+    /// An operation the application layer refused, as a page.
+    pub fn refused(v: &Viewer, e: OpError) -> Page {
+        let (status, text) = refusal(e);
+        let title = match status {
             StatusCode::BAD_REQUEST => "Cannot do that",
             StatusCode::NOT_FOUND => "Not found",
             StatusCode::CONFLICT => "Changed meanwhile",
             StatusCode::SERVICE_UNAVAILABLE => "Try again shortly",
             _ => "Error",
         };
-        Page::message(v, e.status, title, &e.message)
+        Page::message(v, status, title, &text)
     }
+}
+
+/// The status and the text a page shows for a refusal of the application layer. Storage
+/// failures say only whether to retry (the details are logged).
+pub fn refusal(e: OpError) -> (StatusCode, String) {
+    let status = match &e {
+        OpError::Invalid(_) => StatusCode::BAD_REQUEST,
+        OpError::NotFound(_) => StatusCode::NOT_FOUND,
+        OpError::WrongState(_) | OpError::NameTaken(_) | OpError::SetUp => StatusCode::CONFLICT,
+        OpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        OpError::Store(StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
+        OpError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
+        OpError::Store(StoreError::Unavailable(e)) => {
+            tracing::warn!(error = %e, "database unavailable");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is unavailable; retry shortly".into(),
+            );
+        }
+        OpError::Store(other) => {
+            tracing::error!(error = %other, "storage failed");
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage failed; see the server log".into(),
+            );
+        }
+    };
+    let text = match e {
+        OpError::Store(StoreError::Conflict(m)) => m.to_string(),
+        other => other.to_string(),
+    };
+    (status, text)
 }
 
 impl IntoResponse for Page {
@@ -267,33 +302,14 @@ pub fn store_failed(e: StoreError) -> Page {
 
 pub type PageResult = Result<Page, Page>;
 
-pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
-}
-
 /// The session of a request's cookie, if it is live.
 pub async fn session_of(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<(Session, String)>, Page> {
-    let Some(token) = cookie(headers, SESSION_COOKIE).filter(|t| !t.is_empty() && t.len() <= 128)
-    else {
-        return Ok(None);
-    };
-    let hash = secrets::sha256_hex(&token);
-    let s = state
-        .store
-        .session(hash.clone(), clock::now_ms())
+    crate::web::session_of(state, headers)
         .await
-        .map_err(store_failed)?;
-    Ok(s.map(|s| (s, hash)))
+        .map_err(store_failed)
 }
 
 fn to_login(parts: &Parts) -> Page {

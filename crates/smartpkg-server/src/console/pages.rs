@@ -6,7 +6,8 @@ use smartpkg_core::lifecycle::PkgState;
 use smartpkg_store::{Actor, LogEntry, Role};
 
 use super::{store_failed, Layout, Page, PageResult, Viewer};
-use crate::{clock, AppState};
+use crate::clock;
+use crate::state::AppState;
 
 #[derive(Template)]
 #[template(path = "console/message.html")]

@@ -12,7 +12,8 @@ use smartpkg_store::{PackageRecord, Role};
 use super::pages::{event, Event};
 use super::signin::PageQuery;
 use super::{store_failed, Layout, Page, PageResult, Pager, Posted, Viewer, PAGE_SIZE};
-use crate::{clock, service, AppState};
+use crate::state::AppState;
+use crate::{application, clock};
 
 /// Largest file the console renders.
 const MAX_SHOWN_FILE: u64 = 256 << 10;
@@ -333,7 +334,7 @@ pub async fn decide(
             ))
         }
     };
-    service::decide_audit(&state, id, pass, &p.form.reason, v.actor())
+    application::decide_audit(&state, id, pass, &p.form.reason, v.actor())
         .await
         .map_err(|e| Page::refused(v, e))?;
     tracing::info!(by = %v.account.name, package_id = id, pass, "console: audit decided");

@@ -15,7 +15,8 @@ use super::{
     PRE_COOKIE, SESSION_COOKIE,
 };
 use crate::owner::{self, Guards};
-use crate::{clock, secrets, service, AppState};
+use crate::state::AppState;
+use crate::{application, clock, secrets};
 
 #[derive(Template)]
 #[template(path = "console/login.html")]
@@ -318,12 +319,12 @@ pub async fn setup(
         }
         return again(StatusCode::UNAUTHORIZED, "The admin token is wrong.".into()).await;
     }
-    match service::create_account(
+    match application::create_account(
         &state,
         &f.name,
         Role::Operator,
         Some(f.password),
-        service::Creator::FirstRun,
+        application::Creator::FirstRun,
         vec![],
     )
     .await
@@ -332,7 +333,10 @@ pub async fn setup(
             tracing::info!(account = %a.name, "console: first operator created");
             sign_in(&state, a.account_id, "/console").await
         }
-        Err(e) => again(e.status, e.message).await,
+        Err(e) => {
+            let (status, text) = super::refusal(e);
+            again(status, text).await
+        }
     }
 }
 
@@ -490,12 +494,12 @@ pub async fn create_account(
         })?);
     }
     let password = Some(f.password).filter(|p| !p.is_empty());
-    let (account, generated) = service::create_account(
+    let (account, generated) = application::create_account(
         &state,
         &f.name,
         role,
         password,
-        service::Creator::Operator(Some(v.account.account_id)),
+        application::Creator::Operator(Some(v.account.account_id)),
         apps,
     )
     .await
@@ -530,13 +534,13 @@ pub async fn account_action(
     let refuse = |text: &str| Page::message(v, StatusCode::BAD_REQUEST, "Cannot do that", text);
     let (password, disabled, done) = match p.form.action.as_str() {
         "disable" => (
-            service::NewPassword::Keep,
+            application::NewPassword::Keep,
             Some(true),
             "disabled; its sessions have ended",
         ),
-        "enable" => (service::NewPassword::Keep, Some(false), "enabled"),
+        "enable" => (application::NewPassword::Keep, Some(false), "enabled"),
         "password" => (
-            service::NewPassword::Generate,
+            application::NewPassword::Generate,
             None,
             "has a new password; its sessions have ended",
         ),
@@ -549,9 +553,10 @@ pub async fn account_action(
             "Not on your own account: change your password on the Password page.",
         ));
     }
-    let (account, generated) = service::edit_account(&state, account_id, password, disabled, None)
-        .await
-        .map_err(|e| Page::refused(v, e))?;
+    let (account, generated) =
+        application::edit_account(&state, account_id, password, disabled, None)
+            .await
+            .map_err(|e| Page::refused(v, e))?;
     tracing::info!(by = %v.account.name, account = %account.name, action = %p.form.action, "console: account changed");
     let done = format!("Account {} {done}.", account.name);
     accounts_page(&state, v, 1, done, generated.unwrap_or_default()).await
@@ -623,8 +628,8 @@ pub async fn change_password(State(state): State<AppState>, p: Posted<PasswordFo
         ));
     }
     guards.per_app.clear(&key);
-    let new = service::NewPassword::Set(p.form.new.clone());
-    if let Err(e) = service::edit_account(
+    let new = application::NewPassword::Set(p.form.new.clone());
+    if let Err(e) = application::edit_account(
         &state,
         v.account.account_id,
         new,
@@ -633,10 +638,8 @@ pub async fn change_password(State(state): State<AppState>, p: Posted<PasswordFo
     )
     .await
     {
-        return Ok(again(
-            e.status,
-            &format!("{}; nothing was changed.", e.message),
-        ));
+        let (status, text) = super::refusal(e);
+        return Ok(again(status, &format!("{text}; nothing was changed.")));
     }
     tracing::info!(account = %v.account.name, "console: password changed");
     Ok(Page::message(

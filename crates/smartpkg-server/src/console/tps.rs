@@ -8,7 +8,8 @@ use smartpkg_store::{AppQuery, Role, Tp};
 
 use super::signin::PageQuery;
 use super::{store_failed, Layout, Page, PageResult, Pager, Posted, Viewer, PAGE_SIZE};
-use crate::{service, AppState};
+use crate::application;
+use crate::state::AppState;
 
 #[derive(Template)]
 #[template(path = "console/tps.html")]
@@ -189,7 +190,7 @@ pub async fn rotate(
     let v = &p.viewer;
     v.require(&[Role::Operator])?;
     Page::unless_confirmed(v, &p.form.confirm, "replacing the push keys")?;
-    let tp = service::rotate_tp_keys(&state, tp_id)
+    let tp = application::rotate_tp_keys(&state, tp_id)
         .await
         .map_err(|e| Page::refused(v, e))?;
     tracing::info!(by = %v.account.name, tp_id, "console: push keys rotated");

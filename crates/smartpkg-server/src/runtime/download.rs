@@ -12,8 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::Refused;
-use crate::AppState;
+use super::{Ctx, Refused};
 
 /// A byte range of a file of `len` bytes: (first, last) inclusive; Err when unsatisfiable.
 /// One range only (`bytes=a-b`, `bytes=a-`, `bytes=-n`); a header that is not one of those is
@@ -53,9 +52,9 @@ pub fn parse_range(h: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
     Some(Ok(range))
 }
 
-fn known(state: &AppState, sha: &str) -> bool {
+fn known(state: &Ctx, sha: &str) -> bool {
     state
-        .runtime
+        .rt()
         .archives
         .read()
         .map(|s| s.contains(sha))
@@ -63,7 +62,7 @@ fn known(state: &AppState, sha: &str) -> bool {
 }
 
 pub async fn package(
-    State(state): State<AppState>,
+    State(state): State<Ctx>,
     Path(sha): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Refused> {
@@ -86,7 +85,7 @@ pub async fn package(
         {
             return Err(not_found());
         }
-        if let Ok(mut s) = state.runtime.archives.write() {
+        if let Ok(mut s) = state.rt().archives.write() {
             s.insert(sha.clone());
         }
     }

@@ -30,18 +30,45 @@ use sha2::Digest;
 use smartpkg_core::runtime::{below, bucket, in_stage};
 use smartpkg_store::{RuntimePackage, RuntimeView};
 
-use crate::{secrets, AppState};
+use crate::secrets;
+use crate::state::AppState;
 
 /// Mini programs one update check may ask about.
 pub const MAX_APPS_PER_CHECK: usize = 100;
 const MAX_DEVICE_ID: usize = 128;
 const MAX_VERSION: usize = 32;
 
-pub fn routes() -> Router<AppState> {
+/// The face's routes over the shared state and this face's cache.
+pub fn routes(state: AppState, cache: Arc<Runtime>) -> Router<AppState> {
     Router::new()
         .route("/runtime/v1/update-check", post(update_check))
         .route("/runtime/v1/apps/{app_id}", get(one_app))
         .route("/runtime/v1/packages/{sha256}", get(download::package))
+        .with_state(Ctx(Arc::new(CtxInner { app: state, cache })))
+}
+
+/// What the runtime's handlers get: the shared state and the face's own cache, behind one
+/// reference count (every request clones it).
+#[derive(Clone)]
+pub struct Ctx(Arc<CtxInner>);
+
+pub struct CtxInner {
+    app: AppState,
+    cache: Arc<Runtime>,
+}
+
+impl Ctx {
+    /// This face's cache.
+    fn rt(&self) -> &Runtime {
+        &self.0.cache
+    }
+}
+
+impl std::ops::Deref for Ctx {
+    type Target = AppState;
+    fn deref(&self) -> &AppState {
+        &self.0.app
+    }
 }
 
 /// A package as devices get it: its archive is made, and its `package` object is written
@@ -107,9 +134,12 @@ pub struct Runtime {
     verified: RwLock<FxHashMap<String, (Instant, i64)>>,
     /// Archives known to be packages' (downloads of anything else are refused).
     archives: RwLock<HashSet<String>>,
-    /// One archive is made at a time: it is rare (once per package) and holds a package in
-    /// memory while it is hashed.
-    making: tokio::sync::Mutex<()>,
+}
+
+impl crate::state::AppCache for Runtime {
+    fn forget(&self, app_id: i64) {
+        Runtime::forget(self, app_id);
+    }
 }
 
 impl Runtime {
@@ -120,7 +150,6 @@ impl Runtime {
             hosts: RwLock::default(),
             verified: RwLock::default(),
             archives: RwLock::default(),
-            making: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -181,11 +210,8 @@ impl Runtime {
 }
 
 /// What each of `app_ids` serves, from the cache where it is fresh and read otherwise.
-async fn prepared_all(
-    state: &AppState,
-    app_ids: &[i64],
-) -> Result<Vec<Arc<Option<Prepared>>>, Refused> {
-    let held = state.runtime.cached(app_ids);
+async fn prepared_all(state: &Ctx, app_ids: &[i64]) -> Result<Vec<Arc<Option<Prepared>>>, Refused> {
+    let held = state.rt().cached(app_ids);
     let mut out = Vec::with_capacity(app_ids.len());
     for (&app_id, p) in app_ids.iter().zip(held) {
         out.push(match p {
@@ -197,8 +223,8 @@ async fn prepared_all(
 }
 
 /// Reads what a mini program serves and keeps it for the cache's lifetime.
-async fn read_prepared(state: &AppState, app_id: i64) -> Result<Arc<Option<Prepared>>, Refused> {
-    let rt = &state.runtime;
+async fn read_prepared(state: &Ctx, app_id: i64) -> Result<Arc<Option<Prepared>>, Refused> {
+    let rt = state.rt();
     let view = state
         .store
         .runtime_view(app_id)
@@ -221,7 +247,7 @@ async fn read_prepared(state: &AppState, app_id: i64) -> Result<Arc<Option<Prepa
     Ok(p)
 }
 
-async fn prepare(state: &AppState, v: RuntimeView) -> Prepared {
+async fn prepare(state: &Ctx, v: RuntimeView) -> Prepared {
     let online = match v.online {
         Some(p) => served(state, p).await.map(Some),
         None => Ok(None),
@@ -271,12 +297,12 @@ async fn prepare(state: &AppState, v: RuntimeView) -> Prepared {
 }
 
 /// The package with its archive, made now if it has none yet.
-async fn served(state: &AppState, p: RuntimePackage) -> Result<Served, String> {
+async fn served(state: &Ctx, p: RuntimePackage) -> Result<Served, String> {
     let (sha256, size) = match (p.archive_sha256, p.archive_size) {
         (Some(s), Some(n)) => (s, n),
-        _ => make_archive(state, p.package_id).await?,
+        _ => crate::workers::make_archive(state, p.package_id).await?,
     };
-    if let Ok(mut set) = state.runtime.archives.write() {
+    if let Ok(mut set) = state.rt().archives.write() {
         set.insert(sha256.clone());
     }
     let json = raw(&PackageRef {
@@ -295,47 +321,6 @@ fn raw<T: Serialize>(v: &T) -> Box<RawValue> {
     serde_json::value::to_raw_value(v)
         .or_else(|_| RawValue::from_string("null".into()))
         .unwrap_or_else(|_| unreachable!("null is JSON"))
-}
-
-/// Makes the archive of a package (the template's files and the built `ext.json`), stores it
-/// as a blob and records it; the archive recorded first wins, so every instance serves the
-/// same bytes for a package.
-pub async fn make_archive(state: &AppState, package_id: i64) -> Result<(String, i64), String> {
-    let _one = state.runtime.making.lock().await;
-    let p = state
-        .store
-        .get_package(package_id)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("package {package_id} is gone"))?;
-    if let (Some(s), Some(n)) = (p.archive_sha256, p.archive_size) {
-        return Ok((s, n));
-    }
-    let ext_json = p
-        .built_ext_json
-        .ok_or_else(|| format!("package {package_id} was never built"))?;
-    let (bytes, manifest) = crate::workers::template_bytes(state, p.template_id).await?;
-    let tmp_dir = state.settings.data_dir.join("tmp");
-    let archive = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
-        use std::io::{Read, Seek, SeekFrom};
-        std::fs::create_dir_all(&tmp_dir).map_err(|e| e.to_string())?;
-        let file = tempfile::tempfile_in(&tmp_dir).map_err(|e| e.to_string())?;
-        let mut file = smartpkg_core::archive::write_package(&bytes, &manifest, &ext_json, file)
-            .map_err(|e| e.to_string())?;
-        file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        file.read_to_end(&mut out).map_err(|e| e.to_string())?;
-        Ok(out)
-    })
-    .await
-    .map_err(|e| e.to_string())??;
-    let size = archive.len() as i64;
-    let sha = state.blobs.put(archive).await.map_err(|e| e.to_string())?;
-    state
-        .store
-        .set_package_archive(package_id, sha, size)
-        .await
-        .map_err(|e| e.to_string())
 }
 
 /// A refusal of the runtime API: a status and a JSON error.
@@ -384,13 +369,13 @@ impl IntoResponse for Refused {
 }
 
 /// The host app of a request, from `Authorization: Basic base64(host_key:host_secret)`.
-async fn host_of(state: &AppState, headers: &HeaderMap) -> Result<i64, Refused> {
+async fn host_of(state: &Ctx, headers: &HeaderMap) -> Result<i64, Refused> {
     let unauthorized = |m: &str| Refused::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
     let full = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let rt = &state.runtime;
+    let rt = state.rt();
     let seen = rt.verified.read().ok().and_then(|m| {
         m.get(full)
             .filter(|(at, _)| at.elapsed() < rt.ttl)
@@ -646,7 +631,7 @@ const MAX_CHECK_BODY: usize = 64 * 1024;
 const ANSWER_BYTES_PER_APP: usize = 320;
 
 pub async fn update_check(
-    State(state): State<AppState>,
+    State(state): State<Ctx>,
     request: axum::extract::Request,
 ) -> Result<Response, Refused> {
     // The request is taken whole (not a `HeaderMap` extractor, which copies every header).
@@ -716,7 +701,7 @@ struct OneQuery<'a> {
 
 /// The single-app form: the same answer, with a strong ETag of its bytes.
 pub async fn one_app(
-    State(state): State<AppState>,
+    State(state): State<Ctx>,
     Path(app_id): Path<i64>,
     request: axum::extract::Request,
 ) -> Result<Response, Refused> {
@@ -741,7 +726,7 @@ pub async fn one_app(
     };
     check_text("device_id", &q.device_id, MAX_DEVICE_ID)?;
     check_text("runtime_version", &q.runtime_version, MAX_VERSION)?;
-    let p = match state.runtime.cached(&[app_id]).pop().flatten() {
+    let p = match state.rt().cached(&[app_id]).pop().flatten() {
         Some(p) => p,
         None => read_prepared(&state, app_id).await?,
     };
