@@ -5,7 +5,8 @@
 //!
 //! Every rule of the lifecycle lives in this file; `docs/lifecycle.md` lists them with errnos.
 
-use smartpkg_types::{Errno, WireStatus};
+pub use smartpkg_types::Errno;
+use smartpkg_types::WireStatus;
 
 /// Where a package stands. More precise than the wire `status`: the development slot has three
 /// substates (building, failed, built) and two states are never shown on the wire (`History`:
@@ -341,15 +342,21 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(errno: Errno, msg: impl Into<String>) -> Self {
+    pub fn new(errno: Errno, msg: impl Into<String>) -> Self {
         Refusal {
             errno,
             msg: msg.into(),
         }
     }
 
-    fn baidu(errno: Errno) -> Self {
+    /// The errno with its own message.
+    pub fn baidu(errno: Errno) -> Self {
         Refusal::new(errno, errno.default_msg())
+    }
+
+    /// The errno's message followed by what was wrong.
+    pub fn detailed(errno: Errno, detail: impl std::fmt::Display) -> Self {
+        Refusal::new(errno, format!("{}: {detail}", errno.default_msg()))
     }
 }
 

@@ -4,10 +4,11 @@
 //! type — each face (`admin`, `console`, `baidu`, `runtime`) parses its own wire, calls in
 //! here, and maps the error to its own answer.
 
-use smartpkg_core::lifecycle::Command;
+use smartpkg_core::ext::parse_ext_json;
+use smartpkg_core::lifecycle::{Command, Errno, Refusal};
 use smartpkg_store::{
-    Account, AccountRefusal, Actor, App, AppPatch, IssuedCode, NewAccount, PackageRecord, Role,
-    Session, StoreError, Tp, TpPatch,
+    Account, AccountRefusal, Actor, App, AppPatch, IssuedCode, NewAccount, NewPackage,
+    OperatorGrant, PackageRecord, Role, Session, StoreError, Tp, TpPatch,
 };
 
 use crate::state::AppState;
@@ -31,6 +32,10 @@ pub enum OpError {
     /// The console's first-run setup, once an account exists.
     #[error("The console is set up already; sign in.")]
     SetUp,
+    /// A refusal in the platform's errno vocabulary (the lifecycle's, an upload's checks):
+    /// the Baidu face sends it as it is; other faces map the errno to their own.
+    #[error("{}", .0.msg)]
+    Refused(Refusal),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -45,6 +50,225 @@ pub fn check_text(field: &str, value: Option<&str>, multiline: bool) -> OpResult
         Some(v) => smartpkg_core::text::check(field, v, multiline).map_err(OpError::Invalid),
         None => Ok(()),
     }
+}
+
+/// A package upload, as any face gives it once it has parsed its own wire.
+pub struct Upload {
+    pub app_id: i64,
+    pub tp_id: i64,
+    pub template_id: i64,
+    pub ext_json: String,
+    pub version: String,
+    pub version_desc: String,
+    pub test_account: Option<String>,
+    pub test_password: Option<String>,
+}
+
+/// Uploads a package built from one of the third party's templates and the mini program's
+/// `ext_json`; the build job runs after it. Refused (with the upload's errnos) for an
+/// `ext_json` over the size limit or unusable, a template not in the third party's library or
+/// deleted, and an upload past the byte budgets; the lifecycle's own refusals as they come.
+pub async fn upload(state: &AppState, u: Upload, actor: Actor) -> OpResult<i64> {
+    let max_ext = state.settings.max_ext_json_bytes;
+    if u.ext_json.len() > max_ext {
+        return Err(OpError::Refused(Refusal::detailed(
+            Errno::ParamError,
+            format!(
+                "ext_json is {} bytes; at most {max_ext} are accepted",
+                u.ext_json.len()
+            ),
+        )));
+    }
+    let ext = parse_ext_json(&u.ext_json)
+        .map_err(|e| OpError::Refused(Refusal::new(e.errno(), e.to_string())))?;
+    let template = match state.store.get_template(u.template_id).await? {
+        Some(t) if t.tp_id == u.tp_id => t,
+        _ => {
+            return Err(OpError::Refused(Refusal::detailed(
+                Errno::TemplateNotFound,
+                format!(
+                    "template {} is not in this third party's library",
+                    u.template_id
+                ),
+            )))
+        }
+    };
+    if template.deleted {
+        return Err(OpError::Refused(Refusal::baidu(Errno::TemplateOffline)));
+    }
+    // What this upload asks us to keep: ext_json twice (as sent, and as built into the
+    // package's ext.json) and the texts beside it. Charged last, so a refused upload costs
+    // nothing.
+    let kept = 2 * u.ext_json.len()
+        + u.version.len()
+        + u.version_desc.len()
+        + u.test_account.as_ref().map_or(0, String::len)
+        + u.test_password.as_ref().map_or(0, String::len);
+    upload_bytes_allowed(state, u.app_id, u.tp_id, kept as u64)?;
+    let new = NewPackage {
+        app_id: u.app_id,
+        tp_id: u.tp_id,
+        template_id: u.template_id,
+        version: u.version,
+        version_desc: u.version_desc,
+        ext_json: u.ext_json,
+        direct_commit: ext.direct_commit,
+        test_account: u.test_account,
+        test_password: u.test_password,
+    };
+    match state
+        .store
+        .upload(new, state.decision_context(actor))
+        .await?
+    {
+        Ok((package_id, plan)) => {
+            state.jobs_ready.notify(crate::job_signal::lanes_of(&plan));
+            Ok(package_id)
+        }
+        Err(refusal) => Err(OpError::Refused(refusal)),
+    }
+}
+
+/// Takes `bytes` from the upload byte budgets of the mini program and of its third party, or
+/// refuses with 50029 naming the budget that is spent (taking nothing from either).
+fn upload_bytes_allowed(state: &AppState, app_id: i64, tp_id: i64, bytes: u64) -> OpResult<()> {
+    let s = &state.settings;
+    let limits = &state.write_limits;
+    let refused = |scope: &'static str,
+                   whose: &str,
+                   setting: &str,
+                   budget: u64,
+                   wait: std::time::Duration| {
+        state
+            .metrics
+            .counter("smartpkg_rate_limited_total", &[("scope", scope)])
+            .increment(1);
+        let when = if wait == std::time::Duration::MAX {
+            "this upload alone is larger than the budget".to_string()
+        } else {
+            format!("retry in {} s", wait.as_secs().max(1))
+        };
+        OpError::Refused(Refusal::detailed(
+            Errno::CallLimit,
+            format!(
+                "{whose} may upload {budget} bytes per {} s ({setting}); this upload is {bytes} bytes; {when}",
+                s.upload_budget_window_s
+            ),
+        ))
+    };
+    limits.bytes_per_app.take_n(app_id, bytes).map_err(|wait| {
+        refused(
+            "app_bytes",
+            "this mini program",
+            "app_upload_bytes_per_window",
+            s.app_upload_bytes_per_window,
+            wait,
+        )
+    })?;
+    if let Err(wait) = limits.bytes_per_tp.take_n(tp_id, bytes) {
+        limits.bytes_per_app.refund(app_id, bytes);
+        return Err(refused(
+            "tp_bytes",
+            "this third party",
+            "tp_upload_bytes_per_window",
+            s.tp_upload_bytes_per_window,
+            wait,
+        ));
+    }
+    Ok(())
+}
+
+/// A lifecycle command on a mini program's package (submit, release, rollback, withdraw, a
+/// staged release and its revert, rollback to a chosen version), decided through the core.
+pub async fn package_command(
+    state: &AppState,
+    app_id: i64,
+    cmd: Command,
+    actor: Actor,
+) -> OpResult<()> {
+    state
+        .execute(app_id, cmd, actor, None)
+        .await?
+        .map(|_| ())
+        .map_err(OpError::Refused)
+}
+
+/// The tokens a new authorization hands out (plain text, shown to the caller once).
+pub struct Granted {
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Seconds the access token lives.
+    pub expires_in: u64,
+}
+
+/// Authorizes a mini program to a third party by the operator's hand and mints its tokens,
+/// with the same events as the owner's consent: UNAUTHORIZED to a third party that loses the
+/// mini program, AUTHORIZED (with a code of its own) to this one.
+pub async fn authorize(state: &AppState, tp_id: i64, app_id: i64) -> OpResult<Granted> {
+    if state.store.get_tp(tp_id).await?.is_none() {
+        return Err(OpError::NotFound(format!("tp {tp_id}")));
+    }
+    let now = clock::now_ms();
+    let (access_token, refresh_token, pair) = state.new_token_pair(now);
+    let code = secrets::random_alnum(40);
+    let grant = OperatorGrant {
+        tp_id,
+        app_id,
+        pair,
+        code: issued_code(tp_id, app_id, &code, now),
+    };
+    state.store.authorize(grant, now).await?;
+    state.jobs_ready.notify_one();
+    Ok(Granted {
+        access_token,
+        refresh_token,
+        expires_in: state.settings.app_token_ttl_s,
+    })
+}
+
+/// How a presented owner credential fared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerCheck {
+    Accepted,
+    Wrong,
+    /// Too many wrong ones lately, for this mini program or from this client; it was not
+    /// checked. The time left.
+    Locked(std::time::Duration),
+}
+
+/// Checks a mini program's owner credential wherever one is presented (Baidu's authorization
+/// page, the console's "add a mini program"): one throttle per mini program and one per client
+/// address (IPv6: per /64), a wrong one counted in the metrics and the log.
+pub async fn check_owner_credential(
+    state: &AppState,
+    app_id: i64,
+    password: String,
+    client: Option<std::net::IpAddr>,
+) -> OpResult<OwnerCheck> {
+    let app_key = owner::Guards::app_key(app_id);
+    let client_key = client.map(owner::Guards::client_key);
+    let locked = client_key
+        .as_deref()
+        .and_then(|k| state.guards.per_client.locked(k))
+        .or_else(|| state.guards.per_app.locked(&app_key));
+    if let Some(left) = locked {
+        return Ok(OwnerCheck::Locked(left));
+    }
+    let stored = state.store.owner_password_hash(app_id).await?;
+    if !owner::verify_password(password, stored).await {
+        state.guards.per_app.fail(&app_key);
+        if let Some(k) = &client_key {
+            state.guards.per_client.fail(k);
+        }
+        state
+            .metrics
+            .counter("smartpkg_owner_credential_failures_total", &[])
+            .increment(1);
+        tracing::warn!(app_id, "wrong owner credential");
+        return Ok(OwnerCheck::Wrong);
+    }
+    state.guards.per_app.clear(&app_key);
+    Ok(OwnerCheck::Accepted)
 }
 
 /// How long an authorization code lives, in seconds (Baidu's `authorizationCodeExpiresIn`).

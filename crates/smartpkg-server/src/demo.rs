@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use smartpkg_core::archive;
-use smartpkg_store::{App, NewTemplate, OperatorGrant, Tp};
+use smartpkg_store::{App, NewTemplate, Tp};
 
 use crate::state::AppState;
 use crate::{clock, secrets};
@@ -350,17 +350,10 @@ async fn new_app(state: &AppState, name: &str) -> Result<App, DemoError> {
 
 /// Authorizes `app_id` to the third party as an operator would; the new access token.
 async fn authorize(state: &AppState, tp_id: i64, app_id: i64) -> Result<String, DemoError> {
-    let now = clock::now_ms();
-    let (access_token, _, pair) = state.new_token_pair(now);
-    let code = secrets::random_alnum(40);
-    let grant = OperatorGrant {
-        tp_id,
-        app_id,
-        pair,
-        code: crate::application::issued_code(tp_id, app_id, &code, now),
-    };
-    state.store.authorize(grant, now).await.map_err(err)?;
-    Ok(access_token)
+    crate::application::authorize(state, tp_id, app_id)
+        .await
+        .map(|g| g.access_token)
+        .map_err(|e| DemoError(e.to_string()))
 }
 
 /// Writes `demo.json` readable by its owner only, whatever the umask: it holds the demo host

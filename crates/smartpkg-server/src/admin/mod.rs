@@ -181,6 +181,7 @@ impl From<OpError> for AdminError {
                 AdminError::new(StatusCode::CONFLICT, "name_taken", e.to_string())
             }
             e @ OpError::SetUp => AdminError::new(StatusCode::CONFLICT, "set_up", e.to_string()),
+            OpError::Refused(r) => AdminError::new(StatusCode::CONFLICT, "refused", r.msg),
             OpError::Store(e) => e.into(),
             OpError::Internal(m) => {
                 AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)

@@ -8,7 +8,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use smartpkg_core::archive;
-use smartpkg_store::{App, AppPatch, NewTemplate, OperatorGrant, Tp, TpPatch};
+use smartpkg_store::{App, AppPatch, NewTemplate, Tp, TpPatch};
 
 use super::{clean_text, AdminError, AdminResult, Body, ErrorBody};
 use crate::state::AppState;
@@ -536,26 +536,13 @@ pub async fn authorize(
     Path(tp_id): Path<i64>,
     Body(b): Body<AuthorizeBody>,
 ) -> AdminResult<(StatusCode, Json<Value>)> {
-    if state.store.get_tp(tp_id).await?.is_none() {
-        return Err(AdminError::not_found(format!("tp {tp_id}")));
-    }
-    let now = clock::now_ms();
-    let ttl = state.settings.app_token_ttl_s;
-    let (access, refresh, pair) = state.new_token_pair(now);
-    // The same events as the owner's page: UNAUTHORIZED to a third party that loses the app,
-    // AUTHORIZED (with a code of its own) to this one.
-    let code = secrets::random_alnum(40);
-    let grant = OperatorGrant {
-        tp_id,
-        app_id: b.app_id,
-        pair,
-        code: crate::application::issued_code(tp_id, b.app_id, &code, now),
-    };
-    state.store.authorize(grant, now).await?;
-    state.jobs_ready.notify_one();
+    let g = crate::application::authorize(&state, tp_id, b.app_id).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"access_token": access, "refresh_token": refresh, "expires_in": ttl})),
+        Json(
+            json!({"access_token": g.access_token, "refresh_token": g.refresh_token,
+            "expires_in": g.expires_in}),
+        ),
     ))
 }
 

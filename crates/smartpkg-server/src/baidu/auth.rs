@@ -21,7 +21,7 @@ use smartpkg_types::{
 };
 
 use super::{Answer, Data, Params, Reply};
-use crate::owner::{self, Guards};
+use crate::owner;
 use crate::state::AppState;
 use crate::{clock, secrets};
 
@@ -337,38 +337,30 @@ pub async fn submit(
             return again(StatusCode::UNAUTHORIZED, NOT_YOURS).await;
         }
     } else {
-        let client_key = peer.map(|Extension(ConnectInfo(a))| Guards::client_key(a.ip()));
-        if let Some(left) = client_key
-            .as_deref()
-            .and_then(|k| state.guards.per_client.locked(k))
-        {
-            return throttled(left);
-        }
-        let app_key = Guards::app_key(app_id);
-        if let Some(left) = state.guards.per_app.locked(&app_key) {
-            return throttled(left);
-        }
-        let stored = match state.store.owner_password_hash(app_id).await {
-            Ok(h) => h,
-            Err(e) => return unavailable(e),
-        };
-        if !owner::verify_password(q.owner_password.clone(), stored).await {
-            state.guards.per_app.fail(&app_key);
-            if let Some(k) = &client_key {
-                state.guards.per_client.fail(k);
+        let client = peer.map(|Extension(ConnectInfo(a))| a.ip());
+        let check = crate::application::check_owner_credential(
+            &state,
+            app_id,
+            q.owner_password.clone(),
+            client,
+        )
+        .await;
+        match check {
+            Ok(crate::application::OwnerCheck::Accepted) => {}
+            Ok(crate::application::OwnerCheck::Wrong) => {
+                return again(StatusCode::UNAUTHORIZED, WRONG).await
             }
-            state
-                .metrics
-                .counter("smartpkg_owner_credential_failures_total", &[])
-                .increment(1);
-            tracing::warn!(
-                app_id,
-                tp_id = tp.tp_id,
-                "authorization page: wrong owner credential"
-            );
-            return again(StatusCode::UNAUTHORIZED, WRONG).await;
+            Ok(crate::application::OwnerCheck::Locked(left)) => return throttled(left),
+            Err(crate::application::OpError::Store(e)) => return unavailable(e),
+            Err(e) => {
+                tracing::error!(error = %e, "authorization page: owner check failed");
+                return message(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Error",
+                    "请稍后再试。 Please try again later.",
+                );
+            }
         }
-        state.guards.per_app.clear(&app_key);
     }
     let code = secrets::random_alnum(40);
     let now = clock::now_ms();

@@ -151,6 +151,27 @@ impl From<smartpkg_core::lifecycle::Refusal> for Reply {
     }
 }
 
+/// The application layer's refusals as Baidu answers them: its errnos as they are, input
+/// errors as 40001, storage as the store's errors are.
+impl From<crate::application::OpError> for Reply {
+    fn from(e: crate::application::OpError) -> Reply {
+        use crate::application::OpError;
+        match e {
+            OpError::Refused(r) => r.into(),
+            OpError::Store(e) => e.into(),
+            OpError::Invalid(m) => Reply::err_msg(Errno::ParamError, m),
+            OpError::NotFound(what) => {
+                Reply::err_msg(Errno::ParamError, format!("{what} not found"))
+            }
+            OpError::WrongState(m) => Reply::Err(Errno::WrongState, m),
+            other => {
+                tracing::error!(error = %other, "operation failed");
+                Reply::err(Errno::Busy)
+            }
+        }
+    }
+}
+
 impl From<StoreError> for Reply {
     fn from(e: StoreError) -> Reply {
         match e {
@@ -347,58 +368,6 @@ pub fn write_allowed(state: &AppState, scope: Scope, key: i64) -> Result<(), Rep
     buckets
         .take(key)
         .map_err(|wait| call_limit(state, label, whose, per_minute, wait))
-}
-
-/// Takes `bytes` from the upload byte budgets of the mini program and of its third party, or
-/// answers 50029 naming the budget that is spent (taking nothing from either).
-pub fn upload_bytes_allowed(state: &AppState, grant: &Grant, bytes: u64) -> Result<(), Reply> {
-    let s = &state.settings;
-    let limits = &state.write_limits;
-    let refused = |scope: &'static str,
-                   whose: &str,
-                   setting: &str,
-                   budget: u64,
-                   wait: std::time::Duration| {
-        state
-            .metrics
-            .counter("smartpkg_rate_limited_total", &[("scope", scope)])
-            .increment(1);
-        let when = if wait == std::time::Duration::MAX {
-            "this upload alone is larger than the budget".to_string()
-        } else {
-            format!("retry in {} s", wait.as_secs().max(1))
-        };
-        Reply::err_msg(
-            Errno::CallLimit,
-            format!(
-                "{whose} may upload {budget} bytes per {} s ({setting}); this upload is {bytes} bytes; {when}",
-                s.upload_budget_window_s
-            ),
-        )
-    };
-    limits
-        .bytes_per_app
-        .take_n(grant.app_id, bytes)
-        .map_err(|wait| {
-            refused(
-                "app_bytes",
-                "this mini program",
-                "app_upload_bytes_per_window",
-                s.app_upload_bytes_per_window,
-                wait,
-            )
-        })?;
-    if let Err(wait) = limits.bytes_per_tp.take_n(grant.tp_id, bytes) {
-        limits.bytes_per_app.refund(grant.app_id, bytes);
-        return Err(refused(
-            "tp_bytes",
-            "this third party",
-            "tp_upload_bytes_per_window",
-            s.tp_upload_bytes_per_window,
-            wait,
-        ));
-    }
-    Ok(())
 }
 
 /// Baidu's call-limit errno, saying which limit and when to retry; counted in the metrics.

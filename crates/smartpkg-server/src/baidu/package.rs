@@ -3,12 +3,12 @@
 
 use axum::extract::State;
 use chrono::FixedOffset;
-use smartpkg_core::ext::parse_ext_json;
 use smartpkg_core::lifecycle::{AuditRequest, Command, PkgState, Slot};
-use smartpkg_store::{NewPackage, PackageRecord};
+use smartpkg_store::PackageRecord;
 use smartpkg_types::{upload_status, AuditQuota, Errno, HistoryVersion, PackageInfo, WireStatus};
 
 use super::{check_grant, done, Answer, Data, Params, Reply};
+use crate::application;
 use crate::clock;
 use crate::state::AppState;
 
@@ -55,9 +55,7 @@ pub fn to_wire(p: &PackageRecord, offset: FixedOffset) -> Option<PackageInfo> {
 }
 
 async fn run(state: &AppState, app_id: i64, cmd: Command) -> Answer {
-    state
-        .execute(app_id, cmd, smartpkg_store::Actor::ThirdParty, None)
-        .await??;
+    application::package_command(state, app_id, cmd, smartpkg_store::Actor::ThirdParty).await?;
     done()
 }
 
@@ -65,72 +63,22 @@ pub async fn upload(State(state): State<AppState>, p: Params) -> Answer {
     let grant = p.app_write_grant(&state).await?;
     let template_id = p.required_i64("template_id")?;
     let ext_json = p.required("ext_json")?.to_string();
-    let max_ext = state.settings.max_ext_json_bytes;
-    if ext_json.len() > max_ext {
-        return Err(Reply::err_msg(
-            Errno::ParamError,
-            format!(
-                "ext_json is {} bytes; at most {max_ext} are accepted",
-                ext_json.len()
-            ),
-        ));
-    }
     p.required("user_version")?;
     p.required("user_desc")?;
-    let version = p
-        .text("user_version", MAX_VERSION_CHARS)?
-        .unwrap_or_default();
-    let version_desc = p.text("user_desc", MAX_DESC_CHARS)?.unwrap_or_default();
-    let test_account = p.text("test_account", MAX_ACCOUNT_CHARS)?;
-    let test_password = p.text("test_password", MAX_ACCOUNT_CHARS)?;
-    let ext = parse_ext_json(&ext_json).map_err(|e| Reply::Err(e.errno(), e.to_string()))?;
-    let template = state.store.get_template(template_id).await?;
-    let template = match template {
-        Some(t) if t.tp_id == grant.tp_id => t,
-        _ => {
-            return Err(Reply::err_msg(
-                Errno::TemplateNotFound,
-                format!("template {template_id} is not in this third party's library"),
-            ))
-        }
-    };
-    if template.deleted {
-        return Err(Reply::err(Errno::TemplateOffline));
-    }
-    // What this upload asks us to keep: ext_json twice (as sent, and as built into the
-    // package's ext.json) and the texts beside it. Charged last, so a refused upload costs
-    // nothing.
-    let kept = 2 * ext_json.len()
-        + version.len()
-        + version_desc.len()
-        + test_account.as_ref().map_or(0, String::len)
-        + test_password.as_ref().map_or(0, String::len);
-    super::upload_bytes_allowed(&state, &grant, kept as u64)?;
-    let new = NewPackage {
+    let upload = application::Upload {
         app_id: grant.app_id,
         tp_id: grant.tp_id,
         template_id,
-        version,
-        version_desc,
         ext_json,
-        direct_commit: ext.direct_commit,
-        test_account,
-        test_password,
+        version: p
+            .text("user_version", MAX_VERSION_CHARS)?
+            .unwrap_or_default(),
+        version_desc: p.text("user_desc", MAX_DESC_CHARS)?.unwrap_or_default(),
+        test_account: p.text("test_account", MAX_ACCOUNT_CHARS)?,
+        test_password: p.text("test_password", MAX_ACCOUNT_CHARS)?,
     };
-    match state
-        .store
-        .upload(
-            new,
-            state.decision_context(smartpkg_store::Actor::ThirdParty),
-        )
-        .await?
-    {
-        Ok((_, plan)) => {
-            state.jobs_ready.notify(crate::job_signal::lanes_of(&plan));
-            done()
-        }
-        Err(refusal) => Err(refusal.into()),
-    }
+    application::upload(&state, upload, smartpkg_store::Actor::ThirdParty).await?;
+    done()
 }
 
 pub async fn submitaudit(State(state): State<AppState>, p: Params) -> Answer {

@@ -13,7 +13,6 @@ use smartpkg_store::{AppPatch, AppQuery, PackageFilter, Role};
 use super::pages::{event, Event};
 use super::{store_failed, Layout, Page, PageResult, Pager, Posted, Viewer, PAGE_SIZE};
 use crate::application;
-use crate::owner::{self, Guards};
 use crate::state::AppState;
 
 pub struct AppListRow {
@@ -250,34 +249,23 @@ pub async fn claim(
     let Ok(app_id) = p.form.app_id.trim().parse::<i64>() else {
         return Err(wrong());
     };
-    let app_key = Guards::app_key(app_id);
-    let client_key = peer.map(|Extension(ConnectInfo(a))| Guards::client_key(a.ip()));
-    let locked = state.guards.per_app.locked(&app_key).or_else(|| {
-        client_key
-            .as_deref()
-            .and_then(|k| state.guards.per_client.locked(k))
-    });
-    if let Some(left) = locked {
-        return Err(Page::message(
-            v,
-            StatusCode::TOO_MANY_REQUESTS,
-            "Not added",
-            &super::try_again_in(left),
-        ));
-    }
-    let stored = state
-        .store
-        .owner_password_hash(app_id)
-        .await
-        .map_err(store_failed)?;
-    if !owner::verify_password(p.form.owner_password.clone(), stored).await {
-        state.guards.per_app.fail(&app_key);
-        if let Some(k) = &client_key {
-            state.guards.per_client.fail(k);
+    let client = peer.map(|Extension(ConnectInfo(a))| a.ip());
+    let check =
+        application::check_owner_credential(&state, app_id, p.form.owner_password.clone(), client)
+            .await
+            .map_err(|e| Page::refused(v, e))?;
+    match check {
+        application::OwnerCheck::Accepted => {}
+        application::OwnerCheck::Wrong => return Err(wrong()),
+        application::OwnerCheck::Locked(left) => {
+            return Err(Page::message(
+                v,
+                StatusCode::TOO_MANY_REQUESTS,
+                "Not added",
+                &super::try_again_in(left),
+            ))
         }
-        return Err(wrong());
     }
-    state.guards.per_app.clear(&app_key);
     state
         .store
         .add_owned_apps(v.account.account_id, vec![app_id])

@@ -239,7 +239,9 @@ pub fn refusal(e: OpError) -> (StatusCode, String) {
     let status = match &e {
         OpError::Invalid(_) => StatusCode::BAD_REQUEST,
         OpError::NotFound(_) => StatusCode::NOT_FOUND,
-        OpError::WrongState(_) | OpError::NameTaken(_) | OpError::SetUp => StatusCode::CONFLICT,
+        OpError::WrongState(_) | OpError::NameTaken(_) | OpError::SetUp | OpError::Refused(_) => {
+            StatusCode::CONFLICT
+        }
         OpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         OpError::Store(StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
         OpError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
