@@ -4,8 +4,6 @@
 //!
 //! Enabled by the `conformance` feature (and in this crate's own tests).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use smartpkg_core::lifecycle::{AuditRequest, Command, JobKind, PkgState, Policy};
@@ -16,47 +14,53 @@ use crate::{
     SweepPolicy, TargetVerdict, TokenPair, Tp, TpPatch,
 };
 
-type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// One behaviour every backend must show.
-pub struct Case {
-    pub name: &'static str,
-    pub run: fn(Arc<dyn Store>) -> CaseFuture,
-}
-
-macro_rules! cases {
-    ($($name:ident),* $(,)?) => {
-        vec![$(Case { name: stringify!($name), run: |s| Box::pin($name(s)) }),*]
+/// One `#[tokio::test]` per case, named after it (so each runs, fails and is filtered by
+/// name: `cargo test tenants_round_trip`), each on a fresh store. `$fresh` names an async
+/// function returning `(guard, Arc<dyn Store>)`; the guard (a temporary directory, a fresh
+/// database) lives as long as the case. The list of cases is written here, once.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($fresh:path) => {
+        $crate::__conformance_each! { $fresh;
+            tenants_round_trip_and_secrets_are_stable,
+            upload_writes_the_package_and_its_build_job_together,
+            completing_a_job_and_its_transition_commit_together,
+            weekly_quota_counts_submissions_since_the_week_start,
+            codes_work_once_and_a_replay_revokes_the_token_family,
+            moving_an_app_ends_the_old_authorization_and_tells_both,
+            the_template_limit_holds,
+            a_schedule_is_taken_once_per_interval,
+            a_failing_target_is_held_and_its_pushes_wait,
+            pushes_stay_within_the_per_target_cap,
+            the_sweep_drops_what_nobody_may_use,
+            a_worker_whose_lease_was_taken_over_changes_nothing,
+            racing_commands_on_one_package_have_exactly_one_winner,
+            racing_submissions_never_exceed_the_weekly_quota,
+            racing_template_additions_never_exceed_the_limit,
+            staged_releases_and_the_runtime_view_agree,
+            rollback_to_a_chosen_version_reaches_back_five_releases,
+            racing_settings_edits_all_land,
+            host_apps_and_archives_round_trip,
+            accounts_sessions_and_the_console_lists,
+            every_decision_is_logged_with_who_took_it,
+            a_package_log_is_its_own_however_busy_its_app,
+            a_changed_password_or_a_disabled_account_ends_its_sessions,
+        }
     };
 }
 
-/// Every case, in a stable order.
-pub fn cases() -> Vec<Case> {
-    cases![
-        tenants_round_trip_and_secrets_are_stable,
-        upload_writes_the_package_and_its_build_job_together,
-        completing_a_job_and_its_transition_commit_together,
-        weekly_quota_counts_submissions_since_the_week_start,
-        codes_work_once_and_a_replay_revokes_the_token_family,
-        moving_an_app_ends_the_old_authorization_and_tells_both,
-        the_template_limit_holds,
-        a_schedule_is_taken_once_per_interval,
-        a_failing_target_is_held_and_its_pushes_wait,
-        pushes_stay_within_the_per_target_cap,
-        the_sweep_drops_what_nobody_may_use,
-        a_worker_whose_lease_was_taken_over_changes_nothing,
-        racing_commands_on_one_package_have_exactly_one_winner,
-        racing_submissions_never_exceed_the_weekly_quota,
-        racing_template_additions_never_exceed_the_limit,
-        staged_releases_and_the_runtime_view_agree,
-        rollback_to_a_chosen_version_reaches_back_five_releases,
-        racing_settings_edits_all_land,
-        host_apps_and_archives_round_trip,
-        accounts_sessions_and_the_console_lists,
-        every_decision_is_logged_with_who_took_it,
-        a_package_log_is_its_own_however_busy_its_app,
-        a_changed_password_or_a_disabled_account_ends_its_sessions,
-    ]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_each {
+    ($fresh:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (_guard, store) = $fresh().await;
+                $crate::conformance::$name(store).await;
+            }
+        )*
+    };
 }
 
 pub fn ctx(now_ms: i64) -> DecisionContext {
@@ -156,7 +160,7 @@ fn code(tp_id: i64, app_id: i64, hash: &str, expires_at_ms: i64) -> IssuedCode {
     }
 }
 
-async fn tenants_round_trip_and_secrets_are_stable(store: Arc<dyn Store>) {
+pub async fn tenants_round_trip_and_secrets_are_stable(store: Arc<dyn Store>) {
     let a = store.create_tp(tp("a")).await.expect("tp");
     let b = store.create_tp(tp("b")).await.expect("tp");
     assert_ne!(a.tp_id, b.tp_id, "ids are distinct");
@@ -211,7 +215,7 @@ async fn tenants_round_trip_and_secrets_are_stable(store: Arc<dyn Store>) {
     assert_eq!(s1.len(), 64);
 }
 
-async fn upload_writes_the_package_and_its_build_job_together(store: Arc<dyn Store>) {
+pub async fn upload_writes_the_package_and_its_build_job_together(store: Arc<dyn Store>) {
     let (tp_id, app_id, t) = seeded(&*store).await;
     let (id, _) = store
         .upload(new_package(tp_id, app_id, t), ctx(1000))
@@ -253,7 +257,7 @@ async fn upload_writes_the_package_and_its_build_job_together(store: Arc<dyn Sto
     );
 }
 
-async fn completing_a_job_and_its_transition_commit_together(store: Arc<dyn Store>) {
+pub async fn completing_a_job_and_its_transition_commit_together(store: Arc<dyn Store>) {
     let (tp_id, app_id, t) = seeded(&*store).await;
     let (id, _) = store
         .upload(new_package(tp_id, app_id, t), ctx(0))
@@ -291,7 +295,7 @@ async fn completing_a_job_and_its_transition_commit_together(store: Arc<dyn Stor
     );
 }
 
-async fn weekly_quota_counts_submissions_since_the_week_start(store: Arc<dyn Store>) {
+pub async fn weekly_quota_counts_submissions_since_the_week_start(store: Arc<dyn Store>) {
     let (tp_id, app_id, t) = seeded(&*store).await;
     store
         .update_tp(
@@ -339,7 +343,7 @@ async fn weekly_quota_counts_submissions_since_the_week_start(store: Arc<dyn Sto
     );
 }
 
-async fn codes_work_once_and_a_replay_revokes_the_token_family(store: Arc<dyn Store>) {
+pub async fn codes_work_once_and_a_replay_revokes_the_token_family(store: Arc<dyn Store>) {
     let (tp_id, app_id, _) = seeded(&*store).await;
     store
         .create_code(CodeKind::PreAuth, "pre".into(), tp_id, None, 10_000, 0)
@@ -412,7 +416,7 @@ async fn codes_work_once_and_a_replay_revokes_the_token_family(store: Arc<dyn St
     );
 }
 
-async fn moving_an_app_ends_the_old_authorization_and_tells_both(store: Arc<dyn Store>) {
+pub async fn moving_an_app_ends_the_old_authorization_and_tells_both(store: Arc<dyn Store>) {
     let (old_tp, app_id, _) = seeded(&*store).await;
     let new_tp = store.create_tp(tp("new")).await.expect("tp").tp_id;
     store
@@ -476,7 +480,7 @@ async fn moving_an_app_ends_the_old_authorization_and_tells_both(store: Arc<dyn 
     );
 }
 
-async fn the_template_limit_holds(store: Arc<dyn Store>) {
+pub async fn the_template_limit_holds(store: Arc<dyn Store>) {
     let (tp_id, _, _) = seeded(&*store).await;
     let mut drafts = vec![];
     for i in 0..3 {
@@ -510,7 +514,7 @@ async fn the_template_limit_holds(store: Arc<dyn Store>) {
     assert_eq!(count, 2);
 }
 
-async fn a_schedule_is_taken_once_per_interval(store: Arc<dyn Store>) {
+pub async fn a_schedule_is_taken_once_per_interval(store: Arc<dyn Store>) {
     assert!(store
         .take_schedule(Schedule::Janitor, 1000, 500)
         .await
@@ -536,7 +540,7 @@ fn failed_attempt(at_ms: i64) -> AttemptRecord {
     }
 }
 
-async fn a_failing_target_is_held_and_its_pushes_wait(store: Arc<dyn Store>) {
+pub async fn a_failing_target_is_held_and_its_pushes_wait(store: Arc<dyn Store>) {
     let (tp_id, app_id, _) = seeded(&*store).await;
     // An authorization change queues a push to the TP.
     store
@@ -629,7 +633,7 @@ async fn a_failing_target_is_held_and_its_pushes_wait(store: Arc<dyn Store>) {
     );
 }
 
-async fn pushes_stay_within_the_per_target_cap(store: Arc<dyn Store>) {
+pub async fn pushes_stay_within_the_per_target_cap(store: Arc<dyn Store>) {
     let (tp_id, _, _) = seeded(&*store).await;
     for i in 0..5 {
         store
@@ -692,7 +696,7 @@ async fn pushes_stay_within_the_per_target_cap(store: Arc<dyn Store>) {
     );
 }
 
-async fn the_sweep_drops_what_nobody_may_use(store: Arc<dyn Store>) {
+pub async fn the_sweep_drops_what_nobody_may_use(store: Arc<dyn Store>) {
     let (tp_id, app_id, t) = seeded(&*store).await;
     let policy = SweepPolicy {
         used_credential_retention_ms: 500,
@@ -754,7 +758,7 @@ async fn the_sweep_drops_what_nobody_may_use(store: Arc<dyn Store>) {
     assert!(!store.ticket_valid(tp_id, "t".into(), 50).await.expect("db"));
 }
 
-async fn a_worker_whose_lease_was_taken_over_changes_nothing(store: Arc<dyn Store>) {
+pub async fn a_worker_whose_lease_was_taken_over_changes_nothing(store: Arc<dyn Store>) {
     let (tp_id, app_id, t) = seeded(&*store).await;
     let (id, _) = store
         .upload(new_package(tp_id, app_id, t), ctx(0))
@@ -877,7 +881,7 @@ async fn passed(store: &Arc<dyn Store>, tp_id: i64, app_id: i64, t: i64, now: i6
     id
 }
 
-async fn racing_commands_on_one_package_have_exactly_one_winner(store: Arc<dyn Store>) {
+pub async fn racing_commands_on_one_package_have_exactly_one_winner(store: Arc<dyn Store>) {
     let (tp_id, app_id, t) = seeded(&*store).await;
     let mut previous_online = None;
     for round in 0..PACKAGE_RACE_ROUNDS {
@@ -922,7 +926,7 @@ async fn racing_commands_on_one_package_have_exactly_one_winner(store: Arc<dyn S
     assert_eq!(won, 1, "withdraw");
 }
 
-async fn racing_submissions_never_exceed_the_weekly_quota(store: Arc<dyn Store>) {
+pub async fn racing_submissions_never_exceed_the_weekly_quota(store: Arc<dyn Store>) {
     let (tp_id, _, t) = seeded(&*store).await;
     const QUOTA: i64 = 10;
     store
@@ -972,7 +976,7 @@ async fn racing_submissions_never_exceed_the_weekly_quota(store: Arc<dyn Store>)
     );
 }
 
-async fn racing_template_additions_never_exceed_the_limit(store: Arc<dyn Store>) {
+pub async fn racing_template_additions_never_exceed_the_limit(store: Arc<dyn Store>) {
     let (tp_id, _, _) = seeded(&*store).await;
     const LIMIT: i64 = 50;
     let mut drafts = vec![];
@@ -1020,7 +1024,7 @@ async fn racing_template_additions_never_exceed_the_limit(store: Arc<dyn Store>)
     assert_eq!(count, LIMIT);
 }
 
-async fn staged_releases_and_the_runtime_view_agree(store: Arc<dyn Store>) {
+pub async fn staged_releases_and_the_runtime_view_agree(store: Arc<dyn Store>) {
     let (tp_id, app_id, t) = seeded(&*store).await;
     let first = passed(&store, tp_id, app_id, t, 10).await;
     decide_ok(&store, app_id, Command::Release { package_id: first }, 11).await;
@@ -1075,7 +1079,7 @@ async fn staged_releases_and_the_runtime_view_agree(store: Arc<dyn Store>) {
     assert!(store.runtime_view(999_999).await.expect("db").is_none());
 }
 
-async fn rollback_to_a_chosen_version_reaches_back_five_releases(store: Arc<dyn Store>) {
+pub async fn rollback_to_a_chosen_version_reaches_back_five_releases(store: Arc<dyn Store>) {
     let (tp_id, app_id, t) = seeded(&*store).await;
     let mut released = vec![];
     for i in 0..7 {
@@ -1110,7 +1114,7 @@ async fn rollback_to_a_chosen_version_reaches_back_five_releases(store: Arc<dyn 
     assert_eq!(view.online.map(|p| p.package_id), Some(released[1]));
 }
 
-async fn racing_settings_edits_all_land(store: Arc<dyn Store>) {
+pub async fn racing_settings_edits_all_land(store: Arc<dyn Store>) {
     let (tp_id, app_id, _) = seeded(&*store).await;
     let mut tasks = vec![];
     for i in 0..RACERS {
@@ -1160,7 +1164,7 @@ async fn racing_settings_edits_all_land(store: Arc<dyn Store>) {
         .is_none());
 }
 
-async fn host_apps_and_archives_round_trip(store: Arc<dyn Store>) {
+pub async fn host_apps_and_archives_round_trip(store: Arc<dyn Store>) {
     let (tp_id, app_id, t) = seeded(&*store).await;
     let a = store
         .create_host_app("host a".into(), "hk_a".into(), "hash-a".into(), 5)
@@ -1224,7 +1228,7 @@ async fn host_apps_and_archives_round_trip(store: Arc<dyn Store>) {
     );
 }
 
-async fn accounts_sessions_and_the_console_lists(store: Arc<dyn Store>) {
+pub async fn accounts_sessions_and_the_console_lists(store: Arc<dyn Store>) {
     use crate::{AppQuery, NewAccount, Role};
     let (tp_id, app_id, t) = seeded(&*store).await;
     assert_eq!(store.count_accounts().await.expect("db"), 0);
@@ -1400,7 +1404,7 @@ async fn reviewer(store: &dyn Store, name: &str) -> crate::Account {
         .expect("created")
 }
 
-async fn every_decision_is_logged_with_who_took_it(store: Arc<dyn Store>) {
+pub async fn every_decision_is_logged_with_who_took_it(store: Arc<dyn Store>) {
     use crate::Actor;
     let (tp_id, app_id, t) = seeded(&*store).await;
     let reviewer = reviewer(&*store, "rita").await;
@@ -1463,7 +1467,7 @@ async fn every_decision_is_logged_with_who_took_it(store: Arc<dyn Store>) {
     );
 }
 
-async fn a_package_log_is_its_own_however_busy_its_app(store: Arc<dyn Store>) {
+pub async fn a_package_log_is_its_own_however_busy_its_app(store: Arc<dyn Store>) {
     let (tp_id, app_id, t) = seeded(&*store).await;
     let first = built(&store, tp_id, app_id, t, 1_000).await;
     // Later packages of the same app push the first one's entries out of the app's newest.
@@ -1504,7 +1508,7 @@ async fn a_package_log_is_its_own_however_busy_its_app(store: Arc<dyn Store>) {
     );
 }
 
-async fn a_changed_password_or_a_disabled_account_ends_its_sessions(store: Arc<dyn Store>) {
+pub async fn a_changed_password_or_a_disabled_account_ends_its_sessions(store: Arc<dyn Store>) {
     use crate::AccountChange;
     let rita = reviewer(&*store, "rita").await;
     let id = rita.account_id;

@@ -122,12 +122,18 @@ async fn the_database_and_its_wal_are_owner_only() {
     }
 }
 
-#[tokio::test]
-async fn sqlite_meets_the_storage_contract() {
-    for case in crate::conformance::cases() {
+/// The storage contract, one test per case, each on a fresh SQLite file.
+mod contract {
+    use std::sync::Arc;
+
+    use super::SqliteStore;
+    use crate::Store;
+
+    async fn fresh() -> (tempfile::TempDir, Arc<dyn Store>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStore::open(dir.path().join("smartpkg.db")).expect("open");
-        eprintln!("conformance case: {}", case.name);
-        (case.run)(std::sync::Arc::new(store)).await;
+        (dir, Arc::new(store))
     }
+
+    crate::conformance_tests!(fresh);
 }
