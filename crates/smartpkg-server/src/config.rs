@@ -206,7 +206,7 @@ impl Default for Settings {
             owner_attempts_per_client: 30,
             owner_lockout_s: 900,
             max_connections: 4096,
-            max_connections_per_client: 64,
+            max_connections_per_client: 256,
             body_read_timeout_ms: 10_000,
             body_min_bytes_per_s: 16 << 10,
             header_read_timeout_ms: 10_000,
