@@ -161,8 +161,12 @@ struct Conn {
     client: IpAddr,
     epoch: Instant,
     phase: AtomicU8,
+    /// Milliseconds since `epoch` when the phase began.
+    phase_since_ms: AtomicU64,
     /// Milliseconds since `epoch` of the last byte read or written.
     last_io_ms: AtomicU64,
+    /// Milliseconds since `epoch` of the last byte written (an answer going out).
+    last_write_ms: AtomicU64,
     /// Body bytes read of the request in hand.
     body_bytes: AtomicU64,
     chosen: AtomicBool,
@@ -170,9 +174,18 @@ struct Conn {
 }
 
 impl Conn {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
     fn touch(&self) {
-        self.last_io_ms
-            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_io_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn wrote(&self) {
+        let now = self.now_ms();
+        self.last_io_ms.store(now, Ordering::Relaxed);
+        self.last_write_ms.store(now, Ordering::Relaxed);
     }
 
     fn phase(&self) -> u8 {
@@ -181,13 +194,37 @@ impl Conn {
 
     fn set_phase(&self, phase: u8) {
         self.phase.store(phase, Ordering::Relaxed);
+        self.phase_since_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
-    /// Waiting on its client (for a head, or a body) for at least [`STALLED`].
-    fn stalled(&self, now_ms: u64) -> bool {
-        self.phase() != WORKING
-            && now_ms.saturating_sub(self.last_io_ms.load(Ordering::Relaxed))
-                >= STALLED.as_millis() as u64
+    /// Since when (milliseconds since `epoch`) the connection has been stalled on its client,
+    /// if it has been for at least [`STALLED`]:
+    /// - waiting for a head (a new connection, or a kept-alive one between requests) with no
+    ///   answer going out: a real client sends its head in one piece, so one that trickles
+    ///   in byte by byte counts as stalled too;
+    /// - reading a body that nothing arrived of lately, or that is behind the minimum rate
+    ///   since it began (a trickle);
+    /// - never while a request is being handled.
+    fn stalled_since(&self, now_ms: u64, min_rate: u64) -> Option<u64> {
+        let stall = STALLED.as_millis() as u64;
+        let since = self.phase_since_ms.load(Ordering::Relaxed);
+        let in_phase = now_ms.saturating_sub(since);
+        match self.phase() {
+            WAITING => {
+                let waiting = since.max(self.last_write_ms.load(Ordering::Relaxed));
+                (now_ms.saturating_sub(waiting) >= stall).then_some(waiting)
+            }
+            READING => {
+                let last = self.last_io_ms.load(Ordering::Relaxed);
+                let quiet = now_ms.saturating_sub(last) >= stall;
+                let behind = min_rate > 0
+                    && in_phase >= stall
+                    && self.body_bytes.load(Ordering::Relaxed).saturating_mul(1000)
+                        < in_phase.saturating_mul(min_rate);
+                (quiet || behind).then_some(if quiet { last } else { since })
+            }
+            _ => None,
+        }
     }
 
     /// Resolves once the request body in hand falls behind the minimum rate: `grace`, plus
@@ -220,6 +257,8 @@ impl Conn {
 /// connection to close when room is needed.
 struct Tracker {
     epoch: Instant,
+    /// The bodies' minimum rate (bytes a second), to tell a trickling body.
+    min_rate: u64,
     inner: Mutex<TrackerInner>,
 }
 
@@ -250,9 +289,10 @@ impl Drop for Registered {
 }
 
 impl Tracker {
-    fn new() -> Self {
+    fn new(min_rate: u64) -> Self {
         Tracker {
             epoch: Instant::now(),
+            min_rate,
             inner: Mutex::new(TrackerInner::default()),
         }
     }
@@ -277,12 +317,15 @@ impl Tracker {
             client,
             epoch: self.epoch,
             phase: AtomicU8::new(WAITING),
+            phase_since_ms: AtomicU64::new(0),
             last_io_ms: AtomicU64::new(0),
+            last_write_ms: AtomicU64::new(0),
             body_bytes: AtomicU64::new(0),
             chosen: AtomicBool::new(false),
             close: Notify::new(),
         });
         conn.touch();
+        conn.set_phase(WAITING);
         inner.conns.insert(conn.id, conn.clone());
         *inner.per_client.entry(client).or_insert(0) += 1;
         Some(Registered {
@@ -295,15 +338,16 @@ impl Tracker {
     /// those that have waited on their client the longest first; how many it closed.
     fn close_stalled(&self, inner: &TrackerInner, client: Option<IpAddr>, n: usize) -> usize {
         let now_ms = self.epoch.elapsed().as_millis() as u64;
-        let mut victims: Vec<&Arc<Conn>> = inner
+        let mut victims: Vec<(u64, &Arc<Conn>)> = inner
             .conns
             .values()
             .filter(|c| client.is_none_or(|k| c.client == k))
-            .filter(|c| !c.chosen.load(Ordering::Relaxed) && c.stalled(now_ms))
+            .filter(|c| !c.chosen.load(Ordering::Relaxed))
+            .filter_map(|c| c.stalled_since(now_ms, self.min_rate).map(|t| (t, c)))
             .collect();
-        victims.sort_by_key(|c| c.last_io_ms.load(Ordering::Relaxed));
+        victims.sort_by_key(|(since, _)| *since);
         victims.truncate(n);
-        for c in &victims {
+        for (_, c) in &victims {
             c.chosen.store(true, Ordering::Relaxed);
             c.close.notify_one();
         }
@@ -441,6 +485,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
         match Pin::new(&mut this.inner).poll_write(cx, buf) {
             Poll::Ready(r) => {
                 this.progressed();
+                this.conn.wrote();
                 Poll::Ready(r)
             }
             Poll::Pending if this.expired(cx) => Poll::Ready(Err(timed_out())),
@@ -476,7 +521,7 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     // Fewer free slots than this and each new connection makes room (module docs).
     let headroom = (limits.max_connections / 8).max(1);
-    let tracker = Arc::new(Tracker::new());
+    let tracker = Arc::new(Tracker::new(limits.body_min_rate));
     let graceful = GracefulShutdown::new();
     let acceptor = tls.map(TlsAcceptor::from);
     let mut connections = JoinSet::new();

@@ -174,9 +174,27 @@ async fn a_full_house_of_stalled_clients_makes_room_for_a_new_one_within_a_secon
     })
     .await;
     let addr = app.base.trim_start_matches("http://").to_string();
-    for (wave, body) in [(1u8, false), (2, true), (3, false)] {
-        // Sixty stalled clients for 32 slots, each from an address of its own.
-        let _stalled = crowd(&addr, 60, wave, body).await;
+    for (wave, body, trickle) in [
+        (1u8, false, false),
+        (2, true, false),
+        (3, false, false),
+        (4, false, true),
+        (5, true, true),
+    ] {
+        // Sixty stalled clients for 32 slots, each from an address of its own; waves 4 and 5
+        // keep sending a byte every 200 ms (a head, or a body, that never ends).
+        let stalled = crowd(&addr, 60, wave, body).await;
+        let _trickling = trickle.then(|| {
+            tokio::spawn(async move {
+                let mut stalled = stalled;
+                loop {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    for s in &mut stalled {
+                        let _ = s.write_all(b"x").await;
+                    }
+                }
+            })
+        });
         let start = Instant::now();
         assert!(
             healthz(&app.base, Duration::from_secs(5)).await,
@@ -185,9 +203,12 @@ async fn a_full_house_of_stalled_clients_makes_room_for_a_new_one_within_a_secon
         let waited = start.elapsed();
         assert!(
             waited < Duration::from_millis(1500),
-            "wave {wave} (stalled {}): /healthz waited {waited:?}",
+            "wave {wave} (stalled {}, trickling: {trickle}): /healthz waited {waited:?}",
             if body { "bodies" } else { "heads" }
         );
+        if let Some(t) = _trickling {
+            t.abort();
+        }
     }
     app.stop().await;
 }
