@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+
 use smartpkg_core::archive;
 use smartpkg_store::{App, AppPatch, NewTemplate, Tp, TpPatch};
 
@@ -453,17 +453,26 @@ async fn intake(
     Ok((t, manifest))
 }
 
-/// The answer to an archive upload: what was created (ids, version, description) plus
-/// what the archive turned out to hold.
-fn archive_answer(
-    mut created: Value,
-    new_sha: String,
-    manifest: &archive::TemplateManifest,
-) -> (StatusCode, Json<Value>) {
-    created["blob_sha256"] = json!(new_sha);
-    created["pages"] = json!(manifest.pages);
-    created["file_count"] = json!(manifest.files.len());
-    (StatusCode::CREATED, Json(created))
+/// The answer to an archive upload: what was created (ids, version, description) plus what
+/// the archive turned out to hold.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ArchiveUploaded {
+    /// The template made from the draft (template uploads only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    template_id: Option<i64>,
+    draft_id: i64,
+    user_version: String,
+    user_desc: String,
+    /// The SHA-256 of the archive, which names its blob.
+    blob_sha256: String,
+    /// The pages `app.json` declares.
+    pages: Vec<String>,
+    /// How many files the archive holds.
+    file_count: usize,
+}
+
+fn archive_answer(uploaded: ArchiveUploaded) -> (StatusCode, Json<ArchiveUploaded>) {
+    (StatusCode::CREATED, Json(uploaded))
 }
 
 #[utoipa::path(
@@ -473,7 +482,7 @@ fn archive_answer(
     summary = "Upload a template zip: a draft and a template from it",
     params(("tp_id" = i64, Path), ("user_version" = String, Query), ("user_desc" = String, Query)),
     request_body(content = Vec<u8>, content_type = "application/zip", description = "the template's zip archive"),
-    responses((status = 201, description = "{template_id, draft_id, sha256, files, pages}"), (status = 400, description = "not a template archive"), (status = 404, description = "no such third party"), (status = 413, description = "larger than the limit"), (status = 415, description = "not application/zip"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+    responses((status = 201, description = "the template and its draft, with what the archive holds", body = ArchiveUploaded), (status = 400, description = "not a template archive"), (status = 404, description = "no such third party"), (status = 413, description = "larger than the limit"), (status = 415, description = "not application/zip"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
 )]
 /// `POST /tps/{tp_id}/templates?user_version=&user_desc=` with the zip as the raw body: a
 /// draft and a template from it in one step (the operator contract).
@@ -482,13 +491,19 @@ pub async fn upload_template(
     Path(tp_id): Path<i64>,
     Query(q): Query<HashMap<String, String>>,
     req: Request,
-) -> AdminResult<(StatusCode, Json<Value>)> {
+) -> AdminResult<(StatusCode, Json<ArchiveUploaded>)> {
     let (new, manifest) = intake(&state, tp_id, &q, req).await?;
     let sha = new.blob_sha256.clone();
     let t = state.store.create_template(new, clock::now_ms()).await?;
-    let created = json!({"template_id": t.template_id, "draft_id": t.draft_id,
-        "user_version": t.user_version, "user_desc": t.user_desc});
-    Ok(archive_answer(created, sha, &manifest))
+    Ok(archive_answer(ArchiveUploaded {
+        template_id: Some(t.template_id),
+        draft_id: t.draft_id,
+        user_version: t.user_version,
+        user_desc: t.user_desc,
+        blob_sha256: sha,
+        pages: manifest.pages,
+        file_count: manifest.files.len(),
+    }))
 }
 
 #[utoipa::path(
@@ -498,7 +513,7 @@ pub async fn upload_template(
     summary = "Upload a template zip as a draft only",
     params(("tp_id" = i64, Path), ("user_version" = String, Query), ("user_desc" = String, Query)),
     request_body(content = Vec<u8>, content_type = "application/zip", description = "the template's zip archive"),
-    responses((status = 201, description = "{draft_id, user_version, user_desc, sha256, files, pages}"), (status = 400, description = "not a template archive"), (status = 404, description = "no such third party"), (status = 413, description = "larger than the limit"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+    responses((status = 201, description = "the draft, with what the archive holds", body = ArchiveUploaded), (status = 400, description = "not a template archive"), (status = 404, description = "no such third party"), (status = 413, description = "larger than the limit"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
 )]
 /// `POST /tps/{tp_id}/drafts?user_version=&user_desc=`: a draft only; the third party turns
 /// it into a template with `addtotemplate`.
@@ -507,19 +522,34 @@ pub async fn upload_draft(
     Path(tp_id): Path<i64>,
     Query(q): Query<HashMap<String, String>>,
     req: Request,
-) -> AdminResult<(StatusCode, Json<Value>)> {
+) -> AdminResult<(StatusCode, Json<ArchiveUploaded>)> {
     let (new, manifest) = intake(&state, tp_id, &q, req).await?;
     let sha = new.blob_sha256.clone();
     let d = state.store.create_draft(new, clock::now_ms()).await?;
-    let created = json!({"draft_id": d.draft_id, "user_version": d.user_version,
-        "user_desc": d.user_desc});
-    Ok(archive_answer(created, sha, &manifest))
+    Ok(archive_answer(ArchiveUploaded {
+        template_id: None,
+        draft_id: d.draft_id,
+        user_version: d.user_version,
+        user_desc: d.user_desc,
+        blob_sha256: sha,
+        pages: manifest.pages,
+        file_count: manifest.files.len(),
+    }))
 }
 
 #[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeBody {
     app_id: i64,
+}
+
+/// A new authorization's tokens, shown this once.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Authorized {
+    access_token: String,
+    refresh_token: String,
+    /// Seconds the access token lives.
+    expires_in: u64,
 }
 
 #[utoipa::path(
@@ -529,20 +559,21 @@ pub struct AuthorizeBody {
     summary = "Authorize a mini program to the third party and mint its tokens",
     params(("tp_id" = i64, Path)),
     request_body = AuthorizeBody,
-    responses((status = 201, description = "{access_token, refresh_token, expires_in}"), (status = 404, description = "no such third party or mini program"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+    responses((status = 201, description = "the mini program's tokens (shown once)", body = Authorized), (status = 404, description = "no such third party or mini program"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
 )]
 pub async fn authorize(
     State(state): State<AppState>,
     Path(tp_id): Path<i64>,
     Body(b): Body<AuthorizeBody>,
-) -> AdminResult<(StatusCode, Json<Value>)> {
+) -> AdminResult<(StatusCode, Json<Authorized>)> {
     let g = crate::application::authorize(&state, tp_id, b.app_id).await?;
     Ok((
         StatusCode::CREATED,
-        Json(
-            json!({"access_token": g.access_token, "refresh_token": g.refresh_token,
-            "expires_in": g.expires_in}),
-        ),
+        Json(Authorized {
+            access_token: g.access_token,
+            refresh_token: g.refresh_token,
+            expires_in: g.expires_in,
+        }),
     ))
 }
 

@@ -444,3 +444,126 @@ async fn the_openapi_description_is_generated_from_the_served_admin_routes() {
     );
     app.stop().await;
 }
+
+/// Every object schema of `v` closed (`additionalProperties: false`): an answer with a field
+/// the schema does not declare fails, so a drift either way is caught.
+fn closed(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            if m.get("type") == Some(&json!("object")) && m.contains_key("properties") {
+                m.entry("additionalProperties").or_insert(json!(false));
+            }
+            for x in m.values_mut() {
+                closed(x);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(closed),
+        _ => {}
+    }
+}
+
+/// Where `answer` departs from the schema the served OpenAPI document gives `method path`
+/// for `status` (its `$ref`s resolved within the document's components).
+fn schema_errors(
+    doc: &serde_json::Value,
+    method: &str,
+    path: &str,
+    status: u16,
+    answer: &serde_json::Value,
+) -> Vec<String> {
+    let response = &doc["paths"][path][method]["responses"][status.to_string()];
+    let schema = &response["content"]["application/json"]["schema"];
+    assert!(
+        schema.is_object(),
+        "{method} {path} declares no body for {status}: {response}"
+    );
+    let mut components = doc["components"].clone();
+    closed(&mut components);
+    let mut root = schema.clone();
+    root["components"] = components;
+    let validator = jsonschema::validator_for(&root).expect("a valid schema");
+    validator
+        .iter_errors(answer)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect()
+}
+
+fn check_against_served_schema(
+    doc: &serde_json::Value,
+    method: &str,
+    path: &str,
+    status: u16,
+    answer: &serde_json::Value,
+) {
+    let errors = schema_errors(doc, method, path, status, answer);
+    assert!(
+        errors.is_empty(),
+        "{method} {path} answered outside its schema: {errors:?}\n{answer}"
+    );
+}
+
+#[tokio::test]
+async fn typed_admin_answers_match_the_schemas_the_server_serves() {
+    let app = spawn_app().await;
+    let doc: serde_json::Value = app
+        .client
+        .get(format!("{}/openapi/admin-v1.json", app.base))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    let zip = smartpkg_core::archive::sample_template(&["pages/index/index"]).expect("zip");
+    let (st, t) = app.upload_template_bytes(app.tp_id, zip.clone()).await;
+    assert_eq!(st, StatusCode::CREATED, "{t}");
+    check_against_served_schema(&doc, "post", "/tps/{tp_id}/templates", 201, &t);
+    let r = app
+        .client
+        .post(format!(
+            "{}/admin/v1/tps/{}/drafts?user_version=2&user_desc=d",
+            app.base, app.tp_id
+        ))
+        .bearer_auth(&app.admin)
+        .header("content-type", "application/zip")
+        .body(zip)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let d: serde_json::Value = r.json().await.expect("json");
+    check_against_served_schema(&doc, "post", "/tps/{tp_id}/drafts", 201, &d);
+    let (app_id, _) = {
+        let (st, a) = app
+            .admin_post("/apps", json!({"name": "schema shop"}))
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{a}");
+        (a["app_id"].as_i64().expect("id"), a)
+    };
+    let (st, g) = app
+        .admin_post(
+            &format!("/tps/{}/authorizations", app.tp_id),
+            json!({"app_id": app_id}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{g}");
+    check_against_served_schema(&doc, "post", "/tps/{tp_id}/authorizations", 201, &g);
+    // Errors too: the 401 every operation declares.
+    let r = app
+        .client
+        .get(format!("{}/admin/v1/packages", app.base))
+        .send()
+        .await
+        .expect("request");
+    let e: serde_json::Value = r.json().await.expect("json");
+    check_against_served_schema(&doc, "get", "/packages", 401, &e);
+    // The check can fail: the answer the docs once described is refused.
+    let mut drifted = t.clone();
+    drifted["sha256"] = drifted["blob_sha256"].take();
+    let errors = schema_errors(&doc, "post", "/tps/{tp_id}/templates", 201, &drifted);
+    assert!(
+        errors.iter().any(|e| e.contains("sha256")),
+        "a drifted answer passed: {errors:?}"
+    );
+    app.stop().await;
+}
