@@ -793,6 +793,10 @@ async fn a_tenant_uploading_as_fast_as_it_may_cannot_grow_the_database_past_its_
         "{refused_app} {refused_tp}"
     );
     let grown = database_bytes(&app).await.saturating_sub(before);
+    eprintln!(
+        "{i} rounds: {accepted} bytes accepted, {refused_app} refused by the app budget, \
+         {refused_tp} by the third party's; the database grew by {grown} bytes"
+    );
     assert!(
         grown <= 16 * MIB,
         "the database grew by {grown} bytes over {i} rounds of uploads"
