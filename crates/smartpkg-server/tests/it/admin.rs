@@ -377,15 +377,7 @@ async fn every_answer_carries_a_request_id_and_keeps_a_sane_one_given() {
 #[tokio::test]
 async fn the_openapi_description_is_generated_from_the_served_admin_routes() {
     let app = spawn_app().await;
-    let doc: serde_json::Value = app
-        .client
-        .get(format!("{}/openapi/admin-v1.json", app.base))
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
+    let doc = served_openapi(&app).await;
     assert!(
         doc["openapi"]
             .as_str()
@@ -443,6 +435,18 @@ async fn the_openapi_description_is_generated_from_the_served_admin_routes() {
         "{schema}"
     );
     app.stop().await;
+}
+
+/// The OpenAPI document the server serves.
+async fn served_openapi(app: &crate::helpers::TestApp) -> serde_json::Value {
+    app.client
+        .get(format!("{}/openapi/admin-v1.json", app.base))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json")
 }
 
 /// Every object schema of `v` closed (`additionalProperties: false`): an answer with a field
@@ -505,15 +509,7 @@ fn check_against_served_schema(
 #[tokio::test]
 async fn typed_admin_answers_match_the_schemas_the_server_serves() {
     let app = spawn_app().await;
-    let doc: serde_json::Value = app
-        .client
-        .get(format!("{}/openapi/admin-v1.json", app.base))
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
+    let doc = served_openapi(&app).await;
     let zip = smartpkg_core::archive::sample_template(&["pages/index/index"]).expect("zip");
     let (st, t) = app.upload_template_bytes(app.tp_id, zip.clone()).await;
     assert_eq!(st, StatusCode::CREATED, "{t}");

@@ -30,6 +30,22 @@ async fn hanging_target() -> (String, Arc<Mutex<Vec<tokio::net::TcpStream>>>) {
     (url, held)
 }
 
+/// `n` third parties whose authorization-event receiver accepts and never answers (their
+/// ticket pushes hang); the connections held.
+async fn hanging_third_parties(app: &TestApp, n: usize) -> Arc<Mutex<Vec<tokio::net::TcpStream>>> {
+    let (hang_url, held) = hanging_target().await;
+    for i in 0..n {
+        let (st, v) = app
+            .admin_post(
+                "/tps",
+                json!({"name": format!("slow {i}"), "auth_event_url": hang_url}),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+    }
+    held
+}
+
 async fn receiver_for(
     app: &TestApp,
     tp_id: i64,
@@ -69,16 +85,7 @@ async fn forty_hanging_receivers_delay_neither_a_healthy_third_party_nor_a_build
     // yet answered shares the failing half of the lane, here 8 slots, with the 40).
     let healthy = receiver_for(&app, app.tp_id, "auth_event_url", |_| Answer::Success).await;
     healthy.wait_for(1, Duration::from_secs(10)).await;
-    let (hang_url, _held) = hanging_target().await;
-    for i in 0..40 {
-        let (st, v) = app
-            .admin_post(
-                "/tps",
-                json!({"name": format!("slow {i}"), "auth_event_url": hang_url}),
-            )
-            .await;
-        assert_eq!(st, 201, "{v}");
-    }
+    let _held = hanging_third_parties(&app, 40).await;
     // Let the hanging targets fill every delivery slot first.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let before = healthy.received().len();
@@ -133,16 +140,7 @@ async fn healthy_push_latency_beside(hanging: usize, proven: bool) -> Duration {
         pushed += 1;
         r.wait_for(pushed, Duration::from_secs(10)).await;
     }
-    let (hang_url, held) = hanging_target().await;
-    for i in 0..hanging {
-        let (st, v) = app
-            .admin_post(
-                "/tps",
-                json!({"name": format!("slow {i}"), "auth_event_url": hang_url}),
-            )
-            .await;
-        assert_eq!(st, 201, "{v}");
-    }
+    let held = hanging_third_parties(&app, hanging).await;
     // A ticket a second each: let several pile up per hanging receiver, and their attempts
     // take what slots they can.
     tokio::time::sleep(Duration::from_secs(5)).await;

@@ -188,44 +188,29 @@ impl StateFile {
                  FROM apps WHERE app_id = ?1",
                 params![app_id],
                 |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                    ))
+                    let step: String = r.get(0)?;
+                    let step = Step::parse(&step).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            0,
+                            rusqlite::types::Type::Text,
+                            e.into(),
+                        )
+                    })?;
+                    Ok(AppState {
+                        app_id,
+                        step,
+                        package_id: r.get(1)?,
+                        errno: r.get(2)?,
+                        reason: r.get(3)?,
+                        access_token: r.get(4)?,
+                        refresh_token: r.get(5)?,
+                        token_app_id: r.get(6)?,
+                        given: r.get(7)?,
+                    })
                 },
             )
             .optional()?;
-        row.map(
-            |(
-                step,
-                package_id,
-                errno,
-                reason,
-                access_token,
-                refresh_token,
-                token_app_id,
-                given,
-            )| {
-                Ok(AppState {
-                    app_id,
-                    step: Step::parse(&step)?,
-                    package_id,
-                    errno,
-                    reason,
-                    access_token,
-                    refresh_token,
-                    token_app_id,
-                    given,
-                })
-            },
-        )
-        .transpose()
+        Ok(row)
     }
 
     pub fn save(&self, s: &AppState) -> anyhow::Result<()> {
