@@ -145,7 +145,8 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
                 host_secret: Some(secret.clone()),
                 console_password: None,
             };
-            write_owner_only(&path, &serde_json::to_vec(&ids).map_err(err)?).map_err(err)?;
+            crate::secrets::write_owner_only(&path, &serde_json::to_vec(&ids).map_err(err)?)
+                .map_err(err)?;
             (key, secret)
         }
     };
@@ -171,7 +172,8 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
                 host_secret: Some(host_secret.clone()),
                 console_password: Some(password.clone()),
             };
-            write_owner_only(&path, &serde_json::to_vec(&ids).map_err(err)?).map_err(err)?;
+            crate::secrets::write_owner_only(&path, &serde_json::to_vec(&ids).map_err(err)?)
+                .map_err(err)?;
             password
         }
     };
@@ -354,22 +356,4 @@ async fn authorize(state: &AppState, tp_id: i64, app_id: i64) -> Result<String, 
         .await
         .map(|g| g.access_token)
         .map_err(|e| DemoError(e.to_string()))
-}
-
-/// Writes `demo.json` readable by its owner only, whatever the umask: it holds the demo host
-/// app's secret and the demo operator's password.
-fn write_owner_only(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        o.mode(0o600);
-        // A file of an earlier version keeps its mode on open: tighten it first.
-        if path.exists() {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        }
-    }
-    o.open(path)?.write_all(bytes)
 }

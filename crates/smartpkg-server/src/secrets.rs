@@ -59,17 +59,27 @@ pub fn admin_token(data_dir: &Path, configured: Option<&str>) -> std::io::Result
         Err(e) => return Err(e),
     }
     let token = random_alnum(40);
+    write_owner_only(&path, token.as_bytes())?;
+    Ok((token, true))
+}
+
+/// Writes `bytes` to `path` readable by its owner only (0600) whatever the umask, tightening
+/// a file an earlier version left wider, and syncs it: for files that hold secrets.
+pub fn write_owner_only(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         opts.mode(0o600);
+        // `mode` applies only to a file created now.
+        if path.exists() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
     }
-    let mut f = opts.open(&path)?;
-    f.write_all(token.as_bytes())?;
-    f.sync_all()?;
-    Ok((token, true))
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 #[cfg(test)]

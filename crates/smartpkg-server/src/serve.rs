@@ -443,7 +443,6 @@ impl<T> IdleIo<T> {
 
     fn progressed(&mut self) {
         self.deadline.as_mut().reset(Instant::now() + self.idle);
-        self.conn.touch();
     }
 
     /// After the inner stream said Pending: Ready(error) when the idle time is over (this
@@ -467,6 +466,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
                 this.progressed();
+                this.conn.touch();
                 Poll::Ready(r)
             }
             Poll::Pending if this.expired(cx) => Poll::Ready(Err(timed_out())),

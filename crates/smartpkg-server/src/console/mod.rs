@@ -236,35 +236,23 @@ impl Page {
 /// The status and the text a page shows for a refusal of the application layer. Storage
 /// failures say only whether to retry (the details are logged).
 pub fn refusal(e: OpError) -> (StatusCode, String) {
+    let e = match e {
+        OpError::Store(se) if !matches!(se, StoreError::NotFound(_)) => {
+            let (status, text) = store_failure(se);
+            return (status, text.to_string());
+        }
+        other => other,
+    };
     let status = match &e {
         OpError::Invalid(_) => StatusCode::BAD_REQUEST,
-        OpError::NotFound(_) => StatusCode::NOT_FOUND,
+        // The store's only error left here is its "not found".
+        OpError::NotFound(_) | OpError::Store(_) => StatusCode::NOT_FOUND,
         OpError::WrongState(_) | OpError::NameTaken(_) | OpError::SetUp | OpError::Refused(_) => {
             StatusCode::CONFLICT
         }
         OpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        OpError::Store(StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
-        OpError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
-        OpError::Store(StoreError::Unavailable(e)) => {
-            tracing::warn!(error = %e, "database unavailable");
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the database is unavailable; retry shortly".into(),
-            );
-        }
-        OpError::Store(other) => {
-            tracing::error!(error = %other, "storage failed");
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "storage failed; see the server log".into(),
-            );
-        }
     };
-    let text = match e {
-        OpError::Store(StoreError::Conflict(m)) => m.to_string(),
-        other => other.to_string(),
-    };
-    (status, text)
+    (status, e.to_string())
 }
 
 impl IntoResponse for Page {
@@ -279,27 +267,29 @@ impl IntoResponse for Page {
 
 /// A storage failure while serving a page: 503 when the database is away, 500 otherwise.
 pub fn store_failed(e: StoreError) -> Page {
+    let (status, text) = store_failure(e);
+    Page::Html(
+        status,
+        format!("<!doctype html><meta charset=\"utf-8\"><title>Error</title><p>{text}</p>"),
+    )
+}
+
+/// A storage failure's status and what a page says of it (the details go to the log).
+fn store_failure(e: StoreError) -> (StatusCode, &'static str) {
     let unavailable = matches!(e, StoreError::Unavailable(_) | StoreError::Conflict(_));
     if unavailable {
         tracing::warn!(error = %e, "console: database unavailable");
-    } else {
-        tracing::error!(error = %e, "console: storage failed");
-    }
-    let (status, text) = if unavailable {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "The database is unavailable; try again shortly.",
         )
     } else {
+        tracing::error!(error = %e, "console: storage failed");
         (
             StatusCode::INTERNAL_SERVER_ERROR,
             "Storage failed; see the server log.",
         )
-    };
-    Page::Html(
-        status,
-        format!("<!doctype html><meta charset=\"utf-8\"><title>Error</title><p>{text}</p>"),
-    )
+    }
 }
 
 pub type PageResult = Result<Page, Page>;

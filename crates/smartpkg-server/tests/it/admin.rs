@@ -514,20 +514,8 @@ async fn typed_admin_answers_match_the_schemas_the_server_serves() {
     let (st, t) = app.upload_template_bytes(app.tp_id, zip.clone()).await;
     assert_eq!(st, StatusCode::CREATED, "{t}");
     check_against_served_schema(&doc, "post", "/tps/{tp_id}/templates", 201, &t);
-    let r = app
-        .client
-        .post(format!(
-            "{}/admin/v1/tps/{}/drafts?user_version=2&user_desc=d",
-            app.base, app.tp_id
-        ))
-        .bearer_auth(&app.admin)
-        .header("content-type", "application/zip")
-        .body(zip)
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let d: serde_json::Value = r.json().await.expect("json");
+    let (st, d) = app.upload_draft_bytes(app.tp_id, "2", zip).await;
+    assert_eq!(st, StatusCode::CREATED, "{d}");
     check_against_served_schema(&doc, "post", "/tps/{tp_id}/drafts", 201, &d);
     let (app_id, _) = {
         let (st, a) = app

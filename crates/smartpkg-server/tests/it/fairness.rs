@@ -149,14 +149,7 @@ async fn healthy_push_latency_beside(hanging: usize, proven: bool) -> Duration {
         in_flight >= hanging.min(40),
         "the hanging receivers hold only {in_flight} connections"
     );
-    let id = app.built("1.0.0").await;
-    let v = app
-        .call(
-            "submitaudit",
-            &[("package_id", &id.to_string()), ("content", "c")],
-        )
-        .await;
-    assert_eq!(v["errno"], 0, "{v}");
+    let id = submitted(&app, "1.0.0").await;
     let start = Instant::now();
     app.decide(id, true, "").await;
     pushed += 1;
@@ -189,8 +182,8 @@ async fn targets(app: &TestApp) -> Vec<Value> {
     v["push_targets"].as_array().cloned().unwrap_or_default()
 }
 
-/// Uploads, builds, submits and passes one version: an audit result push to the TP.
-async fn audit_event(app: &TestApp, version: &str) -> i64 {
+/// Uploads, builds and submits one version; its package id.
+async fn submitted(app: &TestApp, version: &str) -> i64 {
     let id = app.built(version).await;
     let v = app
         .call(
@@ -199,6 +192,12 @@ async fn audit_event(app: &TestApp, version: &str) -> i64 {
         )
         .await;
     assert_eq!(v["errno"], 0, "{v}");
+    id
+}
+
+/// Uploads, builds, submits and passes one version: an audit result push to the TP.
+async fn audit_event(app: &TestApp, version: &str) -> i64 {
+    let id = submitted(app, version).await;
     app.decide(id, true, "").await;
     id
 }

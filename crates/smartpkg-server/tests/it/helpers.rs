@@ -142,12 +142,32 @@ impl TestApp {
     }
 
     pub async fn upload_template_bytes(&self, tp_id: i64, zip: Vec<u8>) -> (StatusCode, Value) {
+        self.upload_archive(
+            &format!("/tps/{tp_id}/templates?user_version=1.0.0&user_desc=t"),
+            zip,
+        )
+        .await
+    }
+
+    /// Uploads a template zip as a draft only, at `version`.
+    pub async fn upload_draft_bytes(
+        &self,
+        tp_id: i64,
+        version: &str,
+        zip: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        self.upload_archive(
+            &format!("/tps/{tp_id}/drafts?user_version={version}&user_desc=d"),
+            zip,
+        )
+        .await
+    }
+
+    /// Posts a zip to an admin archive route (`path` below `/admin/v1`).
+    async fn upload_archive(&self, path: &str, zip: Vec<u8>) -> (StatusCode, Value) {
         let resp = self
             .client
-            .post(format!(
-                "{}/admin/v1/tps/{tp_id}/templates?user_version=1.0.0&user_desc=t",
-                self.base
-            ))
+            .post(format!("{}/admin/v1{path}", self.base))
             .bearer_auth(&self.admin)
             .header("content-type", "application/zip")
             .body(zip)

@@ -168,20 +168,8 @@ async fn library(app: &TestApp, token: &str, endpoint: &str, params: &[(&str, &s
 
 async fn draft(app: &TestApp, version: &str) -> i64 {
     let zip = smartpkg_core::archive::sample_template(&["pages/index/index"]).expect("zip");
-    let resp = app
-        .client
-        .post(format!(
-            "{}/admin/v1/tps/{}/drafts?user_version={version}&user_desc=d",
-            app.base, app.tp_id
-        ))
-        .bearer_auth(&app.admin)
-        .header("content-type", "application/zip")
-        .body(zip)
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(resp.status(), 201);
-    let v: Value = resp.json().await.expect("json");
+    let (st, v) = app.upload_draft_bytes(app.tp_id, version, zip).await;
+    assert_eq!(st, 201, "{v}");
     v["draft_id"].as_i64().expect("draft_id")
 }
 

@@ -45,6 +45,28 @@ pub struct Engine {
     verdict_news: Notify,
 }
 
+/// Retries of transient failures for up to the plan's `retry_for_s`, each told, 200 ms
+/// doubling up to `poll_max_ms`.
+struct Backoff {
+    started: Instant,
+    limit: Duration,
+    wait: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    /// Whether `e` may be tried again now (for `writes`, only when nothing can have happened).
+    fn may_retry(&self, e: &ClientError, writes: bool) -> bool {
+        e.may_retry(writes) && self.started.elapsed() < self.limit
+    }
+
+    async fn wait(&mut self, engine: &Engine, app_id: i64, e: &ClientError) {
+        engine.progress.note_retry(app_id, e);
+        tokio::time::sleep(self.wait).await;
+        self.wait = (self.wait * 2).min(self.max);
+    }
+}
+
 /// Why a step could not go on.
 enum Stop {
     /// A refusal or failure that ends this mini program's rollout.
@@ -116,6 +138,15 @@ impl Engine {
             quota_stopped_until: Mutex::new(None),
             verdicts: Mutex::new(HashMap::new()),
             verdict_news: Notify::new(),
+        }
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            started: Instant::now(),
+            limit: Duration::from_secs(self.plan.retry_for_s),
+            wait: Duration::from_millis(200),
+            max: Duration::from_millis(self.plan.poll_max_ms.max(200)),
         }
     }
 
@@ -335,20 +366,14 @@ impl Engine {
         };
         // A read: retried on transient failures like any other (a restarting server must not
         // turn into a refused entry).
-        let started = Instant::now();
-        let limit = Duration::from_secs(self.plan.retry_for_s);
-        let mut wait = Duration::from_millis(200);
+        let mut backoff = self.backoff();
         let info = loop {
             let result = {
                 let _p = self.permits.acquire().await;
                 self.client.app_info(&token).await
             };
             match result {
-                Err(e) if e.may_retry(false) && started.elapsed() < limit => {
-                    self.progress.note_retry(s.app_id, &e);
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_millis(self.plan.poll_max_ms.max(200)));
-                }
+                Err(e) if backoff.may_retry(&e, false) => backoff.wait(self, s.app_id, &e).await,
                 other => break other,
             }
         };
@@ -385,10 +410,8 @@ impl Engine {
         F: Fn(Client, String) -> Fut,
         Fut: std::future::Future<Output = Result<T, ClientError>>,
     {
-        let started = Instant::now();
-        let limit = Duration::from_secs(self.plan.retry_for_s);
+        let mut backoff = self.backoff();
         let mut refreshed = false;
-        let mut wait = Duration::from_millis(200);
         loop {
             let result = match self.token(s).await? {
                 Ok(token) => {
@@ -402,11 +425,7 @@ impl Engine {
                     refreshed = true;
                     s.access_token = None;
                 }
-                Err(e) if e.may_retry(writes) && started.elapsed() < limit => {
-                    self.progress.note_retry(s.app_id, &e);
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_millis(self.plan.poll_max_ms.max(200)));
-                }
+                Err(e) if backoff.may_retry(&e, writes) => backoff.wait(self, s.app_id, &e).await,
                 other => return Ok(other),
             }
         }
