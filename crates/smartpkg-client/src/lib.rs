@@ -79,11 +79,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 pub use smartpkg_types as types;
 use smartpkg_types::{
-    AddToTemplateRequest, AddedTemplate, AppDomains, AppInfo, AppTokens, AuditQuota,
-    AuthorizationCode, BaiduResponse, DelTemplateRequest, DeletedTemplate, DraftList, Errno,
-    GetDetailRequest, GrayReleaseRequest, HistoryVersion, ModifyDomainRequest,
-    ModifyWebviewDomainRequest, NoData, OAuthError, OAuthGrant, PackageIdRequest, PackageInfo,
-    PageRequest, PreAuthCode, QrCodeRequest, RetrieveCodeRequest, RollbackToRequest,
+    call, endpoint, AddToTemplateRequest, AddedTemplate, AppDomains, AppInfo, AppTokens,
+    AuditQuota, AuthorizationCode, BaiduResponse, DelTemplateRequest, DeletedTemplate, DraftList,
+    Endpoint, Errno, GetDetailRequest, GrayReleaseRequest, HistoryVersion, ModifyDomainRequest,
+    ModifyWebviewDomainRequest, NoData, NoParams, OAuthError, OAuthGrant, PackageIdRequest,
+    PackageInfo, PageRequest, PreAuthCode, QrCodeRequest, RetrieveCodeRequest, RollbackToRequest,
     SetSupportVersionRequest, SubmitAuditRequest, SupportVersions, TemplateList, TpDomains,
     TpToken, TpTokenRequest, UploadRequest,
 };
@@ -386,24 +386,19 @@ impl Client {
         .await
     }
 
-    async fn write<B: Serialize, T: DeserializeOwned>(
-        &self,
-        path: &'static str,
-        token: &str,
-        params: &B,
-    ) -> Result<T, ClientError> {
-        self.call(Method::POST, path, token, Params::Form(params))
-            .await
-    }
-
-    async fn read<B: Serialize, T: DeserializeOwned>(
-        &self,
-        path: &'static str,
-        token: &str,
-        params: &B,
-    ) -> Result<T, ClientError> {
-        self.call(Method::GET, path, token, Params::Query(params))
-            .await
+    /// One declared call: its path, method and types come from its declaration, which the
+    /// server's router is built from too.
+    async fn at<E: Endpoint>(&self, token: &str, req: &E::Request) -> Result<E::Data, ClientError> {
+        match E::METHOD {
+            endpoint::Method::Post => {
+                self.call(Method::POST, E::PATH, token, Params::Form(req))
+                    .await
+            }
+            endpoint::Method::Get => {
+                self.call(Method::GET, E::PATH, token, Params::Query(req))
+                    .await
+            }
+        }
     }
 
     // --- packages (a mini program's access token) ---
@@ -411,9 +406,7 @@ impl Client {
     /// Builds a package from a template and `ext_json`; it shows in [`Client::get`] as
     /// uploading, then development (or upload failed, with the build's errno).
     pub async fn upload(&self, app_token: &str, req: &UploadRequest) -> Result<(), ClientError> {
-        self.write::<_, NoData>("/rest/2.0/smartapp/package/upload", app_token, req)
-            .await
-            .map(drop)
+        self.at::<call::Upload>(app_token, req).await.map(drop)
     }
 
     pub async fn submit_audit(
@@ -421,45 +414,30 @@ impl Client {
         app_token: &str,
         req: &SubmitAuditRequest,
     ) -> Result<(), ClientError> {
-        self.write::<_, NoData>("/rest/2.0/smartapp/package/submitaudit", app_token, req)
+        self.at::<call::SubmitAudit>(app_token, req).await.map(drop)
+    }
+
+    pub async fn release(&self, app_token: &str, package_id: i64) -> Result<(), ClientError> {
+        self.at::<call::Release>(app_token, &PackageIdRequest { package_id })
             .await
             .map(drop)
     }
 
-    pub async fn release(&self, app_token: &str, package_id: i64) -> Result<(), ClientError> {
-        self.write::<_, NoData>(
-            "/rest/2.0/smartapp/package/release",
-            app_token,
-            &PackageIdRequest { package_id },
-        )
-        .await
-        .map(drop)
-    }
-
     pub async fn rollback(&self, app_token: &str, package_id: i64) -> Result<(), ClientError> {
-        self.write::<_, NoData>(
-            "/rest/2.0/smartapp/package/rollback",
-            app_token,
-            &PackageIdRequest { package_id },
-        )
-        .await
-        .map(drop)
+        self.at::<call::Rollback>(app_token, &PackageIdRequest { package_id })
+            .await
+            .map(drop)
     }
 
     pub async fn withdraw(&self, app_token: &str, package_id: i64) -> Result<(), ClientError> {
-        self.write::<_, NoData>(
-            "/rest/2.0/smartapp/package/withdraw",
-            app_token,
-            &PackageIdRequest { package_id },
-        )
-        .await
-        .map(drop)
+        self.at::<call::Withdraw>(app_token, &PackageIdRequest { package_id })
+            .await
+            .map(drop)
     }
 
     /// The mini program's packages: development, audit and online versions.
     pub async fn get(&self, app_token: &str) -> Result<Vec<PackageInfo>, ClientError> {
-        self.read("/rest/2.0/smartapp/package/get", app_token, &())
-            .await
+        self.at::<call::GetPackages>(app_token, &NoParams {}).await
     }
 
     pub async fn get_detail(
@@ -467,18 +445,15 @@ impl Client {
         app_token: &str,
         req: &GetDetailRequest,
     ) -> Result<PackageInfo, ClientError> {
-        self.read("/rest/2.0/smartapp/package/getdetail", app_token, req)
-            .await
+        self.at::<call::GetDetail>(app_token, req).await
     }
 
     pub async fn audit_quota(&self, app_token: &str) -> Result<AuditQuota, ClientError> {
-        self.read("/rest/2.0/smartapp/package/auditquota", app_token, &())
-            .await
+        self.at::<call::AuditQuota>(app_token, &NoParams {}).await
     }
 
     pub async fn get_trial(&self, app_token: &str) -> Result<PackageInfo, ClientError> {
-        self.read("/rest/2.0/smartapp/package/gettrial", app_token, &())
-            .await
+        self.at::<call::GetTrial>(app_token, &NoParams {}).await
     }
 
     /// The PNG of a QR code that opens the mini program (a version of it, a page of it).
@@ -487,7 +462,7 @@ impl Client {
         app_token: &str,
         req: &QrCodeRequest,
     ) -> Result<Vec<u8>, ClientError> {
-        let path = "/rest/2.0/smartapp/app/qrcode";
+        let path = call::QrCode::PATH;
         self.send(
             Method::GET,
             path,
@@ -558,7 +533,7 @@ impl Client {
             package_id,
             gray_percentage: percent,
         };
-        self.write::<_, NoData>("/rest/2.0/smartapp/package/grayrelease", app_token, &req)
+        self.at::<call::GrayRelease>(app_token, &req)
             .await
             .map(drop)
     }
@@ -568,19 +543,14 @@ impl Client {
         app_token: &str,
         package_id: i64,
     ) -> Result<(), ClientError> {
-        self.write::<_, NoData>(
-            "/rest/2.0/smartapp/package/revertgrayrelease",
-            app_token,
-            &PackageIdRequest { package_id },
-        )
-        .await
-        .map(drop)
+        self.at::<call::RevertGrayRelease>(app_token, &PackageIdRequest { package_id })
+            .await
+            .map(drop)
     }
 
     /// The last five former online versions, newest first: what `rollback_to` may choose.
     pub async fn history(&self, app_token: &str) -> Result<Vec<HistoryVersion>, ClientError> {
-        self.read("/rest/2.0/smartapp/package/gethistory", app_token, &())
-            .await
+        self.at::<call::GetHistory>(app_token, &NoParams {}).await
     }
 
     pub async fn rollback_to(
@@ -593,21 +563,19 @@ impl Client {
             package_id,
             target_package_id,
         };
-        self.write::<_, NoData>("/rest/2.0/smartapp/package/rollbackto", app_token, &req)
-            .await
-            .map(drop)
+        self.at::<call::RollbackTo>(app_token, &req).await.map(drop)
     }
 
     // --- a mini program's runtime settings (spec §7) ---
 
     pub async fn pause(&self, app_token: &str) -> Result<(), ClientError> {
-        self.write::<_, NoData>("/rest/2.0/smartapp/app/pause", app_token, &())
+        self.at::<call::Pause>(app_token, &NoParams {})
             .await
             .map(drop)
     }
 
     pub async fn resume(&self, app_token: &str) -> Result<(), ClientError> {
-        self.write::<_, NoData>("/rest/2.0/smartapp/app/resume", app_token, &())
+        self.at::<call::Resume>(app_token, &NoParams {})
             .await
             .map(drop)
     }
@@ -617,8 +585,7 @@ impl Client {
         app_token: &str,
         req: &ModifyDomainRequest,
     ) -> Result<AppDomains, ClientError> {
-        self.write("/rest/2.0/smartapp/app/modifydomain", app_token, req)
-            .await
+        self.at::<call::ModifyDomain>(app_token, req).await
     }
 
     pub async fn modify_webview_domain(
@@ -626,12 +593,11 @@ impl Client {
         app_token: &str,
         req: &ModifyWebviewDomainRequest,
     ) -> Result<String, ClientError> {
-        self.write("/rest/2.0/smartapp/app/modifywebviewdomain", app_token, req)
-            .await
+        self.at::<call::ModifyWebviewDomain>(app_token, req).await
     }
 
     pub async fn support_versions(&self, app_token: &str) -> Result<SupportVersions, ClientError> {
-        self.read("/rest/2.0/smartapp/app/getsupportversion", app_token, &())
+        self.at::<call::GetSupportVersion>(app_token, &NoParams {})
             .await
     }
 
@@ -644,7 +610,7 @@ impl Client {
         let req = SetSupportVersionRequest {
             version: version.to_string(),
         };
-        self.write::<_, NoData>("/rest/2.0/smartapp/app/setsupportversion", app_token, &req)
+        self.at::<call::SetSupportVersion>(app_token, &req)
             .await
             .map(drop)
     }
@@ -655,8 +621,7 @@ impl Client {
         tp_token: &str,
         req: &ModifyDomainRequest,
     ) -> Result<TpDomains, ClientError> {
-        self.write("/rest/2.0/smartapp/tp/modifydomain", tp_token, req)
-            .await
+        self.at::<call::TpModifyDomain>(tp_token, req).await
     }
 
     pub async fn tp_modify_webview_domain(
@@ -664,8 +629,7 @@ impl Client {
         tp_token: &str,
         req: &ModifyWebviewDomainRequest,
     ) -> Result<Vec<String>, ClientError> {
-        self.write("/rest/2.0/smartapp/tp/modifywebviewdomain", tp_token, req)
-            .await
+        self.at::<call::TpModifyWebviewDomain>(tp_token, req).await
     }
 
     // --- templates (the third party's token) ---
@@ -675,12 +639,7 @@ impl Client {
         tp_token: &str,
         page: PageRequest,
     ) -> Result<DraftList, ClientError> {
-        self.read(
-            "/rest/2.0/smartapp/template/gettemplatedraftlist",
-            tp_token,
-            &page,
-        )
-        .await
+        self.at::<call::GetTemplateDraftList>(tp_token, &page).await
     }
 
     pub async fn add_to_template(
@@ -688,8 +647,7 @@ impl Client {
         tp_token: &str,
         req: &AddToTemplateRequest,
     ) -> Result<AddedTemplate, ClientError> {
-        self.write("/rest/2.0/smartapp/template/addtotemplate", tp_token, req)
-            .await
+        self.at::<call::AddToTemplate>(tp_token, req).await
     }
 
     pub async fn template_list(
@@ -697,12 +655,7 @@ impl Client {
         tp_token: &str,
         page: PageRequest,
     ) -> Result<TemplateList, ClientError> {
-        self.read(
-            "/rest/2.0/smartapp/template/gettemplatelist",
-            tp_token,
-            &page,
-        )
-        .await
+        self.at::<call::GetTemplateList>(tp_token, &page).await
     }
 
     pub async fn delete_template(
@@ -710,19 +663,15 @@ impl Client {
         tp_token: &str,
         template_id: i64,
     ) -> Result<DeletedTemplate, ClientError> {
-        self.write(
-            "/rest/2.0/smartapp/template/deltemplate",
-            tp_token,
-            &DelTemplateRequest { template_id },
-        )
-        .await
+        self.at::<call::DelTemplate>(tp_token, &DelTemplateRequest { template_id })
+            .await
     }
 
     // --- tokens and authorization ---
 
     /// The third party's own token, from its client id and the latest pushed ticket.
     pub async fn tp_token(&self, req: &TpTokenRequest) -> Result<TpToken, ClientError> {
-        let path = "/public/2.0/smartapp/auth/tp/token";
+        let path = call::TpToken::PATH;
         self.send(Method::GET, path, None, Params::Query(req), |body| {
             decode_envelope(path, body)
         })
@@ -730,7 +679,7 @@ impl Client {
     }
 
     pub async fn create_pre_auth_code(&self, tp_token: &str) -> Result<PreAuthCode, ClientError> {
-        self.read("/rest/2.0/smartapp/tp/createpreauthcode", tp_token, &())
+        self.at::<call::CreatePreAuthCode>(tp_token, &NoParams {})
             .await
     }
 
@@ -766,7 +715,7 @@ impl Client {
     }
 
     async fn oauth(&self, tp_token: &str, grant: &OAuthGrant) -> Result<AppTokens, ClientError> {
-        let path = "/rest/2.0/oauth/token";
+        let path = call::OAuthToken::PATH;
         // Not retried on a timeout: a grant is spent by the first try that arrives.
         self.send(
             Method::GET,
@@ -784,17 +733,12 @@ impl Client {
         tp_token: &str,
         app_id: i64,
     ) -> Result<AuthorizationCode, ClientError> {
-        self.write(
-            "/rest/2.0/smartapp/auth/retrieve/authorizationcode",
-            tp_token,
-            &RetrieveCodeRequest { app_id },
-        )
-        .await
+        self.at::<call::RetrieveAuthorizationCode>(tp_token, &RetrieveCodeRequest { app_id })
+            .await
     }
 
     pub async fn app_info(&self, app_token: &str) -> Result<AppInfo, ClientError> {
-        self.read("/rest/2.0/smartapp/app/info", app_token, &())
-            .await
+        self.at::<call::AppInfo>(app_token, &NoParams {}).await
     }
 }
 

@@ -16,6 +16,7 @@ pub mod demo;
 pub mod job_signal;
 pub mod metrics;
 pub mod owner;
+pub mod params;
 pub mod push;
 pub mod ratelimit;
 pub mod runtime;

@@ -7,6 +7,7 @@
 
 mod app;
 mod auth;
+pub mod endpoint;
 mod envelope;
 mod errno;
 mod package;
@@ -15,6 +16,7 @@ mod template;
 
 pub use app::*;
 pub use auth::*;
+pub use endpoint::{call, Credential, Endpoint, Method, NoParams};
 pub use envelope::*;
 pub use errno::Errno;
 pub use package::*;

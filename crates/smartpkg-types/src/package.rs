@@ -43,7 +43,7 @@ impl From<WireStatus> for i64 {
 impl TryFrom<i64> for WireStatus {
     type Error = String;
     fn try_from(code: i64) -> Result<Self, String> {
-        Self::from_code(code).ok_or_else(|| format!("unknown package status {code}"))
+        Self::from_code(code).ok_or_else(|| format!("must be one of 1, 3, 4, 5, 6, 8; got {code}"))
     }
 }
 
@@ -122,6 +122,8 @@ pub struct SubmitAuditRequest {
     pub package_id: i64,
     /// What the reviewer should know about this version.
     pub content: String,
+    /// Optional on the wire; empty when left out.
+    #[serde(default)]
     pub remark: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_account: Option<String>,

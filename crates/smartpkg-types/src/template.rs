@@ -2,8 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// `page` (from 1) and `page_size` (1 to 100) of the list calls.
+/// `page` (from 1) and `page_size` (1 to 100) of the list calls; 1 and 10 when left out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PageRequest {
     pub page: i64,
     pub page_size: i64,

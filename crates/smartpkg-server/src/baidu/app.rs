@@ -6,12 +6,14 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::extract::State;
 use smartpkg_core::runtime::{check_domain, DomainKind};
 use smartpkg_store::{Domains, RuntimeSettings};
-use smartpkg_types::{AppDomains, Errno, SupportVersions, TpDomains, VersionItem};
+use smartpkg_types::{
+    call, AppDomains, Errno, ModifyDomainRequest, ModifyWebviewDomainRequest, SupportVersions,
+    TpDomains, VersionItem,
+};
 
-use super::{done, Answer, Data, Params, Reply};
+use super::{done, Answer, Call, Data, Reply};
 use crate::state::AppState;
 
 /// Longest allow-list: Baidu documents none; 200 keeps a settings row small.
@@ -25,8 +27,8 @@ enum Action {
     Get,
 }
 
-fn action(p: &Params) -> Result<Option<Action>, Reply> {
-    match p.get("action").map(str::trim) {
+fn action(given: Option<&str>) -> Result<Option<Action>, Reply> {
+    match given.map(str::trim) {
         None => Ok(None),
         Some("add") => Ok(Some(Action::Add)),
         Some("delete") => Ok(Some(Action::Delete)),
@@ -40,8 +42,8 @@ fn action(p: &Params) -> Result<Option<Action>, Reply> {
 }
 
 /// A comma-separated list parameter, each entry checked; None when absent.
-fn list(p: &Params, name: &str, kind: DomainKind) -> Result<Option<Vec<String>>, Reply> {
-    let Some(raw) = p.0.get(name) else {
+fn list(given: Option<&str>, name: &str, kind: DomainKind) -> Result<Option<Vec<String>>, Reply> {
+    let Some(raw) = given else {
         return Ok(None);
     };
     let mut out: Vec<String> = vec![];
@@ -109,21 +111,39 @@ fn tp_domains(d: &Domains) -> TpDomains {
 /// The four server-domain lists a call gives, with the list each one edits.
 type ServerLists = [(Option<Vec<String>>, fn(&mut Domains) -> &mut Vec<String>); 4];
 
-fn server_lists(p: &Params) -> Result<ServerLists, Reply> {
+fn server_lists(r: &ModifyDomainRequest) -> Result<ServerLists, Reply> {
+    let https = DomainKind::Https;
     Ok([
-        (list(p, "request_domain", DomainKind::Https)?, |d| {
-            &mut d.request_domain
-        }),
-        (list(p, "upload_domain", DomainKind::Https)?, |d| {
-            &mut d.upload_domain
-        }),
-        (list(p, "download_domain", DomainKind::Https)?, |d| {
-            &mut d.download_domain
-        }),
-        (list(p, "socket_domain", DomainKind::Socket)?, |d| {
-            &mut d.socket_domain
-        }),
+        (
+            list(r.request_domain.as_deref(), "request_domain", https)?,
+            |d| &mut d.request_domain,
+        ),
+        (
+            list(r.upload_domain.as_deref(), "upload_domain", https)?,
+            |d| &mut d.upload_domain,
+        ),
+        (
+            list(r.download_domain.as_deref(), "download_domain", https)?,
+            |d| &mut d.download_domain,
+        ),
+        (
+            list(
+                r.socket_domain.as_deref(),
+                "socket_domain",
+                DomainKind::Socket,
+            )?,
+            |d| &mut d.socket_domain,
+        ),
     ])
+}
+
+fn web_view_list(r: &ModifyWebviewDomainRequest) -> Result<Vec<String>, Reply> {
+    list(
+        r.web_view_domain.as_deref(),
+        "web_view_domain",
+        DomainKind::Https,
+    )?
+    .ok_or_else(|| Reply::err_msg(Errno::ParamError, "web_view_domain is required"))
 }
 
 fn too_many() -> Reply {
@@ -185,8 +205,8 @@ async fn edit_settings(
     Ok(settings)
 }
 
-pub async fn pause(State(state): State<AppState>, p: Params) -> Answer {
-    let grant = p.app_write_grant(&state).await?;
+pub async fn pause(state: AppState, call: Call<call::Pause>) -> Answer {
+    let grant = call.app(&state).await?;
     edit_settings(&state, grant.app_id, |s| {
         s.paused = true;
         true
@@ -195,8 +215,8 @@ pub async fn pause(State(state): State<AppState>, p: Params) -> Answer {
     done()
 }
 
-pub async fn resume(State(state): State<AppState>, p: Params) -> Answer {
-    let grant = p.app_write_grant(&state).await?;
+pub async fn resume(state: AppState, call: Call<call::Resume>) -> Answer {
+    let grant = call.app(&state).await?;
     edit_settings(&state, grant.app_id, |s| {
         s.paused = false;
         true
@@ -205,9 +225,10 @@ pub async fn resume(State(state): State<AppState>, p: Params) -> Answer {
     done()
 }
 
-pub async fn modifydomain(State(state): State<AppState>, p: Params) -> Answer<AppDomains> {
-    let grant = p.app_write_grant(&state).await?;
-    let action = action(&p)?;
+pub async fn modifydomain(state: AppState, call: Call<call::ModifyDomain>) -> Answer<AppDomains> {
+    let grant = call.app(&state).await?;
+    let req = call.request()?;
+    let action = action(req.action.as_deref())?;
     if action == Some(Action::Get) {
         let s = settings_of(&state, grant.app_id).await?;
         return Ok(Data(app_domains(&s.domains)));
@@ -230,7 +251,7 @@ pub async fn modifydomain(State(state): State<AppState>, p: Params) -> Answer<Ap
                 (Some(tp.socket_domain), |d| &mut d.socket_domain),
             ]
         }
-        Some(_) => server_lists(&p)?,
+        Some(_) => server_lists(&req)?,
     };
     if action.is_some() && lists.iter().all(|(given, _)| given.is_none()) {
         return Err(Reply::err_msg(
@@ -249,9 +270,13 @@ pub async fn modifydomain(State(state): State<AppState>, p: Params) -> Answer<Ap
     Ok(Data(app_domains(&s.domains)))
 }
 
-pub async fn modifywebviewdomain(State(state): State<AppState>, p: Params) -> Answer<String> {
-    let grant = p.app_write_grant(&state).await?;
-    let action = action(&p)?;
+pub async fn modifywebviewdomain(
+    state: AppState,
+    call: Call<call::ModifyWebviewDomain>,
+) -> Answer<String> {
+    let grant = call.app(&state).await?;
+    let req = call.request()?;
+    let action = action(req.action.as_deref())?;
     if action == Some(Action::Get) {
         let s = settings_of(&state, grant.app_id).await?;
         return Ok(Data(joined(&s.domains.web_view_domain)));
@@ -265,8 +290,7 @@ pub async fn modifywebviewdomain(State(state): State<AppState>, p: Params) -> An
                 .unwrap_or_default();
             tp.web_view_domain
         }
-        Some(_) => list(&p, "web_view_domain", DomainKind::Https)?
-            .ok_or_else(|| Reply::err_msg(Errno::ParamError, "web_view_domain is required"))?,
+        Some(_) => web_view_list(&req)?,
     };
     let act = action.unwrap_or(Action::Add);
     let s = edit_settings(&state, grant.app_id, move |s| {
@@ -277,10 +301,10 @@ pub async fn modifywebviewdomain(State(state): State<AppState>, p: Params) -> An
 }
 
 pub async fn getsupportversion(
-    State(state): State<AppState>,
-    p: Params,
+    state: AppState,
+    call: Call<call::GetSupportVersion>,
 ) -> Answer<SupportVersions> {
-    let grant = p.app_grant(&state).await?;
+    let grant = call.app(&state).await?;
     let s = settings_of(&state, grant.app_id).await?;
     Ok(Data(SupportVersions {
         now_version: s.min_runtime_version,
@@ -294,9 +318,9 @@ pub async fn getsupportversion(
 }
 
 /// `setsupportversion` (smartpkg's extension, as WeChat's `setweappsupportversion`).
-pub async fn setsupportversion(State(state): State<AppState>, p: Params) -> Answer {
-    let grant = p.app_write_grant(&state).await?;
-    let version = p.required("version")?.trim().to_string();
+pub async fn setsupportversion(state: AppState, call: Call<call::SetSupportVersion>) -> Answer {
+    let grant = call.app(&state).await?;
+    let version = call.request()?.version.trim().to_string();
     let choices = &state.settings.runtime_versions;
     if !choices.contains(&version) {
         return Err(Reply::err_msg(
@@ -327,14 +351,18 @@ async fn edit_tp(
     Ok(d)
 }
 
-pub async fn tp_modifydomain(State(state): State<AppState>, p: Params) -> Answer<TpDomains> {
-    let tp_id = p.tp_write_grant(&state).await?;
-    let action = action(&p)?.unwrap_or(Action::Add);
+pub async fn tp_modifydomain(
+    state: AppState,
+    call: Call<call::TpModifyDomain>,
+) -> Answer<TpDomains> {
+    let tp_id = call.tp(&state).await?;
+    let req = call.request()?;
+    let action = action(req.action.as_deref())?.unwrap_or(Action::Add);
     if action == Action::Get {
         let d = state.store.tp_domains(tp_id).await?.unwrap_or_default();
         return Ok(Data(tp_domains(&d)));
     }
-    let lists = server_lists(&p)?;
+    let lists = server_lists(&req)?;
     let d = edit_tp(&state, tp_id, move |d| {
         lists.iter().all(|(given, field)| match given {
             Some(g) => apply(field(d), action, g),
@@ -346,17 +374,17 @@ pub async fn tp_modifydomain(State(state): State<AppState>, p: Params) -> Answer
 }
 
 pub async fn tp_modifywebviewdomain(
-    State(state): State<AppState>,
-    p: Params,
+    state: AppState,
+    call: Call<call::TpModifyWebviewDomain>,
 ) -> Answer<Vec<String>> {
-    let tp_id = p.tp_write_grant(&state).await?;
-    let action = action(&p)?.unwrap_or(Action::Add);
+    let tp_id = call.tp(&state).await?;
+    let req = call.request()?;
+    let action = action(req.action.as_deref())?.unwrap_or(Action::Add);
     if action == Action::Get {
         let d = state.store.tp_domains(tp_id).await?.unwrap_or_default();
         return Ok(Data(d.web_view_domain));
     }
-    let given = list(&p, "web_view_domain", DomainKind::Https)?
-        .ok_or_else(|| Reply::err_msg(Errno::ParamError, "web_view_domain is required"))?;
+    let given = web_view_list(&req)?;
     let d = edit_tp(&state, tp_id, move |d| {
         apply(&mut d.web_view_domain, action, &given)
     })

@@ -16,11 +16,11 @@ use reqwest::Url;
 use serde::Deserialize;
 use smartpkg_store::{AppQuery, Approval, AuthRefusal, CodeKind, Role, Tp};
 use smartpkg_types::{
-    AnnualReview, AppInfo, AppTokens, AuditInfo, AuthScope, AuthorizationCode, Category, Errno,
-    ModifyCount, OAuthError, ParentCategory, PreAuthCode, Qualification,
+    call, AnnualReview, AppInfo, AppTokens, AuditInfo, AuthScope, AuthorizationCode, Category,
+    Errno, ModifyCount, OAuthError, ParentCategory, PreAuthCode, Qualification,
 };
 
-use super::{Answer, Data, Params, Reply};
+use super::{Answer, Call, Data, Params, Reply};
 use crate::owner;
 use crate::state::AppState;
 use crate::{clock, secrets};
@@ -28,8 +28,11 @@ use crate::{clock, secrets};
 pub const PRE_AUTH_CODE_TTL_S: i64 = 1200;
 pub use crate::application::{issued_code, AUTH_CODE_TTL_S};
 
-pub async fn createpreauthcode(State(state): State<AppState>, p: Params) -> Answer<PreAuthCode> {
-    let tp_id = p.tp_write_grant(&state).await?;
+pub async fn createpreauthcode(
+    state: AppState,
+    call: Call<call::CreatePreAuthCode>,
+) -> Answer<PreAuthCode> {
+    let tp_id = call.tp(&state).await?;
     let code = secrets::random_alnum(40);
     let now = clock::now_ms();
     state
@@ -538,8 +541,8 @@ pub fn app_info_data(app: &smartpkg_store::App) -> AppInfo {
     }
 }
 
-pub async fn app_info(State(state): State<AppState>, p: Params) -> Answer<AppInfo> {
-    let grant = p.app_grant(&state).await?;
+pub async fn app_info(state: AppState, call: Call<call::AppInfo>) -> Answer<AppInfo> {
+    let grant = call.app(&state).await?;
     let app = state
         .store
         .get_app(grant.app_id)
@@ -560,11 +563,11 @@ pub async fn app_info(State(state): State<AppState>, p: Params) -> Answer<AppInf
 }
 
 pub async fn retrieve_authorizationcode(
-    State(state): State<AppState>,
-    p: Params,
+    state: AppState,
+    call: Call<call::RetrieveAuthorizationCode>,
 ) -> Answer<AuthorizationCode> {
-    let tp_id = p.tp_write_grant(&state).await?;
-    let app_id = p.required_i64("app_id")?;
+    let tp_id = call.tp(&state).await?;
+    let app_id = call.request()?.app_id;
     let authorized = state
         .store
         .get_app(app_id)

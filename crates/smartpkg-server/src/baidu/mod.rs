@@ -12,8 +12,9 @@ pub mod qrcode;
 mod tp;
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -21,83 +22,129 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::Value;
 use smartpkg_store::{Grant, StoreError};
-use smartpkg_types::{Envelope, Errno, GatewayError, NoData};
+use smartpkg_types::{Endpoint, Envelope, Errno, GatewayError, NoData};
 
 use crate::state::AppState;
-use crate::{clock, secrets};
+use crate::{clock, params, secrets};
 
 pub fn routes() -> Router<AppState> {
+    use smartpkg_types::call::*;
     // Real clients use GET or POST as they like (the doc's curl examples POST with everything
-    // in the query), so every route answers both.
-    let p = "/rest/2.0/smartapp/package";
-    let t = "/rest/2.0/smartapp/template";
-    Router::new()
-        .route(&format!("{p}/upload"), any(package::upload))
-        .route(&format!("{p}/submitaudit"), any(package::submitaudit))
-        .route(&format!("{p}/release"), any(package::release))
-        .route(&format!("{p}/rollback"), any(package::rollback))
-        .route(&format!("{p}/withdraw"), any(package::withdraw))
-        .route(&format!("{p}/get"), any(package::get))
-        .route(&format!("{p}/getdetail"), any(package::getdetail))
-        .route(&format!("{p}/auditquota"), any(package::auditquota))
-        .route(&format!("{p}/gettrial"), any(package::gettrial))
-        // smartpkg's extensions, in the same wire style (docs/runtime.md).
-        .route(&format!("{p}/grayrelease"), any(package::grayrelease))
-        .route(
-            &format!("{p}/revertgrayrelease"),
-            any(package::revertgrayrelease),
-        )
-        .route(&format!("{p}/rollbackto"), any(package::rollbackto))
-        .route(&format!("{p}/gethistory"), any(package::gethistory))
-        .route("/rest/2.0/smartapp/app/pause", any(app::pause))
-        .route("/rest/2.0/smartapp/app/resume", any(app::resume))
-        .route(
-            "/rest/2.0/smartapp/app/modifydomain",
-            any(app::modifydomain),
-        )
-        .route(
-            "/rest/2.0/smartapp/app/modifywebviewdomain",
-            any(app::modifywebviewdomain),
-        )
-        .route(
-            "/rest/2.0/smartapp/app/getsupportversion",
-            any(app::getsupportversion),
-        )
-        .route(
-            "/rest/2.0/smartapp/app/setsupportversion",
-            any(app::setsupportversion),
-        )
-        .route(
-            "/rest/2.0/smartapp/tp/modifydomain",
-            any(app::tp_modifydomain),
-        )
-        .route(
-            "/rest/2.0/smartapp/tp/modifywebviewdomain",
-            any(app::tp_modifywebviewdomain),
-        )
-        .route("/public/2.0/smartapp/auth/tp/token", any(tp::token))
-        .route(
-            "/rest/2.0/smartapp/tp/createpreauthcode",
-            any(auth::createpreauthcode),
-        )
+    // in the query), so every route answers both. Each typed route takes its path, parameters
+    // and data from the call's declaration in `smartpkg_types::call`.
+    let r = Router::new();
+    let r = at::<Upload, _, _>(r, package::upload);
+    let r = at::<SubmitAudit, _, _>(r, package::submitaudit);
+    let r = at::<Release, _, _>(r, package::release);
+    let r = at::<Rollback, _, _>(r, package::rollback);
+    let r = at::<Withdraw, _, _>(r, package::withdraw);
+    let r = at::<GetPackages, _, _>(r, package::get);
+    let r = at::<GetDetail, _, _>(r, package::getdetail);
+    let r = at::<AuditQuota, _, _>(r, package::auditquota);
+    let r = at::<GetTrial, _, _>(r, package::gettrial);
+    // smartpkg's extensions, in the same wire style (docs/runtime.md).
+    let r = at::<GrayRelease, _, _>(r, package::grayrelease);
+    let r = at::<RevertGrayRelease, _, _>(r, package::revertgrayrelease);
+    let r = at::<RollbackTo, _, _>(r, package::rollbackto);
+    let r = at::<GetHistory, _, _>(r, package::gethistory);
+    let r = at::<Pause, _, _>(r, app::pause);
+    let r = at::<Resume, _, _>(r, app::resume);
+    let r = at::<ModifyDomain, _, _>(r, app::modifydomain);
+    let r = at::<ModifyWebviewDomain, _, _>(r, app::modifywebviewdomain);
+    let r = at::<GetSupportVersion, _, _>(r, app::getsupportversion);
+    let r = at::<SetSupportVersion, _, _>(r, app::setsupportversion);
+    let r = at::<TpModifyDomain, _, _>(r, app::tp_modifydomain);
+    let r = at::<TpModifyWebviewDomain, _, _>(r, app::tp_modifywebviewdomain);
+    let r = at::<TpToken, _, _>(r, tp::token);
+    let r = at::<CreatePreAuthCode, _, _>(r, auth::createpreauthcode);
+    let r = at::<AppInfo, _, _>(r, auth::app_info);
+    let r = at::<RetrieveAuthorizationCode, _, _>(r, auth::retrieve_authorizationcode);
+    let r = at::<GetTemplateDraftList, _, _>(r, tp::gettemplatedraftlist);
+    let r = at::<AddToTemplate, _, _>(r, tp::addtotemplate);
+    let r = at::<GetTemplateList, _, _>(r, tp::gettemplatelist);
+    let r = at::<DelTemplate, _, _>(r, tp::deltemplate);
+    // Calls that answer outside the envelope: the OAuth exchange answers unwrapped, the QR
+    // code a PNG image.
+    r.route(OAuthToken::PATH, any(auth::oauth_token))
+        .route(QrCode::PATH, any(qrcode::qrcode))
         .route(
             "/mappconsole/tp/authorization",
             axum::routing::get(auth::show).post(auth::submit),
         )
-        .route("/rest/2.0/oauth/token", any(auth::oauth_token))
-        .route("/rest/2.0/smartapp/app/info", any(auth::app_info))
-        .route("/rest/2.0/smartapp/app/qrcode", any(qrcode::qrcode))
-        .route(
-            "/rest/2.0/smartapp/auth/retrieve/authorizationcode",
-            any(auth::retrieve_authorizationcode),
-        )
-        .route(
-            &format!("{t}/gettemplatedraftlist"),
-            any(tp::gettemplatedraftlist),
-        )
-        .route(&format!("{t}/addtotemplate"), any(tp::addtotemplate))
-        .route(&format!("{t}/gettemplatelist"), any(tp::gettemplatelist))
-        .route(&format!("{t}/deltemplate"), any(tp::deltemplate))
+}
+
+/// Routes `E`'s path to `handler`, which takes `E`'s parameters and answers `E`'s data: a
+/// handler wired to the wrong declaration does not compile.
+fn at<E, H, Fut>(router: Router<AppState>, handler: H) -> Router<AppState>
+where
+    E: Endpoint + Send + 'static,
+    H: Fn(AppState, Call<E>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Answer<E::Data>> + Send + 'static,
+{
+    router.route(
+        E::PATH,
+        any(move |State(state): State<AppState>, call: Call<E>| handler(state, call)),
+    )
+}
+
+/// One call's request: its merged parameters, decoded into `E::Request` by
+/// [`Call::request`], and its token, resolved by [`Call::app`] or [`Call::tp`].
+pub struct Call<E> {
+    pub params: Params,
+    endpoint: PhantomData<fn() -> E>,
+}
+
+impl<E: Endpoint> FromRequest<AppState> for Call<E> {
+    type Rejection = Reply;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Reply> {
+        Ok(Call {
+            params: Params::from_request(req, state).await?,
+            endpoint: PhantomData,
+        })
+    }
+}
+
+impl<E: Endpoint> Call<E> {
+    /// The call's parameters, typed. Decoded after the token is checked, so a caller without
+    /// a valid token learns nothing about its parameters.
+    pub fn request(&self) -> Result<E::Request, Reply> {
+        params::decode(&self.params.0).map_err(Reply::from)
+    }
+
+    /// The mini program whose token the call carries; a call that writes draws on the mini
+    /// program's and its third party's write limits.
+    pub async fn app(&self, state: &AppState) -> Result<Grant, Reply> {
+        debug_assert_eq!(E::CREDENTIAL, smartpkg_types::Credential::App);
+        if E::WRITES {
+            self.params.app_write_grant(state).await
+        } else {
+            self.params.app_grant(state).await
+        }
+    }
+
+    /// The third party whose token the call carries; a call that writes draws on its write
+    /// limit.
+    pub async fn tp(&self, state: &AppState) -> Result<i64, Reply> {
+        debug_assert_eq!(E::CREDENTIAL, smartpkg_types::Credential::Tp);
+        if E::WRITES {
+            self.params.tp_write_grant(state).await
+        } else {
+            self.params.tp_grant(state).await
+        }
+    }
+}
+
+/// A missing field is 40001, a number that is not one 41000 (what the SDKs expect), any
+/// other refused value 40001.
+impl From<params::FieldError> for Reply {
+    fn from(e: params::FieldError) -> Reply {
+        let errno = match e {
+            params::FieldError::NotInteger { .. } => Errno::ParamTypeError,
+            _ => Errno::ParamError,
+        };
+        Reply::err_msg(errno, e)
+    }
 }
 
 /// A successful Baidu API answer: the envelope with `data` (HTTP 200). Handlers return

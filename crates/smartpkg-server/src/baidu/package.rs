@@ -1,13 +1,14 @@
 //! `/rest/2.0/smartapp/package/*` (spec §3). Handlers parse, load, ask the domain through the
 //! store, and shape the answer; the rules themselves live in `smartpkg_core::lifecycle`.
 
-use axum::extract::State;
 use chrono::FixedOffset;
 use smartpkg_core::lifecycle::{AuditRequest, Command, PkgState, Slot};
 use smartpkg_store::PackageRecord;
-use smartpkg_types::{upload_status, AuditQuota, Errno, HistoryVersion, PackageInfo, WireStatus};
+use smartpkg_types::{
+    call, upload_status, AuditQuota, Endpoint, Errno, HistoryVersion, PackageIdRequest, PackageInfo,
+};
 
-use super::{check_grant, done, Answer, Data, Params, Reply};
+use super::{check_grant, done, Answer, Call, Data, Reply};
 use crate::application;
 use crate::clock;
 use crate::state::AppState;
@@ -59,61 +60,78 @@ async fn run(state: &AppState, app_id: i64, cmd: Command) -> Answer {
     done()
 }
 
-pub async fn upload(State(state): State<AppState>, p: Params) -> Answer {
-    let grant = p.app_write_grant(&state).await?;
-    let template_id = p.required_i64("template_id")?;
-    let ext_json = p.required("ext_json")?.to_string();
-    p.required("user_version")?;
-    p.required("user_desc")?;
+/// A text parameter of at most `max` characters, with no control or invisible characters
+/// (descriptions may span lines; versions and accounts may not).
+fn text(name: &str, value: String, max: usize, multiline: bool) -> Result<String, Reply> {
+    if value.chars().count() > max {
+        return Err(Reply::err_msg(
+            Errno::ParamError,
+            format!("{name} is longer than {max} characters"),
+        ));
+    }
+    smartpkg_core::text::check(name, &value, multiline)
+        .map_err(|why| Reply::err_msg(Errno::ParamError, why))?;
+    Ok(value)
+}
+
+fn account(name: &str, value: Option<String>) -> Result<Option<String>, Reply> {
+    value
+        .map(|v| text(name, v, MAX_ACCOUNT_CHARS, false))
+        .transpose()
+}
+
+pub async fn upload(state: AppState, call: Call<call::Upload>) -> Answer {
+    let grant = call.app(&state).await?;
+    let req = call.request()?;
     let upload = application::Upload {
         app_id: grant.app_id,
         tp_id: grant.tp_id,
-        template_id,
-        ext_json,
-        version: p
-            .text("user_version", MAX_VERSION_CHARS)?
-            .unwrap_or_default(),
-        version_desc: p.text("user_desc", MAX_DESC_CHARS)?.unwrap_or_default(),
-        test_account: p.text("test_account", MAX_ACCOUNT_CHARS)?,
-        test_password: p.text("test_password", MAX_ACCOUNT_CHARS)?,
+        template_id: req.template_id,
+        ext_json: req.ext_json,
+        version: text("user_version", req.user_version, MAX_VERSION_CHARS, false)?,
+        version_desc: text("user_desc", req.user_desc, MAX_DESC_CHARS, true)?,
+        test_account: account("test_account", req.test_account)?,
+        test_password: account("test_password", req.test_password)?,
     };
     application::upload(&state, upload, smartpkg_store::Actor::ThirdParty).await?;
     done()
 }
 
-pub async fn submitaudit(State(state): State<AppState>, p: Params) -> Answer {
-    let grant = p.app_write_grant(&state).await?;
-    let package_id = p.required_i64("package_id")?;
-    p.required("content")?;
+pub async fn submitaudit(state: AppState, call: Call<call::SubmitAudit>) -> Answer {
+    let grant = call.app(&state).await?;
+    let req = call.request()?;
     let request = AuditRequest {
-        content: p.text("content", MAX_DESC_CHARS)?.unwrap_or_default(),
-        remark: p.text("remark", MAX_DESC_CHARS)?.unwrap_or_default(),
-        test_account: p.text("test_account", MAX_ACCOUNT_CHARS)?,
-        test_password: p.text("test_password", MAX_ACCOUNT_CHARS)?,
+        content: text("content", req.content, MAX_DESC_CHARS, true)?,
+        remark: text("remark", req.remark, MAX_DESC_CHARS, true)?,
+        test_account: account("test_account", req.test_account)?,
+        test_password: account("test_password", req.test_password)?,
     };
     let cmd = Command::SubmitAudit {
-        package_id,
+        package_id: req.package_id,
         request,
     };
     run(&state, grant.app_id, cmd).await
 }
 
-async fn by_package_id(state: AppState, p: Params, cmd: fn(i64) -> Command) -> Answer {
-    let grant = p.app_write_grant(&state).await?;
-    let package_id = p.required_i64("package_id")?;
-    run(&state, grant.app_id, cmd(package_id)).await
+async fn by_package_id<E>(state: AppState, call: Call<E>, cmd: fn(i64) -> Command) -> Answer
+where
+    E: Endpoint<Request = PackageIdRequest>,
+{
+    let grant = call.app(&state).await?;
+    let req = call.request()?;
+    run(&state, grant.app_id, cmd(req.package_id)).await
 }
 
-pub async fn release(State(state): State<AppState>, p: Params) -> Answer {
-    by_package_id(state, p, |package_id| Command::Release { package_id }).await
+pub async fn release(state: AppState, call: Call<call::Release>) -> Answer {
+    by_package_id(state, call, |package_id| Command::Release { package_id }).await
 }
 
-pub async fn rollback(State(state): State<AppState>, p: Params) -> Answer {
-    by_package_id(state, p, |package_id| Command::Rollback { package_id }).await
+pub async fn rollback(state: AppState, call: Call<call::Rollback>) -> Answer {
+    by_package_id(state, call, |package_id| Command::Rollback { package_id }).await
 }
 
-pub async fn withdraw(State(state): State<AppState>, p: Params) -> Answer {
-    by_package_id(state, p, |package_id| Command::Withdraw { package_id }).await
+pub async fn withdraw(state: AppState, call: Call<call::Withdraw>) -> Answer {
+    by_package_id(state, call, |package_id| Command::Withdraw { package_id }).await
 }
 
 /// Online first, then the audit version, then the development version.
@@ -125,10 +143,11 @@ fn slot_order(p: &PackageRecord) -> u8 {
     }
 }
 
-pub async fn get(State(state): State<AppState>, p: Params) -> Answer<Vec<PackageInfo>> {
+pub async fn get(state: AppState, call: Call<call::GetPackages>) -> Answer<Vec<PackageInfo>> {
+    // One query resolves the token and reads the packages: this is the hottest read.
     let found = state
         .store
-        .visible_packages_by_token(p.token_hash()?)
+        .visible_packages_by_token(call.params.token_hash()?)
         .await?;
     let (grant, mut packages) = match found {
         Some((grant, packages)) => (Some(grant), packages),
@@ -145,19 +164,12 @@ fn not_found() -> Reply {
     Reply::err(Errno::PackageNotFound)
 }
 
-pub async fn getdetail(State(state): State<AppState>, p: Params) -> Answer<PackageInfo> {
-    let grant = p.app_grant(&state).await?;
-    let wanted = match p.optional_i64("type")? {
-        None => None,
-        Some(code) => Some(WireStatus::from_code(code).ok_or_else(|| {
-            Reply::err_msg(
-                Errno::ParamError,
-                format!("type must be one of 1, 3, 4, 5, 6, 8; got {code}"),
-            )
-        })?),
-    };
+pub async fn getdetail(state: AppState, call: Call<call::GetDetail>) -> Answer<PackageInfo> {
+    let grant = call.app(&state).await?;
+    let req = call.request()?;
+    let wanted = req.status;
     let offset = state.settings.utc_offset;
-    let record = match p.optional_i64("package_id")? {
+    let record = match req.package_id {
         Some(id) => state
             .store
             .get_package(id)
@@ -180,8 +192,8 @@ pub async fn getdetail(State(state): State<AppState>, p: Params) -> Answer<Packa
     Ok(Data(info))
 }
 
-pub async fn gettrial(State(state): State<AppState>, p: Params) -> Answer<PackageInfo> {
-    let grant = p.app_grant(&state).await?;
+pub async fn gettrial(state: AppState, call: Call<call::GetTrial>) -> Answer<PackageInfo> {
+    let grant = call.app(&state).await?;
     let visible = state.store.visible_packages(grant.app_id).await?;
     let offset = state.settings.utc_offset;
     visible
@@ -192,8 +204,8 @@ pub async fn gettrial(State(state): State<AppState>, p: Params) -> Answer<Packag
         .ok_or_else(not_found)
 }
 
-pub async fn auditquota(State(state): State<AppState>, p: Params) -> Answer<AuditQuota> {
-    let grant = p.app_grant(&state).await?;
+pub async fn auditquota(state: AppState, call: Call<call::AuditQuota>) -> Answer<AuditQuota> {
+    let grant = call.app(&state).await?;
     let q = state
         .store
         .audit_quota(
@@ -209,38 +221,41 @@ pub async fn auditquota(State(state): State<AppState>, p: Params) -> Answer<Audi
 }
 
 /// `grayrelease` (smartpkg's extension): an audit-passed package to a percentage of devices.
-pub async fn grayrelease(State(state): State<AppState>, p: Params) -> Answer {
-    let grant = p.app_write_grant(&state).await?;
-    let package_id = p.required_i64("package_id")?;
-    let percent = p.required_i64("gray_percentage")?;
+pub async fn grayrelease(state: AppState, call: Call<call::GrayRelease>) -> Answer {
+    let grant = call.app(&state).await?;
+    let req = call.request()?;
     let cmd = Command::StageRelease {
-        package_id,
-        percent,
+        package_id: req.package_id,
+        percent: req.gray_percentage,
     };
     run(&state, grant.app_id, cmd).await
 }
 
 /// `revertgrayrelease` (smartpkg's extension): every device back to the online version.
-pub async fn revertgrayrelease(State(state): State<AppState>, p: Params) -> Answer {
-    by_package_id(state, p, |package_id| Command::RevertStage { package_id }).await
-}
-
-/// `rollbackto` (smartpkg's extension): the online package back to a chosen former version.
-pub async fn rollbackto(State(state): State<AppState>, p: Params) -> Answer {
-    let grant = p.app_write_grant(&state).await?;
-    let package_id = p.required_i64("package_id")?;
-    let target = p.required_i64("target_package_id")?;
-    run(
-        &state,
-        grant.app_id,
-        Command::RollbackTo { package_id, target },
-    )
+pub async fn revertgrayrelease(state: AppState, call: Call<call::RevertGrayRelease>) -> Answer {
+    by_package_id(state, call, |package_id| Command::RevertStage {
+        package_id,
+    })
     .await
 }
 
+/// `rollbackto` (smartpkg's extension): the online package back to a chosen former version.
+pub async fn rollbackto(state: AppState, call: Call<call::RollbackTo>) -> Answer {
+    let grant = call.app(&state).await?;
+    let req = call.request()?;
+    let cmd = Command::RollbackTo {
+        package_id: req.package_id,
+        target: req.target_package_id,
+    };
+    run(&state, grant.app_id, cmd).await
+}
+
 /// `gethistory` (smartpkg's extension): the versions `rollbackto` may choose, newest first.
-pub async fn gethistory(State(state): State<AppState>, p: Params) -> Answer<Vec<HistoryVersion>> {
-    let grant = p.app_grant(&state).await?;
+pub async fn gethistory(
+    state: AppState,
+    call: Call<call::GetHistory>,
+) -> Answer<Vec<HistoryVersion>> {
+    let grant = call.app(&state).await?;
     let limit = smartpkg_core::lifecycle::ROLLBACK_CHOICES as i64;
     let rows = state.store.recent_history(grant.app_id, limit).await?;
     let offset = state.settings.utc_offset;

@@ -1,14 +1,13 @@
 //! The third party's own calls (spec §4): its access token from a ticket, and the template
 //! library (drafts → templates → delete).
 
-use axum::extract::State;
 use smartpkg_store::{Draft, LibraryRefusal, Template};
 use smartpkg_types::{
-    AddedTemplate, DeletedTemplate, Draft as DraftView, DraftList, Errno, GatewayError,
-    TemplateInfo, TemplateList, TpToken,
+    call, AddedTemplate, DeletedTemplate, Draft as DraftView, DraftList, Errno, GatewayError,
+    PageRequest, TemplateInfo, TemplateList, TpToken,
 };
 
-use super::{Answer, Data, Params, Reply};
+use super::{Answer, Call, Data, Params, Reply};
 use crate::state::AppState;
 use crate::{clock, secrets};
 
@@ -36,24 +35,24 @@ impl Params {
         super::write_allowed(state, super::Scope::Tp, tp_id)?;
         Ok(tp_id)
     }
-
-    /// `page` (from 1) and `page_size` (1 to 100), as (offset, limit).
-    fn paging(&self) -> Result<(i64, i64), Reply> {
-        let page = self.optional_i64("page")?.unwrap_or(1);
-        let size = self.optional_i64("page_size")?.unwrap_or(10);
-        if page < 1 || !(1..=MAX_PAGE_SIZE).contains(&size) {
-            return Err(Reply::err_msg(
-                Errno::ParamError,
-                format!("page starts at 1 and page_size is 1 to {MAX_PAGE_SIZE}"),
-            ));
-        }
-        Ok(((page - 1).saturating_mul(size), size))
-    }
 }
 
-pub async fn token(State(state): State<AppState>, p: Params) -> Answer<TpToken> {
-    let client_id = p.required("client_id")?.trim().to_string();
-    let ticket = p.required("ticket")?.trim().to_string();
+/// `page` (from 1) and `page_size` (1 to 100), as (offset, limit).
+fn paging(p: PageRequest) -> Result<(i64, i64), Reply> {
+    let (page, size) = (p.page, p.page_size);
+    if page < 1 || !(1..=MAX_PAGE_SIZE).contains(&size) {
+        return Err(Reply::err_msg(
+            Errno::ParamError,
+            format!("page starts at 1 and page_size is 1 to {MAX_PAGE_SIZE}"),
+        ));
+    }
+    Ok(((page - 1).saturating_mul(size), size))
+}
+
+pub async fn token(state: AppState, call: Call<call::TpToken>) -> Answer<TpToken> {
+    let req = call.request()?;
+    let client_id = req.client_id.trim().to_string();
+    let ticket = req.ticket.trim().to_string();
     let tp = state
         .store
         .get_tp_by_client_id(client_id)
@@ -101,18 +100,24 @@ fn template_view(t: &Template) -> TemplateInfo {
     }
 }
 
-pub async fn gettemplatedraftlist(State(state): State<AppState>, p: Params) -> Answer<DraftList> {
-    let tp_id = p.tp_grant(&state).await?;
-    let (offset, limit) = p.paging()?;
+pub async fn gettemplatedraftlist(
+    state: AppState,
+    call: Call<call::GetTemplateDraftList>,
+) -> Answer<DraftList> {
+    let tp_id = call.tp(&state).await?;
+    let (offset, limit) = paging(call.request()?)?;
     let (count, drafts) = state.store.list_drafts(tp_id, offset, limit).await?;
     let list = drafts.iter().map(draft_view).collect();
     Ok(Data(DraftList { count, list }))
 }
 
-pub async fn addtotemplate(State(state): State<AppState>, p: Params) -> Answer<AddedTemplate> {
-    let tp_id = p.tp_write_grant(&state).await?;
-    let draft_id = p.required_i64("draft_id")?;
-    let desc = p.required("user_desc")?.to_string();
+pub async fn addtotemplate(
+    state: AppState,
+    call: Call<call::AddToTemplate>,
+) -> Answer<AddedTemplate> {
+    let tp_id = call.tp(&state).await?;
+    let req = call.request()?;
+    let (draft_id, desc) = (req.draft_id, req.user_desc);
     if desc.chars().count() > MAX_TEMPLATE_DESC_CHARS {
         return Err(Reply::err_msg(
             Errno::TemplateDescInvalid,
@@ -137,17 +142,23 @@ pub async fn addtotemplate(State(state): State<AppState>, p: Params) -> Answer<A
     }
 }
 
-pub async fn gettemplatelist(State(state): State<AppState>, p: Params) -> Answer<TemplateList> {
-    let tp_id = p.tp_grant(&state).await?;
-    let (offset, limit) = p.paging()?;
+pub async fn gettemplatelist(
+    state: AppState,
+    call: Call<call::GetTemplateList>,
+) -> Answer<TemplateList> {
+    let tp_id = call.tp(&state).await?;
+    let (offset, limit) = paging(call.request()?)?;
     let (count, templates) = state.store.list_templates(tp_id, offset, limit).await?;
     let list = templates.iter().map(template_view).collect();
     Ok(Data(TemplateList { count, list }))
 }
 
-pub async fn deltemplate(State(state): State<AppState>, p: Params) -> Answer<DeletedTemplate> {
-    let tp_id = p.tp_write_grant(&state).await?;
-    let template_id = p.required_i64("template_id")?;
+pub async fn deltemplate(
+    state: AppState,
+    call: Call<call::DelTemplate>,
+) -> Answer<DeletedTemplate> {
+    let tp_id = call.tp(&state).await?;
+    let template_id = call.request()?.template_id;
     match state
         .store
         .delete_template(tp_id, template_id, clock::now_ms())
