@@ -7,6 +7,177 @@ pub use smartpkg_push::{
 
 /// The payloads themselves are wire types, shared with the client.
 pub use smartpkg_types::push::{AuditResultPush, AUDIT_FAIL, AUDIT_PASS};
+use smartpkg_types::push::{TicketPush, AUTHORIZED, UNAUTHORIZED, UPDATE_AUTHORIZED};
+
+/// A plain authorization code, as the event that hands it to the third party carries it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CodeGrant {
+    pub authorization_code: String,
+    /// Seconds.
+    pub authorization_code_expires_in: i64,
+}
+
+/// What a push tells a third party, typed from the decision that makes it to the face that
+/// writes its body: each dialect renders these, nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The ticket the third party trades for its token (every few minutes).
+    Ticket {
+        ticket: String,
+        create_time_s: i64,
+    },
+    AuditPassed {
+        package_id: i64,
+        version: String,
+    },
+    AuditFailed {
+        package_id: i64,
+        version: String,
+        reason: String,
+    },
+    Authorized(CodeGrant),
+    /// Authorized again to the same third party: a fresh code.
+    UpdateAuthorized(CodeGrant),
+    Unauthorized,
+}
+
+/// An event as the outbox's columns keep it. The names and the payload's JSON are the ones
+/// every version has written, so events queued before an upgrade still read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventColumns {
+    pub name: &'static str,
+    pub package_id: Option<i64>,
+    pub reason: Option<String>,
+    pub package_version: String,
+    pub payload: Option<String>,
+    /// Tickets and authorization events go to the authorization-event URL; audit results
+    /// to the message URL.
+    pub to_auth_url: bool,
+}
+
+const TICKET: &str = "ticket";
+
+impl Event {
+    pub fn columns(&self) -> EventColumns {
+        let auth = |name, payload| EventColumns {
+            name,
+            package_id: None,
+            reason: None,
+            package_version: String::new(),
+            payload,
+            to_auth_url: true,
+        };
+        // Serializing these plain structs cannot fail; if it did, the missing payload would
+        // read back as an error, never as a wrong code.
+        fn json<T: serde::Serialize>(v: &T) -> Option<String> {
+            serde_json::to_string(v).ok()
+        }
+        match self {
+            Event::Ticket {
+                ticket,
+                create_time_s,
+            } => auth(TICKET, json(&baidu_ticket(ticket, *create_time_s))),
+            Event::Authorized(code) => auth(AUTHORIZED, json(code)),
+            Event::UpdateAuthorized(code) => auth(UPDATE_AUTHORIZED, json(code)),
+            Event::Unauthorized => auth(UNAUTHORIZED, None),
+            Event::AuditPassed {
+                package_id,
+                version,
+            } => EventColumns {
+                name: AUDIT_PASS,
+                package_id: Some(*package_id),
+                reason: None,
+                package_version: version.clone(),
+                payload: None,
+                to_auth_url: false,
+            },
+            Event::AuditFailed {
+                package_id,
+                version,
+                reason,
+            } => EventColumns {
+                name: AUDIT_FAIL,
+                package_id: Some(*package_id),
+                reason: Some(reason.clone()),
+                package_version: version.clone(),
+                payload: None,
+                to_auth_url: false,
+            },
+        }
+    }
+
+    /// Reads an event back from its columns.
+    pub fn from_columns(
+        name: &str,
+        package_id: Option<i64>,
+        reason: Option<&str>,
+        package_version: &str,
+        payload: Option<&str>,
+    ) -> Result<Event, String> {
+        let payload_of =
+            |what: &str| payload.ok_or_else(|| format!("the {what} event has lost its payload"));
+        let code = |what: &str| -> Result<CodeGrant, String> {
+            serde_json::from_str(payload_of(what)?).map_err(|e| format!("{what} payload: {e}"))
+        };
+        let package = || package_id.ok_or_else(|| format!("the {name} event has no package"));
+        Ok(match name {
+            TICKET => {
+                let t: TicketPush = serde_json::from_str(payload_of(TICKET)?)
+                    .map_err(|e| format!("ticket payload: {e}"))?;
+                Event::Ticket {
+                    ticket: t.ticket,
+                    create_time_s: t.create_time,
+                }
+            }
+            AUTHORIZED => Event::Authorized(code(AUTHORIZED)?),
+            UPDATE_AUTHORIZED => Event::UpdateAuthorized(code(UPDATE_AUTHORIZED)?),
+            UNAUTHORIZED => Event::Unauthorized,
+            AUDIT_PASS => Event::AuditPassed {
+                package_id: package()?,
+                version: package_version.to_string(),
+            },
+            AUDIT_FAIL => Event::AuditFailed {
+                package_id: package()?,
+                version: package_version.to_string(),
+                reason: reason.unwrap_or_default().to_string(),
+            },
+            other => return Err(format!("unknown event {other:?}")),
+        })
+    }
+
+    /// The audit result of a decision.
+    pub fn audit(package_id: i64, version: String, pass: bool, reason: &str) -> Event {
+        if pass {
+            Event::AuditPassed {
+                package_id,
+                version,
+            }
+        } else {
+            Event::AuditFailed {
+                package_id,
+                version,
+                reason: reason.to_string(),
+            }
+        }
+    }
+
+    /// The event's name on Baidu's wire (the `event` field; `ticket` for tickets).
+    pub fn name(&self) -> &'static str {
+        self.columns().name
+    }
+}
+
+/// The ticket message exactly as Baidu's platform sends it.
+pub fn baidu_ticket(ticket: &str, create_time_s: i64) -> TicketPush {
+    TicketPush {
+        ticket: ticket.to_string(),
+        from_user_name: "SmartAPP".into(),
+        create_time: create_time_s,
+        msg_type: "ticket".into(),
+        event: "push".into(),
+    }
+}
 
 /// When a push target that keeps failing is put on hold, and for how long: after
 /// `after_failures` failures in a row, for `base_ms` doubled with each further failure, at
@@ -55,6 +226,74 @@ mod tests {
             serde_json::to_string(&e).expect("json"),
             r#"{"appId":1452365,"tpAppId":17328232,"eventTime":"2019-01-14 12:45:10","event":"PACKAGE_AUDIT_PASS","packageId":58210,"packageVersion":"1.0.3"}"#
         );
+    }
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+
+    #[test]
+    fn every_event_reads_back_from_its_columns() {
+        let code = CodeGrant {
+            authorization_code: "c0de".into(),
+            authorization_code_expires_in: 3600,
+        };
+        let all = [
+            Event::Ticket {
+                ticket: "t".into(),
+                create_time_s: 17,
+            },
+            Event::AuditPassed {
+                package_id: 5,
+                version: "1.0.0".into(),
+            },
+            Event::AuditFailed {
+                package_id: 5,
+                version: "1.0.0".into(),
+                reason: "名称过长".into(),
+            },
+            Event::Authorized(code.clone()),
+            Event::UpdateAuthorized(code),
+            Event::Unauthorized,
+        ];
+        for e in all {
+            let c = e.columns();
+            let back = Event::from_columns(
+                c.name,
+                c.package_id,
+                c.reason.as_deref(),
+                &c.package_version,
+                c.payload.as_deref(),
+            );
+            assert_eq!(back, Ok(e));
+        }
+    }
+
+    #[test]
+    fn columns_keep_the_formats_earlier_versions_wrote() {
+        let c = Event::Ticket {
+            ticket: "t".into(),
+            create_time_s: 17,
+        }
+        .columns();
+        assert_eq!(
+            c.payload.as_deref(),
+            Some(
+                r#"{"Ticket":"t","FromUserName":"SmartAPP","CreateTime":17,"MsgType":"ticket","Event":"push"}"#
+            )
+        );
+        let c = Event::Authorized(CodeGrant {
+            authorization_code: "x".into(),
+            authorization_code_expires_in: 3600,
+        })
+        .columns();
+        assert_eq!(
+            c.payload.as_deref(),
+            Some(r#"{"authorizationCode":"x","authorizationCodeExpiresIn":3600}"#)
+        );
+        assert!(Event::from_columns("AUTHORIZED", None, None, "", None).is_err());
+        assert!(Event::from_columns("SOMETHING", None, None, "", None).is_err());
     }
 }
 

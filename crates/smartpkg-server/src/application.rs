@@ -274,19 +274,18 @@ pub async fn check_owner_credential(
 /// How long an authorization code lives, in seconds (Baidu's `authorizationCodeExpiresIn`).
 pub const AUTH_CODE_TTL_S: i64 = 3600;
 
-/// An authorization code as the store keeps it: its hash, and the answer that hands it out
-/// (`retrieve/authorizationcode` shows the payload), for any face that issues one.
+/// An authorization code as the store keeps it: its hash, and the plain code the AUTHORIZED
+/// event hands to the third party, for any face that issues one.
 pub fn issued_code(tp_id: i64, app_id: i64, code: &str, now_ms: i64) -> IssuedCode {
     IssuedCode {
         tp_id,
         app_id,
         code_hash: secrets::sha256_hex(code),
         expires_at_ms: now_ms + AUTH_CODE_TTL_S * 1000,
-        payload: serde_json::json!({
-            "authorizationCode": code,
-            "authorizationCodeExpiresIn": AUTH_CODE_TTL_S,
-        })
-        .to_string(),
+        grant: smartpkg_core::push::CodeGrant {
+            authorization_code: code.to_string(),
+            authorization_code_expires_in: AUTH_CODE_TTL_S,
+        },
     }
 }
 

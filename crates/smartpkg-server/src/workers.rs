@@ -390,14 +390,6 @@ async fn push_tickets(state: &AppState) -> Result<(), StoreError> {
     }
     for tp in state.store.tps_with_auth_url().await? {
         let ticket = crate::secrets::random_alnum(48);
-        let payload = serde_json::to_string(&smartpkg_types::push::TicketPush {
-            ticket: ticket.clone(),
-            from_user_name: "SmartAPP".into(),
-            create_time: now / 1000,
-            msg_type: "ticket".into(),
-            event: "push".into(),
-        })
-        .map_err(|e| StoreError::Corrupt(format!("ticket payload: {e}")))?;
         let expires = now.saturating_add((s.ticket_ttl_s as i64).saturating_mul(1000));
         state
             .store
@@ -405,7 +397,7 @@ async fn push_tickets(state: &AppState) -> Result<(), StoreError> {
                 tp.tp_id,
                 crate::secrets::sha256_hex(&ticket),
                 expires,
-                payload,
+                ticket,
                 now,
             )
             .await?;

@@ -1,12 +1,13 @@
 use async_trait::async_trait;
 use smartpkg_store::{
-    Approval, AuthRefusal, AuthStore, Channel, CodeKind, Grant, IssuedCode, OperatorGrant, Result,
+    Approval, AuthRefusal, AuthStore, CodeKind, Grant, IssuedCode, OperatorGrant, Result,
     StoreError, TokenPair,
 };
 use sqlx::{PgConnection, Row};
 
 use crate::deliveries::{auth_event, queue_event, NewEvent};
 use crate::{db, PgStore};
+use smartpkg_core::push::Event;
 
 pub(crate) async fn grant(c: &mut PgConnection, token_hash: &str) -> Result<Option<Grant>> {
     let row = sqlx::query(
@@ -116,7 +117,7 @@ async fn end_authorization(
     .execute(&mut *c)
     .await
     .map_err(db)?;
-    auth_event(c, tp_id, app_id, "UNAUTHORIZED", None, now_ms).await
+    auth_event(c, tp_id, app_id, &Event::Unauthorized, now_ms).await
 }
 
 /// Authorizes the app to `tp_id` with the app's row locked (the per-app serialisation of the
@@ -158,11 +159,11 @@ async fn switch_authorization(
     .await
     .map_err(db)?;
     let event = if prior == Some(tp_id) {
-        "UPDATE_AUTHORIZED"
+        Event::UpdateAuthorized(code.grant.clone())
     } else {
-        "AUTHORIZED"
+        Event::Authorized(code.grant.clone())
     };
-    auth_event(c, tp_id, app_id, event, Some(&code.payload), now_ms).await?;
+    auth_event(c, tp_id, app_id, &event, now_ms).await?;
     Ok(true)
 }
 
@@ -225,7 +226,7 @@ impl AuthStore for PgStore {
         tp_id: i64,
         ticket_hash: String,
         expires_at_ms: i64,
-        payload: String,
+        ticket: String,
         now_ms: i64,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(db)?;
@@ -246,15 +247,14 @@ impl AuthStore for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
+        let event = Event::Ticket {
+            ticket,
+            create_time_s: now_ms / 1000,
+        };
         let e = NewEvent {
             tp_id,
             app_id: 0,
-            package_id: None,
-            event: "ticket",
-            reason: None,
-            package_version: "",
-            channel: Channel::Auth,
-            payload: Some(&payload),
+            event: &event,
         };
         queue_event(&mut tx, e, now_ms).await?;
         tx.commit().await.map_err(db)

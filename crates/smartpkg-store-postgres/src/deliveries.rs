@@ -1,4 +1,5 @@
 use async_trait::async_trait;
+use smartpkg_core::push::Event;
 use smartpkg_store::{
     AttemptOutcome, AttemptRecord, Channel, Delivery, DeliveryState, DeliveryStore, EventRecord,
     JobRef, PushTarget, Result, StoreError, TargetVerdict,
@@ -11,27 +12,24 @@ use crate::{corrupt, db, PgStore};
 /// An event to queue for a third party.
 pub(crate) struct NewEvent<'a> {
     pub(crate) tp_id: i64,
+    /// 0 for a ticket, which concerns the third party alone.
     pub(crate) app_id: i64,
-    pub(crate) package_id: Option<i64>,
-    pub(crate) event: &'a str,
-    pub(crate) reason: Option<&'a str>,
-    pub(crate) package_version: &'a str,
-    pub(crate) channel: Channel,
-    /// Extra fields (authorization events) or the whole message (tickets), as JSON.
-    pub(crate) payload: Option<&'a str>,
+    pub(crate) event: &'a Event,
 }
 
 /// Writes an event, its delivery and the push job in the caller's transaction (outbox).
 /// Without a URL there is nowhere to deliver: an audit result still gets a delivery that says
 /// so; authorization pushes are skipped.
 pub(crate) async fn queue_event(c: &mut PgConnection, e: NewEvent<'_>, now_ms: i64) -> Result<()> {
-    let column = e.channel.url_field();
+    let cols = e.event.columns();
+    let channel = Channel::of(&cols);
+    let column = channel.url_field();
     let url: String = sqlx::query_scalar(&format!("SELECT {column} FROM tps WHERE tp_id = $1"))
         .bind(e.tp_id)
         .fetch_one(&mut *c)
         .await
         .map_err(db)?;
-    if url.trim().is_empty() && e.channel == Channel::Auth {
+    if url.trim().is_empty() && channel == Channel::Auth {
         return Ok(());
     }
     let uid = hex::encode(rand::random::<[u8; 16]>());
@@ -42,13 +40,13 @@ pub(crate) async fn queue_event(c: &mut PgConnection, e: NewEvent<'_>, now_ms: i
     .bind(uid)
     .bind(e.tp_id)
     .bind(e.app_id)
-    .bind(e.package_id)
-    .bind(e.event)
-    .bind(e.reason)
-    .bind(e.package_version)
+    .bind(cols.package_id)
+    .bind(cols.name)
+    .bind(&cols.reason)
+    .bind(&cols.package_version)
     .bind(now_ms)
-    .bind(e.channel.as_str())
-    .bind(e.payload)
+    .bind(channel.as_str())
+    .bind(&cols.payload)
     .fetch_one(&mut *c)
     .await
     .map_err(db)?;
@@ -76,30 +74,30 @@ pub(crate) async fn queue_event(c: &mut PgConnection, e: NewEvent<'_>, now_ms: i
     .await
     .map_err(db)?;
     if state == DeliveryState::Pending {
-        insert_push_job(c, e.package_id.unwrap_or(0), delivery_id, e.tp_id, now_ms).await?;
+        insert_push_job(
+            c,
+            cols.package_id.unwrap_or(0),
+            delivery_id,
+            e.tp_id,
+            now_ms,
+        )
+        .await?;
     }
     Ok(())
 }
 
-/// An authorization event (AUTHORIZED, UPDATE_AUTHORIZED, UNAUTHORIZED) to the TP's
-/// authorization-event URL.
+/// An authorization event (AUTHORIZED, UPDATE_AUTHORIZED, UNAUTHORIZED) about `app_id`.
 pub(crate) async fn auth_event(
     c: &mut PgConnection,
     tp_id: i64,
     app_id: i64,
-    event: &str,
-    payload: Option<&str>,
+    event: &Event,
     now_ms: i64,
 ) -> Result<()> {
     let e = NewEvent {
         tp_id,
         app_id,
-        package_id: None,
         event,
-        reason: None,
-        package_version: "",
-        channel: Channel::Auth,
-        payload,
     };
     queue_event(c, e, now_ms).await
 }
@@ -119,20 +117,11 @@ pub(crate) async fn outbox(
             .fetch_one(&mut *c)
             .await
             .map_err(db)?;
-    let (event, reason) = if pass {
-        (smartpkg_core::push::AUDIT_PASS, None)
-    } else {
-        (smartpkg_core::push::AUDIT_FAIL, Some(reason))
-    };
+    let event = Event::audit(package_id, version, pass, reason);
     let e = NewEvent {
         tp_id,
         app_id,
-        package_id: Some(package_id),
-        event,
-        reason,
-        package_version: &version,
-        channel: Channel::Event,
-        payload: None,
+        event: &event,
     };
     queue_event(c, e, now_ms).await
 }

@@ -38,8 +38,9 @@ pub struct IssuedCode {
     pub app_id: i64,
     pub code_hash: String,
     pub expires_at_ms: i64,
-    /// The event's extra fields (the plain authorization code and its lifetime), as JSON.
-    pub payload: String,
+    /// The plain code and its lifetime, which the AUTHORIZED event hands to the third party
+    /// (and only it).
+    pub grant: smartpkg_core::push::CodeGrant,
 }
 
 /// An owner's approval on the authorization page.
@@ -107,13 +108,14 @@ pub trait AuthStore: Send + Sync {
     /// (tp_id, expires_at_ms) of a TP access token.
     async fn resolve_tp_token(&self, token_hash: String) -> Result<Option<(i64, i64)>>;
 
-    /// Stores a ticket (by hash) and queues its push to the TP's authorization-event URL.
+    /// Stores a ticket (by hash) and queues its push, which carries the plain ticket, to the
+    /// TP's authorization-event URL.
     async fn push_ticket(
         &self,
         tp_id: i64,
         ticket_hash: String,
         expires_at_ms: i64,
-        payload: String,
+        ticket: String,
         now_ms: i64,
     ) -> Result<()>;
 
@@ -143,7 +145,7 @@ pub trait AuthStore: Send + Sync {
     /// The owner approved: uses the pre-auth code, authorizes the app to the TP (ending another
     /// TP's authorization, which is told UNAUTHORIZED), stores the authorization code and
     /// queues AUTHORIZED (UPDATE_AUTHORIZED when the app was already the TP's). The event's
-    /// extra fields come from `payload` (with the plain code, which only the TP may see).
+    /// plain code comes from the issued code's `grant`.
     async fn approve(
         &self,
         a: Approval,

@@ -7,11 +7,12 @@
 use std::sync::Arc;
 
 use smartpkg_core::lifecycle::{AuditRequest, Command, JobKind, PkgState, Policy};
+use smartpkg_core::push::{CodeGrant, Event};
 
 use crate::{
-    App, Approval, AttemptOutcome, AttemptRecord, CodeKind, DecisionContext, IssuedCode, Lane,
-    LaneKind, LibraryRefusal, NewPackage, NewTemplate, OperatorGrant, Schedule, Store, StoreError,
-    SweepPolicy, TargetVerdict, TokenPair, Tp, TpPatch,
+    App, Approval, AttemptOutcome, AttemptRecord, Channel, CodeKind, DecisionContext, IssuedCode,
+    Lane, LaneKind, LibraryRefusal, NewPackage, NewTemplate, OperatorGrant, Schedule, Store,
+    StoreError, SweepPolicy, TargetVerdict, TokenPair, Tp, TpPatch,
 };
 
 /// One `#[tokio::test]` per case, named after it (so each runs, fails and is filtered by
@@ -45,6 +46,7 @@ macro_rules! conformance_tests {
             every_decision_is_logged_with_who_took_it,
             a_package_log_is_its_own_however_busy_its_app,
             a_changed_password_or_a_disabled_account_ends_its_sessions,
+            queued_events_read_back_as_the_typed_events_that_queued_them,
         }
     };
 }
@@ -156,8 +158,55 @@ fn code(tp_id: i64, app_id: i64, hash: &str, expires_at_ms: i64) -> IssuedCode {
         app_id,
         code_hash: hash.into(),
         expires_at_ms,
-        payload: "{}".into(),
+        grant: CodeGrant {
+            authorization_code: format!("plain-{hash}"),
+            authorization_code_expires_in: 3600,
+        },
     }
+}
+
+pub async fn queued_events_read_back_as_the_typed_events_that_queued_them(store: Arc<dyn Store>) {
+    let (tp_id, app_id, _) = seeded(&*store).await;
+    store
+        .push_ticket(tp_id, "hash".into(), 100_000, "plain-ticket".into(), 5_000)
+        .await
+        .expect("db");
+    store
+        .create_code(CodeKind::PreAuth, "pre".into(), tp_id, None, 10_000, 0)
+        .await
+        .expect("db");
+    let approval = Approval {
+        pre_auth_hash: "pre".into(),
+        code: code(tp_id, app_id, "auth", 10_000),
+    };
+    assert_eq!(store.approve(approval, 6_000).await.expect("db"), Ok(()));
+    let mut events: Vec<(Channel, Event)> = store
+        .list_deliveries(Some(tp_id), None, None, 10)
+        .await
+        .expect("db")
+        .iter()
+        .map(|d| (d.event.channel, d.event.typed().expect("reads back")))
+        .collect();
+    events.reverse();
+    assert_eq!(
+        events,
+        vec![
+            (
+                Channel::Auth,
+                Event::Ticket {
+                    ticket: "plain-ticket".into(),
+                    create_time_s: 5
+                }
+            ),
+            (
+                Channel::Auth,
+                Event::UpdateAuthorized(CodeGrant {
+                    authorization_code: "plain-auth".into(),
+                    authorization_code_expires_in: 3600,
+                })
+            ),
+        ]
+    );
 }
 
 pub async fn tenants_round_trip_and_secrets_are_stable(store: Arc<dyn Store>) {

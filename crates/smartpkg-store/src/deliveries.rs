@@ -41,6 +41,15 @@ impl Channel {
             Channel::Auth => "auth_event_url",
         }
     }
+
+    /// The channel an event travels on.
+    pub fn of(columns: &smartpkg_core::push::EventColumns) -> Channel {
+        if columns.to_auth_url {
+            Channel::Auth
+        } else {
+            Channel::Event
+        }
+    }
 }
 
 /// An event to a third party, as stored: the wire JSON is rendered from these fields, so it
@@ -61,6 +70,20 @@ pub struct EventRecord {
     pub channel: Channel,
     /// The plain JSON of pushes that are not package audit results (tickets).
     pub payload: Option<String>,
+}
+
+impl EventRecord {
+    /// The event this record keeps, typed; a record that does not read back is corrupt.
+    pub fn typed(&self) -> Result<smartpkg_core::push::Event, crate::StoreError> {
+        smartpkg_core::push::Event::from_columns(
+            &self.event,
+            self.package_id,
+            self.reason.as_deref(),
+            &self.package_version,
+            self.payload.as_deref(),
+        )
+        .map_err(|why| crate::StoreError::Corrupt(format!("event {}: {why}", self.event_id)))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -12,8 +12,8 @@ use chrono::FixedOffset;
 use rand::Rng;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::Url;
-use smartpkg_core::push::{seal, Sealing};
-use smartpkg_store::{AttemptRecord, Channel, Delivery, Tp};
+use smartpkg_core::push::{baidu_ticket, seal, CodeGrant, Event, Sealing};
+use smartpkg_store::{AttemptRecord, Channel, Delivery, StoreError, Tp};
 use smartpkg_types::push::{AuditResultPush, AuthorizationPush};
 
 use crate::clock;
@@ -125,44 +125,48 @@ pub async fn check_target(
     }
 }
 
-/// The event as the third party decrypts it.
-pub fn render(d: &Delivery, offset: FixedOffset) -> Result<String, serde_json::Error> {
+/// The event as a Baidu-dialect third party decrypts it: its wire JSON, rendered from the
+/// typed event the store reads back, so it is identical on every attempt.
+pub fn render(d: &Delivery, offset: FixedOffset) -> Result<String, StoreError> {
     let e = &d.event;
-    if e.event == "ticket" {
-        return Ok(e.payload.clone().unwrap_or_default());
-    }
-    if e.channel == Channel::Auth {
-        // AUTHORIZED / UPDATE_AUTHORIZED / UNAUTHORIZED: the common fields, then the code that
-        // the stored payload carries for the first two.
-        #[derive(serde::Deserialize, Default)]
-        #[serde(rename_all = "camelCase")]
-        struct Code {
-            authorization_code: Option<String>,
-            authorization_code_expires_in: Option<i64>,
-        }
-        let code: Code = match &e.payload {
-            Some(p) => serde_json::from_str(p)?,
-            None => Code::default(),
-        };
-        return serde_json::to_string(&AuthorizationPush {
-            app_id: e.app_id,
-            tp_app_id: e.tp_id,
-            event_time: clock::event_time(e.created_at_ms, offset),
-            event: e.event.clone(),
-            authorization_code: code.authorization_code,
-            authorization_code_expires_in: code.authorization_code_expires_in,
-        });
-    }
     let event_time = clock::event_time(e.created_at_ms, offset);
-    serde_json::to_string(&AuditResultPush {
+    let authorization = |code: Option<CodeGrant>| AuthorizationPush {
         app_id: e.app_id,
         tp_app_id: e.tp_id,
-        event_time,
+        event_time: event_time.clone(),
         event: e.event.clone(),
-        reason: e.reason.clone(),
-        package_id: e.package_id.unwrap_or(0),
-        package_version: e.package_version.clone(),
-    })
+        authorization_code: code.as_ref().map(|c| c.authorization_code.clone()),
+        authorization_code_expires_in: code.map(|c| c.authorization_code_expires_in),
+    };
+    let audit = |package_id, version: String, reason| AuditResultPush {
+        app_id: e.app_id,
+        tp_app_id: e.tp_id,
+        event_time: event_time.clone(),
+        event: e.event.clone(),
+        reason,
+        package_id,
+        package_version: version,
+    };
+    let json = match e.typed()? {
+        Event::Ticket {
+            ticket,
+            create_time_s,
+        } => serde_json::to_string(&baidu_ticket(&ticket, create_time_s)),
+        Event::Authorized(code) | Event::UpdateAuthorized(code) => {
+            serde_json::to_string(&authorization(Some(code)))
+        }
+        Event::Unauthorized => serde_json::to_string(&authorization(None)),
+        Event::AuditPassed {
+            package_id,
+            version,
+        } => serde_json::to_string(&audit(package_id, version, None)),
+        Event::AuditFailed {
+            package_id,
+            version,
+            reason,
+        } => serde_json::to_string(&audit(package_id, version, Some(reason))),
+    };
+    json.map_err(|err| StoreError::Corrupt(format!("event {}: {err}", e.event_id)))
 }
 
 /// What one attempt found.

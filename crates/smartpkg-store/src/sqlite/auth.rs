@@ -1,4 +1,5 @@
 use super::*;
+use smartpkg_core::push::Event;
 
 pub(super) fn grant(c: &Connection, token_hash: &str) -> Result<Option<Grant>> {
     Ok(c.prepare_cached(
@@ -98,7 +99,7 @@ pub(super) fn end_authorization(
         "UPDATE codes SET used_at = ?1 WHERE app_id = ?2 AND tp_id = ?3 AND used_at IS NULL",
         params![now_ms, app_id, tp_id],
     )?;
-    auth_event(tx, tp_id, app_id, "UNAUTHORIZED", None, now_ms)
+    auth_event(tx, tp_id, app_id, &Event::Unauthorized, now_ms)
 }
 
 /// Authorizes the app to `code.tp_id`: another TP's authorization ends (it is told
@@ -131,11 +132,11 @@ pub(super) fn switch_authorization(
         params![code.code_hash, tp_id, app_id, code.expires_at_ms, now_ms],
     )?;
     let event = if prior == Some(tp_id) {
-        "UPDATE_AUTHORIZED"
+        Event::UpdateAuthorized(code.grant.clone())
     } else {
-        "AUTHORIZED"
+        Event::Authorized(code.grant.clone())
     };
-    auth_event(tx, tp_id, app_id, event, Some(&code.payload), now_ms)?;
+    auth_event(tx, tp_id, app_id, &event, now_ms)?;
     Ok(true)
 }
 
@@ -188,7 +189,7 @@ impl AuthStore for SqliteStore {
         tp_id: i64,
         ticket_hash: String,
         expires_at_ms: i64,
-        payload: String,
+        ticket: String,
         now_ms: i64,
     ) -> Result<()> {
         self.write(move |tx| {
@@ -198,15 +199,14 @@ impl AuthStore for SqliteStore {
             )?;
             // Expired tickets are of no use to anyone: drop them as new ones come.
             tx.execute("DELETE FROM tickets WHERE tp_id = ?1 AND expires_at < ?2", params![tp_id, now_ms])?;
+            let event = Event::Ticket {
+                ticket,
+                create_time_s: now_ms / 1000,
+            };
             let e = NewEvent {
                 tp_id,
                 app_id: 0,
-                package_id: None,
-                event: "ticket",
-                reason: None,
-                package_version: "",
-                channel: Channel::Auth,
-                payload: Some(&payload),
+                event: &event,
             };
             queue_event(tx, e, now_ms)
         })

@@ -1,39 +1,37 @@
 use super::*;
+use smartpkg_core::push::Event;
 
 /// An event to queue for a third party.
 pub(super) struct NewEvent<'a> {
     pub(super) tp_id: i64,
+    /// 0 for a ticket, which concerns the third party alone.
     pub(super) app_id: i64,
-    pub(super) package_id: Option<i64>,
-    pub(super) event: &'a str,
-    pub(super) reason: Option<&'a str>,
-    pub(super) package_version: &'a str,
-    pub(super) channel: Channel,
-    /// Extra fields (authorization events) or the whole message (tickets), as JSON.
-    pub(super) payload: Option<&'a str>,
+    pub(super) event: &'a Event,
 }
 
 /// Writes an event, its delivery and the push job, in the caller's transaction (outbox).
 /// Without a URL there is nowhere to deliver: an audit result still gets a delivery that says
 /// so (the operator can replay it once the URL is set); authorization pushes are skipped.
 pub(super) fn queue_event(tx: &Transaction<'_>, e: NewEvent<'_>, now_ms: i64) -> Result<()> {
-    let column = e.channel.url_field();
+    let cols = e.event.columns();
+    let channel = Channel::of(&cols);
+    let column = channel.url_field();
     let url: String = tx.query_row(
         &format!("SELECT {column} FROM tps WHERE tp_id = ?1"),
         [e.tp_id],
         |r| r.get(0),
     )?;
-    if url.trim().is_empty() && e.channel == Channel::Auth {
+    if url.trim().is_empty() && channel == Channel::Auth {
         return Ok(());
     }
     let uid = hex::encode(rand::random::<[u8; 16]>());
     // The column predates the Option: 0 stands for "no package".
-    let package_id = e.package_id.unwrap_or(0);
+    let package_id = cols.package_id.unwrap_or(0);
     tx.prepare_cached(
         "INSERT INTO events (uid, tp_id, app_id, package_id, event, reason, package_version, created_at, channel, payload) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
-    .execute(params![uid, e.tp_id, e.app_id, package_id, e.event, e.reason, e.package_version, now_ms, e.channel.as_str(), e.payload])?;
+    .execute(params![uid, e.tp_id, e.app_id, package_id, cols.name, cols.reason, cols.package_version, now_ms, channel.as_str(), cols.payload])?;
     let event_id = tx.last_insert_rowid();
     let (state, error, next) = if url.trim().is_empty() {
         (
@@ -55,25 +53,18 @@ pub(super) fn queue_event(tx: &Transaction<'_>, e: NewEvent<'_>, now_ms: i64) ->
     Ok(())
 }
 
-/// An authorization event (AUTHORIZED, UPDATE_AUTHORIZED, UNAUTHORIZED) to the TP's
-/// authorization-event URL.
+/// An authorization event (AUTHORIZED, UPDATE_AUTHORIZED, UNAUTHORIZED) about `app_id`.
 pub(super) fn auth_event(
     tx: &Transaction<'_>,
     tp_id: i64,
     app_id: i64,
-    event: &str,
-    payload: Option<&str>,
+    event: &Event,
     now_ms: i64,
 ) -> Result<()> {
     let e = NewEvent {
         tp_id,
         app_id,
-        package_id: None,
         event,
-        reason: None,
-        package_version: "",
-        channel: Channel::Auth,
-        payload,
     };
     queue_event(tx, e, now_ms)
 }
@@ -92,20 +83,11 @@ pub(super) fn outbox(
         [package_id],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    let (event, reason) = if pass {
-        (smartpkg_core::push::AUDIT_PASS, None)
-    } else {
-        (smartpkg_core::push::AUDIT_FAIL, Some(reason))
-    };
+    let event = Event::audit(package_id, version, pass, reason);
     let e = NewEvent {
         tp_id,
         app_id,
-        package_id: Some(package_id),
-        event,
-        reason,
-        package_version: &version,
-        channel: Channel::Event,
-        payload: None,
+        event: &event,
     };
     queue_event(tx, e, now_ms)
 }
