@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use smartpkg_server::admin::answers::{ArchiveUploaded, TpAnswer};
 use smartpkg_server::{Running, Settings};
 
 use crate::{Answer, Keys, Receiver};
@@ -93,14 +94,13 @@ impl Sandbox {
                 .json(&body)
                 .send()
         };
-        let tp: Value = admin(reqwest::Method::POST, "/tps", json!({"name": "sandbox tp"}))
+        let tp: TpAnswer = admin(reqwest::Method::POST, "/tps", json!({"name": "sandbox tp"}))
             .await
             .expect("create tp")
             .json()
             .await
             .expect("tp json");
-        let tp_id = tp["tp_id"].as_i64().expect("tp_id");
-        let client_id = tp["client_id"].as_str().expect("client_id").to_string();
+        let (tp_id, client_id) = (tp.tp_id, tp.client_id);
         let keys = Keys {
             encoding_aes_key: AES_KEY.into(),
             token: MSG_TOKEN.into(),
@@ -220,8 +220,8 @@ impl Sandbox {
             .send()
             .await
             .expect("template upload");
-        let v: Value = resp.json().await.expect("template json");
-        v["template_id"].as_i64().expect("template_id")
+        let v: ArchiveUploaded = resp.json().await.expect("template json");
+        v.template_id.expect("template_id")
     }
 
     /// Points the third party's audit-result pushes at `url`.

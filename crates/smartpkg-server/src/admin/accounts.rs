@@ -4,9 +4,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
 use smartpkg_store::Role;
 
+use super::answers::{AccountAnswer, AccountList, CreatedAccount};
 use super::{AdminError, AdminResult, Body, ErrorBody};
 use crate::application;
 use crate::state::AppState;
@@ -32,7 +32,7 @@ pub struct NewAccountBody {
     summary = "Create a console account",
     request_body = NewAccountBody,
     responses(
-        (status = 201, description = "{account_id, name, role, apps, password?}: password only when generated, shown once"),
+        (status = 201, description = "the account; password only when generated, shown once", body = CreatedAccount),
         (status = 400, description = "invalid name, role or password"),
         (status = 404, description = "an app that does not exist"),
         (status = 409, description = "the name is taken"),
@@ -42,7 +42,7 @@ pub struct NewAccountBody {
 pub async fn create(
     State(state): State<AppState>,
     Body(b): Body<NewAccountBody>,
-) -> AdminResult<(StatusCode, Json<Value>)> {
+) -> AdminResult<(StatusCode, Json<CreatedAccount>)> {
     let role = Role::parse(b.role.trim())
         .ok_or_else(|| AdminError::bad_request("role must be operator, reviewer or owner"))?;
     let apps = b.apps.clone();
@@ -55,17 +55,15 @@ pub async fn create(
         b.apps,
     )
     .await?;
-    let mut v = json!({
-        "account_id": account.account_id,
-        "name": account.name,
-        "role": account.role,
-        "apps": apps,
-        "created_at_ms": account.created_at_ms,
-    });
-    if let Some(p) = generated {
-        v["password"] = json!(p);
-    }
-    Ok((StatusCode::CREATED, Json(v)))
+    let created = CreatedAccount {
+        account_id: account.account_id,
+        name: account.name,
+        role: account.role.as_str().to_string(),
+        apps,
+        created_at_ms: account.created_at_ms,
+        password: generated,
+    };
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 #[derive(utoipa::IntoParams, Deserialize)]
@@ -80,24 +78,29 @@ pub struct ListQuery {
     tag = "admin",
     summary = "List console accounts (first 1000), or find one by name",
     params(ListQuery),
-    responses((status = 200, description = "{total, accounts: [{account_id, name, role, created_by, created_at_ms, disabled_at_ms}]}; with name, the one account or none"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+    responses((status = 200, description = "the accounts; with name, the one account or none", body = AccountList), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
 )]
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
-) -> AdminResult<Json<Value>> {
+) -> AdminResult<Json<AccountList>> {
+    let answer = |a| AccountAnswer::new(a, None);
     if let Some(name) = q.name {
         let found = state
             .store
             .account_by_name(name.trim().to_lowercase())
             .await?;
-        let accounts: Vec<_> = found.into_iter().map(|(a, _)| a).collect();
-        return Ok(Json(
-            json!({ "total": accounts.len(), "accounts": accounts }),
-        ));
+        let accounts: Vec<_> = found.into_iter().map(|(a, _)| answer(a)).collect();
+        return Ok(Json(AccountList {
+            total: accounts.len() as i64,
+            accounts,
+        }));
     }
     let (total, accounts) = state.store.list_accounts(0, 1000).await?;
-    Ok(Json(json!({ "total": total, "accounts": accounts })))
+    Ok(Json(AccountList {
+        total,
+        accounts: accounts.into_iter().map(answer).collect(),
+    }))
 }
 
 #[derive(utoipa::ToSchema, Deserialize)]
@@ -120,7 +123,7 @@ pub struct AccountPatchBody {
     params(("account_id" = i64, Path, description = "the account")),
     request_body = AccountPatchBody,
     responses(
-        (status = 200, description = "{account_id, name, role, created_by, created_at_ms, disabled_at_ms, password?}: password only when generated, shown once; every session of the account has ended"),
+        (status = 200, description = "the account; password only when generated, shown once; every session of the account has ended", body = AccountAnswer),
         (status = 400, description = "nothing to change, both password and generate_password, or a password of the wrong shape"),
         (status = 404, description = "no such account"),
         (status = 401, description = "missing or wrong admin token", body = ErrorBody)
@@ -130,7 +133,7 @@ pub async fn patch(
     State(state): State<AppState>,
     Path(account_id): Path<i64>,
     Body(b): Body<AccountPatchBody>,
-) -> AdminResult<Json<Value>> {
+) -> AdminResult<Json<AccountAnswer>> {
     let password = match (b.password, b.generate_password) {
         (Some(_), true) => {
             return Err(AdminError::bad_request(
@@ -143,11 +146,5 @@ pub async fn patch(
     };
     let (account, generated) =
         application::edit_account(&state, account_id, password, b.disabled, None).await?;
-    let mut v = serde_json::to_value(&account).map_err(|e| {
-        AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-    })?;
-    if let Some(p) = generated {
-        v["password"] = json!(p);
-    }
-    Ok(Json(v))
+    Ok(Json(AccountAnswer::new(account, generated)))
 }

@@ -5,10 +5,16 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
 use smartpkg_store::{Delivery, DeliveryState};
 
+use super::answers::{
+    AttemptAnswer, DeliveryAnswer, DeliveryList, PushTargetAnswer, PushTargetList, Redelivery,
+    ResumedTarget,
+};
 use super::{AdminError, AdminResult, ErrorBody};
+
+/// A push target with no failing run.
+const HEALTHY: &str = "healthy";
 use crate::state::AppState;
 use crate::{clock, push};
 
@@ -24,27 +30,30 @@ async fn holds(state: &AppState) -> AdminResult<HashMap<i64, i64>> {
         .collect())
 }
 
-fn view(d: &Delivery, state: &AppState, holds: &HashMap<i64, i64>) -> Value {
+fn view(d: &Delivery, state: &AppState, holds: &HashMap<i64, i64>) -> DeliveryAnswer {
     let offset = state.settings.utc_offset;
     let time = |ms: Option<i64>| ms.map(|t| clock::commit_time(t, offset));
-    json!({
-        "id": d.delivery_id,
-        "event_id": d.event.uid,
-        "event": d.event.event,
-        "tp_id": d.tp_id,
-        "app_id": d.event.app_id,
-        "package_id": d.event.package_id,
-        "url": d.url,
-        "state": d.state,
-        "attempts": d.attempts,
-        "last_status": d.last_status,
-        "last_error": d.last_error,
-        "next_attempt_at": time(d.next_attempt_at_ms.filter(|_| d.state == DeliveryState::Pending)),
-        "created_at": time(Some(d.created_at_ms)),
-        "delivered_at": time(d.delivered_at_ms),
+    let pending = d.state == DeliveryState::Pending;
+    DeliveryAnswer {
+        id: d.delivery_id,
+        event_id: d.event.uid.clone(),
+        event: d.event.event.clone(),
+        tp_id: d.tp_id,
+        app_id: d.event.app_id,
+        package_id: d.event.package_id,
+        url: d.url.clone(),
+        state: d.state.as_str().to_string(),
+        attempts: d.attempts,
+        last_status: d.last_status,
+        last_error: d.last_error.clone(),
+        next_attempt_at: time(d.next_attempt_at_ms.filter(|_| pending)),
+        created_at: time(Some(d.created_at_ms)),
+        delivered_at: time(d.delivered_at_ms),
         // While the target is on hold, a pending delivery waits at least until then.
-        "target_on_hold_until": time(holds.get(&d.tp_id).copied().filter(|_| d.state == DeliveryState::Pending)),
-    })
+        target_on_hold_until: time(holds.get(&d.tp_id).copied().filter(|_| pending)),
+        payload: None,
+        attempt_log: None,
+    }
 }
 
 #[utoipa::path(
@@ -53,12 +62,12 @@ fn view(d: &Delivery, state: &AppState, holds: &HashMap<i64, i64>) -> Value {
     tag = "admin",
     summary = "List pushes with their state",
     params(("tp_id" = Option<i64>, Query), ("state" = Option<String>, Query, description = "pending, delivered or failed"), ("limit" = Option<i64>, Query), ("before" = Option<i64>, Query, description = "only deliveries with a smaller id: the next page")),
-    responses((status = 200, description = "{deliveries: [...]}"), (status = 400, description = "invalid filter"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+    responses((status = 200, description = "the deliveries, newest first", body = DeliveryList), (status = 400, description = "invalid filter"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
 )]
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
-) -> AdminResult<Json<Value>> {
+) -> AdminResult<Json<DeliveryList>> {
     let tp_id = match q.get("tp_id").filter(|v| !v.is_empty()) {
         Some(v) => Some(
             v.parse::<i64>()
@@ -91,8 +100,8 @@ pub async fn list(
         .list_deliveries(tp_id, wanted, before, limit)
         .await?;
     let holds = holds(&state).await?;
-    let deliveries: Vec<Value> = rows.iter().map(|d| view(d, &state, &holds)).collect();
-    Ok(Json(json!({ "deliveries": deliveries })))
+    let deliveries = rows.iter().map(|d| view(d, &state, &holds)).collect();
+    Ok(Json(DeliveryList { deliveries }))
 }
 
 #[utoipa::path(
@@ -101,41 +110,42 @@ pub async fn list(
     tag = "admin",
     summary = "Read a push with its payload and every attempt",
     params(("id" = i64, Path)),
-    responses((status = 200, description = "the delivery"), (status = 404, description = "no such delivery"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+    responses((status = 200, description = "the delivery with its payload and attempts", body = DeliveryAnswer), (status = 404, description = "no such delivery"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
 )]
 pub async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<i64>,
-) -> AdminResult<Json<Value>> {
+) -> AdminResult<Json<DeliveryAnswer>> {
     let d = state
         .store
         .get_delivery(id)
         .await?
         .ok_or_else(|| AdminError::not_found(format!("delivery {id}")))?;
     let offset = state.settings.utc_offset;
-    let attempts: Vec<Value> = state
+    let attempts = state
         .store
         .delivery_attempts(id)
         .await?
         .into_iter()
-        .map(|a| {
-            json!({
-                "at": clock::commit_time(a.at_ms, offset),
-                "url": a.url,
-                "status": a.status,
-                "latency_ms": a.latency_ms,
-                "error": a.error,
-                "body": a.body,
-            })
+        .map(|a| AttemptAnswer {
+            at: clock::commit_time(a.at_ms, offset),
+            url: a.url,
+            status: a.status,
+            latency_ms: a.latency_ms,
+            error: a.error,
+            body: a.body,
         })
         .collect();
-    let mut v = view(&d, &state, &holds(&state).await?);
-    v["payload"] = push::render(&d, offset)
+    // A payload that does not render (a corrupt row) shows as null; the list still works.
+    let payload = push::render(&d, offset)
         .ok()
         .and_then(|p| serde_json::from_str(&p).ok())
-        .unwrap_or(Value::Null);
-    v["attempt_log"] = Value::Array(attempts);
-    Ok(Json(v))
+        .unwrap_or(serde_json::Value::Null);
+    Ok(Json(DeliveryAnswer {
+        payload: Some(payload),
+        attempt_log: Some(attempts),
+        ..view(&d, &state, &holds(&state).await?)
+    }))
 }
 
 #[utoipa::path(
@@ -144,17 +154,18 @@ pub async fn get_one(
     tag = "admin",
     summary = "Replay a push under the same event id",
     params(("id" = i64, Path)),
-    responses((status = 202, description = "{id, state: pending}; lifts the target's hold for this attempt"), (status = 404, description = "no such delivery"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+    responses((status = 202, description = "queued again; lifts the target's hold for this attempt", body = Redelivery), (status = 404, description = "no such delivery"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
 )]
 pub async fn redeliver(
     State(state): State<AppState>,
     Path(id): Path<i64>,
-) -> AdminResult<(StatusCode, Json<Value>)> {
+) -> AdminResult<(StatusCode, Json<Redelivery>)> {
     crate::application::redeliver(&state, id).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"id": id, "state": "pending"})),
-    ))
+    let queued = Redelivery {
+        id,
+        state: DeliveryState::Pending.as_str().to_string(),
+    };
+    Ok((StatusCode::ACCEPTED, Json(queued)))
 }
 
 #[utoipa::path(
@@ -162,32 +173,39 @@ pub async fn redeliver(
     path = "/push-targets",
     tag = "admin",
     summary = "Push targets (third parties) with their failing run and hold",
-    responses((status = 200, description = "{push_targets: [...]}"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+    responses((status = 200, description = "every target with a failure record", body = PushTargetList), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
 )]
 /// `GET /push-targets`: every third party with a failure record, its failing run and hold.
-pub async fn targets(State(state): State<AppState>) -> AdminResult<Json<Value>> {
+pub async fn targets(State(state): State<AppState>) -> AdminResult<Json<PushTargetList>> {
     let offset = state.settings.utc_offset;
     let now = clock::now_ms();
     let time = |ms: Option<i64>| ms.map(|t| clock::commit_time(t, offset));
-    let list: Vec<Value> = state
+    let push_targets = state
         .store
         .push_targets()
         .await?
         .into_iter()
         .map(|t| {
             let held = t.hold_until_ms.filter(|u| *u > now);
-            json!({
-                "tp_id": t.tp_id,
-                "state": if held.is_some() { "on_hold" } else if t.consecutive_failures > 0 { "failing" } else { "healthy" },
-                "consecutive_failures": t.consecutive_failures,
-                "failing_since": time(t.failing_since_ms),
-                "hold_until": time(held),
-                "holds": t.holds,
-                "last_error": t.last_error,
-            })
+            let health = if held.is_some() {
+                "on_hold"
+            } else if t.consecutive_failures > 0 {
+                "failing"
+            } else {
+                HEALTHY
+            };
+            PushTargetAnswer {
+                tp_id: t.tp_id,
+                state: health.to_string(),
+                consecutive_failures: t.consecutive_failures,
+                failing_since: time(t.failing_since_ms),
+                hold_until: time(held),
+                holds: t.holds,
+                last_error: t.last_error,
+            }
         })
         .collect();
-    Ok(Json(json!({ "push_targets": list })))
+    Ok(Json(PushTargetList { push_targets }))
 }
 
 #[utoipa::path(
@@ -196,16 +214,19 @@ pub async fn targets(State(state): State<AppState>) -> AdminResult<Json<Value>> 
     tag = "admin",
     summary = "End a target's hold; its deliveries resume at once",
     params(("tp_id" = i64, Path)),
-    responses((status = 200, description = "the target"), (status = 404, description = "no such third party"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+    responses((status = 200, description = "the target, healthy again", body = ResumedTarget), (status = 404, description = "no such third party"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
 )]
 /// `POST /push-targets/{tp_id}/resume`: an operator ends a hold; deliveries resume at once.
 pub async fn resume(
     State(state): State<AppState>,
     Path(tp_id): Path<i64>,
-) -> AdminResult<Json<Value>> {
+) -> AdminResult<Json<ResumedTarget>> {
     if !state.store.resume_target(tp_id).await? {
         return Err(AdminError::not_found(format!("push target {tp_id}")));
     }
     state.jobs_ready.notify_one();
-    Ok(Json(json!({"tp_id": tp_id, "state": "healthy"})))
+    Ok(Json(ResumedTarget {
+        tp_id,
+        state: HEALTHY.to_string(),
+    }))
 }

@@ -4,9 +4,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
 use smartpkg_store::StoreError;
 
+use super::answers::{AppHosts, CreatedHost, HostAnswer, HostList};
 use super::{clean_text, AdminError, AdminResult, Body, ErrorBody};
 use crate::state::AppState;
 use crate::{clock, secrets};
@@ -24,7 +24,7 @@ pub struct NewHostBody {
     summary = "Register a host app; its key and secret (shown once) authenticate /runtime/v1",
     request_body = NewHostBody,
     responses(
-        (status = 201, description = "{host_id, name, host_key, host_secret, created_at}"),
+        (status = 201, description = "the host app with its secret, shown this once", body = CreatedHost),
         (status = 400, description = "invalid name"),
         (status = 401, description = "missing or wrong admin token", body = ErrorBody)
     )
@@ -32,7 +32,7 @@ pub struct NewHostBody {
 pub async fn create(
     State(state): State<AppState>,
     Body(b): Body<NewHostBody>,
-) -> AdminResult<(StatusCode, Json<Value>)> {
+) -> AdminResult<(StatusCode, Json<CreatedHost>)> {
     let name = b.name.trim().to_string();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(AdminError::bad_request("name is 1 to 100 characters"));
@@ -46,13 +46,13 @@ pub async fn create(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "host_id": host.host_id,
-            "name": host.name,
-            "host_key": host.host_key,
-            "host_secret": secret,
-            "created_at_ms": host.created_at_ms,
-        })),
+        Json(CreatedHost {
+            host_id: host.host_id,
+            name: host.name,
+            host_key: host.host_key,
+            host_secret: secret,
+            created_at_ms: host.created_at_ms,
+        }),
     ))
 }
 
@@ -62,13 +62,15 @@ pub async fn create(
     tag = "admin",
     summary = "List host apps (their secrets are never shown again)",
     responses(
-        (status = 200, description = "{host_apps: [{host_id, name, host_key, created_at_ms}]}"),
+        (status = 200, description = "every host app, without secrets", body = HostList),
         (status = 401, description = "missing or wrong admin token", body = ErrorBody)
     )
 )]
-pub async fn list(State(state): State<AppState>) -> AdminResult<Json<Value>> {
+pub async fn list(State(state): State<AppState>) -> AdminResult<Json<HostList>> {
     let hosts = state.store.list_host_apps().await?;
-    Ok(Json(json!({ "host_apps": hosts })))
+    Ok(Json(HostList {
+        host_apps: hosts.into_iter().map(HostAnswer::from).collect(),
+    }))
 }
 
 #[derive(utoipa::ToSchema, Deserialize)]
@@ -86,7 +88,7 @@ pub struct AppHostsBody {
     params(("app_id" = i64, Path)),
     request_body = AppHostsBody,
     responses(
-        (status = 200, description = "{app_id, host_ids}"),
+        (status = 200, description = "the mini program's host apps", body = AppHosts),
         (status = 404, description = "no such mini program or host app"),
         (status = 401, description = "missing or wrong admin token", body = ErrorBody)
     )
@@ -95,7 +97,7 @@ pub async fn set_app_hosts(
     State(state): State<AppState>,
     Path(app_id): Path<i64>,
     Body(b): Body<AppHostsBody>,
-) -> AdminResult<Json<Value>> {
+) -> AdminResult<Json<AppHosts>> {
     if b.host_ids.len() > 1000 {
         return Err(AdminError::bad_request("at most 1000 host apps"));
     }
@@ -106,5 +108,8 @@ pub async fn set_app_hosts(
         Err(e) => return Err(e.into()),
     }
     state.app_caches.app_changed(app_id);
-    Ok(Json(json!({"app_id": app_id, "host_ids": b.host_ids})))
+    Ok(Json(AppHosts {
+        app_id,
+        host_ids: b.host_ids,
+    }))
 }

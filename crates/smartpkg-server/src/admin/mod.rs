@@ -3,6 +3,7 @@
 //! `{"error": {"code", "message"}}` with a non-2xx status.
 
 mod accounts;
+pub mod answers;
 mod deliveries;
 mod hosts;
 mod packages;

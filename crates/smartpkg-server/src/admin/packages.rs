@@ -8,36 +8,38 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
 use smartpkg_store::{Actor, PackageFilter, PackageRecord};
 
+use super::answers::{PackageAnswer, PackageList};
 use super::{AdminError, AdminResult, Body, ErrorBody};
 use crate::state::AppState;
 use crate::{application, clock};
 
-fn view(p: &PackageRecord, state: &AppState) -> Value {
+fn view(p: &PackageRecord, state: &AppState) -> PackageAnswer {
     let offset = state.settings.utc_offset;
-    json!({
-        "package_id": p.package_id,
-        "app_id": p.app_id,
-        "tp_id": p.tp_id,
-        "template_id": p.template_id,
-        "status": p.state.wire_status().map(|w| w.code()),
-        "state": p.state.as_str(),
-        "version": p.version,
-        "version_desc": p.version_desc,
-        "msg": p.msg,
-        "remark": p.remark,
-        "audit_content": p.audit_content,
-        "test_account": p.test_account,
-        "test_password": p.test_password,
-        "direct_commit": p.direct_commit,
-        "upload_err_code": p.upload_err_code,
-        "upload_err_msg": p.upload_err_msg,
-        "rollback_version": p.rollback_version,
-        "commit_time": clock::commit_time(p.commit_time_ms, offset),
-        "updated_at": clock::commit_time(p.updated_at_ms, offset),
-    })
+    PackageAnswer {
+        package_id: p.package_id,
+        app_id: p.app_id,
+        tp_id: p.tp_id,
+        template_id: p.template_id,
+        status: p.state.wire_status().map(|w| w.code()),
+        state: p.state.as_str().to_string(),
+        version: p.version.clone(),
+        version_desc: p.version_desc.clone(),
+        msg: p.msg.clone(),
+        remark: p.remark.clone(),
+        audit_content: p.audit_content.clone(),
+        test_account: p.test_account.clone(),
+        test_password: p.test_password.clone(),
+        direct_commit: p.direct_commit,
+        upload_err_code: p.upload_err_code,
+        upload_err_msg: p.upload_err_msg.clone(),
+        rollback_version: p.rollback_version.clone(),
+        commit_time: clock::commit_time(p.commit_time_ms, offset),
+        updated_at: clock::commit_time(p.updated_at_ms, offset),
+        ext_json: None,
+        built_ext_json: None,
+    }
 }
 
 fn int(q: &HashMap<String, String>, name: &str) -> AdminResult<Option<i64>> {
@@ -56,12 +58,12 @@ fn int(q: &HashMap<String, String>, name: &str) -> AdminResult<Option<i64>> {
     tag = "admin",
     summary = "List packages, newest first",
     params(("status" = Option<i64>, Query, description = "wire status: 1, 3, 4, 5, 6 or 8"), ("app_id" = Option<i64>, Query), ("tp_id" = Option<i64>, Query), ("limit" = Option<i64>, Query, description = "1 to 1000, default 100")),
-    responses((status = 200, description = "{packages: [...]}"), (status = 400, description = "invalid filter"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+    responses((status = 200, description = "the packages, newest first", body = PackageList), (status = 400, description = "invalid filter"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
 )]
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
-) -> AdminResult<Json<Value>> {
+) -> AdminResult<Json<PackageList>> {
     let filter = PackageFilter {
         status: int(&q, "status")?,
         app_id: int(&q, "app_id")?,
@@ -69,8 +71,8 @@ pub async fn list(
         limit: Some(int(&q, "limit")?.unwrap_or(100).clamp(1, 1000)),
     };
     let rows = state.store.list_packages(filter).await?;
-    let packages: Vec<Value> = rows.iter().map(|p| view(p, &state)).collect();
-    Ok(Json(json!({ "packages": packages })))
+    let packages = rows.iter().map(|p| view(p, &state)).collect();
+    Ok(Json(PackageList { packages }))
 }
 
 async fn load(state: &AppState, id: i64) -> AdminResult<PackageRecord> {
@@ -83,18 +85,19 @@ async fn load(state: &AppState, id: i64) -> AdminResult<PackageRecord> {
     tag = "admin",
     summary = "Read a package in any state",
     params(("package_id" = i64, Path)),
-    responses((status = 200, description = "the package with its ext_json and built ext.json"), (status = 404, description = "no such package"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+    responses((status = 200, description = "the package with its ext_json and built ext.json", body = PackageAnswer), (status = 404, description = "no such package"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
 )]
 pub async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<i64>,
-) -> AdminResult<Json<Value>> {
+) -> AdminResult<Json<PackageAnswer>> {
     let p = load(&state, id).await?;
-    let mut v = view(&p, &state);
     // The inputs and the build, for one package only (each may be up to the body limit).
-    v["ext_json"] = json!(p.ext_json);
-    v["built_ext_json"] = json!(p.built_ext_json);
-    Ok(Json(v))
+    Ok(Json(PackageAnswer {
+        ext_json: Some(p.ext_json.clone()),
+        built_ext_json: Some(p.built_ext_json.clone()),
+        ..view(&p, &state)
+    }))
 }
 
 #[derive(utoipa::ToSchema, Deserialize)]
@@ -111,13 +114,13 @@ pub struct AuditBody {
     summary = "Decide an audit",
     params(("package_id" = i64, Path)),
     request_body = AuditBody,
-    responses((status = 200, description = "the package"), (status = 400, description = "invalid decision"), (status = 404, description = "no such package"), (status = 409, description = "the package is not being audited"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+    responses((status = 200, description = "the package", body = PackageAnswer), (status = 400, description = "invalid decision"), (status = 404, description = "no such package"), (status = 409, description = "the package is not being audited"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
 )]
 pub async fn audit(
     State(state): State<AppState>,
     Path(id): Path<i64>,
     Body(b): Body<AuditBody>,
-) -> AdminResult<Json<Value>> {
+) -> AdminResult<Json<PackageAnswer>> {
     let pass = match b.result.as_str() {
         "pass" => true,
         "fail" => false,

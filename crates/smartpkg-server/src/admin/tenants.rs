@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use smartpkg_core::archive;
 use smartpkg_store::{App, AppPatch, NewTemplate, Tp, TpPatch};
 
+use super::answers::{AppAnswer, AppWithOwnerPassword, ArchiveUploaded, Authorized, TpAnswer};
 use super::{clean_text, AdminError, AdminResult, Body, ErrorBody};
 use crate::state::AppState;
 use crate::{clock, owner, secrets};
@@ -86,12 +87,12 @@ pub struct NewTpBody {
     tag = "admin",
     summary = "Create a third party",
     request_body = NewTpBody,
-    responses((status = 201, description = "the third party, secrets generated where not given"), (status = 400, description = "invalid field"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+    responses((status = 201, description = "the third party, secrets generated where not given", body = TpAnswer), (status = 400, description = "invalid field"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
 )]
 pub async fn create_tp(
     State(state): State<AppState>,
     Body(b): Body<NewTpBody>,
-) -> AdminResult<(StatusCode, Json<Tp>)> {
+) -> AdminResult<(StatusCode, Json<TpAnswer>)> {
     if b.name.trim().is_empty() {
         return Err(AdminError::bad_request("name is required"));
     }
@@ -114,7 +115,7 @@ pub async fn create_tp(
         redirect_domain: check_domain(b.redirect_domain)?.unwrap_or_default(),
     };
     let tp = state.store.create_tp(tp).await?;
-    Ok((StatusCode::CREATED, Json(tp)))
+    Ok((StatusCode::CREATED, Json(tp.into())))
 }
 
 #[derive(utoipa::ToSchema, Deserialize)]
@@ -146,13 +147,13 @@ mod double_option {
     summary = "Change a third party",
     params(("tp_id" = i64, Path)),
     request_body = PatchTpBody,
-    responses((status = 200, description = "the third party"), (status = 400, description = "invalid field"), (status = 404, description = "no such third party"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+    responses((status = 200, description = "the third party", body = TpAnswer), (status = 400, description = "invalid field"), (status = 404, description = "no such third party"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
 )]
 pub async fn patch_tp(
     State(state): State<AppState>,
     Path(tp_id): Path<i64>,
     Body(b): Body<PatchTpBody>,
-) -> AdminResult<Json<Tp>> {
+) -> AdminResult<Json<TpAnswer>> {
     clean_text("name", b.name.as_deref(), false)?;
     check_tp_fields(
         b.event_url.as_deref(),
@@ -174,7 +175,7 @@ pub async fn patch_tp(
         audit_quota: b.audit_quota,
         redirect_domain: check_domain(b.redirect_domain)?,
     };
-    Ok(Json(state.store.update_tp(tp_id, patch).await?))
+    Ok(Json(state.store.update_tp(tp_id, patch).await?.into()))
 }
 
 #[utoipa::path(
@@ -183,14 +184,14 @@ pub async fn patch_tp(
     tag = "admin",
     summary = "Read a third party",
     params(("tp_id" = i64, Path)),
-    responses((status = 200, description = "the third party"), (status = 404, description = "no such third party"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+    responses((status = 200, description = "the third party", body = TpAnswer), (status = 404, description = "no such third party"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
 )]
 pub async fn get_tp(
     State(state): State<AppState>,
     Path(tp_id): Path<i64>,
-) -> AdminResult<Json<Tp>> {
+) -> AdminResult<Json<TpAnswer>> {
     let tp = state.store.get_tp(tp_id).await?;
-    tp.map(Json)
+    tp.map(|t| Json(t.into()))
         .ok_or_else(|| AdminError::not_found(format!("tp {tp_id}")))
 }
 
@@ -201,15 +202,6 @@ pub struct NewAppBody {
     name_audited: Option<bool>,
     category_audited: Option<bool>,
     authenticity_certified: Option<bool>,
-}
-
-/// An app as the operator sees it right after creating it or resetting its owner
-/// credential: the one time the owner password is shown.
-#[derive(serde::Serialize)]
-pub struct AppWithOwnerPassword {
-    #[serde(flatten)]
-    app: App,
-    owner_password: String,
 }
 
 async fn owner_hash(pw: String) -> AdminResult<String> {
@@ -224,7 +216,7 @@ async fn owner_hash(pw: String) -> AdminResult<String> {
     tag = "admin",
     summary = "Create a mini program (audit gates default to true); the owner password is shown once",
     request_body = NewAppBody,
-    responses((status = 201, description = "the mini program with owner_password"), (status = 400, description = "invalid field"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+    responses((status = 201, description = "the mini program with owner_password", body = AppWithOwnerPassword), (status = 400, description = "invalid field"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
 )]
 pub async fn create_app(
     State(state): State<AppState>,
@@ -256,10 +248,7 @@ pub async fn create_app(
     };
     Ok((
         StatusCode::CREATED,
-        Json(AppWithOwnerPassword {
-            app,
-            owner_password,
-        }),
+        Json(AppWithOwnerPassword::new(app, owner_password)),
     ))
 }
 
@@ -277,7 +266,7 @@ pub struct OwnerPasswordBody {
     summary = "Set a new owner credential (given, or generated) and show it once; the old one stops working",
     params(("app_id" = i64, Path)),
     request_body = OwnerPasswordBody,
-    responses((status = 200, description = "the mini program with owner_password"), (status = 400, description = "the password is too weak"), (status = 404, description = "no such mini program"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+    responses((status = 200, description = "the mini program with owner_password", body = AppWithOwnerPassword), (status = 400, description = "the password is too weak"), (status = 404, description = "no such mini program"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
 )]
 /// `POST /apps/{app_id}/owner-password`: sets a new owner credential (the given one, or a
 /// generated one) and shows it this once. The old one stops working at once.
@@ -303,10 +292,7 @@ pub async fn reset_owner_password(
         .get_app(app_id)
         .await?
         .ok_or_else(|| AdminError::not_found(format!("app {app_id}")))?;
-    Ok(Json(AppWithOwnerPassword {
-        app,
-        owner_password: pw,
-    }))
+    Ok(Json(AppWithOwnerPassword::new(app, pw)))
 }
 
 #[derive(utoipa::ToSchema, Deserialize)]
@@ -325,13 +311,13 @@ pub struct PatchAppBody {
     summary = "Change a mini program's name or gates",
     params(("app_id" = i64, Path)),
     request_body = PatchAppBody,
-    responses((status = 200, description = "the mini program"), (status = 400, description = "invalid field"), (status = 404, description = "no such mini program"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+    responses((status = 200, description = "the mini program", body = AppAnswer), (status = 400, description = "invalid field"), (status = 404, description = "no such mini program"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
 )]
 pub async fn patch_app(
     State(state): State<AppState>,
     Path(app_id): Path<i64>,
     Body(b): Body<PatchAppBody>,
-) -> AdminResult<Json<App>> {
+) -> AdminResult<Json<AppAnswer>> {
     let patch = AppPatch {
         name: b.name,
         name_audited: b.name_audited,
@@ -339,7 +325,9 @@ pub async fn patch_app(
         authenticity_certified: b.authenticity_certified,
     };
     Ok(Json(
-        crate::application::patch_app(&state, app_id, patch).await?,
+        crate::application::patch_app(&state, app_id, patch)
+            .await?
+            .into(),
     ))
 }
 
@@ -349,14 +337,14 @@ pub async fn patch_app(
     tag = "admin",
     summary = "Read a mini program",
     params(("app_id" = i64, Path)),
-    responses((status = 200, description = "the mini program"), (status = 404, description = "no such mini program"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+    responses((status = 200, description = "the mini program", body = AppAnswer), (status = 404, description = "no such mini program"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
 )]
 pub async fn get_app(
     State(state): State<AppState>,
     Path(app_id): Path<i64>,
-) -> AdminResult<Json<App>> {
+) -> AdminResult<Json<AppAnswer>> {
     let app = state.store.get_app(app_id).await?;
-    app.map(Json)
+    app.map(|a| Json(a.into()))
         .ok_or_else(|| AdminError::not_found(format!("app {app_id}")))
 }
 
@@ -453,24 +441,6 @@ async fn intake(
     Ok((t, manifest))
 }
 
-/// The answer to an archive upload: what was created (ids, version, description) plus what
-/// the archive turned out to hold.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ArchiveUploaded {
-    /// The template made from the draft (template uploads only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    template_id: Option<i64>,
-    draft_id: i64,
-    user_version: String,
-    user_desc: String,
-    /// The SHA-256 of the archive, which names its blob.
-    blob_sha256: String,
-    /// The pages `app.json` declares.
-    pages: Vec<String>,
-    /// How many files the archive holds.
-    file_count: usize,
-}
-
 fn archive_answer(uploaded: ArchiveUploaded) -> (StatusCode, Json<ArchiveUploaded>) {
     (StatusCode::CREATED, Json(uploaded))
 }
@@ -541,15 +511,6 @@ pub async fn upload_draft(
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeBody {
     app_id: i64,
-}
-
-/// A new authorization's tokens, shown this once.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Authorized {
-    access_token: String,
-    refresh_token: String,
-    /// Seconds the access token lives.
-    expires_in: u64,
 }
 
 #[utoipa::path(

@@ -551,3 +551,229 @@ async fn typed_admin_answers_match_the_schemas_the_server_serves() {
     );
     app.stop().await;
 }
+
+/// Every operation of the served document, with its JSON 2xx answer declared: only the
+/// archive download (a zip) and the revocation (204) answer without a JSON body.
+#[tokio::test]
+async fn every_admin_operation_declares_the_body_of_its_success() {
+    let app = spawn_app().await;
+    let doc = served_openapi(&app).await;
+    let mut undeclared = vec![];
+    let mut operations = 0;
+    for (path, ops) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in ops.as_object().expect("operations") {
+            for (status, response) in op["responses"].as_object().expect("responses") {
+                if !status.starts_with('2') || status == "204" {
+                    continue;
+                }
+                operations += 1;
+                let declared = response["content"]["application/json"]["schema"].is_object();
+                if !declared && path != "/packages/{package_id}/archive" {
+                    undeclared.push(format!("{method} {path} {status}"));
+                }
+            }
+        }
+    }
+    assert!(operations >= 25, "only {operations} operations served");
+    assert!(undeclared.is_empty(), "no body declared: {undeclared:?}");
+    app.stop().await;
+}
+
+/// Calls every admin operation that answers JSON and checks each answer against the schema
+/// the server serves for it.
+#[tokio::test]
+async fn every_admin_answer_matches_the_schema_the_server_serves_for_it() {
+    use reqwest::Method;
+    let app = spawn_app().await;
+    let doc = served_openapi(&app).await;
+    let check =
+        |method: &str, path: &str, status: u16, (st, v): (StatusCode, serde_json::Value)| {
+            assert_eq!(st.as_u16(), status, "{method} {path}: {v}");
+            check_against_served_schema(&doc, method, path, status, &v);
+            v
+        };
+    // Third parties.
+    let tp = check(
+        "post",
+        "/tps",
+        201,
+        app.admin_post(
+            "/tps",
+            json!({"name": "schema tp", "event_url": "http://127.0.0.1:9/events"}),
+        )
+        .await,
+    );
+    let tp_id = tp["tp_id"].as_i64().expect("tp_id");
+    check(
+        "get",
+        "/tps/{tp_id}",
+        200,
+        app.admin_get(&format!("/tps/{tp_id}")).await,
+    );
+    check(
+        "patch",
+        "/tps/{tp_id}",
+        200,
+        app.admin(
+            Method::PATCH,
+            &format!("/tps/{tp_id}"),
+            Some(json!({"audit_quota": 5})),
+        )
+        .await,
+    );
+    // Mini programs.
+    let created = check(
+        "post",
+        "/apps",
+        201,
+        app.admin_post("/apps", json!({"name": "schema app"})).await,
+    );
+    let app_id = created["app_id"].as_i64().expect("app_id");
+    check(
+        "get",
+        "/apps/{app_id}",
+        200,
+        app.admin_get(&format!("/apps/{app_id}")).await,
+    );
+    check(
+        "patch",
+        "/apps/{app_id}",
+        200,
+        app.admin(
+            Method::PATCH,
+            &format!("/apps/{app_id}"),
+            Some(json!({"name_audited": false})),
+        )
+        .await,
+    );
+    check(
+        "post",
+        "/apps/{app_id}/owner-password",
+        200,
+        app.admin_post(&format!("/apps/{app_id}/owner-password"), json!({}))
+            .await,
+    );
+    // Accounts: generated password (the optional key present) and a listing.
+    let account = check(
+        "post",
+        "/accounts",
+        201,
+        app.admin_post(
+            "/accounts",
+            json!({"name": "schema-owner", "role": "owner", "apps": [app_id]}),
+        )
+        .await,
+    );
+    assert!(account["password"].is_string(), "{account}");
+    let account_id = account["account_id"].as_i64().expect("id");
+    check("get", "/accounts", 200, app.admin_get("/accounts").await);
+    check(
+        "get",
+        "/accounts",
+        200,
+        app.admin_get("/accounts?name=schema-owner").await,
+    );
+    check(
+        "patch",
+        "/accounts/{account_id}",
+        200,
+        app.admin(
+            Method::PATCH,
+            &format!("/accounts/{account_id}"),
+            Some(json!({"disabled": true})),
+        )
+        .await,
+    );
+    // Host apps.
+    let host = check(
+        "post",
+        "/host-apps",
+        201,
+        app.admin_post("/host-apps", json!({"name": "schema host"}))
+            .await,
+    );
+    check("get", "/host-apps", 200, app.admin_get("/host-apps").await);
+    check(
+        "put",
+        "/apps/{app_id}/host-apps",
+        200,
+        app.admin(
+            Method::PUT,
+            &format!("/apps/{app_id}/host-apps"),
+            Some(json!({"host_ids": [host["host_id"]]})),
+        )
+        .await,
+    );
+    // Packages: one submitted, decided, and so pushed (to a port nobody listens on).
+    let id = app.built("1.0.0").await;
+    let sid = id.to_string();
+    assert_eq!(
+        app.call("submitaudit", &[("package_id", &sid), ("content", "c")])
+            .await["errno"],
+        0
+    );
+    check("get", "/packages", 200, app.admin_get("/packages").await);
+    check(
+        "get",
+        "/packages",
+        200,
+        app.admin_get(&format!("/packages?app_id={}", app.app_id))
+            .await,
+    );
+    let detail = check(
+        "get",
+        "/packages/{package_id}",
+        200,
+        app.admin_get(&format!("/packages/{id}")).await,
+    );
+    assert!(detail["ext_json"].is_string(), "{detail}");
+    check(
+        "post",
+        "/packages/{package_id}/audit",
+        200,
+        app.admin_post(
+            &format!("/packages/{id}/audit"),
+            json!({"result": "fail", "reason": "r"}),
+        )
+        .await,
+    );
+    // Deliveries and push targets.
+    let list = check(
+        "get",
+        "/deliveries",
+        200,
+        app.admin_get("/deliveries").await,
+    );
+    let delivery = list["deliveries"][0]["id"].as_i64().expect("a delivery");
+    let one = check(
+        "get",
+        "/deliveries/{id}",
+        200,
+        app.admin_get(&format!("/deliveries/{delivery}")).await,
+    );
+    assert!(
+        one["payload"].is_object() && one["attempt_log"].is_array(),
+        "{one}"
+    );
+    check(
+        "post",
+        "/deliveries/{id}/redeliver",
+        202,
+        app.admin_post(&format!("/deliveries/{delivery}/redeliver"), json!({}))
+            .await,
+    );
+    check(
+        "get",
+        "/push-targets",
+        200,
+        app.admin_get("/push-targets").await,
+    );
+    check(
+        "post",
+        "/push-targets/{tp_id}/resume",
+        200,
+        app.admin_post(&format!("/push-targets/{}/resume", app.tp_id), json!({}))
+            .await,
+    );
+    app.stop().await;
+}

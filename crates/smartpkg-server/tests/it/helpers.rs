@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
+use smartpkg_server::admin::answers::{AppWithOwnerPassword, ArchiveUploaded, Authorized};
 use smartpkg_server::{Running, Settings};
 use smartpkg_store_postgres::testing::FreshDatabase;
 
@@ -120,25 +121,24 @@ impl TestApp {
     pub async fn new_app(&self, name: &str) -> (i64, String) {
         let (st, app) = self.admin_post("/apps", json!({"name": name})).await;
         assert_eq!(st, StatusCode::CREATED, "{app}");
-        let app_id = app["app_id"].as_i64().expect("app_id");
+        let app: AppWithOwnerPassword = serde_json::from_value(app).expect("the app's answer");
         let (st, grant) = self
             .admin_post(
                 &format!("/tps/{}/authorizations", self.tp_id),
-                json!({"app_id": app_id}),
+                json!({"app_id": app.app_id}),
             )
             .await;
         assert_eq!(st, StatusCode::CREATED, "{grant}");
-        (
-            app_id,
-            grant["access_token"].as_str().expect("token").to_string(),
-        )
+        let grant: Authorized = serde_json::from_value(grant).expect("the grant's answer");
+        (app.app_id, grant.access_token)
     }
 
     pub async fn upload_template(&self, pages: &[&str]) -> i64 {
         let zip = smartpkg_core::archive::sample_template(pages).expect("zip");
         let (st, body) = self.upload_template_bytes(self.tp_id, zip).await;
         assert_eq!(st, StatusCode::CREATED, "{body}");
-        body["template_id"].as_i64().expect("template_id")
+        let uploaded: ArchiveUploaded = serde_json::from_value(body).expect("the upload's answer");
+        uploaded.template_id.expect("template_id")
     }
 
     pub async fn upload_template_bytes(&self, tp_id: i64, zip: Vec<u8>) -> (StatusCode, Value) {

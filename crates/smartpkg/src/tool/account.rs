@@ -6,6 +6,7 @@ use std::io::Read;
 use anyhow::Context;
 use clap::Subcommand;
 use serde_json::json;
+use smartpkg_server::admin::answers::{AccountAnswer, AccountList, CreatedAccount};
 
 use super::{print_json, Resolved};
 
@@ -85,17 +86,17 @@ pub async fn run(cmd: AccountCmd, r: &Resolved) -> anyhow::Result<()> {
     };
     let base = r.base_url.trim_end_matches('/');
     let http = reqwest::Client::new();
-    let found = super::admin_call(
+    let found: AccountList = super::admin_call(
         http.get(format!("{base}/admin/v1/accounts"))
             .query(&[("name", &name)])
             .bearer_auth(r.admin_token()?),
         "the account lookup",
     )
     .await?;
-    let Some(id) = found["accounts"][0]["account_id"].as_i64() else {
+    let Some(id) = found.accounts.first().map(|a| a.account_id) else {
         anyhow::bail!("there is no account named {name:?}");
     };
-    let body = super::admin_call(
+    let body: AccountAnswer = super::admin_call(
         http.patch(format!("{base}/admin/v1/accounts/{id}"))
             .bearer_auth(r.admin_token()?)
             .json(&change),
@@ -105,8 +106,8 @@ pub async fn run(cmd: AccountCmd, r: &Resolved) -> anyhow::Result<()> {
     if r.json {
         return print_json(&body);
     }
-    println!("account {} {done}", body["name"].as_str().unwrap_or(""));
-    if let Some(p) = body["password"].as_str() {
+    println!("account {} {done}", body.name);
+    if let Some(p) = &body.password {
         println!("password (shown once): {p}");
     }
     Ok(())
@@ -129,17 +130,17 @@ async fn create(
         .post(url)
         .bearer_auth(r.admin_token()?)
         .json(&json!({"name": name, "role": role, "password": password, "apps": apps}));
-    let body = super::admin_call(req, "the account").await?;
+    let body: CreatedAccount = super::admin_call(req, "the account").await?;
     if r.json {
         return print_json(&body);
     }
     println!(
         "account {} ({}) created; sign in at {}/console",
-        body["name"].as_str().unwrap_or(""),
-        body["role"].as_str().unwrap_or(""),
+        body.name,
+        body.role,
         r.base_url.trim_end_matches('/')
     );
-    if let Some(p) = body["password"].as_str() {
+    if let Some(p) = &body.password {
         println!("password (shown once): {p}");
     }
     Ok(())

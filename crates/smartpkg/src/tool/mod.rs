@@ -286,12 +286,13 @@ pub fn value_or_file(v: &str) -> anyhow::Result<String> {
     Ok(v.to_string())
 }
 
-/// Sends a prepared admin API request and reads its JSON answer; a refusal becomes one line
-/// with the status and the server's message (`what` names the thing refused).
-pub async fn admin_call(
+/// Sends a prepared admin API request and reads its answer as the server's own answer type
+/// (`smartpkg_server::admin::answers`); a refusal becomes one line with the status and the
+/// server's message (`what` names the thing refused).
+pub async fn admin_call<T: serde::de::DeserializeOwned>(
     req: reqwest::RequestBuilder,
     what: &str,
-) -> anyhow::Result<serde_json::Value> {
+) -> anyhow::Result<T> {
     use anyhow::Context;
     let resp = req.send().await.context("the admin API did not answer")?;
     let status = resp.status();
@@ -309,7 +310,8 @@ pub async fn admin_call(
             status.as_u16()
         );
     }
-    Ok(body)
+    serde_json::from_value(body)
+        .with_context(|| format!("the admin API answered {what} in an unexpected shape"))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context};
 use clap::Subcommand;
 use smartpkg_client::types::{AddToTemplateRequest, PageRequest};
+use smartpkg_server::admin::answers::ArchiveUploaded;
 
 use super::{fail, print_json, print_table, Resolved};
 
@@ -233,13 +234,13 @@ async fn push(
         .bearer_auth(r.admin_token()?)
         .header("content-type", "application/zip")
         .body(bytes);
-    let body = super::admin_call(req, "the draft").await?;
+    let body: ArchiveUploaded = super::admin_call(req, "the draft").await?;
     if r.json {
         return print_json(&body);
     }
     println!(
         "draft {} ({version}, {size} bytes zipped) uploaded to third party {tp_id}; add it with: smartpkg template add --draft-id {} --desc …",
-        body["draft_id"], body["draft_id"]
+        body.draft_id, body.draft_id
     );
     Ok(())
 }
