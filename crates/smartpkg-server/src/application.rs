@@ -7,8 +7,9 @@
 use smartpkg_core::ext::parse_ext_json;
 use smartpkg_core::lifecycle::{Command, Errno, Refusal};
 use smartpkg_store::{
-    Account, AccountRefusal, Actor, App, AppPatch, IssuedCode, NewAccount, NewPackage,
-    OperatorGrant, PackageRecord, Role, Session, StoreError, Tp, TpPatch,
+    Account, AccountRefusal, Actor, App, AppPatch, Domains, IssuedCode, LibraryRefusal, NewAccount,
+    NewPackage, OperatorGrant, PackageRecord, Role, RuntimeSettings, Session, StoreError, Tp,
+    TpPatch,
 };
 
 use crate::state::AppState;
@@ -511,6 +512,225 @@ pub async fn edit_account(
         .await?
         .ok_or_else(|| OpError::NotFound(format!("account {account_id}")))?;
     Ok((account, password.filter(|_| generated)))
+}
+
+// --- the template library (a third party's drafts → templates) ---
+
+/// A third party may keep 50 templates (Baidu's errno 2003 past that).
+pub const MAX_TEMPLATES: i64 = 50;
+/// A template's description is at most 30 characters (Baidu's errno 40016 past that).
+pub const MAX_TEMPLATE_DESC_CHARS: usize = 30;
+/// The longest page of a library listing.
+pub const MAX_PAGE_SIZE: i64 = 100;
+
+/// A page of a listing: `page` from 1, `size` 1 to [`MAX_PAGE_SIZE`]; as (offset, limit).
+pub fn page(page: i64, size: i64) -> OpResult<(i64, i64)> {
+    if page < 1 || !(1..=MAX_PAGE_SIZE).contains(&size) {
+        return Err(OpError::Invalid(format!(
+            "page starts at 1 and page_size is 1 to {MAX_PAGE_SIZE}"
+        )));
+    }
+    Ok(((page - 1).saturating_mul(size), size))
+}
+
+/// Makes a template of one of the third party's drafts, within the library's limit.
+pub async fn add_template(
+    state: &AppState,
+    tp_id: i64,
+    draft_id: i64,
+    desc: String,
+) -> OpResult<smartpkg_store::Template> {
+    if desc.chars().count() > MAX_TEMPLATE_DESC_CHARS {
+        return Err(OpError::Refused(Refusal::detailed(
+            Errno::TemplateDescInvalid,
+            format!("user_desc is at most {MAX_TEMPLATE_DESC_CHARS} characters"),
+        )));
+    }
+    smartpkg_core::text::check("user_desc", &desc, true)
+        .map_err(|why| OpError::Refused(Refusal::detailed(Errno::TemplateDescInvalid, why)))?;
+    let added = state
+        .store
+        .add_template(tp_id, draft_id, desc, MAX_TEMPLATES, clock::now_ms())
+        .await?;
+    added.map_err(|refusal| match refusal {
+        LibraryRefusal::TemplateLimit => OpError::Refused(Refusal::baidu(Errno::TemplateLimit)),
+        _ => OpError::Refused(Refusal::detailed(
+            Errno::ParamError,
+            format!("draft {draft_id} is not in this third party's drafts"),
+        )),
+    })
+}
+
+/// Removes a template from the third party's library (packages built from it stay).
+pub async fn delete_template(state: &AppState, tp_id: i64, template_id: i64) -> OpResult<()> {
+    state
+        .store
+        .delete_template(tp_id, template_id, clock::now_ms())
+        .await?
+        .map_err(|_| {
+            OpError::Refused(Refusal::detailed(
+                Errno::TemplateNotFound,
+                format!("template {template_id} is not in this third party's library"),
+            ))
+        })
+}
+
+// --- a mini program's runtime settings and its third party's registered domains ---
+
+/// Longest allow-list: Baidu documents none; 200 keeps a settings row small.
+pub const MAX_DOMAINS: usize = 200;
+
+/// What a domain call does to a list; absent, the Baidu dialect adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainAction {
+    Add,
+    Delete,
+    Set,
+    Get,
+}
+
+impl DomainAction {
+    /// `add`, `delete`, `set` or `get` (spaces around ignored); None when absent.
+    pub fn parse(given: Option<&str>) -> OpResult<Option<DomainAction>> {
+        match given.map(str::trim) {
+            None => Ok(None),
+            Some("add") => Ok(Some(DomainAction::Add)),
+            Some("delete") => Ok(Some(DomainAction::Delete)),
+            Some("set") => Ok(Some(DomainAction::Set)),
+            Some("get") => Ok(Some(DomainAction::Get)),
+            Some(other) => Err(OpError::Invalid(format!(
+                "action is add, delete, set or get, not {other:?}"
+            ))),
+        }
+    }
+}
+
+/// A comma-separated list of domains, each checked, lower-cased, without repeats; None when
+/// absent. `name` is the parameter, for the message.
+pub fn domain_list(
+    given: Option<&str>,
+    name: &str,
+    kind: smartpkg_core::runtime::DomainKind,
+) -> OpResult<Option<Vec<String>>> {
+    let Some(raw) = given else {
+        return Ok(None);
+    };
+    let mut out: Vec<String> = vec![];
+    for d in raw.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        smartpkg_core::runtime::check_domain(kind, d)
+            .map_err(|why| OpError::Invalid(format!("{name}: {why}")))?;
+        let d = d.to_ascii_lowercase();
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    if out.len() > MAX_DOMAINS {
+        return Err(OpError::Invalid(format!(
+            "{name} has more than {MAX_DOMAINS} domains"
+        )));
+    }
+    Ok(Some(out))
+}
+
+/// Applies one action to one list; false when the result would be too long (then unchanged).
+pub fn apply_domains(list: &mut Vec<String>, action: DomainAction, given: &[String]) -> bool {
+    let mut next = list.clone();
+    match action {
+        DomainAction::Add => {
+            for d in given {
+                if !next.contains(d) {
+                    next.push(d.clone());
+                }
+            }
+        }
+        DomainAction::Delete => next.retain(|d| !given.contains(d)),
+        DomainAction::Set => next = given.to_vec(),
+        DomainAction::Get => {}
+    }
+    if next.len() > MAX_DOMAINS {
+        return false;
+    }
+    *list = next;
+    true
+}
+
+/// An edit for the store that either applies whole or (when `edit` says the result would not
+/// fit) leaves the value as it was; the flag tells which.
+type Guarded<T> = (
+    Box<dyn FnOnce(&mut T) + Send>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+);
+
+fn guarded<T: Clone + 'static>(edit: impl FnOnce(&mut T) -> bool + Send + 'static) -> Guarded<T> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let fits = std::sync::Arc::new(AtomicBool::new(true));
+    let flag = fits.clone();
+    let apply = Box::new(move |v: &mut T| {
+        let before = v.clone();
+        if !edit(v) {
+            *v = before;
+            flag.store(false, Ordering::SeqCst);
+        }
+    });
+    (apply, fits)
+}
+
+/// Refuses an edit whose result did not fit (and so was not applied).
+fn fitted(fits: &std::sync::atomic::AtomicBool) -> OpResult<()> {
+    if fits.load(std::sync::atomic::Ordering::SeqCst) {
+        Ok(())
+    } else {
+        Err(OpError::Invalid(format!(
+            "a domain list holds at most {MAX_DOMAINS} domains"
+        )))
+    }
+}
+
+fn no_app() -> OpError {
+    OpError::Refused(Refusal::baidu(Errno::AppNotFound))
+}
+
+/// A mini program's runtime settings (pause, domains, minimum runtime version).
+pub async fn app_settings(state: &AppState, app_id: i64) -> OpResult<RuntimeSettings> {
+    state
+        .store
+        .runtime_settings(app_id)
+        .await?
+        .ok_or_else(no_app)
+}
+
+/// Applies `edit` to the mini program's settings (whole, or not at all when it answers false
+/// because a list would be too long), tells the faces' caches, and answers the settings.
+pub async fn edit_app_settings(
+    state: &AppState,
+    app_id: i64,
+    edit: impl FnOnce(&mut RuntimeSettings) -> bool + Send + 'static,
+) -> OpResult<RuntimeSettings> {
+    let (apply, fits) = guarded(edit);
+    let settings = state
+        .store
+        .update_runtime_settings(app_id, apply)
+        .await?
+        .ok_or_else(no_app)?;
+    state.app_caches.app_changed(app_id);
+    fitted(&fits)?;
+    Ok(settings)
+}
+
+/// Applies `edit` to the third party's registered domains, whole or not at all.
+pub async fn edit_tp_domains(
+    state: &AppState,
+    tp_id: i64,
+    edit: impl FnOnce(&mut Domains) -> bool + Send + 'static,
+) -> OpResult<Domains> {
+    let (apply, fits) = guarded(edit);
+    let d = state
+        .store
+        .update_tp_domains(tp_id, apply)
+        .await?
+        .ok_or_else(|| OpError::Refused(Refusal::baidu(Errno::NoTpPermission)))?;
+    fitted(&fits)?;
+    Ok(d)
 }
 
 #[cfg(test)]

@@ -1,21 +1,16 @@
 //! The third party's own calls (spec §4): its access token from a ticket, and the template
 //! library (drafts → templates → delete).
 
-use smartpkg_store::{Draft, LibraryRefusal, Template};
+use smartpkg_store::{Draft, Template};
 use smartpkg_types::{
     call, AddedTemplate, DeletedTemplate, Draft as DraftView, DraftList, Errno, GatewayError,
     PageRequest, TemplateInfo, TemplateList, TpToken,
 };
 
 use super::{Answer, Call, Data, Params, Reply};
+use crate::application;
 use crate::state::AppState;
 use crate::{clock, secrets};
-
-/// Baidu allows 50 templates per third party (errno 2003 past that).
-pub const MAX_TEMPLATES: i64 = 50;
-/// `addtotemplate`'s `user_desc` is at most 30 characters (errno 40016 past that).
-pub const MAX_TEMPLATE_DESC_CHARS: usize = 30;
-const MAX_PAGE_SIZE: i64 = 100;
 
 impl Params {
     /// Resolves a TP access token to its third party, or the gateway's error.
@@ -39,14 +34,7 @@ impl Params {
 
 /// `page` (from 1) and `page_size` (1 to 100), as (offset, limit).
 fn paging(p: PageRequest) -> Result<(i64, i64), Reply> {
-    let (page, size) = (p.page, p.page_size);
-    if page < 1 || !(1..=MAX_PAGE_SIZE).contains(&size) {
-        return Err(Reply::err_msg(
-            Errno::ParamError,
-            format!("page starts at 1 and page_size is 1 to {MAX_PAGE_SIZE}"),
-        ));
-    }
-    Ok(((page - 1).saturating_mul(size), size))
+    Ok(application::page(p.page, p.page_size)?)
 }
 
 pub async fn token(state: AppState, call: Call<call::TpToken>) -> Answer<TpToken> {
@@ -117,29 +105,10 @@ pub async fn addtotemplate(
 ) -> Answer<AddedTemplate> {
     let tp_id = call.tp(&state).await?;
     let req = call.request()?;
-    let (draft_id, desc) = (req.draft_id, req.user_desc);
-    if desc.chars().count() > MAX_TEMPLATE_DESC_CHARS {
-        return Err(Reply::err_msg(
-            Errno::TemplateDescInvalid,
-            format!("user_desc is at most {MAX_TEMPLATE_DESC_CHARS} characters"),
-        ));
-    }
-    smartpkg_core::text::check("user_desc", &desc, true)
-        .map_err(|why| Reply::err_msg(Errno::TemplateDescInvalid, why))?;
-    match state
-        .store
-        .add_template(tp_id, draft_id, desc, MAX_TEMPLATES, clock::now_ms())
-        .await?
-    {
-        Ok(t) => Ok(Data(AddedTemplate {
-            template_id: t.template_id,
-        })),
-        Err(LibraryRefusal::TemplateLimit) => Err(Reply::err(Errno::TemplateLimit)),
-        Err(_) => Err(Reply::err_msg(
-            Errno::ParamError,
-            format!("draft {draft_id} is not in this third party's drafts"),
-        )),
-    }
+    let t = application::add_template(&state, tp_id, req.draft_id, req.user_desc).await?;
+    Ok(Data(AddedTemplate {
+        template_id: t.template_id,
+    }))
 }
 
 pub async fn gettemplatelist(
@@ -159,15 +128,6 @@ pub async fn deltemplate(
 ) -> Answer<DeletedTemplate> {
     let tp_id = call.tp(&state).await?;
     let template_id = call.request()?.template_id;
-    match state
-        .store
-        .delete_template(tp_id, template_id, clock::now_ms())
-        .await?
-    {
-        Ok(()) => Ok(Data(DeletedTemplate { result: 1 })),
-        Err(_) => Err(Reply::err_msg(
-            Errno::TemplateNotFound,
-            format!("template {template_id} is not in this third party's library"),
-        )),
-    }
+    application::delete_template(&state, tp_id, template_id).await?;
+    Ok(Data(DeletedTemplate { result: 1 }))
 }
