@@ -247,22 +247,6 @@ async fn a_connection_refused_is_retried_until_the_server_is_up() {
     started.await.expect("server").stop().await;
 }
 
-#[test]
-fn the_client_depends_on_the_wire_types_and_an_http_client_only() {
-    let manifest: toml::Value = toml::from_str(include_str!("../Cargo.toml")).expect("toml");
-    let deps = manifest["dependencies"].as_table().expect("deps");
-    for forbidden in [
-        "smartpkg-server",
-        "smartpkg-store",
-        "smartpkg-core",
-        "rusqlite",
-        "sqlx",
-        "zip",
-    ] {
-        assert!(!deps.contains_key(forbidden), "{forbidden} is a dependency");
-    }
-}
-
 #[tokio::test]
 async fn staged_releases_history_and_runtime_settings_work_through_the_client() {
     let s = Sandbox::start().await;

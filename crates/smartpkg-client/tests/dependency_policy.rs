@@ -6,10 +6,11 @@
 use std::process::Command;
 
 /// Crates that must not be beneath the client.
-const FORBIDDEN: [&str; 10] = [
+const FORBIDDEN: [&str; 12] = [
     "smartpkg-server",
     "smartpkg-store",
     "smartpkg-store-postgres",
+    "smartpkg-store-sqlite",
     "smartpkg-storage",
     "smartpkg-core",
     "sqlx",
@@ -17,6 +18,7 @@ const FORBIDDEN: [&str; 10] = [
     "tokio-postgres",
     "libsqlite3-sys",
     "axum",
+    "zip",
 ];
 
 /// Every crate in the client's normal and build dependencies, as `cargo tree` resolves them.

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use smartpkg_store::blobs::{BlobStore, LocalBlobs};
 
-use smartpkg_store::sqlite::SqliteStore;
 use smartpkg_store::{Result, Store, StoreError};
 use smartpkg_store_postgres::PgStore;
+use smartpkg_store_sqlite::SqliteStore;
 use tokio::sync::mpsc;
 
 /// Where the data lives, parsed from `--database-url`.

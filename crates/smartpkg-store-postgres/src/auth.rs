@@ -6,7 +6,7 @@ use smartpkg_store::{
 use sqlx::{PgConnection, Row};
 
 use crate::deliveries::{auth_event, queue_event, NewEvent};
-use crate::{db, PgStore};
+use crate::{Db, PgStore};
 use smartpkg_core::push::Event;
 
 pub(crate) async fn grant(c: &mut PgConnection, token_hash: &str) -> Result<Option<Grant>> {
@@ -17,12 +17,12 @@ pub(crate) async fn grant(c: &mut PgConnection, token_hash: &str) -> Result<Opti
     .bind(token_hash)
     .fetch_optional(c)
     .await
-    .map_err(db)?;
+    .db()?;
     row.map(|r| {
         Ok(Grant {
-            app_id: r.try_get(0).map_err(db)?,
-            tp_id: r.try_get(1).map_err(db)?,
-            expires_at_ms: r.try_get(2).map_err(db)?,
+            app_id: r.try_get(0).db()?,
+            tp_id: r.try_get(1).db()?,
+            expires_at_ms: r.try_get(2).db()?,
         })
     })
     .transpose()
@@ -51,7 +51,7 @@ async fn insert_token_pair(
     .bind(family)
     .execute(c)
     .await
-    .map_err(db)?;
+    .db()?;
     Ok(())
 }
 
@@ -63,7 +63,7 @@ async fn revoke_family(c: &mut PgConnection, family: &str) -> Result<u64> {
             .bind(family)
             .execute(c)
             .await
-            .map_err(db)?
+            .db()?
             .rows_affected(),
     )
 }
@@ -87,7 +87,7 @@ async fn pair_if_authorized(
             .bind(tp_id)
             .fetch_optional(&mut *c)
             .await
-            .map_err(db)?;
+            .db()?;
     if still.is_none() {
         return Ok(None);
     }
@@ -107,7 +107,7 @@ async fn end_authorization(
         .bind(tp_id)
         .execute(&mut *c)
         .await
-        .map_err(db)?;
+        .db()?;
     sqlx::query(
         "UPDATE codes SET used_at = $1 WHERE app_id = $2 AND tp_id = $3 AND used_at IS NULL",
     )
@@ -116,7 +116,7 @@ async fn end_authorization(
     .bind(tp_id)
     .execute(&mut *c)
     .await
-    .map_err(db)?;
+    .db()?;
     auth_event(c, tp_id, app_id, &Event::Unauthorized, now_ms).await
 }
 
@@ -134,7 +134,7 @@ async fn switch_authorization(
             .bind(app_id)
             .fetch_optional(&mut *c)
             .await
-            .map_err(db)?;
+            .db()?;
     let Some(prior) = prior else {
         return Ok(false);
     };
@@ -146,7 +146,7 @@ async fn switch_authorization(
         .bind(app_id)
         .execute(&mut *c)
         .await
-        .map_err(db)?;
+        .db()?;
     sqlx::query(
         "INSERT INTO codes (code_hash, kind, tp_id, app_id, expires_at, created_at) VALUES ($1, 'auth', $2, $3, $4, $5)",
     )
@@ -157,7 +157,7 @@ async fn switch_authorization(
     .bind(now_ms)
     .execute(&mut *c)
     .await
-    .map_err(db)?;
+    .db()?;
     let event = if prior == Some(tp_id) {
         Event::UpdateAuthorized(code.grant.clone())
     } else {
@@ -170,7 +170,7 @@ async fn switch_authorization(
 #[async_trait]
 impl AuthStore for PgStore {
     async fn authorize(&self, g: OperatorGrant, now_ms: i64) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.db()?;
         if !switch_authorization(&mut tx, g.tp_id, g.app_id, &g.code, now_ms).await? {
             return Err(StoreError::NotFound(format!("app {}", g.app_id)));
         }
@@ -183,11 +183,11 @@ impl AuthStore for PgStore {
             now_ms,
         )
         .await?;
-        tx.commit().await.map_err(db)
+        tx.commit().await.db()
     }
 
     async fn resolve_app_token(&self, token_hash: String) -> Result<Option<Grant>> {
-        let mut c = self.pool.acquire().await.map_err(db)?;
+        let mut c = self.pool.acquire().await.db()?;
         grant(&mut c, &token_hash).await
     }
 
@@ -207,7 +207,7 @@ impl AuthStore for PgStore {
         .bind(now_ms)
         .execute(&self.pool)
         .await
-        .map_err(db)?;
+        .db()?;
         Ok(())
     }
 
@@ -218,7 +218,7 @@ impl AuthStore for PgStore {
         .bind(token_hash)
         .fetch_optional(&self.pool)
         .await
-        .map_err(db)
+        .db()
     }
 
     async fn push_ticket(
@@ -229,7 +229,7 @@ impl AuthStore for PgStore {
         ticket: String,
         now_ms: i64,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.db()?;
         sqlx::query(
             "INSERT INTO tickets (ticket_hash, tp_id, expires_at, created_at) VALUES ($1, $2, $3, $4)",
         )
@@ -239,14 +239,14 @@ impl AuthStore for PgStore {
         .bind(now_ms)
         .execute(&mut *tx)
         .await
-        .map_err(db)?;
+        .db()?;
         // Expired tickets are of no use to anyone: drop them as new ones come.
         sqlx::query("DELETE FROM tickets WHERE tp_id = $1 AND expires_at < $2")
             .bind(tp_id)
             .bind(now_ms)
             .execute(&mut *tx)
             .await
-            .map_err(db)?;
+            .db()?;
         let event = Event::Ticket {
             ticket,
             create_time_s: now_ms / 1000,
@@ -257,7 +257,7 @@ impl AuthStore for PgStore {
             event: &event,
         };
         queue_event(&mut tx, e, now_ms).await?;
-        tx.commit().await.map_err(db)
+        tx.commit().await.db()
     }
 
     async fn ticket_valid(&self, tp_id: i64, ticket_hash: String, now_ms: i64) -> Result<bool> {
@@ -269,7 +269,7 @@ impl AuthStore for PgStore {
         .bind(now_ms)
         .fetch_one(&self.pool)
         .await
-        .map_err(db)?;
+        .db()?;
         Ok(n == 1)
     }
 
@@ -293,7 +293,7 @@ impl AuthStore for PgStore {
         .bind(now_ms)
         .execute(&self.pool)
         .await
-        .map_err(db)?;
+        .db()?;
         Ok(())
     }
 
@@ -313,7 +313,7 @@ impl AuthStore for PgStore {
         .bind(now_ms)
         .fetch_one(&self.pool)
         .await
-        .map_err(db)?;
+        .db()?;
         Ok(n == 1)
     }
 
@@ -322,7 +322,7 @@ impl AuthStore for PgStore {
         a: Approval,
         now_ms: i64,
     ) -> Result<std::result::Result<(), AuthRefusal>> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.db()?;
         // The conditional update is what makes a pre-auth code single-use.
         let used = sqlx::query(
             "UPDATE codes SET used_at = $1 WHERE code_hash = $2 AND kind = 'pre_auth' AND tp_id = $3 AND used_at IS NULL AND expires_at > $1",
@@ -332,7 +332,7 @@ impl AuthStore for PgStore {
         .bind(a.code.tp_id)
         .execute(&mut *tx)
         .await
-        .map_err(db)?
+        .db()?
         .rows_affected();
         if used != 1 {
             return Ok(Err(AuthRefusal::PreAuthCodeInvalid));
@@ -340,7 +340,7 @@ impl AuthStore for PgStore {
         if !switch_authorization(&mut tx, a.code.tp_id, a.code.app_id, &a.code, now_ms).await? {
             return Ok(Err(AuthRefusal::AppUnknown));
         }
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.db()?;
         Ok(Ok(()))
     }
 
@@ -351,7 +351,7 @@ impl AuthStore for PgStore {
         pair: TokenPair,
         now_ms: i64,
     ) -> Result<Option<i64>> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.db()?;
         let app_id: Option<Option<i64>> = sqlx::query_scalar(
             "UPDATE codes SET used_at = $1 WHERE code_hash = $2 AND kind = 'auth' AND tp_id = $3 AND used_at IS NULL AND expires_at > $1 RETURNING app_id",
         )
@@ -360,7 +360,7 @@ impl AuthStore for PgStore {
         .bind(tp_id)
         .fetch_optional(&mut *tx)
         .await
-        .map_err(db)?;
+        .db()?;
         let out = match app_id {
             // The code's hash names the family of every token it yields.
             Some(app_id) => {
@@ -374,7 +374,7 @@ impl AuthStore for PgStore {
                 .bind(tp_id)
                 .fetch_one(&mut *tx)
                 .await
-                .map_err(db)?;
+                .db()?;
                 if replayed == 1 {
                     let n = revoke_family(&mut tx, &code_hash).await?;
                     tracing::warn!(
@@ -386,7 +386,7 @@ impl AuthStore for PgStore {
                 None
             }
         };
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.db()?;
         Ok(out)
     }
 
@@ -397,7 +397,7 @@ impl AuthStore for PgStore {
         pair: TokenPair,
         now_ms: i64,
     ) -> Result<Option<i64>> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.db()?;
         // Marking it used is what makes a refresh token single-use.
         let found: Option<(Option<i64>, Option<String>)> = sqlx::query_as(
             "UPDATE access_tokens SET used_at = $3 WHERE token_hash = $1 AND kind = 'refresh' AND tp_id = $2 AND used_at IS NULL AND expires_at > $3 RETURNING app_id, family",
@@ -407,7 +407,7 @@ impl AuthStore for PgStore {
         .bind(now_ms)
         .fetch_optional(&mut *tx)
         .await
-        .map_err(db)?;
+        .db()?;
         let out = match found {
             Some((app_id, family)) => {
                 let family = family.unwrap_or_else(|| refresh_hash.clone());
@@ -421,7 +421,7 @@ impl AuthStore for PgStore {
                 .bind(tp_id)
                 .fetch_optional(&mut *tx)
                 .await
-                .map_err(db)?;
+                .db()?;
                 if let Some(Some(family)) = replayed {
                     let n = revoke_family(&mut tx, &family).await?;
                     tracing::warn!(
@@ -433,24 +433,24 @@ impl AuthStore for PgStore {
                 None
             }
         };
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.db()?;
         Ok(out)
     }
 
     async fn revoke(&self, tp_id: i64, app_id: i64, now_ms: i64) -> Result<bool> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.db()?;
         let n = sqlx::query("UPDATE apps SET tp_id = NULL WHERE app_id = $1 AND tp_id = $2")
             .bind(app_id)
             .bind(tp_id)
             .execute(&mut *tx)
             .await
-            .map_err(db)?
+            .db()?
             .rows_affected();
         if n == 0 {
             return Ok(false);
         }
         end_authorization(&mut tx, tp_id, app_id, now_ms).await?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.db()?;
         Ok(true)
     }
 }

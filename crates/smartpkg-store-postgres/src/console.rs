@@ -8,38 +8,38 @@ use sqlx::Row;
 
 use crate::packages::state;
 use crate::tenants::{app_row, tp_row, APP_COLS, TP_COLS};
-use crate::{corrupt, db, PgStore};
+use crate::{corrupt, Db, PgStore};
 
 const ACCOUNT_COLS: &str =
     "a.account_id, a.name, a.role, a.created_by, a.created_at, a.disabled_at";
 
 fn account_row(r: &PgRow) -> Result<Account> {
-    let role: String = r.try_get(2).map_err(db)?;
+    let role: String = r.try_get(2).db()?;
     Ok(Account {
-        account_id: r.try_get(0).map_err(db)?,
-        name: r.try_get(1).map_err(db)?,
+        account_id: r.try_get(0).db()?,
+        name: r.try_get(1).db()?,
         role: Role::parse(&role).ok_or_else(|| corrupt(format!("unknown role {role:?}")))?,
-        created_by: r.try_get(3).map_err(db)?,
-        created_at_ms: r.try_get(4).map_err(db)?,
-        disabled_at_ms: r.try_get(5).map_err(db)?,
+        created_by: r.try_get(3).db()?,
+        created_at_ms: r.try_get(4).db()?,
+        disabled_at_ms: r.try_get(5).db()?,
     })
 }
 
 fn log_row(r: &PgRow) -> Result<LogEntry> {
-    let from: Option<String> = r.try_get(5).map_err(db)?;
-    let to: String = r.try_get(6).map_err(db)?;
-    let actor: String = r.try_get(7).map_err(db)?;
+    let from: Option<String> = r.try_get(5).db()?;
+    let to: String = r.try_get(6).db()?;
+    let actor: String = r.try_get(7).db()?;
     Ok(LogEntry {
-        log_id: r.try_get(0).map_err(db)?,
-        package_id: r.try_get(1).map_err(db)?,
-        app_id: r.try_get(2).map_err(db)?,
-        version: r.try_get(3).map_err(db)?,
-        at_ms: r.try_get(4).map_err(db)?,
+        log_id: r.try_get(0).db()?,
+        package_id: r.try_get(1).db()?,
+        app_id: r.try_get(2).db()?,
+        version: r.try_get(3).db()?,
+        at_ms: r.try_get(4).db()?,
         from: from.as_deref().map(state).transpose()?,
         to: state(&to)?,
-        actor: Actor::from_db(&actor, r.try_get(8).map_err(db)?),
-        actor_name: r.try_get(9).map_err(db)?,
-        detail: r.try_get(10).map_err(db)?,
+        actor: Actor::from_db(&actor, r.try_get(8).db()?),
+        actor_name: r.try_get(9).db()?,
+        detail: r.try_get(10).db()?,
     })
 }
 
@@ -49,7 +49,7 @@ impl ConsoleStore for PgStore {
         sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
             .fetch_one(&self.pool)
             .await
-            .map_err(db)
+            .db()
     }
 
     async fn create_account(
@@ -58,18 +58,18 @@ impl ConsoleStore for PgStore {
         first_only: bool,
         now_ms: i64,
     ) -> Result<std::result::Result<Account, AccountRefusal>> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.db()?;
         if first_only {
             // Blocks every other writer of accounts until this transaction ends, so two
             // first sign-ups cannot both see an empty table.
             sqlx::query("LOCK TABLE accounts IN SHARE ROW EXCLUSIVE MODE")
                 .execute(&mut *tx)
                 .await
-                .map_err(db)?;
+                .db()?;
             let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
                 .fetch_one(&mut *tx)
                 .await
-                .map_err(db)?;
+                .db()?;
             if n > 0 {
                 return Ok(Err(AccountRefusal::NotFirst));
             }
@@ -85,7 +85,7 @@ impl ConsoleStore for PgStore {
         .bind(now_ms)
         .fetch_optional(&mut *tx)
         .await
-        .map_err(db)?;
+        .db()?;
         let Some(id) = id else {
             return Ok(Err(AccountRefusal::NameTaken));
         };
@@ -97,9 +97,9 @@ impl ConsoleStore for PgStore {
             .bind(app)
             .execute(&mut *tx)
             .await
-            .map_err(db)?;
+            .db()?;
         }
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.db()?;
         Ok(Ok(Account {
             account_id: id,
             name: new.name,
@@ -117,8 +117,8 @@ impl ConsoleStore for PgStore {
         .bind(name)
         .fetch_optional(&self.pool)
         .await
-        .map_err(db)?;
-        row.map(|r| Ok((account_row(&r)?, r.try_get(6).map_err(db)?)))
+        .db()?;
+        row.map(|r| Ok((account_row(&r)?, r.try_get(6).db()?)))
             .transpose()
     }
 
@@ -126,7 +126,7 @@ impl ConsoleStore for PgStore {
         let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
             .fetch_one(&self.pool)
             .await
-            .map_err(db)?;
+            .db()?;
         let rows = sqlx::query(&format!(
             "SELECT {ACCOUNT_COLS} FROM accounts a ORDER BY a.account_id LIMIT $1 OFFSET $2"
         ))
@@ -134,7 +134,7 @@ impl ConsoleStore for PgStore {
         .bind(offset)
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?;
+        .db()?;
         Ok((total, rows.iter().map(account_row).collect::<Result<_>>()?))
     }
 
@@ -145,7 +145,7 @@ impl ConsoleStore for PgStore {
         keep_session: Option<String>,
         now_ms: i64,
     ) -> Result<Option<Account>> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.db()?;
         // Disabling keeps the first time it was disabled; enabling clears it.
         let row = sqlx::query(&format!(
             "UPDATE accounts a SET password_hash = COALESCE($2, a.password_hash), \
@@ -159,7 +159,7 @@ impl ConsoleStore for PgStore {
         .bind(now_ms)
         .fetch_optional(&mut *tx)
         .await
-        .map_err(db)?;
+        .db()?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -170,8 +170,8 @@ impl ConsoleStore for PgStore {
         .bind(keep_session)
         .execute(&mut *tx)
         .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+        .db()?;
+        tx.commit().await.db()?;
         account_row(&row).map(Some)
     }
 
@@ -184,7 +184,7 @@ impl ConsoleStore for PgStore {
         .bind(apps)
         .execute(&self.pool)
         .await
-        .map_err(db)?;
+        .db()?;
         Ok(())
     }
 
@@ -195,7 +195,7 @@ impl ConsoleStore for PgStore {
                 .bind(app_id)
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(db)?
+                .db()?
                 .is_some(),
         )
     }
@@ -212,7 +212,7 @@ impl ConsoleStore for PgStore {
             .bind(now_ms)
             .execute(&self.pool)
             .await
-            .map_err(db)?;
+            .db()?;
         sqlx::query(
             "INSERT INTO sessions (token_hash, account_id, csrf, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5)",
@@ -224,7 +224,7 @@ impl ConsoleStore for PgStore {
         .bind(expires_at_ms)
         .execute(&self.pool)
         .await
-        .map_err(db)?;
+        .db()?;
         Ok(())
     }
 
@@ -238,12 +238,12 @@ impl ConsoleStore for PgStore {
         .bind(now_ms)
         .fetch_optional(&self.pool)
         .await
-        .map_err(db)?;
+        .db()?;
         row.map(|r| {
             Ok(Session {
                 account: account_row(&r)?,
-                csrf: r.try_get(6).map_err(db)?,
-                expires_at_ms: r.try_get(7).map_err(db)?,
+                csrf: r.try_get(6).db()?,
+                expires_at_ms: r.try_get(7).db()?,
             })
         })
         .transpose()
@@ -254,7 +254,7 @@ impl ConsoleStore for PgStore {
             .bind(token_hash)
             .execute(&self.pool)
             .await
-            .map_err(db)?;
+            .db()?;
         Ok(())
     }
 
@@ -263,13 +263,13 @@ impl ConsoleStore for PgStore {
             sqlx::query_scalar("SELECT COUNT(*) FROM packages WHERE state = 'auditing'")
                 .fetch_one(&self.pool)
                 .await
-                .map_err(db)?;
+                .db()?;
         let rows = sqlx::query(&format!("{QUEUE_SELECT} LIMIT $1 OFFSET $2"))
             .bind(limit)
             .bind(offset)
             .fetch_all(&self.pool)
             .await
-            .map_err(db)?;
+            .db()?;
         let items = rows
             .iter()
             .map(|r| {
@@ -288,7 +288,7 @@ impl ConsoleStore for PgStore {
                 })
             })
             .collect::<sqlx::Result<Vec<_>>>()
-            .map_err(db)?;
+            .db()?;
         Ok((total, items))
     }
 
@@ -323,7 +323,7 @@ impl ConsoleStore for PgStore {
         .bind(offset)
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?;
+        .db()?;
         let mut out = rows
             .iter()
             .map(|r| {
@@ -334,7 +334,7 @@ impl ConsoleStore for PgStore {
                 })
             })
             .collect::<sqlx::Result<Vec<_>>>()
-            .map_err(db)?;
+            .db()?;
         let more = out.len() as i64 > limit;
         out.truncate(limit.max(0) as usize);
         Ok((out, more))
@@ -344,7 +344,7 @@ impl ConsoleStore for PgStore {
         let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tps")
             .fetch_one(&self.pool)
             .await
-            .map_err(db)?;
+            .db()?;
         let rows = sqlx::query(&format!(
             "SELECT {TP_COLS} FROM tps ORDER BY tp_id DESC LIMIT $1 OFFSET $2"
         ))
@@ -352,12 +352,12 @@ impl ConsoleStore for PgStore {
         .bind(offset)
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?;
+        .db()?;
         let tps = rows
             .iter()
             .map(tp_row)
             .collect::<sqlx::Result<Vec<_>>>()
-            .map_err(db)?;
+            .db()?;
         Ok((total, tps))
     }
 
@@ -374,7 +374,7 @@ impl ConsoleStore for PgStore {
             .bind(limit)
             .fetch_all(&self.pool)
             .await
-            .map_err(db)?
+            .db()?
             .iter()
             .map(log_row)
             .collect()
@@ -386,20 +386,20 @@ impl ConsoleStore for PgStore {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?;
+        .db()?;
         let (audits_waiting, oldest_waiting_since_ms): (i64, Option<i64>) = sqlx::query_as(
             "SELECT COUNT(*), MIN(updated_at) FROM packages WHERE state = 'auditing'",
         )
         .fetch_one(&self.pool)
         .await
-        .map_err(db)?;
+        .db()?;
         let (deliveries_failing, apps, tps): (i64, i64, i64) = sqlx::query_as(
             "SELECT (SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'failed') AND attempts > 0), \
                     (SELECT COUNT(*) FROM apps), (SELECT COUNT(*) FROM tps)",
         )
         .fetch_one(&self.pool)
         .await
-        .map_err(db)?;
+        .db()?;
         Ok(Dashboard {
             by_state,
             audits_waiting,
@@ -421,7 +421,7 @@ impl PgStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?
+        .db()?
         .iter()
         .map(log_row)
         .collect()

@@ -7,7 +7,7 @@ use smartpkg_store::{
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use crate::{corrupt, db, PgStore};
+use crate::{corrupt, Db, PgStore};
 
 /// An event to queue for a third party.
 pub(crate) struct NewEvent<'a> {
@@ -28,7 +28,7 @@ pub(crate) async fn queue_event(c: &mut PgConnection, e: NewEvent<'_>, now_ms: i
         .bind(e.tp_id)
         .fetch_one(&mut *c)
         .await
-        .map_err(db)?;
+        .db()?;
     if url.trim().is_empty() && channel == Channel::Auth {
         return Ok(());
     }
@@ -49,7 +49,7 @@ pub(crate) async fn queue_event(c: &mut PgConnection, e: NewEvent<'_>, now_ms: i
     .bind(&cols.payload)
     .fetch_one(&mut *c)
     .await
-    .map_err(db)?;
+    .db()?;
     let (state, error, next) = if url.trim().is_empty() {
         (
             DeliveryState::Failed,
@@ -72,7 +72,7 @@ pub(crate) async fn queue_event(c: &mut PgConnection, e: NewEvent<'_>, now_ms: i
     .bind(now_ms)
     .fetch_one(&mut *c)
     .await
-    .map_err(db)?;
+    .db()?;
     if state == DeliveryState::Pending {
         insert_push_job(
             c,
@@ -116,7 +116,7 @@ pub(crate) async fn outbox(
             .bind(package_id)
             .fetch_one(&mut *c)
             .await
-            .map_err(db)?;
+            .db()?;
     let event = Event::audit(package_id, version, pass, reason);
     let e = NewEvent {
         tp_id,
@@ -142,7 +142,7 @@ async fn insert_push_job(
     .bind(target)
     .execute(c)
     .await
-    .map_err(db)?;
+    .db()?;
     Ok(())
 }
 
@@ -152,35 +152,34 @@ const DELIVERY_COLS: &str = "d.delivery_id, d.tp_id, d.url, d.state, d.attempts,
     e.channel, e.payload";
 
 fn delivery_row(r: &PgRow) -> Result<Delivery> {
-    let get = |e: sqlx::Error| db(e);
-    let state: String = r.try_get(3).map_err(get)?;
-    let channel: String = r.try_get(20).map_err(get)?;
+    let state: String = r.try_get(3).db()?;
+    let channel: String = r.try_get(20).db()?;
     Ok(Delivery {
-        delivery_id: r.try_get(0).map_err(get)?,
-        tp_id: r.try_get(1).map_err(get)?,
-        url: r.try_get(2).map_err(get)?,
+        delivery_id: r.try_get(0).db()?,
+        tp_id: r.try_get(1).db()?,
+        url: r.try_get(2).db()?,
         state: DeliveryState::parse(&state)
             .ok_or_else(|| corrupt(format!("delivery state {state}")))?,
-        attempts: r.try_get(4).map_err(get)?,
-        cycle_attempts: r.try_get(5).map_err(get)?,
-        last_status: r.try_get(6).map_err(get)?,
-        last_error: r.try_get(7).map_err(get)?,
-        next_attempt_at_ms: r.try_get(8).map_err(get)?,
-        created_at_ms: r.try_get(9).map_err(get)?,
-        delivered_at_ms: r.try_get(10).map_err(get)?,
+        attempts: r.try_get(4).db()?,
+        cycle_attempts: r.try_get(5).db()?,
+        last_status: r.try_get(6).db()?,
+        last_error: r.try_get(7).db()?,
+        next_attempt_at_ms: r.try_get(8).db()?,
+        created_at_ms: r.try_get(9).db()?,
+        delivered_at_ms: r.try_get(10).db()?,
         event: EventRecord {
-            event_id: r.try_get(11).map_err(get)?,
-            uid: r.try_get(12).map_err(get)?,
-            tp_id: r.try_get(13).map_err(get)?,
-            app_id: r.try_get(14).map_err(get)?,
-            package_id: r.try_get(15).map_err(get)?,
-            event: r.try_get(16).map_err(get)?,
-            reason: r.try_get(17).map_err(get)?,
-            package_version: r.try_get(18).map_err(get)?,
-            created_at_ms: r.try_get(19).map_err(get)?,
+            event_id: r.try_get(11).db()?,
+            uid: r.try_get(12).db()?,
+            tp_id: r.try_get(13).db()?,
+            app_id: r.try_get(14).db()?,
+            package_id: r.try_get(15).db()?,
+            event: r.try_get(16).db()?,
+            reason: r.try_get(17).db()?,
+            package_version: r.try_get(18).db()?,
+            created_at_ms: r.try_get(19).db()?,
             channel: Channel::parse(&channel)
                 .ok_or_else(|| corrupt(format!("event channel {channel}")))?,
-            payload: r.try_get(21).map_err(get)?,
+            payload: r.try_get(21).db()?,
         },
     })
 }
@@ -207,7 +206,7 @@ async fn settle_target(
         .bind(delivery_id)
         .fetch_one(&mut *c)
         .await
-        .map_err(db)?;
+        .db()?;
     sqlx::query(
         "INSERT INTO push_targets (tp_id, updated_at) VALUES ($1, $2) ON CONFLICT (tp_id) DO NOTHING",
     )
@@ -215,7 +214,7 @@ async fn settle_target(
     .bind(a.at_ms)
     .execute(&mut *c)
     .await
-    .map_err(db)?;
+    .db()?;
     match verdict {
         TargetVerdict::Succeeded => {
             sqlx::query(
@@ -225,7 +224,7 @@ async fn settle_target(
             .bind(a.at_ms)
             .execute(&mut *c)
             .await
-            .map_err(db)?;
+            .db()?;
             Ok(None)
         }
         TargetVerdict::Failed { hold } => {
@@ -239,7 +238,7 @@ async fn settle_target(
             .bind(&a.error)
             .fetch_one(&mut *c)
             .await
-            .map_err(db)?;
+            .db()?;
             let Some(ms) = hold.hold_ms(failures) else {
                 return Ok(None);
             };
@@ -251,7 +250,7 @@ async fn settle_target(
             .bind(until)
             .execute(&mut *c)
             .await
-            .map_err(db)?;
+            .db()?;
             Ok(Some(until))
         }
     }
@@ -266,7 +265,7 @@ impl DeliveryStore for PgStore {
         .bind(delivery_id)
         .fetch_optional(&self.pool)
         .await
-        .map_err(db)?
+        .db()?
         .map(|r| delivery_row(&r))
         .transpose()
     }
@@ -289,7 +288,7 @@ impl DeliveryStore for PgStore {
         .bind(before)
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?
+        .db()?
         .iter()
         .map(delivery_row)
         .collect()
@@ -302,16 +301,16 @@ impl DeliveryStore for PgStore {
         .bind(delivery_id)
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?;
+        .db()?;
         rows.iter()
             .map(|r| {
                 Ok(AttemptRecord {
-                    at_ms: r.try_get(0).map_err(db)?,
-                    url: r.try_get(1).map_err(db)?,
-                    status: r.try_get(2).map_err(db)?,
-                    latency_ms: r.try_get(3).map_err(db)?,
-                    error: r.try_get(4).map_err(db)?,
-                    body: r.try_get(5).map_err(db)?,
+                    at_ms: r.try_get(0).db()?,
+                    url: r.try_get(1).db()?,
+                    status: r.try_get(2).db()?,
+                    latency_ms: r.try_get(3).db()?,
+                    error: r.try_get(4).db()?,
+                    body: r.try_get(5).db()?,
                 })
             })
             .collect()
@@ -325,7 +324,7 @@ impl DeliveryStore for PgStore {
         outcome: AttemptOutcome,
         target: TargetVerdict,
     ) -> Result<Option<i64>> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.db()?;
         // Only the lease holder settles the attempt (the row lock keeps it so until commit).
         let mine: Option<i64> = sqlx::query_scalar(
             "SELECT job_id FROM jobs WHERE job_id = $1 AND lease_token = $2 FOR UPDATE",
@@ -334,7 +333,7 @@ impl DeliveryStore for PgStore {
         .bind(job.lease)
         .fetch_optional(&mut *tx)
         .await
-        .map_err(db)?;
+        .db()?;
         crate::jobs::lease_held(u64::from(mine.is_some()), job)?;
         let held = settle_target(&mut tx, delivery_id, &a, target).await?;
         sqlx::query(
@@ -349,7 +348,7 @@ impl DeliveryStore for PgStore {
         .bind(&a.body)
         .execute(&mut *tx)
         .await
-        .map_err(db)?;
+        .db()?;
         let (state, next, delivered_at) = match outcome {
             AttemptOutcome::Delivered => (DeliveryState::Delivered, None, Some(a.at_ms)),
             AttemptOutcome::RetryAt(t) => (DeliveryState::Pending, Some(t), None),
@@ -369,7 +368,7 @@ impl DeliveryStore for PgStore {
         .bind(delivery_id)
         .execute(&mut *tx)
         .await
-        .map_err(db)?;
+        .db()?;
         match next {
             Some(t) => {
                 sqlx::query("UPDATE jobs SET run_at = $1, lease_until = NULL, lease_token = NULL WHERE job_id = $2")
@@ -377,22 +376,22 @@ impl DeliveryStore for PgStore {
                     .bind(job.job_id)
                     .execute(&mut *tx)
                     .await
-                    .map_err(db)?;
+                    .db()?;
             }
             None => {
                 sqlx::query("DELETE FROM jobs WHERE job_id = $1")
                     .bind(job.job_id)
                     .execute(&mut *tx)
                     .await
-                    .map_err(db)?;
+                    .db()?;
             }
         }
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.db()?;
         Ok(held)
     }
 
     async fn redeliver(&self, delivery_id: i64, now_ms: i64) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.db()?;
         // The delivery's row lock keeps one push job per delivery under concurrent replays.
         let found: Option<(i64, Option<i64>)> = sqlx::query_as(
             "SELECT d.tp_id, e.package_id FROM deliveries d JOIN events e ON e.event_id = d.event_id \
@@ -401,7 +400,7 @@ impl DeliveryStore for PgStore {
         .bind(delivery_id)
         .fetch_optional(&mut *tx)
         .await
-        .map_err(db)?;
+        .db()?;
         let (tp_id, package_id) =
             found.ok_or_else(|| StoreError::NotFound(format!("delivery {delivery_id}")))?;
         sqlx::query(
@@ -411,24 +410,24 @@ impl DeliveryStore for PgStore {
         .bind(delivery_id)
         .execute(&mut *tx)
         .await
-        .map_err(db)?;
+        .db()?;
         sqlx::query("UPDATE push_targets SET hold_until = NULL WHERE tp_id = $1")
             .bind(tp_id)
             .execute(&mut *tx)
             .await
-            .map_err(db)?;
+            .db()?;
         let moved =
             sqlx::query("UPDATE jobs SET run_at = $1 WHERE kind = 'push' AND delivery_id = $2")
                 .bind(now_ms)
                 .bind(delivery_id)
                 .execute(&mut *tx)
                 .await
-                .map_err(db)?
+                .db()?
                 .rows_affected();
         if moved == 0 {
             insert_push_job(&mut tx, package_id.unwrap_or(0), delivery_id, tp_id, now_ms).await?;
         }
-        tx.commit().await.map_err(db)
+        tx.commit().await.db()
     }
 
     async fn push_targets(&self) -> Result<Vec<PushTarget>> {
@@ -437,9 +436,9 @@ impl DeliveryStore for PgStore {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?
+        .db()?
         .iter()
-        .map(|r| push_target_row(r).map_err(db))
+        .map(|r| push_target_row(r).db())
         .collect()
     }
 
@@ -450,7 +449,7 @@ impl DeliveryStore for PgStore {
         .bind(tp_id)
         .execute(&self.pool)
         .await
-        .map_err(db)?
+        .db()?
         .rows_affected();
         Ok(n == 1)
     }

@@ -5,7 +5,7 @@ use smartpkg_store::{
 };
 use sqlx::Row;
 
-use crate::{corrupt, db, PgStore};
+use crate::{corrupt, Db, PgStore};
 
 /// Serialises the deliveries lane's claims across instances: its per-target cap counts rows
 /// (leased jobs) that a claim does not lock.
@@ -47,7 +47,7 @@ impl JobStore for PgStore {
                 .bind(lease_ms)
                 .fetch_all(&self.pool)
                 .await
-                .map_err(db)?
+                .db()?
             }
             Lane::Deliveries {
                 per_target,
@@ -63,16 +63,16 @@ impl JobStore for PgStore {
                 .bind(now_ms)
                 .fetch_one(&self.pool)
                 .await
-                .map_err(db)?;
+                .db()?;
                 if !due {
                     return Ok(vec![]);
                 }
-                let mut tx = self.pool.begin().await.map_err(db)?;
+                let mut tx = self.pool.begin().await.db()?;
                 sqlx::query("SELECT pg_advisory_xact_lock($1)")
                     .bind(DELIVERY_CLAIM_LOCK)
                     .execute(&mut *tx)
                     .await
-                    .map_err(db)?;
+                    .db()?;
                 // As in the SQLite backend: per target within the cap (one for a failing
                 // target, or one never yet answered), healthy and least busy first, the
                 // others within their share.
@@ -109,24 +109,24 @@ impl JobStore for PgStore {
                 .bind(lease_ms)
                 .fetch_all(&mut *tx)
                 .await
-                .map_err(db)?;
-                tx.commit().await.map_err(db)?;
+                .db()?;
+                tx.commit().await.db()?;
                 rows
             }
         };
         let mut jobs = rows
             .iter()
             .map(|r| {
-                let kind: String = r.try_get(1).map_err(db)?;
+                let kind: String = r.try_get(1).db()?;
                 Ok(Job {
-                    job_id: r.try_get(0).map_err(db)?,
+                    job_id: r.try_get(0).db()?,
                     kind: JobKind::parse(&kind)
                         .ok_or_else(|| corrupt(format!("job kind {kind}")))?,
-                    package_id: r.try_get(2).map_err(db)?,
-                    attempts: r.try_get(3).map_err(db)?,
-                    delivery_id: r.try_get(4).map_err(db)?,
-                    degraded: r.try_get(5).map_err(db)?,
-                    lease: r.try_get(6).map_err(db)?,
+                    package_id: r.try_get(2).db()?,
+                    attempts: r.try_get(3).db()?,
+                    delivery_id: r.try_get(4).db()?,
+                    degraded: r.try_get(5).db()?,
+                    lease: r.try_get(6).db()?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -141,7 +141,7 @@ impl JobStore for PgStore {
             .bind(job.lease)
             .execute(&self.pool)
             .await
-            .map_err(db)?
+            .db()?
             .rows_affected();
         lease_held(n, job)
     }
@@ -157,7 +157,7 @@ impl JobStore for PgStore {
         .bind(job.lease)
         .execute(&self.pool)
         .await
-        .map_err(db)?
+        .db()?
         .rows_affected();
         lease_held(n, job)
     }
@@ -167,10 +167,7 @@ impl JobStore for PgStore {
             LaneKind::Platform => "SELECT MIN(CASE WHEN lease_until IS NULL OR lease_until < run_at THEN run_at ELSE lease_until END) FROM jobs WHERE kind <> 'push'",
             LaneKind::Deliveries => "SELECT MIN(CASE WHEN lease_until IS NULL OR lease_until < run_at THEN run_at ELSE lease_until END) FROM jobs WHERE kind = 'push'",
         };
-        sqlx::query_scalar(sql)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db)
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.db()
     }
 
     async fn take_schedule(
@@ -185,13 +182,13 @@ impl JobStore for PgStore {
             .bind(now_ms)
             .execute(&self.pool)
             .await
-            .map_err(db)?
+            .db()?
             .rows_affected();
         Ok(n == 1)
     }
 
     async fn sweep(&self, now_ms: i64, policy: SweepPolicy) -> Result<Swept> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.db()?;
         let used_before = now_ms.saturating_sub(policy.used_credential_retention_ms);
         let codes = sqlx::query(
             "DELETE FROM codes WHERE (used_at IS NULL AND expires_at <= $1) OR (used_at IS NOT NULL AND used_at <= $2)",
@@ -200,13 +197,13 @@ impl JobStore for PgStore {
         .bind(used_before)
         .execute(&mut *tx)
         .await
-        .map_err(db)?
+        .db()?
         .rows_affected();
         let tickets = sqlx::query("DELETE FROM tickets WHERE expires_at <= $1")
             .bind(now_ms)
             .execute(&mut *tx)
             .await
-            .map_err(db)?
+            .db()?
             .rows_affected();
         let tokens = sqlx::query(
             "DELETE FROM access_tokens WHERE expires_at <= $1 OR (used_at IS NOT NULL AND used_at <= $2)",
@@ -215,13 +212,13 @@ impl JobStore for PgStore {
         .bind(used_before)
         .execute(&mut *tx)
         .await
-        .map_err(db)?
+        .db()?
         .rows_affected();
         let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
             .bind(now_ms)
             .execute(&mut *tx)
             .await
-            .map_err(db)?
+            .db()?
             .rows_affected();
         let old = now_ms.saturating_sub(policy.retired_package_retention_ms);
         let retired = sqlx::query(
@@ -231,7 +228,7 @@ impl JobStore for PgStore {
         .bind(old)
         .execute(&mut *tx)
         .await
-        .map_err(db)?
+        .db()?
         .rows_affected();
         let history = sqlx::query(
             "UPDATE packages SET ext_json = '', test_password = NULL \
@@ -242,9 +239,9 @@ impl JobStore for PgStore {
         .bind(old)
         .execute(&mut *tx)
         .await
-        .map_err(db)?
+        .db()?
         .rows_affected();
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.db()?;
         Ok(Swept {
             codes,
             tickets,

@@ -61,6 +61,17 @@ pub(crate) fn db(e: sqlx::Error) -> StoreError {
     StoreError::Database(Box::new(e))
 }
 
+/// `.db()?` on a sqlx result: the error in the store's terms ([`db`]).
+pub(crate) trait Db<T> {
+    fn db(self) -> Result<T>;
+}
+
+impl<T> Db<T> for std::result::Result<T, sqlx::Error> {
+    fn db(self) -> Result<T> {
+        self.map_err(db)
+    }
+}
+
 /// What an error the database reported with SQLSTATE `code` means to a caller, whichever
 /// driver carried it: a lost race is a conflict (retry), a server going away is unavailable,
 /// anything else a database error.
@@ -100,7 +111,7 @@ impl PgStore {
             .test_before_acquire(false)
             .connect_with(options)
             .await
-            .map_err(db)?;
+            .db()?;
         sqlx::migrate!("./migrations")
             .run(&pool)
             .await
@@ -120,7 +131,7 @@ impl PgStore {
             .bind(payload)
             .execute(&self.pool)
             .await
-            .map_err(db)?;
+            .db()?;
         Ok(())
     }
 }

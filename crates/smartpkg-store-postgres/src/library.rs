@@ -3,7 +3,7 @@ use smartpkg_store::{Draft, LibraryRefusal, LibraryStore, NewTemplate, Result, T
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
-use crate::{db, PgStore};
+use crate::{Db, PgStore};
 
 const TEMPLATE_COLS: &str = "template_id, draft_id, tp_id, user_version, user_desc, blob_sha256, manifest, created_at, deleted_at IS NOT NULL";
 
@@ -39,7 +39,7 @@ const INSERT_DRAFT: &str =
 #[async_trait]
 impl LibraryStore for PgStore {
     async fn create_template(&self, t: NewTemplate, now_ms: i64) -> Result<Template> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.db()?;
         let draft_id: i64 = sqlx::query_scalar(INSERT_DRAFT)
             .bind(t.tp_id)
             .bind(&t.user_version)
@@ -49,7 +49,7 @@ impl LibraryStore for PgStore {
             .bind(now_ms)
             .fetch_one(&mut *tx)
             .await
-            .map_err(db)?;
+            .db()?;
         let row = sqlx::query(&format!(
             "INSERT INTO templates (draft_id, tp_id, user_version, user_desc, blob_sha256, manifest, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {TEMPLATE_COLS}"
@@ -63,9 +63,9 @@ impl LibraryStore for PgStore {
         .bind(now_ms)
         .fetch_one(&mut *tx)
         .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        template_row(&row).map_err(db)
+        .db()?;
+        tx.commit().await.db()?;
+        template_row(&row).db()
     }
 
     async fn get_template(&self, template_id: i64) -> Result<Option<Template>> {
@@ -75,8 +75,8 @@ impl LibraryStore for PgStore {
         .bind(template_id)
         .fetch_optional(&self.pool)
         .await
-        .map_err(db)?
-        .map(|r| template_row(&r).map_err(db))
+        .db()?
+        .map(|r| template_row(&r).db())
         .transpose()
     }
 
@@ -90,7 +90,7 @@ impl LibraryStore for PgStore {
             .bind(now_ms)
             .fetch_one(&self.pool)
             .await
-            .map_err(db)?;
+            .db()?;
         Ok(Draft {
             draft_id,
             tp_id: t.tp_id,
@@ -106,7 +106,7 @@ impl LibraryStore for PgStore {
             .bind(tp_id)
             .fetch_one(&self.pool)
             .await
-            .map_err(db)?;
+            .db()?;
         let rows = sqlx::query(
             "SELECT draft_id, tp_id, user_version, user_desc, created_at, blob_sha256 FROM drafts WHERE tp_id = $1 \
              ORDER BY draft_id DESC LIMIT $2 OFFSET $3",
@@ -116,10 +116,10 @@ impl LibraryStore for PgStore {
         .bind(offset)
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?;
+        .db()?;
         let drafts = rows
             .iter()
-            .map(|r| draft_row(r).map_err(db))
+            .map(|r| draft_row(r).db())
             .collect::<Result<Vec<_>>>()?;
         Ok((count, drafts))
     }
@@ -132,14 +132,14 @@ impl LibraryStore for PgStore {
         max: i64,
         now_ms: i64,
     ) -> Result<std::result::Result<Template, LibraryRefusal>> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.db()?;
         // The third party's row lock serialises its additions: the count below cannot be
         // stale when the insert lands, so two racing adds cannot pass the limit.
         sqlx::query("SELECT 1 FROM tps WHERE tp_id = $1 FOR UPDATE")
             .bind(tp_id)
             .execute(&mut *tx)
             .await
-            .map_err(db)?;
+            .db()?;
         let draft: Option<(String, String, String)> = sqlx::query_as(
             "SELECT user_version, blob_sha256, manifest FROM drafts WHERE draft_id = $1 AND tp_id = $2",
         )
@@ -147,7 +147,7 @@ impl LibraryStore for PgStore {
         .bind(tp_id)
         .fetch_optional(&mut *tx)
         .await
-        .map_err(db)?;
+        .db()?;
         let Some((user_version, sha, manifest)) = draft else {
             return Ok(Err(LibraryRefusal::DraftNotFound));
         };
@@ -157,7 +157,7 @@ impl LibraryStore for PgStore {
         .bind(tp_id)
         .fetch_one(&mut *tx)
         .await
-        .map_err(db)?;
+        .db()?;
         if live >= max {
             return Ok(Err(LibraryRefusal::TemplateLimit));
         }
@@ -174,9 +174,9 @@ impl LibraryStore for PgStore {
         .bind(now_ms)
         .fetch_one(&mut *tx)
         .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        Ok(Ok(template_row(&row).map_err(db)?))
+        .db()?;
+        tx.commit().await.db()?;
+        Ok(Ok(template_row(&row).db()?))
     }
 
     async fn list_templates(
@@ -191,7 +191,7 @@ impl LibraryStore for PgStore {
         .bind(tp_id)
         .fetch_one(&self.pool)
         .await
-        .map_err(db)?;
+        .db()?;
         let rows = sqlx::query(&format!(
             "SELECT {TEMPLATE_COLS} FROM templates WHERE tp_id = $1 AND deleted_at IS NULL \
              ORDER BY template_id DESC LIMIT $2 OFFSET $3"
@@ -201,10 +201,10 @@ impl LibraryStore for PgStore {
         .bind(offset)
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?;
+        .db()?;
         let templates = rows
             .iter()
-            .map(|r| template_row(r).map_err(db))
+            .map(|r| template_row(r).db())
             .collect::<Result<Vec<_>>>()?;
         Ok((count, templates))
     }
@@ -223,7 +223,7 @@ impl LibraryStore for PgStore {
         .bind(tp_id)
         .execute(&self.pool)
         .await
-        .map_err(db)?
+        .db()?
         .rows_affected();
         Ok(if n == 1 {
             Ok(())

@@ -10,7 +10,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use crate::deliveries::outbox;
-use crate::{corrupt, db, PgStore};
+use crate::{corrupt, Db, PgStore};
 
 macro_rules! pkg_cols {
     () => {
@@ -53,7 +53,7 @@ where
     T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
 {
     fn col(&self, i: usize) -> Result<T> {
-        self.try_get(i).map_err(db)
+        self.try_get(i).db()
     }
 }
 
@@ -126,7 +126,7 @@ async fn own_quota(c: &mut PgConnection, tp_id: i64, lock: bool) -> Result<Optio
         .bind(tp_id)
         .fetch_optional(&mut *c)
         .await
-        .map_err(db)?;
+        .db()?;
     own.ok_or_else(|| StoreError::NotFound(format!("tp {tp_id}")))
 }
 
@@ -174,7 +174,7 @@ async fn count_submissions(c: &mut PgConnection, tp_id: i64, ctx: &DecisionConte
     .bind(ctx.week_start_ms)
     .fetch_one(&mut *c)
     .await
-    .map_err(db)
+    .db()
 }
 
 /// Locks the app (and, when the decision may consume quota, its third party — always in that
@@ -205,15 +205,15 @@ async fn snapshot(
     .bind(new_id)
     .fetch_optional(&mut *c)
     .await
-    .map_err(db)?
+    .db()?
     .ok_or_else(|| StoreError::NotFound(format!("app {app_id}")))?;
     let app = AppFacts {
-        name_audited: row.try_get(0).map_err(db)?,
-        category_audited: row.try_get(1).map_err(db)?,
-        authenticity_certified: row.try_get(2).map_err(db)?,
+        name_audited: row.try_get(0).db()?,
+        category_audited: row.try_get(1).db()?,
+        authenticity_certified: row.try_get(2).db()?,
     };
-    let tp_id: Option<i64> = row.try_get(3).map_err(db)?;
-    let new_id: Option<i64> = row.try_get(4).map_err(db)?;
+    let tp_id: Option<i64> = row.try_get(3).db()?;
+    let new_id: Option<i64> = row.try_get(4).db()?;
     let tp_id =
         tp_id.ok_or_else(|| StoreError::NotFound(format!("authorization of app {app_id}")))?;
     // The third party's row is locked (and its own quota read in the same statement) before
@@ -236,17 +236,17 @@ async fn snapshot(
     .bind(lifecycle::ROLLBACK_CHOICES as i64)
     .fetch_all(&mut *c)
     .await
-    .map_err(db)?;
+    .db()?;
     let packages = rows
         .iter()
         .map(|r| {
-            let s: String = r.try_get(1).map_err(db)?;
+            let s: String = r.try_get(1).db()?;
             Ok(PackageFacts {
-                package_id: r.try_get(0).map_err(db)?,
+                package_id: r.try_get(0).db()?,
                 state: state(&s)?,
-                previous_package_id: r.try_get(2).map_err(db)?,
-                restored: r.try_get(3).map_err(db)?,
-                staged_percent: r.try_get(4).map_err(db)?,
+                previous_package_id: r.try_get(2).db()?,
+                restored: r.try_get(3).db()?,
+                staged_percent: r.try_get(4).db()?,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -256,7 +256,7 @@ async fn snapshot(
         .iter()
         .zip(&packages)
         .filter(|(_, p)| p.state == PkgState::History)
-        .map(|(r, p)| Ok((r.try_get::<i64, _>(5).map_err(db)?, p.package_id)))
+        .map(|(r, p)| Ok((r.try_get::<i64, _>(5).db()?, p.package_id)))
         .collect::<Result<Vec<_>>>()?;
     history.sort_unstable_by(|a, b| b.cmp(a));
     let recent_history = history
@@ -338,7 +338,7 @@ async fn apply_plan(
         .bind(log.detail.as_deref())
         .execute(&mut *c)
         .await
-        .map_err(db)?
+        .db()?
         .rows_affected();
         if n != 1 {
             return Err(StoreError::conflict(format!(
@@ -374,7 +374,7 @@ async fn apply_plan(
         .bind(account)
         .execute(&mut *c)
         .await
-        .map_err(db)?;
+        .db()?;
     }
     for j in &plan.jobs {
         sqlx::query(
@@ -386,7 +386,7 @@ async fn apply_plan(
         .bind(ctx.now_ms)
         .execute(&mut *c)
         .await
-        .map_err(db)?;
+        .db()?;
     }
     if let Some((package_id, pass, reason)) = &plan.audit_decision {
         outbox(c, tp_id, *package_id, *pass, reason, ctx.now_ms).await?;
@@ -406,7 +406,7 @@ async fn apply_plan(
         .bind(ctx.now_ms)
         .execute(&mut *c)
         .await
-        .map_err(db)?;
+        .db()?;
     }
     Ok(())
 }
@@ -418,7 +418,7 @@ async fn visible(c: &mut PgConnection, app_id: i64) -> Result<Vec<PackageRecord>
     .bind(app_id)
     .fetch_all(c)
     .await
-    .map_err(db)?
+    .db()?
     .iter()
     .map(pkg_row)
     .collect()
@@ -431,7 +431,7 @@ const DECISION_ATTEMPTS: usize = 3;
 #[async_trait]
 impl PackageStore for PgStore {
     async fn visible_packages(&self, app_id: i64) -> Result<Vec<PackageRecord>> {
-        let mut c = self.pool.acquire().await.map_err(db)?;
+        let mut c = self.pool.acquire().await.db()?;
         visible(&mut c, app_id).await
     }
 
@@ -463,7 +463,7 @@ impl PackageStore for PgStore {
             .bind(package_id)
             .fetch_optional(&self.pool)
             .await
-            .map_err(db)?
+            .db()?
             .map(|r| pkg_row(&r))
             .transpose()
     }
@@ -491,14 +491,14 @@ impl PackageStore for PgStore {
         .bind(filter.limit.unwrap_or(1000))
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?
+        .db()?
         .iter()
         .map(pkg_row)
         .collect()
     }
 
     async fn audit_quota(&self, tp_id: i64, ctx: DecisionContext) -> Result<Quota> {
-        let mut c = self.pool.acquire().await.map_err(db)?;
+        let mut c = self.pool.acquire().await.db()?;
         quota(&mut c, tp_id, &ctx).await
     }
 
@@ -509,7 +509,7 @@ impl PackageStore for PgStore {
     ) -> Result<std::result::Result<(i64, Plan), Refusal>> {
         let mut last = None;
         for _ in 0..DECISION_ATTEMPTS {
-            let mut tx = self.pool.begin().await.map_err(db)?;
+            let mut tx = self.pool.begin().await.db()?;
             let attempt = async {
                 let Locked {
                     snap,
@@ -531,7 +531,7 @@ impl PackageStore for PgStore {
             .await;
             match attempt {
                 Ok(out) => {
-                    tx.commit().await.map_err(db)?;
+                    tx.commit().await.db()?;
                     return Ok(out);
                 }
                 Err(e @ StoreError::Conflict(_)) => last = Some(e),
@@ -550,7 +550,7 @@ impl PackageStore for PgStore {
     ) -> Result<Decision> {
         let mut last = None;
         for _ in 0..DECISION_ATTEMPTS {
-            let mut tx = self.pool.begin().await.map_err(db)?;
+            let mut tx = self.pool.begin().await.db()?;
             let attempt = async {
                 let Locked { snap, tp_id, .. } =
                     snapshot(&mut tx, app_id, cmd.target(), &ctx, cmd.may_submit(), false).await?;
@@ -566,7 +566,7 @@ impl PackageStore for PgStore {
                                 .bind(job.lease)
                                 .execute(&mut *tx)
                                 .await
-                                .map_err(db)?
+                                .db()?
                                 .rows_affected();
                         crate::jobs::lease_held(n, job)?;
                     }
@@ -576,7 +576,7 @@ impl PackageStore for PgStore {
             .await;
             match attempt {
                 Ok(out) => {
-                    tx.commit().await.map_err(db)?;
+                    tx.commit().await.db()?;
                     return Ok(out);
                 }
                 Err(e @ StoreError::Conflict(_)) => last = Some(e),
@@ -601,6 +601,6 @@ pub(crate) async fn recent_history(
     .bind(limit)
     .fetch_all(pool)
     .await
-    .map_err(db)?;
+    .db()?;
     rows.iter().map(pkg_row).collect()
 }

@@ -7,7 +7,7 @@ use smartpkg_store::{
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use crate::{db, PgStore};
+use crate::{Db, PgStore};
 
 const HOST_COLS: &str = "host_id, name, host_key, secret_hash, created_at";
 
@@ -55,7 +55,7 @@ where
     .bind(id)
     .fetch_optional(&mut *c)
     .await
-    .map_err(db)?;
+    .db()?;
     let Some(text) = text else { return Ok(None) };
     let mut value: T = decode_settings(&text)?;
     edit(&mut value);
@@ -66,7 +66,7 @@ where
     .bind(id)
     .execute(&mut *c)
     .await
-    .map_err(db)?;
+    .db()?;
     Ok(Some(value))
 }
 
@@ -78,7 +78,7 @@ impl RuntimeStore for PgStore {
                 .bind(app_id)
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(db)?;
+                .db()?;
         text.map(|t| decode_settings(&t)).transpose()
     }
 
@@ -87,9 +87,9 @@ impl RuntimeStore for PgStore {
         app_id: i64,
         edit: SettingsEdit,
     ) -> Result<Option<RuntimeSettings>> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.db()?;
         let out = edit_json(&mut tx, "apps", "runtime_settings", "app_id", app_id, edit).await?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.db()?;
         Ok(out)
     }
 
@@ -98,14 +98,14 @@ impl RuntimeStore for PgStore {
             .bind(tp_id)
             .fetch_optional(&self.pool)
             .await
-            .map_err(db)?;
+            .db()?;
         text.map(|t| decode_settings(&t)).transpose()
     }
 
     async fn update_tp_domains(&self, tp_id: i64, edit: DomainsEdit) -> Result<Option<Domains>> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.db()?;
         let out = edit_json(&mut tx, "tps", "domains", "tp_id", tp_id, edit).await?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.db()?;
         Ok(out)
     }
 
@@ -125,7 +125,7 @@ impl RuntimeStore for PgStore {
         .bind(now_ms)
         .fetch_one(&self.pool)
         .await
-        .map_err(db)?;
+        .db()?;
         Ok(HostApp {
             host_id,
             name,
@@ -141,8 +141,8 @@ impl RuntimeStore for PgStore {
         ))
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?;
-        rows.iter().map(|r| host_row(r).map_err(db)).collect()
+        .db()?;
+        rows.iter().map(|r| host_row(r).db()).collect()
     }
 
     async fn host_app_by_key(&self, host_key: String) -> Result<Option<HostApp>> {
@@ -152,18 +152,18 @@ impl RuntimeStore for PgStore {
         .bind(host_key)
         .fetch_optional(&self.pool)
         .await
-        .map_err(db)?;
-        row.map(|r| host_row(&r).map_err(db)).transpose()
+        .db()?;
+        row.map(|r| host_row(&r).db()).transpose()
     }
 
     async fn set_app_hosts(&self, app_id: i64, hosts: Vec<i64>) -> Result<bool> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.db()?;
         let exists: Option<i64> =
             sqlx::query_scalar("SELECT app_id FROM apps WHERE app_id = $1 FOR UPDATE")
                 .bind(app_id)
                 .fetch_optional(&mut *tx)
                 .await
-                .map_err(db)?;
+                .db()?;
         if exists.is_none() {
             return Ok(false);
         }
@@ -172,7 +172,7 @@ impl RuntimeStore for PgStore {
                 .bind(&hosts)
                 .fetch_one(&mut *tx)
                 .await
-                .map_err(db)?;
+                .db()?;
         let mut unique = hosts.clone();
         unique.sort_unstable();
         unique.dedup();
@@ -190,7 +190,7 @@ impl RuntimeStore for PgStore {
             .bind(app_id)
             .execute(&mut *tx)
             .await
-            .map_err(db)?;
+            .db()?;
         sqlx::query(
             "INSERT INTO app_host_apps (app_id, host_id) SELECT $1, h FROM UNNEST($2::BIGINT[]) AS h",
         )
@@ -198,8 +198,8 @@ impl RuntimeStore for PgStore {
         .bind(&unique)
         .execute(&mut *tx)
         .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+        .db()?;
+        tx.commit().await.db()?;
         Ok(true)
     }
 
@@ -217,12 +217,12 @@ impl RuntimeStore for PgStore {
         .bind(app_id)
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?;
+        .db()?;
         let Some(first) = rows.first() else {
             return Ok(None);
         };
-        let settings_text: String = first.try_get(8).map_err(db)?;
-        let hosts: Vec<i64> = first.try_get(9).map_err(db)?;
+        let settings_text: String = first.try_get(8).db()?;
+        let hosts: Vec<i64> = first.try_get(9).db()?;
         let mut view = RuntimeView {
             app_id,
             settings: decode_settings(&settings_text)?,
@@ -231,11 +231,11 @@ impl RuntimeStore for PgStore {
             staged: None,
         };
         for r in &rows {
-            let id: Option<i64> = r.try_get(0).map_err(db)?;
+            let id: Option<i64> = r.try_get(0).db()?;
             if id.is_none() {
                 continue;
             }
-            let (p, percent, state) = runtime_package(r).map_err(db)?;
+            let (p, percent, state) = runtime_package(r).db()?;
             match (state.as_str(), percent) {
                 ("audit_passed", Some(pc)) => view.staged = Some((p, pc)),
                 _ => view.online = Some(p),
@@ -258,7 +258,7 @@ impl RuntimeStore for PgStore {
                 .bind(sha256)
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(db)?;
+                .db()?;
         Ok(found.is_some())
     }
 
@@ -277,14 +277,14 @@ impl RuntimeStore for PgStore {
         .bind(package_id)
         .execute(&self.pool)
         .await
-        .map_err(db)?;
+        .db()?;
         let kept: Option<(Option<String>, Option<i64>)> = sqlx::query_as(
             "SELECT archive_sha256, archive_size FROM packages WHERE package_id = $1",
         )
         .bind(package_id)
         .fetch_optional(&self.pool)
         .await
-        .map_err(db)?;
+        .db()?;
         match kept {
             Some((Some(s), Some(n))) => Ok((s, n)),
             _ => Err(StoreError::NotFound(format!("package {package_id}"))),

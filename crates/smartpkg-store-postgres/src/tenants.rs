@@ -3,7 +3,7 @@ use smartpkg_store::{App, AppPatch, Result, StoreError, TenantStore, Tp, TpPatch
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
-use crate::{db, now_ms, PgStore};
+use crate::{now_ms, Db, PgStore};
 
 pub(crate) const TP_COLS: &str = "tp_id, client_id, name, event_url, auth_event_url, msg_token, encoding_aes_key, audit_quota, redirect_domain";
 
@@ -54,7 +54,7 @@ impl TenantStore for PgStore {
         .bind(&tp.redirect_domain)
         .fetch_one(&self.pool)
         .await
-        .map_err(db)?;
+        .db()?;
         Ok(Tp { tp_id: id, ..tp })
     }
 
@@ -77,9 +77,9 @@ impl TenantStore for PgStore {
         .bind(patch.redirect_domain)
         .fetch_optional(&self.pool)
         .await
-        .map_err(db)?;
+        .db()?;
         let row = row.ok_or_else(|| StoreError::NotFound(format!("tp {tp_id}")))?;
-        tp_row(&row).map_err(db)
+        tp_row(&row).db()
     }
 
     async fn get_tp(&self, tp_id: i64) -> Result<Option<Tp>> {
@@ -87,8 +87,8 @@ impl TenantStore for PgStore {
             .bind(tp_id)
             .fetch_optional(&self.pool)
             .await
-            .map_err(db)?
-            .map(|r| tp_row(&r).map_err(db))
+            .db()?
+            .map(|r| tp_row(&r).db())
             .transpose()
     }
 
@@ -97,8 +97,8 @@ impl TenantStore for PgStore {
             .bind(client_id)
             .fetch_optional(&self.pool)
             .await
-            .map_err(db)?
-            .map(|r| tp_row(&r).map_err(db))
+            .db()?
+            .map(|r| tp_row(&r).db())
             .transpose()
     }
 
@@ -108,9 +108,9 @@ impl TenantStore for PgStore {
         ))
         .fetch_all(&self.pool)
         .await
-        .map_err(db)?
+        .db()?
         .iter()
-        .map(|r| tp_row(r).map_err(db))
+        .map(|r| tp_row(r).db())
         .collect()
     }
 
@@ -128,7 +128,7 @@ impl TenantStore for PgStore {
         .bind(now_ms())
         .fetch_one(&self.pool)
         .await
-        .map_err(db)?;
+        .db()?;
         Ok(App { app_id: id, ..app })
     }
 
@@ -145,9 +145,9 @@ impl TenantStore for PgStore {
         .bind(app_id)
         .fetch_optional(&self.pool)
         .await
-        .map_err(db)?;
+        .db()?;
         let row = row.ok_or_else(|| StoreError::NotFound(format!("app {app_id}")))?;
-        app_row(&row).map_err(db)
+        app_row(&row).db()
     }
 
     async fn get_app(&self, app_id: i64) -> Result<Option<App>> {
@@ -155,8 +155,8 @@ impl TenantStore for PgStore {
             .bind(app_id)
             .fetch_optional(&self.pool)
             .await
-            .map_err(db)?
-            .map(|r| app_row(&r).map_err(db))
+            .db()?
+            .map(|r| app_row(&r).db())
             .transpose()
     }
 
@@ -166,7 +166,7 @@ impl TenantStore for PgStore {
             .bind(app_id)
             .execute(&self.pool)
             .await
-            .map_err(db)?
+            .db()?
             .rows_affected();
         Ok(n == 1)
     }
@@ -177,7 +177,7 @@ impl TenantStore for PgStore {
                 .bind(app_id)
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(db)?;
+                .db()?;
         Ok(v.flatten())
     }
 
@@ -191,11 +191,11 @@ impl TenantStore for PgStore {
         .bind(fresh)
         .execute(&self.pool)
         .await
-        .map_err(db)?;
+        .db()?;
         sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1")
             .bind(name)
             .fetch_one(&self.pool)
             .await
-            .map_err(db)
+            .db()
     }
 }

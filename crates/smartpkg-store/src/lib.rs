@@ -1,6 +1,7 @@
 //! Storage for smartpkg: the [`Store`] trait — one trait per aggregate, each documenting what
-//! a backend must serialise — its embedded SQLite implementation, durable jobs and the
-//! content-addressed [`blobs`] store.
+//! a backend must serialise — with its row types, the conformance suite every backend runs,
+//! and the content-addressed [`blobs`] store. The backends are their own crates
+//! (`smartpkg-store-sqlite`, `smartpkg-store-postgres`).
 //!
 //! The traits speak in domain terms (upload, execute a command, claim jobs), not SQL, so each
 //! backend joins with its own statements. Every decision is taken inside the backend's
@@ -17,7 +18,6 @@ mod jobs;
 mod library;
 mod packages;
 pub mod runtime;
-pub mod sqlite;
 mod tenants;
 
 pub use auth::*;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::runtime::{
+use smartpkg_store::runtime::{
     decode_settings, encode_settings, Domains, DomainsEdit, HostApp, RuntimePackage,
     RuntimeSettings, RuntimeStore, RuntimeView, SettingsEdit,
 };
@@ -44,7 +44,7 @@ fn runtime_package(
 
 #[async_trait]
 impl RuntimeStore for SqliteStore {
-    async fn runtime_settings(&self, app_id: i64) -> Result<Option<RuntimeSettings>> {
+    async fn runtime_settings(&self, app_id: i64) -> StoreResult<Option<RuntimeSettings>> {
         self.read(move |c| {
             let text: Option<String> = c
                 .query_row(
@@ -53,7 +53,7 @@ impl RuntimeStore for SqliteStore {
                     |r| r.get(0),
                 )
                 .optional()?;
-            text.map(|t| decode_settings(&t)).transpose()
+            Ok(text.map(|t| decode_settings(&t)).transpose()?)
         })
         .await
     }
@@ -62,7 +62,7 @@ impl RuntimeStore for SqliteStore {
         &self,
         app_id: i64,
         edit: SettingsEdit,
-    ) -> Result<Option<RuntimeSettings>> {
+    ) -> StoreResult<Option<RuntimeSettings>> {
         // The write transaction holds SQLite's one writer between the read and the write.
         self.write(move |tx| {
             let text: Option<String> = tx
@@ -84,19 +84,23 @@ impl RuntimeStore for SqliteStore {
         .await
     }
 
-    async fn tp_domains(&self, tp_id: i64) -> Result<Option<Domains>> {
+    async fn tp_domains(&self, tp_id: i64) -> StoreResult<Option<Domains>> {
         self.read(move |c| {
             let text: Option<String> = c
                 .query_row("SELECT domains FROM tps WHERE tp_id = ?1", [tp_id], |r| {
                     r.get(0)
                 })
                 .optional()?;
-            text.map(|t| decode_settings(&t)).transpose()
+            Ok(text.map(|t| decode_settings(&t)).transpose()?)
         })
         .await
     }
 
-    async fn update_tp_domains(&self, tp_id: i64, edit: DomainsEdit) -> Result<Option<Domains>> {
+    async fn update_tp_domains(
+        &self,
+        tp_id: i64,
+        edit: DomainsEdit,
+    ) -> StoreResult<Option<Domains>> {
         self.write(move |tx| {
             let text: Option<String> = tx
                 .query_row("SELECT domains FROM tps WHERE tp_id = ?1", [tp_id], |r| {
@@ -121,7 +125,7 @@ impl RuntimeStore for SqliteStore {
         host_key: String,
         secret_hash: String,
         now_ms: i64,
-    ) -> Result<HostApp> {
+    ) -> StoreResult<HostApp> {
         self.write(move |tx| {
             tx.execute(
                 "INSERT INTO host_apps (name, host_key, secret_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -138,7 +142,7 @@ impl RuntimeStore for SqliteStore {
         .await
     }
 
-    async fn list_host_apps(&self) -> Result<Vec<HostApp>> {
+    async fn list_host_apps(&self) -> StoreResult<Vec<HostApp>> {
         self.read(|c| {
             Ok(c.prepare(&format!(
                 "SELECT {HOST_COLS} FROM host_apps ORDER BY host_id"
@@ -149,7 +153,7 @@ impl RuntimeStore for SqliteStore {
         .await
     }
 
-    async fn host_app_by_key(&self, host_key: String) -> Result<Option<HostApp>> {
+    async fn host_app_by_key(&self, host_key: String) -> StoreResult<Option<HostApp>> {
         self.read(move |c| {
             Ok(c.prepare_cached(&format!(
                 "SELECT {HOST_COLS} FROM host_apps WHERE host_key = ?1"
@@ -160,7 +164,7 @@ impl RuntimeStore for SqliteStore {
         .await
     }
 
-    async fn set_app_hosts(&self, app_id: i64, hosts: Vec<i64>) -> Result<bool> {
+    async fn set_app_hosts(&self, app_id: i64, hosts: Vec<i64>) -> StoreResult<bool> {
         self.write(move |tx| {
             let exists: Option<i64> = tx
                 .query_row("SELECT app_id FROM apps WHERE app_id = ?1", [app_id], |r| {
@@ -179,7 +183,7 @@ impl RuntimeStore for SqliteStore {
                     )
                     .optional()?;
                 if known.is_none() {
-                    return Err(StoreError::NotFound(format!("host app {h}")));
+                    return Err(StoreError::NotFound(format!("host app {h}")).into());
                 }
             }
             tx.execute("DELETE FROM app_host_apps WHERE app_id = ?1", [app_id])?;
@@ -194,7 +198,7 @@ impl RuntimeStore for SqliteStore {
         .await
     }
 
-    async fn runtime_view(&self, app_id: i64) -> Result<Option<RuntimeView>> {
+    async fn runtime_view(&self, app_id: i64) -> StoreResult<Option<RuntimeView>> {
         self.read(move |c| {
             let text: Option<String> = c
                 .prepare_cached("SELECT runtime_settings FROM apps WHERE app_id = ?1")?
@@ -221,7 +225,11 @@ impl RuntimeStore for SqliteStore {
         .await
     }
 
-    async fn recent_history(&self, app_id: i64, limit: i64) -> Result<Vec<crate::PackageRecord>> {
+    async fn recent_history(
+        &self,
+        app_id: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<smartpkg_store::PackageRecord>> {
         self.read(move |c| {
             Ok(c.prepare_cached(super::packages::pkg_select!(
                 "WHERE p.app_id = ?1 AND p.state = 'history' ORDER BY p.updated_at DESC, p.package_id DESC LIMIT ?2"
@@ -232,7 +240,7 @@ impl RuntimeStore for SqliteStore {
         .await
     }
 
-    async fn archive_known(&self, sha256: String) -> Result<bool> {
+    async fn archive_known(&self, sha256: String) -> StoreResult<bool> {
         self.read(move |c| {
             Ok(
                 c.prepare_cached("SELECT 1 FROM packages WHERE archive_sha256 = ?1 LIMIT 1")?
@@ -249,7 +257,7 @@ impl RuntimeStore for SqliteStore {
         package_id: i64,
         sha256: String,
         size: i64,
-    ) -> Result<(String, i64)> {
+    ) -> StoreResult<(String, i64)> {
         self.write(move |tx| {
             tx.execute(
                 "UPDATE packages SET archive_sha256 = ?1, archive_size = ?2 \
@@ -265,7 +273,7 @@ impl RuntimeStore for SqliteStore {
                 .optional()?;
             match kept {
                 Some((Some(s), Some(n))) => Ok((s, n)),
-                _ => Err(StoreError::NotFound(format!("package {package_id}"))),
+                _ => Err(StoreError::NotFound(format!("package {package_id}")).into()),
             }
         })
         .await

@@ -15,9 +15,9 @@ macro_rules! pkg_select {
         )
     };
 }
-pub(super) use pkg_select;
+pub(crate) use pkg_select;
 
-pub(super) fn parse_state(s: String) -> rusqlite::Result<PkgState> {
+pub(crate) fn parse_state(s: String) -> rusqlite::Result<PkgState> {
     PkgState::parse(&s).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(
             4,
@@ -27,7 +27,7 @@ pub(super) fn parse_state(s: String) -> rusqlite::Result<PkgState> {
     })
 }
 
-pub(super) fn pkg_row(r: &Row<'_>) -> rusqlite::Result<PackageRecord> {
+pub(crate) fn pkg_row(r: &Row<'_>) -> rusqlite::Result<PackageRecord> {
     Ok(PackageRecord {
         package_id: r.get(0)?,
         app_id: r.get(1)?,
@@ -57,7 +57,7 @@ pub(super) fn pkg_row(r: &Row<'_>) -> rusqlite::Result<PackageRecord> {
     })
 }
 
-pub(super) fn quota(tx: &Connection, tp_id: i64, ctx: &DecisionContext) -> Result<Quota> {
+pub(crate) fn quota(tx: &Connection, tp_id: i64, ctx: &DecisionContext) -> Result<Quota> {
     let own: Option<Option<i64>> = tx
         .query_row(
             "SELECT audit_quota FROM tps WHERE tp_id = ?1",
@@ -79,7 +79,7 @@ pub(super) fn quota(tx: &Connection, tp_id: i64, ctx: &DecisionContext) -> Resul
 }
 
 /// Reads what [`lifecycle::decide`] needs, inside the deciding transaction.
-pub(super) fn snapshot(
+pub(crate) fn snapshot(
     tx: &Transaction<'_>,
     app_id: i64,
     target: Option<i64>,
@@ -153,7 +153,7 @@ pub(super) fn snapshot(
 
 /// Applies the plan's changes and jobs with conditional updates; any row that is not where the
 /// plan expects it aborts the whole transaction.
-pub(super) fn apply_plan(
+pub(crate) fn apply_plan(
     tx: &Transaction<'_>,
     plan: &Plan,
     tp_id: i64,
@@ -200,7 +200,8 @@ pub(super) fn apply_plan(
                 "package {} is no longer {}",
                 c.package_id,
                 c.from.as_str()
-            )));
+            ))
+            .into());
         }
     }
     if let Some(id) = plan.create {
@@ -242,7 +243,7 @@ pub(super) fn apply_plan(
         outbox(tx, tp_id, *package_id, *pass, reason, ctx.now_ms)?;
     }
     let (actor, account) = ctx.actor.to_db();
-    for l in crate::plan_log(plan) {
+    for l in smartpkg_store::plan_log(plan) {
         tx.prepare_cached(
             "INSERT INTO package_log (package_id, app_id, at, from_state, to_state, actor, account_id, detail) \
              SELECT ?1, app_id, ?2, ?3, ?4, ?5, ?6, ?7 FROM packages WHERE package_id = ?1",
@@ -272,7 +273,7 @@ pub(super) fn apply_plan(
     Ok(())
 }
 
-pub(super) fn visible(c: &Connection, app_id: i64) -> Result<Vec<PackageRecord>> {
+pub(crate) fn visible(c: &Connection, app_id: i64) -> Result<Vec<PackageRecord>> {
     let mut stmt = c.prepare_cached(pkg_select!(
         "WHERE p.app_id = ?1 AND p.state NOT IN ('history', 'retired') ORDER BY p.package_id"
     ))?;
@@ -284,14 +285,14 @@ pub(super) fn visible(c: &Connection, app_id: i64) -> Result<Vec<PackageRecord>>
 
 #[async_trait]
 impl PackageStore for SqliteStore {
-    async fn visible_packages(&self, app_id: i64) -> Result<Vec<PackageRecord>> {
+    async fn visible_packages(&self, app_id: i64) -> StoreResult<Vec<PackageRecord>> {
         self.read(move |c| visible(c, app_id)).await
     }
 
     async fn visible_packages_by_token(
         &self,
         token_hash: String,
-    ) -> Result<Option<(Grant, Vec<PackageRecord>)>> {
+    ) -> StoreResult<Option<(Grant, Vec<PackageRecord>)>> {
         self.read(move |c| match grant(c, &token_hash)? {
             Some(g) => Ok(Some((g, visible(c, g.app_id)?))),
             None => Ok(None),
@@ -299,7 +300,7 @@ impl PackageStore for SqliteStore {
         .await
     }
 
-    async fn get_package(&self, package_id: i64) -> Result<Option<PackageRecord>> {
+    async fn get_package(&self, package_id: i64) -> StoreResult<Option<PackageRecord>> {
         self.read(move |c| {
             Ok(c.prepare_cached(pkg_select!("WHERE p.package_id = ?1"))?
                 .query_row([package_id], pkg_row)
@@ -308,7 +309,7 @@ impl PackageStore for SqliteStore {
         .await
     }
 
-    async fn list_packages(&self, filter: PackageFilter) -> Result<Vec<PackageRecord>> {
+    async fn list_packages(&self, filter: PackageFilter) -> StoreResult<Vec<PackageRecord>> {
         // The wire status maps to one or more states; filter on states so the index is used.
         let states: Vec<&'static str> = match filter.status {
             None => vec![],
@@ -337,7 +338,7 @@ impl PackageStore for SqliteStore {
         .await
     }
 
-    async fn audit_quota(&self, tp_id: i64, ctx: DecisionContext) -> Result<Quota> {
+    async fn audit_quota(&self, tp_id: i64, ctx: DecisionContext) -> StoreResult<Quota> {
         self.read(move |c| quota(c, tp_id, &ctx)).await
     }
 
@@ -345,7 +346,7 @@ impl PackageStore for SqliteStore {
         &self,
         new: NewPackage,
         ctx: DecisionContext,
-    ) -> Result<std::result::Result<(i64, Plan), lifecycle::Refusal>> {
+    ) -> StoreResult<std::result::Result<(i64, Plan), lifecycle::Refusal>> {
         self.write(move |tx| {
             let id: i64 = tx.query_row(
                 "SELECT COALESCE(MAX(package_id), 0) + 1 FROM packages",
@@ -370,7 +371,7 @@ impl PackageStore for SqliteStore {
         cmd: Command,
         ctx: DecisionContext,
         job: Option<JobRef>,
-    ) -> Result<Decision> {
+    ) -> StoreResult<Decision> {
         self.write(move |tx| {
             let (snap, tp_id) = snapshot(tx, app_id, cmd.target(), &ctx)?;
             let decision = lifecycle::decide(&snap, &cmd, &ctx.policy);

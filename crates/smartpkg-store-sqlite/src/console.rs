@@ -1,6 +1,6 @@
 use super::tenants::{app_row, tp_row, APP_COLS, TP_COLS};
 use super::*;
-use crate::{
+use smartpkg_store::{
     Account, AccountChange, AccountRefusal, Actor, AppQuery, AppRow, ConsoleStore, Dashboard,
     LogEntry, NewAccount, QueueItem, Role, Session, LOG_SELECT, QUEUE_SELECT,
 };
@@ -45,7 +45,7 @@ fn log_row(r: &Row<'_>) -> rusqlite::Result<LogEntry> {
 
 #[async_trait]
 impl ConsoleStore for SqliteStore {
-    async fn count_accounts(&self) -> Result<i64> {
+    async fn count_accounts(&self) -> StoreResult<i64> {
         self.read(|c| Ok(c.query_row("SELECT COUNT(*) FROM accounts", [], |r| r.get(0))?))
             .await
     }
@@ -55,7 +55,7 @@ impl ConsoleStore for SqliteStore {
         new: NewAccount,
         first_only: bool,
         now_ms: i64,
-    ) -> Result<std::result::Result<Account, AccountRefusal>> {
+    ) -> StoreResult<std::result::Result<Account, AccountRefusal>> {
         // The writer's transaction is the only one: the count and the insert cannot interleave
         // with another creation.
         self.write(move |tx| {
@@ -98,7 +98,7 @@ impl ConsoleStore for SqliteStore {
         .await
     }
 
-    async fn account_by_name(&self, name: String) -> Result<Option<(Account, String)>> {
+    async fn account_by_name(&self, name: String) -> StoreResult<Option<(Account, String)>> {
         self.read(move |c| {
             Ok(c.prepare_cached(&format!(
                 "SELECT {ACCOUNT_COLS}, a.password_hash FROM accounts a WHERE a.name = ?1"
@@ -109,7 +109,7 @@ impl ConsoleStore for SqliteStore {
         .await
     }
 
-    async fn list_accounts(&self, offset: i64, limit: i64) -> Result<(i64, Vec<Account>)> {
+    async fn list_accounts(&self, offset: i64, limit: i64) -> StoreResult<(i64, Vec<Account>)> {
         self.read(move |c| {
             let total = c.query_row("SELECT COUNT(*) FROM accounts", [], |r| r.get(0))?;
             let rows = c
@@ -129,7 +129,7 @@ impl ConsoleStore for SqliteStore {
         change: AccountChange,
         keep_session: Option<String>,
         now_ms: i64,
-    ) -> Result<Option<Account>> {
+    ) -> StoreResult<Option<Account>> {
         self.write(move |tx| {
             // Disabling keeps the first time it was disabled; enabling clears it.
             let n = tx.execute(
@@ -156,7 +156,7 @@ impl ConsoleStore for SqliteStore {
         .await
     }
 
-    async fn add_owned_apps(&self, account_id: i64, apps: Vec<i64>) -> Result<()> {
+    async fn add_owned_apps(&self, account_id: i64, apps: Vec<i64>) -> StoreResult<()> {
         self.write(move |tx| {
             for app in apps {
                 tx.execute(
@@ -169,7 +169,7 @@ impl ConsoleStore for SqliteStore {
         .await
     }
 
-    async fn owns_app(&self, account_id: i64, app_id: i64) -> Result<bool> {
+    async fn owns_app(&self, account_id: i64, app_id: i64) -> StoreResult<bool> {
         self.read(move |c| {
             Ok(c.prepare_cached(
                 "SELECT 1 FROM account_apps WHERE account_id = ?1 AND app_id = ?2",
@@ -186,7 +186,7 @@ impl ConsoleStore for SqliteStore {
         csrf: String,
         now_ms: i64,
         expires_at_ms: i64,
-    ) -> Result<()> {
+    ) -> StoreResult<()> {
         self.write(move |tx| {
             tx.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now_ms])?;
             tx.execute(
@@ -199,7 +199,7 @@ impl ConsoleStore for SqliteStore {
         .await
     }
 
-    async fn session(&self, token_hash: String, now_ms: i64) -> Result<Option<Session>> {
+    async fn session(&self, token_hash: String, now_ms: i64) -> StoreResult<Option<Session>> {
         self.read(move |c| {
             Ok(c.prepare_cached(&format!(
                 "SELECT {ACCOUNT_COLS}, s.csrf, s.expires_at FROM sessions s \
@@ -218,7 +218,7 @@ impl ConsoleStore for SqliteStore {
         .await
     }
 
-    async fn delete_session(&self, token_hash: String) -> Result<()> {
+    async fn delete_session(&self, token_hash: String) -> StoreResult<()> {
         self.write(move |tx| {
             tx.execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])?;
             Ok(())
@@ -226,7 +226,7 @@ impl ConsoleStore for SqliteStore {
         .await
     }
 
-    async fn audit_queue(&self, offset: i64, limit: i64) -> Result<(i64, Vec<QueueItem>)> {
+    async fn audit_queue(&self, offset: i64, limit: i64) -> StoreResult<(i64, Vec<QueueItem>)> {
         self.read(move |c| {
             let total = c
                 .prepare_cached("SELECT COUNT(*) FROM packages WHERE state = 'auditing'")?
@@ -259,11 +259,11 @@ impl ConsoleStore for SqliteStore {
         q: AppQuery,
         offset: i64,
         limit: i64,
-    ) -> Result<(Vec<AppRow>, bool)> {
+    ) -> StoreResult<(Vec<AppRow>, bool)> {
         self.read(move |c| {
             let text = q.text.trim();
             let id: Option<i64> = text.parse().ok();
-            let pattern = (!text.is_empty()).then(|| crate::like_pattern(text));
+            let pattern = (!text.is_empty()).then(|| smartpkg_store::like_pattern(text));
             let cols = APP_COLS
                 .split(", ")
                 .map(|col| format!("a.{col}"))
@@ -297,7 +297,7 @@ impl ConsoleStore for SqliteStore {
         .await
     }
 
-    async fn list_tps(&self, offset: i64, limit: i64) -> Result<(i64, Vec<Tp>)> {
+    async fn list_tps(&self, offset: i64, limit: i64) -> StoreResult<(i64, Vec<Tp>)> {
         self.read(move |c| {
             let total = c.query_row("SELECT COUNT(*) FROM tps", [], |r| r.get(0))?;
             let rows = c
@@ -311,15 +311,15 @@ impl ConsoleStore for SqliteStore {
         .await
     }
 
-    async fn app_log(&self, app_id: i64, limit: i64) -> Result<Vec<LogEntry>> {
+    async fn app_log(&self, app_id: i64, limit: i64) -> StoreResult<Vec<LogEntry>> {
         self.log_where("l.app_id", app_id, limit).await
     }
 
-    async fn package_log(&self, package_id: i64, limit: i64) -> Result<Vec<LogEntry>> {
+    async fn package_log(&self, package_id: i64, limit: i64) -> StoreResult<Vec<LogEntry>> {
         self.log_where("l.package_id", package_id, limit).await
     }
 
-    async fn recent_log(&self, limit: i64) -> Result<Vec<LogEntry>> {
+    async fn recent_log(&self, limit: i64) -> StoreResult<Vec<LogEntry>> {
         self.read(move |c| {
             Ok(
                 c.prepare_cached(&format!("{LOG_SELECT} ORDER BY l.log_id DESC LIMIT ?1"))?
@@ -330,7 +330,7 @@ impl ConsoleStore for SqliteStore {
         .await
     }
 
-    async fn dashboard(&self) -> Result<Dashboard> {
+    async fn dashboard(&self) -> StoreResult<Dashboard> {
         self.read(|c| {
             let by_state = c
                 .prepare_cached("SELECT state, COUNT(*) FROM packages GROUP BY state ORDER BY state")?
@@ -363,7 +363,12 @@ impl ConsoleStore for SqliteStore {
 
 impl SqliteStore {
     /// The newest log entries whose `column` (a constant of this file) is `id`.
-    async fn log_where(&self, column: &'static str, id: i64, limit: i64) -> Result<Vec<LogEntry>> {
+    async fn log_where(
+        &self,
+        column: &'static str,
+        id: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<LogEntry>> {
         self.read(move |c| {
             Ok(c.prepare_cached(&format!(
                 "{LOG_SELECT} WHERE {column} = ?1 ORDER BY l.log_id DESC LIMIT ?2"

@@ -1,22 +1,22 @@
 use super::*;
 
 /// A random lease token (never 0, so a row's NULL or default never matches one).
-pub(super) fn new_lease() -> i64 {
+pub(crate) fn new_lease() -> i64 {
     rand::random::<i64>() | 1
 }
 
 /// Whether the statement that settles a job found it still leased to this worker.
-pub(super) fn lease_held(rows: usize, job: JobRef) -> Result<()> {
+pub(crate) fn lease_held(rows: usize, job: JobRef) -> Result<()> {
     if rows == 1 {
         Ok(())
     } else {
-        Err(StoreError::LeaseLost(job.job_id))
+        Err(StoreError::LeaseLost(job.job_id).into())
     }
 }
 
-pub(super) type JobCols = (i64, String, i64, i64, Option<i64>);
+pub(crate) type JobCols = (i64, String, i64, i64, Option<i64>);
 
-pub(super) fn job_cols(r: &Row<'_>) -> rusqlite::Result<JobCols> {
+pub(crate) fn job_cols(r: &Row<'_>) -> rusqlite::Result<JobCols> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
 }
 
@@ -28,7 +28,7 @@ impl JobStore for SqliteStore {
         limit: usize,
         lease_ms: i64,
         lane: Lane,
-    ) -> Result<Vec<Job>> {
+    ) -> StoreResult<Vec<Job>> {
         self.write(move |tx| {
             let rows = match lane {
                 Lane::Platform => {
@@ -89,7 +89,7 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn drop_job(&self, job: JobRef) -> Result<()> {
+    async fn drop_job(&self, job: JobRef) -> StoreResult<()> {
         self.write(move |tx| {
             let n = tx
                 .prepare_cached("DELETE FROM jobs WHERE job_id = ?1 AND lease_token = ?2")?
@@ -99,7 +99,7 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn retry_job(&self, job: JobRef, run_at_ms: i64, error: String) -> Result<()> {
+    async fn retry_job(&self, job: JobRef, run_at_ms: i64, error: String) -> StoreResult<()> {
         self.write(move |tx| {
             let n = tx.execute(
                 "UPDATE jobs SET run_at = ?1, lease_until = NULL, lease_token = NULL, last_error = ?2 WHERE job_id = ?3 AND lease_token = ?4",
@@ -110,7 +110,7 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn next_job_due(&self, lane: LaneKind) -> Result<Option<i64>> {
+    async fn next_job_due(&self, lane: LaneKind) -> StoreResult<Option<i64>> {
         let sql = match lane {
             LaneKind::Platform => "SELECT MIN(CASE WHEN lease_until IS NULL OR lease_until < run_at THEN run_at ELSE lease_until END) FROM jobs WHERE kind <> 'push'",
             LaneKind::Deliveries => "SELECT MIN(CASE WHEN lease_until IS NULL OR lease_until < run_at THEN run_at ELSE lease_until END) FROM jobs WHERE kind = 'push'",
@@ -124,7 +124,7 @@ impl JobStore for SqliteStore {
         schedule: Schedule,
         now_ms: i64,
         interval_ms: i64,
-    ) -> Result<bool> {
+    ) -> StoreResult<bool> {
         self.write(move |tx| {
             Ok(tx.execute(
                 "UPDATE schedules SET next_at = ?1 WHERE name = ?2 AND next_at <= ?3",
@@ -134,7 +134,7 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn sweep(&self, now_ms: i64, policy: SweepPolicy) -> Result<Swept> {
+    async fn sweep(&self, now_ms: i64, policy: SweepPolicy) -> StoreResult<Swept> {
         self.write(move |tx| {
             let used_before = now_ms.saturating_sub(policy.used_credential_retention_ms);
             // An unused code dies at its expiry; a used one is kept for the retention, so a
@@ -182,7 +182,7 @@ impl JobStore for SqliteStore {
 impl SqliteStore {
     /// Ends every lease: on start, for a database file only this process may use (the
     /// store holds its lock), so every lease left belongs to a process that died.
-    pub async fn release_leases(&self) -> Result<u64> {
+    pub async fn release_leases(&self) -> StoreResult<u64> {
         self.write(|tx| {
             Ok(tx.execute(
                 "UPDATE jobs SET lease_until = NULL WHERE lease_until IS NOT NULL",

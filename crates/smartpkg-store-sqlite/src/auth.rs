@@ -1,7 +1,7 @@
 use super::*;
 use smartpkg_core::push::Event;
 
-pub(super) fn grant(c: &Connection, token_hash: &str) -> Result<Option<Grant>> {
+pub(crate) fn grant(c: &Connection, token_hash: &str) -> Result<Option<Grant>> {
     Ok(c.prepare_cached(
         "SELECT t.app_id, t.tp_id, t.expires_at FROM access_tokens t JOIN apps a ON a.app_id = t.app_id \
          WHERE t.token_hash = ?1 AND t.kind = 'app' AND a.tp_id = t.tp_id",
@@ -17,7 +17,7 @@ pub(super) fn grant(c: &Connection, token_hash: &str) -> Result<Option<Grant>> {
 }
 
 /// Stores a token pair as a member of `family` (the authorization it descends from).
-pub(super) fn insert_token_pair(
+pub(crate) fn insert_token_pair(
     tx: &Transaction<'_>,
     tp_id: i64,
     app_id: i64,
@@ -51,7 +51,7 @@ pub(super) fn insert_token_pair(
 
 /// A credential was presented a second time: every token issued from its authorization dies
 /// (RFC 6749 §4.1.2, §10.4). Used refresh tokens stay, so a later replay is recognised too.
-pub(super) fn revoke_family(tx: &Transaction<'_>, family: &str) -> Result<usize> {
+pub(crate) fn revoke_family(tx: &Transaction<'_>, family: &str) -> Result<usize> {
     Ok(tx.execute(
         "DELETE FROM access_tokens WHERE family = ?1 AND used_at IS NULL",
         [family],
@@ -60,7 +60,7 @@ pub(super) fn revoke_family(tx: &Transaction<'_>, family: &str) -> Result<usize>
 
 /// Issues an app token pair when the credential just used named an app that is still
 /// authorized to the TP; the app id on success.
-pub(super) fn pair_if_authorized(
+pub(crate) fn pair_if_authorized(
     tx: &Transaction<'_>,
     tp_id: i64,
     app_id: Option<i64>,
@@ -84,7 +84,7 @@ pub(super) fn pair_if_authorized(
 }
 
 /// The app's tokens and unused codes of `tp_id` die, and the TP is told UNAUTHORIZED.
-pub(super) fn end_authorization(
+pub(crate) fn end_authorization(
     tx: &Transaction<'_>,
     tp_id: i64,
     app_id: i64,
@@ -105,7 +105,7 @@ pub(super) fn end_authorization(
 /// Authorizes the app to `code.tp_id`: another TP's authorization ends (it is told
 /// UNAUTHORIZED), the authorization code is stored, and AUTHORIZED (UPDATE_AUTHORIZED when the
 /// app was already this TP's) is queued with the code. False when the app does not exist.
-pub(super) fn switch_authorization(
+pub(crate) fn switch_authorization(
     tx: &Transaction<'_>,
     tp_id: i64,
     app_id: i64,
@@ -142,17 +142,17 @@ pub(super) fn switch_authorization(
 
 #[async_trait]
 impl AuthStore for SqliteStore {
-    async fn authorize(&self, g: OperatorGrant, now_ms: i64) -> Result<()> {
+    async fn authorize(&self, g: OperatorGrant, now_ms: i64) -> StoreResult<()> {
         self.write(move |tx| {
             if !switch_authorization(tx, g.tp_id, g.app_id, &g.code, now_ms)? {
-                return Err(StoreError::NotFound(format!("app {}", g.app_id)));
+                return Err(StoreError::NotFound(format!("app {}", g.app_id)).into());
             }
             insert_token_pair(tx, g.tp_id, g.app_id, &g.pair, &g.pair.access_hash, now_ms)
         })
         .await
     }
 
-    async fn resolve_app_token(&self, token_hash: String) -> Result<Option<Grant>> {
+    async fn resolve_app_token(&self, token_hash: String) -> StoreResult<Option<Grant>> {
         self.read(move |c| grant(c, &token_hash)).await
     }
 
@@ -162,7 +162,7 @@ impl AuthStore for SqliteStore {
         token_hash: String,
         expires_at_ms: i64,
         now_ms: i64,
-    ) -> Result<()> {
+    ) -> StoreResult<()> {
         self.write(move |tx| {
             tx.execute(
                 "INSERT INTO access_tokens (token_hash, kind, tp_id, app_id, expires_at, created_at) VALUES (?1, 'tp', ?2, NULL, ?3, ?4)",
@@ -173,7 +173,7 @@ impl AuthStore for SqliteStore {
         .await
     }
 
-    async fn resolve_tp_token(&self, token_hash: String) -> Result<Option<(i64, i64)>> {
+    async fn resolve_tp_token(&self, token_hash: String) -> StoreResult<Option<(i64, i64)>> {
         self.read(move |c| {
             Ok(c.prepare_cached(
                 "SELECT tp_id, expires_at FROM access_tokens WHERE token_hash = ?1 AND kind = 'tp'",
@@ -191,7 +191,7 @@ impl AuthStore for SqliteStore {
         expires_at_ms: i64,
         ticket: String,
         now_ms: i64,
-    ) -> Result<()> {
+    ) -> StoreResult<()> {
         self.write(move |tx| {
             tx.execute(
                 "INSERT INTO tickets (ticket_hash, tp_id, expires_at, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -213,7 +213,12 @@ impl AuthStore for SqliteStore {
         .await
     }
 
-    async fn ticket_valid(&self, tp_id: i64, ticket_hash: String, now_ms: i64) -> Result<bool> {
+    async fn ticket_valid(
+        &self,
+        tp_id: i64,
+        ticket_hash: String,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
         self.read(move |c| {
             Ok(c.query_row(
                 "SELECT COUNT(*) FROM tickets WHERE ticket_hash = ?1 AND tp_id = ?2 AND expires_at > ?3",
@@ -232,7 +237,7 @@ impl AuthStore for SqliteStore {
         app_id: Option<i64>,
         expires_at_ms: i64,
         now_ms: i64,
-    ) -> Result<()> {
+    ) -> StoreResult<()> {
         self.write(move |tx| {
             tx.execute(
                 "INSERT INTO codes (code_hash, kind, tp_id, app_id, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -249,7 +254,7 @@ impl AuthStore for SqliteStore {
         code_hash: String,
         tp_id: i64,
         now_ms: i64,
-    ) -> Result<bool> {
+    ) -> StoreResult<bool> {
         self.read(move |c| {
             Ok(c.query_row(
                 "SELECT COUNT(*) FROM codes WHERE code_hash = ?1 AND kind = ?2 AND tp_id = ?3 AND used_at IS NULL AND expires_at > ?4",
@@ -264,7 +269,7 @@ impl AuthStore for SqliteStore {
         &self,
         a: Approval,
         now_ms: i64,
-    ) -> Result<std::result::Result<(), AuthRefusal>> {
+    ) -> StoreResult<std::result::Result<(), AuthRefusal>> {
         self.write(move |tx| {
             // The conditional update is what makes a pre-auth code single-use.
             let used = tx.execute(
@@ -288,7 +293,7 @@ impl AuthStore for SqliteStore {
         code_hash: String,
         pair: TokenPair,
         now_ms: i64,
-    ) -> Result<Option<i64>> {
+    ) -> StoreResult<Option<i64>> {
         self.write(move |tx| {
             let app_id: Option<Option<i64>> = tx
                 .query_row(
@@ -323,7 +328,7 @@ impl AuthStore for SqliteStore {
         refresh_hash: String,
         pair: TokenPair,
         now_ms: i64,
-    ) -> Result<Option<i64>> {
+    ) -> StoreResult<Option<i64>> {
         self.write(move |tx| {
             // Marking it used is what makes a refresh token single-use.
             let found: Option<(Option<i64>, Option<String>)> = tx
@@ -357,7 +362,7 @@ impl AuthStore for SqliteStore {
         .await
     }
 
-    async fn revoke(&self, tp_id: i64, app_id: i64, now_ms: i64) -> Result<bool> {
+    async fn revoke(&self, tp_id: i64, app_id: i64, now_ms: i64) -> StoreResult<bool> {
         self.write(move |tx| {
             let n = tx.execute(
                 "UPDATE apps SET tp_id = NULL WHERE app_id = ?1 AND tp_id = ?2",

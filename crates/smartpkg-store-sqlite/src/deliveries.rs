@@ -2,17 +2,17 @@ use super::*;
 use smartpkg_core::push::Event;
 
 /// An event to queue for a third party.
-pub(super) struct NewEvent<'a> {
-    pub(super) tp_id: i64,
+pub(crate) struct NewEvent<'a> {
+    pub(crate) tp_id: i64,
     /// 0 for a ticket, which concerns the third party alone.
-    pub(super) app_id: i64,
-    pub(super) event: &'a Event,
+    pub(crate) app_id: i64,
+    pub(crate) event: &'a Event,
 }
 
 /// Writes an event, its delivery and the push job, in the caller's transaction (outbox).
 /// Without a URL there is nowhere to deliver: an audit result still gets a delivery that says
 /// so (the operator can replay it once the URL is set); authorization pushes are skipped.
-pub(super) fn queue_event(tx: &Transaction<'_>, e: NewEvent<'_>, now_ms: i64) -> Result<()> {
+pub(crate) fn queue_event(tx: &Transaction<'_>, e: NewEvent<'_>, now_ms: i64) -> Result<()> {
     let cols = e.event.columns();
     let channel = Channel::of(&cols);
     let column = channel.url_field();
@@ -54,7 +54,7 @@ pub(super) fn queue_event(tx: &Transaction<'_>, e: NewEvent<'_>, now_ms: i64) ->
 }
 
 /// An authorization event (AUTHORIZED, UPDATE_AUTHORIZED, UNAUTHORIZED) about `app_id`.
-pub(super) fn auth_event(
+pub(crate) fn auth_event(
     tx: &Transaction<'_>,
     tp_id: i64,
     app_id: i64,
@@ -70,7 +70,7 @@ pub(super) fn auth_event(
 }
 
 /// The audit-result event of a decision, in the deciding transaction.
-pub(super) fn outbox(
+pub(crate) fn outbox(
     tx: &Transaction<'_>,
     tp_id: i64,
     package_id: i64,
@@ -92,7 +92,7 @@ pub(super) fn outbox(
     queue_event(tx, e, now_ms)
 }
 
-pub(super) fn insert_push_job(
+pub(crate) fn insert_push_job(
     tx: &Transaction<'_>,
     package_id: i64,
     delivery_id: i64,
@@ -106,12 +106,12 @@ pub(super) fn insert_push_job(
     Ok(())
 }
 
-pub(super) const DELIVERY_COLS: &str = "d.delivery_id, d.tp_id, d.url, d.state, d.attempts, d.cycle_attempts, d.last_status, \
+pub(crate) const DELIVERY_COLS: &str = "d.delivery_id, d.tp_id, d.url, d.state, d.attempts, d.cycle_attempts, d.last_status, \
     d.last_error, d.next_attempt_at, d.created_at, d.delivered_at, \
     e.event_id, e.uid, e.tp_id, e.app_id, e.package_id, e.event, e.reason, e.package_version, e.created_at, \
     e.channel, e.payload";
 
-pub(super) fn delivery_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
+pub(crate) fn delivery_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
     let state: String = r.get(3)?;
     Ok(Delivery {
         delivery_id: r.get(0)?,
@@ -156,7 +156,7 @@ pub(super) fn delivery_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
     })
 }
 
-pub(super) fn push_target_row(r: &Row<'_>) -> rusqlite::Result<PushTarget> {
+pub(crate) fn push_target_row(r: &Row<'_>) -> rusqlite::Result<PushTarget> {
     Ok(PushTarget {
         tp_id: r.get(0)?,
         consecutive_failures: r.get(1)?,
@@ -170,7 +170,7 @@ pub(super) fn push_target_row(r: &Row<'_>) -> rusqlite::Result<PushTarget> {
 /// Updates the delivery's target after an attempt: a success ends its failing run (and any
 /// hold); a failure lengthens it and, past the policy's threshold, holds the target. Returns
 /// the hold's end when this attempt started one.
-pub(super) fn settle_target(
+pub(crate) fn settle_target(
     tx: &Transaction<'_>,
     delivery_id: i64,
     a: &AttemptRecord,
@@ -216,7 +216,7 @@ pub(super) fn settle_target(
 
 #[async_trait]
 impl DeliveryStore for SqliteStore {
-    async fn get_delivery(&self, delivery_id: i64) -> Result<Option<Delivery>> {
+    async fn get_delivery(&self, delivery_id: i64) -> StoreResult<Option<Delivery>> {
         self.read(move |c| {
             Ok(c.prepare_cached(&format!(
                 "SELECT {DELIVERY_COLS} FROM deliveries d JOIN events e ON e.event_id = d.event_id WHERE d.delivery_id = ?1"
@@ -233,7 +233,7 @@ impl DeliveryStore for SqliteStore {
         state: Option<DeliveryState>,
         before: Option<i64>,
         limit: i64,
-    ) -> Result<Vec<Delivery>> {
+    ) -> StoreResult<Vec<Delivery>> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {DELIVERY_COLS} FROM deliveries d JOIN events e ON e.event_id = d.event_id \
@@ -247,7 +247,7 @@ impl DeliveryStore for SqliteStore {
         .await
     }
 
-    async fn delivery_attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRecord>> {
+    async fn delivery_attempts(&self, delivery_id: i64) -> StoreResult<Vec<AttemptRecord>> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT at, url, status, latency_ms, error, body FROM delivery_attempts WHERE delivery_id = ?1 ORDER BY attempt_id",
@@ -276,7 +276,7 @@ impl DeliveryStore for SqliteStore {
         a: AttemptRecord,
         outcome: AttemptOutcome,
         target: TargetVerdict,
-    ) -> Result<Option<i64>> {
+    ) -> StoreResult<Option<i64>> {
         self.write(move |tx| {
             // Only the lease holder settles the attempt; a late worker changes nothing.
             let n = tx
@@ -315,7 +315,7 @@ impl DeliveryStore for SqliteStore {
         .await
     }
 
-    async fn redeliver(&self, delivery_id: i64, now_ms: i64) -> Result<()> {
+    async fn redeliver(&self, delivery_id: i64, now_ms: i64) -> StoreResult<()> {
         self.write(move |tx| {
             let package_id: Option<i64> = tx
                 .query_row(
@@ -348,7 +348,7 @@ impl DeliveryStore for SqliteStore {
         .await
     }
 
-    async fn push_targets(&self) -> Result<Vec<PushTarget>> {
+    async fn push_targets(&self) -> StoreResult<Vec<PushTarget>> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT tp_id, consecutive_failures, failing_since, hold_until, holds, last_error FROM push_targets ORDER BY tp_id",
@@ -359,7 +359,7 @@ impl DeliveryStore for SqliteStore {
         .await
     }
 
-    async fn resume_target(&self, tp_id: i64) -> Result<bool> {
+    async fn resume_target(&self, tp_id: i64) -> StoreResult<bool> {
         self.write(move |tx| {
             Ok(tx.execute(
                 "UPDATE push_targets SET hold_until = NULL, consecutive_failures = 0, failing_since = NULL WHERE tp_id = ?1",

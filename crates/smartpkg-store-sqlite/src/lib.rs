@@ -20,49 +20,83 @@ use smartpkg_core::lifecycle::{
 };
 
 #[allow(unused_imports)] // each aggregate's file takes what it needs through `super::*`
-use crate::{
+use smartpkg_store::{
     App, AppPatch, Approval, AttemptOutcome, AttemptRecord, AuthRefusal, AuthStore, Channel,
     CodeKind, Decision, DecisionContext, Delivery, DeliveryState, DeliveryStore, Draft,
     EventRecord, Grant, IssuedCode, Job, JobRef, JobStore, Lane, LaneKind, LibraryRefusal,
     LibraryStore, NewPackage, NewTemplate, OperatorGrant, PackageFilter, PackageRecord,
-    PackageStore, PushTarget, Result, Schedule, StoreError, SweepPolicy, Swept, TargetVerdict,
-    Template, TenantStore, TokenPair, Tp, TpPatch,
+    PackageStore, PushTarget, Schedule, StoreError, SweepPolicy, Swept, TargetVerdict, Template,
+    TenantStore, TokenPair, Tp, TpPatch,
 };
 
-pub(super) const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("0001_init.sql")),
-    (2, include_str!("0002_pushes.sql")),
-    (3, include_str!("0003_tp_auth_and_library.sql")),
-    (4, include_str!("0004_authorization.sql")),
-    (5, include_str!("0005_owner_and_token_families.sql")),
-    (6, include_str!("0006_delivery_lanes.sql")),
-    (7, include_str!("0007_janitor.sql")),
-    (8, include_str!("0008_lease_tokens.sql")),
-    (9, include_str!("0009_runtime.sql")),
-    (10, include_str!("0010_console.sql")),
-    (11, include_str!("0011_package_log_by_package.sql")),
-    (12, include_str!("0012_disabled_accounts.sql")),
+pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_pushes.sql")),
+    (
+        3,
+        include_str!("../migrations/0003_tp_auth_and_library.sql"),
+    ),
+    (4, include_str!("../migrations/0004_authorization.sql")),
+    (
+        5,
+        include_str!("../migrations/0005_owner_and_token_families.sql"),
+    ),
+    (6, include_str!("../migrations/0006_delivery_lanes.sql")),
+    (7, include_str!("../migrations/0007_janitor.sql")),
+    (8, include_str!("../migrations/0008_lease_tokens.sql")),
+    (9, include_str!("../migrations/0009_runtime.sql")),
+    (10, include_str!("../migrations/0010_console.sql")),
+    (
+        11,
+        include_str!("../migrations/0011_package_log_by_package.sql"),
+    ),
+    (12, include_str!("../migrations/0012_disabled_accounts.sql")),
 ];
-pub(super) const MAX_IDLE_READERS: usize = 16;
+pub(crate) const MAX_IDLE_READERS: usize = 16;
 
-impl From<rusqlite::Error> for StoreError {
+/// What this crate's functions fail with: SQLite's errors and the store's alike, so `?` takes
+/// either. Trait methods answer [`StoreError`], into which this converts.
+#[derive(Debug)]
+pub(crate) struct Error(StoreError);
+
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type StoreResult<T> = smartpkg_store::Result<T>;
+
+/// SQLite's errors in the store's terms: a constraint, a busy or a locked database is a
+/// conflict the caller may retry; anything else is a database failure, its cause kept.
+impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
-        match &e {
-            rusqlite::Error::SqliteFailure(f, _)
-                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                StoreError::Conflict(Box::new(e))
-            }
+        Error(match &e {
             rusqlite::Error::SqliteFailure(f, _)
                 if matches!(
                     f.code,
-                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    rusqlite::ErrorCode::ConstraintViolation
+                        | rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::DatabaseLocked
                 ) =>
             {
                 StoreError::Conflict(Box::new(e))
             }
             _ => StoreError::Database(Box::new(e)),
-        }
+        })
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error(e)
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error(StoreError::Io(e))
+    }
+}
+
+impl From<Error> for StoreError {
+    fn from(e: Error) -> Self {
+        e.0
     }
 }
 
@@ -75,7 +109,7 @@ pub struct SqliteStore {
     _lock: Option<File>,
 }
 
-pub(super) fn configure(conn: &Connection) -> Result<()> {
+pub(crate) fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -85,7 +119,7 @@ pub(super) fn configure(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
+pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
     )?;
@@ -108,7 +142,7 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
 
 /// Opens (creating if needed) a file only its owner may read or write, and tightens the mode
 /// of one that already existed with looser permissions.
-pub(super) fn private_file(path: &Path) -> std::io::Result<File> {
+pub(crate) fn private_file(path: &Path) -> std::io::Result<File> {
     let mut opts = File::options();
     opts.create(true).truncate(false).read(true).write(true);
     #[cfg(unix)]
@@ -121,7 +155,7 @@ pub(super) fn private_file(path: &Path) -> std::io::Result<File> {
     Ok(f)
 }
 
-pub(super) fn restrict(path: &Path) -> std::io::Result<()> {
+pub(crate) fn restrict(path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -133,21 +167,25 @@ pub(super) fn restrict(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-pub(super) fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
 
-pub(super) fn join_err(e: tokio::task::JoinError) -> StoreError {
+pub(crate) fn join_err(e: tokio::task::JoinError) -> StoreError {
     StoreError::Database(Box::new(e))
 }
 
 impl SqliteStore {
     /// Opens (creating and migrating) the database at `path`, taking the exclusive lock file
     /// `<path>.lock`.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+    pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
+        Ok(Self::open_inner(path)?)
+    }
+
+    fn open_inner(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -183,7 +221,7 @@ impl SqliteStore {
     /// microseconds and never wait on a lock (WAL readers do not block on the writer), so
     /// handing them to the blocking pool would cost more in thread wake-ups than the read
     /// itself; writes, which fsync, do go to the blocking pool.
-    async fn read<T, F>(&self, f: F) -> Result<T>
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -192,7 +230,7 @@ impl SqliteStore {
         let conn = match pooled {
             Some(c) => c,
             None => {
-                let c = Connection::open(&self.path)?;
+                let c = Connection::open(&self.path).map_err(Error::from)?;
                 configure(&c)?;
                 c
             }
@@ -202,17 +240,17 @@ impl SqliteStore {
         if pool.len() < MAX_IDLE_READERS {
             pool.push(conn);
         }
-        out
+        Ok(out?)
     }
 
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction; it commits only if `f` returns Ok.
-    async fn write<T, F>(&self, f: F) -> Result<T>
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
     {
         let writer = self.writer.clone();
-        tokio::task::spawn_blocking(move || {
+        let done = tokio::task::spawn_blocking(move || -> Result<T> {
             let mut conn = writer.lock().map_err(|_| poisoned())?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = f(&tx)?;
@@ -220,11 +258,12 @@ impl SqliteStore {
             Ok(out)
         })
         .await
-        .map_err(join_err)?
+        .map_err(join_err)?;
+        Ok(done?)
     }
 }
 
-pub(super) fn poisoned() -> StoreError {
+pub(crate) fn poisoned() -> StoreError {
     StoreError::database("a storage thread panicked")
 }
 

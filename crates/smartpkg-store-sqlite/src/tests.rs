@@ -11,7 +11,7 @@ fn ctx(now_ms: i64) -> DecisionContext {
             rollback_delay_ms: 100,
             auto_audit_delay_ms: None,
         },
-        actor: crate::Actor::System,
+        actor: smartpkg_store::Actor::System,
     }
 }
 
@@ -127,7 +127,7 @@ mod contract {
     use std::sync::Arc;
 
     use super::SqliteStore;
-    use crate::Store;
+    use smartpkg_store::Store;
 
     async fn fresh() -> (tempfile::TempDir, Arc<dyn Store>) {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -135,5 +135,5 @@ mod contract {
         (dir, Arc::new(store))
     }
 
-    crate::conformance_tests!(fresh);
+    smartpkg_store::conformance_tests!(fresh);
 }

@@ -1,8 +1,8 @@
 use super::*;
 
-pub(super) const TP_COLS: &str = "tp_id, client_id, name, event_url, auth_event_url, msg_token, encoding_aes_key, audit_quota, redirect_domain";
+pub(crate) const TP_COLS: &str = "tp_id, client_id, name, event_url, auth_event_url, msg_token, encoding_aes_key, audit_quota, redirect_domain";
 
-pub(super) fn tp_row(r: &Row<'_>) -> rusqlite::Result<Tp> {
+pub(crate) fn tp_row(r: &Row<'_>) -> rusqlite::Result<Tp> {
     Ok(Tp {
         tp_id: r.get(0)?,
         client_id: r.get(1)?,
@@ -16,10 +16,10 @@ pub(super) fn tp_row(r: &Row<'_>) -> rusqlite::Result<Tp> {
     })
 }
 
-pub(super) const APP_COLS: &str =
+pub(crate) const APP_COLS: &str =
     "app_id, app_key, name, name_audited, category_audited, authenticity_certified, tp_id, owner_password_hash IS NOT NULL";
 
-pub(super) fn app_row(r: &Row<'_>) -> rusqlite::Result<App> {
+pub(crate) fn app_row(r: &Row<'_>) -> rusqlite::Result<App> {
     Ok(App {
         app_id: r.get(0)?,
         app_key: r.get(1)?,
@@ -34,7 +34,7 @@ pub(super) fn app_row(r: &Row<'_>) -> rusqlite::Result<App> {
 
 #[async_trait]
 impl TenantStore for SqliteStore {
-    async fn create_tp(&self, tp: Tp) -> Result<Tp> {
+    async fn create_tp(&self, tp: Tp) -> StoreResult<Tp> {
         self.write(move |tx| {
             tx.execute(
                 "INSERT INTO tps (client_id, name, event_url, auth_event_url, msg_token, encoding_aes_key, audit_quota, created_at, redirect_domain) \
@@ -46,7 +46,7 @@ impl TenantStore for SqliteStore {
         .await
     }
 
-    async fn update_tp(&self, tp_id: i64, patch: TpPatch) -> Result<Tp> {
+    async fn update_tp(&self, tp_id: i64, patch: TpPatch) -> StoreResult<Tp> {
         self.write(move |tx| {
             let n = tx.execute(
                 "UPDATE tps SET name = COALESCE(?1, name), event_url = COALESCE(?2, event_url), \
@@ -58,14 +58,14 @@ impl TenantStore for SqliteStore {
                     patch.audit_quota.is_some(), patch.audit_quota.flatten(), tp_id, patch.redirect_domain],
             )?;
             if n == 0 {
-                return Err(StoreError::NotFound(format!("tp {tp_id}")));
+                return Err(StoreError::NotFound(format!("tp {tp_id}")).into());
             }
             Ok(tx.query_row(&format!("SELECT {TP_COLS} FROM tps WHERE tp_id = ?1"), [tp_id], tp_row)?)
         })
         .await
     }
 
-    async fn get_tp(&self, tp_id: i64) -> Result<Option<Tp>> {
+    async fn get_tp(&self, tp_id: i64) -> StoreResult<Option<Tp>> {
         self.read(move |c| {
             Ok(c.query_row(
                 &format!("SELECT {TP_COLS} FROM tps WHERE tp_id = ?1"),
@@ -77,7 +77,7 @@ impl TenantStore for SqliteStore {
         .await
     }
 
-    async fn get_tp_by_client_id(&self, client_id: String) -> Result<Option<Tp>> {
+    async fn get_tp_by_client_id(&self, client_id: String) -> StoreResult<Option<Tp>> {
         self.read(move |c| {
             Ok(c.query_row(
                 &format!("SELECT {TP_COLS} FROM tps WHERE client_id = ?1"),
@@ -89,7 +89,7 @@ impl TenantStore for SqliteStore {
         .await
     }
 
-    async fn tps_with_auth_url(&self) -> Result<Vec<Tp>> {
+    async fn tps_with_auth_url(&self) -> StoreResult<Vec<Tp>> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {TP_COLS} FROM tps WHERE auth_event_url <> '' ORDER BY tp_id"
@@ -102,7 +102,7 @@ impl TenantStore for SqliteStore {
         .await
     }
 
-    async fn create_app(&self, app: App) -> Result<App> {
+    async fn create_app(&self, app: App) -> StoreResult<App> {
         self.write(move |tx| {
             tx.execute(
                 "INSERT INTO apps (app_key, name, name_audited, category_audited, authenticity_certified, tp_id, created_at) \
@@ -114,7 +114,7 @@ impl TenantStore for SqliteStore {
         .await
     }
 
-    async fn update_app(&self, app_id: i64, patch: AppPatch) -> Result<App> {
+    async fn update_app(&self, app_id: i64, patch: AppPatch) -> StoreResult<App> {
         self.write(move |tx| {
             let n = tx.execute(
                 "UPDATE apps SET name = COALESCE(?1, name), name_audited = COALESCE(?2, name_audited), \
@@ -123,14 +123,14 @@ impl TenantStore for SqliteStore {
                 params![patch.name, patch.name_audited, patch.category_audited, patch.authenticity_certified, app_id],
             )?;
             if n == 0 {
-                return Err(StoreError::NotFound(format!("app {app_id}")));
+                return Err(StoreError::NotFound(format!("app {app_id}")).into());
             }
             Ok(tx.query_row(&format!("SELECT {APP_COLS} FROM apps WHERE app_id = ?1"), [app_id], app_row)?)
         })
         .await
     }
 
-    async fn get_app(&self, app_id: i64) -> Result<Option<App>> {
+    async fn get_app(&self, app_id: i64) -> StoreResult<Option<App>> {
         self.read(move |c| {
             Ok(c.query_row(
                 &format!("SELECT {APP_COLS} FROM apps WHERE app_id = ?1"),
@@ -142,7 +142,7 @@ impl TenantStore for SqliteStore {
         .await
     }
 
-    async fn set_owner_password(&self, app_id: i64, hash: String) -> Result<bool> {
+    async fn set_owner_password(&self, app_id: i64, hash: String) -> StoreResult<bool> {
         self.write(move |tx| {
             Ok(tx.execute(
                 "UPDATE apps SET owner_password_hash = ?1 WHERE app_id = ?2",
@@ -152,7 +152,7 @@ impl TenantStore for SqliteStore {
         .await
     }
 
-    async fn owner_password_hash(&self, app_id: i64) -> Result<Option<String>> {
+    async fn owner_password_hash(&self, app_id: i64) -> StoreResult<Option<String>> {
         self.read(move |c| {
             Ok(c.query_row(
                 "SELECT owner_password_hash FROM apps WHERE app_id = ?1",
@@ -165,7 +165,7 @@ impl TenantStore for SqliteStore {
         .await
     }
 
-    async fn server_secret(&self, name: &'static str) -> Result<String> {
+    async fn server_secret(&self, name: &'static str) -> StoreResult<String> {
         self.write(move |tx| {
             // The first caller's random value wins; every later one reads it.
             let fresh = hex::encode(rand::random::<[u8; 32]>());

@@ -1,8 +1,8 @@
 use super::*;
 
-pub(super) const TEMPLATE_COLS: &str = "template_id, draft_id, tp_id, user_version, user_desc, blob_sha256, manifest, created_at, deleted_at IS NOT NULL";
+pub(crate) const TEMPLATE_COLS: &str = "template_id, draft_id, tp_id, user_version, user_desc, blob_sha256, manifest, created_at, deleted_at IS NOT NULL";
 
-pub(super) fn template_row(r: &Row<'_>) -> rusqlite::Result<Template> {
+pub(crate) fn template_row(r: &Row<'_>) -> rusqlite::Result<Template> {
     Ok(Template {
         template_id: r.get(0)?,
         draft_id: r.get(1)?,
@@ -18,7 +18,7 @@ pub(super) fn template_row(r: &Row<'_>) -> rusqlite::Result<Template> {
 
 #[async_trait]
 impl LibraryStore for SqliteStore {
-    async fn create_template(&self, t: NewTemplate, now_ms: i64) -> Result<Template> {
+    async fn create_template(&self, t: NewTemplate, now_ms: i64) -> StoreResult<Template> {
         self.write(move |tx| {
             tx.execute(
                 "INSERT INTO drafts (tp_id, user_version, user_desc, blob_sha256, manifest, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -36,7 +36,7 @@ impl LibraryStore for SqliteStore {
         .await
     }
 
-    async fn get_template(&self, template_id: i64) -> Result<Option<Template>> {
+    async fn get_template(&self, template_id: i64) -> StoreResult<Option<Template>> {
         self.read(move |c| {
             Ok(c.prepare_cached(&format!(
                 "SELECT {TEMPLATE_COLS} FROM templates WHERE template_id = ?1"
@@ -47,7 +47,7 @@ impl LibraryStore for SqliteStore {
         .await
     }
 
-    async fn create_draft(&self, t: NewTemplate, now_ms: i64) -> Result<Draft> {
+    async fn create_draft(&self, t: NewTemplate, now_ms: i64) -> StoreResult<Draft> {
         self.write(move |tx| {
             tx.execute(
                 "INSERT INTO drafts (tp_id, user_version, user_desc, blob_sha256, manifest, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -65,7 +65,12 @@ impl LibraryStore for SqliteStore {
         .await
     }
 
-    async fn list_drafts(&self, tp_id: i64, offset: i64, limit: i64) -> Result<(i64, Vec<Draft>)> {
+    async fn list_drafts(
+        &self,
+        tp_id: i64,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<(i64, Vec<Draft>)> {
         self.read(move |c| {
             let count: i64 = c.query_row("SELECT COUNT(*) FROM drafts WHERE tp_id = ?1", [tp_id], |r| r.get(0))?;
             let mut stmt = c.prepare_cached(
@@ -96,7 +101,7 @@ impl LibraryStore for SqliteStore {
         user_desc: String,
         max: i64,
         now_ms: i64,
-    ) -> Result<std::result::Result<Template, LibraryRefusal>> {
+    ) -> StoreResult<std::result::Result<Template, LibraryRefusal>> {
         self.write(move |tx| {
             let draft: Option<(String, String, String)> = tx
                 .query_row(
@@ -132,7 +137,7 @@ impl LibraryStore for SqliteStore {
         tp_id: i64,
         offset: i64,
         limit: i64,
-    ) -> Result<(i64, Vec<Template>)> {
+    ) -> StoreResult<(i64, Vec<Template>)> {
         self.read(move |c| {
             let count: i64 = c.query_row(
                 "SELECT COUNT(*) FROM templates WHERE tp_id = ?1 AND deleted_at IS NULL",
@@ -153,7 +158,7 @@ impl LibraryStore for SqliteStore {
         tp_id: i64,
         template_id: i64,
         now_ms: i64,
-    ) -> Result<std::result::Result<(), LibraryRefusal>> {
+    ) -> StoreResult<std::result::Result<(), LibraryRefusal>> {
         self.write(move |tx| {
             let n = tx.execute(
                 "UPDATE templates SET deleted_at = ?1 WHERE template_id = ?2 AND tp_id = ?3 AND deleted_at IS NULL",
