@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use smartpkg_core::archive;
-use smartpkg_store::{App, NewTemplate, Tp};
+use smartpkg_store::{App, NewApp, NewTemplate, NewTp, Tp};
 
 use crate::state::AppState;
 use crate::{clock, secrets};
@@ -86,8 +86,7 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
         None => {
             let tp = state
                 .store
-                .create_tp(Tp {
-                    tp_id: 0,
+                .create_tp(NewTp {
                     client_id: secrets::random_alnum(32),
                     name: "Demo third party".into(),
                     event_url: String::new(),
@@ -336,15 +335,13 @@ async fn waiting_for_review(state: &AppState, tp: &Tp, template_id: i64) -> Resu
 async fn new_app(state: &AppState, name: &str) -> Result<App, DemoError> {
     state
         .store
-        .create_app(App {
-            app_id: 0,
+        .create_app(NewApp {
             app_key: secrets::random_alnum(32),
             name: name.into(),
             name_audited: true,
             category_audited: true,
             authenticity_certified: true,
             tp_id: None,
-            owner_credential_set: false,
         })
         .await
         .map_err(err)

@@ -1,46 +1,22 @@
 use async_trait::async_trait;
 use smartpkg_store::{
-    Account, AccountChange, AccountRefusal, Actor, AppQuery, AppRow, ConsoleStore, Dashboard,
-    LogEntry, NewAccount, QueueItem, Result, Role, Session, Tp, LOG_SELECT, QUEUE_SELECT,
+    Account, AccountChange, AccountRefusal, AppQuery, AppRow, ConsoleStore, Dashboard, LogEntry,
+    NewAccount, QueueItem, Result, Session, Tp, LOG_SELECT, QUEUE_SELECT,
 };
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
-use crate::packages::state;
 use crate::tenants::{app_row, tp_row, APP_COLS, TP_COLS};
-use crate::{corrupt, Db, PgStore};
+use crate::{Cols, Db, PgStore};
 
-const ACCOUNT_COLS: &str =
-    "a.account_id, a.name, a.role, a.created_by, a.created_at, a.disabled_at";
+const ACCOUNT_COLS: &str = smartpkg_store::account_columns!();
 
 fn account_row(r: &PgRow) -> Result<Account> {
-    let role: String = r.try_get(2).db()?;
-    Ok(Account {
-        account_id: r.try_get(0).db()?,
-        name: r.try_get(1).db()?,
-        role: Role::parse(&role).ok_or_else(|| corrupt(format!("unknown role {role:?}")))?,
-        created_by: r.try_get(3).db()?,
-        created_at_ms: r.try_get(4).db()?,
-        disabled_at_ms: r.try_get(5).db()?,
-    })
+    Account::from_row(&Cols(r))
 }
 
 fn log_row(r: &PgRow) -> Result<LogEntry> {
-    let from: Option<String> = r.try_get(5).db()?;
-    let to: String = r.try_get(6).db()?;
-    let actor: String = r.try_get(7).db()?;
-    Ok(LogEntry {
-        log_id: r.try_get(0).db()?,
-        package_id: r.try_get(1).db()?,
-        app_id: r.try_get(2).db()?,
-        version: r.try_get(3).db()?,
-        at_ms: r.try_get(4).db()?,
-        from: from.as_deref().map(state).transpose()?,
-        to: state(&to)?,
-        actor: Actor::from_db(&actor, r.try_get(8).db()?),
-        actor_name: r.try_get(9).db()?,
-        detail: r.try_get(10).db()?,
-    })
+    LogEntry::from_row(&Cols(r))
 }
 
 #[async_trait]
@@ -307,7 +283,7 @@ impl ConsoleStore for PgStore {
             .collect::<Vec<_>>()
             .join(", ");
         let rows = sqlx::query(&format!(
-            "SELECT {cols}, t.name, \
+            "SELECT {cols}, t.name AS tp_name, \
                (SELECT p.version FROM packages p WHERE p.app_id = a.app_id AND p.state IN ('online', 'rolling_back') LIMIT 1) \
              FROM apps a LEFT JOIN tps t ON t.tp_id = a.tp_id \
              WHERE ($1::TEXT IS NULL OR a.name ILIKE $1 OR a.app_id = $2) \
@@ -329,12 +305,11 @@ impl ConsoleStore for PgStore {
             .map(|r| {
                 Ok(AppRow {
                     app: app_row(r)?,
-                    tp_name: r.try_get(8)?,
-                    online_version: r.try_get(9)?,
+                    tp_name: r.try_get(8).db()?,
+                    online_version: r.try_get(9).db()?,
                 })
             })
-            .collect::<sqlx::Result<Vec<_>>>()
-            .db()?;
+            .collect::<Result<Vec<_>>>()?;
         let more = out.len() as i64 > limit;
         out.truncate(limit.max(0) as usize);
         Ok((out, more))
@@ -353,11 +328,7 @@ impl ConsoleStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .db()?;
-        let tps = rows
-            .iter()
-            .map(tp_row)
-            .collect::<sqlx::Result<Vec<_>>>()
-            .db()?;
+        let tps = rows.iter().map(tp_row).collect::<Result<Vec<_>>>()?;
         Ok((total, tps))
     }
 

@@ -1,13 +1,13 @@
 use async_trait::async_trait;
 use smartpkg_core::push::Event;
 use smartpkg_store::{
-    AttemptOutcome, AttemptRecord, Channel, Delivery, DeliveryState, DeliveryStore, EventRecord,
-    JobRef, PushTarget, Result, StoreError, TargetVerdict,
+    AttemptOutcome, AttemptRecord, Channel, Delivery, DeliveryState, DeliveryStore, JobRef,
+    PushTarget, Result, StoreError, TargetVerdict,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use crate::{corrupt, Db, PgStore};
+use crate::{Cols, Db, PgStore};
 
 /// An event to queue for a third party.
 pub(crate) struct NewEvent<'a> {
@@ -146,53 +146,14 @@ async fn insert_push_job(
     Ok(())
 }
 
-const DELIVERY_COLS: &str = "d.delivery_id, d.tp_id, d.url, d.state, d.attempts, d.cycle_attempts, d.last_status, \
-    d.last_error, d.next_attempt_at, d.created_at, d.delivered_at, \
-    e.event_id, e.uid, e.tp_id, e.app_id, e.package_id, e.event, e.reason, e.package_version, e.created_at, \
-    e.channel, e.payload";
+const DELIVERY_COLS: &str = smartpkg_store::delivery_columns!();
 
 fn delivery_row(r: &PgRow) -> Result<Delivery> {
-    let state: String = r.try_get(3).db()?;
-    let channel: String = r.try_get(20).db()?;
-    Ok(Delivery {
-        delivery_id: r.try_get(0).db()?,
-        tp_id: r.try_get(1).db()?,
-        url: r.try_get(2).db()?,
-        state: DeliveryState::parse(&state)
-            .ok_or_else(|| corrupt(format!("delivery state {state}")))?,
-        attempts: r.try_get(4).db()?,
-        cycle_attempts: r.try_get(5).db()?,
-        last_status: r.try_get(6).db()?,
-        last_error: r.try_get(7).db()?,
-        next_attempt_at_ms: r.try_get(8).db()?,
-        created_at_ms: r.try_get(9).db()?,
-        delivered_at_ms: r.try_get(10).db()?,
-        event: EventRecord {
-            event_id: r.try_get(11).db()?,
-            uid: r.try_get(12).db()?,
-            tp_id: r.try_get(13).db()?,
-            app_id: r.try_get(14).db()?,
-            package_id: r.try_get(15).db()?,
-            event: r.try_get(16).db()?,
-            reason: r.try_get(17).db()?,
-            package_version: r.try_get(18).db()?,
-            created_at_ms: r.try_get(19).db()?,
-            channel: Channel::parse(&channel)
-                .ok_or_else(|| corrupt(format!("event channel {channel}")))?,
-            payload: r.try_get(21).db()?,
-        },
-    })
+    Delivery::from_row(&Cols(r))
 }
 
-fn push_target_row(r: &PgRow) -> sqlx::Result<PushTarget> {
-    Ok(PushTarget {
-        tp_id: r.try_get(0)?,
-        consecutive_failures: r.try_get(1)?,
-        failing_since_ms: r.try_get(2)?,
-        hold_until_ms: r.try_get(3)?,
-        holds: r.try_get(4)?,
-        last_error: r.try_get(5)?,
-    })
+fn push_target_row(r: &PgRow) -> Result<PushTarget> {
+    PushTarget::from_row(&Cols(r))
 }
 
 /// Updates the delivery's target after an attempt (see the SQLite backend for the rules).
@@ -438,7 +399,7 @@ impl DeliveryStore for PgStore {
         .await
         .db()?
         .iter()
-        .map(|r| push_target_row(r).db())
+        .map(push_target_row)
         .collect()
     }
 

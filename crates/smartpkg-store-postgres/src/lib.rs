@@ -61,6 +61,53 @@ pub(crate) fn db(e: sqlx::Error) -> StoreError {
     StoreError::Database(Box::new(e))
 }
 
+/// A row of either driver (the pool's sqlx rows, the pipelined readers' tokio-postgres rows)
+/// as the shared row types read it (`smartpkg_store::rows`).
+pub(crate) struct Cols<'a, R>(pub(crate) &'a R);
+
+macro_rules! columns_for {
+    ($row:ty, $get:expr) => {
+        impl smartpkg_store::Columns for Cols<'_, $row> {
+            fn i64(&self, name: &str) -> Result<i64> {
+                $get(self.0, name)
+            }
+            fn opt_i64(&self, name: &str) -> Result<Option<i64>> {
+                $get(self.0, name)
+            }
+            fn string(&self, name: &str) -> Result<String> {
+                $get(self.0, name)
+            }
+            fn opt_string(&self, name: &str) -> Result<Option<String>> {
+                $get(self.0, name)
+            }
+            fn bool(&self, name: &str) -> Result<bool> {
+                $get(self.0, name)
+            }
+        }
+    };
+}
+
+fn column_error(name: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("column {name}: {e}"))
+}
+
+fn sqlx_column<T>(r: &sqlx::postgres::PgRow, name: &str) -> Result<T>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    sqlx::Row::try_get(r, name).map_err(|e| column_error(name, e))
+}
+
+fn pg_column<T>(r: &tokio_postgres::Row, name: &str) -> Result<T>
+where
+    T: for<'r> tokio_postgres::types::FromSql<'r>,
+{
+    r.try_get(name).map_err(|e| column_error(name, e))
+}
+
+columns_for!(sqlx::postgres::PgRow, sqlx_column);
+columns_for!(tokio_postgres::Row, pg_column);
+
 /// `.db()?` on a sqlx result: the error in the store's terms ([`db`]).
 pub(crate) trait Db<T> {
     fn db(self) -> Result<T>;

@@ -1,35 +1,17 @@
 use async_trait::async_trait;
 use smartpkg_store::{Draft, LibraryRefusal, LibraryStore, NewTemplate, Result, Template};
 use sqlx::postgres::PgRow;
-use sqlx::Row;
 
-use crate::{Db, PgStore};
+use crate::{Cols, Db, PgStore};
 
-const TEMPLATE_COLS: &str = "template_id, draft_id, tp_id, user_version, user_desc, blob_sha256, manifest, created_at, deleted_at IS NOT NULL";
+const TEMPLATE_COLS: &str = smartpkg_store::template_columns!();
 
-fn template_row(r: &PgRow) -> sqlx::Result<Template> {
-    Ok(Template {
-        template_id: r.try_get(0)?,
-        draft_id: r.try_get(1)?,
-        tp_id: r.try_get(2)?,
-        user_version: r.try_get(3)?,
-        user_desc: r.try_get(4)?,
-        blob_sha256: r.try_get(5)?,
-        manifest: r.try_get(6)?,
-        create_time: r.try_get::<i64, _>(7)? / 1000,
-        deleted: r.try_get(8)?,
-    })
+fn template_row(r: &PgRow) -> Result<Template> {
+    Template::from_row(&Cols(r))
 }
 
-fn draft_row(r: &PgRow) -> sqlx::Result<Draft> {
-    Ok(Draft {
-        draft_id: r.try_get(0)?,
-        tp_id: r.try_get(1)?,
-        user_version: r.try_get(2)?,
-        user_desc: r.try_get(3)?,
-        create_time: r.try_get::<i64, _>(4)? / 1000,
-        blob_sha256: r.try_get(5)?,
-    })
+fn draft_row(r: &PgRow) -> Result<Draft> {
+    Draft::from_row(&Cols(r))
 }
 
 const INSERT_DRAFT: &str =
@@ -65,7 +47,7 @@ impl LibraryStore for PgStore {
         .await
         .db()?;
         tx.commit().await.db()?;
-        template_row(&row).db()
+        template_row(&row)
     }
 
     async fn get_template(&self, template_id: i64) -> Result<Option<Template>> {
@@ -76,7 +58,7 @@ impl LibraryStore for PgStore {
         .fetch_optional(&self.pool)
         .await
         .db()?
-        .map(|r| template_row(&r).db())
+        .map(|r| template_row(&r))
         .transpose()
     }
 
@@ -117,10 +99,7 @@ impl LibraryStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .db()?;
-        let drafts = rows
-            .iter()
-            .map(|r| draft_row(r).db())
-            .collect::<Result<Vec<_>>>()?;
+        let drafts = rows.iter().map(draft_row).collect::<Result<Vec<_>>>()?;
         Ok((count, drafts))
     }
 
@@ -176,7 +155,7 @@ impl LibraryStore for PgStore {
         .await
         .db()?;
         tx.commit().await.db()?;
-        Ok(Ok(template_row(&row).db()?))
+        Ok(Ok(template_row(&row)?))
     }
 
     async fn list_templates(
@@ -202,10 +181,7 @@ impl LibraryStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .db()?;
-        let templates = rows
-            .iter()
-            .map(|r| template_row(r).db())
-            .collect::<Result<Vec<_>>>()?;
+        let templates = rows.iter().map(template_row).collect::<Result<Vec<_>>>()?;
         Ok((count, templates))
     }
 

@@ -3,22 +3,18 @@ use smartpkg_core::lifecycle::{
     self, AppFacts, Command, PackageFacts, PkgState, Plan, Quota, Refusal, Snapshot,
 };
 use smartpkg_store::{
-    Decision, DecisionContext, Grant, JobRef, NewPackage, PackageFilter, PackageRecord,
+    Columns, Decision, DecisionContext, Grant, JobRef, NewPackage, PackageFilter, PackageRecord,
     PackageStore, Result, StoreError,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use crate::deliveries::outbox;
-use crate::{corrupt, Db, PgStore};
+use crate::{corrupt, Cols, Db, PgStore};
 
 macro_rules! pkg_cols {
     () => {
-        "p.package_id, p.app_id, p.tp_id, p.template_id, p.state, p.version, p.version_desc, \
-         p.ext_json, p.built_ext_json, p.direct_commit, p.test_account, p.test_password, p.audit_content, \
-         p.remark, p.msg, p.upload_err_code, p.upload_err_msg, p.previous_package_id, \
-         (SELECT prev.version FROM packages prev WHERE prev.package_id = p.previous_package_id), \
-         p.restored, p.commit_time, p.updated_at, p.staged_percent, p.archive_sha256, p.archive_size"
+        smartpkg_store::package_columns!()
     };
 }
 
@@ -27,7 +23,7 @@ const PKG_SELECT: &str = concat!("SELECT ", pkg_cols!(), " FROM packages p ");
 /// `get`'s one round trip: the token's grant and its app's visible packages (a row of NULL
 /// package columns when it has none).
 pub(crate) const GET_BY_TOKEN: &str = concat!(
-    "SELECT t.app_id, t.tp_id, t.expires_at, ",
+    "SELECT t.app_id AS grant_app_id, t.tp_id AS grant_tp_id, t.expires_at AS grant_expires_at, ",
     pkg_cols!(),
     " FROM access_tokens t JOIN apps a ON a.app_id = t.app_id AND a.tp_id = t.tp_id \
      LEFT JOIN packages p ON p.app_id = t.app_id AND p.state NOT IN ('history', 'retired') \
@@ -39,75 +35,7 @@ pub(crate) fn state(s: &str) -> Result<PkgState> {
 }
 
 fn pkg_row(r: &PgRow) -> Result<PackageRecord> {
-    pkg_row_at(r, 0)
-}
-
-/// A column of type `T` from either driver's row (the pool's sqlx rows, the pipelined
-/// readers' tokio-postgres rows), so that one function reads a package from both.
-pub(crate) trait Col<T> {
-    fn col(&self, i: usize) -> Result<T>;
-}
-
-impl<T> Col<T> for PgRow
-where
-    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
-{
-    fn col(&self, i: usize) -> Result<T> {
-        self.try_get(i).db()
-    }
-}
-
-impl<T> Col<T> for tokio_postgres::Row
-where
-    T: for<'r> tokio_postgres::types::FromSql<'r>,
-{
-    fn col(&self, i: usize) -> Result<T> {
-        self.try_get(i)
-            .map_err(|e| StoreError::Database(Box::new(e)))
-    }
-}
-
-/// A row holding a package's columns.
-pub(crate) trait PkgColumns:
-    Col<i64> + Col<Option<i64>> + Col<String> + Col<Option<String>> + Col<bool>
-{
-}
-
-impl<R> PkgColumns for R where
-    R: Col<i64> + Col<Option<i64>> + Col<String> + Col<Option<String>> + Col<bool>
-{
-}
-
-/// A package from the row's columns starting at `at` (after any columns before them).
-fn pkg_row_at(r: &impl PkgColumns, at: usize) -> Result<PackageRecord> {
-    let s: String = r.col(at + 4)?;
-    Ok(PackageRecord {
-        package_id: r.col(at)?,
-        app_id: r.col(at + 1)?,
-        tp_id: r.col(at + 2)?,
-        template_id: r.col(at + 3)?,
-        state: state(&s)?,
-        version: r.col(at + 5)?,
-        version_desc: r.col(at + 6)?,
-        ext_json: r.col(at + 7)?,
-        built_ext_json: r.col(at + 8)?,
-        direct_commit: r.col(at + 9)?,
-        test_account: r.col(at + 10)?,
-        test_password: r.col(at + 11)?,
-        audit_content: r.col(at + 12)?,
-        remark: r.col(at + 13)?,
-        msg: r.col(at + 14)?,
-        upload_err_code: r.col(at + 15)?,
-        upload_err_msg: r.col(at + 16)?,
-        previous_package_id: r.col(at + 17)?,
-        rollback_version: r.col(at + 18)?,
-        restored: r.col(at + 19)?,
-        commit_time_ms: r.col(at + 20)?,
-        updated_at_ms: r.col(at + 21)?,
-        staged_percent: r.col(at + 22)?,
-        archive_sha256: r.col(at + 23)?,
-        archive_size: r.col(at + 24)?,
-    })
+    PackageRecord::from_row(&Cols(r))
 }
 
 async fn quota(c: &mut PgConnection, tp_id: i64, ctx: &DecisionContext) -> Result<Quota> {
@@ -444,15 +372,17 @@ impl PackageStore for PgStore {
         let Some(first) = rows.first() else {
             return Ok(None);
         };
+        let first = Cols(first);
         let grant = Grant {
-            app_id: first.col(0)?,
-            tp_id: first.col(1)?,
-            expires_at_ms: first.col(2)?,
+            app_id: first.i64("grant_app_id")?,
+            tp_id: first.i64("grant_tp_id")?,
+            expires_at_ms: first.i64("grant_expires_at")?,
         };
         let mut packages = Vec::with_capacity(rows.len());
-        for r in &rows {
-            if Col::<Option<i64>>::col(r, 3)?.is_some() {
-                packages.push(pkg_row_at(r, 3)?);
+        for r in rows.iter().map(Cols) {
+            // The row of an app without packages has NULL package columns.
+            if r.opt_i64("package_id")?.is_some() {
+                packages.push(PackageRecord::from_row(&r)?);
             }
         }
         Ok(Some((grant, packages)))

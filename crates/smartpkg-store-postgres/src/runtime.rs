@@ -7,18 +7,12 @@ use smartpkg_store::{
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use crate::{Db, PgStore};
+use crate::{Cols, Db, PgStore};
 
-const HOST_COLS: &str = "host_id, name, host_key, secret_hash, created_at";
+const HOST_COLS: &str = smartpkg_store::host_columns!();
 
-fn host_row(r: &PgRow) -> sqlx::Result<HostApp> {
-    Ok(HostApp {
-        host_id: r.try_get(0)?,
-        name: r.try_get(1)?,
-        host_key: r.try_get(2)?,
-        secret_hash: r.try_get(3)?,
-        created_at_ms: r.try_get(4)?,
-    })
+fn host_row(r: &PgRow) -> Result<HostApp> {
+    HostApp::from_row(&Cols(r))
 }
 
 fn runtime_package(r: &PgRow) -> sqlx::Result<(RuntimePackage, Option<i64>, String)> {
@@ -142,7 +136,7 @@ impl RuntimeStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .db()?;
-        rows.iter().map(|r| host_row(r).db()).collect()
+        rows.iter().map(host_row).collect()
     }
 
     async fn host_app_by_key(&self, host_key: String) -> Result<Option<HostApp>> {
@@ -153,7 +147,7 @@ impl RuntimeStore for PgStore {
         .fetch_optional(&self.pool)
         .await
         .db()?;
-        row.map(|r| host_row(&r).db()).transpose()
+        row.map(|r| host_row(&r)).transpose()
     }
 
     async fn set_app_hosts(&self, app_id: i64, hosts: Vec<i64>) -> Result<bool> {

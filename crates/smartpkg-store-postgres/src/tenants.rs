@@ -1,44 +1,24 @@
 use async_trait::async_trait;
-use smartpkg_store::{App, AppPatch, Result, StoreError, TenantStore, Tp, TpPatch};
+use smartpkg_store::{App, AppPatch, NewApp, NewTp, Result, StoreError, TenantStore, Tp, TpPatch};
 use sqlx::postgres::PgRow;
-use sqlx::Row;
 
-use crate::{now_ms, Db, PgStore};
+use crate::{now_ms, Cols, Db, PgStore};
 
-pub(crate) const TP_COLS: &str = "tp_id, client_id, name, event_url, auth_event_url, msg_token, encoding_aes_key, audit_quota, redirect_domain";
+pub(crate) const TP_COLS: &str = smartpkg_store::tp_columns!();
 
-pub(crate) fn tp_row(r: &PgRow) -> sqlx::Result<Tp> {
-    Ok(Tp {
-        tp_id: r.try_get(0)?,
-        client_id: r.try_get(1)?,
-        name: r.try_get(2)?,
-        event_url: r.try_get(3)?,
-        auth_event_url: r.try_get(4)?,
-        msg_token: r.try_get(5)?,
-        encoding_aes_key: r.try_get(6)?,
-        audit_quota: r.try_get(7)?,
-        redirect_domain: r.try_get(8)?,
-    })
+pub(crate) fn tp_row(r: &PgRow) -> Result<Tp> {
+    Tp::from_row(&Cols(r))
 }
 
-pub(crate) const APP_COLS: &str = "app_id, app_key, name, name_audited, category_audited, authenticity_certified, tp_id, owner_password_hash IS NOT NULL";
+pub(crate) const APP_COLS: &str = smartpkg_store::app_columns!();
 
-pub(crate) fn app_row(r: &PgRow) -> sqlx::Result<App> {
-    Ok(App {
-        app_id: r.try_get(0)?,
-        app_key: r.try_get(1)?,
-        name: r.try_get(2)?,
-        name_audited: r.try_get(3)?,
-        category_audited: r.try_get(4)?,
-        authenticity_certified: r.try_get(5)?,
-        tp_id: r.try_get(6)?,
-        owner_credential_set: r.try_get(7)?,
-    })
+pub(crate) fn app_row(r: &PgRow) -> Result<App> {
+    App::from_row(&Cols(r))
 }
 
 #[async_trait]
 impl TenantStore for PgStore {
-    async fn create_tp(&self, tp: Tp) -> Result<Tp> {
+    async fn create_tp(&self, tp: NewTp) -> Result<Tp> {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO tps (client_id, name, event_url, auth_event_url, msg_token, encoding_aes_key, audit_quota, created_at, redirect_domain) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING tp_id",
@@ -55,7 +35,7 @@ impl TenantStore for PgStore {
         .fetch_one(&self.pool)
         .await
         .db()?;
-        Ok(Tp { tp_id: id, ..tp })
+        Ok(tp.stored(id))
     }
 
     async fn update_tp(&self, tp_id: i64, patch: TpPatch) -> Result<Tp> {
@@ -79,7 +59,7 @@ impl TenantStore for PgStore {
         .await
         .db()?;
         let row = row.ok_or_else(|| StoreError::NotFound(format!("tp {tp_id}")))?;
-        tp_row(&row).db()
+        tp_row(&row)
     }
 
     async fn get_tp(&self, tp_id: i64) -> Result<Option<Tp>> {
@@ -88,7 +68,7 @@ impl TenantStore for PgStore {
             .fetch_optional(&self.pool)
             .await
             .db()?
-            .map(|r| tp_row(&r).db())
+            .map(|r| tp_row(&r))
             .transpose()
     }
 
@@ -98,7 +78,7 @@ impl TenantStore for PgStore {
             .fetch_optional(&self.pool)
             .await
             .db()?
-            .map(|r| tp_row(&r).db())
+            .map(|r| tp_row(&r))
             .transpose()
     }
 
@@ -110,11 +90,11 @@ impl TenantStore for PgStore {
         .await
         .db()?
         .iter()
-        .map(|r| tp_row(r).db())
+        .map(tp_row)
         .collect()
     }
 
-    async fn create_app(&self, app: App) -> Result<App> {
+    async fn create_app(&self, app: NewApp) -> Result<App> {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO apps (app_key, name, name_audited, category_audited, authenticity_certified, tp_id, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING app_id",
@@ -129,7 +109,7 @@ impl TenantStore for PgStore {
         .fetch_one(&self.pool)
         .await
         .db()?;
-        Ok(App { app_id: id, ..app })
+        Ok(app.stored(id))
     }
 
     async fn update_app(&self, app_id: i64, patch: AppPatch) -> Result<App> {
@@ -147,7 +127,7 @@ impl TenantStore for PgStore {
         .await
         .db()?;
         let row = row.ok_or_else(|| StoreError::NotFound(format!("app {app_id}")))?;
-        app_row(&row).db()
+        app_row(&row)
     }
 
     async fn get_app(&self, app_id: i64) -> Result<Option<App>> {
@@ -156,7 +136,7 @@ impl TenantStore for PgStore {
             .fetch_optional(&self.pool)
             .await
             .db()?
-            .map(|r| app_row(&r).db())
+            .map(|r| app_row(&r))
             .transpose()
     }
 

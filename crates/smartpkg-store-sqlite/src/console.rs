@@ -1,46 +1,18 @@
 use super::tenants::{app_row, tp_row, APP_COLS, TP_COLS};
 use super::*;
 use smartpkg_store::{
-    Account, AccountChange, AccountRefusal, Actor, AppQuery, AppRow, ConsoleStore, Dashboard,
-    LogEntry, NewAccount, QueueItem, Role, Session, LOG_SELECT, QUEUE_SELECT,
+    Account, AccountChange, AccountRefusal, AppQuery, AppRow, ConsoleStore, Dashboard, LogEntry,
+    NewAccount, QueueItem, Session, LOG_SELECT, QUEUE_SELECT,
 };
 
-const ACCOUNT_COLS: &str =
-    "a.account_id, a.name, a.role, a.created_by, a.created_at, a.disabled_at";
+const ACCOUNT_COLS: &str = smartpkg_store::account_columns!();
 
 fn account_row(r: &Row<'_>) -> rusqlite::Result<Account> {
-    let role: String = r.get(2)?;
-    Ok(Account {
-        account_id: r.get(0)?,
-        name: r.get(1)?,
-        role: Role::parse(&role).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                2,
-                rusqlite::types::Type::Text,
-                format!("unknown role {role:?}").into(),
-            )
-        })?,
-        created_by: r.get(3)?,
-        disabled_at_ms: r.get(5)?,
-        created_at_ms: r.get(4)?,
-    })
+    decoded(Account::from_row(&Cols(r)))
 }
 
 fn log_row(r: &Row<'_>) -> rusqlite::Result<LogEntry> {
-    let from: Option<String> = r.get(5)?;
-    let actor: String = r.get(7)?;
-    Ok(LogEntry {
-        log_id: r.get(0)?,
-        package_id: r.get(1)?,
-        app_id: r.get(2)?,
-        version: r.get(3)?,
-        at_ms: r.get(4)?,
-        from: from.map(super::packages::parse_state).transpose()?,
-        to: super::packages::parse_state(r.get(6)?)?,
-        actor: Actor::from_db(&actor, r.get(8)?),
-        actor_name: r.get(9)?,
-        detail: r.get(10)?,
-    })
+    decoded(LogEntry::from_row(&Cols(r)))
 }
 
 #[async_trait]
@@ -270,7 +242,7 @@ impl ConsoleStore for SqliteStore {
                 .collect::<Vec<_>>()
                 .join(", ");
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT {cols}, t.name, \
+                "SELECT {cols}, t.name AS tp_name, \
                    (SELECT p.version FROM packages p WHERE p.app_id = a.app_id AND p.state IN ('online', 'rolling_back') LIMIT 1) \
                  FROM apps a LEFT JOIN tps t ON t.tp_id = a.tp_id \
                  WHERE (?1 IS NULL OR a.name LIKE ?1 ESCAPE '\\' OR a.app_id = ?2) \

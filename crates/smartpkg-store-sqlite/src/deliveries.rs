@@ -106,65 +106,14 @@ pub(crate) fn insert_push_job(
     Ok(())
 }
 
-pub(crate) const DELIVERY_COLS: &str = "d.delivery_id, d.tp_id, d.url, d.state, d.attempts, d.cycle_attempts, d.last_status, \
-    d.last_error, d.next_attempt_at, d.created_at, d.delivered_at, \
-    e.event_id, e.uid, e.tp_id, e.app_id, e.package_id, e.event, e.reason, e.package_version, e.created_at, \
-    e.channel, e.payload";
+pub(crate) const DELIVERY_COLS: &str = smartpkg_store::delivery_columns!();
 
 pub(crate) fn delivery_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
-    let state: String = r.get(3)?;
-    Ok(Delivery {
-        delivery_id: r.get(0)?,
-        tp_id: r.get(1)?,
-        url: r.get(2)?,
-        state: DeliveryState::parse(&state).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                3,
-                rusqlite::types::Type::Text,
-                format!("delivery state {state}").into(),
-            )
-        })?,
-        attempts: r.get(4)?,
-        cycle_attempts: r.get(5)?,
-        last_status: r.get(6)?,
-        last_error: r.get(7)?,
-        next_attempt_at_ms: r.get(8)?,
-        created_at_ms: r.get(9)?,
-        delivered_at_ms: r.get(10)?,
-        event: EventRecord {
-            event_id: r.get(11)?,
-            uid: r.get(12)?,
-            tp_id: r.get(13)?,
-            app_id: r.get(14)?,
-            package_id: r.get::<_, i64>(15).map(|p| Some(p).filter(|p| *p != 0))?,
-            event: r.get(16)?,
-            reason: r.get(17)?,
-            package_version: r.get(18)?,
-            created_at_ms: r.get(19)?,
-            channel: {
-                let c: String = r.get(20)?;
-                Channel::parse(&c).ok_or_else(|| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        20,
-                        rusqlite::types::Type::Text,
-                        format!("event channel {c}").into(),
-                    )
-                })?
-            },
-            payload: r.get(21)?,
-        },
-    })
+    decoded(Delivery::from_row(&Cols(r)))
 }
 
 pub(crate) fn push_target_row(r: &Row<'_>) -> rusqlite::Result<PushTarget> {
-    Ok(PushTarget {
-        tp_id: r.get(0)?,
-        consecutive_failures: r.get(1)?,
-        failing_since_ms: r.get(2)?,
-        hold_until_ms: r.get(3)?,
-        holds: r.get(4)?,
-        last_error: r.get(5)?,
-    })
+    decoded(PushTarget::from_row(&Cols(r)))
 }
 
 /// Updates the delivery's target after an attempt: a success ends its failing run (and any

@@ -22,11 +22,11 @@ use smartpkg_core::lifecycle::{
 #[allow(unused_imports)] // each aggregate's file takes what it needs through `super::*`
 use smartpkg_store::{
     App, AppPatch, Approval, AttemptOutcome, AttemptRecord, AuthRefusal, AuthStore, Channel,
-    CodeKind, Decision, DecisionContext, Delivery, DeliveryState, DeliveryStore, Draft,
+    CodeKind, Columns, Decision, DecisionContext, Delivery, DeliveryState, DeliveryStore, Draft,
     EventRecord, Grant, IssuedCode, Job, JobRef, JobStore, Lane, LaneKind, LibraryRefusal,
-    LibraryStore, NewPackage, NewTemplate, OperatorGrant, PackageFilter, PackageRecord,
-    PackageStore, PushTarget, Schedule, StoreError, SweepPolicy, Swept, TargetVerdict, Template,
-    TenantStore, TokenPair, Tp, TpPatch,
+    LibraryStore, NewApp, NewPackage, NewTemplate, NewTp, OperatorGrant, PackageFilter,
+    PackageRecord, PackageStore, PushTarget, Schedule, StoreError, SweepPolicy, Swept,
+    TargetVerdict, Template, TenantStore, TokenPair, Tp, TpPatch,
 };
 
 pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
@@ -66,6 +66,20 @@ pub(crate) type StoreResult<T> = smartpkg_store::Result<T>;
 /// conflict the caller may retry; anything else is a database failure, its cause kept.
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
+        // A shared row type's own refusal, carried through a row callback: as it was.
+        let e = match e {
+            rusqlite::Error::FromSqlConversionFailure(_, _, cause) => {
+                match cause.downcast::<StoreError>() {
+                    Ok(store) => return Error(*store),
+                    Err(cause) => rusqlite::Error::FromSqlConversionFailure(
+                        0,
+                        rusqlite::types::Type::Null,
+                        cause,
+                    ),
+                }
+            }
+            other => other,
+        };
         Error(match &e {
             rusqlite::Error::SqliteFailure(f, _)
                 if matches!(
@@ -80,6 +94,43 @@ impl From<rusqlite::Error> for Error {
             _ => StoreError::Database(Box::new(e)),
         })
     }
+}
+
+/// A SQLite row as the shared row types read it (`smartpkg_store::rows`).
+pub(crate) struct Cols<'a, 'b>(pub(crate) &'a Row<'b>);
+
+impl Cols<'_, '_> {
+    fn get<T: rusqlite::types::FromSql>(&self, name: &str) -> StoreResult<T> {
+        self.0
+            .get(name)
+            .map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
+    }
+}
+
+impl Columns for Cols<'_, '_> {
+    fn i64(&self, name: &str) -> StoreResult<i64> {
+        self.get(name)
+    }
+    fn opt_i64(&self, name: &str) -> StoreResult<Option<i64>> {
+        self.get(name)
+    }
+    fn string(&self, name: &str) -> StoreResult<String> {
+        self.get(name)
+    }
+    fn opt_string(&self, name: &str) -> StoreResult<Option<String>> {
+        self.get(name)
+    }
+    fn bool(&self, name: &str) -> StoreResult<bool> {
+        self.get(name)
+    }
+}
+
+/// A shared row type's decoding inside a rusqlite row callback (`query_row`, `query_map`);
+/// its error comes back out whole (see `From<rusqlite::Error> for Error`).
+pub(crate) fn decoded<T>(r: StoreResult<T>) -> rusqlite::Result<T> {
+    r.map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Null, Box::new(e))
+    })
 }
 
 impl From<StoreError> for Error {

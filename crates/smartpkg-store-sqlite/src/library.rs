@@ -1,19 +1,9 @@
 use super::*;
 
-pub(crate) const TEMPLATE_COLS: &str = "template_id, draft_id, tp_id, user_version, user_desc, blob_sha256, manifest, created_at, deleted_at IS NOT NULL";
+pub(crate) const TEMPLATE_COLS: &str = smartpkg_store::template_columns!();
 
 pub(crate) fn template_row(r: &Row<'_>) -> rusqlite::Result<Template> {
-    Ok(Template {
-        template_id: r.get(0)?,
-        draft_id: r.get(1)?,
-        tp_id: r.get(2)?,
-        user_version: r.get(3)?,
-        user_desc: r.get(4)?,
-        blob_sha256: r.get(5)?,
-        manifest: r.get(6)?,
-        create_time: r.get::<_, i64>(7)? / 1000,
-        deleted: r.get(8)?,
-    })
+    decoded(Template::from_row(&Cols(r)))
 }
 
 #[async_trait]

@@ -5,19 +5,16 @@ use super::*;
 macro_rules! pkg_select {
     ($rest:literal) => {
         concat!(
-            "SELECT p.package_id, p.app_id, p.tp_id, p.template_id, p.state, p.version, p.version_desc, \
-             p.ext_json, p.built_ext_json, p.direct_commit, p.test_account, p.test_password, p.audit_content, \
-             p.remark, p.msg, p.upload_err_code, p.upload_err_msg, p.previous_package_id, \
-             (SELECT prev.version FROM packages prev WHERE prev.package_id = p.previous_package_id), \
-             p.restored, p.commit_time, p.updated_at, p.staged_percent, p.archive_sha256, p.archive_size \
-             FROM packages p ",
+            "SELECT ",
+            smartpkg_store::package_columns!(),
+            " FROM packages p ",
             $rest
         )
     };
 }
 pub(crate) use pkg_select;
 
-pub(crate) fn parse_state(s: String) -> rusqlite::Result<PkgState> {
+fn parse_state(s: String) -> rusqlite::Result<PkgState> {
     PkgState::parse(&s).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(
             4,
@@ -28,33 +25,7 @@ pub(crate) fn parse_state(s: String) -> rusqlite::Result<PkgState> {
 }
 
 pub(crate) fn pkg_row(r: &Row<'_>) -> rusqlite::Result<PackageRecord> {
-    Ok(PackageRecord {
-        package_id: r.get(0)?,
-        app_id: r.get(1)?,
-        tp_id: r.get(2)?,
-        template_id: r.get(3)?,
-        state: parse_state(r.get(4)?)?,
-        version: r.get(5)?,
-        version_desc: r.get(6)?,
-        ext_json: r.get(7)?,
-        built_ext_json: r.get(8)?,
-        direct_commit: r.get(9)?,
-        test_account: r.get(10)?,
-        test_password: r.get(11)?,
-        audit_content: r.get(12)?,
-        remark: r.get(13)?,
-        msg: r.get(14)?,
-        upload_err_code: r.get(15)?,
-        upload_err_msg: r.get(16)?,
-        previous_package_id: r.get(17)?,
-        rollback_version: r.get(18)?,
-        restored: r.get(19)?,
-        commit_time_ms: r.get(20)?,
-        updated_at_ms: r.get(21)?,
-        staged_percent: r.get(22)?,
-        archive_sha256: r.get(23)?,
-        archive_size: r.get(24)?,
-    })
+    decoded(PackageRecord::from_row(&Cols(r)))
 }
 
 pub(crate) fn quota(tx: &Connection, tp_id: i64, ctx: &DecisionContext) -> Result<Quota> {

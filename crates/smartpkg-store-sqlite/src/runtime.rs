@@ -4,16 +4,10 @@ use smartpkg_store::runtime::{
     RuntimeSettings, RuntimeStore, RuntimeView, SettingsEdit,
 };
 
-const HOST_COLS: &str = "host_id, name, host_key, secret_hash, created_at";
+const HOST_COLS: &str = smartpkg_store::host_columns!();
 
 fn host_row(r: &Row<'_>) -> rusqlite::Result<HostApp> {
-    Ok(HostApp {
-        host_id: r.get(0)?,
-        name: r.get(1)?,
-        host_key: r.get(2)?,
-        secret_hash: r.get(3)?,
-        created_at_ms: r.get(4)?,
-    })
+    decoded(HostApp::from_row(&Cols(r)))
 }
 
 fn runtime_package(

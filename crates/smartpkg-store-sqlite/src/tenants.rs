@@ -1,47 +1,27 @@
 use super::*;
 
-pub(crate) const TP_COLS: &str = "tp_id, client_id, name, event_url, auth_event_url, msg_token, encoding_aes_key, audit_quota, redirect_domain";
+pub(crate) const TP_COLS: &str = smartpkg_store::tp_columns!();
 
 pub(crate) fn tp_row(r: &Row<'_>) -> rusqlite::Result<Tp> {
-    Ok(Tp {
-        tp_id: r.get(0)?,
-        client_id: r.get(1)?,
-        name: r.get(2)?,
-        event_url: r.get(3)?,
-        auth_event_url: r.get(4)?,
-        msg_token: r.get(5)?,
-        encoding_aes_key: r.get(6)?,
-        audit_quota: r.get(7)?,
-        redirect_domain: r.get(8)?,
-    })
+    decoded(Tp::from_row(&Cols(r)))
 }
 
-pub(crate) const APP_COLS: &str =
-    "app_id, app_key, name, name_audited, category_audited, authenticity_certified, tp_id, owner_password_hash IS NOT NULL";
+pub(crate) const APP_COLS: &str = smartpkg_store::app_columns!();
 
 pub(crate) fn app_row(r: &Row<'_>) -> rusqlite::Result<App> {
-    Ok(App {
-        app_id: r.get(0)?,
-        app_key: r.get(1)?,
-        name: r.get(2)?,
-        name_audited: r.get(3)?,
-        category_audited: r.get(4)?,
-        authenticity_certified: r.get(5)?,
-        tp_id: r.get(6)?,
-        owner_credential_set: r.get(7)?,
-    })
+    decoded(App::from_row(&Cols(r)))
 }
 
 #[async_trait]
 impl TenantStore for SqliteStore {
-    async fn create_tp(&self, tp: Tp) -> StoreResult<Tp> {
+    async fn create_tp(&self, tp: NewTp) -> StoreResult<Tp> {
         self.write(move |tx| {
             tx.execute(
                 "INSERT INTO tps (client_id, name, event_url, auth_event_url, msg_token, encoding_aes_key, audit_quota, created_at, redirect_domain) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![tp.client_id, tp.name, tp.event_url, tp.auth_event_url, tp.msg_token, tp.encoding_aes_key, tp.audit_quota, now_ms(), tp.redirect_domain],
             )?;
-            Ok(Tp { tp_id: tx.last_insert_rowid(), ..tp })
+            Ok(tp.stored(tx.last_insert_rowid()))
         })
         .await
     }
@@ -102,14 +82,14 @@ impl TenantStore for SqliteStore {
         .await
     }
 
-    async fn create_app(&self, app: App) -> StoreResult<App> {
+    async fn create_app(&self, app: NewApp) -> StoreResult<App> {
         self.write(move |tx| {
             tx.execute(
                 "INSERT INTO apps (app_key, name, name_audited, category_audited, authenticity_certified, tp_id, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![app.app_key, app.name, app.name_audited, app.category_audited, app.authenticity_certified, app.tp_id, now_ms()],
             )?;
-            Ok(App { app_id: tx.last_insert_rowid(), ..app })
+            Ok(app.stored(tx.last_insert_rowid()))
         })
         .await
     }

@@ -19,8 +19,7 @@ async fn seeded() -> (tempfile::TempDir, SqliteStore, i64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SqliteStore::open(dir.path().join("smartpkg.db")).expect("open");
     let tp = store
-        .create_tp(Tp {
-            tp_id: 0,
+        .create_tp(NewTp {
             client_id: "cid".into(),
             name: "tp".into(),
             event_url: String::new(),
@@ -33,15 +32,13 @@ async fn seeded() -> (tempfile::TempDir, SqliteStore, i64) {
         .await
         .expect("tp");
     let app = store
-        .create_app(App {
-            app_id: 0,
+        .create_app(NewApp {
             app_key: "key".into(),
             name: "app".into(),
             name_audited: true,
             category_audited: true,
             authenticity_certified: true,
             tp_id: Some(tp.tp_id),
-            owner_credential_set: false,
         })
         .await
         .expect("app");

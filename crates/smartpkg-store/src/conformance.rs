@@ -10,9 +10,9 @@ use smartpkg_core::lifecycle::{AuditRequest, Command, JobKind, PkgState, Policy}
 use smartpkg_core::push::{CodeGrant, Event};
 
 use crate::{
-    App, Approval, AttemptOutcome, AttemptRecord, Channel, CodeKind, DecisionContext, IssuedCode,
-    Lane, LaneKind, LibraryRefusal, NewPackage, NewTemplate, OperatorGrant, Schedule, Store,
-    StoreError, SweepPolicy, TargetVerdict, TokenPair, Tp, TpPatch,
+    Approval, AttemptOutcome, AttemptRecord, Channel, CodeKind, DecisionContext, IssuedCode, Lane,
+    LaneKind, LibraryRefusal, NewApp, NewPackage, NewTemplate, NewTp, OperatorGrant, Schedule,
+    Store, StoreError, SweepPolicy, TargetVerdict, TokenPair, TpPatch,
 };
 
 /// One `#[tokio::test]` per case, named after it (so each runs, fails and is filtered by
@@ -79,9 +79,8 @@ pub fn ctx(now_ms: i64) -> DecisionContext {
     }
 }
 
-fn tp(client_id: &str) -> Tp {
-    Tp {
-        tp_id: 0,
+fn tp(client_id: &str) -> NewTp {
+    NewTp {
         client_id: client_id.into(),
         name: format!("tp {client_id}"),
         event_url: "http://203.0.113.1/events".into(),
@@ -93,16 +92,14 @@ fn tp(client_id: &str) -> Tp {
     }
 }
 
-fn app(key: &str, tp_id: Option<i64>) -> App {
-    App {
-        app_id: 0,
+fn app(key: &str, tp_id: Option<i64>) -> NewApp {
+    NewApp {
         app_key: key.into(),
         name: "app".into(),
         name_audited: true,
         category_audited: true,
         authenticity_certified: true,
         tp_id,
-        owner_credential_set: false,
     }
 }
 
@@ -1388,7 +1385,7 @@ pub async fn accounts_sessions_and_the_console_lists(store: Arc<dyn Store>) {
     assert_eq!(page[0].template_version, "1");
     for name in ["Coffee 100%", "Tea shop"] {
         store
-            .create_app(App {
+            .create_app(NewApp {
                 name: name.into(),
                 ..app(&format!("k-{name}"), None)
             })

@@ -290,11 +290,7 @@ pub trait ConsoleStore: Send + Sync {
 
 /// For backends: the package log joined with each package's version and the deciding
 /// account's name (columns in [`LogEntry`]'s order); the backend adds its WHERE and LIMIT.
-pub const LOG_SELECT: &str =
-    "SELECT l.log_id, l.package_id, l.app_id, COALESCE(p.version, ''), l.at, \
-     l.from_state, l.to_state, l.actor, l.account_id, a.name, l.detail \
-     FROM package_log l LEFT JOIN packages p ON p.package_id = l.package_id \
-     LEFT JOIN accounts a ON a.account_id = l.account_id";
+pub const LOG_SELECT: &str = crate::log_select!();
 
 /// For backends: the audit queue in [`QueueItem`]'s column order, oldest first; the backend
 /// adds LIMIT and OFFSET with its own placeholders.

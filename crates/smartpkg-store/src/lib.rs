@@ -17,6 +17,7 @@ mod deliveries;
 mod jobs;
 mod library;
 mod packages;
+pub mod rows;
 pub mod runtime;
 mod tenants;
 
@@ -26,6 +27,7 @@ pub use deliveries::*;
 pub use jobs::*;
 pub use library::*;
 pub use packages::*;
+pub use rows::Columns;
 pub use runtime::{
     Domains, DomainsEdit, HostApp, RuntimePackage, RuntimeSettings, RuntimeStore, RuntimeView,
     SettingsEdit,

@@ -24,6 +24,37 @@ pub struct Tp {
     pub redirect_domain: String,
 }
 
+/// A third party to create: everything but the id the store gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTp {
+    pub client_id: String,
+    pub name: String,
+    pub event_url: String,
+    pub auth_event_url: String,
+    pub msg_token: String,
+    pub encoding_aes_key: String,
+    /// Weekly audit submissions allowed; None = the server's default, -1 = unlimited.
+    pub audit_quota: Option<i64>,
+    pub redirect_domain: String,
+}
+
+impl NewTp {
+    /// The third party as stored under `tp_id`.
+    pub fn stored(self, tp_id: i64) -> Tp {
+        Tp {
+            tp_id,
+            client_id: self.client_id,
+            name: self.name,
+            event_url: self.event_url,
+            auth_event_url: self.auth_event_url,
+            msg_token: self.msg_token,
+            encoding_aes_key: self.encoding_aes_key,
+            audit_quota: self.audit_quota,
+            redirect_domain: self.redirect_domain,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct TpPatch {
     pub name: Option<String>,
@@ -50,6 +81,35 @@ pub struct App {
     pub owner_credential_set: bool,
 }
 
+/// A mini program to create: everything but the id the store gives it (and no owner
+/// credential yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewApp {
+    pub app_key: String,
+    pub name: String,
+    pub name_audited: bool,
+    pub category_audited: bool,
+    pub authenticity_certified: bool,
+    /// The third party it is authorized to from the start, if any.
+    pub tp_id: Option<i64>,
+}
+
+impl NewApp {
+    /// The mini program as stored under `app_id`.
+    pub fn stored(self, app_id: i64) -> App {
+        App {
+            app_id,
+            app_key: self.app_key,
+            name: self.name,
+            name_audited: self.name_audited,
+            category_audited: self.category_audited,
+            authenticity_certified: self.authenticity_certified,
+            tp_id: self.tp_id,
+            owner_credential_set: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct AppPatch {
     pub name: Option<String>,
@@ -62,7 +122,7 @@ pub struct AppPatch {
 /// every backend meets it, and `conformance` checks it.
 #[async_trait]
 pub trait TenantStore: Send + Sync {
-    async fn create_tp(&self, tp: Tp) -> Result<Tp>;
+    async fn create_tp(&self, tp: NewTp) -> Result<Tp>;
 
     async fn update_tp(&self, tp_id: i64, patch: TpPatch) -> Result<Tp>;
 
@@ -73,7 +133,7 @@ pub trait TenantStore: Send + Sync {
     /// Third parties that have an authorization-event URL.
     async fn tps_with_auth_url(&self) -> Result<Vec<Tp>>;
 
-    async fn create_app(&self, app: App) -> Result<App>;
+    async fn create_app(&self, app: NewApp) -> Result<App>;
 
     async fn update_app(&self, app_id: i64, patch: AppPatch) -> Result<App>;
 

@@ -8,7 +8,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use smartpkg_core::archive;
-use smartpkg_store::{App, AppPatch, NewTemplate, Tp, TpPatch};
+use smartpkg_store::{App, AppPatch, NewApp, NewTemplate, NewTp, TpPatch};
 
 use super::answers::{AppAnswer, AppWithOwnerPassword, ArchiveUploaded, Authorized, TpAnswer};
 use super::{clean_text, AdminError, AdminResult, Body, ErrorBody};
@@ -103,8 +103,7 @@ pub async fn create_tp(
         b.encoding_aes_key.as_deref(),
         b.msg_token.as_deref(),
     )?;
-    let tp = Tp {
-        tp_id: 0,
+    let tp = NewTp {
         client_id: secrets::random_alnum(32),
         name: b.name.trim().to_string(),
         event_url: b.event_url.unwrap_or_default(),
@@ -228,15 +227,13 @@ pub async fn create_app(
     clean_text("name", Some(&b.name), false)?;
     // The gates default to open so that a sandbox app can go through the whole lifecycle;
     // an operator closes them to test the 69001-69003 and 50038 paths.
-    let app = App {
-        app_id: 0,
+    let app = NewApp {
         app_key: secrets::random_alnum(32),
         name: b.name.trim().to_string(),
         name_audited: b.name_audited.unwrap_or(true),
         category_audited: b.category_audited.unwrap_or(true),
         authenticity_certified: b.authenticity_certified.unwrap_or(true),
         tp_id: None,
-        owner_credential_set: false,
     };
     let owner_password = owner::generate_password();
     let hash = owner_hash(owner_password.clone()).await?;
