@@ -7,6 +7,7 @@ use common::start_demo;
 use reqwest::Method;
 
 #[tokio::test]
+#[ignore = "slow: run with `cargo test -- --include-ignored` (README)"]
 async fn sigkill_during_a_pending_build_then_restart_builds_the_package_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let env = [("SMARTPKG_BUILD_DELAY_MS", "1500")];
@@ -37,6 +38,7 @@ async fn sigkill_during_a_pending_build_then_restart_builds_the_package_once() {
 }
 
 #[tokio::test]
+#[ignore = "slow: run with `cargo test -- --include-ignored` (README)"]
 async fn sigkill_during_a_rollback_then_restart_finishes_the_rollback() {
     let dir = tempfile::tempdir().expect("tempdir");
     let env = [
@@ -88,6 +90,7 @@ async fn sigkill_during_a_rollback_then_restart_finishes_the_rollback() {
 }
 
 #[tokio::test]
+#[ignore = "slow: run with `cargo test -- --include-ignored` (README)"]
 async fn sigkill_at_arbitrary_moments_of_busy_traffic_leaves_a_consistent_platform() {
     let dir = tempfile::tempdir().expect("tempdir");
     let env = [
@@ -139,6 +142,7 @@ async fn sigkill_at_arbitrary_moments_of_busy_traffic_leaves_a_consistent_platfo
 }
 
 #[tokio::test]
+#[ignore = "slow: run with `cargo test -- --include-ignored` (README)"]
 async fn sigkill_with_pushes_pending_then_restart_delivers_each_event_once() {
     use smartpkg_testkit::{Answer, Keys, Receiver};
     const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
@@ -211,6 +215,7 @@ async fn sigkill_with_pushes_pending_then_restart_delivers_each_event_once() {
 }
 
 #[tokio::test]
+#[ignore = "slow: run with `cargo test -- --include-ignored` (README)"]
 async fn sigterm_with_a_half_sent_request_open_exits_after_the_grace_period() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = common::start_demo(

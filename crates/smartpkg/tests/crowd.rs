@@ -40,6 +40,7 @@ async fn wave(addr: std::net::SocketAddr, wave: u8, body: bool) -> Vec<TcpStream
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: run with `cargo test -- --include-ignored` (README)"]
 async fn at_an_open_file_limit_of_256_waves_of_stalled_clients_never_keep_healthz_waiting() {
     let dir = tempfile::tempdir().expect("dir");
     let server = common::start_demo_after(dir.path(), &[], "ulimit -n 256");

@@ -170,6 +170,7 @@ async fn lifecycle(d: &Driver, token: &str, template_id: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "slow: run with `cargo test -- --include-ignored` (README)"]
 async fn three_instances_one_killed_midway_finish_every_lifecycle_and_push_each_result() {
     let db = FreshDatabase::create().await.expect("a fresh database");
     let dir = tempfile::tempdir().expect("tempdir");

@@ -202,6 +202,7 @@ async fn lifecycle(c: &Client, token: &str, template_id: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "slow: run with `cargo test -- --include-ignored` (README)"]
 async fn a_postgres_restart_under_load_loses_nothing_and_the_server_recovers() {
     // A port free right now (not a fixed one: a cluster of an interrupted earlier run may
     // still hold that while it shuts down).

@@ -121,6 +121,7 @@ fn output(o: &Output) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: run with `cargo test -- --include-ignored` (README)"]
 async fn a_fleet_of_200_survives_a_server_restart_and_a_killed_rollout_with_the_right_report() {
     let s = auto_audit(|_| {}).await;
     // Every tenth one (not among the first five, the canaries) fails its audit by name.

@@ -93,6 +93,7 @@ async fn first_bytes(s: &mut TcpStream, limit: Duration) -> Option<String> {
 }
 
 #[tokio::test]
+#[ignore = "slow: run with `cargo test -- --include-ignored` (README)"]
 async fn one_address_holds_at_most_its_share_and_its_own_stalled_connections_make_room() {
     let app = spawn_with(|s| {
         s.max_connections = 64;

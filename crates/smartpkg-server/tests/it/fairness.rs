@@ -70,6 +70,7 @@ async fn receiver_for(
 }
 
 #[tokio::test]
+#[ignore = "slow: run with `cargo test -- --include-ignored` (README)"]
 async fn forty_hanging_receivers_delay_neither_a_healthy_third_party_nor_a_build() {
     let app = spawn_with(|s| {
         s.allow_private_targets = true;
@@ -161,6 +162,7 @@ async fn healthy_push_latency_beside(hanging: usize, proven: bool) -> Duration {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: run with `cargo test -- --include-ignored` (README)"]
 async fn forty_new_hanging_receivers_never_delay_even_a_first_push_to_a_healthy_third_party() {
     // 40 × the per-target cap of 4 would be 160 attempts for 128 slots: new targets get one
     // attempt each until they answer, so 40 take 40 slots.
@@ -169,6 +171,7 @@ async fn forty_new_hanging_receivers_never_delay_even_a_first_push_to_a_healthy_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: run with `cargo test -- --include-ignored` (README)"]
 async fn four_hundred_new_hanging_receivers_never_delay_a_healthy_third_partys_push() {
     // 400 take half the lane at most (one attempt each); the other half is for targets
     // known to answer.

@@ -716,6 +716,7 @@ async fn database_bytes(app: &TestApp) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: run with `cargo test -- --include-ignored` (README)"]
 async fn a_tenant_uploading_as_fast_as_it_may_cannot_grow_the_database_past_its_byte_budget() {
     const MIB: u64 = 1 << 20;
     let app = spawn_with(|s| {

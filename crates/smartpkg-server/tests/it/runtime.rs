@@ -126,6 +126,7 @@ async fn app_call(app: &TestApp, path: &str, params: &[(&str, &str)]) -> Value {
 }
 
 #[tokio::test]
+#[ignore = "slow: run with `cargo test -- --include-ignored` (README)"]
 async fn a_staged_release_moves_a_stable_share_of_devices_grows_and_reverts() {
     let app = spawn_app().await;
     let h = host(&app, "host").await;
