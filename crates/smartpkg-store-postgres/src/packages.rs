@@ -10,7 +10,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use crate::deliveries::outbox;
-use crate::{corrupt, Cols, Db, PgStore};
+use crate::{corrupt, Cols, Db, PgStore, ReaderCols};
 
 macro_rules! pkg_cols {
     () => {
@@ -372,14 +372,14 @@ impl PackageStore for PgStore {
         let Some(first) = rows.first() else {
             return Ok(None);
         };
-        let first = Cols(first);
+        let first = ReaderCols::new(first);
         let grant = Grant {
             app_id: first.i64("grant_app_id")?,
             tp_id: first.i64("grant_tp_id")?,
             expires_at_ms: first.i64("grant_expires_at")?,
         };
         let mut packages = Vec::with_capacity(rows.len());
-        for r in rows.iter().map(Cols) {
+        for r in rows.iter().map(ReaderCols::new) {
             // The row of an app without packages has NULL package columns.
             if r.opt_i64("package_id")?.is_some() {
                 packages.push(PackageRecord::from_row(&r)?);
