@@ -8,11 +8,11 @@ use smartpkg_store::{
 const ACCOUNT_COLS: &str = smartpkg_store::account_columns!();
 
 fn account_row(r: &Row<'_>) -> rusqlite::Result<Account> {
-    decoded(Account::from_row(&Cols(r)))
+    decoded(Account::from_row(&Cols::new(r)))
 }
 
 fn log_row(r: &Row<'_>) -> rusqlite::Result<LogEntry> {
-    decoded(LogEntry::from_row(&Cols(r)))
+    decoded(LogEntry::from_row(&Cols::new(r)))
 }
 
 #[async_trait]

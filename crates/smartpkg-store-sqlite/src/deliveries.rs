@@ -109,11 +109,11 @@ pub(crate) fn insert_push_job(
 pub(crate) const DELIVERY_COLS: &str = smartpkg_store::delivery_columns!();
 
 pub(crate) fn delivery_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
-    decoded(Delivery::from_row(&Cols(r)))
+    decoded(Delivery::from_row(&Cols::new(r)))
 }
 
 pub(crate) fn push_target_row(r: &Row<'_>) -> rusqlite::Result<PushTarget> {
-    decoded(PushTarget::from_row(&Cols(r)))
+    decoded(PushTarget::from_row(&Cols::new(r)))
 }
 
 /// Updates the delivery's target after an attempt: a success ends its failing run (and any

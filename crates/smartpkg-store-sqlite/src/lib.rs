@@ -96,13 +96,34 @@ impl From<rusqlite::Error> for Error {
     }
 }
 
-/// A SQLite row as the shared row types read it (`smartpkg_store::rows`).
-pub(crate) struct Cols<'a, 'b>(pub(crate) &'a Row<'b>);
+/// A SQLite row as the shared row types read it (`smartpkg_store::rows`). rusqlite finds a
+/// column by name with a scan; the decoders ask for columns in the order the SELECT lists
+/// them, so the column after the last one read is tried first.
+pub(crate) struct Cols<'a, 'b> {
+    row: &'a Row<'b>,
+    next: std::cell::Cell<usize>,
+}
 
-impl Cols<'_, '_> {
+impl<'a, 'b> Cols<'a, 'b> {
+    pub(crate) fn new(row: &'a Row<'b>) -> Self {
+        Cols {
+            row,
+            next: std::cell::Cell::new(0),
+        }
+    }
+
     fn get<T: rusqlite::types::FromSql>(&self, name: &str) -> StoreResult<T> {
-        self.0
-            .get(name)
+        let stmt = self.row.as_ref();
+        let hint = self.next.get();
+        let at = match stmt.column_name(hint) {
+            Ok(n) if n == name => hint,
+            _ => stmt
+                .column_index(name)
+                .map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))?,
+        };
+        self.next.set(at + 1);
+        self.row
+            .get(at)
             .map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
     }
 }

@@ -3,7 +3,7 @@ use super::*;
 pub(crate) const TEMPLATE_COLS: &str = smartpkg_store::template_columns!();
 
 pub(crate) fn template_row(r: &Row<'_>) -> rusqlite::Result<Template> {
-    decoded(Template::from_row(&Cols(r)))
+    decoded(Template::from_row(&Cols::new(r)))
 }
 
 #[async_trait]

@@ -25,7 +25,7 @@ fn parse_state(s: String) -> rusqlite::Result<PkgState> {
 }
 
 pub(crate) fn pkg_row(r: &Row<'_>) -> rusqlite::Result<PackageRecord> {
-    decoded(PackageRecord::from_row(&Cols(r)))
+    decoded(PackageRecord::from_row(&Cols::new(r)))
 }
 
 pub(crate) fn quota(tx: &Connection, tp_id: i64, ctx: &DecisionContext) -> Result<Quota> {

@@ -7,7 +7,7 @@ use smartpkg_store::runtime::{
 const HOST_COLS: &str = smartpkg_store::host_columns!();
 
 fn host_row(r: &Row<'_>) -> rusqlite::Result<HostApp> {
-    decoded(HostApp::from_row(&Cols(r)))
+    decoded(HostApp::from_row(&Cols::new(r)))
 }
 
 fn runtime_package(
