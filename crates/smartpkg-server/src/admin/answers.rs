@@ -74,28 +74,15 @@ impl From<App> for AppAnswer {
 /// the owner password is shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AppWithOwnerPassword {
-    pub app_id: i64,
-    pub app_key: String,
-    pub name: String,
-    pub name_audited: bool,
-    pub category_audited: bool,
-    pub authenticity_certified: bool,
-    pub tp_id: Option<i64>,
-    pub owner_credential_set: bool,
+    #[serde(flatten)]
+    pub app: AppAnswer,
     pub owner_password: String,
 }
 
 impl AppWithOwnerPassword {
     pub fn new(a: App, owner_password: String) -> Self {
         AppWithOwnerPassword {
-            app_id: a.app_id,
-            app_key: a.app_key,
-            name: a.name,
-            name_audited: a.name_audited,
-            category_audited: a.category_audited,
-            authenticity_certified: a.authenticity_certified,
-            tp_id: a.tp_id,
-            owner_credential_set: a.owner_credential_set,
+            app: a.into(),
             owner_password,
         }
     }

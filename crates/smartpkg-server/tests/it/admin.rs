@@ -449,19 +449,39 @@ async fn served_openapi(app: &crate::helpers::TestApp) -> serde_json::Value {
         .expect("json")
 }
 
-/// Every object schema of `v` closed (`additionalProperties: false`): an answer with a field
-/// the schema does not declare fails, so a drift either way is caught.
-fn closed(v: &mut serde_json::Value) {
+/// Every object schema of `v` closed: an answer with a field the schema does not declare
+/// fails, so a drift either way is caught. A plain object gets `additionalProperties: false`;
+/// a composed one (`allOf`: a flattened struct) gets `unevaluatedProperties: false`, which
+/// sees the properties of all its parts, and its parts (a `$ref` copied in from `open`, the
+/// document's components as served) are left open themselves.
+fn closed(v: &mut serde_json::Value, open: &serde_json::Value) {
     match v {
         serde_json::Value::Object(m) => {
+            if let Some(serde_json::Value::Array(parts)) = m.get_mut("allOf") {
+                for part in parts.iter_mut() {
+                    if let Some(name) = part["$ref"]
+                        .as_str()
+                        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                    {
+                        *part = open["schemas"][name].clone();
+                    }
+                    if let serde_json::Value::Object(p) = part {
+                        for x in p.values_mut() {
+                            closed(x, open);
+                        }
+                    }
+                }
+                m.entry("unevaluatedProperties").or_insert(json!(false));
+                return;
+            }
             if m.get("type") == Some(&json!("object")) && m.contains_key("properties") {
                 m.entry("additionalProperties").or_insert(json!(false));
             }
             for x in m.values_mut() {
-                closed(x);
+                closed(x, open);
             }
         }
-        serde_json::Value::Array(a) => a.iter_mut().for_each(closed),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|x| closed(x, open)),
         _ => {}
     }
 }
@@ -482,7 +502,7 @@ fn schema_errors(
         "{method} {path} declares no body for {status}: {response}"
     );
     let mut components = doc["components"].clone();
-    closed(&mut components);
+    closed(&mut components, &doc["components"]);
     let mut root = schema.clone();
     root["components"] = components;
     let validator = jsonschema::validator_for(&root).expect("a valid schema");
@@ -629,6 +649,15 @@ async fn every_admin_answer_matches_the_schema_the_server_serves_for_it() {
         app.admin_post("/apps", json!({"name": "schema app"})).await,
     );
     let app_id = created["app_id"].as_i64().expect("app_id");
+    // The flattened answer is closed too: a field more, or one of its own less, fails.
+    let mut extra = created.clone();
+    extra["surprise"] = json!(1);
+    assert!(!schema_errors(&doc, "post", "/apps", 201, &extra).is_empty());
+    let mut less = created.clone();
+    less.as_object_mut()
+        .expect("object")
+        .remove("owner_password");
+    assert!(!schema_errors(&doc, "post", "/apps", 201, &less).is_empty());
     check(
         "get",
         "/apps/{app_id}",

@@ -125,12 +125,12 @@ impl TestApp {
         let (st, grant) = self
             .admin_post(
                 &format!("/tps/{}/authorizations", self.tp_id),
-                json!({"app_id": app.app_id}),
+                json!({"app_id": app.app.app_id}),
             )
             .await;
         assert_eq!(st, StatusCode::CREATED, "{grant}");
         let grant: Authorized = serde_json::from_value(grant).expect("the grant's answer");
-        (app.app_id, grant.access_token)
+        (app.app.app_id, grant.access_token)
     }
 
     pub async fn upload_template(&self, pages: &[&str]) -> i64 {
