@@ -1,7 +1,12 @@
-//! The push codec of Baidu's smart-program platform (spec §5), for both ends: [`seal`] what a
-//! platform sends, [`open`] (verify the signature, decrypt, check the client id) what a third
-//! party receives. No I/O, no randomness of its own (the random prefix, nonce and time are
-//! inputs), and nothing else of smartpkg: a third party can depend on this crate alone.
+//! The push codecs of Baidu's smart-program platform (spec §5) and of WeChat's third-party
+//! platform ([`wechat`]), for both ends: seal what a platform sends, open (verify the
+//! signature, decrypt, check the addressee) what a third party receives. The two share one
+//! cipher; Baidu's message is JSON in a JSON body, WeChat's XML in an XML body with the
+//! signature in the query string. No I/O, no randomness of its own (the random prefix, nonce
+//! and time are inputs), and nothing else of smartpkg: a third party can depend on this crate
+//! alone.
+
+pub mod wechat;
 
 use aes::cipher::{block_padding::NoPadding, BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use base64::engine::{GeneralPurpose, GeneralPurposeConfig};
@@ -68,6 +73,17 @@ pub struct Sealing<'a> {
 
 /// random16 ‖ u32 BE length ‖ msg ‖ client_id, padded to 32, AES-256-CBC with iv = key[..16].
 pub fn seal(msg: &str, s: &Sealing<'_>) -> Result<SignedMessage, PushCryptoError> {
+    let encrypt = encrypt(msg, s)?;
+    Ok(SignedMessage {
+        msg_signature: signature(s.token, s.timestamp, s.nonce, &encrypt),
+        nonce: s.nonce.to_string(),
+        timestamp: s.timestamp.to_string(),
+        encrypt,
+    })
+}
+
+/// The `Encrypt` value of both dialects: base64 of the padded, encrypted plaintext.
+pub(crate) fn encrypt(msg: &str, s: &Sealing<'_>) -> Result<String, PushCryptoError> {
     let key = aes_key(s.encoding_aes_key)?;
     let mut plain = Vec::with_capacity(20 + msg.len() + s.client_id.len() + PAD_BLOCK);
     plain.extend_from_slice(&s.random16);
@@ -81,13 +97,7 @@ pub fn seal(msg: &str, s: &Sealing<'_>) -> Result<SignedMessage, PushCryptoError
         .encrypt_padded_mut::<NoPadding>(&mut plain, len)
         .map_err(|_| PushCryptoError::BadKey)?
         .to_vec();
-    let encrypt = base64::engine::general_purpose::STANDARD.encode(cipher);
-    Ok(SignedMessage {
-        msg_signature: signature(s.token, s.timestamp, s.nonce, &encrypt),
-        nonce: s.nonce.to_string(),
-        timestamp: s.timestamp.to_string(),
-        encrypt,
-    })
+    Ok(base64::engine::general_purpose::STANDARD.encode(cipher))
 }
 
 type Aes256CbcDec = cbc::Decryptor<aes::Aes256>;
@@ -138,20 +148,37 @@ pub fn open_any_client(
     encoding_aes_key: &str,
     token: &str,
 ) -> Result<Opened, OpenError> {
-    let expected = signature(token, &m.timestamp, &m.nonce, &m.encrypt);
-    // Compared whole (both are hex of fixed length): a mismatch says nothing useful.
-    if expected.len() != m.msg_signature.len()
+    verify(token, &m.timestamp, &m.nonce, &m.encrypt, &m.msg_signature)?;
+    decrypt(&m.encrypt, encoding_aes_key)
+}
+
+/// Checks a signature, compared whole (both are hex of fixed length): a mismatch says nothing
+/// useful about where it differs.
+pub(crate) fn verify(
+    token: &str,
+    timestamp: &str,
+    nonce: &str,
+    encrypt: &str,
+    given: &str,
+) -> Result<(), OpenError> {
+    let expected = signature(token, timestamp, nonce, encrypt);
+    if expected.len() != given.len()
         || expected
             .bytes()
-            .zip(m.msg_signature.to_ascii_lowercase().bytes())
+            .zip(given.to_ascii_lowercase().bytes())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             != 0
     {
         return Err(OpenError::BadSignature);
     }
+    Ok(())
+}
+
+/// Decrypts an `Encrypt` value of either dialect into the message and the id it names.
+pub(crate) fn decrypt(encrypt: &str, encoding_aes_key: &str) -> Result<Opened, OpenError> {
     let key = aes_key(encoding_aes_key)?;
     let mut data = base64::engine::general_purpose::STANDARD
-        .decode(m.encrypt.trim())
+        .decode(encrypt.trim())
         .map_err(|_| OpenError::BadCiphertext)?;
     if data.is_empty() || data.len() % 16 != 0 {
         return Err(OpenError::BadCiphertext);
