@@ -36,6 +36,8 @@ pub struct Received {
 }
 
 #[cfg(feature = "sandbox")]
+pub mod platform;
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
 
 pub struct Keys {

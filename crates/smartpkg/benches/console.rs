@@ -28,10 +28,9 @@ const PW: &str = "correct horse battery";
 
 fn settings(dir: &std::path::Path) -> Settings {
     Settings {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: dir.to_path_buf(),
         admin_token: Some(ADMIN.into()),
-        ..Settings::default()
+        // The harness's test settings underneath (tests and benchmarks start alike).
+        ..smartpkg_testkit::platform::test_settings(dir)
     }
 }
 

@@ -71,8 +71,6 @@ use common::Res;
 
 fn settings(dir: &Path) -> Settings {
     let mut s = Settings {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: dir.to_path_buf(),
         admin_token: Some(ADMIN.into()),
         build_delay_ms: 0,
         rollback_delay_ms: 0,
@@ -90,7 +88,8 @@ fn settings(dir: &Path) -> Settings {
         // Capacity, not policy: the byte budgets are off as the call limits are.
         app_upload_bytes_per_window: 0,
         tp_upload_bytes_per_window: 0,
-        ..Settings::default()
+        // The harness's test settings underneath (tests and benchmarks start alike).
+        ..smartpkg_testkit::platform::test_settings(dir)
     };
     s.max_template_ratio = 1000;
     s

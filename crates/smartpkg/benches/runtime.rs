@@ -39,8 +39,6 @@ const ETAG_APPS: usize = 2_000;
 
 fn settings(dir: &std::path::Path) -> Settings {
     Settings {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: dir.to_path_buf(),
         admin_token: Some(ADMIN.into()),
         build_delay_ms: 0,
         rollback_delay_ms: 0,
@@ -54,7 +52,8 @@ fn settings(dir: &std::path::Path) -> Settings {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(Settings::default().runtime_cache_ttl_ms),
-        ..Settings::default()
+        // The harness's test settings underneath (tests and benchmarks start alike).
+        ..smartpkg_testkit::platform::test_settings(dir)
     }
 }
 

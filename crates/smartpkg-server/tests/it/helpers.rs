@@ -5,28 +5,25 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
-use smartpkg_server::admin::answers::{AppWithOwnerPassword, ArchiveUploaded, Authorized};
-use smartpkg_server::{Running, Settings};
+use std::sync::Arc;
+
+use smartpkg_server::Settings;
 use smartpkg_store_postgres::testing::FreshDatabase;
+use smartpkg_testkit::platform::Platform;
 
 pub struct TestApp {
     pub base: String,
     pub admin: String,
     pub client: Client,
-    pub dir: tempfile::TempDir,
+    pub dir: Arc<tempfile::TempDir>,
     pub tp_id: i64,
     pub app_id: i64,
     pub template_id: i64,
     pub token: String,
-    running: Option<Running>,
+    /// The platform underneath (testkit's, the one harness of tests and benchmarks).
+    pub platform: Platform,
     /// The PostgreSQL database of this test, when the suite runs on PostgreSQL.
-    pub database: Option<FreshDatabase>,
-}
-
-/// Which backend the suite runs on: `SPKG_TEST_BACKEND=postgres` runs every test on a
-/// fresh PostgreSQL database; anything else (the default) on embedded SQLite.
-pub fn on_postgres() -> bool {
-    std::env::var("SPKG_TEST_BACKEND").is_ok_and(|b| b.eq_ignore_ascii_case("postgres"))
+    pub database: Option<Arc<FreshDatabase>>,
 }
 
 /// Ways real clients send parameters (spec §1).
@@ -52,14 +49,12 @@ pub const STYLES: [Style; 5] = [
     Style::JsonOnly,
 ];
 
+/// The harness's settings: testkit's, with pushes to private addresses refused as in
+/// production (the tests of target safety rely on it; a test that needs them allows them).
 pub fn settings(dir: &std::path::Path) -> Settings {
     Settings {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: dir.to_path_buf(),
-        admin_token: Some("test-admin-token-0123456789".into()),
-        build_delay_ms: 50,
-        rollback_delay_ms: 50,
-        ..Settings::default()
+        allow_private_targets: false,
+        ..smartpkg_testkit::platform::test_settings(dir)
     }
 }
 
@@ -68,85 +63,58 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_with(tune: impl FnOnce(&mut Settings)) -> TestApp {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut s = settings(dir.path());
-    let database = if on_postgres() {
-        let db = FreshDatabase::create()
-            .await
-            .expect("a fresh PostgreSQL database");
-        s.database_url = Some(db.url.clone());
-        s.database_max_connections = 4;
-        Some(db)
-    } else {
-        None
-    };
-    tune(&mut s);
-    let running = smartpkg_server::start(s).await.expect("server starts");
-    let mut app = TestApp {
-        base: format!("{}://{}", running.scheme, running.addr),
-        admin: running.state.admin_token.to_string(),
+    let platform = Platform::start(|s| {
+        s.allow_private_targets = false;
+        tune(s);
+    })
+    .await;
+    let tp = platform.create_tp("tp one").await;
+    let (app, grant) = platform.authorized_app(tp.tp_id, "shop one").await;
+    let template_id = platform
+        .add_template(
+            tp.tp_id,
+            &["pages/index/index", "pages/about/about"],
+            "1.0.0",
+        )
+        .await;
+    TestApp {
+        base: platform.base_url.clone(),
+        admin: platform.admin_token.clone(),
         // The harness's own calls to a TLS server (made with a test certificate) skip the
         // check; the TLS test verifies the certificate with a client of its own.
-        client: Client::builder()
-            .danger_accept_invalid_certs(running.scheme == "https")
-            .build()
-            .expect("client"),
-        dir,
-        tp_id: 0,
-        app_id: 0,
-        template_id: 0,
-        token: String::new(),
-        running: Some(running),
-        database,
-    };
-    let (_, tp) = app.admin_post("/tps", json!({"name": "tp one"})).await;
-    app.tp_id = tp["tp_id"].as_i64().expect("tp_id");
-    let (app_id, token) = app.new_app("shop one").await;
-    app.app_id = app_id;
-    app.token = token;
-    app.template_id = app
-        .upload_template(&["pages/index/index", "pages/about/about"])
-        .await;
-    app
+        client: platform.http.clone(),
+        dir: platform.dir.clone(),
+        tp_id: tp.tp_id,
+        app_id: app.app.app_id,
+        template_id,
+        token: grant.access_token,
+        database: platform.database.clone(),
+        platform,
+    }
 }
 
 impl TestApp {
-    pub async fn stop(mut self) {
-        if let Some(r) = self.running.take() {
-            r.stop().await;
-        }
+    pub async fn stop(self) {
+        self.platform.stop().await;
     }
 
     /// Creates a mini program authorized to this app's TP; returns its id and access token.
     pub async fn new_app(&self, name: &str) -> (i64, String) {
-        let (st, app) = self.admin_post("/apps", json!({"name": name})).await;
-        assert_eq!(st, StatusCode::CREATED, "{app}");
-        let app: AppWithOwnerPassword = serde_json::from_value(app).expect("the app's answer");
-        let (st, grant) = self
-            .admin_post(
-                &format!("/tps/{}/authorizations", self.tp_id),
-                json!({"app_id": app.app.app_id}),
-            )
-            .await;
-        assert_eq!(st, StatusCode::CREATED, "{grant}");
-        let grant: Authorized = serde_json::from_value(grant).expect("the grant's answer");
+        let (app, grant) = self.platform.authorized_app(self.tp_id, name).await;
         (app.app.app_id, grant.access_token)
     }
 
     pub async fn upload_template(&self, pages: &[&str]) -> i64 {
-        let zip = smartpkg_core::archive::sample_template(pages).expect("zip");
-        let (st, body) = self.upload_template_bytes(self.tp_id, zip).await;
-        assert_eq!(st, StatusCode::CREATED, "{body}");
-        let uploaded: ArchiveUploaded = serde_json::from_value(body).expect("the upload's answer");
-        uploaded.template_id.expect("template_id")
+        self.platform.add_template(self.tp_id, pages, "1.0.0").await
     }
 
     pub async fn upload_template_bytes(&self, tp_id: i64, zip: Vec<u8>) -> (StatusCode, Value) {
-        self.upload_archive(
-            &format!("/tps/{tp_id}/templates?user_version=1.0.0&user_desc=t"),
-            zip,
-        )
-        .await
+        self.platform
+            .upload_archive(
+                &format!("/tps/{tp_id}/templates?user_version=1.0.0&user_desc=t"),
+                zip,
+            )
+            .await
     }
 
     /// Uploads a template zip as a draft only, at `version`.
@@ -156,26 +124,12 @@ impl TestApp {
         version: &str,
         zip: Vec<u8>,
     ) -> (StatusCode, Value) {
-        self.upload_archive(
-            &format!("/tps/{tp_id}/drafts?user_version={version}&user_desc=d"),
-            zip,
-        )
-        .await
-    }
-
-    /// Posts a zip to an admin archive route (`path` below `/admin/v1`).
-    async fn upload_archive(&self, path: &str, zip: Vec<u8>) -> (StatusCode, Value) {
-        let resp = self
-            .client
-            .post(format!("{}/admin/v1{path}", self.base))
-            .bearer_auth(&self.admin)
-            .header("content-type", "application/zip")
-            .body(zip)
-            .send()
+        self.platform
+            .upload_archive(
+                &format!("/tps/{tp_id}/drafts?user_version={version}&user_desc=d"),
+                zip,
+            )
             .await
-            .expect("request");
-        let st = resp.status();
-        (st, resp.json().await.expect("json"))
     }
 
     pub async fn admin(
@@ -184,20 +138,7 @@ impl TestApp {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self
-            .client
-            .request(method, format!("{}/admin/v1{path}", self.base))
-            .bearer_auth(&self.admin);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request");
-        let st = resp.status();
-        let text = resp.text().await.expect("body");
-        (
-            st,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        self.platform.admin(method, path, body).await
     }
 
     /// The Prometheus text of `/metrics`.
