@@ -404,14 +404,18 @@ impl DeliveryStore for PgStore {
     }
 
     async fn resume_target(&self, tp_id: i64) -> Result<bool> {
-        let n = sqlx::query(
+        sqlx::query(
             "UPDATE push_targets SET hold_until = NULL, consecutive_failures = 0, failing_since = NULL WHERE tp_id = $1",
         )
         .bind(tp_id)
         .execute(&self.pool)
         .await
-        .db()?
-        .rows_affected();
-        Ok(n == 1)
+        .db()?;
+        // A third party never pushed to has no record, and nothing to resume: still known.
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tps WHERE tp_id = $1)")
+            .bind(tp_id)
+            .fetch_one(&self.pool)
+            .await
+            .db()
     }
 }

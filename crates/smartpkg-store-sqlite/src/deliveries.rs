@@ -310,10 +310,12 @@ impl DeliveryStore for SqliteStore {
 
     async fn resume_target(&self, tp_id: i64) -> StoreResult<bool> {
         self.write(move |tx| {
-            Ok(tx.execute(
+            tx.execute(
                 "UPDATE push_targets SET hold_until = NULL, consecutive_failures = 0, failing_since = NULL WHERE tp_id = ?1",
                 [tp_id],
-            )? == 1)
+            )?;
+            // A third party never pushed to has no record, and nothing to resume: still known.
+            Ok(tx.query_row("SELECT EXISTS (SELECT 1 FROM tps WHERE tp_id = ?1)", [tp_id], |r| r.get(0))?)
         })
         .await
     }

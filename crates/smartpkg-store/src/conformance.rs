@@ -47,6 +47,7 @@ macro_rules! conformance_tests {
             a_package_log_is_its_own_however_busy_its_app,
             a_changed_password_or_a_disabled_account_ends_its_sessions,
             queued_events_read_back_as_the_typed_events_that_queued_them,
+            every_known_third_party_can_be_resumed_and_no_unknown_one,
         }
     };
 }
@@ -160,6 +161,13 @@ fn code(tp_id: i64, app_id: i64, hash: &str, expires_at_ms: i64) -> IssuedCode {
             authorization_code_expires_in: 3600,
         },
     }
+}
+
+pub async fn every_known_third_party_can_be_resumed_and_no_unknown_one(store: Arc<dyn Store>) {
+    let (tp_id, _, _) = seeded(&*store).await;
+    // Never pushed to: no failure record, nothing to end, and still a known target.
+    assert!(store.resume_target(tp_id).await.expect("db"));
+    assert!(!store.resume_target(tp_id + 1000).await.expect("db"));
 }
 
 pub async fn queued_events_read_back_as_the_typed_events_that_queued_them(store: Arc<dyn Store>) {

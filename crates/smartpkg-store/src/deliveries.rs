@@ -210,6 +210,7 @@ pub trait DeliveryStore: Send + Sync {
     /// Every push target with a failure record.
     async fn push_targets(&self) -> Result<Vec<PushTarget>>;
 
-    /// Ends a target's hold and failure run (an operator's decision); false if unknown.
+    /// Ends a target's hold and failure run (an operator's decision); true for every known
+    /// third party (one never pushed to has nothing to end), false for an unknown one.
     async fn resume_target(&self, tp_id: i64) -> Result<bool>;
 }
