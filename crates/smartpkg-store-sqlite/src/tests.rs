@@ -1,82 +1,19 @@
 use super::*;
-use smartpkg_core::lifecycle::Policy;
+use smartpkg_store::conformance::{ctx, new_package};
 
-fn ctx(now_ms: i64) -> DecisionContext {
-    DecisionContext {
-        now_ms,
-        week_start_ms: 0,
-        default_quota: None,
-        policy: Policy {
-            build_delay_ms: 100,
-            rollback_delay_ms: 100,
-            auto_audit_delay_ms: None,
-        },
-        actor: smartpkg_store::Actor::System,
-    }
-}
-
-async fn seeded() -> (tempfile::TempDir, SqliteStore, i64) {
+/// A store on a fresh file, seeded as the conformance cases seed theirs: (dir, store, tp, app).
+async fn seeded() -> (tempfile::TempDir, SqliteStore, i64, i64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SqliteStore::open(dir.path().join("smartpkg.db")).expect("open");
-    let tp = store
-        .create_tp(NewTp {
-            client_id: "cid".into(),
-            name: "tp".into(),
-            event_url: String::new(),
-            auth_event_url: String::new(),
-            msg_token: "t".into(),
-            encoding_aes_key: "k".into(),
-            audit_quota: None,
-            redirect_domain: String::new(),
-        })
-        .await
-        .expect("tp");
-    let app = store
-        .create_app(NewApp {
-            app_key: "key".into(),
-            name: "app".into(),
-            name_audited: true,
-            category_audited: true,
-            authenticity_certified: true,
-            tp_id: Some(tp.tp_id),
-        })
-        .await
-        .expect("app");
-    store
-        .create_template(
-            NewTemplate {
-                tp_id: tp.tp_id,
-                user_version: "1".into(),
-                user_desc: "d".into(),
-                blob_sha256: "0".repeat(64),
-                manifest: "{}".into(),
-            },
-            0,
-        )
-        .await
-        .expect("template");
-    (dir, store, app.app_id)
-}
-
-fn new_package(app_id: i64) -> NewPackage {
-    NewPackage {
-        app_id,
-        tp_id: 1,
-        template_id: 1,
-        version: "1.0.0".into(),
-        version_desc: "first".into(),
-        ext_json: "{}".into(),
-        direct_commit: false,
-        test_account: None,
-        test_password: None,
-    }
+    let (tp, app, _) = smartpkg_store::conformance::seeded(&store).await;
+    (dir, store, tp, app)
 }
 
 #[tokio::test]
 async fn the_database_itself_refuses_two_packages_in_one_slot() {
-    let (_d, store, app) = seeded().await;
+    let (_d, store, tp, app) = seeded().await;
     let (id, _) = store
-        .upload(new_package(app), ctx(0))
+        .upload(new_package(tp, app, 1), ctx(0))
         .await
         .expect("db")
         .expect("upload");
@@ -95,7 +32,7 @@ async fn the_database_itself_refuses_two_packages_in_one_slot() {
 
 #[tokio::test]
 async fn a_second_process_cannot_open_the_same_database() {
-    let (d, _store, _) = seeded().await;
+    let (d, _store, _, _) = seeded().await;
     let again = SqliteStore::open(d.path().join("smartpkg.db"));
     assert!(matches!(again, Err(StoreError::Locked(_))));
 }
@@ -104,9 +41,9 @@ async fn a_second_process_cannot_open_the_same_database() {
 #[tokio::test]
 async fn the_database_and_its_wal_are_owner_only() {
     use std::os::unix::fs::PermissionsExt;
-    let (dir, store, app) = seeded().await;
+    let (dir, store, tp, app) = seeded().await;
     store
-        .upload(new_package(app), ctx(0))
+        .upload(new_package(tp, app, 1), ctx(0))
         .await
         .expect("db")
         .expect("upload");

@@ -105,7 +105,7 @@ fn app(key: &str, tp_id: Option<i64>) -> NewApp {
 }
 
 /// A TP with one authorized app and one template: (tp_id, app_id, template_id).
-async fn seeded(store: &dyn Store) -> (i64, i64, i64) {
+pub async fn seeded(store: &dyn Store) -> (i64, i64, i64) {
     let tp = store.create_tp(tp("cid")).await.expect("tp");
     let app = store
         .create_app(app("key", Some(tp.tp_id)))
@@ -127,7 +127,8 @@ async fn seeded(store: &dyn Store) -> (i64, i64, i64) {
     (tp.tp_id, app.app_id, t.template_id)
 }
 
-fn new_package(tp_id: i64, app_id: i64, template_id: i64) -> NewPackage {
+/// A development package of `app_id` from `template_id`.
+pub fn new_package(tp_id: i64, app_id: i64, template_id: i64) -> NewPackage {
     NewPackage {
         app_id,
         tp_id,
