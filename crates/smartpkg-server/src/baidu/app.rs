@@ -10,7 +10,7 @@ use smartpkg_types::{
     TpDomains, VersionItem,
 };
 
-use super::{done, Answer, Call, Data, Reply};
+use super::{done, Answer, Call, Data, Params, Reply};
 use crate::application::{self, apply_domains, domain_list, DomainAction};
 use crate::state::AppState;
 
@@ -65,6 +65,30 @@ fn server_lists(r: &ModifyDomainRequest) -> Result<ServerLists, Reply> {
     ])
 }
 
+/// A list given blank (`request_domain=`) is an empty list, which `set` makes the list: the
+/// decoder reads a blank value as absent, so the raw parameters say which were given at all.
+fn given_blank(params: &Params, name: &str, field: &mut Option<String>) {
+    if field.is_none() && params.0.contains_key(name) {
+        *field = Some(String::new());
+    }
+}
+
+fn server_lists_given(params: &Params, mut r: ModifyDomainRequest) -> ModifyDomainRequest {
+    given_blank(params, "request_domain", &mut r.request_domain);
+    given_blank(params, "upload_domain", &mut r.upload_domain);
+    given_blank(params, "download_domain", &mut r.download_domain);
+    given_blank(params, "socket_domain", &mut r.socket_domain);
+    r
+}
+
+fn web_view_given(
+    params: &Params,
+    mut r: ModifyWebviewDomainRequest,
+) -> ModifyWebviewDomainRequest {
+    given_blank(params, "web_view_domain", &mut r.web_view_domain);
+    r
+}
+
 fn web_view_list(r: &ModifyWebviewDomainRequest) -> Result<Vec<String>, Reply> {
     domain_list(
         r.web_view_domain.as_deref(),
@@ -96,7 +120,7 @@ pub async fn resume(state: AppState, call: Call<call::Resume>) -> Answer {
 
 pub async fn modifydomain(state: AppState, call: Call<call::ModifyDomain>) -> Answer<AppDomains> {
     let grant = call.app(&state).await?;
-    let req = call.request()?;
+    let req = server_lists_given(&call.params, call.request()?);
     let action = DomainAction::parse(req.action.as_deref())?;
     if action == Some(DomainAction::Get) {
         let s = application::app_settings(&state, grant.app_id).await?;
@@ -144,7 +168,7 @@ pub async fn modifywebviewdomain(
     call: Call<call::ModifyWebviewDomain>,
 ) -> Answer<String> {
     let grant = call.app(&state).await?;
-    let req = call.request()?;
+    let req = web_view_given(&call.params, call.request()?);
     let action = DomainAction::parse(req.action.as_deref())?;
     if action == Some(DomainAction::Get) {
         let s = application::app_settings(&state, grant.app_id).await?;
@@ -210,7 +234,7 @@ pub async fn tp_modifydomain(
     call: Call<call::TpModifyDomain>,
 ) -> Answer<TpDomains> {
     let tp_id = call.tp(&state).await?;
-    let req = call.request()?;
+    let req = server_lists_given(&call.params, call.request()?);
     let action = DomainAction::parse(req.action.as_deref())?.unwrap_or(DomainAction::Add);
     if action == DomainAction::Get {
         let d = state.store.tp_domains(tp_id).await?.unwrap_or_default();
@@ -232,7 +256,7 @@ pub async fn tp_modifywebviewdomain(
     call: Call<call::TpModifyWebviewDomain>,
 ) -> Answer<Vec<String>> {
     let tp_id = call.tp(&state).await?;
-    let req = call.request()?;
+    let req = web_view_given(&call.params, call.request()?);
     let action = DomainAction::parse(req.action.as_deref())?.unwrap_or(DomainAction::Add);
     if action == DomainAction::Get {
         let d = state.store.tp_domains(tp_id).await?.unwrap_or_default();

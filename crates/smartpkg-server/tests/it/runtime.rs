@@ -343,6 +343,15 @@ async fn pause_minimum_runtime_and_domains_reach_devices() {
     assert_eq!(set["data"]["upload_domain"], "https://up.shop.com");
     let get = app_call(&app, "app/modifydomain", &[("action", "get")]).await;
     assert_eq!(get["data"]["request_domain"], "https://api.shop.com");
+    // A list set blank is emptied; the lists not given stay as they were.
+    let emptied = app_call(
+        &app,
+        "app/modifydomain",
+        &[("action", "set"), ("upload_domain", "")],
+    )
+    .await;
+    assert_eq!(emptied["data"]["upload_domain"], "", "{emptied}");
+    assert_eq!(emptied["data"]["request_domain"], "https://api.shop.com");
     let web = app_call(
         &app,
         "app/modifywebviewdomain",
