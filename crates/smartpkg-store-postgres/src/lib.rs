@@ -65,40 +65,36 @@ pub(crate) fn db(e: sqlx::Error) -> StoreError {
 /// read it (`smartpkg_store::rows`).
 pub(crate) struct Cols<'a, R>(pub(crate) &'a R);
 
-macro_rules! columns_for {
-    ($row:ty, $get:expr) => {
-        impl smartpkg_store::Columns for Cols<'_, $row> {
-            fn i64(&self, name: &str) -> Result<i64> {
-                $get(self.0, name)
-            }
-            fn opt_i64(&self, name: &str) -> Result<Option<i64>> {
-                $get(self.0, name)
-            }
-            fn string(&self, name: &str) -> Result<String> {
-                $get(self.0, name)
-            }
-            fn opt_string(&self, name: &str) -> Result<Option<String>> {
-                $get(self.0, name)
-            }
-            fn bool(&self, name: &str) -> Result<bool> {
-                $get(self.0, name)
-            }
-        }
-    };
-}
-
 fn column_error(name: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("column {name}: {e}"))
 }
 
-fn sqlx_column<T>(r: &sqlx::postgres::PgRow, name: &str) -> Result<T>
-where
-    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
-{
-    sqlx::Row::try_get(r, name).map_err(|e| column_error(name, e))
+impl Cols<'_, sqlx::postgres::PgRow> {
+    fn get<T>(&self, name: &str) -> Result<T>
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    {
+        sqlx::Row::try_get(self.0, name).map_err(|e| column_error(name, e))
+    }
 }
 
-columns_for!(sqlx::postgres::PgRow, sqlx_column);
+impl smartpkg_store::Columns for Cols<'_, sqlx::postgres::PgRow> {
+    fn i64(&self, name: &str) -> Result<i64> {
+        self.get(name)
+    }
+    fn opt_i64(&self, name: &str) -> Result<Option<i64>> {
+        self.get(name)
+    }
+    fn string(&self, name: &str) -> Result<String> {
+        self.get(name)
+    }
+    fn opt_string(&self, name: &str) -> Result<Option<String>> {
+        self.get(name)
+    }
+    fn bool(&self, name: &str) -> Result<bool> {
+        self.get(name)
+    }
+}
 
 /// A pipelined reader's row (the hottest read). tokio-postgres finds a column by name with a
 /// scan of the row's columns; the shared decoders ask for them in the order the SELECT lists

@@ -323,11 +323,6 @@ impl Params {
             .filter(|v| !v.trim().is_empty())
     }
 
-    pub fn required(&self, name: &str) -> Result<&str, Reply> {
-        self.get(name)
-            .ok_or_else(|| Reply::err_msg(Errno::ParamError, format!("{name} is required")))
-    }
-
     pub fn optional_i64(&self, name: &str) -> Result<Option<i64>, Reply> {
         self.get(name)
             .map(|v| {
@@ -341,28 +336,12 @@ impl Params {
             .transpose()
     }
 
-    pub fn required_i64(&self, name: &str) -> Result<i64, Reply> {
-        self.required(name)?;
-        self.optional_i64(name)?
-            .ok_or_else(|| Reply::err_msg(Errno::ParamError, format!("{name} is required")))
-    }
-
-    /// A text parameter of at most `max` characters.
+    /// A single-line text parameter of at most `max` characters ([`checked_text`]).
     pub fn text(&self, name: &str, max: usize) -> Result<Option<String>, Reply> {
-        match self.0.get(name) {
-            None => Ok(None),
-            Some(v) if v.chars().count() > max => Err(Reply::err_msg(
-                Errno::ParamError,
-                format!("{name} is longer than {max} characters"),
-            )),
-            Some(v) => {
-                // Descriptions may span lines; versions, accounts and paths may not.
-                let multiline = matches!(name, "user_desc" | "content" | "remark");
-                smartpkg_core::text::check(name, v, multiline)
-                    .map_err(|why| Reply::err_msg(Errno::ParamError, why))?;
-                Ok(Some(v.clone()))
-            }
-        }
+        self.0
+            .get(name)
+            .map(|v| checked_text(name, v.clone(), max, false))
+            .transpose()
     }
 
     /// The SHA-256 of `access_token`, the only form in which tokens are looked up.
@@ -386,6 +365,25 @@ impl Params {
         write_allowed(state, Scope::Tp, grant.tp_id)?;
         Ok(grant)
     }
+}
+
+/// A text parameter of at most `max` characters, with no control or invisible characters
+/// (descriptions may span lines; versions, accounts and paths may not).
+pub fn checked_text(
+    name: &str,
+    value: String,
+    max: usize,
+    multiline: bool,
+) -> Result<String, Reply> {
+    if value.chars().count() > max {
+        return Err(Reply::err_msg(
+            Errno::ParamError,
+            format!("{name} is longer than {max} characters"),
+        ));
+    }
+    smartpkg_core::text::check(name, &value, multiline)
+        .map_err(|why| Reply::err_msg(Errno::ParamError, why))?;
+    Ok(value)
 }
 
 /// Whose write budget a call draws from.

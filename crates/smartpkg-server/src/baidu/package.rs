@@ -8,7 +8,7 @@ use smartpkg_types::{
     call, upload_status, AuditQuota, Endpoint, Errno, HistoryVersion, PackageIdRequest, PackageInfo,
 };
 
-use super::{check_grant, done, Answer, Call, Data, Reply};
+use super::{check_grant, checked_text, done, Answer, Call, Data, Reply};
 use crate::application;
 use crate::clock;
 use crate::state::AppState;
@@ -60,23 +60,9 @@ async fn run(state: &AppState, app_id: i64, cmd: Command) -> Answer {
     done()
 }
 
-/// A text parameter of at most `max` characters, with no control or invisible characters
-/// (descriptions may span lines; versions and accounts may not).
-fn text(name: &str, value: String, max: usize, multiline: bool) -> Result<String, Reply> {
-    if value.chars().count() > max {
-        return Err(Reply::err_msg(
-            Errno::ParamError,
-            format!("{name} is longer than {max} characters"),
-        ));
-    }
-    smartpkg_core::text::check(name, &value, multiline)
-        .map_err(|why| Reply::err_msg(Errno::ParamError, why))?;
-    Ok(value)
-}
-
 fn account(name: &str, value: Option<String>) -> Result<Option<String>, Reply> {
     value
-        .map(|v| text(name, v, MAX_ACCOUNT_CHARS, false))
+        .map(|v| checked_text(name, v, MAX_ACCOUNT_CHARS, false))
         .transpose()
 }
 
@@ -88,8 +74,8 @@ pub async fn upload(state: AppState, call: Call<call::Upload>) -> Answer {
         tp_id: grant.tp_id,
         template_id: req.template_id,
         ext_json: req.ext_json,
-        version: text("user_version", req.user_version, MAX_VERSION_CHARS, false)?,
-        version_desc: text("user_desc", req.user_desc, MAX_DESC_CHARS, true)?,
+        version: checked_text("user_version", req.user_version, MAX_VERSION_CHARS, false)?,
+        version_desc: checked_text("user_desc", req.user_desc, MAX_DESC_CHARS, true)?,
         test_account: account("test_account", req.test_account)?,
         test_password: account("test_password", req.test_password)?,
     };
@@ -101,8 +87,8 @@ pub async fn submitaudit(state: AppState, call: Call<call::SubmitAudit>) -> Answ
     let grant = call.app(&state).await?;
     let req = call.request()?;
     let request = AuditRequest {
-        content: text("content", req.content, MAX_DESC_CHARS, true)?,
-        remark: text("remark", req.remark, MAX_DESC_CHARS, true)?,
+        content: checked_text("content", req.content, MAX_DESC_CHARS, true)?,
+        remark: checked_text("remark", req.remark, MAX_DESC_CHARS, true)?,
         test_account: account("test_account", req.test_account)?,
         test_password: account("test_password", req.test_password)?,
     };
