@@ -15,6 +15,7 @@
 mod auth;
 mod console;
 mod deliveries;
+mod exec;
 mod jobs;
 mod library;
 mod packages;
@@ -28,6 +29,7 @@ use smartpkg_store::{Result, StoreError};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
+pub use exec::{PgRowCols, PgTx};
 pub use sqlx::postgres::PgListener;
 
 /// The channel instances wake each other on when they leave work for the job runner.

@@ -174,7 +174,8 @@ impl From<Error> for StoreError {
 
 pub struct SqliteStore {
     path: PathBuf,
-    writer: Arc<Mutex<Connection>>,
+    /// The one writer (taken out while a unit of work runs on it; see `exec`).
+    writer: Arc<Mutex<Option<Connection>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     /// Held for the store's life: one process per database file, which is what makes
     /// releasing every job lease at start-up safe.
@@ -279,7 +280,7 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             path,
-            writer: Arc::new(Mutex::new(writer)),
+            writer: Arc::new(Mutex::new(Some(writer))),
             readers: Arc::new(Mutex::new(Vec::new())),
             _lock: Some(lock),
         })
@@ -323,7 +324,8 @@ impl SqliteStore {
     {
         let writer = self.writer.clone();
         let done = tokio::task::spawn_blocking(move || -> Result<T> {
-            let mut conn = writer.lock().map_err(|_| poisoned())?;
+            let mut slot = writer.lock().map_err(|_| poisoned())?;
+            let conn = slot.as_mut().ok_or_else(poisoned)?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = f(&tx)?;
             tx.commit()?;
@@ -341,6 +343,8 @@ pub(crate) fn poisoned() -> StoreError {
 
 mod auth;
 mod console;
+mod exec;
+pub use exec::{LiteRow, LiteTx};
 mod deliveries;
 mod jobs;
 mod library;

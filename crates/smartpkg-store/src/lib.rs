@@ -19,6 +19,7 @@ mod library;
 mod packages;
 pub mod rows;
 pub mod runtime;
+pub mod sql;
 mod tenants;
 
 pub use auth::*;

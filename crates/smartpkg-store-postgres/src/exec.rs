@@ -1,0 +1,102 @@
+//! How this backend runs the shared statements ([`smartpkg_store::sql`]): on the pool, in a
+//! READ COMMITTED transaction for writes, whose row locks the statements take themselves.
+
+use async_trait::async_trait;
+use smartpkg_store::sql::{Arg, Dialect, Sql, Tx, Work};
+use smartpkg_store::{Columns, Result};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Postgres};
+
+use crate::{Cols, Db, PgStore};
+
+/// A pooled connection, in a transaction for writes.
+pub enum PgTx {
+    Read(PoolConnection<Postgres>),
+    Write(sqlx::Transaction<'static, Postgres>),
+}
+
+impl PgTx {
+    fn conn(&mut self) -> &mut PgConnection {
+        match self {
+            PgTx::Read(c) => c,
+            PgTx::Write(t) => t,
+        }
+    }
+}
+
+/// A row of the pool, read by column name.
+pub struct PgRowCols(PgRow);
+
+fn bound<'q>(
+    sql: &'q str,
+    args: &'q [Arg<'q>],
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    let mut q = sqlx::query(sql);
+    for a in args {
+        q = match a {
+            Arg::Int(v) => q.bind(*v),
+            Arg::Text(v) => q.bind(v.as_deref()),
+            Arg::Bool(v) => q.bind(*v),
+        };
+    }
+    q
+}
+
+#[async_trait]
+impl Tx for PgTx {
+    type Row = PgRowCols;
+
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    async fn rows(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<PgRowCols>> {
+        let rows = bound(sql, args).fetch_all(self.conn()).await.db()?;
+        Ok(rows.into_iter().map(PgRowCols).collect())
+    }
+
+    async fn exec(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
+        let done = bound(sql, args).execute(self.conn()).await.db()?;
+        Ok(done.rows_affected())
+    }
+}
+
+impl Columns for PgRowCols {
+    fn i64(&self, name: &str) -> Result<i64> {
+        Cols(&self.0).i64(name)
+    }
+    fn opt_i64(&self, name: &str) -> Result<Option<i64>> {
+        Cols(&self.0).opt_i64(name)
+    }
+    fn string(&self, name: &str) -> Result<String> {
+        Cols(&self.0).string(name)
+    }
+    fn opt_string(&self, name: &str) -> Result<Option<String>> {
+        Cols(&self.0).opt_string(name)
+    }
+    fn bool(&self, name: &str) -> Result<bool> {
+        Cols(&self.0).bool(name)
+    }
+}
+
+#[async_trait]
+impl Sql for PgStore {
+    type Tx = PgTx;
+
+    async fn read_with<T: Send + 'static>(&self, work: Work<PgTx, T>) -> Result<T> {
+        let mut tx = PgTx::Read(self.pool.acquire().await.db()?);
+        work(&mut tx).await
+    }
+
+    async fn write_with<T: Send + 'static>(&self, work: Work<PgTx, T>) -> Result<T> {
+        let mut tx = PgTx::Write(self.pool.begin().await.db()?);
+        let out = work(&mut tx).await;
+        let ok = out.is_ok();
+        if let (true, PgTx::Write(t)) = (ok, tx) {
+            t.commit().await.db()?;
+        }
+        // On an error the transaction rolls back as it drops.
+        out
+    }
+}

@@ -1,0 +1,222 @@
+//! How this backend runs the shared statements ([`smartpkg_store::sql`]).
+//!
+//! rusqlite is synchronous: a statement is done when its call returns. The shared operations
+//! are written as futures so that PostgreSQL can await its socket; here every await is ready at
+//! once, so a unit of work is polled once, to completion, on the thread that runs it (a write's
+//! blocking thread, a read's caller). A unit of work that waits on anything else is a bug, and
+//! fails instead of blocking a thread.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures_util::FutureExt;
+use rusqlite::types::Value;
+use rusqlite::Connection;
+use smartpkg_store::sql::{Arg, Dialect, Sql, Tx, Work};
+use smartpkg_store::{Columns, StoreError};
+
+use crate::{configure, join_err, poisoned, Error, SqliteStore, StoreResult, MAX_IDLE_READERS};
+
+/// A connection running the shared statements.
+pub struct LiteTx {
+    conn: Connection,
+}
+
+/// A row, copied out of the statement (whose rows borrow it).
+pub struct LiteRow {
+    names: Arc<[String]>,
+    values: Vec<Value>,
+    next: std::cell::Cell<usize>,
+}
+
+impl LiteTx {
+    fn prepared<'c>(
+        &'c self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> Result<rusqlite::CachedStatement<'c>, Error> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        // `$3` is the third argument wherever it stands: bound by name, not by position.
+        for i in 1..=stmt.parameter_count() {
+            let name = stmt.parameter_name(i).unwrap_or_default();
+            let at: usize = name
+                .strip_prefix('$')
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| StoreError::database(format!("parameter {name} in: {sql}")))?;
+            let arg = args
+                .get(at - 1)
+                .ok_or_else(|| StoreError::database(format!("no argument for {name} in: {sql}")))?;
+            match arg {
+                Arg::Int(v) => stmt.raw_bind_parameter(i, v)?,
+                Arg::Text(v) => stmt.raw_bind_parameter(i, v.as_deref())?,
+                Arg::Bool(v) => stmt.raw_bind_parameter(i, v)?,
+            }
+        }
+        Ok(stmt)
+    }
+
+    fn rows_now(&self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<LiteRow>, Error> {
+        let mut stmt = self.prepared(sql, args)?;
+        let names: Arc<[String]> = stmt.column_names().into_iter().map(String::from).collect();
+        let width = names.len();
+        let mut rows = stmt.raw_query();
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let values = (0..width)
+                .map(|i| r.get::<_, Value>(i))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            out.push(LiteRow {
+                names: names.clone(),
+                values,
+                next: std::cell::Cell::new(0),
+            });
+        }
+        Ok(out)
+    }
+
+    fn exec_now(&self, sql: &str, args: &[Arg<'_>]) -> Result<u64, Error> {
+        let mut stmt = self.prepared(sql, args)?;
+        Ok(stmt.raw_execute()? as u64)
+    }
+}
+
+#[async_trait]
+impl Tx for LiteTx {
+    type Row = LiteRow;
+
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    async fn rows(&mut self, sql: &str, args: &[Arg<'_>]) -> StoreResult<Vec<LiteRow>> {
+        Ok(self.rows_now(sql, args)?)
+    }
+
+    async fn exec(&mut self, sql: &str, args: &[Arg<'_>]) -> StoreResult<u64> {
+        Ok(self.exec_now(sql, args)?)
+    }
+}
+
+impl LiteRow {
+    fn value(&self, name: &str) -> StoreResult<&Value> {
+        let hint = self.next.get();
+        let at = match self.names.get(hint) {
+            Some(n) if n == name => hint,
+            _ => self
+                .names
+                .iter()
+                .position(|n| n == name)
+                .ok_or_else(|| StoreError::Corrupt(format!("column {name}: no such column")))?,
+        };
+        self.next.set(at + 1);
+        Ok(&self.values[at])
+    }
+
+    fn opt_int(&self, name: &str) -> StoreResult<Option<i64>> {
+        match self.value(name)? {
+            Value::Integer(i) => Ok(Some(*i)),
+            Value::Null => Ok(None),
+            other => Err(mistyped(name, other)),
+        }
+    }
+}
+
+fn mistyped(name: &str, v: &Value) -> StoreError {
+    StoreError::Corrupt(format!("column {name}: unexpected {:?}", v.data_type()))
+}
+
+fn null(name: &str) -> StoreError {
+    StoreError::Corrupt(format!("column {name}: unexpected NULL"))
+}
+
+impl Columns for LiteRow {
+    fn i64(&self, name: &str) -> StoreResult<i64> {
+        self.opt_int(name)?.ok_or_else(|| null(name))
+    }
+    fn opt_i64(&self, name: &str) -> StoreResult<Option<i64>> {
+        self.opt_int(name)
+    }
+    fn string(&self, name: &str) -> StoreResult<String> {
+        self.opt_string(name)?.ok_or_else(|| null(name))
+    }
+    fn opt_string(&self, name: &str) -> StoreResult<Option<String>> {
+        match self.value(name)? {
+            Value::Text(s) => Ok(Some(s.clone())),
+            Value::Null => Ok(None),
+            other => Err(mistyped(name, other)),
+        }
+    }
+    fn bool(&self, name: &str) -> StoreResult<bool> {
+        Ok(self.i64(name)? != 0)
+    }
+}
+
+/// Polls `work` once: every statement of this backend is done when its call returns.
+fn run_now<T>(tx: &mut LiteTx, work: Work<LiteTx, T>) -> StoreResult<T> {
+    work(tx).now_or_never().unwrap_or_else(|| {
+        Err(StoreError::database(
+            "a SQLite unit of work waited on something other than the database",
+        ))
+    })
+}
+
+#[async_trait]
+impl Sql for SqliteStore {
+    type Tx = LiteTx;
+
+    /// On the calling thread: reads here are indexed lookups that take microseconds and never
+    /// wait on a lock (WAL readers do not block on the writer), so a thread hand-off would cost
+    /// more than the read.
+    async fn read_with<T: Send + 'static>(&self, work: Work<LiteTx, T>) -> StoreResult<T> {
+        let pooled = self.readers.lock().map_err(|_| poisoned())?.pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = Connection::open(&self.path).map_err(Error::from)?;
+                configure(&c)?;
+                c
+            }
+        };
+        let mut tx = LiteTx { conn };
+        let out = run_now(&mut tx, work);
+        let mut pool = self.readers.lock().map_err(|_| poisoned())?;
+        if pool.len() < MAX_IDLE_READERS {
+            pool.push(tx.conn);
+        }
+        out
+    }
+
+    /// On a blocking thread (a commit waits for the disk), in a `BEGIN IMMEDIATE` transaction
+    /// on the one writer connection.
+    async fn write_with<T: Send + 'static>(&self, work: Work<LiteTx, T>) -> StoreResult<T> {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || -> StoreResult<T> {
+            let mut slot = writer.lock().map_err(|_| poisoned())?;
+            let conn = slot.take().ok_or_else(poisoned)?;
+            let mut tx = LiteTx { conn };
+            let out = match tx.conn.execute_batch("BEGIN IMMEDIATE") {
+                Ok(()) => {
+                    let out = run_now(&mut tx, work);
+                    let end = match out {
+                        Ok(_) => "COMMIT",
+                        Err(_) => "ROLLBACK",
+                    };
+                    match tx.conn.execute_batch(end) {
+                        Ok(()) => out,
+                        Err(e) => {
+                            // A failed COMMIT leaves the transaction open: end it, so the
+                            // writer starts clean next time.
+                            let _ = tx.conn.execute_batch("ROLLBACK");
+                            Err(Error::from(e).into())
+                        }
+                    }
+                }
+                Err(e) => Err(Error::from(e).into()),
+            };
+            *slot = Some(tx.conn);
+            out
+        })
+        .await
+        .map_err(join_err)?
+    }
+}

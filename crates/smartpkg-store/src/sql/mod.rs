@@ -1,0 +1,188 @@
+//! One way to write a backend: the store's operations are written once, here, as SQL run
+//! through a [`Tx`], and a backend only says how to run a statement and a transaction
+//! ([`Sql`]).
+//!
+//! Every statement is written in the dialect both databases read: `$1`-style parameters (the
+//! SQLite backend binds them by name), `RETURNING`, `ON CONFLICT`, `TRUE`/`FALSE`. Where the
+//! dialects differ (row locks, sequences), [`Tx::dialect`] picks the text. A backend's
+//! serialisation strategy is its own: SQLite runs every write transaction on its one writer
+//! connection, PostgreSQL takes the row locks the statements name (`FOR UPDATE`, written with
+//! [`Tx::locking`], is dropped on SQLite where the single writer already serialises).
+//!
+//! The store traits are implemented for every [`Sql`] backend at once (`impl<S: Sql>`), so a
+//! backend crate holds its connections, migrations and the few reads it serves its own way
+//! (the hooks of [`Sql`] with default bodies), and nothing else.
+
+use std::borrow::Cow;
+
+use async_trait::async_trait;
+use futures_util::future::BoxFuture;
+
+use crate::{Columns, Result, StoreError};
+
+/// Which database runs the statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+/// A statement's parameter: typed even when NULL (PostgreSQL types every parameter).
+#[derive(Debug, Clone)]
+pub enum Arg<'a> {
+    Int(Option<i64>),
+    Text(Option<Cow<'a, str>>),
+    Bool(Option<bool>),
+}
+
+impl From<i64> for Arg<'_> {
+    fn from(v: i64) -> Self {
+        Arg::Int(Some(v))
+    }
+}
+impl From<Option<i64>> for Arg<'_> {
+    fn from(v: Option<i64>) -> Self {
+        Arg::Int(v)
+    }
+}
+impl From<bool> for Arg<'_> {
+    fn from(v: bool) -> Self {
+        Arg::Bool(Some(v))
+    }
+}
+impl From<Option<bool>> for Arg<'_> {
+    fn from(v: Option<bool>) -> Self {
+        Arg::Bool(v)
+    }
+}
+impl<'a> From<&'a str> for Arg<'a> {
+    fn from(v: &'a str) -> Self {
+        Arg::Text(Some(Cow::Borrowed(v)))
+    }
+}
+impl<'a> From<&'a String> for Arg<'a> {
+    fn from(v: &'a String) -> Self {
+        Arg::Text(Some(Cow::Borrowed(v)))
+    }
+}
+impl From<String> for Arg<'_> {
+    fn from(v: String) -> Self {
+        Arg::Text(Some(Cow::Owned(v)))
+    }
+}
+impl<'a> From<Option<&'a str>> for Arg<'a> {
+    fn from(v: Option<&'a str>) -> Self {
+        Arg::Text(v.map(Cow::Borrowed))
+    }
+}
+impl<'a> From<&'a Option<String>> for Arg<'a> {
+    fn from(v: &'a Option<String>) -> Self {
+        Arg::Text(v.as_deref().map(Cow::Borrowed))
+    }
+}
+impl From<Option<String>> for Arg<'_> {
+    fn from(v: Option<String>) -> Self {
+        Arg::Text(v.map(Cow::Owned))
+    }
+}
+
+/// A statement's parameters, `$1` first: `args![app_id, &name]`.
+#[macro_export]
+macro_rules! args {
+    ($($a:expr),* $(,)?) => {
+        &[$($crate::sql::Arg::from($a)),*][..]
+    };
+}
+
+/// An open connection of a backend, inside a transaction for writes. Statements run in the
+/// order they are awaited.
+#[async_trait]
+pub trait Tx: Send {
+    type Row: Columns + Send;
+
+    fn dialect(&self) -> Dialect;
+
+    /// Every row the statement answers.
+    async fn rows(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<Self::Row>>;
+
+    /// Runs the statement; answers how many rows it changed.
+    async fn exec(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64>;
+
+    /// The first row the statement answers, if any.
+    async fn opt(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Option<Self::Row>> {
+        Ok(self.rows(sql, args).await?.into_iter().next())
+    }
+
+    /// The one row a statement always answers (a count, an insert's `RETURNING`).
+    async fn one(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Self::Row> {
+        self.opt(sql, args)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("no row from: {sql}")))
+    }
+
+    /// The integer column `n` of the one row the statement answers (`SELECT COUNT(*) AS n`).
+    async fn int(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<i64> {
+        self.one(sql, args).await?.i64("n")
+    }
+
+    /// `pg` on PostgreSQL, `lite` on SQLite: where the dialects part.
+    fn pick<'s>(&self, pg: &'s str, lite: &'s str) -> &'s str {
+        match self.dialect() {
+            Dialect::Postgres => pg,
+            Dialect::Sqlite => lite,
+        }
+    }
+}
+
+/// `SELECT … FOR UPDATE` on PostgreSQL, the same without the lock on SQLite (whose one writer
+/// already serialises every write transaction): `tx.pick(locking!("SELECT …"))`.
+#[macro_export]
+macro_rules! locking {
+    ($sql:expr) => {
+        (concat!($sql, " FOR UPDATE"), $sql)
+    };
+}
+
+/// A unit of work a backend runs on one of its connections.
+pub type Work<X, T> = Box<dyn for<'t> FnOnce(&'t mut X) -> BoxFuture<'t, Result<T>> + Send>;
+
+/// What a backend provides: connections that run the shared statements. The store traits
+/// follow (`impl<S: Sql> TenantStore for S` and the rest).
+#[async_trait]
+pub trait Sql: Send + Sync + 'static {
+    type Tx: Tx;
+
+    /// Runs `work` on a connection outside any explicit transaction (each statement sees the
+    /// latest committed state).
+    async fn read_with<T: Send + 'static>(&self, work: Work<Self::Tx, T>) -> Result<T>;
+
+    /// Runs `work` in a transaction that commits only if it answers `Ok`.
+    async fn write_with<T: Send + 'static>(&self, work: Work<Self::Tx, T>) -> Result<T>;
+
+    /// Tells the backend that packages or tokens of a mini program changed (a backend that
+    /// caches the hottest read drops what it holds of it). Called after the commit.
+    fn changed(&self) {}
+}
+
+/// Runs `work` as a read (see [`Sql::read_with`]); the closure's signature is inferred here.
+pub async fn read<S: Sql, T: Send + 'static>(
+    s: &S,
+    work: impl for<'t> FnOnce(&'t mut S::Tx) -> BoxFuture<'t, Result<T>> + Send + 'static,
+) -> Result<T> {
+    s.read_with(Box::new(work)).await
+}
+
+/// Runs `work` in a write transaction (see [`Sql::write_with`]).
+pub async fn write<S: Sql, T: Send + 'static>(
+    s: &S,
+    work: impl for<'t> FnOnce(&'t mut S::Tx) -> BoxFuture<'t, Result<T>> + Send + 'static,
+) -> Result<T> {
+    s.write_with(Box::new(work)).await
+}
+
+/// Decodes every row with `f`.
+pub fn decode<R, T>(rows: Vec<R>, f: impl Fn(&R) -> Result<T>) -> Result<Vec<T>> {
+    rows.iter().map(f).collect()
+}
+
+mod tenants;
