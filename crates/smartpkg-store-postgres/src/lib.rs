@@ -17,10 +17,8 @@ mod console;
 mod deliveries;
 mod exec;
 mod jobs;
-mod library;
 mod packages;
 mod readers;
-mod runtime;
 mod tenants;
 
 use std::time::Duration;

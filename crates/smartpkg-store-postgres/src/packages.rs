@@ -518,19 +518,3 @@ impl PackageStore for PgStore {
 }
 
 /// The app's last `limit` former online versions, newest first.
-pub(crate) async fn recent_history(
-    pool: &sqlx::PgPool,
-    app_id: i64,
-    limit: i64,
-) -> Result<Vec<PackageRecord>> {
-    let rows = sqlx::query(&format!(
-        "{PKG_SELECT} WHERE p.app_id = $1 AND p.state = 'history' \
-         ORDER BY p.updated_at DESC, p.package_id DESC LIMIT $2"
-    ))
-    .bind(app_id)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
-    .db()?;
-    rows.iter().map(pkg_row).collect()
-}

@@ -76,7 +76,17 @@ impl LiteTx {
 
     fn exec_now(&self, sql: &str, args: &[Arg<'_>]) -> Result<u64, Error> {
         let mut stmt = self.prepared(sql, args)?;
-        Ok(stmt.raw_execute()? as u64)
+        if stmt.column_count() == 0 {
+            return Ok(stmt.raw_execute()? as u64);
+        }
+        // A statement that answers rows (a lock taken with a SELECT on PostgreSQL): run to
+        // its end, counting them.
+        let mut rows = stmt.raw_query();
+        let mut n = 0;
+        while rows.next()?.is_some() {
+            n += 1;
+        }
+        Ok(n)
     }
 }
 

@@ -347,14 +347,12 @@ mod exec;
 pub use exec::{LiteRow, LiteTx};
 mod deliveries;
 mod jobs;
-mod library;
 mod packages;
-mod runtime;
 mod tenants;
 
 // Each aggregate's helpers, for the others (an event is queued from several of them).
 #[allow(unused_imports)]
-use self::{auth::*, deliveries::*, jobs::*, library::*, packages::*, tenants::*};
+use self::{auth::*, deliveries::*, jobs::*, packages::*, tenants::*};
 
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,6 @@ macro_rules! pkg_select {
         )
     };
 }
-pub(crate) use pkg_select;
 
 fn parse_state(s: String) -> rusqlite::Result<PkgState> {
     PkgState::parse(&s).ok_or_else(|| {

@@ -126,7 +126,7 @@ pub trait Tx: Send {
     }
 
     /// `pg` on PostgreSQL, `lite` on SQLite: where the dialects part.
-    fn pick<'s>(&self, pg: &'s str, lite: &'s str) -> &'s str {
+    fn pick<'s>(&self, (pg, lite): (&'s str, &'s str)) -> &'s str {
         match self.dialect() {
             Dialect::Postgres => pg,
             Dialect::Sqlite => lite,
@@ -185,4 +185,21 @@ pub fn decode<R, T>(rows: Vec<R>, f: impl Fn(&R) -> Result<T>) -> Result<Vec<T>>
     rows.iter().map(f).collect()
 }
 
+/// `work!(read, self, |tx| { … })`: a unit of work on the store, the body an async block with
+/// `tx` in scope (see [`read`] and [`write`]).
+macro_rules! work {
+    ($how:ident, $store:expr, |$tx:ident| $body:block) => {
+        $crate::sql::$how($store, move |$tx| Box::pin(async move $body)).await
+    };
+}
+
+/// A package's columns and the table they come from (`p`); the query goes on.
+macro_rules! pkg_select {
+    ($($rest:literal),*) => {
+        concat!("SELECT ", $crate::package_columns!(), " FROM packages p ", $($rest),*)
+    };
+}
+
+mod library;
+mod runtime;
 mod tenants;
