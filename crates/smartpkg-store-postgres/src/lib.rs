@@ -13,13 +13,11 @@
 //! as "processing, retry" — never a 500.
 
 mod auth;
-mod console;
 mod deliveries;
 mod exec;
 mod jobs;
 mod packages;
 mod readers;
-mod tenants;
 
 use std::time::Duration;
 
@@ -232,13 +230,6 @@ impl PgStore {
 fn split_budget(max_connections: u32) -> (u32, u32) {
     let pipelined = (max_connections / 32 + 1).min(4);
     (max_connections.saturating_sub(pipelined).max(1), pipelined)
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// A value the database holds that the domain does not know (a state, a kind).

@@ -516,5 +516,3 @@ impl PackageStore for PgStore {
         Err(last.unwrap_or_else(|| StoreError::conflict("decision kept losing races")))
     }
 }
-
-/// The app's last `limit` former online versions, newest first.

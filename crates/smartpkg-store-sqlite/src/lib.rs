@@ -342,17 +342,15 @@ pub(crate) fn poisoned() -> StoreError {
 }
 
 mod auth;
-mod console;
 mod exec;
 pub use exec::{LiteRow, LiteTx};
 mod deliveries;
 mod jobs;
 mod packages;
-mod tenants;
 
 // Each aggregate's helpers, for the others (an event is queued from several of them).
 #[allow(unused_imports)]
-use self::{auth::*, deliveries::*, jobs::*, packages::*, tenants::*};
+use self::{auth::*, deliveries::*, jobs::*, packages::*};
 
 #[cfg(test)]
 mod tests;

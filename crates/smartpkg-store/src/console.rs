@@ -292,15 +292,6 @@ pub trait ConsoleStore: Send + Sync {
 /// account's name (columns in [`LogEntry`]'s order); the backend adds its WHERE and LIMIT.
 pub const LOG_SELECT: &str = crate::log_select!();
 
-/// For backends: the audit queue in [`QueueItem`]'s column order, oldest first; the backend
-/// adds LIMIT and OFFSET with its own placeholders.
-pub const QUEUE_SELECT: &str =
-    "SELECT p.package_id, p.app_id, a.name, p.tp_id, t.name, p.template_id, \
-     COALESCE(tm.user_version, ''), p.version, p.version_desc, p.test_account, p.updated_at \
-     FROM packages p JOIN apps a ON a.app_id = p.app_id JOIN tps t ON t.tp_id = p.tp_id \
-     LEFT JOIN templates tm ON tm.template_id = p.template_id \
-     WHERE p.state = 'auditing' ORDER BY p.updated_at, p.package_id";
-
 /// One package-log row a plan writes (for backends: both write exactly these, in the
 /// decision's transaction).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -200,6 +200,7 @@ macro_rules! pkg_select {
     };
 }
 
+mod console;
 mod library;
 mod runtime;
 mod tenants;
