@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use smartpkg_store::sql::{Arg, Dialect, Sql, Tx, Work};
-use smartpkg_store::{Columns, Result};
+use smartpkg_store::{Columns, Job, Lane, Result};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres};
@@ -83,6 +83,17 @@ impl Columns for PgRowCols {
 #[async_trait]
 impl Sql for PgStore {
     type Tx = PgTx;
+
+    async fn claim(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        lease_ms: i64,
+        lane: Lane,
+    ) -> Result<Vec<Job>> {
+        self.claim_skipping_locked(now_ms, limit, lease_ms, lane)
+            .await
+    }
 
     async fn read_with<T: Send + 'static>(&self, work: Work<PgTx, T>) -> Result<T> {
         let mut tx = PgTx::Read(self.pool.acquire().await.db()?);

@@ -1,18 +1,14 @@
-use async_trait::async_trait;
-use smartpkg_core::lifecycle::JobKind;
-use smartpkg_store::{
-    Job, JobRef, JobStore, Lane, LaneKind, Result, Schedule, StoreError, SweepPolicy, Swept,
-};
-use sqlx::Row;
+use smartpkg_store::sql::jobs::claimed;
+use smartpkg_store::{Job, Lane, Result, StoreError};
 
-use crate::{corrupt, Db, PgStore};
+use crate::{Cols, Db, PgStore};
 
 /// Serialises the deliveries lane's claims across instances: its per-target cap counts rows
 /// (leased jobs) that a claim does not lock.
 const DELIVERY_CLAIM_LOCK: i64 = 0x736d_6172_7470_6b67; // "smartpkg"
 
 /// Whether the statement that settles a job found it still leased to this worker.
-pub(crate) fn lease_held(rows: u64, job: JobRef) -> Result<()> {
+pub(crate) fn lease_held(rows: u64, job: smartpkg_store::JobRef) -> Result<()> {
     if rows == 1 {
         Ok(())
     } else {
@@ -20,9 +16,10 @@ pub(crate) fn lease_held(rows: u64, job: JobRef) -> Result<()> {
     }
 }
 
-#[async_trait]
-impl JobStore for PgStore {
-    async fn claim_jobs(
+impl PgStore {
+    /// Claims in one statement that skips rows other instances hold; the deliveries lane
+    /// under a transaction-scoped advisory lock (see [`DELIVERY_CLAIM_LOCK`]).
+    pub(crate) async fn claim_skipping_locked(
         &self,
         now_ms: i64,
         limit: usize,
@@ -40,7 +37,7 @@ impl JobStore for PgStore {
                            WHERE kind <> 'push' AND run_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) \
                            ORDER BY run_at, job_id LIMIT $2 FOR UPDATE SKIP LOCKED) due \
                      WHERE j.job_id = due.job_id \
-                     RETURNING j.job_id, j.kind, j.package_id, j.attempts, j.delivery_id, FALSE, j.lease_token",
+                     RETURNING j.job_id, j.kind, j.package_id, j.attempts, j.delivery_id, FALSE AS degraded, j.lease_token",
                 )
                 .bind(now_ms)
                 .bind(limit as i64)
@@ -100,7 +97,7 @@ impl JobStore for PgStore {
                         ORDER BY failing, load, run_at, job_id LIMIT $2) \
                      UPDATE jobs j SET lease_until = $1 + $5, attempts = j.attempts + 1, lease_token = (((random() * 2147483647)::BIGINT << 31) # (random() * 2147483647)::BIGINT) | 1 \
                      FROM chosen WHERE j.job_id = chosen.job_id \
-                     RETURNING j.job_id, j.kind, j.package_id, j.attempts, j.delivery_id, chosen.failing, j.lease_token",
+                     RETURNING j.job_id, j.kind, j.package_id, j.attempts, j.delivery_id, chosen.failing AS degraded, j.lease_token",
                 )
                 .bind(now_ms)
                 .bind(limit as i64)
@@ -114,140 +111,6 @@ impl JobStore for PgStore {
                 rows
             }
         };
-        let mut jobs = rows
-            .iter()
-            .map(|r| {
-                let kind: String = r.try_get(1).db()?;
-                Ok(Job {
-                    job_id: r.try_get(0).db()?,
-                    kind: JobKind::parse(&kind)
-                        .ok_or_else(|| corrupt(format!("job kind {kind}")))?,
-                    package_id: r.try_get(2).db()?,
-                    attempts: r.try_get(3).db()?,
-                    delivery_id: r.try_get(4).db()?,
-                    degraded: r.try_get(5).db()?,
-                    lease: r.try_get(6).db()?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        // RETURNING keeps no order: hand them out healthy first, then by id.
-        jobs.sort_by_key(|j| (j.degraded, j.job_id));
-        Ok(jobs)
-    }
-
-    async fn drop_job(&self, job: JobRef) -> Result<()> {
-        let n = sqlx::query("DELETE FROM jobs WHERE job_id = $1 AND lease_token = $2")
-            .bind(job.job_id)
-            .bind(job.lease)
-            .execute(&self.pool)
-            .await
-            .db()?
-            .rows_affected();
-        lease_held(n, job)
-    }
-
-    async fn retry_job(&self, job: JobRef, run_at_ms: i64, error: String) -> Result<()> {
-        let n = sqlx::query(
-            "UPDATE jobs SET run_at = $1, lease_until = NULL, lease_token = NULL, last_error = $2 \
-             WHERE job_id = $3 AND lease_token = $4",
-        )
-        .bind(run_at_ms)
-        .bind(error)
-        .bind(job.job_id)
-        .bind(job.lease)
-        .execute(&self.pool)
-        .await
-        .db()?
-        .rows_affected();
-        lease_held(n, job)
-    }
-
-    async fn next_job_due(&self, lane: LaneKind) -> Result<Option<i64>> {
-        let sql = match lane {
-            LaneKind::Platform => "SELECT MIN(CASE WHEN lease_until IS NULL OR lease_until < run_at THEN run_at ELSE lease_until END) FROM jobs WHERE kind <> 'push'",
-            LaneKind::Deliveries => "SELECT MIN(CASE WHEN lease_until IS NULL OR lease_until < run_at THEN run_at ELSE lease_until END) FROM jobs WHERE kind = 'push'",
-        };
-        sqlx::query_scalar(sql).fetch_one(&self.pool).await.db()
-    }
-
-    async fn take_schedule(
-        &self,
-        schedule: Schedule,
-        now_ms: i64,
-        interval_ms: i64,
-    ) -> Result<bool> {
-        let n = sqlx::query("UPDATE schedules SET next_at = $1 WHERE name = $2 AND next_at <= $3")
-            .bind(now_ms + interval_ms)
-            .bind(schedule.as_str())
-            .bind(now_ms)
-            .execute(&self.pool)
-            .await
-            .db()?
-            .rows_affected();
-        Ok(n == 1)
-    }
-
-    async fn sweep(&self, now_ms: i64, policy: SweepPolicy) -> Result<Swept> {
-        let mut tx = self.pool.begin().await.db()?;
-        let used_before = now_ms.saturating_sub(policy.used_credential_retention_ms);
-        let codes = sqlx::query(
-            "DELETE FROM codes WHERE (used_at IS NULL AND expires_at <= $1) OR (used_at IS NOT NULL AND used_at <= $2)",
-        )
-        .bind(now_ms)
-        .bind(used_before)
-        .execute(&mut *tx)
-        .await
-        .db()?
-        .rows_affected();
-        let tickets = sqlx::query("DELETE FROM tickets WHERE expires_at <= $1")
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await
-            .db()?
-            .rows_affected();
-        let tokens = sqlx::query(
-            "DELETE FROM access_tokens WHERE expires_at <= $1 OR (used_at IS NOT NULL AND used_at <= $2)",
-        )
-        .bind(now_ms)
-        .bind(used_before)
-        .execute(&mut *tx)
-        .await
-        .db()?
-        .rows_affected();
-        let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await
-            .db()?
-            .rows_affected();
-        let old = now_ms.saturating_sub(policy.retired_package_retention_ms);
-        let retired = sqlx::query(
-            "UPDATE packages SET ext_json = '', built_ext_json = NULL, test_password = NULL \
-             WHERE state = 'retired' AND updated_at <= $1 AND (ext_json <> '' OR built_ext_json IS NOT NULL OR test_password IS NOT NULL)",
-        )
-        .bind(old)
-        .execute(&mut *tx)
-        .await
-        .db()?
-        .rows_affected();
-        let history = sqlx::query(
-            "UPDATE packages SET ext_json = '', test_password = NULL \
-             WHERE state = 'history' AND updated_at <= $1 AND (ext_json <> '' OR test_password IS NOT NULL) \
-               AND package_id NOT IN (SELECT previous_package_id FROM packages \
-                   WHERE state IN ('online', 'rolling_back') AND previous_package_id IS NOT NULL)",
-        )
-        .bind(old)
-        .execute(&mut *tx)
-        .await
-        .db()?
-        .rows_affected();
-        tx.commit().await.db()?;
-        Ok(Swept {
-            codes,
-            tickets,
-            tokens,
-            packages_trimmed: retired + history,
-            sessions,
-        })
+        rows.iter().map(|r| claimed(&Cols(r))).collect()
     }
 }

@@ -13,7 +13,7 @@ use futures_util::FutureExt;
 use rusqlite::types::Value;
 use rusqlite::Connection;
 use smartpkg_store::sql::{Arg, Dialect, Sql, Tx, Work};
-use smartpkg_store::{Columns, StoreError};
+use smartpkg_store::{Columns, Job, Lane, StoreError};
 
 use crate::{configure, join_err, poisoned, Error, SqliteStore, StoreResult, MAX_IDLE_READERS};
 
@@ -173,6 +173,16 @@ fn run_now<T>(tx: &mut LiteTx, work: Work<LiteTx, T>) -> StoreResult<T> {
 #[async_trait]
 impl Sql for SqliteStore {
     type Tx = LiteTx;
+
+    async fn claim(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        lease_ms: i64,
+        lane: Lane,
+    ) -> StoreResult<Vec<Job>> {
+        self.claim_on_writer(now_ms, limit, lease_ms, lane).await
+    }
 
     /// On the calling thread: reads here are indexed lookups that take microseconds and never
     /// wait on a lock (WAL readers do not block on the writer), so a thread hand-off would cost

@@ -159,6 +159,17 @@ pub trait Sql: Send + Sync + 'static {
     /// Runs `work` in a transaction that commits only if it answers `Ok`.
     async fn write_with<T: Send + 'static>(&self, work: Work<Self::Tx, T>) -> Result<T>;
 
+    /// Claims up to `limit` due jobs of `lane`, leased for `lease_ms`: each backend its own
+    /// way (one statement skipping locked rows on PostgreSQL, the one writer on SQLite).
+    /// Rows decode with [`jobs::claimed`].
+    async fn claim(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        lease_ms: i64,
+        lane: crate::Lane,
+    ) -> Result<Vec<crate::Job>>;
+
     /// Tells the backend that packages or tokens of a mini program changed (a backend that
     /// caches the hottest read drops what it holds of it). Called after the commit.
     fn changed(&self) {}
@@ -201,6 +212,8 @@ macro_rules! pkg_select {
 }
 
 mod console;
+mod deliveries;
+pub mod jobs;
 mod library;
 mod runtime;
 mod tenants;
