@@ -1,20 +1,11 @@
 use smartpkg_store::sql::jobs::claimed;
-use smartpkg_store::{Job, Lane, Result, StoreError};
+use smartpkg_store::{Job, Lane, Result};
 
 use crate::{Cols, Db, PgStore};
 
 /// Serialises the deliveries lane's claims across instances: its per-target cap counts rows
 /// (leased jobs) that a claim does not lock.
 const DELIVERY_CLAIM_LOCK: i64 = 0x736d_6172_7470_6b67; // "smartpkg"
-
-/// Whether the statement that settles a job found it still leased to this worker.
-pub(crate) fn lease_held(rows: u64, job: smartpkg_store::JobRef) -> Result<()> {
-    if rows == 1 {
-        Ok(())
-    } else {
-        Err(StoreError::LeaseLost(job.job_id))
-    }
-}
 
 impl PgStore {
     /// Claims in one statement that skips rows other instances hold; the deliveries lane

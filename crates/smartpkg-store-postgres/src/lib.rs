@@ -12,12 +12,8 @@
 //! deadlock, a serialisation failure) becomes [`StoreError::Conflict`], which the API answers
 //! as "processing, retry" — never a 500.
 
-mod auth;
-mod deliveries;
 mod exec;
 mod jobs;
-mod packages;
-mod readers;
 
 use std::time::Duration;
 
@@ -33,8 +29,6 @@ pub const JOBS_CHANNEL: &str = "smartpkg_jobs";
 
 pub struct PgStore {
     pool: PgPool,
-    /// Pipelined connections for `package/get` (see [`readers`]).
-    readers: readers::Readers,
 }
 
 /// Maps a database error: lost races are conflicts (retryable); the rest keep their cause.
@@ -94,56 +88,6 @@ impl smartpkg_store::Columns for Cols<'_, sqlx::postgres::PgRow> {
     }
 }
 
-/// A pipelined reader's row (the hottest read). tokio-postgres finds a column by name with a
-/// scan of the row's columns; the shared decoders ask for them in the order the SELECT lists
-/// them, so the column after the last one read is tried first and the scan runs only when
-/// it is not the one asked for: reading by name costs about what reading by position did.
-pub(crate) struct ReaderCols<'a> {
-    row: &'a tokio_postgres::Row,
-    next: std::cell::Cell<usize>,
-}
-
-impl<'a> ReaderCols<'a> {
-    pub(crate) fn new(row: &'a tokio_postgres::Row) -> Self {
-        ReaderCols {
-            row,
-            next: std::cell::Cell::new(0),
-        }
-    }
-
-    fn get<T: for<'r> tokio_postgres::types::FromSql<'r>>(&self, name: &str) -> Result<T> {
-        let columns = self.row.columns();
-        let hint = self.next.get();
-        let at = match columns.get(hint) {
-            Some(c) if c.name() == name => hint,
-            _ => columns
-                .iter()
-                .position(|c| c.name() == name)
-                .ok_or_else(|| column_error(name, "no such column"))?,
-        };
-        self.next.set(at + 1);
-        self.row.try_get(at).map_err(|e| column_error(name, e))
-    }
-}
-
-impl smartpkg_store::Columns for ReaderCols<'_> {
-    fn i64(&self, name: &str) -> Result<i64> {
-        self.get(name)
-    }
-    fn opt_i64(&self, name: &str) -> Result<Option<i64>> {
-        self.get(name)
-    }
-    fn string(&self, name: &str) -> Result<String> {
-        self.get(name)
-    }
-    fn opt_string(&self, name: &str) -> Result<Option<String>> {
-        self.get(name)
-    }
-    fn bool(&self, name: &str) -> Result<bool> {
-        self.get(name)
-    }
-}
-
 /// `.db()?` on a sqlx result: the error in the store's terms ([`db`]).
 pub(crate) trait Db<T> {
     fn db(self) -> Result<T>;
@@ -171,22 +115,18 @@ pub(crate) fn by_sqlstate(code: &str, cause: smartpkg_store::Cause) -> StoreErro
 impl PgStore {
     /// Closes every connection of the pool (queries after it fail).
     pub async fn close(&self) {
-        self.readers.close();
         self.pool.close().await;
     }
 
     /// Connects and runs the migrations; several instances may start at once (sqlx
     /// serialises migrations with an advisory lock). `max_connections` is the instance's
-    /// whole budget, shared between the pool and the pipelined readers of `package/get`
-    /// (see [`split_budget`]).
+    /// whole budget.
     pub async fn connect(url: &str, max_connections: u32) -> Result<PgStore> {
         let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {
             StoreError::Unsupported(format!("invalid PostgreSQL URL: {e}"))
         })?;
-        let (pooled, pipelined) = split_budget(max_connections);
-        let readers = readers::Readers::new(url, pipelined as usize, packages::GET_BY_TOKEN)?;
         let pool = PgPoolOptions::new()
-            .max_connections(pooled)
+            .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(5))
             // No ping before every use (a round trip per query): a connection that died with
             // a database restart fails its next query, which answers "unavailable, retry", and
@@ -199,7 +139,7 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Database(Box::new(e)))?;
-        Ok(PgStore { pool, readers })
+        Ok(PgStore { pool })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -217,24 +157,6 @@ impl PgStore {
             .db()?;
         Ok(())
     }
-}
-
-/// The connection budget as (pool, pipelined readers): one reader, and one more per 32
-/// connections of budget (at most four), the rest to the pool, at least one each.
-///
-/// One pipelined connection carries every concurrent `get`: the deeper its pipeline, the
-/// more queries each wake-up of its backend serves. On the two-core benchmark machine (32
-/// callers, budget 12) one reader ran `get` at 0.36× the trivial handler, two at 0.32, four
-/// at 0.31, six at 0.26; more readers pay off only where the database has cores to run them.
-/// The pool keeps the rest for the lifecycle's transactions.
-fn split_budget(max_connections: u32) -> (u32, u32) {
-    let pipelined = (max_connections / 32 + 1).min(4);
-    (max_connections.saturating_sub(pipelined).max(1), pipelined)
-}
-
-/// A value the database holds that the domain does not know (a state, a kind).
-pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(what.to_string())
 }
 
 /// Throwaway databases for tests: one fresh database per test, dropped afterwards.
@@ -301,24 +223,5 @@ pub mod testing {
             });
             let _ = done.join();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_budget;
-
-    #[test]
-    fn the_budget_gives_get_one_pipelined_reader_and_the_pool_the_rest() {
-        assert_eq!(split_budget(16), (15, 1), "the default budget");
-        assert_eq!(split_budget(4), (3, 1));
-        assert_eq!(split_budget(64), (61, 3));
-        assert_eq!(split_budget(1000), (996, 4), "at most four readers");
-    }
-
-    #[test]
-    fn a_budget_of_one_still_opens_a_pool_and_a_reader() {
-        assert_eq!(split_budget(1), (1, 1));
-        assert_eq!(split_budget(0), (1, 1));
     }
 }

@@ -1,16 +1,8 @@
-use super::*;
+use smartpkg_store::{Columns, Job, Lane};
+
+use crate::{SqliteStore, StoreResult};
 use smartpkg_store::sql::jobs::claimed;
 use smartpkg_store::sql::{self, Tx};
-use smartpkg_store::Job;
-
-/// Whether the statement that settles a job found it still leased to this worker.
-pub(crate) fn lease_held(rows: usize, job: JobRef) -> Result<()> {
-    if rows == 1 {
-        Ok(())
-    } else {
-        Err(StoreError::LeaseLost(job.job_id).into())
-    }
-}
 
 /// Due platform jobs, oldest first.
 const DUE_PLATFORM: &str = "SELECT job_id FROM jobs \
@@ -96,11 +88,9 @@ impl SqliteStore {
     /// Ends every lease: on start, for a database file only this process may use (the
     /// store holds its lock), so every lease left belongs to a process that died.
     pub async fn release_leases(&self) -> StoreResult<u64> {
-        self.write(|tx| {
-            Ok(tx.execute(
-                "UPDATE jobs SET lease_until = NULL WHERE lease_until IS NOT NULL",
-                [],
-            )? as u64)
+        let sql = "UPDATE jobs SET lease_until = NULL WHERE lease_until IS NOT NULL";
+        sql::write(self, move |tx| {
+            Box::pin(async move { tx.exec(sql, smartpkg_store::args![]).await })
         })
         .await
     }

@@ -13,21 +13,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
-use smartpkg_core::lifecycle::{
-    self, AppFacts, Command, JobKind, PackageFacts, PkgState, Plan, Quota, Snapshot,
-};
+use rusqlite::{params, Connection, TransactionBehavior};
 
-#[allow(unused_imports)] // each aggregate's file takes what it needs through `super::*`
-use smartpkg_store::{
-    App, AppPatch, Approval, AttemptOutcome, AttemptRecord, AuthRefusal, AuthStore, Channel,
-    CodeKind, Columns, Decision, DecisionContext, Delivery, DeliveryState, DeliveryStore, Draft,
-    EventRecord, Grant, IssuedCode, Job, JobRef, JobStore, Lane, LaneKind, LibraryRefusal,
-    LibraryStore, NewApp, NewPackage, NewTemplate, NewTp, OperatorGrant, PackageFilter,
-    PackageRecord, PackageStore, PushTarget, Schedule, StoreError, SweepPolicy, Swept,
-    TargetVerdict, Template, TenantStore, TokenPair, Tp, TpPatch,
-};
+use smartpkg_store::StoreError;
 
 pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
@@ -94,64 +82,6 @@ impl From<rusqlite::Error> for Error {
             _ => StoreError::Database(Box::new(e)),
         })
     }
-}
-
-/// A SQLite row as the shared row types read it (`smartpkg_store::rows`). rusqlite finds a
-/// column by name with a scan; the decoders ask for columns in the order the SELECT lists
-/// them, so the column after the last one read is tried first.
-pub(crate) struct Cols<'a, 'b> {
-    row: &'a Row<'b>,
-    next: std::cell::Cell<usize>,
-}
-
-impl<'a, 'b> Cols<'a, 'b> {
-    pub(crate) fn new(row: &'a Row<'b>) -> Self {
-        Cols {
-            row,
-            next: std::cell::Cell::new(0),
-        }
-    }
-
-    fn get<T: rusqlite::types::FromSql>(&self, name: &str) -> StoreResult<T> {
-        let stmt = self.row.as_ref();
-        let hint = self.next.get();
-        let at = match stmt.column_name(hint) {
-            Ok(n) if n == name => hint,
-            _ => stmt
-                .column_index(name)
-                .map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))?,
-        };
-        self.next.set(at + 1);
-        self.row
-            .get(at)
-            .map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
-    }
-}
-
-impl Columns for Cols<'_, '_> {
-    fn i64(&self, name: &str) -> StoreResult<i64> {
-        self.get(name)
-    }
-    fn opt_i64(&self, name: &str) -> StoreResult<Option<i64>> {
-        self.get(name)
-    }
-    fn string(&self, name: &str) -> StoreResult<String> {
-        self.get(name)
-    }
-    fn opt_string(&self, name: &str) -> StoreResult<Option<String>> {
-        self.get(name)
-    }
-    fn bool(&self, name: &str) -> StoreResult<bool> {
-        self.get(name)
-    }
-}
-
-/// A shared row type's decoding inside a rusqlite row callback (`query_row`, `query_map`);
-/// its error comes back out whole (see `From<rusqlite::Error> for Error`).
-pub(crate) fn decoded<T>(r: StoreResult<T>) -> rusqlite::Result<T> {
-    r.map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Null, Box::new(e))
-    })
 }
 
 impl From<StoreError> for Error {
@@ -289,68 +219,15 @@ impl SqliteStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
-
-    /// Runs a read on the calling thread. Reads here are indexed point lookups that take
-    /// microseconds and never wait on a lock (WAL readers do not block on the writer), so
-    /// handing them to the blocking pool would cost more in thread wake-ups than the read
-    /// itself; writes, which fsync, do go to the blocking pool.
-    async fn read<T, F>(&self, f: F) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
-    {
-        let pooled = self.readers.lock().map_err(|_| poisoned())?.pop();
-        let conn = match pooled {
-            Some(c) => c,
-            None => {
-                let c = Connection::open(&self.path).map_err(Error::from)?;
-                configure(&c)?;
-                c
-            }
-        };
-        let out = f(&conn);
-        let mut pool = self.readers.lock().map_err(|_| poisoned())?;
-        if pool.len() < MAX_IDLE_READERS {
-            pool.push(conn);
-        }
-        Ok(out?)
-    }
-
-    /// Runs `f` in a `BEGIN IMMEDIATE` transaction; it commits only if `f` returns Ok.
-    async fn write<T, F>(&self, f: F) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
-    {
-        let writer = self.writer.clone();
-        let done = tokio::task::spawn_blocking(move || -> Result<T> {
-            let mut slot = writer.lock().map_err(|_| poisoned())?;
-            let conn = slot.as_mut().ok_or_else(poisoned)?;
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
-        })
-        .await
-        .map_err(join_err)?;
-        Ok(done?)
-    }
 }
 
 pub(crate) fn poisoned() -> StoreError {
     StoreError::database("a storage thread panicked")
 }
 
-mod auth;
 mod exec;
 pub use exec::{LiteRow, LiteTx};
-mod deliveries;
 mod jobs;
-mod packages;
-
-// Each aggregate's helpers, for the others (an event is queued from several of them).
-#[allow(unused_imports)]
-use self::{auth::*, deliveries::*, jobs::*, packages::*};
 
 #[cfg(test)]
 mod tests;

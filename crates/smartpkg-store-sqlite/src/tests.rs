@@ -1,5 +1,7 @@
 use super::*;
 use smartpkg_store::conformance::{ctx, new_package};
+use smartpkg_store::sql::Tx;
+use smartpkg_store::PackageStore;
 
 /// A store on a fresh file, seeded as the conformance cases seed theirs: (dir, store, tp, app).
 async fn seeded() -> (tempfile::TempDir, SqliteStore, i64, i64) {
@@ -17,16 +19,18 @@ async fn the_database_itself_refuses_two_packages_in_one_slot() {
         .await
         .expect("db")
         .expect("upload");
-    let second = store
-        .write(move |tx| {
-            tx.execute(
-                "INSERT INTO packages (package_id, app_id, tp_id, template_id, state, version, version_desc, ext_json, direct_commit, commit_time, updated_at) \
-                 VALUES (?1 + 1, ?2, 1, 1, 'development', 'x', 'x', '{}', 0, 0, 0)",
-                params![id, app],
-            )?;
-            Ok(())
+    let second = smartpkg_store::sql::write(&store, move |tx| {
+        Box::pin(async move {
+            tx.exec(
+                "INSERT INTO packages (package_id, app_id, tp_id, template_id, state, version, \
+                   version_desc, ext_json, direct_commit, commit_time, updated_at) \
+                 VALUES ($1 + 1, $2, 1, 1, 'development', 'x', 'x', '{}', 0, 0, 0)",
+                smartpkg_store::args![id, app],
+            )
+            .await
         })
-        .await;
+    })
+    .await;
     assert!(matches!(second, Err(StoreError::Conflict(_))), "{second:?}");
 }
 

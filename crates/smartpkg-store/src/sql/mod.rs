@@ -149,7 +149,7 @@ pub type Work<X, T> = Box<dyn for<'t> FnOnce(&'t mut X) -> BoxFuture<'t, Result<
 /// What a backend provides: connections that run the shared statements. The store traits
 /// follow (`impl<S: Sql> TenantStore for S` and the rest).
 #[async_trait]
-pub trait Sql: Send + Sync + 'static {
+pub trait Sql: Send + Sync + Sized + 'static {
     type Tx: Tx;
 
     /// Runs `work` on a connection outside any explicit transaction (each statement sees the
@@ -158,6 +158,15 @@ pub trait Sql: Send + Sync + 'static {
 
     /// Runs `work` in a transaction that commits only if it answers `Ok`.
     async fn write_with<T: Send + 'static>(&self, work: Work<Self::Tx, T>) -> Result<T>;
+
+    /// The token's grant and its app's visible packages: `get`, the hottest read. A backend
+    /// may serve it its own way (a cache) and fall back on [`packages::by_token`].
+    async fn by_token(
+        &self,
+        token_hash: String,
+    ) -> Result<Option<(crate::Grant, Vec<crate::PackageRecord>)>> {
+        packages::by_token(self, token_hash).await
+    }
 
     /// Claims up to `limit` due jobs of `lane`, leased for `lease_ms`: each backend its own
     /// way (one statement skipping locked rows on PostgreSQL, the one writer on SQLite).
@@ -169,10 +178,6 @@ pub trait Sql: Send + Sync + 'static {
         lease_ms: i64,
         lane: crate::Lane,
     ) -> Result<Vec<crate::Job>>;
-
-    /// Tells the backend that packages or tokens of a mini program changed (a backend that
-    /// caches the hottest read drops what it holds of it). Called after the commit.
-    fn changed(&self) {}
 }
 
 /// Runs `work` as a read (see [`Sql::read_with`]); the closure's signature is inferred here.
@@ -211,9 +216,11 @@ macro_rules! pkg_select {
     };
 }
 
+mod auth;
 mod console;
 mod deliveries;
 pub mod jobs;
 mod library;
+pub mod packages;
 mod runtime;
 mod tenants;
