@@ -2,8 +2,9 @@
 //! READ COMMITTED transaction for writes, whose row locks the statements take themselves.
 
 use async_trait::async_trait;
+use smartpkg_store::sql::packages::{by_token_rows, GET_BY_TOKEN};
 use smartpkg_store::sql::{Arg, Dialect, Sql, Tx, Work};
-use smartpkg_store::{Columns, Job, Lane, Result};
+use smartpkg_store::{Columns, Grant, Job, Lane, PackageRecord, Result, StoreError};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres};
@@ -80,6 +81,21 @@ impl Columns for PgRowCols {
     }
 }
 
+impl PgStore {
+    async fn get_from_database(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<(Grant, Vec<PackageRecord>)>> {
+        let rows = sqlx::query(GET_BY_TOKEN)
+            .bind(token_hash)
+            .fetch_all(&self.get_pool)
+            .await
+            .db()?;
+        let rows: Vec<PgRowCols> = rows.into_iter().map(PgRowCols).collect();
+        by_token_rows(&rows)
+    }
+}
+
 #[async_trait]
 impl Sql for PgStore {
     type Tx = PgTx;
@@ -105,9 +121,30 @@ impl Sql for PgStore {
         let out = work(&mut tx).await;
         let ok = out.is_ok();
         if let (true, PgTx::Write(t)) = (ok, tx) {
-            t.commit().await.db()?;
+            let committed = t.commit().await.db();
+            // This instance reads its own writes: `get`'s answers go before the caller hears
+            // of the write (other instances hear of it from the triggers).
+            self.cache.invalidate();
+            committed?;
         }
         // On an error the transaction rolls back as it drops.
         out
+    }
+
+    async fn by_token(&self, token_hash: String) -> Result<Option<(Grant, Vec<PackageRecord>)>> {
+        if let Some(hit) = self.cache.get(&token_hash) {
+            return Ok(Some(hit));
+        }
+        let epoch = self.cache.epoch();
+        // A read: a connection the database dropped under it costs the caller nothing, the
+        // query runs once more on another.
+        let answer = match self.get_from_database(&token_hash).await {
+            Err(StoreError::Unavailable(_)) => self.get_from_database(&token_hash).await,
+            other => other,
+        }?;
+        if let (Some(epoch), Some(answer)) = (epoch, &answer) {
+            self.cache.put(token_hash, answer.clone(), epoch);
+        }
+        Ok(answer)
     }
 }

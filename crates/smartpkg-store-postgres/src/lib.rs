@@ -12,6 +12,7 @@
 //! deadlock, a serialisation failure) becomes [`StoreError::Conflict`], which the API answers
 //! as "processing, retry" — never a 500.
 
+mod cache;
 mod exec;
 mod jobs;
 
@@ -29,7 +30,15 @@ pub const JOBS_CHANNEL: &str = "smartpkg_jobs";
 
 pub struct PgStore {
     pool: PgPool,
+    /// `get`'s own connections (named `smartpkg-get`), so that its cache misses never wait
+    /// behind the lifecycle's transactions for a connection.
+    get_pool: PgPool,
+    cache: std::sync::Arc<cache::GetCache>,
+    /// Keeps the cache's listener subscribed; ended by [`PgStore::close`].
+    listener: tokio::task::JoinHandle<()>,
 }
+
+pub use cache::{CAPACITY as GET_CACHE_CAPACITY, TTL as GET_CACHE_TTL};
 
 /// Maps a database error: lost races are conflicts (retryable); the rest keep their cause.
 pub(crate) fn db(e: sqlx::Error) -> StoreError {
@@ -115,6 +124,9 @@ pub(crate) fn by_sqlstate(code: &str, cause: smartpkg_store::Cause) -> StoreErro
 impl PgStore {
     /// Closes every connection of the pool (queries after it fail).
     pub async fn close(&self) {
+        self.listener.abort();
+        self.cache.set(Some(false));
+        self.get_pool.close().await;
         self.pool.close().await;
     }
 
@@ -125,8 +137,15 @@ impl PgStore {
         let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {
             StoreError::Unsupported(format!("invalid PostgreSQL URL: {e}"))
         })?;
+        let (pooled, for_get) = split_budget(max_connections);
+        // Few: with the cache, only misses reach the database. Tested before use, since a
+        // miss on a connection the database dropped is retried once on another.
+        let get_pool = PgPoolOptions::new()
+            .max_connections(for_get)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(options.clone().application_name(cache::APPLICATION_NAME));
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(1))
+            .max_connections(pooled)
             .acquire_timeout(Duration::from_secs(5))
             // No ping before every use (a round trip per query): a connection that died with
             // a database restart fails its next query, which answers "unavailable, retry", and
@@ -139,7 +158,19 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Database(Box::new(e)))?;
-        Ok(PgStore { pool })
+        let cache = std::sync::Arc::new(cache::GetCache::default());
+        let listener = tokio::spawn(cache::listen(pool.clone(), cache.clone()));
+        Ok(PgStore {
+            pool,
+            get_pool,
+            cache,
+            listener,
+        })
+    }
+
+    /// Whether `get`'s cache is listening for changes (it caches nothing until then).
+    pub fn get_cache_listening(&self) -> bool {
+        self.cache.epoch().is_some()
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -157,6 +188,13 @@ impl PgStore {
             .db()?;
         Ok(())
     }
+}
+
+/// The connection budget as (pool, `get`'s connections): one for `get`, and one more per 32
+/// connections of budget (at most four), the rest to the pool, at least one each.
+fn split_budget(max_connections: u32) -> (u32, u32) {
+    let for_get = (max_connections / 32 + 1).min(4);
+    (max_connections.saturating_sub(for_get).max(1), for_get)
 }
 
 /// Throwaway databases for tests: one fresh database per test, dropped afterwards.
@@ -223,5 +261,24 @@ pub mod testing {
             });
             let _ = done.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_budget;
+
+    #[test]
+    fn the_budget_gives_get_one_connection_and_the_pool_the_rest() {
+        assert_eq!(split_budget(16), (15, 1), "the default budget");
+        assert_eq!(split_budget(4), (3, 1));
+        assert_eq!(split_budget(64), (61, 3));
+        assert_eq!(split_budget(1000), (996, 4), "at most four for get");
+    }
+
+    #[test]
+    fn a_budget_of_one_still_opens_a_pool_and_a_connection_for_get() {
+        assert_eq!(split_budget(1), (1, 1));
+        assert_eq!(split_budget(0), (1, 1));
     }
 }

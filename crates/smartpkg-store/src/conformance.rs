@@ -142,7 +142,7 @@ pub fn new_package(tp_id: i64, app_id: i64, template_id: i64) -> NewPackage {
     }
 }
 
-fn pair(tag: &str, now: i64) -> TokenPair {
+pub fn pair(tag: &str, now: i64) -> TokenPair {
     TokenPair {
         access_hash: format!("{tag}-access"),
         refresh_hash: format!("{tag}-refresh"),
@@ -151,7 +151,7 @@ fn pair(tag: &str, now: i64) -> TokenPair {
     }
 }
 
-fn code(tp_id: i64, app_id: i64, hash: &str, expires_at_ms: i64) -> IssuedCode {
+pub fn code(tp_id: i64, app_id: i64, hash: &str, expires_at_ms: i64) -> IssuedCode {
     IssuedCode {
         tp_id,
         app_id,

@@ -51,9 +51,9 @@ const LIFECYCLE_ROUNDS: usize = 4;
 /// Pool connections to PostgreSQL however many instances share the database.
 const PG_POOL: u32 = 12;
 
-/// An instance's connection budget for `pool` pool connections: the pool plus its one
-/// pipelined `get` reader (which the lifecycles never open: they do not call `get`), so that
-/// one instance and three run on the same 12 pool connections in all.
+/// An instance's connection budget for `pool` pool connections: the pool plus `get`'s own
+/// connection (which the lifecycles never open: they do not call `get`), so that one instance
+/// and three run on the same 12 pool connections in all.
 fn pg_budget(pool: u32) -> u32 {
     pool + 1
 }

@@ -145,7 +145,7 @@ impl Client {
     async fn wait(&self, token: &str, ty: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            // `get` too, whose pipelined connection the restart breaks like the pool's.
+            // `get` too, whose own connection the restart breaks like the pool's.
             let list = self.call(token, "get", &[]).await;
             assert!(list["data"].is_array(), "get: {list}");
             let v = self.call(token, "getdetail", &[("type", ty)]).await;

@@ -244,14 +244,14 @@ async fn on_own_database() -> (
 #[tokio::test]
 async fn a_stopped_server_leaves_no_connection_to_postgres_open() {
     let (db, app) = on_own_database().await;
-    // Some work, so that the pool, the listener and the pipelined reader of `get` hold
+    // Some work, so that the pool, the listeners and `get`'s own connection hold
     // connections.
     for _ in 0..4 {
         assert_eq!(app.call("get", &[]).await["errno"], 0);
     }
     assert!(
         connections_to(&db.url, "smartpkg-get").await > 0,
-        "get's pipelined reader is connected"
+        "get's own connection is connected"
     );
     assert!(
         connections_to(&db.url, "").await > 1,
@@ -274,13 +274,16 @@ async fn a_stopped_server_leaves_no_connection_to_postgres_open() {
 }
 
 #[tokio::test]
-async fn get_survives_its_pipelined_connection_being_killed() {
+async fn get_survives_its_connection_being_killed() {
     let (db, app) = on_own_database().await;
     // A package (built, so that it no longer changes), so that a right answer is not merely
     // an empty list.
     app.built("1.0.0").await;
     let before = app.call("get", &[]).await;
     assert_eq!(before["data"].as_array().map(Vec::len), Some(1), "{before}");
+    // A write on this instance drops what it caches of `get`, so the next call reads the
+    // database.
+    app.new_app("drops the cache").await;
     // A call in flight on the connection when its backend goes finds it broken as its
     // query's error, not as a connection already seen closed. To have one in flight for
     // sure, a lock holds the query until the backend has been killed.
@@ -312,9 +315,9 @@ async fn get_survives_its_pipelined_connection_being_killed() {
         };
         (answer, killed)
     };
-    assert_eq!(killed.len(), 1, "one pipelined reader to kill");
+    assert_eq!(killed.len(), 1, "one connection of get's to kill");
     // The call that found the connection broken ran its query again on a new one: a killed
-    // reader is nobody's error.
+    // connection is nobody's error.
     assert_eq!(
         answer, before,
         "the call in flight when its reader was killed"
@@ -325,7 +328,7 @@ async fn get_survives_its_pipelined_connection_being_killed() {
     assert_eq!(
         connections_to(&db.url, "smartpkg-get").await,
         1,
-        "one new reader"
+        "one new connection"
     );
     app.stop().await;
 }

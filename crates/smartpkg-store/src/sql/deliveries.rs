@@ -286,14 +286,10 @@ impl<S: Sql> DeliveryStore for S {
     async fn redeliver(&self, delivery_id: i64, now_ms: i64) -> Result<()> {
         work!(write, self, |tx| {
             // The delivery's row lock keeps one push job per delivery under concurrent replays.
-            const FOUND: &str = "SELECT d.tp_id, e.package_id FROM deliveries d \
-                                 JOIN events e ON e.event_id = d.event_id WHERE d.delivery_id = $1";
-            let found = tx.pick((
-                concat!(
-                    "SELECT d.tp_id, e.package_id FROM deliveries d \
-                JOIN events e ON e.event_id = d.event_id WHERE d.delivery_id = $1 FOR UPDATE OF d"
-                ),
-                FOUND,
+            let found = tx.pick(locking!(
+                "SELECT d.tp_id, e.package_id FROM deliveries d \
+                 JOIN events e ON e.event_id = d.event_id WHERE d.delivery_id = $1",
+                of "d"
             ));
             let row = tx.opt(found, args![delivery_id]).await?;
             let row = row.ok_or_else(|| StoreError::NotFound(format!("delivery {delivery_id}")))?;

@@ -141,6 +141,10 @@ macro_rules! locking {
     ($sql:expr) => {
         (concat!($sql, " FOR UPDATE"), $sql)
     };
+    // Only the rows of one table of a join.
+    ($sql:expr, of $table:literal) => {
+        (concat!($sql, " FOR UPDATE OF ", $table), $sql)
+    };
 }
 
 /// A unit of work a backend runs on one of its connections.
