@@ -8,6 +8,7 @@
 pub mod archive;
 pub mod audit_rules;
 pub mod ext;
+pub mod ids;
 pub mod lifecycle;
 pub mod push;
 pub mod review;

@@ -5,6 +5,7 @@
 //!
 //! Every rule of the lifecycle lives in this file; `docs/lifecycle.md` lists them with errnos.
 
+use crate::ids::PackageId;
 pub use smartpkg_types::Errno;
 use smartpkg_types::WireStatus;
 
@@ -96,10 +97,10 @@ impl PkgState {
 /// What the decision needs to know about one package.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackageFacts {
-    pub package_id: i64,
+    pub package_id: PackageId,
     pub state: PkgState,
     /// The online package it replaced when it was released (its rollback target).
-    pub previous_package_id: Option<i64>,
+    pub previous_package_id: Option<PackageId>,
     /// It became online through a rollback; it cannot be rolled back itself.
     pub restored: bool,
     /// An audit-passed package released to this percentage of devices (a staged release).
@@ -136,11 +137,11 @@ pub struct Snapshot {
     pub packages: Vec<PackageFacts>,
     /// The last five former online versions (history), most recent first: the targets of a
     /// rollback to a chosen version. Their facts are in `packages` too.
-    pub recent_history: Vec<i64>,
+    pub recent_history: Vec<PackageId>,
 }
 
 impl Snapshot {
-    pub fn package(&self, id: i64) -> Option<&PackageFacts> {
+    pub fn package(&self, id: PackageId) -> Option<&PackageFacts> {
         self.packages.iter().find(|p| p.package_id == id)
     }
 
@@ -173,52 +174,52 @@ pub struct AuditRequest {
 pub enum Command {
     /// A new package, already given its id by the store, enters the development slot.
     Upload {
-        package_id: i64,
+        package_id: PackageId,
     },
     BuildSucceeded {
-        package_id: i64,
+        package_id: PackageId,
         direct_commit: bool,
         ext_json: String,
     },
     BuildFailed {
-        package_id: i64,
+        package_id: PackageId,
         errno: Errno,
         msg: String,
     },
     SubmitAudit {
-        package_id: i64,
+        package_id: PackageId,
         request: AuditRequest,
     },
     Decide {
-        package_id: i64,
+        package_id: PackageId,
         pass: bool,
         reason: String,
     },
     Release {
-        package_id: i64,
+        package_id: PackageId,
     },
     Rollback {
-        package_id: i64,
+        package_id: PackageId,
     },
     FinishRollback {
-        package_id: i64,
+        package_id: PackageId,
     },
     Withdraw {
-        package_id: i64,
+        package_id: PackageId,
     },
     /// Release the audit-passed package to `percent` of devices (1–100), or raise it.
     StageRelease {
-        package_id: i64,
+        package_id: PackageId,
         percent: i64,
     },
     /// Cancel a staged release: every device runs the online version again.
     RevertStage {
-        package_id: i64,
+        package_id: PackageId,
     },
     /// Roll the online package back to `target`, one of the last five online versions.
     RollbackTo {
-        package_id: i64,
-        target: i64,
+        package_id: PackageId,
+        target: PackageId,
     },
 }
 
@@ -227,7 +228,7 @@ pub const ROLLBACK_CHOICES: usize = 5;
 
 impl Command {
     /// The existing package the command acts on (None for an upload, which creates one).
-    pub fn target(&self) -> Option<i64> {
+    pub fn target(&self) -> Option<PackageId> {
         match self {
             Command::Upload { .. } => None,
             Command::BuildSucceeded { package_id, .. }
@@ -291,7 +292,7 @@ impl JobKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRequest {
     pub kind: JobKind,
-    pub package_id: i64,
+    pub package_id: PackageId,
     pub delay_ms: u64,
 }
 
@@ -305,7 +306,7 @@ pub struct Patch {
     pub built_ext_json: Option<String>,
     pub audit_request: Option<AuditRequest>,
     /// Set on release (the replaced online package) and cleared on restore.
-    pub previous_package_id: Option<Option<i64>>,
+    pub previous_package_id: Option<Option<PackageId>>,
     pub restored: Option<bool>,
     /// Set by a staged release, cleared by its revert and by the release.
     pub staged_percent: Option<Option<i64>>,
@@ -313,7 +314,7 @@ pub struct Patch {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
-    pub package_id: i64,
+    pub package_id: PackageId,
     pub from: PkgState,
     pub to: PkgState,
     pub patch: Patch,
@@ -325,12 +326,12 @@ pub struct Change {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     /// A new package to insert in `Building` (upload), after the changes.
-    pub create: Option<i64>,
+    pub create: Option<PackageId>,
     pub changes: Vec<Change>,
     pub jobs: Vec<JobRequest>,
     pub consume_quota: bool,
     /// The audit decision that an outbox push will announce: (package_id, pass, reason).
-    pub audit_decision: Option<(i64, bool, String)>,
+    pub audit_decision: Option<(PackageId, bool, String)>,
 }
 
 /// A refused command: the errno and a precise message for the caller.
@@ -362,7 +363,7 @@ impl Refusal {
 
 pub const AUDIT_PASS_MSG: &str = "审核通过";
 
-fn target(s: &Snapshot, id: i64) -> Result<&PackageFacts, Refusal> {
+fn target(s: &Snapshot, id: PackageId) -> Result<&PackageFacts, Refusal> {
     s.package(id)
         .ok_or_else(|| Refusal::baidu(Errno::PackageNotFound))
 }
@@ -385,7 +386,7 @@ fn wrong_state(p: &PackageFacts, call: &str) -> Refusal {
 }
 
 /// The online package a rollback starts from.
-fn online_to_roll_back(s: &Snapshot, package_id: i64) -> Result<&PackageFacts, Refusal> {
+fn online_to_roll_back(s: &Snapshot, package_id: PackageId) -> Result<&PackageFacts, Refusal> {
     let p = target(s, package_id)?;
     match p.state {
         PkgState::Online => Ok(p),

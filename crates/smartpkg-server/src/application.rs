@@ -5,6 +5,7 @@
 //! here, and maps the error to its own answer.
 
 use smartpkg_core::ext::parse_ext_json;
+use smartpkg_core::ids::{AccountId, AppId, PackageId, TemplateId, TpId};
 use smartpkg_core::lifecycle::{Command, Errno, Refusal};
 use smartpkg_store::{
     Account, AccountRefusal, Actor, App, AppPatch, Domains, IssuedCode, LibraryRefusal, NewAccount,
@@ -55,9 +56,9 @@ pub fn check_text(field: &str, value: Option<&str>, multiline: bool) -> OpResult
 
 /// A package upload, as any face gives it once it has parsed its own wire.
 pub struct Upload {
-    pub app_id: i64,
-    pub tp_id: i64,
-    pub template_id: i64,
+    pub app_id: AppId,
+    pub tp_id: TpId,
+    pub template_id: TemplateId,
     pub ext_json: String,
     pub version: String,
     pub version_desc: String,
@@ -82,8 +83,12 @@ pub async fn upload(state: &AppState, u: Upload, actor: Actor) -> OpResult<i64> 
     }
     let ext = parse_ext_json(&u.ext_json)
         .map_err(|e| OpError::Refused(Refusal::new(e.errno(), e.to_string())))?;
-    let template = match state.store.get_template(u.template_id).await? {
-        Some(t) if t.tp_id == u.tp_id => t,
+    let template = match state
+        .store
+        .get_template(TemplateId(u.template_id.get()))
+        .await?
+    {
+        Some(t) if t.tp_id == TpId(u.tp_id.get()) => t,
         _ => {
             return Err(OpError::Refused(Refusal::detailed(
                 Errno::TemplateNotFound,
@@ -107,9 +112,9 @@ pub async fn upload(state: &AppState, u: Upload, actor: Actor) -> OpResult<i64> 
         + u.test_password.as_ref().map_or(0, String::len);
     upload_bytes_allowed(state, u.app_id, u.tp_id, kept as u64)?;
     let new = NewPackage {
-        app_id: u.app_id,
-        tp_id: u.tp_id,
-        template_id: u.template_id,
+        app_id: AppId(u.app_id.get()),
+        tp_id: TpId(u.tp_id.get()),
+        template_id: TemplateId(u.template_id.get()),
         version: u.version,
         version_desc: u.version_desc,
         ext_json: u.ext_json,
@@ -124,7 +129,7 @@ pub async fn upload(state: &AppState, u: Upload, actor: Actor) -> OpResult<i64> 
     {
         Ok((package_id, plan)) => {
             state.jobs_ready.notify(crate::job_signal::lanes_of(&plan));
-            Ok(package_id)
+            Ok(package_id.get())
         }
         Err(refusal) => Err(OpError::Refused(refusal)),
     }
@@ -132,7 +137,7 @@ pub async fn upload(state: &AppState, u: Upload, actor: Actor) -> OpResult<i64> 
 
 /// Takes `bytes` from the upload byte budgets of the mini program and of its third party, or
 /// refuses with 50029 naming the budget that is spent (taking nothing from either).
-fn upload_bytes_allowed(state: &AppState, app_id: i64, tp_id: i64, bytes: u64) -> OpResult<()> {
+fn upload_bytes_allowed(state: &AppState, app_id: AppId, tp_id: TpId, bytes: u64) -> OpResult<()> {
     let s = &state.settings;
     let limits = &state.write_limits;
     let refused = |scope: &'static str,
@@ -157,17 +162,20 @@ fn upload_bytes_allowed(state: &AppState, app_id: i64, tp_id: i64, bytes: u64) -
             ),
         ))
     };
-    limits.bytes_per_app.take_n(app_id, bytes).map_err(|wait| {
-        refused(
-            "app_bytes",
-            "this mini program",
-            "app_upload_bytes_per_window",
-            s.app_upload_bytes_per_window,
-            wait,
-        )
-    })?;
-    if let Err(wait) = limits.bytes_per_tp.take_n(tp_id, bytes) {
-        limits.bytes_per_app.refund(app_id, bytes);
+    limits
+        .bytes_per_app
+        .take_n(app_id.get(), bytes)
+        .map_err(|wait| {
+            refused(
+                "app_bytes",
+                "this mini program",
+                "app_upload_bytes_per_window",
+                s.app_upload_bytes_per_window,
+                wait,
+            )
+        })?;
+    if let Err(wait) = limits.bytes_per_tp.take_n(tp_id.get(), bytes) {
+        limits.bytes_per_app.refund(app_id.get(), bytes);
         return Err(refused(
             "tp_bytes",
             "this third party",
@@ -183,12 +191,12 @@ fn upload_bytes_allowed(state: &AppState, app_id: i64, tp_id: i64, bytes: u64) -
 /// staged release and its revert, rollback to a chosen version), decided through the core.
 pub async fn package_command(
     state: &AppState,
-    app_id: i64,
+    app_id: AppId,
     cmd: Command,
     actor: Actor,
 ) -> OpResult<()> {
     state
-        .execute(app_id, cmd, actor, None)
+        .execute(app_id.get(), cmd, actor, None)
         .await?
         .map(|_| ())
         .map_err(OpError::Refused)
@@ -205,16 +213,16 @@ pub struct Granted {
 /// Authorizes a mini program to a third party by the operator's hand and mints its tokens,
 /// with the same events as the owner's consent: UNAUTHORIZED to a third party that loses the
 /// mini program, AUTHORIZED (with a code of its own) to this one.
-pub async fn authorize(state: &AppState, tp_id: i64, app_id: i64) -> OpResult<Granted> {
-    if state.store.get_tp(tp_id).await?.is_none() {
+pub async fn authorize(state: &AppState, tp_id: TpId, app_id: AppId) -> OpResult<Granted> {
+    if state.store.get_tp(TpId(tp_id.get())).await?.is_none() {
         return Err(OpError::NotFound(format!("tp {tp_id}")));
     }
     let now = clock::now_ms();
     let (access_token, refresh_token, pair) = state.new_token_pair(now);
     let code = secrets::random_alnum(40);
     let grant = OperatorGrant {
-        tp_id,
-        app_id,
+        tp_id: TpId(tp_id.get()),
+        app_id: AppId(app_id.get()),
         pair,
         code: issued_code(tp_id, app_id, &code, now),
     };
@@ -242,11 +250,11 @@ pub enum OwnerCheck {
 /// address (IPv6: per /64), a wrong one counted in the metrics and the log.
 pub async fn check_owner_credential(
     state: &AppState,
-    app_id: i64,
+    app_id: AppId,
     password: String,
     client: Option<std::net::IpAddr>,
 ) -> OpResult<OwnerCheck> {
-    let app_key = owner::Guards::app_key(app_id);
+    let app_key = owner::Guards::app_key(app_id.get());
     let client_key = client.map(owner::Guards::client_key);
     let locked = client_key
         .as_deref()
@@ -255,7 +263,7 @@ pub async fn check_owner_credential(
     if let Some(left) = locked {
         return Ok(OwnerCheck::Locked(left));
     }
-    let stored = state.store.owner_password_hash(app_id).await?;
+    let stored = state.store.owner_password_hash(AppId(app_id.get())).await?;
     if !owner::verify_password(password, stored).await {
         state.guards.per_app.fail(&app_key);
         if let Some(k) = &client_key {
@@ -265,7 +273,7 @@ pub async fn check_owner_credential(
             .metrics
             .counter("smartpkg_owner_credential_failures_total", &[])
             .increment(1);
-        tracing::warn!(app_id, "wrong owner credential");
+        tracing::warn!(app_id = %app_id, "wrong owner credential");
         return Ok(OwnerCheck::Wrong);
     }
     state.guards.per_app.clear(&app_key);
@@ -277,10 +285,10 @@ pub const AUTH_CODE_TTL_S: i64 = 3600;
 
 /// An authorization code as the store keeps it: its hash, and the plain code the AUTHORIZED
 /// event hands to the third party, for any face that issues one.
-pub fn issued_code(tp_id: i64, app_id: i64, code: &str, now_ms: i64) -> IssuedCode {
+pub fn issued_code(tp_id: TpId, app_id: AppId, code: &str, now_ms: i64) -> IssuedCode {
     IssuedCode {
-        tp_id,
-        app_id,
+        tp_id: TpId(tp_id.get()),
+        app_id: AppId(app_id.get()),
         code_hash: secrets::sha256_hex(code),
         expires_at_ms: now_ms + AUTH_CODE_TTL_S * 1000,
         grant: smartpkg_core::push::CodeGrant {
@@ -310,7 +318,7 @@ pub const MAX_REASON_CHARS: usize = 2048;
 pub async fn load_package(state: &AppState, id: i64) -> OpResult<PackageRecord> {
     state
         .store
-        .get_package(id)
+        .get_package(PackageId(id))
         .await?
         .ok_or_else(|| OpError::NotFound(format!("package {id}")))
 }
@@ -319,7 +327,7 @@ pub async fn load_package(state: &AppState, id: i64) -> OpResult<PackageRecord> 
 /// goes out through the outbox as for any decision.
 pub async fn decide_audit(
     state: &AppState,
-    package_id: i64,
+    package_id: PackageId,
     pass: bool,
     reason: &str,
     actor: Actor,
@@ -336,30 +344,34 @@ pub async fn decide_audit(
         )));
     }
     check_text("reason", Some(&reason), true)?;
-    let p = load_package(state, package_id).await?;
+    let p = load_package(state, package_id.get()).await?;
     let cmd = Command::Decide {
-        package_id,
+        package_id: PackageId(package_id.get()),
         pass,
         reason,
     };
-    match state.execute(p.app_id, cmd, actor, None).await? {
-        Ok(_) => load_package(state, package_id).await,
+    match state.execute(p.app_id.get(), cmd, actor, None).await? {
+        Ok(_) => load_package(state, package_id.get()).await,
         Err(refusal) => Err(OpError::WrongState(refusal.msg)),
     }
 }
 
 /// Changes a mini program's name or gates.
-pub async fn patch_app(state: &AppState, app_id: i64, patch: AppPatch) -> OpResult<App> {
+pub async fn patch_app(state: &AppState, app_id: AppId, patch: AppPatch) -> OpResult<App> {
     if patch.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
         return Err(OpError::Invalid("name cannot be empty".into()));
     }
     check_text("name", patch.name.as_deref(), false)?;
-    Ok(state.store.update_app(app_id, patch).await?)
+    Ok(state.store.update_app(AppId(app_id.get()), patch).await?)
 }
 
 /// Ends an authorization: the app's tokens die and the third party is told UNAUTHORIZED.
-pub async fn revoke(state: &AppState, tp_id: i64, app_id: i64) -> OpResult<()> {
-    if state.store.revoke(tp_id, app_id, clock::now_ms()).await? {
+pub async fn revoke(state: &AppState, tp_id: TpId, app_id: AppId) -> OpResult<()> {
+    if state
+        .store
+        .revoke(TpId(tp_id.get()), AppId(app_id.get()), clock::now_ms())
+        .await?
+    {
         state.jobs_ready.notify_one();
         Ok(())
     } else {
@@ -378,13 +390,13 @@ pub async fn redeliver(state: &AppState, delivery_id: i64) -> OpResult<()> {
 
 /// New push keys for a third party (`msg_token` and `EncodingAESKey`): the caller shows them
 /// once. Pushes sent from now on are signed and encrypted with the new keys.
-pub async fn rotate_tp_keys(state: &AppState, tp_id: i64) -> OpResult<Tp> {
+pub async fn rotate_tp_keys(state: &AppState, tp_id: TpId) -> OpResult<Tp> {
     let patch = TpPatch {
         msg_token: Some(secrets::random_alnum(32)),
         encoding_aes_key: Some(secrets::encoding_aes_key()),
         ..TpPatch::default()
     };
-    Ok(state.store.update_tp(tp_id, patch).await?)
+    Ok(state.store.update_tp(TpId(tp_id.get()), patch).await?)
 }
 
 const MAX_ACCOUNT_NAME: usize = 64;
@@ -410,7 +422,7 @@ pub fn account_name(raw: &str) -> OpResult<String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Creator {
     /// The admin API or an operator's account (its id).
-    Operator(Option<i64>),
+    Operator(Option<AccountId>),
     /// The console's first-run setup: only while no account exists.
     FirstRun,
 }
@@ -422,7 +434,7 @@ pub async fn create_account(
     role: Role,
     password: Option<String>,
     creator: Creator,
-    apps: Vec<i64>,
+    apps: Vec<AppId>,
 ) -> OpResult<(Account, Option<String>)> {
     let (created_by, first_only) = match creator {
         Creator::Operator(by) => (by, false),
@@ -483,7 +495,7 @@ pub enum NewPassword {
 /// password (shown once).
 pub async fn edit_account(
     state: &AppState,
-    account_id: i64,
+    account_id: AccountId,
     password: NewPassword,
     disabled: Option<bool>,
     keep_session: Option<String>,
@@ -508,7 +520,12 @@ pub async fn edit_account(
     };
     let account = state
         .store
-        .update_account(account_id, change, keep_session, clock::now_ms())
+        .update_account(
+            AccountId(account_id.get()),
+            change,
+            keep_session,
+            clock::now_ms(),
+        )
         .await?
         .ok_or_else(|| OpError::NotFound(format!("account {account_id}")))?;
     Ok((account, password.filter(|_| generated)))
@@ -536,7 +553,7 @@ pub fn page(page: i64, size: i64) -> OpResult<(i64, i64)> {
 /// Makes a template of one of the third party's drafts, within the library's limit.
 pub async fn add_template(
     state: &AppState,
-    tp_id: i64,
+    tp_id: TpId,
     draft_id: i64,
     desc: String,
 ) -> OpResult<smartpkg_store::Template> {
@@ -550,7 +567,13 @@ pub async fn add_template(
         .map_err(|why| OpError::Refused(Refusal::detailed(Errno::TemplateDescInvalid, why)))?;
     let added = state
         .store
-        .add_template(tp_id, draft_id, desc, MAX_TEMPLATES, clock::now_ms())
+        .add_template(
+            TpId(tp_id.get()),
+            draft_id,
+            desc,
+            MAX_TEMPLATES,
+            clock::now_ms(),
+        )
         .await?;
     added.map_err(|refusal| match refusal {
         LibraryRefusal::TemplateLimit => OpError::Refused(Refusal::baidu(Errno::TemplateLimit)),
@@ -562,10 +585,18 @@ pub async fn add_template(
 }
 
 /// Removes a template from the third party's library (packages built from it stay).
-pub async fn delete_template(state: &AppState, tp_id: i64, template_id: i64) -> OpResult<()> {
+pub async fn delete_template(
+    state: &AppState,
+    tp_id: TpId,
+    template_id: TemplateId,
+) -> OpResult<()> {
     state
         .store
-        .delete_template(tp_id, template_id, clock::now_ms())
+        .delete_template(
+            TpId(tp_id.get()),
+            TemplateId(template_id.get()),
+            clock::now_ms(),
+        )
         .await?
         .map_err(|_| {
             OpError::Refused(Refusal::detailed(
@@ -691,10 +722,10 @@ fn no_app() -> OpError {
 }
 
 /// A mini program's runtime settings (pause, domains, minimum runtime version).
-pub async fn app_settings(state: &AppState, app_id: i64) -> OpResult<RuntimeSettings> {
+pub async fn app_settings(state: &AppState, app_id: AppId) -> OpResult<RuntimeSettings> {
     state
         .store
-        .runtime_settings(app_id)
+        .runtime_settings(AppId(app_id.get()))
         .await?
         .ok_or_else(no_app)
 }
@@ -703,16 +734,16 @@ pub async fn app_settings(state: &AppState, app_id: i64) -> OpResult<RuntimeSett
 /// because a list would be too long), tells the faces' caches, and answers the settings.
 pub async fn edit_app_settings(
     state: &AppState,
-    app_id: i64,
+    app_id: AppId,
     edit: impl FnOnce(&mut RuntimeSettings) -> bool + Send + 'static,
 ) -> OpResult<RuntimeSettings> {
     let (apply, fits) = guarded(edit);
     let settings = state
         .store
-        .update_runtime_settings(app_id, apply)
+        .update_runtime_settings(AppId(app_id.get()), apply)
         .await?
         .ok_or_else(no_app)?;
-    state.app_caches.app_changed(app_id);
+    state.app_caches.app_changed(app_id.get());
     fitted(&fits)?;
     Ok(settings)
 }
@@ -720,13 +751,13 @@ pub async fn edit_app_settings(
 /// Applies `edit` to the third party's registered domains, whole or not at all.
 pub async fn edit_tp_domains(
     state: &AppState,
-    tp_id: i64,
+    tp_id: TpId,
     edit: impl FnOnce(&mut Domains) -> bool + Send + 'static,
 ) -> OpResult<Domains> {
     let (apply, fits) = guarded(edit);
     let d = state
         .store
-        .update_tp_domains(tp_id, apply)
+        .update_tp_domains(TpId(tp_id.get()), apply)
         .await?
         .ok_or_else(|| OpError::Refused(Refusal::baidu(Errno::NoTpPermission)))?;
     fitted(&fits)?;

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use smartpkg_core::archive;
+use smartpkg_core::ids::{AppId, TemplateId, TpId};
 use smartpkg_store::{App, NewApp, NewTemplate, NewTp, Tp};
 
 use crate::state::AppState;
@@ -49,11 +50,11 @@ fn err(e: impl std::fmt::Display) -> DemoError {
 }
 
 async fn existing(state: &AppState, ids: &DemoIds) -> Result<Option<(Tp, App)>, DemoError> {
-    let tp = state.store.get_tp(ids.tp_id).await.map_err(err)?;
-    let app = state.store.get_app(ids.app_id).await.map_err(err)?;
+    let tp = state.store.get_tp(TpId(ids.tp_id)).await.map_err(err)?;
+    let app = state.store.get_app(AppId(ids.app_id)).await.map_err(err)?;
     let template = state
         .store
-        .get_template(ids.template_id)
+        .get_template(TemplateId(ids.template_id))
         .await
         .map_err(err)?;
     Ok(match (tp, app, template) {
@@ -70,7 +71,7 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
     let found = match &remembered {
         Some(ids) => existing(state, ids)
             .await?
-            .map(|(tp, app)| (tp, app, ids.template_id)),
+            .map(|(tp, app)| (tp, app, TemplateId(ids.template_id))),
         None => None,
     };
     let known_host = remembered
@@ -117,7 +118,7 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
                 )
                 .await
                 .map_err(err)?;
-            waiting_for_review(state, &tp, t.template_id).await?;
+            waiting_for_review(state, &tp, t.template_id.get()).await?;
             (tp, app, t.template_id)
         }
     };
@@ -137,9 +138,9 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
                 .await
                 .map_err(err)?;
             let ids = DemoIds {
-                tp_id: tp.tp_id,
-                app_id: app.app_id,
-                template_id,
+                tp_id: tp.tp_id.get(),
+                app_id: app.app_id.get(),
+                template_id: template_id.get(),
                 host_key: Some(key.clone()),
                 host_secret: Some(secret.clone()),
                 console_password: None,
@@ -164,9 +165,9 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
             .map_err(|e| DemoError(e.to_string()))?;
             let password = generated.unwrap_or_default();
             let ids = DemoIds {
-                tp_id: tp.tp_id,
-                app_id: app.app_id,
-                template_id,
+                tp_id: tp.tp_id.get(),
+                app_id: app.app_id.get(),
+                template_id: template_id.get(),
                 host_key: Some(host_key.clone()),
                 host_secret: Some(host_secret.clone()),
                 console_password: Some(password.clone()),
@@ -180,7 +181,7 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
     Ok(Demo {
         tp,
         app,
-        template_id,
+        template_id: template_id.get(),
         access_token,
         host_key,
         host_secret,
@@ -283,7 +284,7 @@ async fn waiting_for_review(state: &AppState, tp: &Tp, template_id: i64) -> Resu
     let new = NewPackage {
         app_id: cafe.app_id,
         tp_id: tp.tp_id,
-        template_id,
+        template_id: TemplateId(template_id),
         version: "1.0.0".into(),
         version_desc: "the café's first version".into(),
         ext_json,
@@ -318,7 +319,10 @@ async fn waiting_for_review(state: &AppState, tp: &Tp, template_id: i64) -> Resu
                             test_password: None,
                         },
                     };
-                    if let Err(e) = state.execute(app_id, submit, Actor::ThirdParty, None).await {
+                    if let Err(e) = state
+                        .execute(app_id.get(), submit, Actor::ThirdParty, None)
+                        .await
+                    {
                         tracing::warn!(error = %e, "demo: the café's package was not submitted");
                     }
                     return;
@@ -348,7 +352,7 @@ async fn new_app(state: &AppState, name: &str) -> Result<App, DemoError> {
 }
 
 /// Authorizes `app_id` to the third party as an operator would; the new access token.
-async fn authorize(state: &AppState, tp_id: i64, app_id: i64) -> Result<String, DemoError> {
+async fn authorize(state: &AppState, tp_id: TpId, app_id: AppId) -> Result<String, DemoError> {
     crate::application::authorize(state, tp_id, app_id)
         .await
         .map(|g| g.access_token)

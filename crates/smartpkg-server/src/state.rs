@@ -2,6 +2,7 @@
 //! hooks through which a change reaches the caches that copy it. It sits below the faces:
 //! it names none of them (a face that keeps a cache registers it here, as an [`AppCache`]).
 
+use smartpkg_core::ids::AppId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -104,7 +105,7 @@ impl AppState {
     ) -> Result<Decision, StoreError> {
         let decision = self
             .store
-            .execute(app_id, cmd, self.decision_context(actor), job)
+            .execute(AppId(app_id), cmd, self.decision_context(actor), job)
             .await?;
         if let Ok(plan) = &decision {
             self.jobs_ready.notify(job_signal::lanes_of(plan));

@@ -4,6 +4,7 @@
 //! a busy database) runs again later with backoff. Nothing is lost on a crash: an unfinished
 //! job is still in the table and runs again when its lease ends (at once on restart with SQLite).
 
+use smartpkg_core::ids::{PackageId, TemplateId};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,7 +65,7 @@ async fn read_template(
 ) -> Result<(Vec<u8>, Arc<TemplateManifest>), TemplateProblem> {
     let t = state
         .store
-        .get_template(template_id)
+        .get_template(TemplateId(template_id))
         .await
         .map_err(|e| TemplateProblem::Transient(e.to_string()))?
         .ok_or_else(|| TemplateProblem::Broken(format!("template {template_id} does not exist")))?;
@@ -96,7 +97,7 @@ pub async fn template_manifest(
 ) -> Result<Arc<TemplateManifest>, TemplateProblem> {
     let t = state
         .store
-        .get_template(template_id)
+        .get_template(TemplateId(template_id))
         .await
         .map_err(|e| TemplateProblem::Transient(e.to_string()))?
         .ok_or_else(|| TemplateProblem::Broken(format!("template {template_id} does not exist")))?;
@@ -167,7 +168,7 @@ async fn build(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
         errno,
         msg,
     };
-    let cmd = match template_manifest(state, pkg.template_id).await {
+    let cmd = match template_manifest(state, pkg.template_id.get()).await {
         Err(TemplateProblem::Transient(e)) => return Err(JobError::Transient(e)),
         Err(TemplateProblem::Broken(e)) => failed(
             Errno::TemplateParseError,
@@ -175,7 +176,7 @@ async fn build(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
         ),
         Ok(manifest) => match parse_ext_json(&pkg.ext_json) {
             Err(e) => failed(e.errno(), e.to_string()),
-            Ok(ext) => match build_ext_json(&ext, pkg.app_id, &manifest) {
+            Ok(ext) => match build_ext_json(&ext, pkg.app_id.get(), &manifest) {
                 Err(f) => failed(f.errno, f.msg),
                 Ok(ext_json) => Command::BuildSucceeded {
                     package_id: pkg.package_id,
@@ -186,9 +187,9 @@ async fn build(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
         },
     };
     if let Command::BuildFailed { msg, .. } = &cmd {
-        tracing::info!(package_id = pkg.package_id, reason = ?msg, "build failed");
+        tracing::info!(package_id = %pkg.package_id, reason = ?msg, "build failed");
     }
-    finish(state, pkg.app_id, cmd, job).await
+    finish(state, pkg.app_id.get(), cmd, job).await
 }
 
 async fn auto_audit(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
@@ -205,7 +206,7 @@ async fn auto_audit(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
     let rules = Rules {
         max_name_chars: (max > 0).then_some(max),
     };
-    let verdict = match template_manifest(state, pkg.template_id).await {
+    let verdict = match template_manifest(state, pkg.template_id.get()).await {
         Err(TemplateProblem::Transient(e)) => return Err(JobError::Transient(e)),
         Err(TemplateProblem::Broken(e)) => Err(format!("代码包无法解析：{e}")),
         Ok(manifest) => audit_rules::evaluate(&app.name, &manifest, &rules),
@@ -215,7 +216,7 @@ async fn auto_audit(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
         pass: verdict.is_ok(),
         reason: verdict.err().unwrap_or_default(),
     };
-    finish(state, pkg.app_id, cmd, job).await
+    finish(state, pkg.app_id.get(), cmd, job).await
 }
 
 async fn finish_rollback(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
@@ -225,7 +226,7 @@ async fn finish_rollback(state: &AppState, job: &Job) -> Result<Outcome, JobErro
     let cmd = Command::FinishRollback {
         package_id: pkg.package_id,
     };
-    finish(state, pkg.app_id, cmd, job).await
+    finish(state, pkg.app_id.get(), cmd, job).await
 }
 
 /// One delivery attempt; the store logs it and settles the delivery and this job together.
@@ -303,7 +304,7 @@ async fn push(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
         m.counter("smartpkg_push_target_holds_total", &[])
             .increment(1);
         tracing::warn!(
-            tp_id = d.tp_id,
+            tp_id = %d.tp_id,
             hold_ms = until - clock::now_ms(),
             "push target keeps failing: its deliveries are on hold"
         );
@@ -606,7 +607,7 @@ pub async fn make_archive(state: &AppState, package_id: i64) -> Result<(String, 
     let _one = state.archive_making.lock().await;
     let p = state
         .store
-        .get_package(package_id)
+        .get_package(PackageId(package_id))
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("package {package_id} is gone"))?;
@@ -616,7 +617,7 @@ pub async fn make_archive(state: &AppState, package_id: i64) -> Result<(String, 
     let ext_json = p
         .built_ext_json
         .ok_or_else(|| format!("package {package_id} was never built"))?;
-    let (bytes, manifest) = template_bytes(state, p.template_id).await?;
+    let (bytes, manifest) = template_bytes(state, p.template_id.get()).await?;
     let tmp_dir = state.settings.data_dir.join("tmp");
     let archive = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
         use std::io::{Read, Seek, SeekFrom};
@@ -635,7 +636,7 @@ pub async fn make_archive(state: &AppState, package_id: i64) -> Result<(String, 
     let sha = state.blobs.put(archive).await.map_err(|e| e.to_string())?;
     state
         .store
-        .set_package_archive(package_id, sha, size)
+        .set_package_archive(PackageId(package_id), sha, size)
         .await
         .map_err(|e| e.to_string())
 }

@@ -131,11 +131,12 @@ impl GetCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use smartpkg_core::ids::{AppId, TpId};
 
     fn answer(app_id: i64) -> Answer {
         let grant = Grant {
-            app_id,
-            tp_id: 1,
+            app_id: AppId(app_id),
+            tp_id: TpId(1),
             expires_at_ms: 0,
         };
         (grant, vec![])
@@ -164,7 +165,7 @@ mod tests {
         assert!(cache.get("t").is_none(), "a stale read was kept");
         let epoch = cache.epoch().expect("live");
         cache.put("t".into(), answer(2), epoch);
-        assert_eq!(cache.get("t").map(|(g, _)| g.app_id), Some(2));
+        assert_eq!(cache.get("t").map(|(g, _)| g.app_id), Some(AppId(2)));
         cache.invalidate();
         assert!(
             cache.get("t").is_none(),

@@ -1,6 +1,7 @@
 //! `package/get` from each instance's cache: what it answers after a change, on the instance
 //! that made it and on another (see the crate's `cache` module).
 
+use smartpkg_core::ids::{AppId, TpId};
 use std::time::{Duration, Instant};
 
 use smartpkg_store::conformance::{code, ctx, new_package, pair, seeded};
@@ -33,7 +34,7 @@ async fn two_instances() -> (FreshDatabase, PgStore, PgStore, i64, i64) {
         })
         .await;
     }
-    (db, a, b, tp, app)
+    (db, a, b, tp.get(), app.get())
 }
 
 async fn packages_seen(s: &PgStore) -> Option<usize> {
@@ -61,7 +62,7 @@ async fn an_instance_reads_its_own_writes_at_once() {
     let (_db, a, _b, tp, app) = two_instances().await;
     assert_eq!(packages_seen(&a).await, Some(1));
     assert_eq!(packages_seen(&a).await, Some(1), "now from the cache");
-    assert!(a.revoke(tp, app, 1).await.expect("revoke"));
+    assert!(a.revoke(TpId(tp), AppId(app), 1).await.expect("revoke"));
     assert_eq!(
         packages_seen(&a).await,
         None,
@@ -74,7 +75,7 @@ async fn a_change_on_one_instance_reaches_another_before_its_answers_expire() {
     let (_db, a, b, tp, app) = two_instances().await;
     assert_eq!(packages_seen(&b).await, Some(1));
     let revoked = Instant::now();
-    assert!(a.revoke(tp, app, 1).await.expect("revoke"));
+    assert!(a.revoke(TpId(tp), AppId(app), 1).await.expect("revoke"));
     wait_until("b to see the revocation", || async {
         packages_seen(&b).await.is_none()
     })
@@ -102,7 +103,7 @@ async fn without_a_notification_an_answer_lives_no_longer_than_its_ttl() {
     }
     assert_eq!(packages_seen(&b).await, Some(1));
     let cached_at = Instant::now();
-    assert!(a.revoke(tp, app, 1).await.expect("revoke"));
+    assert!(a.revoke(TpId(tp), AppId(app), 1).await.expect("revoke"));
     assert_eq!(
         packages_seen(&b).await,
         Some(1),

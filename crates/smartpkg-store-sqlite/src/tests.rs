@@ -1,4 +1,5 @@
 use super::*;
+use smartpkg_core::ids::{AppId, TemplateId, TpId};
 use smartpkg_store::conformance::{ctx, new_package};
 use smartpkg_store::sql::Tx;
 use smartpkg_store::PackageStore;
@@ -8,14 +9,14 @@ async fn seeded() -> (tempfile::TempDir, SqliteStore, i64, i64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SqliteStore::open(dir.path().join("smartpkg.db")).expect("open");
     let (tp, app, _) = smartpkg_store::conformance::seeded(&store).await;
-    (dir, store, tp, app)
+    (dir, store, tp.get(), app.get())
 }
 
 #[tokio::test]
 async fn the_database_itself_refuses_two_packages_in_one_slot() {
     let (_d, store, tp, app) = seeded().await;
     let (id, _) = store
-        .upload(new_package(tp, app, 1), ctx(0))
+        .upload(new_package(TpId(tp), AppId(app), TemplateId(1)), ctx(0))
         .await
         .expect("db")
         .expect("upload");
@@ -47,7 +48,7 @@ async fn the_database_and_its_wal_are_owner_only() {
     use std::os::unix::fs::PermissionsExt;
     let (dir, store, tp, app) = seeded().await;
     store
-        .upload(new_package(tp, app, 1), ctx(0))
+        .upload(new_package(TpId(tp), AppId(app), TemplateId(1)), ctx(0))
         .await
         .expect("db")
         .expect("upload");

@@ -10,6 +10,7 @@
 //! - a replay's revocation of a token family commits in the transaction that recognised it.
 
 use async_trait::async_trait;
+use smartpkg_core::ids::{AppId, TpId};
 
 use crate::Result;
 
@@ -25,8 +26,8 @@ pub struct TokenPair {
 /// What an access token grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grant {
-    pub app_id: i64,
-    pub tp_id: i64,
+    pub app_id: AppId,
+    pub tp_id: TpId,
     pub expires_at_ms: i64,
 }
 
@@ -34,8 +35,8 @@ pub struct Grant {
 /// AUTHORIZED event that hands it over.
 #[derive(Debug, Clone)]
 pub struct IssuedCode {
-    pub tp_id: i64,
-    pub app_id: i64,
+    pub tp_id: TpId,
+    pub app_id: AppId,
     pub code_hash: String,
     pub expires_at_ms: i64,
     /// The plain code and its lifetime, which the AUTHORIZED event hands to the third party
@@ -54,8 +55,8 @@ pub struct Approval {
 /// events as the page flow, plus a token pair handed to the operator.
 #[derive(Debug, Clone)]
 pub struct OperatorGrant {
-    pub tp_id: i64,
-    pub app_id: i64,
+    pub tp_id: TpId,
+    pub app_id: AppId,
     pub pair: TokenPair,
     pub code: IssuedCode,
 }
@@ -99,20 +100,20 @@ pub trait AuthStore: Send + Sync {
 
     async fn create_tp_token(
         &self,
-        tp_id: i64,
+        tp_id: TpId,
         token_hash: String,
         expires_at_ms: i64,
         now_ms: i64,
     ) -> Result<()>;
 
     /// (tp_id, expires_at_ms) of a TP access token.
-    async fn resolve_tp_token(&self, token_hash: String) -> Result<Option<(i64, i64)>>;
+    async fn resolve_tp_token(&self, token_hash: String) -> Result<Option<(TpId, i64)>>;
 
     /// Stores a ticket (by hash) and queues its push, which carries the plain ticket, to the
     /// TP's authorization-event URL.
     async fn push_ticket(
         &self,
-        tp_id: i64,
+        tp_id: TpId,
         ticket_hash: String,
         expires_at_ms: i64,
         ticket: String,
@@ -120,15 +121,15 @@ pub trait AuthStore: Send + Sync {
     ) -> Result<()>;
 
     /// Whether the ticket is one of the TP's and still valid.
-    async fn ticket_valid(&self, tp_id: i64, ticket_hash: String, now_ms: i64) -> Result<bool>;
+    async fn ticket_valid(&self, tp_id: TpId, ticket_hash: String, now_ms: i64) -> Result<bool>;
 
     /// Stores a single-use code (`pre_auth` or `auth`) by its hash.
     async fn create_code(
         &self,
         kind: CodeKind,
         code_hash: String,
-        tp_id: i64,
-        app_id: Option<i64>,
+        tp_id: TpId,
+        app_id: Option<AppId>,
         expires_at_ms: i64,
         now_ms: i64,
     ) -> Result<()>;
@@ -138,7 +139,7 @@ pub trait AuthStore: Send + Sync {
         &self,
         kind: CodeKind,
         code_hash: String,
-        tp_id: i64,
+        tp_id: TpId,
         now_ms: i64,
     ) -> Result<bool>;
 
@@ -156,22 +157,22 @@ pub trait AuthStore: Send + Sync {
     /// presented again after its use revokes every token issued from it.
     async fn exchange_code(
         &self,
-        tp_id: i64,
+        tp_id: TpId,
         code_hash: String,
         pair: TokenPair,
         now_ms: i64,
-    ) -> Result<Option<i64>>;
+    ) -> Result<Option<AppId>>;
 
     /// Trades a refresh token (once) for a new pair of the same family; the app id on
     /// success. A used refresh token presented again revokes its whole family.
     async fn refresh(
         &self,
-        tp_id: i64,
+        tp_id: TpId,
         refresh_hash: String,
         pair: TokenPair,
         now_ms: i64,
-    ) -> Result<Option<i64>>;
+    ) -> Result<Option<AppId>>;
 
     /// Ends the app's authorization to the TP: its tokens die and the TP is told UNAUTHORIZED.
-    async fn revoke(&self, tp_id: i64, app_id: i64, now_ms: i64) -> Result<bool>;
+    async fn revoke(&self, tp_id: TpId, app_id: AppId, now_ms: i64) -> Result<bool>;
 }

@@ -4,6 +4,7 @@
 //!
 //! Enabled by the `conformance` feature (and in this crate's own tests).
 
+use smartpkg_core::ids::{AccountId, AppId, HostId, PackageId, TemplateId, TpId};
 use std::sync::Arc;
 
 use smartpkg_core::lifecycle::{AuditRequest, Command, JobKind, PkgState, Policy};
@@ -93,7 +94,7 @@ fn tp(client_id: &str) -> NewTp {
     }
 }
 
-fn app(key: &str, tp_id: Option<i64>) -> NewApp {
+fn app(key: &str, tp_id: Option<TpId>) -> NewApp {
     NewApp {
         app_key: key.into(),
         name: "app".into(),
@@ -105,7 +106,7 @@ fn app(key: &str, tp_id: Option<i64>) -> NewApp {
 }
 
 /// A TP with one authorized app and one template: (tp_id, app_id, template_id).
-pub async fn seeded(store: &dyn Store) -> (i64, i64, i64) {
+pub async fn seeded(store: &dyn Store) -> (TpId, AppId, TemplateId) {
     let tp = store.create_tp(tp("cid")).await.expect("tp");
     let app = store
         .create_app(app("key", Some(tp.tp_id)))
@@ -128,7 +129,7 @@ pub async fn seeded(store: &dyn Store) -> (i64, i64, i64) {
 }
 
 /// A development package of `app_id` from `template_id`.
-pub fn new_package(tp_id: i64, app_id: i64, template_id: i64) -> NewPackage {
+pub fn new_package(tp_id: TpId, app_id: AppId, template_id: TemplateId) -> NewPackage {
     NewPackage {
         app_id,
         tp_id,
@@ -151,7 +152,7 @@ pub fn pair(tag: &str, now: i64) -> TokenPair {
     }
 }
 
-pub fn code(tp_id: i64, app_id: i64, hash: &str, expires_at_ms: i64) -> IssuedCode {
+pub fn code(tp_id: TpId, app_id: AppId, hash: &str, expires_at_ms: i64) -> IssuedCode {
     IssuedCode {
         tp_id,
         app_id,
@@ -168,7 +169,10 @@ pub async fn every_known_third_party_can_be_resumed_and_no_unknown_one(store: Ar
     let (tp_id, _, _) = seeded(&*store).await;
     // Never pushed to: no failure record, nothing to end, and still a known target.
     assert!(store.resume_target(tp_id).await.expect("db"));
-    assert!(!store.resume_target(tp_id + 1000).await.expect("db"));
+    assert!(!store
+        .resume_target(TpId(tp_id.get() + 1000))
+        .await
+        .expect("db"));
 }
 
 pub async fn queued_events_read_back_as_the_typed_events_that_queued_them(store: Arc<dyn Store>) {
@@ -249,7 +253,7 @@ pub async fn tenants_round_trip_and_secrets_are_stable(store: Arc<dyn Store>) {
         .await
         .expect("db"));
     assert!(!store
-        .set_owner_password(999_999, "h".into())
+        .set_owner_password(AppId(999_999), "h".into())
         .await
         .expect("db"));
     let got = store.get_app(x.app_id).await.expect("db").expect("app");
@@ -509,7 +513,7 @@ pub async fn moving_an_app_ends_the_old_authorization_and_tells_both(store: Arc<
         .expect("db")
         .expect("grant");
     assert_eq!((g.app_id, g.tp_id), (app_id, new_tp));
-    let events = |tp: i64| {
+    let events = |tp: TpId| {
         let store = store.clone();
         async move {
             store
@@ -875,7 +879,7 @@ const PACKAGE_RACE_ROUNDS: usize = 200;
 /// Runs `cmd` from `RACERS` tasks at once; (winners, refusal errnos). A storage error (a
 /// conflict that outlived the backend's retries included) fails the case: callers must get a
 /// decision, never a 500.
-async fn race(store: &Arc<dyn Store>, app_id: i64, cmd: Command, now: i64) -> (usize, Vec<i64>) {
+async fn race(store: &Arc<dyn Store>, app_id: AppId, cmd: Command, now: i64) -> (usize, Vec<i64>) {
     let mut tasks = Vec::with_capacity(RACERS);
     for _ in 0..RACERS {
         let (store, cmd) = (store.clone(), cmd.clone());
@@ -895,7 +899,7 @@ async fn race(store: &Arc<dyn Store>, app_id: i64, cmd: Command, now: i64) -> (u
     (winners, refusals)
 }
 
-async fn decide_ok(store: &Arc<dyn Store>, app_id: i64, cmd: Command, now: i64) {
+async fn decide_ok(store: &Arc<dyn Store>, app_id: AppId, cmd: Command, now: i64) {
     store
         .execute(app_id, cmd, ctx(now), None)
         .await
@@ -904,7 +908,13 @@ async fn decide_ok(store: &Arc<dyn Store>, app_id: i64, cmd: Command, now: i64) 
 }
 
 /// Uploads a version and completes its build: its package id, in development.
-async fn built(store: &Arc<dyn Store>, tp_id: i64, app_id: i64, t: i64, now: i64) -> i64 {
+async fn built(
+    store: &Arc<dyn Store>,
+    tp_id: TpId,
+    app_id: AppId,
+    t: TemplateId,
+    now: i64,
+) -> PackageId {
     let (id, _) = store
         .upload(new_package(tp_id, app_id, t), ctx(now))
         .await
@@ -920,7 +930,13 @@ async fn built(store: &Arc<dyn Store>, tp_id: i64, app_id: i64, t: i64, now: i64
 }
 
 /// Uploads, builds, submits and passes a version: its package id, audit passed.
-async fn passed(store: &Arc<dyn Store>, tp_id: i64, app_id: i64, t: i64, now: i64) -> i64 {
+async fn passed(
+    store: &Arc<dyn Store>,
+    tp_id: TpId,
+    app_id: AppId,
+    t: TemplateId,
+    now: i64,
+) -> PackageId {
     let id = built(store, tp_id, app_id, t, now).await;
     let submit = Command::SubmitAudit {
         package_id: id,
@@ -1131,7 +1147,11 @@ pub async fn staged_releases_and_the_runtime_view_agree(store: Arc<dyn Store>) {
         record.staged_percent, None,
         "a release ends the staged release"
     );
-    assert!(store.runtime_view(999_999).await.expect("db").is_none());
+    assert!(store
+        .runtime_view(AppId(999_999))
+        .await
+        .expect("db")
+        .is_none());
 }
 
 pub async fn rollback_to_a_chosen_version_reaches_back_five_releases(store: Arc<dyn Store>) {
@@ -1213,7 +1233,7 @@ pub async fn racing_settings_edits_all_land(store: Arc<dyn Store>) {
     let d = store.tp_domains(tp_id).await.expect("db").expect("tp");
     assert_eq!(d.socket_domain.len(), RACERS);
     assert!(store
-        .update_runtime_settings(999_999, Box::new(|s| s.paused = true))
+        .update_runtime_settings(AppId(999_999), Box::new(|s| s.paused = true))
         .await
         .expect("db")
         .is_none());
@@ -1251,7 +1271,9 @@ pub async fn host_apps_and_archives_round_trip(store: Arc<dyn Store>) {
     let view = store.runtime_view(app_id).await.expect("db").expect("app");
     assert_eq!(view.hosts, vec![a.host_id]);
     assert!(matches!(
-        store.set_app_hosts(app_id, vec![a.host_id, 999]).await,
+        store
+            .set_app_hosts(app_id, vec![a.host_id, HostId(999)])
+            .await,
         Err(StoreError::NotFound(_))
     ));
     assert_eq!(
@@ -1263,7 +1285,10 @@ pub async fn host_apps_and_archives_round_trip(store: Arc<dyn Store>) {
             .hosts,
         vec![a.host_id]
     );
-    assert!(!store.set_app_hosts(999_999, vec![]).await.expect("db"));
+    assert!(!store
+        .set_app_hosts(AppId(999_999), vec![])
+        .await
+        .expect("db"));
     // The first archive recorded for a package is the one kept.
     let id = built(&store, tp_id, app_id, t, 10).await;
     let first = store
@@ -1555,7 +1580,7 @@ pub async fn a_package_log_is_its_own_however_busy_its_app(store: Arc<dyn Store>
     );
     assert!(
         store
-            .package_log(first + 1_000, 10)
+            .package_log(PackageId(first.get() + 1_000), 10)
             .await
             .expect("db")
             .is_empty(),
@@ -1655,7 +1680,7 @@ pub async fn a_changed_password_or_a_disabled_account_ends_its_sessions(store: A
     assert!(live("back").await);
     assert!(
         store
-            .update_account(id + 1_000, enable, None, 900)
+            .update_account(AccountId(id.get() + 1_000), enable, None, 900)
             .await
             .expect("db")
             .is_none(),

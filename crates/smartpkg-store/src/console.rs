@@ -10,6 +10,7 @@
 
 use async_trait::async_trait;
 use serde::Serialize;
+use smartpkg_core::ids::{AccountId, AppId, PackageId, TemplateId, TpId};
 use smartpkg_core::lifecycle::PkgState;
 
 use crate::{App, Result, Tp};
@@ -25,12 +26,12 @@ pub enum Actor {
     /// The admin API's bearer token.
     AdminToken,
     /// A console account.
-    Account(i64),
+    Account(AccountId),
 }
 
 impl Actor {
     /// (kind, account id) as stored.
-    pub fn to_db(self) -> (&'static str, Option<i64>) {
+    pub fn to_db(self) -> (&'static str, Option<AccountId>) {
         match self {
             Actor::System => ("system", None),
             Actor::ThirdParty => ("tp", None),
@@ -39,7 +40,7 @@ impl Actor {
         }
     }
 
-    pub fn from_db(kind: &str, account: Option<i64>) -> Actor {
+    pub fn from_db(kind: &str, account: Option<AccountId>) -> Actor {
         match (kind, account) {
             ("tp", _) => Actor::ThirdParty,
             ("admin", _) => Actor::AdminToken,
@@ -79,10 +80,10 @@ impl Role {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Account {
-    pub account_id: i64,
+    pub account_id: AccountId,
     pub name: String,
     pub role: Role,
-    pub created_by: Option<i64>,
+    pub created_by: Option<AccountId>,
     pub created_at_ms: i64,
     /// When the account was disabled: it cannot sign in, and has no session.
     pub disabled_at_ms: Option<i64>,
@@ -104,9 +105,9 @@ pub struct NewAccount {
     pub role: Role,
     /// The argon2 PHC string; the password itself is never stored.
     pub password_hash: String,
-    pub created_by: Option<i64>,
+    pub created_by: Option<AccountId>,
     /// For owners: the mini programs they own from the start.
-    pub apps: Vec<i64>,
+    pub apps: Vec<AppId>,
 }
 
 /// Why an account was not created.
@@ -129,12 +130,12 @@ pub struct Session {
 /// A package waiting for an audit decision, with what the queue shows of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct QueueItem {
-    pub package_id: i64,
-    pub app_id: i64,
+    pub package_id: PackageId,
+    pub app_id: AppId,
     pub app_name: String,
-    pub tp_id: i64,
+    pub tp_id: TpId,
     pub tp_name: String,
-    pub template_id: i64,
+    pub template_id: TemplateId,
     pub template_version: String,
     pub version: String,
     pub version_desc: String,
@@ -157,17 +158,17 @@ pub struct AppQuery {
     /// Part of the name (case-insensitive for ASCII), or an exact app id.
     pub text: String,
     /// Only the mini programs this owner account owns.
-    pub owned_by: Option<i64>,
+    pub owned_by: Option<AccountId>,
     /// Only the mini programs authorized to this third party.
-    pub tp_id: Option<i64>,
+    pub tp_id: Option<TpId>,
 }
 
 /// One state change of a package, with who caused it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LogEntry {
     pub log_id: i64,
-    pub package_id: i64,
-    pub app_id: i64,
+    pub package_id: PackageId,
+    pub app_id: AppId,
     pub version: String,
     pub at_ms: i64,
     /// None when the package was created (uploaded).
@@ -234,22 +235,22 @@ pub trait ConsoleStore: Send + Sync {
     /// change), except `keep_session`: the session that changed its own password.
     async fn update_account(
         &self,
-        account_id: i64,
+        account_id: AccountId,
         change: AccountChange,
         keep_session: Option<String>,
         now_ms: i64,
     ) -> Result<Option<Account>>;
 
     /// Adds mini programs to an owner account (already owned ones are kept once).
-    async fn add_owned_apps(&self, account_id: i64, apps: Vec<i64>) -> Result<()>;
+    async fn add_owned_apps(&self, account_id: AccountId, apps: Vec<AppId>) -> Result<()>;
 
-    async fn owns_app(&self, account_id: i64, app_id: i64) -> Result<bool>;
+    async fn owns_app(&self, account_id: AccountId, app_id: AppId) -> Result<bool>;
 
     /// Stores a session (only the token's hash); expired sessions are swept on the way.
     async fn create_session(
         &self,
         token_hash: String,
-        account_id: i64,
+        account_id: AccountId,
         csrf: String,
         now_ms: i64,
         expires_at_ms: i64,
@@ -275,12 +276,12 @@ pub trait ConsoleStore: Send + Sync {
     async fn list_tps(&self, offset: i64, limit: i64) -> Result<(i64, Vec<Tp>)>;
 
     /// The package log of one mini program (every package), newest first.
-    async fn app_log(&self, app_id: i64, limit: i64) -> Result<Vec<LogEntry>>;
+    async fn app_log(&self, app_id: AppId, limit: i64) -> Result<Vec<LogEntry>>;
 
     /// The log of one package, newest first: its own entries, however many other packages of
     /// its app were logged since (a package's timeline must not be cut by its app's
     /// activity).
-    async fn package_log(&self, package_id: i64, limit: i64) -> Result<Vec<LogEntry>>;
+    async fn package_log(&self, package_id: PackageId, limit: i64) -> Result<Vec<LogEntry>>;
 
     /// The newest entries of the whole package log.
     async fn recent_log(&self, limit: i64) -> Result<Vec<LogEntry>>;
@@ -296,7 +297,7 @@ pub const LOG_SELECT: &str = crate::log_select!();
 /// decision's transaction).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedLog {
-    pub package_id: i64,
+    pub package_id: PackageId,
     pub from: Option<PkgState>,
     pub to: PkgState,
     pub detail: Option<String>,

@@ -8,6 +8,7 @@
 
 use async_trait::async_trait;
 use serde::Serialize;
+use smartpkg_core::ids::{AppId, PackageId, TpId};
 
 use crate::Result;
 
@@ -58,11 +59,11 @@ impl Channel {
 pub struct EventRecord {
     pub event_id: i64,
     pub uid: String,
-    pub tp_id: i64,
+    pub tp_id: TpId,
     /// The app concerned; 0 for a ticket, which concerns the third party alone.
-    pub app_id: i64,
+    pub app_id: AppId,
     /// The package of an audit result; None for tickets and authorization events.
-    pub package_id: Option<i64>,
+    pub package_id: Option<PackageId>,
     pub event: String,
     pub reason: Option<String>,
     pub package_version: String,
@@ -77,7 +78,7 @@ impl EventRecord {
     pub fn typed(&self) -> Result<smartpkg_core::push::Event, crate::StoreError> {
         smartpkg_core::push::Event::from_columns(
             &self.event,
-            self.package_id,
+            self.package_id.map(PackageId::get),
             self.reason.as_deref(),
             &self.package_version,
             self.payload.as_deref(),
@@ -130,7 +131,7 @@ pub struct AttemptRecord {
 pub struct Delivery {
     pub delivery_id: i64,
     pub event: EventRecord,
-    pub tp_id: i64,
+    pub tp_id: TpId,
     pub url: String,
     pub state: DeliveryState,
     pub attempts: i64,
@@ -164,7 +165,7 @@ pub enum TargetVerdict {
 /// A push target (a third party) as the circuit breaker sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PushTarget {
-    pub tp_id: i64,
+    pub tp_id: TpId,
     pub consecutive_failures: i64,
     pub failing_since_ms: Option<i64>,
     /// While in the future, no delivery to this target is attempted.
@@ -184,7 +185,7 @@ pub trait DeliveryStore: Send + Sync {
     /// Deliveries, newest first, optionally of one TP and in one state.
     async fn list_deliveries(
         &self,
-        tp_id: Option<i64>,
+        tp_id: Option<TpId>,
         state: Option<DeliveryState>,
         before: Option<i64>,
         limit: i64,
@@ -212,5 +213,5 @@ pub trait DeliveryStore: Send + Sync {
 
     /// Ends a target's hold and failure run (an operator's decision); true for every known
     /// third party (one never pushed to has nothing to end), false for an unknown one.
-    async fn resume_target(&self, tp_id: i64) -> Result<bool>;
+    async fn resume_target(&self, tp_id: TpId) -> Result<bool>;
 }

@@ -7,6 +7,7 @@
 
 use async_trait::async_trait;
 use serde::Serialize;
+use smartpkg_core::ids::PackageId;
 
 use crate::Result;
 
@@ -14,7 +15,7 @@ use crate::Result;
 pub struct Job {
     pub job_id: i64,
     pub kind: smartpkg_core::lifecycle::JobKind,
-    pub package_id: i64,
+    pub package_id: PackageId,
     /// Set for push jobs.
     pub delivery_id: Option<i64>,
     pub attempts: i64,

@@ -7,14 +7,15 @@
 
 use async_trait::async_trait;
 use serde::Serialize;
+use smartpkg_core::ids::{TemplateId, TpId};
 
 use crate::Result;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Template {
-    pub template_id: i64,
+    pub template_id: TemplateId,
     pub draft_id: i64,
-    pub tp_id: i64,
+    pub tp_id: TpId,
     pub user_version: String,
     pub user_desc: String,
     pub blob_sha256: String,
@@ -27,7 +28,7 @@ pub struct Template {
 
 #[derive(Debug, Clone)]
 pub struct NewTemplate {
-    pub tp_id: i64,
+    pub tp_id: TpId,
     pub user_version: String,
     pub user_desc: String,
     pub blob_sha256: String,
@@ -37,7 +38,7 @@ pub struct NewTemplate {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Draft {
     pub draft_id: i64,
-    pub tp_id: i64,
+    pub tp_id: TpId,
     pub user_version: String,
     pub user_desc: String,
     /// Unix seconds.
@@ -60,17 +61,17 @@ pub enum LibraryRefusal {
 pub trait LibraryStore: Send + Sync {
     async fn create_template(&self, t: NewTemplate, now_ms: i64) -> Result<Template>;
 
-    async fn get_template(&self, template_id: i64) -> Result<Option<Template>>;
+    async fn get_template(&self, template_id: TemplateId) -> Result<Option<Template>>;
 
     async fn create_draft(&self, t: NewTemplate, now_ms: i64) -> Result<Draft>;
 
     /// (total, one page) of the TP's drafts, newest first.
-    async fn list_drafts(&self, tp_id: i64, offset: i64, limit: i64) -> Result<(i64, Vec<Draft>)>;
+    async fn list_drafts(&self, tp_id: TpId, offset: i64, limit: i64) -> Result<(i64, Vec<Draft>)>;
 
     /// Turns a draft into a template, at most `max` live templates per TP.
     async fn add_template(
         &self,
-        tp_id: i64,
+        tp_id: TpId,
         draft_id: i64,
         user_desc: String,
         max: i64,
@@ -80,7 +81,7 @@ pub trait LibraryStore: Send + Sync {
     /// (total, one page) of the TP's live templates, newest first.
     async fn list_templates(
         &self,
-        tp_id: i64,
+        tp_id: TpId,
         offset: i64,
         limit: i64,
     ) -> Result<(i64, Vec<Template>)>;
@@ -88,8 +89,8 @@ pub trait LibraryStore: Send + Sync {
     /// Deletes a live template of the TP; packages built from it keep working.
     async fn delete_template(
         &self,
-        tp_id: i64,
-        template_id: i64,
+        tp_id: TpId,
+        template_id: TemplateId,
         now_ms: i64,
     ) -> Result<std::result::Result<(), LibraryRefusal>>;
 }

@@ -12,6 +12,7 @@
 
 use async_trait::async_trait;
 use serde::Serialize;
+use smartpkg_core::ids::{AppId, PackageId, TemplateId, TpId};
 use smartpkg_core::lifecycle::{Command, PkgState, Plan, Policy, Refusal};
 
 use crate::{Grant, JobRef, Result};
@@ -19,10 +20,10 @@ use crate::{Grant, JobRef, Result};
 /// A package as stored, for the wire, the admin API and workers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PackageRecord {
-    pub package_id: i64,
-    pub app_id: i64,
-    pub tp_id: i64,
-    pub template_id: i64,
+    pub package_id: PackageId,
+    pub app_id: AppId,
+    pub tp_id: TpId,
+    pub template_id: TemplateId,
     #[serde(serialize_with = "state_str")]
     pub state: PkgState,
     pub version: String,
@@ -37,7 +38,7 @@ pub struct PackageRecord {
     pub msg: String,
     pub upload_err_code: Option<i64>,
     pub upload_err_msg: Option<String>,
-    pub previous_package_id: Option<i64>,
+    pub previous_package_id: Option<PackageId>,
     /// The version string of `previous_package_id`, when that package is still kept.
     pub rollback_version: Option<String>,
     pub restored: bool,
@@ -56,9 +57,9 @@ fn state_str<S: serde::Serializer>(s: &PkgState, ser: S) -> std::result::Result<
 
 #[derive(Debug, Clone)]
 pub struct NewPackage {
-    pub app_id: i64,
-    pub tp_id: i64,
-    pub template_id: i64,
+    pub app_id: AppId,
+    pub tp_id: TpId,
+    pub template_id: TemplateId,
     pub version: String,
     pub version_desc: String,
     pub ext_json: String,
@@ -70,8 +71,8 @@ pub struct NewPackage {
 #[derive(Debug, Clone, Default)]
 pub struct PackageFilter {
     pub status: Option<i64>,
-    pub app_id: Option<i64>,
-    pub tp_id: Option<i64>,
+    pub app_id: Option<AppId>,
+    pub tp_id: Option<TpId>,
     pub limit: Option<i64>,
 }
 
@@ -96,7 +97,7 @@ pub type Decision = std::result::Result<Plan, Refusal>;
 #[async_trait]
 pub trait PackageStore: Send + Sync {
     /// The packages `get` shows: the development, audit and online versions.
-    async fn visible_packages(&self, app_id: i64) -> Result<Vec<PackageRecord>>;
+    async fn visible_packages(&self, app_id: AppId) -> Result<Vec<PackageRecord>>;
 
     /// The token's grant and its app's visible packages in one read: `get` is what fleet
     /// tools poll, so it gets a single round trip to the database.
@@ -105,13 +106,13 @@ pub trait PackageStore: Send + Sync {
         token_hash: String,
     ) -> Result<Option<(Grant, Vec<PackageRecord>)>>;
 
-    async fn get_package(&self, package_id: i64) -> Result<Option<PackageRecord>>;
+    async fn get_package(&self, package_id: PackageId) -> Result<Option<PackageRecord>>;
 
     async fn list_packages(&self, filter: PackageFilter) -> Result<Vec<PackageRecord>>;
 
     async fn audit_quota(
         &self,
-        tp_id: i64,
+        tp_id: TpId,
         ctx: DecisionContext,
     ) -> Result<smartpkg_core::lifecycle::Quota>;
 
@@ -121,7 +122,7 @@ pub trait PackageStore: Send + Sync {
         &self,
         new: NewPackage,
         ctx: DecisionContext,
-    ) -> Result<std::result::Result<(i64, Plan), Refusal>>;
+    ) -> Result<std::result::Result<(PackageId, Plan), Refusal>>;
 
     /// Decides `cmd` for the app's packages and applies the plan in one transaction; when
     /// `job` is given it is completed (deleted) in that same transaction — only while its
@@ -129,7 +130,7 @@ pub trait PackageStore: Send + Sync {
     /// [`crate::StoreError::LeaseLost`].
     async fn execute(
         &self,
-        app_id: i64,
+        app_id: AppId,
         cmd: Command,
         ctx: DecisionContext,
         job: Option<JobRef>,

@@ -9,6 +9,7 @@
 //! `t.name AS tp_name`): of two columns with one name, SQLite's driver returns the first and
 //! sqlx the last, so a collision reads different values on the two backends.
 
+use smartpkg_core::ids::{Id, PackageId};
 use smartpkg_core::lifecycle::PkgState;
 
 use crate::{
@@ -23,6 +24,22 @@ pub trait Columns {
     fn string(&self, name: &str) -> Result<String>;
     fn opt_string(&self, name: &str) -> Result<Option<String>>;
     fn bool(&self, name: &str) -> Result<bool>;
+
+    /// An id column.
+    fn id<I: Id>(&self, name: &str) -> Result<I>
+    where
+        Self: Sized,
+    {
+        Ok(I::from_raw(self.i64(name)?))
+    }
+
+    /// An id column that may be NULL.
+    fn opt_id<I: Id>(&self, name: &str) -> Result<Option<I>>
+    where
+        Self: Sized,
+    {
+        Ok(self.opt_i64(name)?.map(I::from_raw))
+    }
 }
 
 fn corrupt(what: String) -> StoreError {
@@ -49,10 +66,10 @@ macro_rules! package_columns {
 impl PackageRecord {
     pub fn from_row(r: &impl Columns) -> Result<Self> {
         Ok(PackageRecord {
-            package_id: r.i64("package_id")?,
-            app_id: r.i64("app_id")?,
-            tp_id: r.i64("tp_id")?,
-            template_id: r.i64("template_id")?,
+            package_id: r.id("package_id")?,
+            app_id: r.id("app_id")?,
+            tp_id: r.id("tp_id")?,
+            template_id: r.id("template_id")?,
             state: pkg_state(&r.string("state")?)?,
             version: r.string("version")?,
             version_desc: r.string("version_desc")?,
@@ -66,7 +83,7 @@ impl PackageRecord {
             msg: r.string("msg")?,
             upload_err_code: r.opt_i64("upload_err_code")?,
             upload_err_msg: r.opt_string("upload_err_msg")?,
-            previous_package_id: r.opt_i64("previous_package_id")?,
+            previous_package_id: r.opt_id("previous_package_id")?,
             rollback_version: r.opt_string("rollback_version")?,
             restored: r.bool("restored")?,
             commit_time_ms: r.i64("commit_time")?,
@@ -96,7 +113,7 @@ impl Delivery {
         let channel = r.string("channel")?;
         Ok(Delivery {
             delivery_id: r.i64("delivery_id")?,
-            tp_id: r.i64("tp_id")?,
+            tp_id: r.id("tp_id")?,
             url: r.string("url")?,
             state: DeliveryState::parse(&state)
                 .ok_or_else(|| corrupt(format!("delivery state {state}")))?,
@@ -110,10 +127,10 @@ impl Delivery {
             event: EventRecord {
                 event_id: r.i64("event_id")?,
                 uid: r.string("uid")?,
-                tp_id: r.i64("event_tp_id")?,
-                app_id: r.i64("app_id")?,
+                tp_id: r.id("event_tp_id")?,
+                app_id: r.id("app_id")?,
                 // One backend's column predates the Option and keeps 0 for "no package".
-                package_id: r.opt_i64("package_id")?.filter(|p| *p != 0),
+                package_id: r.opt_id("package_id")?.filter(|p: &PackageId| p.get() != 0),
                 event: r.string("event")?,
                 reason: r.opt_string("reason")?,
                 package_version: r.string("package_version")?,
@@ -136,7 +153,7 @@ macro_rules! push_target_columns {
 impl PushTarget {
     pub fn from_row(r: &impl Columns) -> Result<Self> {
         Ok(PushTarget {
-            tp_id: r.i64("tp_id")?,
+            tp_id: r.id("tp_id")?,
             consecutive_failures: r.i64("consecutive_failures")?,
             failing_since_ms: r.opt_i64("failing_since")?,
             hold_until_ms: r.opt_i64("hold_until")?,
@@ -157,7 +174,7 @@ macro_rules! tp_columns {
 impl Tp {
     pub fn from_row(r: &impl Columns) -> Result<Self> {
         Ok(Tp {
-            tp_id: r.i64("tp_id")?,
+            tp_id: r.id("tp_id")?,
             client_id: r.string("client_id")?,
             name: r.string("name")?,
             event_url: r.string("event_url")?,
@@ -181,13 +198,13 @@ macro_rules! app_columns {
 impl App {
     pub fn from_row(r: &impl Columns) -> Result<Self> {
         Ok(App {
-            app_id: r.i64("app_id")?,
+            app_id: r.id("app_id")?,
             app_key: r.string("app_key")?,
             name: r.string("name")?,
             name_audited: r.bool("name_audited")?,
             category_audited: r.bool("category_audited")?,
             authenticity_certified: r.bool("authenticity_certified")?,
-            tp_id: r.opt_i64("tp_id")?,
+            tp_id: r.opt_id("tp_id")?,
             owner_credential_set: r.bool("owner_credential_set")?,
         })
     }
@@ -205,10 +222,10 @@ impl Account {
     pub fn from_row(r: &impl Columns) -> Result<Self> {
         let role = r.string("role")?;
         Ok(Account {
-            account_id: r.i64("account_id")?,
+            account_id: r.id("account_id")?,
             name: r.string("name")?,
             role: Role::parse(&role).ok_or_else(|| corrupt(format!("unknown role {role:?}")))?,
-            created_by: r.opt_i64("created_by")?,
+            created_by: r.opt_id("created_by")?,
             created_at_ms: r.i64("created_at")?,
             disabled_at_ms: r.opt_i64("disabled_at")?,
         })
@@ -231,8 +248,8 @@ impl LogEntry {
     pub fn from_row(r: &impl Columns) -> Result<Self> {
         Ok(LogEntry {
             log_id: r.i64("log_id")?,
-            package_id: r.i64("package_id")?,
-            app_id: r.i64("app_id")?,
+            package_id: r.id("package_id")?,
+            app_id: r.id("app_id")?,
             version: r.string("version")?,
             at_ms: r.i64("at")?,
             from: r
@@ -241,7 +258,7 @@ impl LogEntry {
                 .map(pkg_state)
                 .transpose()?,
             to: pkg_state(&r.string("to_state")?)?,
-            actor: Actor::from_db(&r.string("actor")?, r.opt_i64("account_id")?),
+            actor: Actor::from_db(&r.string("actor")?, r.opt_id("account_id")?),
             actor_name: r.opt_string("actor_name")?,
             detail: r.opt_string("detail")?,
         })
@@ -259,9 +276,9 @@ macro_rules! template_columns {
 impl Template {
     pub fn from_row(r: &impl Columns) -> Result<Self> {
         Ok(Template {
-            template_id: r.i64("template_id")?,
+            template_id: r.id("template_id")?,
             draft_id: r.i64("draft_id")?,
-            tp_id: r.i64("tp_id")?,
+            tp_id: r.id("tp_id")?,
             user_version: r.string("user_version")?,
             user_desc: r.string("user_desc")?,
             blob_sha256: r.string("blob_sha256")?,
@@ -283,7 +300,7 @@ impl Draft {
     pub fn from_row(r: &impl Columns) -> Result<Self> {
         Ok(Draft {
             draft_id: r.i64("draft_id")?,
-            tp_id: r.i64("tp_id")?,
+            tp_id: r.id("tp_id")?,
             user_version: r.string("user_version")?,
             user_desc: r.string("user_desc")?,
             create_time: r.i64("created_at")? / 1000,
@@ -302,7 +319,7 @@ macro_rules! host_columns {
 impl HostApp {
     pub fn from_row(r: &impl Columns) -> Result<Self> {
         Ok(HostApp {
-            host_id: r.i64("host_id")?,
+            host_id: r.id("host_id")?,
             name: r.string("name")?,
             host_key: r.string("host_key")?,
             secret_hash: r.string("secret_hash")?,

@@ -10,6 +10,7 @@
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use smartpkg_core::ids::{AppId, HostId, PackageId, TemplateId, TpId};
 
 use crate::Result;
 
@@ -44,7 +45,7 @@ pub struct Domains {
 /// An application that runs mini programs on devices, authenticated by its key and secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostApp {
-    pub host_id: i64,
+    pub host_id: HostId,
     pub name: String,
     pub host_key: String,
     /// SHA-256 of the secret; the secret itself is shown once, when the host app is made.
@@ -56,9 +57,9 @@ pub struct HostApp {
 /// One package as devices get it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimePackage {
-    pub package_id: i64,
+    pub package_id: PackageId,
     pub version: String,
-    pub template_id: i64,
+    pub template_id: TemplateId,
     pub built_ext_json: Option<String>,
     pub archive_sha256: Option<String>,
     pub archive_size: Option<i64>,
@@ -67,10 +68,10 @@ pub struct RuntimePackage {
 /// Everything the update check needs about one mini program, read at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeView {
-    pub app_id: i64,
+    pub app_id: AppId,
     pub settings: RuntimeSettings,
     /// The host apps it may run in; empty = every one.
-    pub hosts: Vec<i64>,
+    pub hosts: Vec<HostId>,
     /// The online version (rolling back counts: it serves until the rollback finishes).
     pub online: Option<RuntimePackage>,
     /// An audit-passed package in a staged release, with its percentage.
@@ -101,20 +102,20 @@ pub type DomainsEdit = Box<dyn FnOnce(&mut Domains) + Send>;
 #[async_trait]
 pub trait RuntimeStore: Send + Sync {
     /// None when the app is unknown.
-    async fn runtime_settings(&self, app_id: i64) -> Result<Option<RuntimeSettings>>;
+    async fn runtime_settings(&self, app_id: AppId) -> Result<Option<RuntimeSettings>>;
 
     /// Applies `edit` to the app's settings under its lock; the result, or None when the app
     /// is unknown.
     async fn update_runtime_settings(
         &self,
-        app_id: i64,
+        app_id: AppId,
         edit: SettingsEdit,
     ) -> Result<Option<RuntimeSettings>>;
 
     /// The third party's registered domains (the defaults of `app/modifydomain`).
-    async fn tp_domains(&self, tp_id: i64) -> Result<Option<Domains>>;
+    async fn tp_domains(&self, tp_id: TpId) -> Result<Option<Domains>>;
 
-    async fn update_tp_domains(&self, tp_id: i64, edit: DomainsEdit) -> Result<Option<Domains>>;
+    async fn update_tp_domains(&self, tp_id: TpId, edit: DomainsEdit) -> Result<Option<Domains>>;
 
     async fn create_host_app(
         &self,
@@ -130,13 +131,13 @@ pub trait RuntimeStore: Send + Sync {
 
     /// Limits the app to these host apps (empty = every one); false when the app is unknown.
     /// Unknown host ids are refused with `NotFound`.
-    async fn set_app_hosts(&self, app_id: i64, hosts: Vec<i64>) -> Result<bool>;
+    async fn set_app_hosts(&self, app_id: AppId, hosts: Vec<HostId>) -> Result<bool>;
 
     /// None when the app is unknown.
-    async fn runtime_view(&self, app_id: i64) -> Result<Option<RuntimeView>>;
+    async fn runtime_view(&self, app_id: AppId) -> Result<Option<RuntimeView>>;
 
     /// The last `limit` former online versions of the app, newest first.
-    async fn recent_history(&self, app_id: i64, limit: i64) -> Result<Vec<crate::PackageRecord>>;
+    async fn recent_history(&self, app_id: AppId, limit: i64) -> Result<Vec<crate::PackageRecord>>;
 
     /// Whether `sha256` is the archive of some package (only those are served to devices;
     /// the blob store also holds templates, which are not theirs to read).
@@ -145,7 +146,7 @@ pub trait RuntimeStore: Send + Sync {
     /// Records the package's archive unless one is recorded already; the recorded one.
     async fn set_package_archive(
         &self,
-        package_id: i64,
+        package_id: PackageId,
         sha256: String,
         size: i64,
     ) -> Result<(String, i64)>;

@@ -6,12 +6,13 @@
 
 use async_trait::async_trait;
 use serde::Serialize;
+use smartpkg_core::ids::{AppId, TpId};
 
 use crate::Result;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Tp {
-    pub tp_id: i64,
+    pub tp_id: TpId,
     pub client_id: String,
     pub name: String,
     pub event_url: String,
@@ -40,7 +41,7 @@ pub struct NewTp {
 
 impl NewTp {
     /// The third party as stored under `tp_id`.
-    pub fn stored(self, tp_id: i64) -> Tp {
+    pub fn stored(self, tp_id: TpId) -> Tp {
         Tp {
             tp_id,
             client_id: self.client_id,
@@ -68,14 +69,14 @@ pub struct TpPatch {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct App {
-    pub app_id: i64,
+    pub app_id: AppId,
     pub app_key: String,
     pub name: String,
     pub name_audited: bool,
     pub category_audited: bool,
     pub authenticity_certified: bool,
     /// The third party the mini program is authorized to, if any.
-    pub tp_id: Option<i64>,
+    pub tp_id: Option<TpId>,
     /// Whether the owner has a credential (its hash is never read out with the app).
     #[serde(default)]
     pub owner_credential_set: bool,
@@ -91,12 +92,12 @@ pub struct NewApp {
     pub category_audited: bool,
     pub authenticity_certified: bool,
     /// The third party it is authorized to from the start, if any.
-    pub tp_id: Option<i64>,
+    pub tp_id: Option<TpId>,
 }
 
 impl NewApp {
     /// The mini program as stored under `app_id`.
-    pub fn stored(self, app_id: i64) -> App {
+    pub fn stored(self, app_id: AppId) -> App {
         App {
             app_id,
             app_key: self.app_key,
@@ -124,9 +125,9 @@ pub struct AppPatch {
 pub trait TenantStore: Send + Sync {
     async fn create_tp(&self, tp: NewTp) -> Result<Tp>;
 
-    async fn update_tp(&self, tp_id: i64, patch: TpPatch) -> Result<Tp>;
+    async fn update_tp(&self, tp_id: TpId, patch: TpPatch) -> Result<Tp>;
 
-    async fn get_tp(&self, tp_id: i64) -> Result<Option<Tp>>;
+    async fn get_tp(&self, tp_id: TpId) -> Result<Option<Tp>>;
 
     async fn get_tp_by_client_id(&self, client_id: String) -> Result<Option<Tp>>;
 
@@ -135,15 +136,15 @@ pub trait TenantStore: Send + Sync {
 
     async fn create_app(&self, app: NewApp) -> Result<App>;
 
-    async fn update_app(&self, app_id: i64, patch: AppPatch) -> Result<App>;
+    async fn update_app(&self, app_id: AppId, patch: AppPatch) -> Result<App>;
 
-    async fn get_app(&self, app_id: i64) -> Result<Option<App>>;
+    async fn get_app(&self, app_id: AppId) -> Result<Option<App>>;
 
     /// Replaces the owner's credential hash; false when the app does not exist.
-    async fn set_owner_password(&self, app_id: i64, hash: String) -> Result<bool>;
+    async fn set_owner_password(&self, app_id: AppId, hash: String) -> Result<bool>;
 
     /// The owner's credential hash; None when the app is unknown or has none.
-    async fn owner_password_hash(&self, app_id: i64) -> Result<Option<String>>;
+    async fn owner_password_hash(&self, app_id: AppId) -> Result<Option<String>>;
 
     /// A random 32-byte key (hex) shared by every instance, created on first use.
     async fn server_secret(&self, name: &'static str) -> Result<String>;

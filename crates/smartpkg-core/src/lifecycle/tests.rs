@@ -17,7 +17,7 @@ fn open_app() -> AppFacts {
 
 fn pkg(id: i64, state: PkgState) -> PackageFacts {
     PackageFacts {
-        package_id: id,
+        package_id: PackageId(id),
         state,
         previous_package_id: None,
         restored: false,
@@ -32,9 +32,9 @@ fn with_target(state: PkgState) -> Snapshot {
     let mut packages = vec![];
     let mut recent_history = vec![];
     if matches!(state, PkgState::Online | PkgState::RollingBack) {
-        target.previous_package_id = Some(2);
+        target.previous_package_id = Some(PackageId(2));
         packages.push(pkg(2, PkgState::History));
-        recent_history.push(2);
+        recent_history.push(PackageId(2));
     }
     packages.insert(0, target);
     Snapshot {
@@ -51,41 +51,51 @@ fn with_target(state: PkgState) -> Snapshot {
 fn commands(id: i64) -> Vec<Command> {
     vec![
         Command::BuildSucceeded {
-            package_id: id,
+            package_id: PackageId(id),
             direct_commit: false,
             ext_json: "{}".into(),
         },
         Command::BuildFailed {
-            package_id: id,
+            package_id: PackageId(id),
             errno: Errno::TemplateParseError,
             msg: "broken".into(),
         },
         Command::SubmitAudit {
-            package_id: id,
+            package_id: PackageId(id),
             request: AuditRequest::default(),
         },
         Command::Decide {
-            package_id: id,
+            package_id: PackageId(id),
             pass: true,
             reason: String::new(),
         },
         Command::Decide {
-            package_id: id,
+            package_id: PackageId(id),
             pass: false,
             reason: "名称过长".into(),
         },
-        Command::Release { package_id: id },
-        Command::Rollback { package_id: id },
-        Command::FinishRollback { package_id: id },
-        Command::Withdraw { package_id: id },
+        Command::Release {
+            package_id: PackageId(id),
+        },
+        Command::Rollback {
+            package_id: PackageId(id),
+        },
+        Command::FinishRollback {
+            package_id: PackageId(id),
+        },
+        Command::Withdraw {
+            package_id: PackageId(id),
+        },
         Command::StageRelease {
-            package_id: id,
+            package_id: PackageId(id),
             percent: 10,
         },
-        Command::RevertStage { package_id: id },
+        Command::RevertStage {
+            package_id: PackageId(id),
+        },
         Command::RollbackTo {
-            package_id: id,
-            target: 2,
+            package_id: PackageId(id),
+            target: PackageId(2),
         },
     ]
 }
@@ -166,7 +176,7 @@ fn every_command_from_every_state_is_allowed_exactly_where_the_rules_say() {
                     let c = plan
                         .changes
                         .iter()
-                        .find(|c| c.package_id == 1)
+                        .find(|c| c.package_id == PackageId(1))
                         .unwrap_or_else(|| panic!("{cmd:?} from {state:?} leaves target alone"));
                     assert_eq!((c.from, c.to), (state, to), "{cmd:?}");
                 }
@@ -198,7 +208,7 @@ fn submitaudit_gates_answer_69001_69002_69003() {
         s.app.name_audited = name;
         s.app.category_audited = cat;
         let cmd = Command::SubmitAudit {
-            package_id: 1,
+            package_id: PackageId(1),
             request: AuditRequest::default(),
         };
         assert_eq!(decide(&s, &cmd, &POLICY).expect_err("gated").errno, errno);
@@ -210,7 +220,7 @@ fn second_audit_in_flight_is_refused_with_69502() {
     let mut s = with_target(PkgState::Development);
     s.packages.push(pkg(5, PkgState::Auditing));
     let cmd = Command::SubmitAudit {
-        package_id: 1,
+        package_id: PackageId(1),
         request: AuditRequest::default(),
     };
     assert_eq!(
@@ -223,7 +233,7 @@ fn second_audit_in_flight_is_refused_with_69502() {
 fn exhausted_weekly_quota_is_69013_and_a_submission_consumes_one() {
     let mut s = with_target(PkgState::Development);
     let cmd = Command::SubmitAudit {
-        package_id: 1,
+        package_id: PackageId(1),
         request: AuditRequest::default(),
     };
     s.quota = Quota {
@@ -242,7 +252,14 @@ fn exhausted_weekly_quota_is_69013_and_a_submission_consumes_one() {
 fn release_without_certification_is_50038() {
     let mut s = with_target(PkgState::AuditPassed);
     s.app.authenticity_certified = false;
-    let r = decide(&s, &Command::Release { package_id: 1 }, &POLICY).expect_err("gated");
+    let r = decide(
+        &s,
+        &Command::Release {
+            package_id: PackageId(1),
+        },
+        &POLICY,
+    )
+    .expect_err("gated");
     assert_eq!(r.errno, Errno::NotCertified);
 }
 
@@ -250,26 +267,48 @@ fn release_without_certification_is_50038() {
 fn release_keeps_the_old_online_version_as_the_rollback_target() {
     let mut s = with_target(PkgState::AuditPassed);
     s.packages.push(pkg(7, PkgState::Online));
-    let plan = decide(&s, &Command::Release { package_id: 1 }, &POLICY).expect("release");
+    let plan = decide(
+        &s,
+        &Command::Release {
+            package_id: PackageId(1),
+        },
+        &POLICY,
+    )
+    .expect("release");
     apply(&mut s, &plan).expect("applies");
-    assert_eq!(s.package(7).map(|p| p.state), Some(PkgState::History));
-    assert_eq!(s.package(1).and_then(|p| p.previous_package_id), Some(7));
+    assert_eq!(
+        s.package(PackageId(7)).map(|p| p.state),
+        Some(PkgState::History)
+    );
+    assert_eq!(
+        s.package(PackageId(1)).and_then(|p| p.previous_package_id),
+        Some(PackageId(7))
+    );
 }
 
 #[test]
 fn release_while_rolling_back_is_refused_as_processing() {
     let mut s = with_target(PkgState::AuditPassed);
     s.packages.push(pkg(7, PkgState::RollingBack));
-    let r = decide(&s, &Command::Release { package_id: 1 }, &POLICY).expect_err("busy");
+    let r = decide(
+        &s,
+        &Command::Release {
+            package_id: PackageId(1),
+        },
+        &POLICY,
+    )
+    .expect_err("busy");
     assert_eq!(r.errno, Errno::Processing);
 }
 
 #[test]
 fn rollback_needs_a_previous_version_and_cannot_repeat() {
     let mut first = with_target(PkgState::Online);
-    first.packages.retain(|p| p.package_id == 1);
+    first.packages.retain(|p| p.package_id == PackageId(1));
     first.packages[0].previous_package_id = None;
-    let cmd = Command::Rollback { package_id: 1 };
+    let cmd = Command::Rollback {
+        package_id: PackageId(1),
+    };
     assert_eq!(
         decide(&first, &cmd, &POLICY).expect_err("nothing").errno,
         Errno::NothingToRollBack
@@ -279,24 +318,52 @@ fn rollback_needs_a_previous_version_and_cannot_repeat() {
     let plan = decide(&s, &cmd, &POLICY).expect("rollback");
     assert_eq!(plan.jobs[0].kind, JobKind::FinishRollback);
     apply(&mut s, &plan).expect("applies");
-    let finish = decide(&s, &Command::FinishRollback { package_id: 1 }, &POLICY).expect("finish");
+    let finish = decide(
+        &s,
+        &Command::FinishRollback {
+            package_id: PackageId(1),
+        },
+        &POLICY,
+    )
+    .expect("finish");
     apply(&mut s, &finish).expect("applies");
-    let restored = s.package(2).expect("restored").clone();
+    let restored = s.package(PackageId(2)).expect("restored").clone();
     assert_eq!(
         (restored.state, restored.restored),
         (PkgState::Online, true)
     );
-    let again = decide(&s, &Command::Rollback { package_id: 2 }, &POLICY).expect_err("twice");
+    let again = decide(
+        &s,
+        &Command::Rollback {
+            package_id: PackageId(2),
+        },
+        &POLICY,
+    )
+    .expect_err("twice");
     assert_eq!(again.errno, Errno::RollbackTwice);
 }
 
 #[test]
 fn withdraw_returns_to_development_unless_a_newer_upload_is_there() {
     let mut s = with_target(PkgState::Auditing);
-    let plan = decide(&s, &Command::Withdraw { package_id: 1 }, &POLICY).expect("withdraw");
+    let plan = decide(
+        &s,
+        &Command::Withdraw {
+            package_id: PackageId(1),
+        },
+        &POLICY,
+    )
+    .expect("withdraw");
     assert_eq!(plan.changes[0].to, PkgState::Development);
     s.packages.push(pkg(9, PkgState::Building));
-    let plan = decide(&s, &Command::Withdraw { package_id: 1 }, &POLICY).expect("withdraw");
+    let plan = decide(
+        &s,
+        &Command::Withdraw {
+            package_id: PackageId(1),
+        },
+        &POLICY,
+    )
+    .expect("withdraw");
     assert_eq!(plan.changes[0].to, PkgState::Retired);
 }
 
@@ -304,7 +371,7 @@ fn withdraw_returns_to_development_unless_a_newer_upload_is_there() {
 fn direct_commit_submits_after_build_or_records_why_not() {
     let mut s = with_target(PkgState::Building);
     let cmd = Command::BuildSucceeded {
-        package_id: 1,
+        package_id: PackageId(1),
         direct_commit: true,
         ext_json: "{}".into(),
     };
@@ -328,7 +395,7 @@ fn auto_audit_mode_schedules_a_decision_on_submission() {
         ..POLICY
     };
     let cmd = Command::SubmitAudit {
-        package_id: 1,
+        package_id: PackageId(1),
         request: AuditRequest::default(),
     };
     let plan = decide(&s, &cmd, &policy).expect("submitted");
@@ -336,7 +403,7 @@ fn auto_audit_mode_schedules_a_decision_on_submission() {
         plan.jobs,
         vec![JobRequest {
             kind: JobKind::AutoAudit,
-            package_id: 1,
+            package_id: PackageId(1),
             delay_ms: 250
         }]
     );
@@ -345,9 +412,16 @@ fn auto_audit_mode_schedules_a_decision_on_submission() {
 #[test]
 fn a_new_upload_retires_the_development_version_even_while_building() {
     let s = with_target(PkgState::Building);
-    let plan = decide(&s, &Command::Upload { package_id: 2 }, &POLICY).expect("upload");
+    let plan = decide(
+        &s,
+        &Command::Upload {
+            package_id: PackageId(2),
+        },
+        &POLICY,
+    )
+    .expect("upload");
     assert_eq!(plan.changes[0].to, PkgState::Retired);
-    assert_eq!(plan.create, Some(2));
+    assert_eq!(plan.create, Some(PackageId(2)));
     assert_eq!(plan.jobs[0].delay_ms, 3000);
 }
 
@@ -392,12 +466,12 @@ proptest! {
         let mut next_id = 1;
         let mut had_online = false;
         for o in ops {
-            let ids: Vec<i64> = s.packages.iter().map(|p| p.package_id).collect();
-            let pick = |i: usize| ids.get(i % ids.len().max(1)).copied().unwrap_or(0);
+            let ids: Vec<PackageId> = s.packages.iter().map(|p| p.package_id).collect();
+            let pick = |i: usize| ids.get(i % ids.len().max(1)).copied().unwrap_or(PackageId(0));
             let cmd = match o {
-                Op::Upload => { next_id += 1; Command::Upload { package_id: next_id } }
+                Op::Upload => { next_id += 1; Command::Upload { package_id: PackageId(next_id) } }
                 Op::Build(ok, dc) => {
-                    let id = s.packages.iter().find(|p| p.state == PkgState::Building).map(|p| p.package_id).unwrap_or(0);
+                    let id = s.packages.iter().find(|p| p.state == PkgState::Building).map(|p| p.package_id).unwrap_or(PackageId(0));
                     if ok { Command::BuildSucceeded { package_id: id, direct_commit: dc, ext_json: "{}".into() } }
                     else { Command::BuildFailed { package_id: id, errno: Errno::TemplateParseError, msg: "x".into() } }
                 }
@@ -438,7 +512,7 @@ fn staged(percent: Option<i64>) -> Snapshot {
 #[test]
 fn a_staged_release_grows_never_shrinks_and_ends_by_release_or_revert() {
     let stage = |p| Command::StageRelease {
-        package_id: 1,
+        package_id: PackageId(1),
         percent: p,
     };
     let mut s = staged(None);
@@ -460,16 +534,33 @@ fn a_staged_release_grows_never_shrinks_and_ends_by_release_or_revert() {
     }
     // Reverted: back to no staged release, and it can start again lower.
     let mut reverted = s.clone();
-    let plan = decide(&reverted, &Command::RevertStage { package_id: 1 }, &POLICY).expect("revert");
+    let plan = decide(
+        &reverted,
+        &Command::RevertStage {
+            package_id: PackageId(1),
+        },
+        &POLICY,
+    )
+    .expect("revert");
     apply(&mut reverted, &plan).expect("applies");
     assert_eq!(reverted.packages[0].staged_percent, None);
     decide(&reverted, &stage(5), &POLICY).expect("a new staged release");
     // Released: online for everyone, the staged mark gone, the old online one in history.
-    let plan = decide(&s, &Command::Release { package_id: 1 }, &POLICY).expect("release");
+    let plan = decide(
+        &s,
+        &Command::Release {
+            package_id: PackageId(1),
+        },
+        &POLICY,
+    )
+    .expect("release");
     apply(&mut s, &plan).expect("applies");
     assert_eq!(s.packages[0].state, PkgState::Online);
     assert_eq!(s.packages[0].staged_percent, None);
-    assert_eq!(s.package(3).map(|p| p.state), Some(PkgState::History));
+    assert_eq!(
+        s.package(PackageId(3)).map(|p| p.state),
+        Some(PkgState::History)
+    );
 }
 
 #[test]
@@ -477,7 +568,7 @@ fn a_new_audit_waits_until_the_staged_release_is_released_or_reverted() {
     let mut s = staged(Some(30));
     s.packages.push(pkg(4, PkgState::Development));
     let submit = Command::SubmitAudit {
-        package_id: 4,
+        package_id: PackageId(4),
         request: AuditRequest::default(),
     };
     assert_eq!(
@@ -496,24 +587,47 @@ fn rollback_to_a_chosen_version_takes_one_of_the_last_five_only() {
         s.packages.push(pkg(id, PkgState::History));
     }
     // Most recent first; the store passes the last five only.
-    s.recent_history = vec![16, 15, 14, 13, 12];
+    s.recent_history = vec![
+        PackageId(16),
+        PackageId(15),
+        PackageId(14),
+        PackageId(13),
+        PackageId(12),
+    ];
     let to = |t| Command::RollbackTo {
-        package_id: 1,
+        package_id: PackageId(1),
         target: t,
     };
     assert_eq!(
-        decide(&s, &to(11), &POLICY).expect_err("too old").errno,
+        decide(&s, &to(PackageId(11)), &POLICY)
+            .expect_err("too old")
+            .errno,
         Errno::RollbackTargetInvalid
     );
     assert_eq!(
-        decide(&s, &to(1), &POLICY).expect_err("itself").errno,
+        decide(&s, &to(PackageId(1)), &POLICY)
+            .expect_err("itself")
+            .errno,
         Errno::RollbackTargetInvalid
     );
     // Allowed even from a restored version (unlike a plain rollback), and finished as one.
-    let plan = decide(&s, &to(13), &POLICY).expect("rollback to 13");
+    let plan = decide(&s, &to(PackageId(13)), &POLICY).expect("rollback to 13");
     apply(&mut s, &plan).expect("applies");
-    let plan = decide(&s, &Command::FinishRollback { package_id: 1 }, &POLICY).expect("finish");
+    let plan = decide(
+        &s,
+        &Command::FinishRollback {
+            package_id: PackageId(1),
+        },
+        &POLICY,
+    )
+    .expect("finish");
     apply(&mut s, &plan).expect("applies");
-    assert_eq!(s.package(13).map(|p| p.state), Some(PkgState::Online));
-    assert_eq!(s.package(1).map(|p| p.state), Some(PkgState::Retired));
+    assert_eq!(
+        s.package(PackageId(13)).map(|p| p.state),
+        Some(PkgState::Online)
+    );
+    assert_eq!(
+        s.package(PackageId(1)).map(|p| p.state),
+        Some(PkgState::Retired)
+    );
 }

@@ -4,6 +4,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
+use smartpkg_core::ids::{AccountId, AppId};
 use smartpkg_store::Role;
 
 use super::answers::{AccountAnswer, AccountList, CreatedAccount};
@@ -52,11 +53,11 @@ pub async fn create(
         role,
         b.password,
         application::Creator::Operator(None),
-        b.apps,
+        b.apps.iter().copied().map(AppId).collect(),
     )
     .await?;
     let created = CreatedAccount {
-        account_id: account.account_id,
+        account_id: account.account_id.get(),
         name: account.name,
         role: account.role.as_str().to_string(),
         apps,
@@ -145,6 +146,7 @@ pub async fn patch(
         (None, false) => application::NewPassword::Keep,
     };
     let (account, generated) =
-        application::edit_account(&state, account_id, password, b.disabled, None).await?;
+        application::edit_account(&state, AccountId(account_id), password, b.disabled, None)
+            .await?;
     Ok(Json(AccountAnswer::new(account, generated)))
 }

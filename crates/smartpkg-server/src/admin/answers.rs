@@ -6,6 +6,7 @@
 //! secrets shown once (`password`, `owner_password`, `host_secret`) are the only optional keys.
 
 use serde::{Deserialize, Serialize};
+use smartpkg_core::ids::{AccountId, TpId};
 use smartpkg_store::{Account, App, HostApp, Tp};
 use utoipa::ToSchema;
 
@@ -28,7 +29,7 @@ pub struct TpAnswer {
 impl From<Tp> for TpAnswer {
     fn from(t: Tp) -> Self {
         TpAnswer {
-            tp_id: t.tp_id,
+            tp_id: t.tp_id.get(),
             client_id: t.client_id,
             name: t.name,
             event_url: t.event_url,
@@ -58,13 +59,13 @@ pub struct AppAnswer {
 impl From<App> for AppAnswer {
     fn from(a: App) -> Self {
         AppAnswer {
-            app_id: a.app_id,
+            app_id: a.app_id.get(),
             app_key: a.app_key,
             name: a.name,
             name_audited: a.name_audited,
             category_audited: a.category_audited,
             authenticity_certified: a.authenticity_certified,
-            tp_id: a.tp_id,
+            tp_id: a.tp_id.map(TpId::get),
             owner_credential_set: a.owner_credential_set,
         }
     }
@@ -108,10 +109,10 @@ pub struct AccountAnswer {
 impl AccountAnswer {
     pub fn new(a: Account, generated_password: Option<String>) -> Self {
         AccountAnswer {
-            account_id: a.account_id,
+            account_id: a.account_id.get(),
             name: a.name,
             role: a.role.as_str().to_string(),
-            created_by: a.created_by,
+            created_by: a.created_by.map(AccountId::get),
             created_at_ms: a.created_at_ms,
             disabled_at_ms: a.disabled_at_ms,
             password: generated_password,
@@ -151,7 +152,7 @@ pub struct HostAnswer {
 impl From<HostApp> for HostAnswer {
     fn from(h: HostApp) -> Self {
         HostAnswer {
-            host_id: h.host_id,
+            host_id: h.host_id.get(),
             name: h.name,
             host_key: h.host_key,
             created_at_ms: h.created_at_ms,

@@ -1,5 +1,6 @@
 //! Pushes as the operator sees them: every delivery with its attempts, and replay.
 
+use smartpkg_core::ids::{PackageId, TpId};
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
@@ -19,7 +20,7 @@ use crate::state::AppState;
 use crate::{clock, push};
 
 /// When each held target's hold ends, for the delivery views.
-async fn holds(state: &AppState) -> AdminResult<HashMap<i64, i64>> {
+async fn holds(state: &AppState) -> AdminResult<HashMap<TpId, i64>> {
     let now = clock::now_ms();
     Ok(state
         .store
@@ -30,7 +31,7 @@ async fn holds(state: &AppState) -> AdminResult<HashMap<i64, i64>> {
         .collect())
 }
 
-fn view(d: &Delivery, state: &AppState, holds: &HashMap<i64, i64>) -> DeliveryAnswer {
+fn view(d: &Delivery, state: &AppState, holds: &HashMap<TpId, i64>) -> DeliveryAnswer {
     let offset = state.settings.utc_offset;
     let time = |ms: Option<i64>| ms.map(|t| clock::commit_time(t, offset));
     let pending = d.state == DeliveryState::Pending;
@@ -38,9 +39,9 @@ fn view(d: &Delivery, state: &AppState, holds: &HashMap<i64, i64>) -> DeliveryAn
         id: d.delivery_id,
         event_id: d.event.uid.clone(),
         event: d.event.event.clone(),
-        tp_id: d.tp_id,
-        app_id: d.event.app_id,
-        package_id: d.event.package_id,
+        tp_id: d.tp_id.get(),
+        app_id: d.event.app_id.get(),
+        package_id: d.event.package_id.map(PackageId::get),
         url: d.url.clone(),
         state: d.state.as_str().to_string(),
         attempts: d.attempts,
@@ -97,7 +98,7 @@ pub async fn list(
     };
     let rows = state
         .store
-        .list_deliveries(tp_id, wanted, before, limit)
+        .list_deliveries(tp_id.map(TpId), wanted, before, limit)
         .await?;
     let holds = holds(&state).await?;
     let deliveries = rows.iter().map(|d| view(d, &state, &holds)).collect();
@@ -195,7 +196,7 @@ pub async fn targets(State(state): State<AppState>) -> AdminResult<Json<PushTarg
                 HEALTHY
             };
             PushTargetAnswer {
-                tp_id: t.tp_id,
+                tp_id: t.tp_id.get(),
                 state: health.to_string(),
                 consecutive_failures: t.consecutive_failures,
                 failing_since: time(t.failing_since_ms),
@@ -221,7 +222,7 @@ pub async fn resume(
     State(state): State<AppState>,
     Path(tp_id): Path<i64>,
 ) -> AdminResult<Json<ResumedTarget>> {
-    if !state.store.resume_target(tp_id).await? {
+    if !state.store.resume_target(TpId(tp_id)).await? {
         return Err(AdminError::not_found(format!("push target {tp_id}")));
     }
     state.jobs_ready.notify_one();

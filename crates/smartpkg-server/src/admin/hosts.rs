@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
+use smartpkg_core::ids::{AppId, HostId};
 use smartpkg_store::StoreError;
 
 use super::answers::{AppHosts, CreatedHost, HostAnswer, HostList};
@@ -47,7 +48,7 @@ pub async fn create(
     Ok((
         StatusCode::CREATED,
         Json(CreatedHost {
-            host_id: host.host_id,
+            host_id: host.host_id.get(),
             name: host.name,
             host_key: host.host_key,
             host_secret: secret,
@@ -101,7 +102,14 @@ pub async fn set_app_hosts(
     if b.host_ids.len() > 1000 {
         return Err(AdminError::bad_request("at most 1000 host apps"));
     }
-    match state.store.set_app_hosts(app_id, b.host_ids.clone()).await {
+    match state
+        .store
+        .set_app_hosts(
+            AppId(app_id),
+            b.host_ids.iter().copied().map(HostId).collect(),
+        )
+        .await
+    {
         Ok(true) => {}
         Ok(false) => return Err(AdminError::not_found(format!("app {app_id}"))),
         Err(StoreError::NotFound(what)) => return Err(AdminError::not_found(what)),

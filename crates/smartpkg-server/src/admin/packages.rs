@@ -1,5 +1,6 @@
 //! Packages as an operator or reviewer sees them: every state, audit decisions, archives.
 
+use smartpkg_core::ids::{AppId, PackageId, TpId};
 use std::collections::HashMap;
 
 use axum::body::Body as HttpBody;
@@ -18,10 +19,10 @@ use crate::{application, clock};
 fn view(p: &PackageRecord, state: &AppState) -> PackageAnswer {
     let offset = state.settings.utc_offset;
     PackageAnswer {
-        package_id: p.package_id,
-        app_id: p.app_id,
-        tp_id: p.tp_id,
-        template_id: p.template_id,
+        package_id: p.package_id.get(),
+        app_id: p.app_id.get(),
+        tp_id: p.tp_id.get(),
+        template_id: p.template_id.get(),
         status: p.state.wire_status().map(|w| w.code()),
         state: p.state.as_str().to_string(),
         version: p.version.clone(),
@@ -66,8 +67,8 @@ pub async fn list(
 ) -> AdminResult<Json<PackageList>> {
     let filter = PackageFilter {
         status: int(&q, "status")?,
-        app_id: int(&q, "app_id")?,
-        tp_id: int(&q, "tp_id")?,
+        app_id: int(&q, "app_id")?.map(AppId),
+        tp_id: int(&q, "tp_id")?.map(TpId),
         limit: Some(int(&q, "limit")?.unwrap_or(100).clamp(1, 1000)),
     };
     let rows = state.store.list_packages(filter).await?;
@@ -131,7 +132,8 @@ pub async fn audit(
         }
     };
     let reason = b.reason.unwrap_or_default();
-    let p = application::decide_audit(&state, id, pass, &reason, Actor::AdminToken).await?;
+    let p =
+        application::decide_audit(&state, PackageId(id), pass, &reason, Actor::AdminToken).await?;
     Ok(Json(view(&p, &state)))
 }
 

@@ -1,5 +1,6 @@
 //! Third parties, mini programs, templates and authorizations.
 
+use smartpkg_core::ids::{AppId, TpId};
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, Request, State};
@@ -174,7 +175,9 @@ pub async fn patch_tp(
         audit_quota: b.audit_quota,
         redirect_domain: check_domain(b.redirect_domain)?,
     };
-    Ok(Json(state.store.update_tp(tp_id, patch).await?.into()))
+    Ok(Json(
+        state.store.update_tp(TpId(tp_id), patch).await?.into(),
+    ))
 }
 
 #[utoipa::path(
@@ -189,7 +192,7 @@ pub async fn get_tp(
     State(state): State<AppState>,
     Path(tp_id): Path<i64>,
 ) -> AdminResult<Json<TpAnswer>> {
-    let tp = state.store.get_tp(tp_id).await?;
+    let tp = state.store.get_tp(TpId(tp_id)).await?;
     tp.map(|t| Json(t.into()))
         .ok_or_else(|| AdminError::not_found(format!("tp {tp_id}")))
 }
@@ -280,13 +283,13 @@ pub async fn reset_owner_password(
         None => owner::generate_password(),
     };
     let hash = owner_hash(pw.clone()).await?;
-    if !state.store.set_owner_password(app_id, hash).await? {
+    if !state.store.set_owner_password(AppId(app_id), hash).await? {
         return Err(AdminError::not_found(format!("app {app_id}")));
     }
     state.guards.per_app.clear(&owner::Guards::app_key(app_id));
     let app = state
         .store
-        .get_app(app_id)
+        .get_app(AppId(app_id))
         .await?
         .ok_or_else(|| AdminError::not_found(format!("app {app_id}")))?;
     Ok(Json(AppWithOwnerPassword::new(app, pw)))
@@ -322,7 +325,7 @@ pub async fn patch_app(
         authenticity_certified: b.authenticity_certified,
     };
     Ok(Json(
-        crate::application::patch_app(&state, app_id, patch)
+        crate::application::patch_app(&state, AppId(app_id), patch)
             .await?
             .into(),
     ))
@@ -340,7 +343,7 @@ pub async fn get_app(
     State(state): State<AppState>,
     Path(app_id): Path<i64>,
 ) -> AdminResult<Json<AppAnswer>> {
-    let app = state.store.get_app(app_id).await?;
+    let app = state.store.get_app(AppId(app_id)).await?;
     app.map(|a| Json(a.into()))
         .ok_or_else(|| AdminError::not_found(format!("app {app_id}")))
 }
@@ -378,7 +381,7 @@ async fn intake(
     }
     clean_text("user_version", Some(&user_version), false)?;
     clean_text("user_desc", Some(&user_desc), true)?;
-    if state.store.get_tp(tp_id).await?.is_none() {
+    if state.store.get_tp(TpId(tp_id)).await?.is_none() {
         return Err(AdminError::not_found(format!("tp {tp_id}")));
     }
     // A slot before the body is read: waiting uploads hold a connection, not their archive.
@@ -429,7 +432,7 @@ async fn intake(
     let manifest_json = serde_json::to_string(&manifest).map_err(|e| internal(e.to_string()))?;
     let blob_sha256 = state.blobs.put(bytes).await?;
     let t = NewTemplate {
-        tp_id,
+        tp_id: TpId(tp_id),
         user_version,
         user_desc,
         blob_sha256,
@@ -463,7 +466,7 @@ pub async fn upload_template(
     let sha = new.blob_sha256.clone();
     let t = state.store.create_template(new, clock::now_ms()).await?;
     Ok(archive_answer(ArchiveUploaded {
-        template_id: Some(t.template_id),
+        template_id: Some(t.template_id.get()),
         draft_id: t.draft_id,
         user_version: t.user_version,
         user_desc: t.user_desc,
@@ -524,7 +527,7 @@ pub async fn authorize(
     Path(tp_id): Path<i64>,
     Body(b): Body<AuthorizeBody>,
 ) -> AdminResult<(StatusCode, Json<Authorized>)> {
-    let g = crate::application::authorize(&state, tp_id, b.app_id).await?;
+    let g = crate::application::authorize(&state, TpId(tp_id), AppId(b.app_id)).await?;
     Ok((
         StatusCode::CREATED,
         Json(Authorized {
@@ -549,6 +552,6 @@ pub async fn revoke(
     State(state): State<AppState>,
     Path((tp_id, app_id)): Path<(i64, i64)>,
 ) -> AdminResult<StatusCode> {
-    crate::application::revoke(&state, tp_id, app_id).await?;
+    crate::application::revoke(&state, TpId(tp_id), AppId(app_id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

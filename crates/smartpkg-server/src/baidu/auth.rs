@@ -6,6 +6,7 @@
 //! password (see [`crate::owner`]): a credential no API returns. The `app_key`, which third
 //! parties can read, authorizes nothing. See docs/authorization.md.
 
+use smartpkg_core::ids::{AppId, TpId};
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Query, State};
@@ -40,7 +41,7 @@ pub async fn createpreauthcode(
         .create_code(
             CodeKind::PreAuth,
             secrets::sha256_hex(&code),
-            tp_id,
+            TpId(tp_id),
             None,
             now + PRE_AUTH_CODE_TTL_S * 1000,
             now,
@@ -202,7 +203,7 @@ async fn form(
             let owned = match state.store.search_apps(query, 0, 100).await {
                 Ok((rows, _)) => rows
                     .into_iter()
-                    .map(|r| (r.app.app_id, r.app.name))
+                    .map(|r| (r.app.app_id.get(), r.app.name))
                     .collect(),
                 Err(e) => return unavailable(e),
             };
@@ -330,7 +331,11 @@ pub async fn submit(
         // A signed-in owner authorizes one of its own mini programs: its session is the
         // credential (no password), and the form's CSRF token was checked above.
         let owns = match owner_session(&state, &headers).await {
-            Some(account) => match state.store.owns_app(account.account_id, app_id).await {
+            Some(account) => match state
+                .store
+                .owns_app(account.account_id, AppId(app_id))
+                .await
+            {
                 Ok(owns) => owns,
                 Err(e) => return unavailable(e),
             },
@@ -343,7 +348,7 @@ pub async fn submit(
         let client = peer.map(|Extension(ConnectInfo(a))| a.ip());
         let check = crate::application::check_owner_credential(
             &state,
-            app_id,
+            AppId(app_id),
             q.owner_password.clone(),
             client,
         )
@@ -372,7 +377,7 @@ pub async fn submit(
         .approve(
             Approval {
                 pre_auth_hash: secrets::sha256_hex(pre_auth_code),
-                code: issued_code(tp.tp_id, app_id, &code, now),
+                code: issued_code(TpId(tp.tp_id.get()), AppId(app_id), &code, now),
             },
             now,
         )
@@ -447,7 +452,7 @@ pub async fn oauth_token(State(state): State<AppState>, p: Params) -> Response {
             };
             state
                 .store
-                .exchange_code(tp_id, secrets::sha256_hex(code.trim()), pair, now)
+                .exchange_code(TpId(tp_id), secrets::sha256_hex(code.trim()), pair, now)
                 .await
         }
         Some("app_to_tp_refresh_token") => {
@@ -456,7 +461,7 @@ pub async fn oauth_token(State(state): State<AppState>, p: Params) -> Response {
             };
             state
                 .store
-                .refresh(tp_id, secrets::sha256_hex(old.trim()), pair, now)
+                .refresh(TpId(tp_id), secrets::sha256_hex(old.trim()), pair, now)
                 .await
         }
         Some(other) => {
@@ -490,7 +495,7 @@ pub fn app_info_data(app: &smartpkg_store::App) -> AppInfo {
     let audited = app.name_audited && app.category_audited;
     let certified = app.authenticity_certified;
     AppInfo {
-        app_id: app.app_id,
+        app_id: app.app_id.get(),
         app_key: app.app_key.clone(),
         app_name: app.name.clone(),
         app_desc: String::new(),
@@ -570,9 +575,9 @@ pub async fn retrieve_authorizationcode(
     let app_id = call.request()?.app_id;
     let authorized = state
         .store
-        .get_app(app_id)
+        .get_app(AppId(app_id))
         .await?
-        .is_some_and(|a| a.tp_id == Some(tp_id));
+        .is_some_and(|a| a.tp_id == Some(TpId(tp_id)));
     if !authorized {
         return Err(Reply::err(Errno::NoAuthorization));
     }
@@ -583,8 +588,8 @@ pub async fn retrieve_authorizationcode(
         .create_code(
             CodeKind::Auth,
             secrets::sha256_hex(&code),
-            tp_id,
-            Some(app_id),
+            TpId(tp_id),
+            Some(AppId(app_id)),
             now + AUTH_CODE_TTL_S * 1000,
             now,
         )

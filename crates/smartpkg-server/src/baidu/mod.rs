@@ -361,8 +361,8 @@ impl Params {
     /// program's and its third party's write limits.
     pub async fn app_write_grant(&self, state: &AppState) -> Result<Grant, Reply> {
         let grant = self.app_grant(state).await?;
-        write_allowed(state, Scope::App, grant.app_id)?;
-        write_allowed(state, Scope::Tp, grant.tp_id)?;
+        write_allowed(state, Scope::App, grant.app_id.get())?;
+        write_allowed(state, Scope::Tp, grant.tp_id.get())?;
         Ok(grant)
     }
 }

@@ -2,6 +2,7 @@
 //! store, and shape the answer; the rules themselves live in `smartpkg_core::lifecycle`.
 
 use chrono::FixedOffset;
+use smartpkg_core::ids::{AppId, PackageId, TemplateId, TpId};
 use smartpkg_core::lifecycle::{AuditRequest, Command, PkgState, Slot};
 use smartpkg_store::PackageRecord;
 use smartpkg_types::{
@@ -45,7 +46,7 @@ pub fn to_wire(p: &PackageRecord, offset: FixedOffset) -> Option<PackageInfo> {
             info.msg = Some(p.msg.clone());
             info.committer = Some(COMMITTER.into());
             info.status = Some(status);
-            info.package_id = Some(p.package_id);
+            info.package_id = Some(p.package_id.get());
             info.gray_percentage = p.staged_percent;
             if p.state.slot() == Some(Slot::Online) {
                 info.rollback_version = Some(p.rollback_version.clone().unwrap_or_default());
@@ -56,7 +57,8 @@ pub fn to_wire(p: &PackageRecord, offset: FixedOffset) -> Option<PackageInfo> {
 }
 
 async fn run(state: &AppState, app_id: i64, cmd: Command) -> Answer {
-    application::package_command(state, app_id, cmd, smartpkg_store::Actor::ThirdParty).await?;
+    application::package_command(state, AppId(app_id), cmd, smartpkg_store::Actor::ThirdParty)
+        .await?;
     done()
 }
 
@@ -70,9 +72,9 @@ pub async fn upload(state: AppState, call: Call<call::Upload>) -> Answer {
     let grant = call.app(&state).await?;
     let req = call.request()?;
     let upload = application::Upload {
-        app_id: grant.app_id,
-        tp_id: grant.tp_id,
-        template_id: req.template_id,
+        app_id: AppId(grant.app_id.get()),
+        tp_id: TpId(grant.tp_id.get()),
+        template_id: TemplateId(req.template_id),
         ext_json: req.ext_json,
         version: checked_text("user_version", req.user_version, MAX_VERSION_CHARS, false)?,
         version_desc: checked_text("user_desc", req.user_desc, MAX_DESC_CHARS, true)?,
@@ -93,10 +95,10 @@ pub async fn submitaudit(state: AppState, call: Call<call::SubmitAudit>) -> Answ
         test_password: account("test_password", req.test_password)?,
     };
     let cmd = Command::SubmitAudit {
-        package_id: req.package_id,
+        package_id: PackageId(req.package_id),
         request,
     };
-    run(&state, grant.app_id, cmd).await
+    run(&state, grant.app_id.get(), cmd).await
 }
 
 async fn by_package_id<E>(state: AppState, call: Call<E>, cmd: fn(i64) -> Command) -> Answer
@@ -105,19 +107,28 @@ where
 {
     let grant = call.app(&state).await?;
     let req = call.request()?;
-    run(&state, grant.app_id, cmd(req.package_id)).await
+    run(&state, grant.app_id.get(), cmd(req.package_id)).await
 }
 
 pub async fn release(state: AppState, call: Call<call::Release>) -> Answer {
-    by_package_id(state, call, |package_id| Command::Release { package_id }).await
+    by_package_id(state, call, |package_id| Command::Release {
+        package_id: PackageId(package_id),
+    })
+    .await
 }
 
 pub async fn rollback(state: AppState, call: Call<call::Rollback>) -> Answer {
-    by_package_id(state, call, |package_id| Command::Rollback { package_id }).await
+    by_package_id(state, call, |package_id| Command::Rollback {
+        package_id: PackageId(package_id),
+    })
+    .await
 }
 
 pub async fn withdraw(state: AppState, call: Call<call::Withdraw>) -> Answer {
-    by_package_id(state, call, |package_id| Command::Withdraw { package_id }).await
+    by_package_id(state, call, |package_id| Command::Withdraw {
+        package_id: PackageId(package_id),
+    })
+    .await
 }
 
 /// Online first, then the audit version, then the development version.
@@ -158,7 +169,7 @@ pub async fn getdetail(state: AppState, call: Call<call::GetDetail>) -> Answer<P
     let record = match req.package_id {
         Some(id) => state
             .store
-            .get_package(id)
+            .get_package(PackageId(id))
             .await?
             .filter(|r| r.app_id == grant.app_id)
             .filter(|r| wanted.is_none() || r.state.wire_status() == wanted),
@@ -211,16 +222,16 @@ pub async fn grayrelease(state: AppState, call: Call<call::GrayRelease>) -> Answ
     let grant = call.app(&state).await?;
     let req = call.request()?;
     let cmd = Command::StageRelease {
-        package_id: req.package_id,
+        package_id: PackageId(req.package_id),
         percent: req.gray_percentage,
     };
-    run(&state, grant.app_id, cmd).await
+    run(&state, grant.app_id.get(), cmd).await
 }
 
 /// `revertgrayrelease` (smartpkg's extension): every device back to the online version.
 pub async fn revertgrayrelease(state: AppState, call: Call<call::RevertGrayRelease>) -> Answer {
     by_package_id(state, call, |package_id| Command::RevertStage {
-        package_id,
+        package_id: PackageId(package_id),
     })
     .await
 }
@@ -230,10 +241,10 @@ pub async fn rollbackto(state: AppState, call: Call<call::RollbackTo>) -> Answer
     let grant = call.app(&state).await?;
     let req = call.request()?;
     let cmd = Command::RollbackTo {
-        package_id: req.package_id,
-        target: req.target_package_id,
+        package_id: PackageId(req.package_id),
+        target: PackageId(req.target_package_id),
     };
-    run(&state, grant.app_id, cmd).await
+    run(&state, grant.app_id.get(), cmd).await
 }
 
 /// `gethistory` (smartpkg's extension): the versions `rollbackto` may choose, newest first.
@@ -248,7 +259,7 @@ pub async fn gethistory(
     Ok(Data(
         rows.iter()
             .map(|r| HistoryVersion {
-                package_id: r.package_id,
+                package_id: r.package_id.get(),
                 version: r.version.clone(),
                 version_desc: r.version_desc.clone(),
                 commit_time: clock::commit_time(r.commit_time_ms, offset),

@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use qrcode::{Color, QrCode};
+use smartpkg_core::ids::PackageId;
 use smartpkg_core::lifecycle::Slot;
 use smartpkg_types::Errno;
 
@@ -62,7 +63,7 @@ async fn qrcode_inner(state: &AppState, p: &Params) -> Result<(String, u32), Rep
     let package = match p.optional_i64("package_id")? {
         Some(id) => visible
             .into_iter()
-            .find(|r| r.package_id == id && r.state.slot().is_some())
+            .find(|r| r.package_id == PackageId(id) && r.state.slot().is_some())
             .ok_or_else(|| {
                 Reply::err_msg(
                     Errno::QrcodePackage,

@@ -1,6 +1,7 @@
 //! The third party's own calls (spec §4): its access token from a ticket, and the template
 //! library (drafts → templates → delete).
 
+use smartpkg_core::ids::{TemplateId, TpId};
 use smartpkg_store::{Draft, Template};
 use smartpkg_types::{
     call, AddedTemplate, DeletedTemplate, Draft as DraftView, DraftList, Errno, GatewayError,
@@ -20,7 +21,7 @@ impl Params {
         if expires_at <= clock::now_ms() {
             return Err(Reply::Gateway(GatewayError::token_expired()));
         }
-        Ok(tp_id)
+        Ok(tp_id.get())
     }
 
     /// As [`Params::tp_grant`], for a call that writes: it counts against the third party's
@@ -80,7 +81,7 @@ fn draft_view(d: &Draft) -> DraftView {
 
 fn template_view(t: &Template) -> TemplateInfo {
     TemplateInfo {
-        template_id: t.template_id,
+        template_id: t.template_id.get(),
         user_version: t.user_version.clone(),
         user_desc: t.user_desc.clone(),
         create_time: t.create_time,
@@ -94,7 +95,7 @@ pub async fn gettemplatedraftlist(
 ) -> Answer<DraftList> {
     let tp_id = call.tp(&state).await?;
     let (offset, limit) = paging(call.request()?)?;
-    let (count, drafts) = state.store.list_drafts(tp_id, offset, limit).await?;
+    let (count, drafts) = state.store.list_drafts(TpId(tp_id), offset, limit).await?;
     let list = drafts.iter().map(draft_view).collect();
     Ok(Data(DraftList { count, list }))
 }
@@ -105,9 +106,9 @@ pub async fn addtotemplate(
 ) -> Answer<AddedTemplate> {
     let tp_id = call.tp(&state).await?;
     let req = call.request()?;
-    let t = application::add_template(&state, tp_id, req.draft_id, req.user_desc).await?;
+    let t = application::add_template(&state, TpId(tp_id), req.draft_id, req.user_desc).await?;
     Ok(Data(AddedTemplate {
-        template_id: t.template_id,
+        template_id: t.template_id.get(),
     }))
 }
 
@@ -117,7 +118,10 @@ pub async fn gettemplatelist(
 ) -> Answer<TemplateList> {
     let tp_id = call.tp(&state).await?;
     let (offset, limit) = paging(call.request()?)?;
-    let (count, templates) = state.store.list_templates(tp_id, offset, limit).await?;
+    let (count, templates) = state
+        .store
+        .list_templates(TpId(tp_id), offset, limit)
+        .await?;
     let list = templates.iter().map(template_view).collect();
     Ok(Data(TemplateList { count, list }))
 }
@@ -128,6 +132,6 @@ pub async fn deltemplate(
 ) -> Answer<DeletedTemplate> {
     let tp_id = call.tp(&state).await?;
     let template_id = call.request()?.template_id;
-    application::delete_template(&state, tp_id, template_id).await?;
+    application::delete_template(&state, TpId(tp_id), TemplateId(template_id)).await?;
     Ok(Data(DeletedTemplate { result: 1 }))
 }

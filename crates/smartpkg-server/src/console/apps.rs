@@ -1,6 +1,7 @@
 //! Mini programs: search, a mini program's page (gates, authorization, packages, timeline),
 //! and owners adding the mini programs they hold the credential of.
 
+use smartpkg_core::ids::{AppId, TpId};
 use std::net::SocketAddr;
 
 use askama::Template;
@@ -64,7 +65,7 @@ pub async fn list(
             gates_open: r.app.name_audited
                 && r.app.category_audited
                 && r.app.authenticity_certified,
-            app_id: r.app.app_id,
+            app_id: r.app.app_id.get(),
             name: r.app.name,
             tp_name: r.tp_name.unwrap_or_default(),
             online: r.online_version.unwrap_or_default(),
@@ -86,7 +87,7 @@ async fn may_see(state: &AppState, v: &Viewer, app_id: i64) -> Result<(), Page> 
     }
     if state
         .store
-        .owns_app(v.account.account_id, app_id)
+        .owns_app(v.account.account_id, AppId(app_id))
         .await
         .map_err(store_failed)?
     {
@@ -117,7 +118,7 @@ pub async fn page(State(state): State<AppState>, v: Viewer, Path(app_id): Path<i
     may_see(&state, &v, app_id).await?;
     let app = state
         .store
-        .get_app(app_id)
+        .get_app(AppId(app_id))
         .await
         .map_err(store_failed)?
         .ok_or_else(|| Page::not_found(&v, &format!("Mini program {app_id}")))?;
@@ -128,7 +129,7 @@ pub async fn page(State(state): State<AppState>, v: Viewer, Path(app_id): Path<i
     let packages = state
         .store
         .list_packages(PackageFilter {
-            app_id: Some(app_id),
+            app_id: Some(AppId(app_id)),
             limit: Some(100),
             ..PackageFilter::default()
         })
@@ -141,13 +142,13 @@ pub async fn page(State(state): State<AppState>, v: Viewer, Path(app_id): Path<i
         .unwrap_or_default();
     let log = state
         .store
-        .app_log(app_id, 200)
+        .app_log(AppId(app_id), 200)
         .await
         .map_err(store_failed)?;
     Ok(Page::ok(&AppPage {
         layout: v.layout(app.name.clone(), "apps"),
         app_id,
-        tp_id: tp.as_ref().map(|t| t.tp_id).unwrap_or_default(),
+        tp_id: tp.as_ref().map(|t| t.tp_id.get()).unwrap_or_default(),
         tp_name: tp.as_ref().map(|t| t.name.clone()).unwrap_or_default(),
         online,
         owner_set: app.owner_credential_set,
@@ -159,7 +160,7 @@ pub async fn page(State(state): State<AppState>, v: Viewer, Path(app_id): Path<i
             .iter()
             .map(|p| {
                 (
-                    p.package_id,
+                    p.package_id.get(),
                     p.version.clone(),
                     p.state.as_str(),
                     super::when(&state, p.updated_at_ms),
@@ -191,7 +192,7 @@ pub async fn gates(
         category_audited: Some(p.form.category_audited.is_some()),
         authenticity_certified: Some(p.form.authenticity_certified.is_some()),
     };
-    application::patch_app(&state, app_id, patch)
+    application::patch_app(&state, AppId(app_id), patch)
         .await
         .map_err(|e| Page::refused(v, e))?;
     tracing::info!(by = %v.account.name, app_id, "console: gates changed");
@@ -214,7 +215,7 @@ pub async fn revoke(
     v.require(&[Role::Operator, Role::Owner])?;
     may_see(&state, v, app_id).await?;
     Page::unless_confirmed(v, &p.form.confirm, "ending the authorization")?;
-    application::revoke(&state, p.form.tp_id, app_id)
+    application::revoke(&state, TpId(p.form.tp_id), AppId(app_id))
         .await
         .map_err(|e| Page::refused(v, e))?;
     tracing::info!(by = %v.account.name, app_id, tp_id = p.form.tp_id, "console: authorization revoked");
@@ -250,10 +251,14 @@ pub async fn claim(
         return Err(wrong());
     };
     let client = peer.map(|Extension(ConnectInfo(a))| a.ip());
-    let check =
-        application::check_owner_credential(&state, app_id, p.form.owner_password.clone(), client)
-            .await
-            .map_err(|e| Page::refused(v, e))?;
+    let check = application::check_owner_credential(
+        &state,
+        AppId(app_id),
+        p.form.owner_password.clone(),
+        client,
+    )
+    .await
+    .map_err(|e| Page::refused(v, e))?;
     match check {
         application::OwnerCheck::Accepted => {}
         application::OwnerCheck::Wrong => return Err(wrong()),
@@ -268,7 +273,7 @@ pub async fn claim(
     }
     state
         .store
-        .add_owned_apps(v.account.account_id, vec![app_id])
+        .add_owned_apps(v.account.account_id, vec![AppId(app_id)])
         .await
         .map_err(store_failed)?;
     tracing::info!(by = %v.account.name, app_id, "console: owner added a mini program");

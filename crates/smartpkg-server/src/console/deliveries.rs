@@ -5,6 +5,7 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
+use smartpkg_core::ids::{AppId, TpId};
 use smartpkg_store::{DeliveryState, Role};
 
 use super::{store_failed, Layout, Page, PageResult, Posted, Viewer, PAGE_SIZE};
@@ -78,7 +79,7 @@ pub async fn list(
         .and_then(|b| b.trim().parse::<i64>().ok());
     let mut rows = state
         .store
-        .list_deliveries(tp_id, wanted, before, PAGE_SIZE)
+        .list_deliveries(tp_id.map(TpId), wanted, before, PAGE_SIZE)
         .await
         .map_err(store_failed)?;
     if q.state.trim() == "failing" {
@@ -101,8 +102,8 @@ pub async fn list(
             id: d.delivery_id,
             event: d.event.event.clone(),
             reason: d.event.reason.clone().unwrap_or_default(),
-            tp_id: d.tp_id,
-            app: if d.event.app_id == 0 {
+            tp_id: d.tp_id.get(),
+            app: if d.event.app_id == AppId(0) {
                 String::new()
             } else {
                 d.event.app_id.to_string()
@@ -168,7 +169,7 @@ pub async fn page(State(state): State<AppState>, v: Viewer, Path(id): Path<i64>)
         id,
         event: d.event.event.clone(),
         uid: d.event.uid.clone(),
-        tp_id: d.tp_id,
+        tp_id: d.tp_id.get(),
         url: d.url.clone(),
         state: d.state.as_str(),
         next_attempt: d

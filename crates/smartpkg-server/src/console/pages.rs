@@ -61,8 +61,8 @@ pub fn event(state: &AppState, e: &LogEntry) -> Event {
     };
     Event {
         when: super::when(state, e.at_ms),
-        app_id: e.app_id,
-        package_id: e.package_id,
+        app_id: e.app_id.get(),
+        package_id: e.package_id.get(),
         version: e.version.clone(),
         what: what(e.from, e.to),
         detail: e.detail.clone().unwrap_or_default(),

@@ -5,6 +5,7 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
+use smartpkg_core::ids::PackageId;
 use smartpkg_core::lifecycle::PkgState;
 use smartpkg_core::review::{self, DiffLine};
 use smartpkg_store::{PackageRecord, Role};
@@ -58,11 +59,11 @@ pub async fn list(
         .map(|i| QueueRow {
             waiting: super::age(now, i.submitted_at_ms),
             test_account: i.test_account.unwrap_or_default(),
-            package_id: i.package_id,
-            app_id: i.app_id,
+            package_id: i.package_id.get(),
+            app_id: i.app_id.get(),
             app_name: i.app_name,
             tp_name: i.tp_name,
-            template_id: i.template_id,
+            template_id: i.template_id.get(),
             template_version: i.template_version,
             version: i.version,
             version_desc: i.version_desc,
@@ -81,7 +82,7 @@ pub async fn list(
 async fn visible(state: &AppState, v: &Viewer, id: i64) -> Result<PackageRecord, Page> {
     let p = state
         .store
-        .get_package(id)
+        .get_package(PackageId(id))
         .await
         .map_err(store_failed)?
         .ok_or_else(|| Page::not_found(v, &format!("Package {id}")))?;
@@ -158,7 +159,7 @@ pub async fn package(State(state): State<AppState>, v: Viewer, Path(id): Path<i6
         .map_err(store_failed)?;
     let (mut files, mut app_diff, mut ext_diff, mut template_note) =
         (vec![], vec![], vec![], String::new());
-    match crate::workers::template_bytes(&state, p.template_id).await {
+    match crate::workers::template_bytes(&state, p.template_id.get()).await {
         Ok((bytes, manifest)) => {
             files = manifest.files.iter().map(|f| FileLink::new(f)).collect();
             let read = |path: &str| {
@@ -189,7 +190,7 @@ pub async fn package(State(state): State<AppState>, v: Viewer, Path(id): Path<i6
     }
     let log = state
         .store
-        .package_log(id, TIMELINE_ENTRIES as i64 + 1)
+        .package_log(PackageId(id), TIMELINE_ENTRIES as i64 + 1)
         .await
         .map_err(store_failed)?;
     let timeline_cut = log.len() > TIMELINE_ENTRIES;
@@ -203,10 +204,10 @@ pub async fn package(State(state): State<AppState>, v: Viewer, Path(id): Path<i6
     let page = PackagePage {
         layout: v.layout(format!("Package #{id}"), "queue"),
         package_id: id,
-        app_id: p.app_id,
+        app_id: p.app_id.get(),
         app_name: app.map(|a| a.name).unwrap_or_default(),
         tp_name: tp.map(|t| t.name).unwrap_or_default(),
-        template_id: p.template_id,
+        template_id: p.template_id.get(),
         template_version: template.map(|t| t.user_version).unwrap_or_default(),
         version: p.version.clone(),
         version_desc: p.version_desc.clone(),
@@ -279,7 +280,7 @@ pub async fn file(
     Path((id, path)): Path<(i64, String)>,
 ) -> PageResult {
     let p = visible(&state, &v, id).await?;
-    let (bytes, manifest) = crate::workers::template_bytes(&state, p.template_id)
+    let (bytes, manifest) = crate::workers::template_bytes(&state, p.template_id.get())
         .await
         .map_err(|e| Page::message(&v, StatusCode::SERVICE_UNAVAILABLE, "Unreadable", &e))?;
     if !manifest.has_file(&path) {
@@ -334,7 +335,7 @@ pub async fn decide(
             ))
         }
     };
-    application::decide_audit(&state, id, pass, &p.form.reason, v.actor())
+    application::decide_audit(&state, PackageId(id), pass, &p.form.reason, v.actor())
         .await
         .map_err(|e| Page::refused(v, e))?;
     tracing::info!(by = %v.account.name, package_id = id, pass, "console: audit decided");

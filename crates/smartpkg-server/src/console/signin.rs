@@ -1,5 +1,6 @@
 //! Signing in and out, the first operator, and accounts.
 
+use smartpkg_core::ids::{AccountId, AppId};
 use std::net::SocketAddr;
 
 use askama::Template;
@@ -142,7 +143,7 @@ async fn sign_in(state: &AppState, account_id: i64, next: &str) -> PageResult {
         .store
         .create_session(
             secrets::sha256_hex(&token),
-            account_id,
+            AccountId(account_id),
             secrets::random_alnum(32),
             now,
             expires,
@@ -254,7 +255,7 @@ pub async fn submit(
         Some(a) => {
             guards.per_app.clear(&name_key);
             tracing::info!(account = %a.name, "console: signed in");
-            sign_in(&state, a.account_id, &f.next).await
+            sign_in(&state, a.account_id.get(), &f.next).await
         }
         None => {
             guards.per_app.fail(&name_key);
@@ -331,7 +332,7 @@ pub async fn setup(
     {
         Ok((a, _)) => {
             tracing::info!(account = %a.name, "console: first operator created");
-            sign_in(&state, a.account_id, "/console").await
+            sign_in(&state, a.account_id.get(), "/console").await
         }
         Err(e) => {
             let (status, text) = super::refusal(e);
@@ -409,12 +410,12 @@ async fn accounts_page(
         .map_err(store_failed)?;
     let names: std::collections::HashMap<i64, String> = rows
         .iter()
-        .map(|a| (a.account_id, a.name.clone()))
+        .map(|a| (a.account_id.get(), a.name.clone()))
         .collect();
     let accounts = rows
         .iter()
         .map(|a| AccountRow {
-            account_id: a.account_id,
+            account_id: a.account_id.get(),
             disabled_since: a
                 .disabled_at_ms
                 .map(|at| super::when(state, at))
@@ -424,7 +425,10 @@ async fn accounts_page(
             role: a.role.as_str(),
             created: super::when(state, a.created_at_ms),
             created_by: match a.created_by {
-                Some(id) => names.get(&id).cloned().unwrap_or_else(|| format!("#{id}")),
+                Some(id) => names
+                    .get(&id.get())
+                    .cloned()
+                    .unwrap_or_else(|| format!("#{id}")),
                 None => "admin token".into(),
             },
         })
@@ -484,14 +488,14 @@ pub async fn create_account(
     })?;
     let mut apps = vec![];
     for part in f.apps.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        apps.push(part.parse::<i64>().map_err(|_| {
+        apps.push(AppId(part.parse::<i64>().map_err(|_| {
             Page::message(
                 v,
                 StatusCode::BAD_REQUEST,
                 "Cannot do that",
                 &format!("{part:?} is not a mini program id"),
             )
-        })?);
+        })?));
     }
     let password = Some(f.password).filter(|p| !p.is_empty());
     let (account, generated) = application::create_account(
@@ -499,7 +503,7 @@ pub async fn create_account(
         &f.name,
         role,
         password,
-        application::Creator::Operator(Some(v.account.account_id)),
+        application::Creator::Operator(Some(AccountId(v.account.account_id.get()))),
         apps,
     )
     .await
@@ -546,7 +550,7 @@ pub async fn account_action(
         ),
         other => return Err(refuse(&format!("{other:?} is not an action on an account"))),
     };
-    if account_id == v.account.account_id {
+    if account_id == v.account.account_id.get() {
         // Disabling oneself would lock the console's last operator out; one's own password
         // is changed with the current one (/console/password).
         return Err(refuse(
@@ -554,7 +558,7 @@ pub async fn account_action(
         ));
     }
     let (account, generated) =
-        application::edit_account(&state, account_id, password, disabled, None)
+        application::edit_account(&state, AccountId(account_id), password, disabled, None)
             .await
             .map_err(|e| Page::refused(v, e))?;
     tracing::info!(by = %v.account.name, account = %account.name, action = %p.form.action, "console: account changed");
@@ -631,7 +635,7 @@ pub async fn change_password(State(state): State<AppState>, p: Posted<PasswordFo
     let new = application::NewPassword::Set(p.form.new.clone());
     if let Err(e) = application::edit_account(
         &state,
-        v.account.account_id,
+        AccountId(v.account.account_id.get()),
         new,
         None,
         Some(v.token_hash.clone()),

@@ -4,6 +4,7 @@
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use serde::Deserialize;
+use smartpkg_core::ids::TpId;
 use smartpkg_store::{AppQuery, Role, Tp};
 
 use super::signin::PageQuery;
@@ -96,7 +97,7 @@ async fn tp_page(state: &AppState, v: &Viewer, tp: Tp, fresh: bool) -> PageResul
     for t in templates {
         let size = state.blobs.size(&t.blob_sha256).await.ok();
         t_rows.push((
-            t.template_id,
+            t.template_id.get(),
             t.user_version,
             t.user_desc,
             size_text(size),
@@ -125,7 +126,7 @@ async fn tp_page(state: &AppState, v: &Viewer, tp: Tp, fresh: bool) -> PageResul
         .map_err(store_failed)?;
     Ok(Page::ok(&TpPage {
         layout: v.layout(tp.name.clone(), "tps"),
-        tp_id,
+        tp_id: tp_id.get(),
         client_id: tp.client_id.clone(),
         event_url: tp.event_url.clone(),
         auth_event_url: tp.auth_event_url.clone(),
@@ -155,7 +156,7 @@ async fn tp_page(state: &AppState, v: &Viewer, tp: Tp, fresh: bool) -> PageResul
             .into_iter()
             .map(|r| {
                 (
-                    r.app.app_id,
+                    r.app.app_id.get(),
                     r.app.name,
                     r.online_version.unwrap_or_default(),
                 )
@@ -169,7 +170,7 @@ pub async fn page(State(state): State<AppState>, v: Viewer, Path(tp_id): Path<i6
     v.require(&[Role::Operator])?;
     let tp = state
         .store
-        .get_tp(tp_id)
+        .get_tp(TpId(tp_id))
         .await
         .map_err(store_failed)?
         .ok_or_else(|| Page::not_found(&v, &format!("Third party {tp_id}")))?;
@@ -190,7 +191,7 @@ pub async fn rotate(
     let v = &p.viewer;
     v.require(&[Role::Operator])?;
     Page::unless_confirmed(v, &p.form.confirm, "replacing the push keys")?;
-    let tp = application::rotate_tp_keys(&state, tp_id)
+    let tp = application::rotate_tp_keys(&state, TpId(tp_id))
         .await
         .map_err(|e| Page::refused(v, e))?;
     tracing::info!(by = %v.account.name, tp_id, "console: push keys rotated");

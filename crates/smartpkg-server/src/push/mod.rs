@@ -131,16 +131,16 @@ pub fn render(d: &Delivery, offset: FixedOffset) -> Result<String, StoreError> {
     let e = &d.event;
     let event_time = clock::event_time(e.created_at_ms, offset);
     let authorization = |code: Option<CodeGrant>| AuthorizationPush {
-        app_id: e.app_id,
-        tp_app_id: e.tp_id,
+        app_id: e.app_id.get(),
+        tp_app_id: e.tp_id.get(),
         event_time: event_time.clone(),
         event: e.event.clone(),
         authorization_code: code.as_ref().map(|c| c.authorization_code.clone()),
         authorization_code_expires_in: code.map(|c| c.authorization_code_expires_in),
     };
     let audit = |package_id, version: String, reason| AuditResultPush {
-        app_id: e.app_id,
-        tp_app_id: e.tp_id,
+        app_id: e.app_id.get(),
+        tp_app_id: e.tp_id.get(),
         event_time: event_time.clone(),
         event: e.event.clone(),
         reason,

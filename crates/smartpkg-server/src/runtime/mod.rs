@@ -11,6 +11,7 @@
 
 mod download;
 
+use smartpkg_core::ids::AppId;
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
@@ -227,7 +228,7 @@ async fn read_prepared(state: &Ctx, app_id: i64) -> Result<Arc<Option<Prepared>>
     let rt = state.rt();
     let view = state
         .store
-        .runtime_view(app_id)
+        .runtime_view(AppId(app_id))
         .await
         .map_err(Refused::store)?;
     let prepared = match view {
@@ -288,7 +289,7 @@ async fn prepare(state: &Ctx, v: RuntimeView) -> Prepared {
     Prepared {
         paused: v.settings.paused,
         min_runtime_version: v.settings.min_runtime_version,
-        hosts: v.hosts,
+        hosts: v.hosts.iter().map(|h| h.get()).collect(),
         online,
         staged,
         settings,
@@ -300,13 +301,13 @@ async fn prepare(state: &Ctx, v: RuntimeView) -> Prepared {
 async fn served(state: &Ctx, p: RuntimePackage) -> Result<Served, String> {
     let (sha256, size) = match (p.archive_sha256, p.archive_size) {
         (Some(s), Some(n)) => (s, n),
-        _ => crate::workers::make_archive(state, p.package_id).await?,
+        _ => crate::workers::make_archive(state, p.package_id.get()).await?,
     };
     if let Ok(mut set) = state.rt().archives.write() {
         set.insert(sha256.clone());
     }
     let json = raw(&PackageRef {
-        package_id: p.package_id,
+        package_id: p.package_id.get(),
         version: p.version,
         url: format!("{}/runtime/v1/packages/{sha256}", state.public_url),
         sha256: sha256.clone(),
@@ -409,7 +410,7 @@ async fn host_of(state: &Ctx, headers: &HeaderMap) -> Result<i64, Refused> {
                 .await
                 .map_err(Refused::store)?
                 .map(|h| Host {
-                    host_id: h.host_id,
+                    host_id: h.host_id.get(),
                     secret_hash: h.secret_hash,
                 });
             if let Ok(mut m) = rt.hosts.write() {

@@ -2,6 +2,7 @@
 //! mini program to a third party.
 
 use async_trait::async_trait;
+use smartpkg_core::ids::{AppId, TpId};
 use smartpkg_core::push::Event;
 
 use super::deliveries::{queue_event, NewEvent};
@@ -20,8 +21,8 @@ pub(crate) const GRANT: &str = "SELECT t.app_id AS grant_app_id, t.tp_id AS gran
 /// The grant of a row read with [`GRANT`] (or the package read that joins it).
 pub(crate) fn grant_of(r: &impl Columns) -> Result<Grant> {
     Ok(Grant {
-        app_id: r.i64("grant_app_id")?,
-        tp_id: r.i64("grant_tp_id")?,
+        app_id: r.id("grant_app_id")?,
+        tp_id: r.id("grant_tp_id")?,
         expires_at_ms: r.i64("grant_expires_at")?,
     })
 }
@@ -29,7 +30,7 @@ pub(crate) fn grant_of(r: &impl Columns) -> Result<Grant> {
 /// Stores a token pair as a member of `family` (the authorization it descends from).
 async fn insert_token_pair<X: Tx>(
     tx: &mut X,
-    (tp_id, app_id): (i64, i64),
+    (tp_id, app_id): (TpId, AppId),
     pair: &TokenPair,
     family: &str,
     now_ms: i64,
@@ -63,12 +64,12 @@ async fn revoke_family<X: Tx>(tx: &mut X, family: &str) -> Result<u64> {
 /// third party; the app id on success.
 async fn pair_if_authorized<X: Tx>(
     tx: &mut X,
-    tp_id: i64,
-    app_id: Option<i64>,
+    tp_id: TpId,
+    app_id: Option<AppId>,
     pair: &TokenPair,
     family: &str,
     now_ms: i64,
-) -> Result<Option<i64>> {
+) -> Result<Option<AppId>> {
     let Some(app_id) = app_id else {
         return Ok(None);
     };
@@ -85,7 +86,12 @@ async fn pair_if_authorized<X: Tx>(
 
 /// The app's tokens and unused codes of `tp_id` die, and the third party is told
 /// UNAUTHORIZED.
-async fn end_authorization<X: Tx>(tx: &mut X, tp_id: i64, app_id: i64, now_ms: i64) -> Result<()> {
+async fn end_authorization<X: Tx>(
+    tx: &mut X,
+    tp_id: TpId,
+    app_id: AppId,
+    now_ms: i64,
+) -> Result<()> {
     tx.exec(
         "DELETE FROM access_tokens WHERE app_id = $1 AND tp_id = $2",
         args![app_id, tp_id],
@@ -111,8 +117,8 @@ async fn end_authorization<X: Tx>(tx: &mut X, tp_id: i64, app_id: i64, now_ms: i
 /// this third party's) is queued with the code. False when the app does not exist.
 async fn switch_authorization<X: Tx>(
     tx: &mut X,
-    tp_id: i64,
-    app_id: i64,
+    tp_id: TpId,
+    app_id: AppId,
     code: &IssuedCode,
     now_ms: i64,
 ) -> Result<bool> {
@@ -120,7 +126,7 @@ async fn switch_authorization<X: Tx>(
     let Some(prior) = tx.opt(prior, args![app_id]).await? else {
         return Ok(false);
     };
-    let prior = prior.opt_i64("tp_id")?;
+    let prior: Option<TpId> = prior.opt_id("tp_id")?;
     if let Some(other) = prior.filter(|p| *p != tp_id) {
         end_authorization(tx, other, app_id, now_ms).await?;
     }
@@ -173,7 +179,7 @@ impl<S: Sql> AuthStore for S {
 
     async fn create_tp_token(
         &self,
-        tp_id: i64,
+        tp_id: TpId,
         token_hash: String,
         expires_at_ms: i64,
         now_ms: i64,
@@ -189,12 +195,12 @@ impl<S: Sql> AuthStore for S {
         })
     }
 
-    async fn resolve_tp_token(&self, token_hash: String) -> Result<Option<(i64, i64)>> {
+    async fn resolve_tp_token(&self, token_hash: String) -> Result<Option<(TpId, i64)>> {
         work!(read, self, |tx| {
             let sql = "SELECT tp_id, expires_at FROM access_tokens \
                        WHERE token_hash = $1 AND kind = 'tp'";
             match tx.opt(sql, args![&token_hash]).await? {
-                Some(r) => Ok(Some((r.i64("tp_id")?, r.i64("expires_at")?))),
+                Some(r) => Ok(Some((r.id("tp_id")?, r.i64("expires_at")?))),
                 None => Ok(None),
             }
         })
@@ -202,7 +208,7 @@ impl<S: Sql> AuthStore for S {
 
     async fn push_ticket(
         &self,
-        tp_id: i64,
+        tp_id: TpId,
         ticket_hash: String,
         expires_at_ms: i64,
         ticket: String,
@@ -229,7 +235,7 @@ impl<S: Sql> AuthStore for S {
                 tx,
                 NewEvent {
                     tp_id,
-                    app_id: 0,
+                    app_id: AppId(0),
                     event: &event,
                 },
                 now_ms,
@@ -238,7 +244,7 @@ impl<S: Sql> AuthStore for S {
         })
     }
 
-    async fn ticket_valid(&self, tp_id: i64, ticket_hash: String, now_ms: i64) -> Result<bool> {
+    async fn ticket_valid(&self, tp_id: TpId, ticket_hash: String, now_ms: i64) -> Result<bool> {
         work!(read, self, |tx| {
             let sql = "SELECT COUNT(*) AS n FROM tickets \
                        WHERE ticket_hash = $1 AND tp_id = $2 AND expires_at > $3";
@@ -250,8 +256,8 @@ impl<S: Sql> AuthStore for S {
         &self,
         kind: CodeKind,
         code_hash: String,
-        tp_id: i64,
-        app_id: Option<i64>,
+        tp_id: TpId,
+        app_id: Option<AppId>,
         expires_at_ms: i64,
         now_ms: i64,
     ) -> Result<()> {
@@ -277,7 +283,7 @@ impl<S: Sql> AuthStore for S {
         &self,
         kind: CodeKind,
         code_hash: String,
-        tp_id: i64,
+        tp_id: TpId,
         now_ms: i64,
     ) -> Result<bool> {
         work!(read, self, |tx| {
@@ -316,11 +322,11 @@ impl<S: Sql> AuthStore for S {
 
     async fn exchange_code(
         &self,
-        tp_id: i64,
+        tp_id: TpId,
         code_hash: String,
         pair: TokenPair,
         now_ms: i64,
-    ) -> Result<Option<i64>> {
+    ) -> Result<Option<AppId>> {
         work!(write, self, |tx| {
             let used = tx
                 .opt(
@@ -331,7 +337,7 @@ impl<S: Sql> AuthStore for S {
                 .await?;
             if let Some(used) = used {
                 // The code's hash names the family of every token it yields.
-                let app_id = used.opt_i64("app_id")?;
+                let app_id = used.opt_id("app_id")?;
                 return pair_if_authorized(tx, tp_id, app_id, &pair, &code_hash, now_ms).await;
             }
             let replayed = tx
@@ -344,7 +350,7 @@ impl<S: Sql> AuthStore for S {
             if replayed == 1 {
                 let n = revoke_family(tx, &code_hash).await?;
                 tracing::warn!(
-                    tp_id,
+                    tp_id = tp_id.get(),
                     revoked = n,
                     "authorization code replayed: revoked the tokens issued from it"
                 );
@@ -355,11 +361,11 @@ impl<S: Sql> AuthStore for S {
 
     async fn refresh(
         &self,
-        tp_id: i64,
+        tp_id: TpId,
         refresh_hash: String,
         pair: TokenPair,
         now_ms: i64,
-    ) -> Result<Option<i64>> {
+    ) -> Result<Option<AppId>> {
         work!(write, self, |tx| {
             // Marking it used is what makes a refresh token single-use.
             let found = tx
@@ -374,7 +380,7 @@ impl<S: Sql> AuthStore for S {
                 let family = found
                     .opt_string("family")?
                     .unwrap_or_else(|| refresh_hash.clone());
-                let app_id = found.opt_i64("app_id")?;
+                let app_id = found.opt_id("app_id")?;
                 return pair_if_authorized(tx, tp_id, app_id, &pair, &family, now_ms).await;
             }
             let replayed = tx
@@ -391,7 +397,7 @@ impl<S: Sql> AuthStore for S {
             {
                 let n = revoke_family(tx, &family).await?;
                 tracing::warn!(
-                    tp_id,
+                    tp_id = tp_id.get(),
                     revoked = n,
                     "refresh token replayed: revoked the tokens issued from its authorization"
                 );
@@ -400,7 +406,7 @@ impl<S: Sql> AuthStore for S {
         })
     }
 
-    async fn revoke(&self, tp_id: i64, app_id: i64, now_ms: i64) -> Result<bool> {
+    async fn revoke(&self, tp_id: TpId, app_id: AppId, now_ms: i64) -> Result<bool> {
         work!(write, self, |tx| {
             let n = tx
                 .exec(

@@ -1,6 +1,7 @@
 //! [`ConsoleStore`] on every SQL backend.
 
 use async_trait::async_trait;
+use smartpkg_core::ids::{AccountId, AppId, PackageId};
 
 use super::{decode, Dialect, Sql, Tx};
 use crate::{
@@ -24,12 +25,12 @@ const QUEUE: &str = "SELECT p.package_id, p.app_id, a.name AS app_name, p.tp_id,
 
 fn queue_item(r: &impl Columns) -> Result<QueueItem> {
     Ok(QueueItem {
-        package_id: r.i64("package_id")?,
-        app_id: r.i64("app_id")?,
+        package_id: r.id("package_id")?,
+        app_id: r.id("app_id")?,
         app_name: r.string("app_name")?,
-        tp_id: r.i64("tp_id")?,
+        tp_id: r.id("tp_id")?,
         tp_name: r.string("tp_name")?,
-        template_id: r.i64("template_id")?,
+        template_id: r.id("template_id")?,
         template_version: r.string("template_version")?,
         version: r.string("version")?,
         version_desc: r.string("version_desc")?,
@@ -45,12 +46,15 @@ const OWN_APP: &str =
 async fn log_where<S: Sql>(
     s: &S,
     column: &'static str,
-    id: i64,
+    id: impl smartpkg_core::ids::Id + Send + 'static,
     limit: i64,
 ) -> Result<Vec<LogEntry>> {
     work!(read, s, |tx| {
         let sql = format!("{LOG_SELECT} WHERE {column} = $1 ORDER BY l.log_id DESC LIMIT $2");
-        decode(tx.rows(&sql, args![id, limit]).await?, LogEntry::from_row)
+        decode(
+            tx.rows(&sql, args![id.raw(), limit]).await?,
+            LogEntry::from_row,
+        )
     })
 }
 
@@ -103,7 +107,7 @@ impl<S: Sql> ConsoleStore for S {
                 tx.exec(OWN_APP, args![id, app]).await?;
             }
             Ok(Ok(Account {
-                account_id: id,
+                account_id: AccountId(id),
                 name: new.name,
                 role: new.role,
                 created_by: new.created_by,
@@ -146,7 +150,7 @@ impl<S: Sql> ConsoleStore for S {
 
     async fn update_account(
         &self,
-        account_id: i64,
+        account_id: AccountId,
         change: AccountChange,
         keep_session: Option<String>,
         now_ms: i64,
@@ -176,7 +180,7 @@ impl<S: Sql> ConsoleStore for S {
         })
     }
 
-    async fn add_owned_apps(&self, account_id: i64, apps: Vec<i64>) -> Result<()> {
+    async fn add_owned_apps(&self, account_id: AccountId, apps: Vec<AppId>) -> Result<()> {
         work!(write, self, |tx| {
             for app in apps {
                 tx.exec(OWN_APP, args![account_id, app]).await?;
@@ -185,7 +189,7 @@ impl<S: Sql> ConsoleStore for S {
         })
     }
 
-    async fn owns_app(&self, account_id: i64, app_id: i64) -> Result<bool> {
+    async fn owns_app(&self, account_id: AccountId, app_id: AppId) -> Result<bool> {
         work!(read, self, |tx| {
             let sql = "SELECT 1 AS n FROM account_apps WHERE account_id = $1 AND app_id = $2";
             Ok(tx.opt(sql, args![account_id, app_id]).await?.is_some())
@@ -195,7 +199,7 @@ impl<S: Sql> ConsoleStore for S {
     async fn create_session(
         &self,
         token_hash: String,
-        account_id: i64,
+        account_id: AccountId,
         csrf: String,
         now_ms: i64,
         expires_at_ms: i64,
@@ -316,11 +320,11 @@ impl<S: Sql> ConsoleStore for S {
         })
     }
 
-    async fn app_log(&self, app_id: i64, limit: i64) -> Result<Vec<LogEntry>> {
+    async fn app_log(&self, app_id: AppId, limit: i64) -> Result<Vec<LogEntry>> {
         log_where(self, "l.app_id", app_id, limit).await
     }
 
-    async fn package_log(&self, package_id: i64, limit: i64) -> Result<Vec<LogEntry>> {
+    async fn package_log(&self, package_id: PackageId, limit: i64) -> Result<Vec<LogEntry>> {
         log_where(self, "l.package_id", package_id, limit).await
     }
 

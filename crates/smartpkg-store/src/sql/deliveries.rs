@@ -1,6 +1,7 @@
 //! [`DeliveryStore`] on every SQL backend, and the outbox every decision writes into.
 
 use async_trait::async_trait;
+use smartpkg_core::ids::{AppId, PackageId, TpId};
 use smartpkg_core::push::Event;
 
 use super::{decode, Sql, Tx};
@@ -11,9 +12,9 @@ use crate::{
 
 /// An event to queue for a third party.
 pub(crate) struct NewEvent<'a> {
-    pub(crate) tp_id: i64,
+    pub(crate) tp_id: TpId,
     /// 0 for a ticket, which concerns the third party alone.
-    pub(crate) app_id: i64,
+    pub(crate) app_id: AppId,
     pub(crate) event: &'a Event,
 }
 
@@ -31,7 +32,7 @@ pub(crate) async fn queue_event<X: Tx>(tx: &mut X, e: NewEvent<'_>, now_ms: i64)
     }
     let uid = hex::encode(rand::random::<[u8; 16]>());
     // The column predates the Option: 0 stands for "no package".
-    let package_id = cols.package_id.unwrap_or(0);
+    let package_id = PackageId(cols.package_id.unwrap_or(0));
     let event_id = tx
         .int(
             "INSERT INTO events (uid, tp_id, app_id, package_id, event, reason, \
@@ -76,18 +77,18 @@ pub(crate) async fn queue_event<X: Tx>(tx: &mut X, e: NewEvent<'_>, now_ms: i64)
 /// The audit-result event of a decision, in the deciding transaction.
 pub(crate) async fn outbox<X: Tx>(
     tx: &mut X,
-    tp_id: i64,
-    package_id: i64,
+    tp_id: TpId,
+    package_id: PackageId,
     pass: bool,
     reason: &str,
     now_ms: i64,
 ) -> Result<()> {
     let sql = "SELECT app_id, version FROM packages WHERE package_id = $1";
     let row = tx.one(sql, args![package_id]).await?;
-    let event = Event::audit(package_id, row.string("version")?, pass, reason);
+    let event = Event::audit(package_id.get(), row.string("version")?, pass, reason);
     let e = NewEvent {
         tp_id,
-        app_id: row.i64("app_id")?,
+        app_id: row.id("app_id")?,
         event: &event,
     };
     queue_event(tx, e, now_ms).await
@@ -95,9 +96,9 @@ pub(crate) async fn outbox<X: Tx>(
 
 async fn insert_push_job<X: Tx>(
     tx: &mut X,
-    package_id: i64,
+    package_id: PackageId,
     delivery_id: i64,
-    target: i64,
+    target: TpId,
     run_at: i64,
 ) -> Result<()> {
     tx.exec(
@@ -181,7 +182,7 @@ impl<S: Sql> DeliveryStore for S {
 
     async fn list_deliveries(
         &self,
-        tp_id: Option<i64>,
+        tp_id: Option<TpId>,
         state: Option<DeliveryState>,
         before: Option<i64>,
         limit: i64,
@@ -293,7 +294,7 @@ impl<S: Sql> DeliveryStore for S {
             ));
             let row = tx.opt(found, args![delivery_id]).await?;
             let row = row.ok_or_else(|| StoreError::NotFound(format!("delivery {delivery_id}")))?;
-            let (tp_id, package_id) = (row.i64("tp_id")?, row.opt_i64("package_id")?);
+            let (tp_id, package_id) = (row.id("tp_id")?, row.opt_id("package_id")?);
             tx.exec(
                 "UPDATE deliveries SET state = 'pending', cycle_attempts = 0, \
                      next_attempt_at = $1 WHERE delivery_id = $2",
@@ -315,7 +316,14 @@ impl<S: Sql> DeliveryStore for S {
                 )
                 .await?;
             if moved == 0 {
-                insert_push_job(tx, package_id.unwrap_or(0), delivery_id, tp_id, now_ms).await?;
+                insert_push_job(
+                    tx,
+                    package_id.unwrap_or(PackageId(0)),
+                    delivery_id,
+                    tp_id,
+                    now_ms,
+                )
+                .await?;
             }
             Ok(())
         })
@@ -332,7 +340,7 @@ impl<S: Sql> DeliveryStore for S {
         })
     }
 
-    async fn resume_target(&self, tp_id: i64) -> Result<bool> {
+    async fn resume_target(&self, tp_id: TpId) -> Result<bool> {
         work!(write, self, |tx| {
             tx.exec(
                 "UPDATE push_targets SET hold_until = NULL, consecutive_failures = 0, \

@@ -19,7 +19,7 @@ pub fn claimed(r: &impl Columns) -> Result<Job> {
         job_id: r.i64("job_id")?,
         kind: JobKind::parse(&kind)
             .ok_or_else(|| StoreError::Corrupt(format!("job kind {kind}")))?,
-        package_id: r.i64("package_id")?,
+        package_id: r.id("package_id")?,
         attempts: r.i64("attempts")?,
         delivery_id: r.opt_i64("delivery_id")?,
         degraded: r.bool("degraded")?,

@@ -1,6 +1,7 @@
 //! [`LibraryStore`] on every SQL backend.
 
 use async_trait::async_trait;
+use smartpkg_core::ids::{TemplateId, TpId};
 
 use super::{Sql, Tx};
 use crate::{Columns, Draft, LibraryRefusal, LibraryStore, NewTemplate, Result, Template};
@@ -53,7 +54,7 @@ impl<S: Sql> LibraryStore for S {
         })
     }
 
-    async fn get_template(&self, template_id: i64) -> Result<Option<Template>> {
+    async fn get_template(&self, template_id: TemplateId) -> Result<Option<Template>> {
         work!(read, self, |tx| {
             let sql = concat!(
                 "SELECT ",
@@ -91,7 +92,7 @@ impl<S: Sql> LibraryStore for S {
         })
     }
 
-    async fn list_drafts(&self, tp_id: i64, offset: i64, limit: i64) -> Result<(i64, Vec<Draft>)> {
+    async fn list_drafts(&self, tp_id: TpId, offset: i64, limit: i64) -> Result<(i64, Vec<Draft>)> {
         work!(read, self, |tx| {
             let count = tx
                 .int(
@@ -111,7 +112,7 @@ impl<S: Sql> LibraryStore for S {
 
     async fn add_template(
         &self,
-        tp_id: i64,
+        tp_id: TpId,
         draft_id: i64,
         user_desc: String,
         max: i64,
@@ -151,7 +152,7 @@ impl<S: Sql> LibraryStore for S {
 
     async fn list_templates(
         &self,
-        tp_id: i64,
+        tp_id: TpId,
         offset: i64,
         limit: i64,
     ) -> Result<(i64, Vec<Template>)> {
@@ -170,8 +171,8 @@ impl<S: Sql> LibraryStore for S {
 
     async fn delete_template(
         &self,
-        tp_id: i64,
-        template_id: i64,
+        tp_id: TpId,
+        template_id: TemplateId,
         now_ms: i64,
     ) -> Result<std::result::Result<(), LibraryRefusal>> {
         work!(write, self, |tx| {

@@ -18,6 +18,8 @@ use std::borrow::Cow;
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 
+use smartpkg_core::ids::{AccountId, AppId, HostId, Id, PackageId, TemplateId, TpId};
+
 use crate::{Columns, Result, StoreError};
 
 /// Which database runs the statements.
@@ -85,6 +87,22 @@ impl From<Option<String>> for Arg<'_> {
         Arg::Text(v.map(Cow::Owned))
     }
 }
+
+macro_rules! id_args {
+    ($($id:ty),*) => {$(
+        impl From<$id> for Arg<'_> {
+            fn from(v: $id) -> Self {
+                Arg::Int(Some(v.raw()))
+            }
+        }
+        impl From<Option<$id>> for Arg<'_> {
+            fn from(v: Option<$id>) -> Self {
+                Arg::Int(v.map(Id::raw))
+            }
+        }
+    )*};
+}
+id_args!(TpId, AppId, PackageId, TemplateId, AccountId, HostId);
 
 /// A statement's parameters, `$1` first: `args![app_id, &name]`.
 #[macro_export]

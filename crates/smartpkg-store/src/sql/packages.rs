@@ -2,6 +2,7 @@
 //! read under the locks of the transaction that applies it.
 
 use async_trait::async_trait;
+use smartpkg_core::ids::{AppId, PackageId, TpId};
 use smartpkg_core::lifecycle::{
     self, AppFacts, Command, PackageFacts, PkgState, Plan, Quota, Refusal, Snapshot,
 };
@@ -57,7 +58,7 @@ const VISIBLE: &str = pkg_select!(
 
 /// The third party's own weekly quota (None: the platform's default); with `lock`, read by
 /// the statement that locks its row (to serialise submissions).
-async fn own_quota<X: Tx>(tx: &mut X, tp_id: i64, lock: bool) -> Result<Option<i64>> {
+async fn own_quota<X: Tx>(tx: &mut X, tp_id: TpId, lock: bool) -> Result<Option<i64>> {
     let sql = match lock {
         true => tx.pick(locking!("SELECT audit_quota FROM tps WHERE tp_id = $1")),
         false => "SELECT audit_quota FROM tps WHERE tp_id = $1",
@@ -72,7 +73,7 @@ async fn own_quota<X: Tx>(tx: &mut X, tp_id: i64, lock: bool) -> Result<Option<i
 /// that `decide` would not consult.
 async fn used_quota<X: Tx>(
     tx: &mut X,
-    tp_id: i64,
+    tp_id: TpId,
     own: Option<i64>,
     ctx: &DecisionContext,
     count_unlimited: bool,
@@ -91,7 +92,7 @@ async fn used_quota<X: Tx>(
 /// What a decision reads under its locks.
 struct Locked {
     snap: Snapshot,
-    tp_id: i64,
+    tp_id: TpId,
     /// A fresh package id, drawn in the locking statement when an upload asked for one.
     new_id: Option<i64>,
 }
@@ -101,8 +102,8 @@ struct Locked {
 /// [`lifecycle::decide`] needs; the quota only for a decision that may submit (`lock_tp`).
 async fn snapshot<X: Tx>(
     tx: &mut X,
-    app_id: i64,
-    target: Option<i64>,
+    app_id: AppId,
+    target: Option<PackageId>,
     ctx: &DecisionContext,
     lock_tp: bool,
     new_id: bool,
@@ -124,7 +125,7 @@ async fn snapshot<X: Tx>(
         authenticity_certified: row.bool("authenticity_certified")?,
     };
     let new_id = row.opt_i64("new_id")?;
-    let tp_id = row.opt_i64("tp_id")?;
+    let tp_id: Option<TpId> = row.opt_id("tp_id")?;
     let tp_id =
         tp_id.ok_or_else(|| StoreError::NotFound(format!("authorization of app {app_id}")))?;
     // The third party's row is locked (and its own quota read in the same statement) before
@@ -146,7 +147,7 @@ async fn snapshot<X: Tx>(
                                    ORDER BY updated_at DESC, package_id DESC LIMIT $3))",
             args![
                 app_id,
-                target.unwrap_or(-1),
+                target.unwrap_or(PackageId(-1)),
                 lifecycle::ROLLBACK_CHOICES as i64
             ],
         )
@@ -156,10 +157,10 @@ async fn snapshot<X: Tx>(
     for r in &rows {
         let state = r.string("state")?;
         let p = PackageFacts {
-            package_id: r.i64("package_id")?,
+            package_id: PackageId(r.i64("package_id")?),
             state: PkgState::parse(&state)
                 .ok_or_else(|| StoreError::Corrupt(format!("unknown package state {state}")))?,
-            previous_package_id: r.opt_i64("previous_package_id")?,
+            previous_package_id: r.opt_id("previous_package_id")?,
             restored: r.bool("restored")?,
             staged_percent: r.opt_i64("staged_percent")?,
         };
@@ -202,7 +203,7 @@ async fn snapshot<X: Tx>(
 async fn apply_plan<X: Tx>(
     tx: &mut X,
     plan: &Plan,
-    tp_id: i64,
+    tp_id: TpId,
     ctx: &DecisionContext,
     new: Option<&NewPackage>,
 ) -> Result<()> {
@@ -314,7 +315,7 @@ async fn apply_plan<X: Tx>(
             .iter()
             .find(|c| c.to == PkgState::Auditing)
             .map(|c| c.package_id)
-            .unwrap_or_default();
+            .unwrap_or(PackageId(0));
         tx.exec(
             "INSERT INTO audit_submissions (tp_id, package_id, submitted_at) \
                  VALUES ($1, $2, $3)",
@@ -346,7 +347,7 @@ where
 
 #[async_trait]
 impl<S: Sql> PackageStore for S {
-    async fn visible_packages(&self, app_id: i64) -> Result<Vec<PackageRecord>> {
+    async fn visible_packages(&self, app_id: AppId) -> Result<Vec<PackageRecord>> {
         work!(read, self, |tx| {
             decode(
                 tx.rows(VISIBLE, args![app_id]).await?,
@@ -362,7 +363,7 @@ impl<S: Sql> PackageStore for S {
         self.by_token(token_hash).await
     }
 
-    async fn get_package(&self, package_id: i64) -> Result<Option<PackageRecord>> {
+    async fn get_package(&self, package_id: PackageId) -> Result<Option<PackageRecord>> {
         work!(read, self, |tx| {
             let row = tx
                 .opt(pkg_select!("WHERE p.package_id = $1"), args![package_id])
@@ -399,7 +400,7 @@ impl<S: Sql> PackageStore for S {
         })
     }
 
-    async fn audit_quota(&self, tp_id: i64, ctx: DecisionContext) -> Result<Quota> {
+    async fn audit_quota(&self, tp_id: TpId, ctx: DecisionContext) -> Result<Quota> {
         work!(read, self, |tx| {
             let own = own_quota(tx, tp_id, false).await?;
             used_quota(tx, tp_id, own, &ctx, true).await
@@ -410,7 +411,7 @@ impl<S: Sql> PackageStore for S {
         &self,
         new: NewPackage,
         ctx: DecisionContext,
-    ) -> Result<std::result::Result<(i64, Plan), Refusal>> {
+    ) -> Result<std::result::Result<(PackageId, Plan), Refusal>> {
         retried(|| {
             let new = new.clone();
             async move {
@@ -422,13 +423,15 @@ impl<S: Sql> PackageStore for S {
                     } = snapshot(tx, new.app_id, None, &ctx, false, true).await?;
                     let id = new_id
                         .ok_or_else(|| StoreError::Corrupt("no package id was drawn".into()))?;
-                    let upload = Command::Upload { package_id: id };
+                    let upload = Command::Upload {
+                        package_id: PackageId(id),
+                    };
                     let plan = match lifecycle::decide(&snap, &upload, &ctx.policy) {
                         Ok(plan) => plan,
                         Err(refusal) => return Ok(Err(refusal)),
                     };
                     apply_plan(tx, &plan, tp_id, &ctx, Some(&new)).await?;
-                    Ok(Ok((id, plan)))
+                    Ok(Ok((PackageId(id), plan)))
                 })
             }
         })
@@ -437,7 +440,7 @@ impl<S: Sql> PackageStore for S {
 
     async fn execute(
         &self,
-        app_id: i64,
+        app_id: AppId,
         cmd: Command,
         ctx: DecisionContext,
         job: Option<JobRef>,

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use smartpkg_core::ids::{AppId, HostId, Id, PackageId, TpId};
 
 use super::{Dialect, Sql, Tx};
 use crate::runtime::{decode_settings, encode_settings};
@@ -31,7 +32,7 @@ const HOSTS_LITE: &str = "(SELECT group_concat(host_id, ',') FROM (SELECT host_i
 async fn edit_json<X: Tx, T: DeserializeOwned + Serialize + Default>(
     tx: &mut X,
     (select, update): (&str, &str),
-    id: i64,
+    id: impl Id,
     edit: impl FnOnce(&mut T),
 ) -> Result<Option<T>> {
     let locked = format!("{select} FOR UPDATE");
@@ -39,12 +40,13 @@ async fn edit_json<X: Tx, T: DeserializeOwned + Serialize + Default>(
         Dialect::Postgres => locked.as_str(),
         Dialect::Sqlite => select,
     };
-    let Some(row) = tx.opt(select, args![id]).await? else {
+    let Some(row) = tx.opt(select, args![id.raw()]).await? else {
         return Ok(None);
     };
     let mut value: T = decode_settings(&row.string("v")?)?;
     edit(&mut value);
-    tx.exec(update, args![encode_settings(&value)?, id]).await?;
+    tx.exec(update, args![encode_settings(&value)?, id.raw()])
+        .await?;
     Ok(Some(value))
 }
 
@@ -60,9 +62,9 @@ const DOMAINS: (&str, &str) = (
 async fn json_of<X: Tx, T: DeserializeOwned + Default>(
     tx: &mut X,
     select: &str,
-    id: i64,
+    id: impl Id,
 ) -> Result<Option<T>> {
-    match tx.opt(select, args![id]).await? {
+    match tx.opt(select, args![id.raw()]).await? {
         Some(row) => Ok(Some(decode_settings(&row.string("v")?)?)),
         None => Ok(None),
     }
@@ -70,13 +72,13 @@ async fn json_of<X: Tx, T: DeserializeOwned + Default>(
 
 #[async_trait]
 impl<S: Sql> RuntimeStore for S {
-    async fn runtime_settings(&self, app_id: i64) -> Result<Option<RuntimeSettings>> {
+    async fn runtime_settings(&self, app_id: AppId) -> Result<Option<RuntimeSettings>> {
         work!(read, self, |tx| { json_of(tx, SETTINGS.0, app_id).await })
     }
 
     async fn update_runtime_settings(
         &self,
-        app_id: i64,
+        app_id: AppId,
         edit: SettingsEdit,
     ) -> Result<Option<RuntimeSettings>> {
         work!(write, self, |tx| {
@@ -84,11 +86,11 @@ impl<S: Sql> RuntimeStore for S {
         })
     }
 
-    async fn tp_domains(&self, tp_id: i64) -> Result<Option<Domains>> {
+    async fn tp_domains(&self, tp_id: TpId) -> Result<Option<Domains>> {
         work!(read, self, |tx| { json_of(tx, DOMAINS.0, tp_id).await })
     }
 
-    async fn update_tp_domains(&self, tp_id: i64, edit: DomainsEdit) -> Result<Option<Domains>> {
+    async fn update_tp_domains(&self, tp_id: TpId, edit: DomainsEdit) -> Result<Option<Domains>> {
         work!(write, self, |tx| {
             edit_json(tx, DOMAINS, tp_id, edit).await
         })
@@ -108,7 +110,7 @@ impl<S: Sql> RuntimeStore for S {
                 .int(sql, args![&name, &host_key, &secret_hash, now_ms])
                 .await?;
             Ok(HostApp {
-                host_id,
+                host_id: HostId(host_id),
                 name,
                 host_key,
                 secret_hash,
@@ -140,7 +142,7 @@ impl<S: Sql> RuntimeStore for S {
         })
     }
 
-    async fn set_app_hosts(&self, app_id: i64, hosts: Vec<i64>) -> Result<bool> {
+    async fn set_app_hosts(&self, app_id: AppId, hosts: Vec<HostId>) -> Result<bool> {
         work!(write, self, |tx| {
             let lock = tx.pick(locking!("SELECT app_id FROM apps WHERE app_id = $1"));
             if tx.opt(lock, args![app_id]).await?.is_none() {
@@ -163,7 +165,7 @@ impl<S: Sql> RuntimeStore for S {
         })
     }
 
-    async fn runtime_view(&self, app_id: i64) -> Result<Option<RuntimeView>> {
+    async fn runtime_view(&self, app_id: AppId) -> Result<Option<RuntimeView>> {
         work!(read, self, |tx| {
             let hosts = match tx.dialect() {
                 Dialect::Postgres => HOSTS_PG,
@@ -182,9 +184,10 @@ impl<S: Sql> RuntimeStore for S {
                 .filter(|h| !h.is_empty())
                 .map(|h| {
                     h.parse()
+                        .map(HostId)
                         .map_err(|_| StoreError::Corrupt(format!("host id {h}")))
                 })
-                .collect::<Result<Vec<i64>>>()?;
+                .collect::<Result<Vec<HostId>>>()?;
             let mut view = RuntimeView {
                 app_id,
                 settings: decode_settings(&first.string("runtime_settings")?)?,
@@ -197,9 +200,9 @@ impl<S: Sql> RuntimeStore for S {
                     continue;
                 }
                 let p = RuntimePackage {
-                    package_id: r.i64("package_id")?,
+                    package_id: r.id("package_id")?,
                     version: r.string("version")?,
-                    template_id: r.i64("template_id")?,
+                    template_id: r.id("template_id")?,
                     built_ext_json: r.opt_string("built_ext_json")?,
                     archive_sha256: r.opt_string("archive_sha256")?,
                     archive_size: r.opt_i64("archive_size")?,
@@ -213,7 +216,7 @@ impl<S: Sql> RuntimeStore for S {
         })
     }
 
-    async fn recent_history(&self, app_id: i64, limit: i64) -> Result<Vec<PackageRecord>> {
+    async fn recent_history(&self, app_id: AppId, limit: i64) -> Result<Vec<PackageRecord>> {
         work!(read, self, |tx| {
             let sql = pkg_select!(
                 "WHERE p.app_id = $1 AND p.state = 'history' \
@@ -235,7 +238,7 @@ impl<S: Sql> RuntimeStore for S {
 
     async fn set_package_archive(
         &self,
-        package_id: i64,
+        package_id: PackageId,
         sha256: String,
         size: i64,
     ) -> Result<(String, i64)> {

@@ -1,6 +1,7 @@
 //! [`TenantStore`] on every SQL backend.
 
 use async_trait::async_trait;
+use smartpkg_core::ids::{AppId, TpId};
 
 use super::{read, write, Sql, Tx};
 use crate::{App, AppPatch, Columns, NewApp, NewTp, Result, StoreError, TenantStore, Tp, TpPatch};
@@ -39,13 +40,13 @@ impl<S: Sql> TenantStore for S {
                         ],
                     )
                     .await?;
-                Ok(tp.stored(id))
+                Ok(tp.stored(TpId(id)))
             })
         })
         .await
     }
 
-    async fn update_tp(&self, tp_id: i64, p: TpPatch) -> Result<Tp> {
+    async fn update_tp(&self, tp_id: TpId, p: TpPatch) -> Result<Tp> {
         write(self, move |tx| {
             Box::pin(async move {
                 let n = tx
@@ -69,7 +70,7 @@ impl<S: Sql> TenantStore for S {
         .await
     }
 
-    async fn get_tp(&self, tp_id: i64) -> Result<Option<Tp>> {
+    async fn get_tp(&self, tp_id: TpId) -> Result<Option<Tp>> {
         read(self, move |tx| {
             Box::pin(async move {
                 let row = tx.opt(TP_BY_ID, args![tp_id]).await?;
@@ -127,13 +128,13 @@ impl<S: Sql> TenantStore for S {
                         ],
                     )
                     .await?;
-                Ok(app.stored(id))
+                Ok(app.stored(AppId(id)))
             })
         })
         .await
     }
 
-    async fn update_app(&self, app_id: i64, p: AppPatch) -> Result<App> {
+    async fn update_app(&self, app_id: AppId, p: AppPatch) -> Result<App> {
         write(self, move |tx| {
             Box::pin(async move {
                 let n = tx
@@ -161,7 +162,7 @@ impl<S: Sql> TenantStore for S {
         .await
     }
 
-    async fn get_app(&self, app_id: i64) -> Result<Option<App>> {
+    async fn get_app(&self, app_id: AppId) -> Result<Option<App>> {
         read(self, move |tx| {
             Box::pin(async move {
                 let row = tx.opt(APP_BY_ID, args![app_id]).await?;
@@ -171,7 +172,7 @@ impl<S: Sql> TenantStore for S {
         .await
     }
 
-    async fn set_owner_password(&self, app_id: i64, hash: String) -> Result<bool> {
+    async fn set_owner_password(&self, app_id: AppId, hash: String) -> Result<bool> {
         write(self, move |tx| {
             Box::pin(async move {
                 let sql = "UPDATE apps SET owner_password_hash = $1 WHERE app_id = $2";
@@ -181,7 +182,7 @@ impl<S: Sql> TenantStore for S {
         .await
     }
 
-    async fn owner_password_hash(&self, app_id: i64) -> Result<Option<String>> {
+    async fn owner_password_hash(&self, app_id: AppId) -> Result<Option<String>> {
         read(self, move |tx| {
             Box::pin(async move {
                 let sql = "SELECT owner_password_hash AS h FROM apps WHERE app_id = $1";
