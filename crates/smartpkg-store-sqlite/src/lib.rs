@@ -6,8 +6,8 @@
 //! (per app, per third party, per job). A small pool of reader connections serves the
 //! read-only calls concurrently. Writes run on tokio's blocking threads.
 //!
-//! One file per aggregate, as the traits are split: tenants, auth (tokens and codes), library,
-//! packages (decisions), deliveries (outbox), jobs.
+//! The store's operations are written once, for every backend, in `smartpkg_store::sql`; this
+//! crate runs them (`exec`), migrates the file, and claims jobs its own way (`jobs`).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
