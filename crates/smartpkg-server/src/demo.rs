@@ -96,6 +96,15 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
                     encoding_aes_key: secrets::encoding_aes_key(),
                     audit_quota: None,
                     redirect_domain: "localhost".into(),
+                    wechat: smartpkg_store::WechatIdentity {
+                        component_appid: secrets::wx_appid(),
+                        token: secrets::random_alnum(32),
+                        encoding_aes_key: secrets::encoding_aes_key(),
+                        auth_event_url: String::new(),
+                        message_url: String::new(),
+                    },
+                    // Nobody holds it: an operator issues one to use the WeChat dialect.
+                    component_secret_hash: secrets::sha256_hex(&secrets::random_alnum(32)),
                 })
                 .await
                 .map_err(err)?;
@@ -346,6 +355,7 @@ async fn new_app(state: &AppState, name: &str) -> Result<App, DemoError> {
             category_audited: true,
             authenticity_certified: true,
             tp_id: None,
+            wx_appid: secrets::wx_appid(),
         })
         .await
         .map_err(err)

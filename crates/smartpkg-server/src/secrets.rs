@@ -39,6 +39,13 @@ pub fn valid_encoding_aes_key(k: &str) -> bool {
     smartpkg_core::push::aes_key(k).is_ok()
 }
 
+/// A WeChat appid: `wx` and 16 lowercase hex digits (component and mini program alike).
+pub fn wx_appid() -> String {
+    let mut id = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut id);
+    format!("wx{}", hex::encode(id))
+}
+
 /// An access token shaped like Baidu's (`45.` + random), so clients that look at the prefix
 /// are not surprised.
 pub fn access_token(prefix: &str) -> String {

@@ -16,20 +16,21 @@
 //! So an answer is stale on another instance for as long as a notification takes to arrive
 //! (milliseconds on one network), and never longer than [`TTL`]. A read that began before an
 //! invalidation does not store what it read (the epoch moved on). Only answers for known
-//! tokens are kept, at most [`CAPACITY`] of them: an unknown token costs a database read every
-//! time, and cannot fill the memory.
+//! tokens are kept, in at most [`CAPACITY`] bytes: an unknown token costs a database read
+//! every time, and cannot fill the memory.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use smartpkg_store::{Grant, PackageRecord};
 
 /// The longest an answer is served from memory.
-pub const TTL: Duration = Duration::from_secs(2);
+pub const TTL: Duration = Duration::from_secs(5);
 
-/// The most tokens whose answers are kept; when full, the cache starts over.
-pub const CAPACITY: usize = 4096;
+/// The most memory the answers kept may take (estimated from their texts); past it, answers
+/// are dropped until a quarter is free.
+pub const CAPACITY: usize = 64 << 20;
 
 /// The channel the triggers notify (migration 0007).
 pub const CHANNEL: &str = "smartpkg_get";
@@ -80,15 +81,51 @@ struct Inner {
     epoch: u64,
     /// Whether the listener is subscribed (nothing is cached while it is not).
     live: bool,
-    answers: HashMap<String, (Instant, Answer)>,
+    answers: HashMap<String, Kept>,
+    /// The estimated size of everything kept.
+    bytes: usize,
+}
+
+struct Kept {
+    at: Instant,
+    answer: Arc<Answer>,
+    bytes: usize,
+}
+
+/// What an answer takes in memory, about: its texts and a fixed share per record.
+fn size_of(token_hash: &str, (_, packages): &Answer) -> usize {
+    let texts = |p: &PackageRecord| {
+        [
+            p.version.len(),
+            p.version_desc.len(),
+            p.ext_json.len(),
+            p.built_ext_json.as_ref().map_or(0, String::len),
+            p.test_account.as_ref().map_or(0, String::len),
+            p.test_password.as_ref().map_or(0, String::len),
+            p.audit_content.as_ref().map_or(0, String::len),
+            p.remark.len(),
+            p.msg.len(),
+            p.upload_err_msg.as_ref().map_or(0, String::len),
+            p.rollback_version.as_ref().map_or(0, String::len),
+            p.archive_sha256.as_ref().map_or(0, String::len),
+        ]
+        .iter()
+        .sum::<usize>()
+            + 400
+    };
+    token_hash.len() + 200 + packages.iter().map(texts).sum::<usize>()
 }
 
 impl GetCache {
     /// The answer for `token_hash`, if one fresh enough is kept.
     pub(crate) fn get(&self, token_hash: &str) -> Option<Answer> {
-        let inner = self.inner.lock().ok()?;
-        let (at, answer) = inner.answers.get(token_hash)?;
-        (at.elapsed() < TTL).then(|| answer.clone())
+        let kept = {
+            let inner = self.inner.lock().ok()?;
+            let kept = inner.answers.get(token_hash)?;
+            (kept.at.elapsed() < TTL).then(|| kept.answer.clone())?
+        };
+        // Copied outside the lock: concurrent callers wait for a lookup, not for a copy.
+        Some((*kept).clone())
     }
 
     /// The epoch a read starts in; None while nothing may be cached.
@@ -105,10 +142,36 @@ impl GetCache {
         if !inner.live || inner.epoch != epoch {
             return;
         }
-        if inner.answers.len() >= CAPACITY {
-            inner.answers.clear();
+        let bytes = size_of(&token_hash, &answer);
+        if inner.bytes + bytes > CAPACITY {
+            // Whichever come first (a hash map's order): cheap, and no worse than any other
+            // choice for tokens polled at random.
+            let goal = CAPACITY / 4 * 3;
+            let victims: Vec<String> = inner
+                .answers
+                .iter()
+                .scan(inner.bytes, |left, (k, v)| {
+                    (*left > goal).then(|| {
+                        *left -= v.bytes;
+                        k.clone()
+                    })
+                })
+                .collect();
+            for k in victims {
+                if let Some(v) = inner.answers.remove(&k) {
+                    inner.bytes -= v.bytes;
+                }
+            }
         }
-        inner.answers.insert(token_hash, (Instant::now(), answer));
+        let kept = Kept {
+            at: Instant::now(),
+            answer: Arc::new(answer),
+            bytes,
+        };
+        if let Some(old) = inner.answers.insert(token_hash, kept) {
+            inner.bytes -= old.bytes;
+        }
+        inner.bytes += bytes;
     }
 
     /// Drops every answer.
@@ -121,6 +184,7 @@ impl GetCache {
         if let Ok(mut inner) = self.inner.lock() {
             inner.epoch = inner.epoch.wrapping_add(1);
             inner.answers.clear();
+            inner.bytes = 0;
             if let Some(live) = live {
                 inner.live = live;
             }
@@ -184,16 +248,22 @@ mod tests {
     }
 
     #[test]
-    fn a_full_cache_starts_over_rather_than_grow() {
+    fn a_full_cache_drops_answers_rather_than_grow() {
         let cache = live();
         let epoch = cache.epoch().expect("live");
-        for i in 0..=CAPACITY {
+        let each = size_of("t0", &answer(1));
+        let fit = CAPACITY / each;
+        for i in 0..fit + 10 {
             cache.put(format!("t{i}"), answer(1), epoch);
         }
-        let kept = cache.inner.lock().expect("lock").answers.len();
-        assert!(kept <= CAPACITY, "{kept} answers kept");
+        let inner = cache.inner.lock().expect("lock");
+        assert!(inner.bytes <= CAPACITY, "{} bytes kept", inner.bytes);
+        assert!(inner.answers.len() < fit, "some answers were dropped");
+        let counted: usize = inner.answers.values().map(|k| k.bytes).sum();
+        assert_eq!(counted, inner.bytes, "the running total is the sum");
+        drop(inner);
         assert!(
-            cache.get(&format!("t{CAPACITY}")).is_some(),
+            cache.get(&format!("t{}", fit + 9)).is_some(),
             "the newest is kept"
         );
     }

@@ -190,10 +190,10 @@ impl PgStore {
     }
 }
 
-/// The connection budget as (pool, `get`'s connections): one for `get`, and one more per 32
-/// connections of budget (at most four), the rest to the pool, at least one each.
+/// The connection budget as (pool, `get`'s connections): an eighth for `get`'s cache misses,
+/// two to four of them, the rest to the pool (at least one).
 fn split_budget(max_connections: u32) -> (u32, u32) {
-    let for_get = (max_connections / 32 + 1).min(4);
+    let for_get = (max_connections / 8).clamp(2, 4);
     (max_connections.saturating_sub(for_get).max(1), for_get)
 }
 
@@ -269,16 +269,16 @@ mod tests {
     use super::split_budget;
 
     #[test]
-    fn the_budget_gives_get_one_connection_and_the_pool_the_rest() {
-        assert_eq!(split_budget(16), (15, 1), "the default budget");
-        assert_eq!(split_budget(4), (3, 1));
-        assert_eq!(split_budget(64), (61, 3));
+    fn the_budget_gives_get_an_eighth_and_the_pool_the_rest() {
+        assert_eq!(split_budget(16), (14, 2), "the default budget");
+        assert_eq!(split_budget(14), (12, 2));
+        assert_eq!(split_budget(32), (28, 4));
         assert_eq!(split_budget(1000), (996, 4), "at most four for get");
     }
 
     #[test]
-    fn a_budget_of_one_still_opens_a_pool_and_a_connection_for_get() {
-        assert_eq!(split_budget(1), (1, 1));
-        assert_eq!(split_budget(0), (1, 1));
+    fn a_tiny_budget_still_opens_a_pool_and_two_connections_for_get() {
+        assert_eq!(split_budget(1), (1, 2));
+        assert_eq!(split_budget(0), (1, 2));
     }
 }

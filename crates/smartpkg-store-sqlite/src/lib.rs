@@ -39,6 +39,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/0011_package_log_by_package.sql"),
     ),
     (12, include_str!("../migrations/0012_disabled_accounts.sql")),
+    (13, include_str!("../migrations/0013_wechat_identities.sql")),
 ];
 pub(crate) const MAX_IDLE_READERS: usize = 16;
 

@@ -49,6 +49,7 @@ macro_rules! conformance_tests {
             a_changed_password_or_a_disabled_account_ends_its_sessions,
             queued_events_read_back_as_the_typed_events_that_queued_them,
             every_known_third_party_can_be_resumed_and_no_unknown_one,
+            wechat_identities_round_trip_and_find_their_owners,
         }
     };
 }
@@ -91,7 +92,20 @@ fn tp(client_id: &str) -> NewTp {
         encoding_aes_key: "k".into(),
         audit_quota: None,
         redirect_domain: String::new(),
+        wechat: crate::WechatIdentity {
+            component_appid: wx_id(),
+            token: "wt".into(),
+            encoding_aes_key: "wk".into(),
+            auth_event_url: "http://203.0.113.1/wx-auth".into(),
+            message_url: "http://203.0.113.1/wx/$APPID$".into(),
+        },
+        component_secret_hash: format!("hash of {client_id}"),
     }
+}
+
+/// A fresh `wx` appid.
+fn wx_id() -> String {
+    format!("wx{}", hex::encode(rand::random::<[u8; 8]>()))
 }
 
 fn app(key: &str, tp_id: Option<TpId>) -> NewApp {
@@ -102,6 +116,7 @@ fn app(key: &str, tp_id: Option<TpId>) -> NewApp {
         category_audited: true,
         authenticity_certified: true,
         tp_id,
+        wx_appid: wx_id(),
     }
 }
 
@@ -1685,5 +1700,89 @@ pub async fn a_changed_password_or_a_disabled_account_ends_its_sessions(store: A
             .expect("db")
             .is_none(),
         "no such account"
+    );
+}
+
+pub async fn wechat_identities_round_trip_and_find_their_owners(store: Arc<dyn Store>) {
+    let new = tp("wx-a");
+    let wechat = new.wechat.clone();
+    let a = store.create_tp(new).await.expect("tp");
+    assert_eq!(a.wechat, wechat, "the identity as created");
+    let found = store
+        .get_tp_by_component_appid(wechat.component_appid.clone())
+        .await
+        .expect("db");
+    assert_eq!(found.map(|t| t.tp_id), Some(a.tp_id));
+    assert_eq!(
+        store
+            .get_tp_by_component_appid("wx0000000000000000".into())
+            .await
+            .expect("db"),
+        None
+    );
+    assert_eq!(
+        store.component_secret_hash(a.tp_id).await.expect("db"),
+        Some("hash of wx-a".into())
+    );
+    assert!(store
+        .set_component_secret(a.tp_id, "new hash".into())
+        .await
+        .expect("db"));
+    assert_eq!(
+        store.component_secret_hash(a.tp_id).await.expect("db"),
+        Some("new hash".into())
+    );
+    assert!(!store
+        .set_component_secret(TpId(a.tp_id.get() + 1_000), "h".into())
+        .await
+        .expect("db"));
+    let patched = store
+        .update_tp(
+            a.tp_id,
+            TpPatch {
+                wechat_message_url: Some("https://203.0.113.9/m/$APPID$".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("patch");
+    assert_eq!(patched.wechat.message_url, "https://203.0.113.9/m/$APPID$");
+    assert_eq!(
+        patched.wechat.auth_event_url, wechat.auth_event_url,
+        "a field not in the patch stays"
+    );
+    // A component appid is one third party's: a second with the same is refused.
+    let twin = NewTp {
+        wechat: wechat.clone(),
+        ..tp("wx-b")
+    };
+    assert!(
+        store.create_tp(twin).await.is_err(),
+        "a duplicate component appid"
+    );
+
+    let x = store
+        .create_app(app("wx-k", Some(a.tp_id)))
+        .await
+        .expect("app");
+    assert!(
+        x.wx_appid.starts_with("wx") && x.wx_appid.len() == 18,
+        "{}",
+        x.wx_appid
+    );
+    let read = store.get_app(x.app_id).await.expect("db").expect("app");
+    assert_eq!(read.wx_appid, x.wx_appid);
+    let by_wx = store
+        .get_app_by_wx_appid(x.wx_appid.clone())
+        .await
+        .expect("db");
+    assert_eq!(by_wx.map(|app| app.app_id), Some(x.app_id));
+    let twin = NewApp {
+        wx_appid: x.wx_appid.clone(),
+        ..app("wx-k2", None)
+    };
+    assert!(
+        store.create_app(twin).await.is_err(),
+        "a duplicate wx appid"
     );
 }

@@ -14,7 +14,7 @@ use smartpkg_core::lifecycle::PkgState;
 
 use crate::{
     Account, Actor, App, Channel, Delivery, DeliveryState, Draft, EventRecord, HostApp, LogEntry,
-    PackageRecord, PushTarget, Result, Role, StoreError, Template, Tp,
+    PackageRecord, PushTarget, Result, Role, StoreError, Template, Tp, WechatIdentity,
 };
 
 /// A database row, column by name, in the handful of types the row types hold.
@@ -167,7 +167,8 @@ impl PushTarget {
 macro_rules! tp_columns {
     () => {
         "tp_id, client_id, name, event_url, auth_event_url, msg_token, encoding_aes_key, \
-         audit_quota, redirect_domain"
+         audit_quota, redirect_domain, component_appid, wechat_token, wechat_encoding_aes_key, \
+         wechat_auth_event_url, wechat_message_url"
     };
 }
 
@@ -183,6 +184,13 @@ impl Tp {
             encoding_aes_key: r.string("encoding_aes_key")?,
             audit_quota: r.opt_i64("audit_quota")?,
             redirect_domain: r.string("redirect_domain")?,
+            wechat: WechatIdentity {
+                component_appid: r.string("component_appid")?,
+                token: r.string("wechat_token")?,
+                encoding_aes_key: r.string("wechat_encoding_aes_key")?,
+                auth_event_url: r.string("wechat_auth_event_url")?,
+                message_url: r.string("wechat_message_url")?,
+            },
         })
     }
 }
@@ -191,7 +199,7 @@ impl Tp {
 macro_rules! app_columns {
     () => {
         "app_id, app_key, name, name_audited, category_audited, authenticity_certified, tp_id, \
-         owner_password_hash IS NOT NULL AS owner_credential_set"
+         owner_password_hash IS NOT NULL AS owner_credential_set, wx_appid"
     };
 }
 
@@ -206,6 +214,7 @@ impl App {
             authenticity_certified: r.bool("authenticity_certified")?,
             tp_id: r.opt_id("tp_id")?,
             owner_credential_set: r.bool("owner_credential_set")?,
+            wx_appid: r.string("wx_appid")?,
         })
     }
 }

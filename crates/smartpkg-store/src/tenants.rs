@@ -23,6 +23,23 @@ pub struct Tp {
     pub audit_quota: Option<i64>,
     /// Authorization redirects must go to this host or one below it.
     pub redirect_domain: String,
+    /// Who it is to the WeChat dialect.
+    pub wechat: WechatIdentity,
+}
+
+/// A third party's identity in the WeChat dialect (docs/wechat.md): its component appid, the
+/// token and key that sign and seal its pushes, and where they go. Its appsecret is kept apart,
+/// hashed, and never read out with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WechatIdentity {
+    /// `wx` and 16 lowercase hex digits.
+    pub component_appid: String,
+    pub token: String,
+    pub encoding_aes_key: String,
+    /// Where tickets and authorization events go.
+    pub auth_event_url: String,
+    /// Where audit results go; `$APPID$` stands for the mini program's wx appid.
+    pub message_url: String,
 }
 
 /// A third party to create: everything but the id the store gives it.
@@ -37,6 +54,9 @@ pub struct NewTp {
     /// Weekly audit submissions allowed; None = the server's default, -1 = unlimited.
     pub audit_quota: Option<i64>,
     pub redirect_domain: String,
+    pub wechat: WechatIdentity,
+    /// SHA-256 of the component appsecret.
+    pub component_secret_hash: String,
 }
 
 impl NewTp {
@@ -52,6 +72,7 @@ impl NewTp {
             encoding_aes_key: self.encoding_aes_key,
             audit_quota: self.audit_quota,
             redirect_domain: self.redirect_domain,
+            wechat: self.wechat,
         }
     }
 }
@@ -65,6 +86,8 @@ pub struct TpPatch {
     pub encoding_aes_key: Option<String>,
     pub audit_quota: Option<Option<i64>>,
     pub redirect_domain: Option<String>,
+    pub wechat_auth_event_url: Option<String>,
+    pub wechat_message_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -80,6 +103,8 @@ pub struct App {
     /// Whether the owner has a credential (its hash is never read out with the app).
     #[serde(default)]
     pub owner_credential_set: bool,
+    /// Its appid in the WeChat dialect: `wx` and 16 lowercase hex digits.
+    pub wx_appid: String,
 }
 
 /// A mini program to create: everything but the id the store gives it (and no owner
@@ -93,6 +118,7 @@ pub struct NewApp {
     pub authenticity_certified: bool,
     /// The third party it is authorized to from the start, if any.
     pub tp_id: Option<TpId>,
+    pub wx_appid: String,
 }
 
 impl NewApp {
@@ -107,6 +133,7 @@ impl NewApp {
             authenticity_certified: self.authenticity_certified,
             tp_id: self.tp_id,
             owner_credential_set: false,
+            wx_appid: self.wx_appid,
         }
     }
 }
@@ -131,6 +158,14 @@ pub trait TenantStore: Send + Sync {
 
     async fn get_tp_by_client_id(&self, client_id: String) -> Result<Option<Tp>>;
 
+    async fn get_tp_by_component_appid(&self, component_appid: String) -> Result<Option<Tp>>;
+
+    /// Replaces the hash of the component appsecret; false when the third party does not exist.
+    async fn set_component_secret(&self, tp_id: TpId, hash: String) -> Result<bool>;
+
+    /// The hash of the component appsecret; None when the third party is unknown.
+    async fn component_secret_hash(&self, tp_id: TpId) -> Result<Option<String>>;
+
     /// Third parties that have an authorization-event URL.
     async fn tps_with_auth_url(&self) -> Result<Vec<Tp>>;
 
@@ -139,6 +174,8 @@ pub trait TenantStore: Send + Sync {
     async fn update_app(&self, app_id: AppId, patch: AppPatch) -> Result<App>;
 
     async fn get_app(&self, app_id: AppId) -> Result<Option<App>>;
+
+    async fn get_app_by_wx_appid(&self, wx_appid: String) -> Result<Option<App>>;
 
     /// Replaces the owner's credential hash; false when the app does not exist.
     async fn set_owner_password(&self, app_id: AppId, hash: String) -> Result<bool>;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 use smartpkg_server::admin::answers::{
-    AppWithOwnerPassword, ArchiveUploaded, Authorized, TpAnswer,
+    AppWithOwnerPassword, ArchiveUploaded, Authorized, TpWithComponentSecret,
 };
 use smartpkg_server::{Running, Settings};
 use smartpkg_store_postgres::testing::FreshDatabase;
@@ -145,8 +145,8 @@ impl Platform {
         (status, resp.json().await.expect("json"))
     }
 
-    /// A new third party.
-    pub async fn create_tp(&self, name: &str) -> TpAnswer {
+    /// A new third party, with its component appsecret (shown this once).
+    pub async fn create_tp(&self, name: &str) -> TpWithComponentSecret {
         let (st, tp) = self
             .admin(reqwest::Method::POST, "/tps", Some(json!({"name": name})))
             .await;

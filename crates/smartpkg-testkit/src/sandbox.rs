@@ -71,7 +71,7 @@ impl Sandbox {
         })
         .await;
         let tp = platform.create_tp("sandbox tp").await;
-        let (tp_id, client_id) = (tp.tp_id, tp.client_id);
+        let (tp_id, client_id) = (tp.tp.tp_id, tp.tp.client_id);
         let keys = Keys {
             encoding_aes_key: AES_KEY.into(),
             token: MSG_TOKEN.into(),

@@ -52,10 +52,10 @@ const LIFECYCLE_ROUNDS: usize = 4;
 const PG_POOL: u32 = 12;
 
 /// An instance's connection budget for `pool` pool connections: the pool plus `get`'s own
-/// connection (which the lifecycles never open: they do not call `get`), so that one instance
-/// and three run on the same 12 pool connections in all.
+/// two (which the lifecycles never open: they do not call `get`), so that one instance and
+/// three run on the same 12 pool connections in all.
 fn pg_budget(pool: u32) -> u32 {
-    pool + 1
+    pool + 2
 }
 const LIFECYCLE_CONCURRENCY: usize = 32;
 const STORAGE_PACKAGES: usize = 200;

@@ -24,6 +24,25 @@ pub struct TpAnswer {
     pub audit_quota: Option<i64>,
     /// Authorization redirects must go to this host or one below it ("" = any).
     pub redirect_domain: String,
+    /// The WeChat dialect's component appid: `wx` and 16 lowercase hex digits.
+    pub component_appid: String,
+    /// Signs the WeChat dialect's pushes (`msg_signature`).
+    pub wechat_token: String,
+    /// Seals the WeChat dialect's pushes (43 base64 characters).
+    pub wechat_encoding_aes_key: String,
+    /// Where WeChat-dialect tickets and authorization events go ("" = nowhere).
+    pub wechat_auth_event_url: String,
+    /// Where WeChat-dialect audit results go; `$APPID$` becomes the mini program's wx appid.
+    pub wechat_message_url: String,
+}
+
+/// A third party right after it was made, or its component appsecret reissued: the one time
+/// the appsecret is shown (it is kept only as a hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TpWithComponentSecret {
+    #[serde(flatten)]
+    pub tp: TpAnswer,
+    pub component_appsecret: String,
 }
 
 impl From<Tp> for TpAnswer {
@@ -38,6 +57,11 @@ impl From<Tp> for TpAnswer {
             encoding_aes_key: t.encoding_aes_key,
             audit_quota: t.audit_quota,
             redirect_domain: t.redirect_domain,
+            component_appid: t.wechat.component_appid,
+            wechat_token: t.wechat.token,
+            wechat_encoding_aes_key: t.wechat.encoding_aes_key,
+            wechat_auth_event_url: t.wechat.auth_event_url,
+            wechat_message_url: t.wechat.message_url,
         }
     }
 }
@@ -54,6 +78,8 @@ pub struct AppAnswer {
     /// The third party it is authorized to, if any.
     pub tp_id: Option<i64>,
     pub owner_credential_set: bool,
+    /// Its appid in the WeChat dialect: `wx` and 16 lowercase hex digits.
+    pub wx_appid: String,
 }
 
 impl From<App> for AppAnswer {
@@ -67,6 +93,7 @@ impl From<App> for AppAnswer {
             authenticity_certified: a.authenticity_certified,
             tp_id: a.tp_id.map(TpId::get),
             owner_credential_set: a.owner_credential_set,
+            wx_appid: a.wx_appid,
         }
     }
 }

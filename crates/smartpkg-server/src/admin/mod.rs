@@ -30,6 +30,7 @@ use crate::state::AppState;
 fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(tenants::create_tp))
+        .routes(routes!(tenants::reissue_component_secret))
         .routes(routes!(tenants::get_tp, tenants::patch_tp))
         .routes(routes!(tenants::upload_template))
         .routes(routes!(tenants::upload_draft))

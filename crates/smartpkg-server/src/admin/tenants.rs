@@ -9,9 +9,11 @@ use axum::Json;
 use serde::Deserialize;
 
 use smartpkg_core::archive;
-use smartpkg_store::{App, AppPatch, NewApp, NewTemplate, NewTp, TpPatch};
+use smartpkg_store::{App, AppPatch, NewApp, NewTemplate, NewTp, TpPatch, WechatIdentity};
 
-use super::answers::{AppAnswer, AppWithOwnerPassword, ArchiveUploaded, Authorized, TpAnswer};
+use super::answers::{
+    AppAnswer, AppWithOwnerPassword, ArchiveUploaded, Authorized, TpAnswer, TpWithComponentSecret,
+};
 use super::{clean_text, AdminError, AdminResult, Body, ErrorBody};
 use crate::state::AppState;
 use crate::{clock, owner, secrets};
@@ -26,14 +28,21 @@ fn check_url(name: &str, url: &str) -> AdminResult<()> {
     }
 }
 
+/// The URLs a third party gives, by field name; "" (none) is allowed.
+fn check_urls(urls: &[(&str, Option<&str>)]) -> AdminResult<()> {
+    for (name, url) in urls {
+        check_url(name, url.unwrap_or(""))?;
+    }
+    Ok(())
+}
+
 fn check_tp_fields(
     event_url: Option<&str>,
     auth_event_url: Option<&str>,
     key: Option<&str>,
     token: Option<&str>,
 ) -> AdminResult<()> {
-    check_url("event_url", event_url.unwrap_or(""))?;
-    check_url("auth_event_url", auth_event_url.unwrap_or(""))?;
+    check_urls(&[("event_url", event_url), ("auth_event_url", auth_event_url)])?;
     if let Some(k) = key {
         if !secrets::valid_encoding_aes_key(k) {
             return Err(AdminError::bad_request(
@@ -80,6 +89,10 @@ pub struct NewTpBody {
     encoding_aes_key: Option<String>,
     audit_quota: Option<i64>,
     redirect_domain: Option<String>,
+    /// Where WeChat-dialect tickets and authorization events go.
+    wechat_auth_event_url: Option<String>,
+    /// Where WeChat-dialect audit results go; `$APPID$` becomes the mini program's wx appid.
+    wechat_message_url: Option<String>,
 }
 
 #[utoipa::path(
@@ -88,12 +101,12 @@ pub struct NewTpBody {
     tag = "admin",
     summary = "Create a third party",
     request_body = NewTpBody,
-    responses((status = 201, description = "the third party, secrets generated where not given", body = TpAnswer), (status = 400, description = "invalid field"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+    responses((status = 201, description = "the third party, secrets generated where not given; the component appsecret is shown this once", body = TpWithComponentSecret), (status = 400, description = "invalid field"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
 )]
 pub async fn create_tp(
     State(state): State<AppState>,
     Body(b): Body<NewTpBody>,
-) -> AdminResult<(StatusCode, Json<TpAnswer>)> {
+) -> AdminResult<(StatusCode, Json<TpWithComponentSecret>)> {
     if b.name.trim().is_empty() {
         return Err(AdminError::bad_request("name is required"));
     }
@@ -104,6 +117,11 @@ pub async fn create_tp(
         b.encoding_aes_key.as_deref(),
         b.msg_token.as_deref(),
     )?;
+    check_urls(&[
+        ("wechat_auth_event_url", b.wechat_auth_event_url.as_deref()),
+        ("wechat_message_url", b.wechat_message_url.as_deref()),
+    ])?;
+    let secret = secrets::random_alnum(32);
     let tp = NewTp {
         client_id: secrets::random_alnum(32),
         name: b.name.trim().to_string(),
@@ -113,9 +131,49 @@ pub async fn create_tp(
         encoding_aes_key: b.encoding_aes_key.unwrap_or_else(secrets::encoding_aes_key),
         audit_quota: b.audit_quota.filter(|q| *q >= -1),
         redirect_domain: check_domain(b.redirect_domain)?.unwrap_or_default(),
+        wechat: WechatIdentity {
+            component_appid: secrets::wx_appid(),
+            token: secrets::random_alnum(32),
+            encoding_aes_key: secrets::encoding_aes_key(),
+            auth_event_url: b.wechat_auth_event_url.unwrap_or_default(),
+            message_url: b.wechat_message_url.unwrap_or_default(),
+        },
+        component_secret_hash: secrets::sha256_hex(&secret),
     };
     let tp = state.store.create_tp(tp).await?;
-    Ok((StatusCode::CREATED, Json(tp.into())))
+    let created = TpWithComponentSecret {
+        tp: tp.into(),
+        component_appsecret: secret,
+    };
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+#[utoipa::path(
+    post,
+    path = "/tps/{tp_id}/component-secret",
+    tag = "admin",
+    summary = "Issue a new component appsecret and show it once; the old one stops working",
+    params(("tp_id" = i64, Path)),
+    responses((status = 200, description = "the third party with its new component_appsecret", body = TpWithComponentSecret), (status = 404, description = "no such third party"), (status = 401, description = "missing or wrong admin token", body = ErrorBody))
+)]
+pub async fn reissue_component_secret(
+    State(state): State<AppState>,
+    Path(tp_id): Path<i64>,
+) -> AdminResult<Json<TpWithComponentSecret>> {
+    let secret = secrets::random_alnum(32);
+    let hash = secrets::sha256_hex(&secret);
+    if !state.store.set_component_secret(TpId(tp_id), hash).await? {
+        return Err(AdminError::not_found(format!("tp {tp_id}")));
+    }
+    let tp = state
+        .store
+        .get_tp(TpId(tp_id))
+        .await?
+        .ok_or_else(|| AdminError::not_found(format!("tp {tp_id}")))?;
+    Ok(Json(TpWithComponentSecret {
+        tp: tp.into(),
+        component_appsecret: secret,
+    }))
 }
 
 #[derive(utoipa::ToSchema, Deserialize)]
@@ -131,6 +189,8 @@ pub struct PatchTpBody {
     #[schema(value_type = Option<i64>)]
     audit_quota: Option<Option<i64>>,
     redirect_domain: Option<String>,
+    wechat_auth_event_url: Option<String>,
+    wechat_message_url: Option<String>,
 }
 
 mod double_option {
@@ -161,6 +221,10 @@ pub async fn patch_tp(
         b.encoding_aes_key.as_deref(),
         b.msg_token.as_deref(),
     )?;
+    check_urls(&[
+        ("wechat_auth_event_url", b.wechat_auth_event_url.as_deref()),
+        ("wechat_message_url", b.wechat_message_url.as_deref()),
+    ])?;
     if b.audit_quota.flatten().is_some_and(|q| q < -1) {
         return Err(AdminError::bad_request(
             "audit_quota must be -1 (unlimited) or a count",
@@ -174,6 +238,8 @@ pub async fn patch_tp(
         encoding_aes_key: b.encoding_aes_key,
         audit_quota: b.audit_quota,
         redirect_domain: check_domain(b.redirect_domain)?,
+        wechat_auth_event_url: b.wechat_auth_event_url,
+        wechat_message_url: b.wechat_message_url,
     };
     Ok(Json(
         state.store.update_tp(TpId(tp_id), patch).await?.into(),
@@ -237,6 +303,7 @@ pub async fn create_app(
         category_audited: b.category_audited.unwrap_or(true),
         authenticity_certified: b.authenticity_certified.unwrap_or(true),
         tp_id: None,
+        wx_appid: secrets::wx_appid(),
     };
     let owner_password = owner::generate_password();
     let hash = owner_hash(owner_password.clone()).await?;

@@ -102,6 +102,7 @@ async fn may_see(state: &AppState, v: &Viewer, app_id: i64) -> Result<(), Page> 
 struct AppPage {
     layout: Layout,
     app_id: i64,
+    wx_appid: String,
     tp_id: i64,
     tp_name: String,
     online: String,
@@ -148,6 +149,7 @@ pub async fn page(State(state): State<AppState>, v: Viewer, Path(app_id): Path<i
     Ok(Page::ok(&AppPage {
         layout: v.layout(app.name.clone(), "apps"),
         app_id,
+        wx_appid: app.wx_appid.clone(),
         tp_id: tp.as_ref().map(|t| t.tp_id.get()).unwrap_or_default(),
         tp_name: tp.as_ref().map(|t| t.name.clone()).unwrap_or_default(),
         online,

@@ -419,7 +419,7 @@ async fn the_openapi_description_is_generated_from_the_served_admin_routes() {
             );
         }
     }
-    assert_eq!(operations, 26, "every admin operation is described");
+    assert_eq!(operations, 27, "every admin operation is described");
     // A typed body: POST /tps requires its name.
     let body =
         &doc["paths"]["/tps"]["post"]["requestBody"]["content"]["application/json"]["schema"];
@@ -624,11 +624,24 @@ async fn every_admin_answer_matches_the_schema_the_server_serves_for_it() {
         .await,
     );
     let tp_id = tp["tp_id"].as_i64().expect("tp_id");
+    // The flattened answer is closed: the appsecret is part of it, a field more is not.
+    let mut less = tp.clone();
+    less.as_object_mut()
+        .expect("object")
+        .remove("component_appsecret");
+    assert!(!schema_errors(&doc, "post", "/tps", 201, &less).is_empty());
     check(
         "get",
         "/tps/{tp_id}",
         200,
         app.admin_get(&format!("/tps/{tp_id}")).await,
+    );
+    check(
+        "post",
+        "/tps/{tp_id}/component-secret",
+        200,
+        app.admin_post(&format!("/tps/{tp_id}/component-secret"), json!({}))
+            .await,
     );
     check(
         "patch",
@@ -804,5 +817,135 @@ async fn every_admin_answer_matches_the_schema_the_server_serves_for_it() {
         app.admin_post(&format!("/push-targets/{}/resume", app.tp_id), json!({}))
             .await,
     );
+    app.stop().await;
+}
+
+fn is_wx_appid(v: &serde_json::Value) -> bool {
+    v.as_str().is_some_and(|s| {
+        s.len() == 18
+            && s.starts_with("wx")
+            && s[2..]
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+#[tokio::test]
+async fn a_third_party_gets_a_wechat_identity_and_sees_its_appsecret_once() {
+    let app = spawn_app().await;
+    let (st, a) = app
+        .admin_post(
+            "/tps",
+            json!({
+                "name": "both dialects",
+                "wechat_auth_event_url": "https://tp.example/wx/auth",
+                "wechat_message_url": "https://tp.example/wx/$APPID$/events",
+            }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{a}");
+    assert!(is_wx_appid(&a["component_appid"]), "{a}");
+    let secret = a["component_appsecret"]
+        .as_str()
+        .expect("shown at creation");
+    assert_eq!(secret.len(), 32, "{a}");
+    assert!(!a["wechat_token"].as_str().unwrap_or("").is_empty(), "{a}");
+    let key = a["wechat_encoding_aes_key"].as_str().expect("key");
+    assert!(
+        smartpkg_core::push::aes_key(key).is_ok(),
+        "a usable EncodingAESKey: {key}"
+    );
+    assert_ne!(
+        a["wechat_encoding_aes_key"], a["encoding_aes_key"],
+        "keys of their own"
+    );
+    assert_eq!(
+        a["wechat_message_url"],
+        "https://tp.example/wx/$APPID$/events"
+    );
+    let tp_id = a["tp_id"].as_i64().expect("tp_id");
+
+    // Reads show everything but the appsecret.
+    let (st, read) = app.admin_get(&format!("/tps/{tp_id}")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(read.get("component_appsecret").is_none(), "{read}");
+    for field in [
+        "component_appid",
+        "wechat_token",
+        "wechat_encoding_aes_key",
+        "wechat_auth_event_url",
+    ] {
+        assert_eq!(read[field], a[field], "{field}");
+    }
+    // Every third party has its own appid.
+    let (_, b) = app.admin_post("/tps", json!({"name": "another"})).await;
+    assert!(is_wx_appid(&b["component_appid"]), "{b}");
+    assert_ne!(a["component_appid"], b["component_appid"]);
+    assert_eq!(b["wechat_auth_event_url"], "", "none given: none");
+
+    // A new appsecret replaces the old, shown once, the identity otherwise unchanged.
+    let (st, again) = app
+        .admin_post(&format!("/tps/{tp_id}/component-secret"), json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{again}");
+    let renewed = again["component_appsecret"].as_str().expect("shown");
+    assert_ne!(renewed, secret);
+    assert_eq!(again["component_appid"], a["component_appid"]);
+    let (st, _) = app
+        .admin_post("/tps/987654/component-secret", json!({}))
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+
+    // The URLs change like the Baidu ones, and are checked like them.
+    let (st, patched) = app
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/tps/{tp_id}"),
+            Some(json!({"wechat_auth_event_url": "http://127.0.0.1:9/wx"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{patched}");
+    assert_eq!(patched["wechat_auth_event_url"], "http://127.0.0.1:9/wx");
+    assert_eq!(patched["wechat_message_url"], a["wechat_message_url"]);
+    for (method, path, field) in [
+        (
+            reqwest::Method::POST,
+            "/tps".to_string(),
+            "wechat_message_url",
+        ),
+        (
+            reqwest::Method::PATCH,
+            format!("/tps/{tp_id}"),
+            "wechat_auth_event_url",
+        ),
+    ] {
+        let mut body = json!({field: "ftp://tp.example/x"});
+        if method == reqwest::Method::POST {
+            body["name"] = json!("bad url");
+        }
+        let (st, v) = app.admin(method, &path, Some(body)).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap_or("").contains(field),
+            "{v}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_mini_program_has_a_wx_appid_of_its_own() {
+    let app = spawn_app().await;
+    let (st, one) = app.admin_post("/apps", json!({"name": "one"})).await;
+    assert_eq!(st, StatusCode::CREATED, "{one}");
+    let (_, two) = app.admin_post("/apps", json!({"name": "two"})).await;
+    assert!(
+        is_wx_appid(&one["wx_appid"]) && is_wx_appid(&two["wx_appid"]),
+        "{one} {two}"
+    );
+    assert_ne!(one["wx_appid"], two["wx_appid"]);
+    let id = one["app_id"].as_i64().expect("app_id");
+    let (_, read) = app.admin_get(&format!("/apps/{id}")).await;
+    assert_eq!(read["wx_appid"], one["wx_appid"]);
     app.stop().await;
 }

@@ -68,7 +68,7 @@ pub async fn spawn_with(tune: impl FnOnce(&mut Settings)) -> TestApp {
         tune(s);
     })
     .await;
-    let tp = platform.create_tp("tp one").await;
+    let tp = platform.create_tp("tp one").await.tp;
     let (app, grant) = platform.authorized_app(tp.tp_id, "shop one").await;
     let template_id = platform
         .add_template(

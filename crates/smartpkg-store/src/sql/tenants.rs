@@ -25,8 +25,11 @@ impl<S: Sql> TenantStore for S {
                 let id = tx
                     .int(
                         "INSERT INTO tps (client_id, name, event_url, auth_event_url, msg_token, \
-                           encoding_aes_key, audit_quota, created_at, redirect_domain) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING tp_id AS n",
+                           encoding_aes_key, audit_quota, created_at, redirect_domain, \
+                           component_appid, component_secret_hash, wechat_token, \
+                           wechat_encoding_aes_key, wechat_auth_event_url, wechat_message_url) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                         RETURNING tp_id AS n",
                         args![
                             &tp.client_id,
                             &tp.name,
@@ -36,7 +39,13 @@ impl<S: Sql> TenantStore for S {
                             &tp.encoding_aes_key,
                             tp.audit_quota,
                             now_ms(),
-                            &tp.redirect_domain
+                            &tp.redirect_domain,
+                            &tp.wechat.component_appid,
+                            &tp.component_secret_hash,
+                            &tp.wechat.token,
+                            &tp.wechat.encoding_aes_key,
+                            &tp.wechat.auth_event_url,
+                            &tp.wechat.message_url
                         ],
                     )
                     .await?;
@@ -55,10 +64,14 @@ impl<S: Sql> TenantStore for S {
                            auth_event_url = COALESCE($3, auth_event_url), msg_token = COALESCE($4, msg_token), \
                            encoding_aes_key = COALESCE($5, encoding_aes_key), \
                            audit_quota = CASE WHEN $6 THEN $7 ELSE audit_quota END, \
-                           redirect_domain = COALESCE($9, redirect_domain) WHERE tp_id = $8",
+                           redirect_domain = COALESCE($9, redirect_domain), \
+                           wechat_auth_event_url = COALESCE($10, wechat_auth_event_url), \
+                           wechat_message_url = COALESCE($11, wechat_message_url) WHERE tp_id = $8",
                         args![&p.name, &p.event_url, &p.auth_event_url, &p.msg_token,
                             &p.encoding_aes_key, p.audit_quota.is_some(), p.audit_quota.flatten(),
-                            tp_id, &p.redirect_domain],
+                            tp_id, &p.redirect_domain,
+                            &p.wechat_auth_event_url,
+                            &p.wechat_message_url],
                     )
                     .await?;
                 if n == 0 {
@@ -109,14 +122,55 @@ impl<S: Sql> TenantStore for S {
         .await
     }
 
+    async fn get_tp_by_component_appid(&self, component_appid: String) -> Result<Option<Tp>> {
+        work!(read, self, |tx| {
+            let sql = concat!(
+                "SELECT ",
+                crate::tp_columns!(),
+                " FROM tps WHERE component_appid = $1"
+            );
+            let row = tx.opt(sql, args![&component_appid]).await?;
+            row.as_ref().map(Tp::from_row).transpose()
+        })
+    }
+
+    async fn set_component_secret(&self, tp_id: TpId, hash: String) -> Result<bool> {
+        work!(write, self, |tx| {
+            let sql = "UPDATE tps SET component_secret_hash = $1 WHERE tp_id = $2";
+            Ok(tx.exec(sql, args![&hash, tp_id]).await? == 1)
+        })
+    }
+
+    async fn component_secret_hash(&self, tp_id: TpId) -> Result<Option<String>> {
+        work!(read, self, |tx| {
+            let sql = "SELECT component_secret_hash AS h FROM tps WHERE tp_id = $1";
+            match tx.opt(sql, args![tp_id]).await? {
+                Some(r) => r.opt_string("h"),
+                None => Ok(None),
+            }
+        })
+    }
+
+    async fn get_app_by_wx_appid(&self, wx_appid: String) -> Result<Option<App>> {
+        work!(read, self, |tx| {
+            let sql = concat!(
+                "SELECT ",
+                crate::app_columns!(),
+                " FROM apps WHERE wx_appid = $1"
+            );
+            let row = tx.opt(sql, args![&wx_appid]).await?;
+            row.as_ref().map(App::from_row).transpose()
+        })
+    }
+
     async fn create_app(&self, app: NewApp) -> Result<App> {
         write(self, move |tx| {
             Box::pin(async move {
                 let id = tx
                     .int(
                         "INSERT INTO apps (app_key, name, name_audited, category_audited, \
-                           authenticity_certified, tp_id, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING app_id AS n",
+                           authenticity_certified, tp_id, created_at, wx_appid) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING app_id AS n",
                         args![
                             &app.app_key,
                             &app.name,
@@ -124,7 +178,8 @@ impl<S: Sql> TenantStore for S {
                             app.category_audited,
                             app.authenticity_certified,
                             app.tp_id,
-                            now_ms()
+                            now_ms(),
+                            &app.wx_appid
                         ],
                     )
                     .await?;
