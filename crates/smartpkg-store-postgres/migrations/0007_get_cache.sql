@@ -1,17 +1,30 @@
--- Every change that can alter what `package/get` answers (a package, a token, an app's
--- authorization) tells every instance to drop what it caches of `get` (see the crate's
--- `cache` module). One notification per statement, and PostgreSQL folds identical ones of a
--- transaction into one, delivered at its commit.
+-- Every change that can alter what `package/get` answers for a mini program (one of its
+-- packages, one of its tokens, its authorization) tells every instance to drop what it caches
+-- of that mini program's `get` (see the crate's `cache` module). The payload is the app id;
+-- PostgreSQL folds identical notifications of a transaction into one, delivered at its commit.
 CREATE OR REPLACE FUNCTION smartpkg_get_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    app BIGINT;
 BEGIN
-    PERFORM pg_notify('smartpkg_get', '');
+    IF TG_OP = 'DELETE' THEN
+        app := OLD.app_id;
+    ELSE
+        app := NEW.app_id;
+    END IF;
+    IF app IS NOT NULL THEN
+        PERFORM pg_notify('smartpkg_get', app::TEXT);
+    END IF;
+    -- An update that moves a row to another app (never done today) tells both.
+    IF TG_OP = 'UPDATE' AND OLD.app_id IS DISTINCT FROM NEW.app_id AND OLD.app_id IS NOT NULL THEN
+        PERFORM pg_notify('smartpkg_get', OLD.app_id::TEXT);
+    END IF;
     RETURN NULL;
 END
 $$;
 
 CREATE TRIGGER packages_get_changed AFTER INSERT OR UPDATE OR DELETE ON packages
-    FOR EACH STATEMENT EXECUTE FUNCTION smartpkg_get_changed();
+    FOR EACH ROW EXECUTE FUNCTION smartpkg_get_changed();
 CREATE TRIGGER access_tokens_get_changed AFTER UPDATE OR DELETE ON access_tokens
-    FOR EACH STATEMENT EXECUTE FUNCTION smartpkg_get_changed();
+    FOR EACH ROW EXECUTE FUNCTION smartpkg_get_changed();
 CREATE TRIGGER apps_get_changed AFTER UPDATE OR DELETE ON apps
-    FOR EACH STATEMENT EXECUTE FUNCTION smartpkg_get_changed();
+    FOR EACH ROW EXECUTE FUNCTION smartpkg_get_changed();

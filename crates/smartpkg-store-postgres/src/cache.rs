@@ -1,32 +1,41 @@
 //! `package/get`, the hottest read, from memory.
 //!
-//! Fleet tools poll `get` with the same few tokens; its answer changes only when a package, a
-//! token or an app's authorization does. Each instance keeps the answers it read, and drops
-//! them all:
+//! Fleet tools poll `get` with the same tokens again and again; its answer changes only when a
+//! mini program's package, token or authorization does. Each instance keeps the answers it
+//! read, per token, and drops them:
 //!
-//! - when it commits a write itself (before the write's caller hears of it, so an instance
-//!   always reads its own writes);
-//! - when another instance commits one: triggers on `packages`, `access_tokens` and `apps`
-//!   notify `smartpkg_get` at commit, and a listener on every instance drops its answers as
-//!   the notification arrives;
-//! - while that listener is not connected (nothing is cached until it listens again, since
-//!   notifications sent meanwhile are lost), and at the latest [`TTL`] after an answer was
-//!   read.
+//! - all of them, when it commits a write itself (before the write's caller hears of it, so an
+//!   instance always reads its own writes);
+//! - a mini program's, when another instance commits a change to it: triggers on `packages`,
+//!   `access_tokens` and `apps` notify `smartpkg_get` with the app id at commit (migration
+//!   0007), and a listener on every instance drops that app's answers as the notification
+//!   arrives;
+//! - all of them while that listener is not known to be connected: it pings itself through the
+//!   database every [`HEARTBEAT`], and an instance that has not heard its own ping for
+//!   [`HEARTBEAT_TIMEOUT`] (a dropped or half-open connection, a database restarting) caches
+//!   nothing until it listens again, since notifications sent meanwhile are lost;
+//! - and at the latest [`TTL`] after an answer was read, whatever happened.
 //!
-//! So an answer is stale on another instance for as long as a notification takes to arrive
-//! (milliseconds on one network), and never longer than [`TTL`]. A read that began before an
-//! invalidation does not store what it read (the epoch moved on). Only answers for known
-//! tokens are kept, in at most [`CAPACITY`] bytes: an unknown token costs a database read
-//! every time, and cannot fill the memory.
+//! So an answer may be stale on another instance for as long as a notification takes to
+//! arrive (milliseconds on one network); if notifications stop arriving, for at most
+//! [`HEARTBEAT_TIMEOUT`]. A read that began before an invalidation does not keep what it read
+//! (the epoch moved on). Only answers for known tokens are kept, in at most [`CAPACITY`]
+//! bytes: an unknown token costs a database read every time, and cannot fill the memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use smartpkg_store::{Grant, PackageRecord};
 
-/// The longest an answer is served from memory.
-pub const TTL: Duration = Duration::from_secs(5);
+/// The longest an answer is served from memory (a backstop: changes end answers sooner).
+pub const TTL: Duration = Duration::from_secs(60);
+
+/// How often the listener pings itself through the database.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// How long without its own ping before the listener counts as lost.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The most memory the answers kept may take (estimated from their texts); past it, answers
 /// are dropped until a quarter is free.
@@ -38,33 +47,65 @@ pub const CHANNEL: &str = "smartpkg_get";
 /// The `application_name` of `get`'s connections, for an operator's `pg_stat_activity`.
 pub(crate) const APPLICATION_NAME: &str = "smartpkg-get";
 
-/// Keeps a listener on [`CHANNEL`] and drops the cache at every notification; while it is not
-/// subscribed, nothing is cached. Ends when the pool closes (or the task is aborted).
-pub(crate) async fn listen(pool: sqlx::PgPool, cache: std::sync::Arc<GetCache>) {
+/// Keeps a listener on [`CHANNEL`] and drops answers at every notification; while it is not
+/// known to be subscribed, nothing is cached. Ends when the pool closes (or the task is
+/// aborted).
+pub(crate) async fn listen(pool: sqlx::PgPool, cache: Arc<GetCache>) {
+    // This instance's own heartbeat channel: nobody else hears its pings.
+    let ping = format!(
+        "smartpkg_get_ping_{}",
+        hex::encode(rand::random::<[u8; 8]>())
+    );
+    let pinger = {
+        let (pool, ping) = (pool.clone(), ping.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT);
+            loop {
+                tick.tick().await;
+                if pool.is_closed() {
+                    return;
+                }
+                // A failed ping is noticed by its absence.
+                let _ = sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(&ping)
+                    .execute(&pool)
+                    .await;
+            }
+        })
+    };
     loop {
         let subscribed = async {
             let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
-            l.listen(CHANNEL).await?;
+            l.listen_all([CHANNEL, ping.as_str()]).await?;
             Ok::<_, sqlx::Error>(l)
         };
         match subscribed.await {
             Ok(mut listener) => {
                 // Notifications sent before the subscription are not seen: start afresh.
                 cache.set(Some(true));
-                // `try_recv` answers None when the connection dropped (notifications sent
-                // meanwhile are lost): the cache stops until a new subscription.
-                while let Ok(Some(_)) = listener.try_recv().await {
-                    cache.invalidate();
+                // Pings arrive every second: silence longer than the timeout, or a dropped
+                // connection (`None`: notifications sent meanwhile are lost), ends the
+                // subscription and stops the cache until a new one.
+                while let Ok(Ok(Some(n))) =
+                    tokio::time::timeout(HEARTBEAT_TIMEOUT, listener.try_recv()).await
+                {
+                    if n.channel() == CHANNEL {
+                        match n.payload().parse::<i64>() {
+                            Ok(app_id) => cache.invalidate_app(app_id),
+                            Err(_) => cache.invalidate(),
+                        }
+                    }
                 }
                 cache.set(Some(false));
             }
             Err(e) => tracing::debug!(error = %e, "get's cache cannot listen for changes"),
         }
         if pool.is_closed() {
+            pinger.abort();
             return;
         }
         // Not in a loop while the database is down.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(HEARTBEAT).await;
     }
 }
 
@@ -82,6 +123,8 @@ struct Inner {
     /// Whether the listener is subscribed (nothing is cached while it is not).
     live: bool,
     answers: HashMap<String, Kept>,
+    /// The tokens kept per mini program, to drop one program's answers.
+    by_app: HashMap<i64, HashSet<String>>,
     /// The estimated size of everything kept.
     bytes: usize,
 }
@@ -113,7 +156,23 @@ fn size_of(token_hash: &str, (_, packages): &Answer) -> usize {
         .sum::<usize>()
             + 400
     };
-    token_hash.len() + 200 + packages.iter().map(texts).sum::<usize>()
+    // The token is kept twice (the answers and the program's set).
+    2 * token_hash.len() + 200 + packages.iter().map(texts).sum::<usize>()
+}
+
+impl Inner {
+    fn drop_token(&mut self, token_hash: &str) {
+        if let Some(k) = self.answers.remove(token_hash) {
+            self.bytes -= k.bytes;
+            let app = k.answer.0.app_id.get();
+            if let Some(set) = self.by_app.get_mut(&app) {
+                set.remove(token_hash);
+                if set.is_empty() {
+                    self.by_app.remove(&app);
+                }
+            }
+        }
+    }
 }
 
 impl GetCache {
@@ -142,6 +201,7 @@ impl GetCache {
         if !inner.live || inner.epoch != epoch {
             return;
         }
+        inner.drop_token(&token_hash);
         let bytes = size_of(&token_hash, &answer);
         if inner.bytes + bytes > CAPACITY {
             // Whichever come first (a hash map's order): cheap, and no worse than any other
@@ -158,20 +218,32 @@ impl GetCache {
                 })
                 .collect();
             for k in victims {
-                if let Some(v) = inner.answers.remove(&k) {
-                    inner.bytes -= v.bytes;
-                }
+                inner.drop_token(&k);
             }
         }
+        let app = answer.0.app_id.get();
+        inner
+            .by_app
+            .entry(app)
+            .or_default()
+            .insert(token_hash.clone());
         let kept = Kept {
             at: Instant::now(),
             answer: Arc::new(answer),
             bytes,
         };
-        if let Some(old) = inner.answers.insert(token_hash, kept) {
-            inner.bytes -= old.bytes;
-        }
+        inner.answers.insert(token_hash, kept);
         inner.bytes += bytes;
+    }
+
+    /// Drops one mini program's answers.
+    pub(crate) fn invalidate_app(&self, app_id: i64) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.epoch = inner.epoch.wrapping_add(1);
+            for token in inner.by_app.remove(&app_id).unwrap_or_default() {
+                inner.drop_token(&token);
+            }
+        }
     }
 
     /// Drops every answer.
@@ -184,6 +256,7 @@ impl GetCache {
         if let Ok(mut inner) = self.inner.lock() {
             inner.epoch = inner.epoch.wrapping_add(1);
             inner.answers.clear();
+            inner.by_app.clear();
             inner.bytes = 0;
             if let Some(live) = live {
                 inner.live = live;
@@ -235,6 +308,21 @@ mod tests {
             cache.get("t").is_none(),
             "an invalidation drops what is kept"
         );
+    }
+
+    #[test]
+    fn a_change_to_one_mini_program_drops_its_answers_only() {
+        let cache = live();
+        let epoch = cache.epoch().expect("live");
+        cache.put("one-a".into(), answer(1), epoch);
+        cache.put("one-b".into(), answer(1), epoch);
+        cache.put("two".into(), answer(2), epoch);
+        cache.invalidate_app(1);
+        assert!(cache.get("one-a").is_none() && cache.get("one-b").is_none());
+        assert_eq!(cache.get("two").map(|(g, _)| g.app_id), Some(AppId(2)));
+        let inner = cache.inner.lock().expect("lock");
+        assert_eq!(inner.bytes, size_of("two", &answer(2)), "the total follows");
+        assert!(!inner.by_app.contains_key(&1));
     }
 
     #[test]

@@ -41,8 +41,8 @@ fn seed(db: &std::path::Path, tp_id: i64, template_id: i64) -> Res<()> {
     let tx = conn.transaction()?;
     for app_id in 1..=APPS {
         tx.execute(
-            "INSERT INTO apps (app_id, app_key, name, name_audited, category_audited, authenticity_certified, tp_id, created_at) VALUES (?1, ?2, ?3, 1, 1, 1, ?4, 0)",
-            rusqlite::params![app_id, format!("key{app_id}"), format!("bench shop {app_id}"), tp_id],
+            "INSERT INTO apps (app_id, app_key, name, name_audited, category_audited, authenticity_certified, tp_id, created_at, wx_appid) VALUES (?1, ?2, ?3, 1, 1, 1, ?4, 0, ?5)",
+            rusqlite::params![app_id, format!("key{app_id}"), format!("bench shop {app_id}"), tp_id, format!("wx{app_id:016x}")],
         )?;
         if app_id <= WAITING {
             tx.execute(

@@ -439,8 +439,8 @@ async fn seed_pg(url: &str, tp_id: i64, template_id: i64, n: usize) -> Res<Vec<(
     let hashes: Vec<String> = tokens.iter().map(|t| secrets::sha256_hex(t)).collect();
     let mut tx = pool.begin().await?;
     sqlx::query(
-        "INSERT INTO apps (app_id, app_key, name, name_audited, category_audited, authenticity_certified, tp_id, created_at) \
-         SELECT id, 'key' || id, 'bench app ' || id, TRUE, TRUE, TRUE, $2, 0 FROM UNNEST($1::BIGINT[]) AS id",
+        "INSERT INTO apps (app_id, app_key, name, name_audited, category_audited, authenticity_certified, tp_id, created_at, wx_appid) \
+         SELECT id, 'key' || id, 'bench app ' || id, TRUE, TRUE, TRUE, $2, 0, 'wx' || lpad(to_hex(id), 16, '0') FROM UNNEST($1::BIGINT[]) AS id",
     )
     .bind(&ids)
     .bind(tp_id)

@@ -28,8 +28,8 @@ pub fn seed_apps(db: &Path, tp_id: i64, template_id: i64, n: usize) -> Res<Vec<(
         let app_id = first + i;
         let token = secrets::access_token("45");
         tx.execute(
-            "INSERT INTO apps (app_id, app_key, name, name_audited, category_audited, authenticity_certified, tp_id, created_at) VALUES (?1, ?2, ?3, 1, 1, 1, ?4, 0)",
-            rusqlite::params![app_id, format!("key{app_id}"), format!("bench app {app_id}"), tp_id],
+            "INSERT INTO apps (app_id, app_key, name, name_audited, category_audited, authenticity_certified, tp_id, created_at, wx_appid) VALUES (?1, ?2, ?3, 1, 1, 1, ?4, 0, ?5)",
+            rusqlite::params![app_id, format!("key{app_id}"), format!("bench app {app_id}"), tp_id, format!("wx{app_id:016x}")],
         )?;
         tx.execute(
             "INSERT INTO access_tokens (token_hash, kind, tp_id, app_id, expires_at, created_at) VALUES (?1, 'app', ?2, ?3, ?4, 0)",
