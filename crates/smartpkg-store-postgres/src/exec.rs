@@ -119,15 +119,35 @@ impl Sql for PgStore {
     async fn write_with<T: Send + 'static>(&self, work: Work<PgTx, T>) -> Result<T> {
         let mut tx = PgTx::Write(self.pool.begin().await.db()?);
         let out = work(&mut tx).await;
-        let ok = out.is_ok();
-        if let (true, PgTx::Write(t)) = (ok, tx) {
-            let committed = t.commit().await.db();
-            // This instance reads its own writes: `get`'s answers go before the caller hears
-            // of the write (other instances hear of it from the triggers).
-            self.cache.invalidate();
-            committed?;
+        let PgTx::Write(mut t) = tx else {
+            return out;
+        };
+        if out.is_err() {
+            // Rolled back as it drops.
+            return out;
         }
-        // On an error the transaction rolls back as it drops.
+        // Which mini programs' `get` this transaction changed (the triggers of migration 0007
+        // note them): this instance reads its own writes, so their answers go before the
+        // caller hears of the write (other instances hear of it from the notifications).
+        let changed: Option<String> =
+            sqlx::query_scalar("SELECT current_setting('smartpkg.get_changed', true)")
+                .fetch_one(&mut *t)
+                .await
+                .db()?;
+        let committed = t.commit().await.db();
+        match changed.as_deref().unwrap_or("") {
+            "" => {}
+            "*" => self.cache.invalidate(),
+            ids => {
+                for id in ids.split(',') {
+                    match id.parse() {
+                        Ok(app_id) => self.cache.invalidate_app(app_id),
+                        Err(_) => self.cache.invalidate(),
+                    }
+                }
+            }
+        }
+        committed?;
         out
     }
 

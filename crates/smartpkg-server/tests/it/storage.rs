@@ -281,9 +281,16 @@ async fn get_survives_its_connection_being_killed() {
     app.built("1.0.0").await;
     let before = app.call("get", &[]).await;
     assert_eq!(before["data"].as_array().map(Vec::len), Some(1), "{before}");
-    // A write on this instance drops what it caches of `get`, so the next call reads the
-    // database.
-    app.new_app("drops the cache").await;
+    // A change to the mini program on this instance drops what it caches of its `get`, so
+    // the next call reads the database.
+    let (st, _) = app
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/apps/{}", app.app_id),
+            Some(serde_json::json!({"name": "renamed"})),
+        )
+        .await;
+    assert_eq!(st, reqwest::StatusCode::OK);
     // A call in flight on the connection when its backend goes finds it broken as its
     // query's error, not as a connection already seen closed. To have one in flight for
     // sure, a lock holds the query until the backend has been killed.
