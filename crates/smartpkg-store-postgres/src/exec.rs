@@ -122,10 +122,8 @@ impl Sql for PgStore {
         let PgTx::Write(mut t) = tx else {
             return out;
         };
-        if out.is_err() {
-            // Rolled back as it drops.
-            return out;
-        }
+        // On an error the transaction rolls back as it drops.
+        let value = out?;
         // Which mini programs' `get` this transaction changed (the triggers of migration 0007
         // note them): this instance reads its own writes, so their answers go before the
         // caller hears of the write (other instances hear of it from the notifications).
@@ -148,7 +146,7 @@ impl Sql for PgStore {
             }
         }
         committed?;
-        out
+        Ok(value)
     }
 
     async fn by_token(&self, token_hash: String) -> Result<Option<(Grant, Vec<PackageRecord>)>> {
