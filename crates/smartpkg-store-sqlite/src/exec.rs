@@ -6,6 +6,7 @@
 //! blocking thread, a read's caller). A unit of work that waits on anything else is a bug, and
 //! fails instead of blocking a thread.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -20,6 +21,8 @@ use crate::{configure, join_err, poisoned, Error, SqliteStore, StoreResult, MAX_
 /// A connection running the shared statements.
 pub struct LiteTx {
     conn: Connection,
+    /// Each statement's column names, read once: a row's names are shared, not copied.
+    names: HashMap<String, Arc<[String]>>,
 }
 
 /// A row, copied out of the statement (whose rows borrow it).
@@ -30,6 +33,13 @@ pub struct LiteRow {
 }
 
 impl LiteTx {
+    pub(crate) fn new(conn: Connection) -> Self {
+        LiteTx {
+            conn,
+            names: HashMap::new(),
+        }
+    }
+
     fn prepared<'c>(
         &'c self,
         sql: &str,
@@ -55,9 +65,22 @@ impl LiteTx {
         Ok(stmt)
     }
 
-    fn rows_now(&self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<LiteRow>, Error> {
+    fn rows_now(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<LiteRow>, Error> {
+        let names = match self.names.get(sql) {
+            Some(n) => n.clone(),
+            None => {
+                let stmt = self.conn.prepare_cached(sql)?;
+                let n: Arc<[String]> =
+                    stmt.column_names().into_iter().map(String::from).collect();
+                // Statements built at run time (a listing's filters) are few; bounded anyway.
+                if self.names.len() >= 256 {
+                    self.names.clear();
+                }
+                self.names.insert(sql.to_string(), n.clone());
+                n
+            }
+        };
         let mut stmt = self.prepared(sql, args)?;
-        let names: Arc<[String]> = stmt.column_names().into_iter().map(String::from).collect();
         let width = names.len();
         let mut rows = stmt.raw_query();
         let mut out = Vec::new();
@@ -189,19 +212,18 @@ impl Sql for SqliteStore {
     /// more than the read.
     async fn read_with<T: Send + 'static>(&self, work: Work<LiteTx, T>) -> StoreResult<T> {
         let pooled = self.readers.lock().map_err(|_| poisoned())?.pop();
-        let conn = match pooled {
-            Some(c) => c,
+        let mut tx = match pooled {
+            Some(tx) => tx,
             None => {
                 let c = Connection::open(&self.path).map_err(Error::from)?;
                 configure(&c)?;
-                c
+                LiteTx::new(c)
             }
         };
-        let mut tx = LiteTx { conn };
         let out = run_now(&mut tx, work);
         let mut pool = self.readers.lock().map_err(|_| poisoned())?;
         if pool.len() < MAX_IDLE_READERS {
-            pool.push(tx.conn);
+            pool.push(tx);
         }
         out
     }
@@ -212,8 +234,7 @@ impl Sql for SqliteStore {
         let writer = self.writer.clone();
         tokio::task::spawn_blocking(move || -> StoreResult<T> {
             let mut slot = writer.lock().map_err(|_| poisoned())?;
-            let conn = slot.take().ok_or_else(poisoned)?;
-            let mut tx = LiteTx { conn };
+            let mut tx = slot.take().ok_or_else(poisoned)?;
             let out = match tx.conn.execute_batch("BEGIN IMMEDIATE") {
                 Ok(()) => {
                     let out = run_now(&mut tx, work);
@@ -233,7 +254,7 @@ impl Sql for SqliteStore {
                 }
                 Err(e) => Err(Error::from(e).into()),
             };
-            *slot = Some(tx.conn);
+            *slot = Some(tx);
             out
         })
         .await

@@ -106,8 +106,8 @@ impl From<Error> for StoreError {
 pub struct SqliteStore {
     path: PathBuf,
     /// The one writer (taken out while a unit of work runs on it; see `exec`).
-    writer: Arc<Mutex<Option<Connection>>>,
-    readers: Arc<Mutex<Vec<Connection>>>,
+    writer: Arc<Mutex<Option<LiteTx>>>,
+    readers: Arc<Mutex<Vec<LiteTx>>>,
     /// Held for the store's life: one process per database file, which is what makes
     /// releasing every job lease at start-up safe.
     _lock: Option<File>,
@@ -211,7 +211,7 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             path,
-            writer: Arc::new(Mutex::new(Some(writer))),
+            writer: Arc::new(Mutex::new(Some(LiteTx::new(writer)))),
             readers: Arc::new(Mutex::new(Vec::new())),
             _lock: Some(lock),
         })
