@@ -65,30 +65,14 @@ impl PgStore {
                 // target, or one never yet answered), healthy and least busy first, the
                 // others within their share.
                 let rows = sqlx::query(
-                    "WITH busy AS ( \
-                        SELECT target, COUNT(*) AS n FROM jobs \
-                        WHERE kind = 'push' AND lease_until > $1 GROUP BY target), \
-                     due AS ( \
-                        SELECT j.job_id, j.run_at, j.target, \
-                               COALESCE(t.consecutive_failures, 1) > 0 AS failing, \
-                               ROW_NUMBER() OVER (PARTITION BY j.target ORDER BY j.run_at, j.job_id) AS rn \
-                        FROM jobs j LEFT JOIN push_targets t ON t.tp_id = j.target \
-                        WHERE j.kind = 'push' AND j.run_at <= $1 AND (j.lease_until IS NULL OR j.lease_until <= $1) \
-                          AND (t.hold_until IS NULL OR t.hold_until <= $1)), \
-                     capped AS ( \
-                        SELECT d.*, d.rn + COALESCE(b.n, 0) AS load FROM due d \
-                        LEFT JOIN busy b ON b.target = d.target \
-                        WHERE d.rn + COALESCE(b.n, 0) <= CASE WHEN d.failing THEN 1 ELSE $3 END), \
-                     ranked AS ( \
-                        SELECT c.*, ROW_NUMBER() OVER (PARTITION BY c.failing ORDER BY c.load, c.run_at, c.job_id) AS frn \
-                        FROM capped c), \
+                    concat!(smartpkg_store::due_pushes!(), ", \
                      chosen AS ( \
                         SELECT job_id, failing, load, run_at FROM ranked \
                         WHERE NOT failing OR frn <= $4 \
                         ORDER BY failing, load, run_at, job_id LIMIT $2) \
                      UPDATE jobs j SET lease_until = $1 + $5, attempts = j.attempts + 1, lease_token = (((random() * 2147483647)::BIGINT << 31) # (random() * 2147483647)::BIGINT) | 1 \
                      FROM chosen WHERE j.job_id = chosen.job_id \
-                     RETURNING j.job_id, j.kind, j.package_id, j.attempts, j.delivery_id, chosen.failing AS degraded, j.lease_token",
+                     RETURNING j.job_id, j.kind, j.package_id, j.attempts, j.delivery_id, chosen.failing AS degraded, j.lease_token"),
                 )
                 .bind(now_ms)
                 .bind(limit as i64)

@@ -70,8 +70,7 @@ impl LiteTx {
             Some(n) => n.clone(),
             None => {
                 let stmt = self.conn.prepare_cached(sql)?;
-                let n: Arc<[String]> =
-                    stmt.column_names().into_iter().map(String::from).collect();
+                let n: Arc<[String]> = stmt.column_names().into_iter().map(String::from).collect();
                 // Statements built at run time (a listing's filters) are few; bounded anyway.
                 if self.names.len() >= 256 {
                     self.names.clear();

@@ -11,6 +11,38 @@ use crate::{
     Swept,
 };
 
+/// The pushes a deliveries-lane claim may take, as common table expressions ending in `ranked`
+/// (`$1` now, `$3` the per-target cap): due pushes of targets not on hold; per target, leased
+/// and newly claimed pushes stay within the cap (1 for a target in a failing run, or never yet
+/// answered: it probes). Healthy targets — whose last attempt succeeded — come first and the
+/// least busy among them; each backend then keeps the others to `failing_slots` (`frn`), so
+/// slow receivers never fill the lane, not even a crowd of new ones before any of them is known
+/// to fail. A literal, so each backend's statement stays one.
+#[macro_export]
+macro_rules! due_pushes {
+    () => {
+        "WITH busy AS ( \
+            SELECT target, COUNT(*) AS n FROM jobs \
+            WHERE kind = 'push' AND lease_until > $1 GROUP BY target), \
+         due AS ( \
+            SELECT j.job_id, j.run_at, j.target, \
+                   COALESCE(t.consecutive_failures, 1) > 0 AS failing, \
+                   ROW_NUMBER() OVER (PARTITION BY j.target ORDER BY j.run_at, j.job_id) AS rn \
+            FROM jobs j LEFT JOIN push_targets t ON t.tp_id = j.target \
+            WHERE j.kind = 'push' AND j.run_at <= $1 \
+              AND (j.lease_until IS NULL OR j.lease_until <= $1) \
+              AND (t.hold_until IS NULL OR t.hold_until <= $1)), \
+         capped AS ( \
+            SELECT d.*, d.rn + COALESCE(b.n, 0) AS load FROM due d \
+            LEFT JOIN busy b ON b.target = d.target \
+            WHERE d.rn + COALESCE(b.n, 0) <= CASE WHEN d.failing THEN 1 ELSE $3 END), \
+         ranked AS ( \
+            SELECT c.*, ROW_NUMBER() OVER (PARTITION BY c.failing \
+                                           ORDER BY c.load, c.run_at, c.job_id) AS frn \
+            FROM capped c)"
+    };
+}
+
 /// A claimed job from the row a claim answers (`job_id, kind, package_id, attempts,
 /// delivery_id, degraded, lease_token`), `attempts` counting this claim.
 pub fn claimed(r: &impl Columns) -> Result<Job> {

@@ -16,6 +16,19 @@ const INSERT_TEMPLATE: &str = concat!(
     crate::template_columns!()
 );
 
+/// Stores `t` as a draft; its id.
+async fn insert_draft<X: Tx>(tx: &mut X, t: &NewTemplate, now_ms: i64) -> Result<i64> {
+    let args = args![
+        t.tp_id,
+        &t.user_version,
+        &t.user_desc,
+        &t.blob_sha256,
+        &t.manifest,
+        now_ms
+    ];
+    tx.int(INSERT_DRAFT, args).await
+}
+
 /// A third party's templates not deleted.
 const LIVE: &str = "SELECT COUNT(*) AS n FROM templates WHERE tp_id = $1 AND deleted_at IS NULL";
 
@@ -23,19 +36,7 @@ const LIVE: &str = "SELECT COUNT(*) AS n FROM templates WHERE tp_id = $1 AND del
 impl<S: Sql> LibraryStore for S {
     async fn create_template(&self, t: NewTemplate, now_ms: i64) -> Result<Template> {
         work!(write, self, |tx| {
-            let draft_id = tx
-                .int(
-                    INSERT_DRAFT,
-                    args![
-                        t.tp_id,
-                        &t.user_version,
-                        &t.user_desc,
-                        &t.blob_sha256,
-                        &t.manifest,
-                        now_ms
-                    ],
-                )
-                .await?;
+            let draft_id = insert_draft(tx, &t, now_ms).await?;
             let row = tx
                 .one(
                     INSERT_TEMPLATE,
@@ -68,19 +69,7 @@ impl<S: Sql> LibraryStore for S {
 
     async fn create_draft(&self, t: NewTemplate, now_ms: i64) -> Result<Draft> {
         work!(write, self, |tx| {
-            let draft_id = tx
-                .int(
-                    INSERT_DRAFT,
-                    args![
-                        t.tp_id,
-                        &t.user_version,
-                        &t.user_desc,
-                        &t.blob_sha256,
-                        &t.manifest,
-                        now_ms
-                    ],
-                )
-                .await?;
+            let draft_id = insert_draft(tx, &t, now_ms).await?;
             Ok(Draft {
                 draft_id,
                 tp_id: t.tp_id,
