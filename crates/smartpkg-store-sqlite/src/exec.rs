@@ -13,8 +13,9 @@ use async_trait::async_trait;
 use futures_util::FutureExt;
 use rusqlite::types::Value;
 use rusqlite::Connection;
+use smartpkg_store::sql::packages::{grant_of, GET_BY_TOKEN};
 use smartpkg_store::sql::{Arg, Dialect, Sql, Tx, Work};
-use smartpkg_store::{Columns, Job, Lane, StoreError};
+use smartpkg_store::{Columns, Grant, Job, Lane, PackageRecord, StoreError};
 
 use crate::{configure, join_err, poisoned, Error, SqliteStore, StoreResult, MAX_IDLE_READERS};
 
@@ -129,6 +130,73 @@ impl Tx for LiteTx {
     }
 }
 
+/// A row of a running statement, read in place (no copy): for the hottest read.
+struct InPlace<'a, 'b> {
+    row: &'a rusqlite::Row<'b>,
+    next: std::cell::Cell<usize>,
+}
+
+impl InPlace<'_, '_> {
+    fn get<T: rusqlite::types::FromSql>(&self, name: &str) -> StoreResult<T> {
+        let stmt = self.row.as_ref();
+        let hint = self.next.get();
+        let at = match stmt.column_name(hint) {
+            Ok(n) if n == name => hint,
+            _ => stmt
+                .column_index(name)
+                .map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))?,
+        };
+        self.next.set(at + 1);
+        self.row
+            .get(at)
+            .map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
+    }
+}
+
+impl Columns for InPlace<'_, '_> {
+    fn i64(&self, name: &str) -> StoreResult<i64> {
+        self.get(name)
+    }
+    fn opt_i64(&self, name: &str) -> StoreResult<Option<i64>> {
+        self.get(name)
+    }
+    fn string(&self, name: &str) -> StoreResult<String> {
+        self.get(name)
+    }
+    fn opt_string(&self, name: &str) -> StoreResult<Option<String>> {
+        self.get(name)
+    }
+    fn bool(&self, name: &str) -> StoreResult<bool> {
+        self.get(name)
+    }
+}
+
+impl LiteTx {
+    /// `get`'s one statement, decoded as SQLite hands the rows over.
+    fn by_token_now(&self, token_hash: &str) -> Result<Option<ByToken>, Error> {
+        let mut stmt = self.prepared(GET_BY_TOKEN, &[Arg::from(token_hash)])?;
+        let mut rows = stmt.raw_query();
+        let mut found: Option<ByToken> = None;
+        while let Some(row) = rows.next()? {
+            let r = InPlace {
+                row,
+                next: std::cell::Cell::new(0),
+            };
+            let (_, packages) = match &mut found {
+                Some(f) => f,
+                None => found.insert((grant_of(&r)?, Vec::new())),
+            };
+            // The row of an app without packages has NULL package columns.
+            if r.opt_i64("package_id")?.is_some() {
+                packages.push(PackageRecord::from_row(&r)?);
+            }
+        }
+        Ok(found)
+    }
+}
+
+type ByToken = (Grant, Vec<PackageRecord>);
+
 impl LiteRow {
     fn value(&self, name: &str) -> StoreResult<&Value> {
         let hint = self.next.get();
@@ -206,25 +274,14 @@ impl Sql for SqliteStore {
         self.claim_on_writer(now_ms, limit, lease_ms, lane).await
     }
 
-    /// On the calling thread: reads here are indexed lookups that take microseconds and never
-    /// wait on a lock (WAL readers do not block on the writer), so a thread hand-off would cost
-    /// more than the read.
+    /// On a reader, on the calling thread (see [`SqliteStore::on_reader`]).
     async fn read_with<T: Send + 'static>(&self, work: Work<LiteTx, T>) -> StoreResult<T> {
-        let pooled = self.readers.lock().map_err(|_| poisoned())?.pop();
-        let mut tx = match pooled {
-            Some(tx) => tx,
-            None => {
-                let c = Connection::open(&self.path).map_err(Error::from)?;
-                configure(&c)?;
-                LiteTx::new(c)
-            }
-        };
-        let out = run_now(&mut tx, work);
-        let mut pool = self.readers.lock().map_err(|_| poisoned())?;
-        if pool.len() < MAX_IDLE_READERS {
-            pool.push(tx);
-        }
-        out
+        self.on_reader(|tx| run_now(tx, work))
+    }
+
+    /// The hottest read, decoded in place on a reader (see [`LiteTx::by_token_now`]).
+    async fn by_token(&self, token_hash: String) -> StoreResult<Option<ByToken>> {
+        self.on_reader(|tx| Ok(tx.by_token_now(&token_hash)?))
     }
 
     /// On a blocking thread (a commit waits for the disk), in a `BEGIN IMMEDIATE` transaction
@@ -258,5 +315,29 @@ impl Sql for SqliteStore {
         })
         .await
         .map_err(join_err)?
+    }
+}
+
+impl SqliteStore {
+    /// Runs `f` on a pooled reader connection (a new one when none is idle), on the calling
+    /// thread: reads here are indexed lookups that take microseconds and never wait on a lock
+    /// (WAL readers do not block on the writer), so a thread hand-off would cost more than the
+    /// read.
+    fn on_reader<T>(&self, f: impl FnOnce(&mut LiteTx) -> StoreResult<T>) -> StoreResult<T> {
+        let pooled = self.readers.lock().map_err(|_| poisoned())?.pop();
+        let mut tx = match pooled {
+            Some(tx) => tx,
+            None => {
+                let c = Connection::open(&self.path).map_err(Error::from)?;
+                configure(&c)?;
+                LiteTx::new(c)
+            }
+        };
+        let out = f(&mut tx);
+        let mut pool = self.readers.lock().map_err(|_| poisoned())?;
+        if pool.len() < MAX_IDLE_READERS {
+            pool.push(tx);
+        }
+        out
     }
 }

@@ -19,7 +19,7 @@ pub(crate) const GRANT: &str = "SELECT t.app_id AS grant_app_id, t.tp_id AS gran
      WHERE t.token_hash = $1 AND t.kind = 'app' AND a.tp_id = t.tp_id";
 
 /// The grant of a row read with [`GRANT`] (or the package read that joins it).
-pub(crate) fn grant_of(r: &impl Columns) -> Result<Grant> {
+pub fn grant_of(r: &impl Columns) -> Result<Grant> {
     Ok(Grant {
         app_id: r.id("grant_app_id")?,
         tp_id: r.id("grant_tp_id")?,

@@ -7,7 +7,7 @@ use smartpkg_core::lifecycle::{
     self, AppFacts, Command, PackageFacts, PkgState, Plan, Quota, Refusal, Snapshot,
 };
 
-use super::auth::grant_of;
+pub use super::auth::grant_of;
 use super::deliveries::{lease_held, outbox};
 use super::{decode, Sql, Tx};
 use crate::{
