@@ -13,6 +13,7 @@ mod errno;
 mod package;
 pub mod push;
 mod template;
+pub mod wechat;
 
 pub use app::*;
 pub use auth::*;
