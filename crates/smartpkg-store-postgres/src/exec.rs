@@ -4,12 +4,12 @@
 use async_trait::async_trait;
 use smartpkg_store::sql::packages::{by_token_rows, GET_BY_TOKEN};
 use smartpkg_store::sql::{Arg, Dialect, Sql, Tx, Work};
-use smartpkg_store::{Columns, Grant, Job, Lane, PackageRecord, Result, StoreError};
+use smartpkg_store::{Grant, Job, Lane, PackageRecord, Result, StoreError};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres};
 
-use crate::{Cols, Db, PgStore};
+use crate::{Db, PgStore};
 
 /// A pooled connection, in a transaction for writes.
 pub enum PgTx {
@@ -26,8 +26,21 @@ impl PgTx {
     }
 }
 
-/// A row of the pool, read by column name.
-pub struct PgRowCols(PgRow);
+/// A row of the pool as the shared row types read it (sqlx finds a column by name through a
+/// map).
+pub struct PgRowCols(pub(crate) PgRow);
+
+impl PgRowCols {
+    fn get<T>(&self, name: &str) -> Result<T>
+    where
+        T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+    {
+        sqlx::Row::try_get(&self.0, name)
+            .map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
+    }
+}
+
+smartpkg_store::columns_by_get!(PgRowCols);
 
 fn bound<'q>(
     sql: &'q str,
@@ -60,24 +73,6 @@ impl Tx for PgTx {
     async fn exec(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
         let done = bound(sql, args).execute(self.conn()).await.db()?;
         Ok(done.rows_affected())
-    }
-}
-
-impl Columns for PgRowCols {
-    fn i64(&self, name: &str) -> Result<i64> {
-        Cols(&self.0).i64(name)
-    }
-    fn opt_i64(&self, name: &str) -> Result<Option<i64>> {
-        Cols(&self.0).opt_i64(name)
-    }
-    fn string(&self, name: &str) -> Result<String> {
-        Cols(&self.0).string(name)
-    }
-    fn opt_string(&self, name: &str) -> Result<Option<String>> {
-        Cols(&self.0).opt_string(name)
-    }
-    fn bool(&self, name: &str) -> Result<bool> {
-        Cols(&self.0).bool(name)
     }
 }
 

@@ -1,7 +1,8 @@
 use smartpkg_store::sql::jobs::claimed;
 use smartpkg_store::{Job, Lane, Result};
 
-use crate::{Cols, Db, PgStore};
+use crate::exec::PgRowCols;
+use crate::{Db, PgStore};
 
 /// Serialises the deliveries lane's claims across instances: its per-target cap counts rows
 /// (leased jobs) that a claim does not lock.
@@ -86,6 +87,6 @@ impl PgStore {
                 rows
             }
         };
-        rows.iter().map(|r| claimed(&Cols(r))).collect()
+        rows.into_iter().map(|r| claimed(&PgRowCols(r))).collect()
     }
 }

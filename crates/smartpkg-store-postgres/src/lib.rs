@@ -62,41 +62,6 @@ pub(crate) fn db(e: sqlx::Error) -> StoreError {
     StoreError::Database(Box::new(e))
 }
 
-/// A row of the pool (sqlx finds a column by name through a map) as the shared row types
-/// read it (`smartpkg_store::rows`).
-pub(crate) struct Cols<'a, R>(pub(crate) &'a R);
-
-fn column_error(name: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("column {name}: {e}"))
-}
-
-impl Cols<'_, sqlx::postgres::PgRow> {
-    fn get<T>(&self, name: &str) -> Result<T>
-    where
-        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
-    {
-        sqlx::Row::try_get(self.0, name).map_err(|e| column_error(name, e))
-    }
-}
-
-impl smartpkg_store::Columns for Cols<'_, sqlx::postgres::PgRow> {
-    fn i64(&self, name: &str) -> Result<i64> {
-        self.get(name)
-    }
-    fn opt_i64(&self, name: &str) -> Result<Option<i64>> {
-        self.get(name)
-    }
-    fn string(&self, name: &str) -> Result<String> {
-        self.get(name)
-    }
-    fn opt_string(&self, name: &str) -> Result<Option<String>> {
-        self.get(name)
-    }
-    fn bool(&self, name: &str) -> Result<bool> {
-        self.get(name)
-    }
-}
-
 /// `.db()?` on a sqlx result: the error in the store's terms ([`db`]).
 pub(crate) trait Db<T> {
     fn db(self) -> Result<T>;

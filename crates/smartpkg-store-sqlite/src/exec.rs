@@ -153,23 +153,7 @@ impl InPlace<'_, '_> {
     }
 }
 
-impl Columns for InPlace<'_, '_> {
-    fn i64(&self, name: &str) -> StoreResult<i64> {
-        self.get(name)
-    }
-    fn opt_i64(&self, name: &str) -> StoreResult<Option<i64>> {
-        self.get(name)
-    }
-    fn string(&self, name: &str) -> StoreResult<String> {
-        self.get(name)
-    }
-    fn opt_string(&self, name: &str) -> StoreResult<Option<String>> {
-        self.get(name)
-    }
-    fn bool(&self, name: &str) -> StoreResult<bool> {
-        self.get(name)
-    }
-}
+smartpkg_store::columns_by_get!(InPlace<'_, '_>);
 
 impl LiteTx {
     /// `get`'s one statement, decoded as SQLite hands the rows over.

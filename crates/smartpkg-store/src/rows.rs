@@ -42,6 +42,31 @@ pub trait Columns {
     }
 }
 
+/// Implements [`Columns`] for a row type with a `get::<T>(name)` that reads a column of any of
+/// the types the row types hold (a backend's own rows).
+#[macro_export]
+macro_rules! columns_by_get {
+    ($($ty:ty),* $(,)?) => {$(
+        impl $crate::Columns for $ty {
+            fn i64(&self, name: &str) -> $crate::Result<i64> {
+                self.get(name)
+            }
+            fn opt_i64(&self, name: &str) -> $crate::Result<Option<i64>> {
+                self.get(name)
+            }
+            fn string(&self, name: &str) -> $crate::Result<String> {
+                self.get(name)
+            }
+            fn opt_string(&self, name: &str) -> $crate::Result<Option<String>> {
+                self.get(name)
+            }
+            fn bool(&self, name: &str) -> $crate::Result<bool> {
+                self.get(name)
+            }
+        }
+    )*};
+}
+
 fn corrupt(what: String) -> StoreError {
     StoreError::Corrupt(what)
 }
