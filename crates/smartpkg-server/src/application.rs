@@ -83,12 +83,8 @@ pub async fn upload(state: &AppState, u: Upload, actor: Actor) -> OpResult<i64> 
     }
     let ext = parse_ext_json(&u.ext_json)
         .map_err(|e| OpError::Refused(Refusal::new(e.errno(), e.to_string())))?;
-    let template = match state
-        .store
-        .get_template(TemplateId(u.template_id.get()))
-        .await?
-    {
-        Some(t) if t.tp_id == TpId(u.tp_id.get()) => t,
+    let template = match state.store.get_template(u.template_id).await? {
+        Some(t) if t.tp_id == u.tp_id => t,
         _ => {
             return Err(OpError::Refused(Refusal::detailed(
                 Errno::TemplateNotFound,
@@ -112,9 +108,9 @@ pub async fn upload(state: &AppState, u: Upload, actor: Actor) -> OpResult<i64> 
         + u.test_password.as_ref().map_or(0, String::len);
     upload_bytes_allowed(state, u.app_id, u.tp_id, kept as u64)?;
     let new = NewPackage {
-        app_id: AppId(u.app_id.get()),
-        tp_id: TpId(u.tp_id.get()),
-        template_id: TemplateId(u.template_id.get()),
+        app_id: u.app_id,
+        tp_id: u.tp_id,
+        template_id: u.template_id,
         version: u.version,
         version_desc: u.version_desc,
         ext_json: u.ext_json,
@@ -214,15 +210,15 @@ pub struct Granted {
 /// with the same events as the owner's consent: UNAUTHORIZED to a third party that loses the
 /// mini program, AUTHORIZED (with a code of its own) to this one.
 pub async fn authorize(state: &AppState, tp_id: TpId, app_id: AppId) -> OpResult<Granted> {
-    if state.store.get_tp(TpId(tp_id.get())).await?.is_none() {
+    if state.store.get_tp(tp_id).await?.is_none() {
         return Err(OpError::NotFound(format!("tp {tp_id}")));
     }
     let now = clock::now_ms();
     let (access_token, refresh_token, pair) = state.new_token_pair(now);
     let code = secrets::random_alnum(40);
     let grant = OperatorGrant {
-        tp_id: TpId(tp_id.get()),
-        app_id: AppId(app_id.get()),
+        tp_id,
+        app_id,
         pair,
         code: issued_code(tp_id, app_id, &code, now),
     };
@@ -263,7 +259,7 @@ pub async fn check_owner_credential(
     if let Some(left) = locked {
         return Ok(OwnerCheck::Locked(left));
     }
-    let stored = state.store.owner_password_hash(AppId(app_id.get())).await?;
+    let stored = state.store.owner_password_hash(app_id).await?;
     if !owner::verify_password(password, stored).await {
         state.guards.per_app.fail(&app_key);
         if let Some(k) = &client_key {
@@ -287,8 +283,8 @@ pub const AUTH_CODE_TTL_S: i64 = 3600;
 /// event hands to the third party, for any face that issues one.
 pub fn issued_code(tp_id: TpId, app_id: AppId, code: &str, now_ms: i64) -> IssuedCode {
     IssuedCode {
-        tp_id: TpId(tp_id.get()),
-        app_id: AppId(app_id.get()),
+        tp_id,
+        app_id,
         code_hash: secrets::sha256_hex(code),
         expires_at_ms: now_ms + AUTH_CODE_TTL_S * 1000,
         grant: smartpkg_core::push::CodeGrant {
@@ -346,7 +342,7 @@ pub async fn decide_audit(
     check_text("reason", Some(&reason), true)?;
     let p = load_package(state, package_id.get()).await?;
     let cmd = Command::Decide {
-        package_id: PackageId(package_id.get()),
+        package_id,
         pass,
         reason,
     };
@@ -362,16 +358,12 @@ pub async fn patch_app(state: &AppState, app_id: AppId, patch: AppPatch) -> OpRe
         return Err(OpError::Invalid("name cannot be empty".into()));
     }
     check_text("name", patch.name.as_deref(), false)?;
-    Ok(state.store.update_app(AppId(app_id.get()), patch).await?)
+    Ok(state.store.update_app(app_id, patch).await?)
 }
 
 /// Ends an authorization: the app's tokens die and the third party is told UNAUTHORIZED.
 pub async fn revoke(state: &AppState, tp_id: TpId, app_id: AppId) -> OpResult<()> {
-    if state
-        .store
-        .revoke(TpId(tp_id.get()), AppId(app_id.get()), clock::now_ms())
-        .await?
-    {
+    if state.store.revoke(tp_id, app_id, clock::now_ms()).await? {
         state.jobs_ready.notify_one();
         Ok(())
     } else {
@@ -396,7 +388,7 @@ pub async fn rotate_tp_keys(state: &AppState, tp_id: TpId) -> OpResult<Tp> {
         encoding_aes_key: Some(secrets::encoding_aes_key()),
         ..TpPatch::default()
     };
-    Ok(state.store.update_tp(TpId(tp_id.get()), patch).await?)
+    Ok(state.store.update_tp(tp_id, patch).await?)
 }
 
 const MAX_ACCOUNT_NAME: usize = 64;
@@ -520,12 +512,7 @@ pub async fn edit_account(
     };
     let account = state
         .store
-        .update_account(
-            AccountId(account_id.get()),
-            change,
-            keep_session,
-            clock::now_ms(),
-        )
+        .update_account(account_id, change, keep_session, clock::now_ms())
         .await?
         .ok_or_else(|| OpError::NotFound(format!("account {account_id}")))?;
     Ok((account, password.filter(|_| generated)))
@@ -567,13 +554,7 @@ pub async fn add_template(
         .map_err(|why| OpError::Refused(Refusal::detailed(Errno::TemplateDescInvalid, why)))?;
     let added = state
         .store
-        .add_template(
-            TpId(tp_id.get()),
-            draft_id,
-            desc,
-            MAX_TEMPLATES,
-            clock::now_ms(),
-        )
+        .add_template(tp_id, draft_id, desc, MAX_TEMPLATES, clock::now_ms())
         .await?;
     added.map_err(|refusal| match refusal {
         LibraryRefusal::TemplateLimit => OpError::Refused(Refusal::baidu(Errno::TemplateLimit)),
@@ -592,11 +573,7 @@ pub async fn delete_template(
 ) -> OpResult<()> {
     state
         .store
-        .delete_template(
-            TpId(tp_id.get()),
-            TemplateId(template_id.get()),
-            clock::now_ms(),
-        )
+        .delete_template(tp_id, template_id, clock::now_ms())
         .await?
         .map_err(|_| {
             OpError::Refused(Refusal::detailed(
@@ -725,7 +702,7 @@ fn no_app() -> OpError {
 pub async fn app_settings(state: &AppState, app_id: AppId) -> OpResult<RuntimeSettings> {
     state
         .store
-        .runtime_settings(AppId(app_id.get()))
+        .runtime_settings(app_id)
         .await?
         .ok_or_else(no_app)
 }
@@ -740,7 +717,7 @@ pub async fn edit_app_settings(
     let (apply, fits) = guarded(edit);
     let settings = state
         .store
-        .update_runtime_settings(AppId(app_id.get()), apply)
+        .update_runtime_settings(app_id, apply)
         .await?
         .ok_or_else(no_app)?;
     state.app_caches.app_changed(app_id.get());
@@ -757,7 +734,7 @@ pub async fn edit_tp_domains(
     let (apply, fits) = guarded(edit);
     let d = state
         .store
-        .update_tp_domains(TpId(tp_id.get()), apply)
+        .update_tp_domains(tp_id, apply)
         .await?
         .ok_or_else(|| OpError::Refused(Refusal::baidu(Errno::NoTpPermission)))?;
     fitted(&fits)?;

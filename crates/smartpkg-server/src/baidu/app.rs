@@ -3,7 +3,7 @@
 //! the minimum host runtime version. Devices get them through the runtime channel
 //! which is told of every change at once.
 
-use smartpkg_core::ids::{AppId, TpId};
+use smartpkg_core::ids::TpId;
 use smartpkg_core::runtime::DomainKind;
 use smartpkg_store::Domains;
 use smartpkg_types::{
@@ -101,7 +101,7 @@ fn web_view_list(r: &ModifyWebviewDomainRequest) -> Result<Vec<String>, Reply> {
 
 pub async fn pause(state: AppState, call: Call<call::Pause>) -> Answer {
     let grant = call.app(&state).await?;
-    application::edit_app_settings(&state, AppId(grant.app_id.get()), |s| {
+    application::edit_app_settings(&state, grant.app_id, |s| {
         s.paused = true;
         true
     })
@@ -111,7 +111,7 @@ pub async fn pause(state: AppState, call: Call<call::Pause>) -> Answer {
 
 pub async fn resume(state: AppState, call: Call<call::Resume>) -> Answer {
     let grant = call.app(&state).await?;
-    application::edit_app_settings(&state, AppId(grant.app_id.get()), |s| {
+    application::edit_app_settings(&state, grant.app_id, |s| {
         s.paused = false;
         true
     })
@@ -124,7 +124,7 @@ pub async fn modifydomain(state: AppState, call: Call<call::ModifyDomain>) -> An
     let req = server_lists_given(&call.params, call.request()?);
     let action = DomainAction::parse(req.action.as_deref())?;
     if action == Some(DomainAction::Get) {
-        let s = application::app_settings(&state, AppId(grant.app_id.get())).await?;
+        let s = application::app_settings(&state, grant.app_id).await?;
         return Ok(Data(app_domains(&s.domains)));
     }
     let lists = match action {
@@ -154,7 +154,7 @@ pub async fn modifydomain(state: AppState, call: Call<call::ModifyDomain>) -> An
         ));
     }
     let act = action.unwrap_or(DomainAction::Add);
-    let s = application::edit_app_settings(&state, AppId(grant.app_id.get()), move |s| {
+    let s = application::edit_app_settings(&state, grant.app_id, move |s| {
         lists.iter().all(|(given, field)| match given {
             Some(g) => apply_domains(field(&mut s.domains), act, g),
             None => true,
@@ -172,7 +172,7 @@ pub async fn modifywebviewdomain(
     let req = web_view_given(&call.params, call.request()?);
     let action = DomainAction::parse(req.action.as_deref())?;
     if action == Some(DomainAction::Get) {
-        let s = application::app_settings(&state, AppId(grant.app_id.get())).await?;
+        let s = application::app_settings(&state, grant.app_id).await?;
         return Ok(Data(joined(&s.domains.web_view_domain)));
     }
     let given = match action {
@@ -187,7 +187,7 @@ pub async fn modifywebviewdomain(
         Some(_) => web_view_list(&req)?,
     };
     let act = action.unwrap_or(DomainAction::Add);
-    let s = application::edit_app_settings(&state, AppId(grant.app_id.get()), move |s| {
+    let s = application::edit_app_settings(&state, grant.app_id, move |s| {
         apply_domains(&mut s.domains.web_view_domain, act, &given)
     })
     .await?;
@@ -199,7 +199,7 @@ pub async fn getsupportversion(
     call: Call<call::GetSupportVersion>,
 ) -> Answer<SupportVersions> {
     let grant = call.app(&state).await?;
-    let s = application::app_settings(&state, AppId(grant.app_id.get())).await?;
+    let s = application::app_settings(&state, grant.app_id).await?;
     Ok(Data(SupportVersions {
         now_version: s.min_runtime_version,
         items: state
@@ -222,7 +222,7 @@ pub async fn setsupportversion(state: AppState, call: Call<call::SetSupportVersi
             format!("version is one of {}, not {version:?}", choices.join(", ")),
         ));
     }
-    application::edit_app_settings(&state, AppId(grant.app_id.get()), move |s| {
+    application::edit_app_settings(&state, grant.app_id, move |s| {
         s.min_runtime_version = version;
         true
     })

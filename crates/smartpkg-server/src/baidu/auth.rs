@@ -377,7 +377,7 @@ pub async fn submit(
         .approve(
             Approval {
                 pre_auth_hash: secrets::sha256_hex(pre_auth_code),
-                code: issued_code(TpId(tp.tp_id.get()), AppId(app_id), &code, now),
+                code: issued_code(tp.tp_id, AppId(app_id), &code, now),
             },
             now,
         )

@@ -2,7 +2,7 @@
 //! store, and shape the answer; the rules themselves live in `smartpkg_core::lifecycle`.
 
 use chrono::FixedOffset;
-use smartpkg_core::ids::{AppId, PackageId, TemplateId, TpId};
+use smartpkg_core::ids::{AppId, PackageId, TemplateId};
 use smartpkg_core::lifecycle::{AuditRequest, Command, PkgState, Slot};
 use smartpkg_store::PackageRecord;
 use smartpkg_types::{
@@ -72,8 +72,8 @@ pub async fn upload(state: AppState, call: Call<call::Upload>) -> Answer {
     let grant = call.app(&state).await?;
     let req = call.request()?;
     let upload = application::Upload {
-        app_id: AppId(grant.app_id.get()),
-        tp_id: TpId(grant.tp_id.get()),
+        app_id: grant.app_id,
+        tp_id: grant.tp_id,
         template_id: TemplateId(req.template_id),
         ext_json: req.ext_json,
         version: checked_text("user_version", req.user_version, MAX_VERSION_CHARS, false)?,

@@ -503,7 +503,7 @@ pub async fn create_account(
         &f.name,
         role,
         password,
-        application::Creator::Operator(Some(AccountId(v.account.account_id.get()))),
+        application::Creator::Operator(Some(v.account.account_id)),
         apps,
     )
     .await
@@ -635,7 +635,7 @@ pub async fn change_password(State(state): State<AppState>, p: Posted<PasswordFo
     let new = application::NewPassword::Set(p.form.new.clone());
     if let Err(e) = application::edit_account(
         &state,
-        AccountId(v.account.account_id.get()),
+        v.account.account_id,
         new,
         None,
         Some(v.token_hash.clone()),
