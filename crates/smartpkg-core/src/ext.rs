@@ -96,16 +96,20 @@ fn page_error(page: &str, source: &str) -> BuildFailure {
 
 /// The build: checks the configuration against the template and produces the `ext.json`
 /// that goes beside the template's files. With `extEnable` false the custom part is ignored.
+///
+/// `extAppid`, when given, names the mini program by either of its ids: the numeric one
+/// (Baidu's) or its wx appid (WeChat's `ext.json` carries that one).
 pub fn build_ext_json(
     ext: &ExtConfig,
     app_id: i64,
+    wx_appid: &str,
     template: &TemplateManifest,
 ) -> Result<String, BuildFailure> {
     if !ext.ext_enable {
         return Ok(r#"{"extEnable":false}"#.to_string());
     }
     if let Some(given) = &ext.ext_appid {
-        if given != &app_id.to_string() {
+        if given != &app_id.to_string() && (wx_appid.is_empty() || given != wx_appid) {
             return Err(BuildFailure {
                 errno: Errno::ExtAppidMismatch,
                 msg: format!(
@@ -188,10 +192,10 @@ mod tests {
             r#"{"extPages":{"pages/about/about":{}},"tabBar":{"list":[{"pagePath":"pages/index/index"}]}}"#,
         )
         .expect("parses");
-        assert!(build_ext_json(&ok, 1, &t).is_ok());
+        assert!(build_ext_json(&ok, 1, "", &t).is_ok());
         let bad =
             parse_ext_json(r#"{"tabBar":{"list":[{"pagePath":"pages/index"}]}}"#).expect("parses");
-        let f = build_ext_json(&bad, 1, &t).expect_err("unknown page");
+        let f = build_ext_json(&bad, 1, "", &t).expect_err("unknown page");
         assert_eq!(f.errno, Errno::ExtPageUnknown);
         assert!(f.msg.contains("pages/index"), "{}", f.msg);
     }
@@ -202,7 +206,7 @@ mod tests {
         let e = parse_ext_json(r#"{"extEnable":false,"extPages":{"nope":{}},"extAppid":"9"}"#)
             .expect("parses");
         assert_eq!(
-            build_ext_json(&e, 1, &t).expect("ignored"),
+            build_ext_json(&e, 1, "", &t).expect("ignored"),
             r#"{"extEnable":false}"#
         );
     }
@@ -210,17 +214,30 @@ mod tests {
     #[test]
     fn ext_appid_of_another_app_fails_the_build() {
         let e = parse_ext_json(r#"{"extAppid":"100000282"}"#).expect("parses");
-        let f = build_ext_json(&e, 7, &manifest(&[])).expect_err("mismatch");
+        let f = build_ext_json(&e, 7, "wx00000000000000aa", &manifest(&[])).expect_err("mismatch");
         assert_eq!(f.errno, Errno::ExtAppidMismatch);
+    }
+
+    #[test]
+    fn ext_appid_may_name_the_mini_program_by_its_wx_appid() {
+        let e = parse_ext_json(r#"{"extAppid":"wx00000000000000aa"}"#).expect("parses");
+        assert!(build_ext_json(&e, 7, "wx00000000000000aa", &manifest(&[])).is_ok());
+        let other = parse_ext_json(r#"{"extAppid":"wx00000000000000bb"}"#).expect("parses");
+        let f = build_ext_json(&other, 7, "wx00000000000000aa", &manifest(&[]))
+            .expect_err("another wx appid");
+        assert_eq!(f.errno, Errno::ExtAppidMismatch);
+        // An app without a wx appid is named by its numeric id only.
+        assert!(build_ext_json(&e, 7, "", &manifest(&[])).is_err());
     }
 
     #[test]
     fn generated_ext_json_drops_direct_commit_and_keeps_the_rest() {
         let e = parse_ext_json(r#"{"extAppid":7,"directCommit":true,"ext":{"name":"x"}}"#)
             .expect("parses");
-        let out: Value =
-            serde_json::from_str(&build_ext_json(&e, 7, &manifest(&[])).expect("built"))
-                .expect("json");
+        let out: Value = serde_json::from_str(
+            &build_ext_json(&e, 7, "wx00000000000000aa", &manifest(&[])).expect("built"),
+        )
+        .expect("json");
         assert_eq!(
             out,
             serde_json::json!({"extAppid":7,"ext":{"name":"x"},"extEnable":true})

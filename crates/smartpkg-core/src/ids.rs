@@ -71,3 +71,16 @@ mod tests {
         assert_eq!(PackageId(3).to_string(), "3");
     }
 }
+
+/// A mini program's original id in the WeChat dialect (`gh_` and 12 hex digits), which its
+/// audit-result pushes are addressed to and `api_get_authorizer_info` shows as `user_name`:
+/// derived from its wx appid, so it needs no column and never changes.
+pub fn wechat_original_id(wx_appid: &str) -> String {
+    let hex: String = wx_appid
+        .chars()
+        .skip(2)
+        .filter(char::is_ascii_hexdigit)
+        .take(12)
+        .collect();
+    format!("gh_{hex:0<12}")
+}

@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod audit_rules;
+pub mod dialect;
 pub mod ext;
 pub mod ids;
 pub mod lifecycle;

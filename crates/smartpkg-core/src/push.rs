@@ -1,6 +1,7 @@
 //! Pushes to a third party: the audit-result event they carry and the hold policy of failing
 //! targets. The wire codec (seal, open) is the `smartpkg-push` crate, re-exported here.
 
+pub use smartpkg_push::wechat;
 pub use smartpkg_push::{
     aes_key, open, seal, signature, OpenError, Opened, PushCryptoError, Sealing, SignedMessage,
 };
@@ -24,6 +25,12 @@ pub struct CodeGrant {
 pub enum Event {
     /// The ticket the third party trades for its token (every few minutes).
     Ticket {
+        ticket: String,
+        create_time_s: i64,
+    },
+    /// WeChat's `component_verify_ticket`, the same for the WeChat dialect: pushed to the
+    /// WeChat authorization-event URL, in WeChat's envelope only.
+    WechatTicket {
         ticket: String,
         create_time_s: i64,
     },
@@ -57,6 +64,14 @@ pub struct EventColumns {
 }
 
 const TICKET: &str = "ticket";
+const WECHAT_TICKET: &str = "component_verify_ticket";
+
+/// A WeChat ticket as the outbox keeps it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredTicket {
+    ticket: String,
+    create_time: i64,
+}
 
 impl Event {
     pub fn columns(&self) -> EventColumns {
@@ -78,6 +93,16 @@ impl Event {
                 ticket,
                 create_time_s,
             } => auth(TICKET, json(&baidu_ticket(ticket, *create_time_s))),
+            Event::WechatTicket {
+                ticket,
+                create_time_s,
+            } => auth(
+                WECHAT_TICKET,
+                json(&StoredTicket {
+                    ticket: ticket.clone(),
+                    create_time: *create_time_s,
+                }),
+            ),
             Event::Authorized(code) => auth(AUTHORIZED, json(code)),
             Event::UpdateAuthorized(code) => auth(UPDATE_AUTHORIZED, json(code)),
             Event::Unauthorized => auth(UNAUTHORIZED, None),
@@ -130,6 +155,14 @@ impl Event {
                     create_time_s: t.create_time,
                 }
             }
+            WECHAT_TICKET => {
+                let t: StoredTicket = serde_json::from_str(payload_of(WECHAT_TICKET)?)
+                    .map_err(|e| format!("ticket payload: {e}"))?;
+                Event::WechatTicket {
+                    ticket: t.ticket,
+                    create_time_s: t.create_time,
+                }
+            }
             AUTHORIZED => Event::Authorized(code(AUTHORIZED)?),
             UPDATE_AUTHORIZED => Event::UpdateAuthorized(code(UPDATE_AUTHORIZED)?),
             UNAUTHORIZED => Event::Unauthorized,
@@ -165,6 +198,17 @@ impl Event {
     /// The event's name on Baidu's wire (the `event` field; `ticket` for tickets).
     pub fn name(&self) -> &'static str {
         self.columns().name
+    }
+
+    /// The dialect the event can only be written in (each dialect's ticket buys that
+    /// dialect's token); None for events written in whichever dialect the third party's
+    /// settings name.
+    pub fn fixed_dialect(&self) -> Option<crate::dialect::Dialect> {
+        match self {
+            Event::Ticket { .. } => Some(crate::dialect::Dialect::Baidu),
+            Event::WechatTicket { .. } => Some(crate::dialect::Dialect::Wechat),
+            _ => None,
+        }
     }
 }
 
@@ -243,6 +287,10 @@ mod event_tests {
             Event::Ticket {
                 ticket: "t".into(),
                 create_time_s: 17,
+            },
+            Event::WechatTicket {
+                ticket: "w".into(),
+                create_time_s: 18,
             },
             Event::AuditPassed {
                 package_id: 5,

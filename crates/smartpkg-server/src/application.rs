@@ -4,6 +4,7 @@
 //! type — each face (`admin`, `console`, `baidu`, `runtime`) parses its own wire, calls in
 //! here, and maps the error to its own answer.
 
+use smartpkg_core::dialect::Dialect;
 use smartpkg_core::ext::parse_ext_json;
 use smartpkg_core::ids::{AccountId, AppId, PackageId, TemplateId, TpId};
 use smartpkg_core::lifecycle::{Command, Errno, Refusal};
@@ -52,6 +53,47 @@ pub fn check_text(field: &str, value: Option<&str>, multiline: bool) -> OpResult
         Some(v) => smartpkg_core::text::check(field, v, multiline).map_err(OpError::Invalid),
         None => Ok(()),
     }
+}
+
+/// Whose write budget a call draws from.
+#[derive(Clone, Copy)]
+pub enum Scope {
+    App,
+    Tp,
+}
+
+/// Takes one write from the budget of `key` (an app id or a TP id), or refuses with the
+/// call-limit errno saying which limit and when to retry (counted in the metrics). Every
+/// dialect's writes draw on the same budgets.
+pub fn take_write(state: &AppState, scope: Scope, key: i64) -> OpResult<()> {
+    let s = &state.settings;
+    let (buckets, label, whose, per_minute) = match scope {
+        Scope::App => (
+            &state.write_limits.per_app,
+            "app",
+            "this mini program",
+            s.app_writes_per_minute,
+        ),
+        Scope::Tp => (
+            &state.write_limits.per_tp,
+            "tp",
+            "this third party",
+            s.tp_writes_per_minute,
+        ),
+    };
+    buckets.take(key).map_err(|wait| {
+        state
+            .metrics
+            .counter("smartpkg_rate_limited_total", &[("scope", label)])
+            .increment(1);
+        OpError::Refused(Refusal::detailed(
+            Errno::CallLimit,
+            format!(
+                "{whose} may make {per_minute} write calls per minute; retry in {} s",
+                wait.as_secs().max(1)
+            ),
+        ))
+    })
 }
 
 /// A package upload, as any face gives it once it has parsed its own wire.
@@ -191,11 +233,68 @@ pub async fn package_command(
     cmd: Command,
     actor: Actor,
 ) -> OpResult<()> {
+    package_command_in(state, Dialect::Baidu, app_id, cmd, actor).await
+}
+
+/// As [`package_command`], for a command that came through `dialect`'s API: a submission
+/// draws on that dialect's audit quota.
+pub async fn package_command_in(
+    state: &AppState,
+    dialect: Dialect,
+    app_id: AppId,
+    cmd: Command,
+    actor: Actor,
+) -> OpResult<()> {
     state
-        .execute(app_id.get(), cmd, actor, None)
+        .execute_in(dialect, app_id.get(), cmd, actor, None)
         .await?
         .map(|_| ())
         .map_err(OpError::Refused)
+}
+
+/// What building a package from the template and `ext_json` would refuse, checked before the
+/// upload (the WeChat dialect answers a commit's refusals at once): the template's archive,
+/// the pages `ext_json` names, its `extAppid`. Refused with the build's errnos.
+pub async fn check_build(
+    state: &AppState,
+    app_id: AppId,
+    tp_id: TpId,
+    template_id: TemplateId,
+    ext_json: &str,
+) -> OpResult<()> {
+    use crate::workers::{template_manifest, TemplateProblem};
+    match state.store.get_template(template_id).await? {
+        Some(t) if t.tp_id == tp_id && !t.deleted => {}
+        Some(t) if t.tp_id == tp_id => {
+            return Err(OpError::Refused(Refusal::baidu(Errno::TemplateOffline)))
+        }
+        _ => {
+            return Err(OpError::Refused(Refusal::detailed(
+                Errno::TemplateNotFound,
+                format!("template {template_id} is not in this third party's library"),
+            )))
+        }
+    }
+    let ext = parse_ext_json(ext_json)
+        .map_err(|e| OpError::Refused(Refusal::new(e.errno(), e.to_string())))?;
+    let app = state
+        .store
+        .get_app(app_id)
+        .await?
+        .ok_or_else(|| OpError::Refused(Refusal::baidu(Errno::AppNotFound)))?;
+    let manifest = match template_manifest(state, template_id.get()).await {
+        Ok(m) => m,
+        Err(TemplateProblem::Broken(e)) => {
+            return Err(OpError::Refused(Refusal::detailed(
+                Errno::TemplateParseError,
+                e,
+            )))
+        }
+        Err(TemplateProblem::Transient(e)) => return Err(OpError::Internal(e)),
+    };
+    smartpkg_core::ext::build_ext_json(&ext, app_id.get(), &app.wx_appid, &manifest)
+        .map(|_| ())
+        .map_err(|f| OpError::Refused(Refusal::new(f.errno, f.msg)))
 }
 
 /// The tokens a new authorization hands out (plain text, shown to the caller once).
@@ -229,6 +328,47 @@ pub async fn authorize(state: &AppState, tp_id: TpId, app_id: AppId) -> OpResult
         refresh_token,
         expires_in: state.settings.app_token_ttl_s,
     })
+}
+
+/// Trades a third party's ticket for a token of the third party living `ttl_s` seconds
+/// (Baidu's TP token, WeChat's component token: either dialect's ticket buys either); None
+/// when the ticket is not one of its live tickets.
+pub async fn tp_token_for_ticket(
+    state: &AppState,
+    tp_id: TpId,
+    ticket: &str,
+    ttl_s: u64,
+) -> OpResult<Option<String>> {
+    let now = clock::now_ms();
+    let hash = secrets::sha256_hex(ticket.trim());
+    if !state.store.ticket_valid(tp_id, hash, now).await? {
+        return Ok(None);
+    }
+    let token = secrets::access_token("42");
+    let expires = now.saturating_add((ttl_s as i64).saturating_mul(1000));
+    state
+        .store
+        .create_tp_token(tp_id, secrets::sha256_hex(&token), expires, now)
+        .await?;
+    Ok(Some(token))
+}
+
+/// A single-use pre-auth code for the third party's consent link, living `ttl_s` seconds.
+pub async fn pre_auth_code(state: &AppState, tp_id: TpId, ttl_s: i64) -> OpResult<String> {
+    let code = secrets::random_alnum(40);
+    let now = clock::now_ms();
+    state
+        .store
+        .create_code(
+            smartpkg_store::CodeKind::PreAuth,
+            secrets::sha256_hex(&code),
+            tp_id,
+            None,
+            now + ttl_s * 1000,
+            now,
+        )
+        .await?;
+    Ok(code)
 }
 
 /// How a presented owner credential fared.
@@ -537,32 +677,36 @@ pub fn page(page: i64, size: i64) -> OpResult<(i64, i64)> {
     Ok(((page - 1).saturating_mul(size), size))
 }
 
-/// Makes a template of one of the third party's drafts, within the library's limit.
+/// Makes a template of one of the third party's drafts, within the library's limit;
+/// described by `desc`, or (None) by the draft's own description.
 pub async fn add_template(
     state: &AppState,
     tp_id: TpId,
     draft_id: i64,
-    desc: String,
+    desc: Option<String>,
 ) -> OpResult<smartpkg_store::Template> {
-    if desc.chars().count() > MAX_TEMPLATE_DESC_CHARS {
-        return Err(OpError::Refused(Refusal::detailed(
-            Errno::TemplateDescInvalid,
-            format!("user_desc is at most {MAX_TEMPLATE_DESC_CHARS} characters"),
-        )));
+    if let Some(desc) = &desc {
+        check_template_desc(desc)?;
     }
-    smartpkg_core::text::check("user_desc", &desc, true)
-        .map_err(|why| OpError::Refused(Refusal::detailed(Errno::TemplateDescInvalid, why)))?;
     let added = state
         .store
         .add_template(tp_id, draft_id, desc, MAX_TEMPLATES, clock::now_ms())
         .await?;
     added.map_err(|refusal| match refusal {
         LibraryRefusal::TemplateLimit => OpError::Refused(Refusal::baidu(Errno::TemplateLimit)),
-        _ => OpError::Refused(Refusal::detailed(
-            Errno::ParamError,
-            format!("draft {draft_id} is not in this third party's drafts"),
-        )),
+        _ => OpError::NotFound(format!("draft {draft_id} of this third party")),
     })
+}
+
+fn check_template_desc(desc: &str) -> OpResult<()> {
+    if desc.chars().count() > MAX_TEMPLATE_DESC_CHARS {
+        return Err(OpError::Refused(Refusal::detailed(
+            Errno::TemplateDescInvalid,
+            format!("user_desc is at most {MAX_TEMPLATE_DESC_CHARS} characters"),
+        )));
+    }
+    smartpkg_core::text::check("user_desc", desc, true)
+        .map_err(|why| OpError::Refused(Refusal::detailed(Errno::TemplateDescInvalid, why)))
 }
 
 /// Removes a template from the third party's library (packages built from it stay).

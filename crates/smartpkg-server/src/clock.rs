@@ -22,6 +22,31 @@ pub fn week_start_ms(now_ms: i64, offset: FixedOffset) -> i64 {
     (day - since_monday) * DAY_MS - shift
 }
 
+/// The start (in UTC milliseconds) of the local day holding `now_ms`.
+pub fn day_start_ms(now_ms: i64, offset: FixedOffset) -> i64 {
+    let shift = offset.local_minus_utc() as i64 * 1000;
+    (now_ms + shift).div_euclid(DAY_MS) * DAY_MS - shift
+}
+
+/// The start (in UTC milliseconds) of the local calendar month holding `now_ms`: WeChat's
+/// quotas count per month.
+pub fn month_start_ms(now_ms: i64, offset: FixedOffset) -> i64 {
+    use chrono::{Datelike, NaiveDate};
+    let shift = offset.local_minus_utc() as i64 * 1000;
+    let local_day = (now_ms + shift).div_euclid(DAY_MS);
+    let first = DateTime::from_timestamp_millis(local_day * DAY_MS)
+        .map(|t| t.date_naive())
+        .and_then(|d| NaiveDate::from_ymd_opt(d.year(), d.month(), 1));
+    match first {
+        Some(first) => {
+            let days = (first - DateTime::UNIX_EPOCH.date_naive()).num_days();
+            days * DAY_MS - shift
+        }
+        // Outside chrono's calendar (hundreds of thousands of years away): the day will do.
+        None => local_day * DAY_MS - shift,
+    }
+}
+
 /// `2018/09/04 17:13:59`. Written field by field: `get` formats one per listed package, and
 /// this is several times cheaper than interpreting a strftime pattern each time.
 pub fn commit_time(ms: i64, offset: FixedOffset) -> String {
@@ -78,5 +103,21 @@ mod tests {
         let next = start + 7 * DAY_MS;
         assert_eq!(week_start_ms(next - 60_000, beijing()), start);
         assert_eq!(week_start_ms(next, beijing()), next);
+    }
+
+    #[test]
+    fn days_and_months_start_at_local_midnight() {
+        // 2024-03-15 01:00 in Beijing is 2024-03-14 17:00 UTC.
+        let t = 1_710_435_600_000;
+        assert_eq!(day_start_ms(t, beijing()), 1_710_432_000_000); // 03-15 00:00 +08:00
+        assert_eq!(month_start_ms(t, beijing()), 1_709_222_400_000); // 03-01 00:00 +08:00
+        assert_eq!(
+            month_start_ms(1_709_222_400_000, beijing()),
+            1_709_222_400_000
+        );
+        assert_eq!(
+            month_start_ms(1_709_222_400_000 - 1, beijing()),
+            1_706_716_800_000 // 02-01 00:00 +08:00
+        );
     }
 }

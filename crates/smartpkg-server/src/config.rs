@@ -45,6 +45,15 @@ pub struct Settings {
     pub auto_audit_max_name_chars: usize,
     /// Weekly audit submissions per third party; -1 = unlimited.
     pub audit_quota_per_week: i64,
+    /// WeChat-dialect audit submissions per third party per calendar month (`queryquota`);
+    /// -1 = unlimited. Counted apart from Baidu's weekly quota.
+    pub wechat_audit_quota_per_month: i64,
+    /// `undocodeaudit` calls that may withdraw an audit, per mini program per day and per
+    /// calendar month (WeChat's 5 and 10).
+    pub wechat_undo_audit_per_day: i64,
+    pub wechat_undo_audit_per_month: i64,
+    /// `speedupaudit` calls per third party per calendar month.
+    pub wechat_speedup_per_month: i64,
     pub app_token_ttl_s: u64,
     /// Seconds between ticket pushes to each TP's authorization-event URL.
     pub ticket_interval_s: u64,
@@ -52,6 +61,8 @@ pub struct Settings {
     /// (or two) does not lock a third party out.
     pub ticket_ttl_s: u64,
     pub tp_token_ttl_s: u64,
+    /// Lifetime of a WeChat-dialect component access token (WeChat's 7200 s).
+    pub component_token_ttl_s: u64,
     /// Refresh tokens last ten years on the real platform (and work once).
     pub refresh_token_ttl_s: u64,
     /// The time zone of `commit_time` and of the quota week (Baidu shows Beijing time).
@@ -185,10 +196,15 @@ impl Default for Settings {
             auto_audit_delay_ms: 3000,
             auto_audit_max_name_chars: 0,
             audit_quota_per_week: -1,
+            wechat_audit_quota_per_month: 1000,
+            wechat_undo_audit_per_day: 5,
+            wechat_undo_audit_per_month: 10,
+            wechat_speedup_per_month: 10,
             app_token_ttl_s: 3600,
             ticket_interval_s: 600,
             ticket_ttl_s: 1800,
             tp_token_ttl_s: 2_592_000,
+            component_token_ttl_s: 7200,
             refresh_token_ttl_s: 10 * 365 * 24 * 3600,
             utc_offset: FixedOffset::east_opt(8 * 3600).unwrap_or_else(utc),
             max_body_bytes: 1 << 20,
@@ -504,6 +520,21 @@ impl Settings {
                 self.audit_quota_per_week,
                 "expected -1 (unlimited) or a count",
             ));
+        }
+        let quotas = [
+            (
+                "wechat_audit_quota_per_month",
+                self.wechat_audit_quota_per_month,
+            ),
+            ("wechat_undo_audit_per_day", self.wechat_undo_audit_per_day),
+            (
+                "wechat_undo_audit_per_month",
+                self.wechat_undo_audit_per_month,
+            ),
+            ("wechat_speedup_per_month", self.wechat_speedup_per_month),
+        ];
+        if let Some((name, v)) = quotas.into_iter().find(|(_, v)| *v < -1) {
+            return Err(invalid(name, v, "expected -1 (unlimited) or a count"));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(invalid(

@@ -11,6 +11,7 @@ pub mod application;
 pub mod baidu;
 pub mod clock;
 pub mod config;
+pub mod consent;
 pub mod console;
 pub mod demo;
 pub mod job_signal;
@@ -18,12 +19,14 @@ pub mod metrics;
 pub mod owner;
 pub mod params;
 pub mod push;
+pub mod qr;
 pub mod ratelimit;
 pub mod runtime;
 pub mod secrets;
 pub mod serve;
 pub mod state;
 pub mod web;
+pub mod wechat;
 pub mod workers;
 
 use std::net::SocketAddr;
@@ -172,6 +175,7 @@ pub fn router(state: AppState, runtime_cache: Arc<runtime::Runtime>) -> Router {
     let openapi: Arc<str> = admin::openapi_json().into();
     Router::new()
         .merge(baidu::routes())
+        .merge(wechat::routes())
         .merge(runtime::routes(state.clone(), runtime_cache))
         .nest("/admin/v1", admin::routes(state.clone()))
         .nest("/console", console::routes())

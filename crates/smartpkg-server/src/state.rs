@@ -13,6 +13,7 @@ use smartpkg_store::{Decision, DecisionContext, Store, StoreError};
 
 use crate::config::{AuditMode, Settings};
 use crate::{clock, job_signal, metrics, owner, ratelimit, secrets};
+use smartpkg_core::dialect::Dialect;
 
 /// Something that keeps copies of mini programs' state (the runtime channel's answers) and
 /// must drop a mini program's copy when it changes.
@@ -103,10 +104,22 @@ impl AppState {
         actor: smartpkg_store::Actor,
         job: Option<smartpkg_store::JobRef>,
     ) -> Result<Decision, StoreError> {
-        let decision = self
-            .store
-            .execute(AppId(app_id), cmd, self.decision_context(actor), job)
-            .await?;
+        self.execute_in(Dialect::Baidu, app_id, cmd, actor, job)
+            .await
+    }
+
+    /// As [`AppState::execute`], for a command that came through `dialect`'s API (a
+    /// submission draws on that dialect's audit quota).
+    pub async fn execute_in(
+        &self,
+        dialect: Dialect,
+        app_id: i64,
+        cmd: Command,
+        actor: smartpkg_store::Actor,
+        job: Option<smartpkg_store::JobRef>,
+    ) -> Result<Decision, StoreError> {
+        let ctx = self.decision_context_in(dialect, actor);
+        let decision = self.store.execute(AppId(app_id), cmd, ctx, job).await?;
         if let Ok(plan) = &decision {
             self.jobs_ready.notify(job_signal::lanes_of(plan));
             // A release, a staged release, a rollback…: devices see it at their next check.
@@ -132,12 +145,33 @@ impl AppState {
 
     /// The time, settings and actor a decision is taken under.
     pub fn decision_context(&self, actor: smartpkg_store::Actor) -> DecisionContext {
+        self.decision_context_in(Dialect::Baidu, actor)
+    }
+
+    /// A decision taken through `dialect`'s API: a submission draws on that dialect's quota
+    /// (Baidu's per week, WeChat's per month).
+    pub fn decision_context_in(
+        &self,
+        dialect: Dialect,
+        actor: smartpkg_store::Actor,
+    ) -> DecisionContext {
         let now_ms = clock::now_ms();
         let s = &self.settings;
+        let (quota_since_ms, quota) = match dialect {
+            Dialect::Baidu => (
+                clock::week_start_ms(now_ms, s.utc_offset),
+                s.audit_quota_per_week,
+            ),
+            Dialect::Wechat => (
+                clock::month_start_ms(now_ms, s.utc_offset),
+                s.wechat_audit_quota_per_month,
+            ),
+        };
         DecisionContext {
             now_ms,
-            week_start_ms: clock::week_start_ms(now_ms, s.utc_offset),
-            default_quota: Some(s.audit_quota_per_week).filter(|q| *q >= 0),
+            quota_since_ms,
+            default_quota: Some(quota).filter(|q| *q >= 0),
+            dialect,
             policy: Policy {
                 build_delay_ms: s.build_delay_ms,
                 rollback_delay_ms: s.rollback_delay_ms,

@@ -4,6 +4,7 @@
 //! a busy database) runs again later with backoff. Nothing is lost on a crash: an unfinished
 //! job is still in the table and runs again when its lease ends (at once on restart with SQLite).
 
+use smartpkg_core::dialect::Dialect;
 use smartpkg_core::ids::{PackageId, TemplateId};
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,6 +169,13 @@ async fn build(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
         errno,
         msg,
     };
+    // extAppid may name the mini program by its wx appid (a WeChat-dialect ext.json).
+    let wx_appid = state
+        .store
+        .get_app(pkg.app_id)
+        .await?
+        .map(|a| a.wx_appid)
+        .unwrap_or_default();
     let cmd = match template_manifest(state, pkg.template_id.get()).await {
         Err(TemplateProblem::Transient(e)) => return Err(JobError::Transient(e)),
         Err(TemplateProblem::Broken(e)) => failed(
@@ -176,7 +184,7 @@ async fn build(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
         ),
         Ok(manifest) => match parse_ext_json(&pkg.ext_json) {
             Err(e) => failed(e.errno(), e.to_string()),
-            Ok(ext) => match build_ext_json(&ext, pkg.app_id.get(), &manifest) {
+            Ok(ext) => match build_ext_json(&ext, pkg.app_id.get(), &wx_appid, &manifest) {
                 Err(f) => failed(f.errno, f.msg),
                 Ok(ext_json) => Command::BuildSucceeded {
                     package_id: pkg.package_id,
@@ -247,10 +255,21 @@ async fn push(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
     let Some(tp) = state.store.get_tp(d.tp_id).await? else {
         return Ok(Outcome::Obsolete(format!("tp {} gone", d.tp_id)));
     };
+    // WeChat-dialect pushes name the mini program by its wx appid.
+    let wx_appid = match d.event.app_id.get() {
+        0 => String::new(),
+        id => state
+            .store
+            .get_app(smartpkg_core::ids::AppId(id))
+            .await?
+            .map(|a| a.wx_appid)
+            .unwrap_or_default(),
+    };
     let s = &state.settings;
     let a = push::attempt(
         &state.push_client,
         &tp,
+        &wx_appid,
         &d,
         s.allow_private_targets,
         s.push_proxy.is_some(),
@@ -389,19 +408,30 @@ async fn push_tickets(state: &AppState) -> Result<(), StoreError> {
     {
         return Ok(());
     }
+    // Each dialect's ticket goes to that dialect's URL, when the third party has set it.
     for tp in state.store.tps_with_auth_url().await? {
-        let ticket = crate::secrets::random_alnum(48);
-        let expires = now.saturating_add((s.ticket_ttl_s as i64).saturating_mul(1000));
-        state
-            .store
-            .push_ticket(
-                tp.tp_id,
-                crate::secrets::sha256_hex(&ticket),
-                expires,
-                ticket,
-                now,
-            )
-            .await?;
+        let urls = [
+            (Dialect::Baidu, &tp.auth_event_url),
+            (Dialect::Wechat, &tp.wechat.auth_event_url),
+        ];
+        for (dialect, url) in urls {
+            if url.trim().is_empty() {
+                continue;
+            }
+            let ticket = crate::secrets::random_alnum(48);
+            let expires = now.saturating_add((s.ticket_ttl_s as i64).saturating_mul(1000));
+            state
+                .store
+                .push_ticket(
+                    tp.tp_id,
+                    dialect,
+                    crate::secrets::sha256_hex(&ticket),
+                    expires,
+                    ticket,
+                    now,
+                )
+                .await?;
+        }
     }
     state.jobs_ready.notify_one();
     Ok(())

@@ -110,10 +110,12 @@ pub trait AuthStore: Send + Sync {
     async fn resolve_tp_token(&self, token_hash: String) -> Result<Option<(TpId, i64)>>;
 
     /// Stores a ticket (by hash) and queues its push, which carries the plain ticket, to the
-    /// TP's authorization-event URL.
+    /// TP's authorization-event URL of `dialect` (a Baidu `ticket` or a WeChat
+    /// `component_verify_ticket`; either buys a token of the third party).
     async fn push_ticket(
         &self,
         tp_id: TpId,
+        dialect: smartpkg_core::dialect::Dialect,
         ticket_hash: String,
         expires_at_ms: i64,
         ticket: String,
@@ -164,10 +166,13 @@ pub trait AuthStore: Send + Sync {
     ) -> Result<Option<AppId>>;
 
     /// Trades a refresh token (once) for a new pair of the same family; the app id on
-    /// success. A used refresh token presented again revokes its whole family.
+    /// success. A used refresh token presented again revokes its whole family. With
+    /// `app_id`, only a refresh token of that mini program is used (another is left as it
+    /// was, and None answered).
     async fn refresh(
         &self,
         tp_id: TpId,
+        app_id: Option<AppId>,
         refresh_hash: String,
         pair: TokenPair,
         now_ms: i64,

@@ -71,8 +71,9 @@ macro_rules! __conformance_each {
 pub fn ctx(now_ms: i64) -> DecisionContext {
     DecisionContext {
         now_ms,
-        week_start_ms: 0,
+        quota_since_ms: 0,
         default_quota: None,
+        dialect: smartpkg_core::dialect::Dialect::Baidu,
         policy: Policy {
             build_delay_ms: 100,
             rollback_delay_ms: 100,
@@ -193,7 +194,14 @@ pub async fn every_known_third_party_can_be_resumed_and_no_unknown_one(store: Ar
 pub async fn queued_events_read_back_as_the_typed_events_that_queued_them(store: Arc<dyn Store>) {
     let (tp_id, app_id, _) = seeded(&*store).await;
     store
-        .push_ticket(tp_id, "hash".into(), 100_000, "plain-ticket".into(), 5_000)
+        .push_ticket(
+            tp_id,
+            smartpkg_core::dialect::Dialect::Baidu,
+            "hash".into(),
+            100_000,
+            "plain-ticket".into(),
+            5_000,
+        )
         .await
         .expect("db");
     store
@@ -408,7 +416,7 @@ pub async fn weekly_quota_counts_submissions_since_the_week_start(store: Arc<dyn
     let q = store.audit_quota(tp_id, ctx(3)).await.expect("db");
     assert_eq!((q.limit, q.used), (Some(1), 1));
     let next_week = DecisionContext {
-        week_start_ms: 10,
+        quota_since_ms: 10,
         ..ctx(10)
     };
     assert_eq!(
@@ -455,15 +463,30 @@ pub async fn codes_work_once_and_a_replay_revokes_the_token_family(store: Arc<dy
         .await
         .expect("db")
         .is_some());
+    // A refresh token presented for another mini program is neither used nor a replay.
+    let elsewhere = AppId(app_id.get() + 1_000);
+    assert_eq!(
+        store
+            .refresh(
+                tp_id,
+                Some(elsewhere),
+                "a-refresh".into(),
+                pair("x", 15),
+                15
+            )
+            .await
+            .expect("db"),
+        None
+    );
     let renewed = store
-        .refresh(tp_id, "a-refresh".into(), pair("b", 20), 20)
+        .refresh(tp_id, Some(app_id), "a-refresh".into(), pair("b", 20), 20)
         .await
         .expect("db");
     assert_eq!(renewed, Some(app_id));
     // Replaying the used refresh token kills the family: the newest pair too.
     assert_eq!(
         store
-            .refresh(tp_id, "a-refresh".into(), pair("c", 30), 30)
+            .refresh(tp_id, None, "a-refresh".into(), pair("c", 30), 30)
             .await
             .expect("db"),
         None
@@ -475,7 +498,7 @@ pub async fn codes_work_once_and_a_replay_revokes_the_token_family(store: Arc<dy
         .is_none());
     assert_eq!(
         store
-            .refresh(tp_id, "b-refresh".into(), pair("d", 40), 40)
+            .refresh(tp_id, None, "b-refresh".into(), pair("d", 40), 40)
             .await
             .expect("db"),
         None
@@ -575,12 +598,12 @@ pub async fn the_template_limit_holds(store: Arc<dyn Store>) {
     }
     // The seed's template counts: a limit of 2 leaves room for one more.
     let first = store
-        .add_template(tp_id, drafts[0], "x".into(), 2, 10)
+        .add_template(tp_id, drafts[0], Some("x".into()), 2, 10)
         .await
         .expect("db");
     assert!(first.is_ok());
     let second = store
-        .add_template(tp_id, drafts[1], "y".into(), 2, 11)
+        .add_template(tp_id, drafts[1], Some("y".into()), 2, 11)
         .await
         .expect("db");
     assert_eq!(second.err(), Some(LibraryRefusal::TemplateLimit));
@@ -611,6 +634,7 @@ fn failed_attempt(at_ms: i64) -> AttemptRecord {
         latency_ms: 1,
         error: Some("HTTP 500".into()),
         body: None,
+        dialect: smartpkg_core::dialect::Dialect::Baidu,
     }
 }
 
@@ -711,7 +735,14 @@ pub async fn pushes_stay_within_the_per_target_cap(store: Arc<dyn Store>) {
     let (tp_id, _, _) = seeded(&*store).await;
     for i in 0..5 {
         store
-            .push_ticket(tp_id, format!("ticket-{i}"), 100_000, "{}".into(), i)
+            .push_ticket(
+                tp_id,
+                smartpkg_core::dialect::Dialect::Baidu,
+                format!("ticket-{i}"),
+                100_000,
+                "{}".into(),
+                i,
+            )
             .await
             .expect("db");
     }
@@ -785,7 +816,14 @@ pub async fn the_sweep_drops_what_nobody_may_use(store: Arc<dyn Store>) {
         .await
         .expect("db");
     store
-        .push_ticket(tp_id, "t".into(), 100, "{}".into(), 0)
+        .push_ticket(
+            tp_id,
+            smartpkg_core::dialect::Dialect::Baidu,
+            "t".into(),
+            100,
+            "{}".into(),
+            0,
+        )
         .await
         .expect("db");
     let mut with_password = new_package(tp_id, app_id, t);
@@ -1085,7 +1123,7 @@ pub async fn racing_template_additions_never_exceed_the_limit(store: Arc<dyn Sto
     // The seed's template plus 44 more: 45 live, room for 5.
     for d in &drafts[..44] {
         store
-            .add_template(tp_id, *d, "pre".into(), LIMIT, 1)
+            .add_template(tp_id, *d, Some("pre".into()), LIMIT, 1)
             .await
             .expect("db")
             .expect("room");
@@ -1094,7 +1132,9 @@ pub async fn racing_template_additions_never_exceed_the_limit(store: Arc<dyn Sto
     for d in drafts[44..].iter().copied() {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            store.add_template(tp_id, d, "race".into(), LIMIT, 2).await
+            store
+                .add_template(tp_id, d, Some("race".into()), LIMIT, 2)
+                .await
         }));
     }
     let (mut won, mut refused) = (0, 0);

@@ -125,6 +125,9 @@ pub struct AttemptRecord {
     pub error: Option<String>,
     /// The first bytes of the response body.
     pub body: Option<String>,
+    /// The dialect the push was written in for this attempt.
+    #[serde(default)]
+    pub dialect: smartpkg_core::dialect::Dialect,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

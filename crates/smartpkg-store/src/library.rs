@@ -68,12 +68,13 @@ pub trait LibraryStore: Send + Sync {
     /// (total, one page) of the TP's drafts, newest first.
     async fn list_drafts(&self, tp_id: TpId, offset: i64, limit: i64) -> Result<(i64, Vec<Draft>)>;
 
-    /// Turns a draft into a template, at most `max` live templates per TP.
+    /// Turns a draft into a template, at most `max` live templates per TP; described by
+    /// `user_desc`, or (None) by the draft's own description.
     async fn add_template(
         &self,
         tp_id: TpId,
         draft_id: i64,
-        user_desc: String,
+        user_desc: Option<String>,
         max: i64,
         now_ms: i64,
     ) -> Result<std::result::Result<Template, LibraryRefusal>>;

@@ -76,14 +76,41 @@ pub struct PackageFilter {
     pub limit: Option<i64>,
 }
 
+/// Where a package's latest audit stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditOutcome {
+    pub submitted_at_ms: i64,
+    pub verdict: AuditVerdict,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditVerdict {
+    Auditing,
+    Passed { at_ms: i64 },
+    Failed { at_ms: i64, reason: String },
+    Withdrawn { at_ms: i64 },
+}
+
+/// What asking to speed up an audit came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpeedUp {
+    Recorded,
+    AlreadyAsked,
+    QuotaUsed,
+}
+
 /// The time and settings a decision is taken under.
 #[derive(Debug, Clone, Copy)]
 pub struct DecisionContext {
     pub now_ms: i64,
-    /// The start of the current quota week.
-    pub week_start_ms: i64,
-    /// Weekly audit quota for TPs without their own; None = unlimited.
+    /// The start of the current quota window: the week for Baidu's quota, the month for
+    /// WeChat's.
+    pub quota_since_ms: i64,
+    /// The dialect's audit quota per window for TPs without their own; None = unlimited.
     pub default_quota: Option<i64>,
+    /// The dialect the decision came through: a submission draws on that dialect's quota
+    /// (each counts its own submissions; a third party's own `audit_quota` is Baidu's).
+    pub dialect: smartpkg_core::dialect::Dialect,
     pub policy: Policy,
     /// Who asks: recorded with every state change in the package log.
     pub actor: crate::Actor,
@@ -115,6 +142,30 @@ pub trait PackageStore: Send + Sync {
         tp_id: TpId,
         ctx: DecisionContext,
     ) -> Result<smartpkg_core::lifecycle::Quota>;
+
+    /// The package of the mini program's latest audit submission, if it ever submitted one.
+    async fn latest_submission(&self, app_id: AppId) -> Result<Option<PackageId>>;
+
+    /// How the package's latest audit went, read from its log; None when it was never
+    /// submitted.
+    async fn audit_outcome(&self, package_id: PackageId) -> Result<Option<AuditOutcome>>;
+
+    /// Audits of the mini program withdrawn since `since_ms` (by either dialect).
+    async fn withdrawals_since(&self, app_id: AppId, since_ms: i64) -> Result<i64>;
+
+    /// Records that the third party asked to speed up the audit of `package_id`: at most
+    /// once per audit and `limit` per third party since `since_ms` (None = unlimited).
+    async fn speed_up_audit(
+        &self,
+        tp_id: TpId,
+        package_id: PackageId,
+        limit: Option<i64>,
+        since_ms: i64,
+        now_ms: i64,
+    ) -> Result<SpeedUp>;
+
+    /// Speed-ups the third party has asked for since `since_ms`.
+    async fn speed_ups_since(&self, tp_id: TpId, since_ms: i64) -> Result<i64>;
 
     /// Inserts a new package (it gets its id here) and decides `Command::Upload` in one
     /// transaction. Returns the new package id with the plan.

@@ -166,7 +166,7 @@ pub trait TenantStore: Send + Sync {
     /// The hash of the component appsecret; None when the third party is unknown.
     async fn component_secret_hash(&self, tp_id: TpId) -> Result<Option<String>>;
 
-    /// Third parties that have an authorization-event URL.
+    /// Third parties that have an authorization-event URL in either dialect.
     async fn tps_with_auth_url(&self) -> Result<Vec<Tp>>;
 
     async fn create_app(&self, app: NewApp) -> Result<App>;

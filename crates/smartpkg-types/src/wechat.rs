@@ -69,6 +69,7 @@ errcodes! {
     TicketExpired = 61005 => "component ticket is expired",
     TicketInvalid = 61006 => "component ticket is invalid",
     ApiUnauthorized = 61007 => "api is unauthorized to component",
+    AuthCodeInvalid = 61009 => "code is invalid",
     RefreshTokenInvalid = 61023 => "refresh_token is invalid",
     AuditPending = 85009 => "already submit a version under auditing",
     InvalidAuditId = 85012 => "invalid audit id",
@@ -107,6 +108,10 @@ errcodes! {
     SpeedupNotEligible = 89403 => "this kind of audit cannot be sped up",
     SpeedupDone = 89404 => "the audit has already been sped up",
     SpeedupQuota = 89405 => "this month's speed-up quota is used up",
+    /// Too many calls: the write budgets every dialect shares.
+    FrequencyLimit = 45009 => "reach max api daily quota limit",
+    /// The mini program's name or category has not passed its review yet.
+    NotInitialized = 86002 => "miniprogram has not completed initialization",
 }
 
 impl Errcode {
@@ -197,6 +202,416 @@ pub fn ok<T: Serialize>(fields: &T) -> serde_json::Value {
     }
     serde_json::Value::Object(out)
 }
+
+/// A number WeChat documents as a number that clients also send as a string of digits
+/// (`template_id`, `auditid`, `draft_id`): both are accepted.
+pub mod lenient {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumOrStr {
+        Num(i64),
+        Str(String),
+    }
+
+    pub fn i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        match NumOrStr::deserialize(d)? {
+            NumOrStr::Num(n) => Ok(n),
+            NumOrStr::Str(s) => s
+                .trim()
+                .parse()
+                .map_err(|_| serde::de::Error::custom(format!("expected a number, got {s:?}"))),
+        }
+    }
+}
+
+// --- the calls' fields (spec §3–§5), shared by the server and the typed client ---
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentTokenRequest {
+    pub component_appid: String,
+    pub component_appsecret: String,
+    pub component_verify_ticket: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentToken {
+    pub component_access_token: String,
+    pub expires_in: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreAuthCodeRequest {
+    pub component_appid: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreAuthCode {
+    pub pre_auth_code: String,
+    pub expires_in: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryAuthRequest {
+    pub component_appid: String,
+    pub authorization_code: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FuncScope {
+    pub id: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FuncInfo {
+    pub funcscope_category: FuncScope,
+}
+
+/// Permission set 18: code management, what template-based development needs.
+pub const CODE_MANAGEMENT: i64 = 18;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizationInfo {
+    pub authorizer_appid: String,
+    pub authorizer_access_token: String,
+    pub expires_in: i64,
+    pub authorizer_refresh_token: String,
+    pub func_info: Vec<FuncInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryAuth {
+    pub authorization_info: AuthorizationInfo,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizerTokenRequest {
+    pub component_appid: String,
+    pub authorizer_appid: String,
+    pub authorizer_refresh_token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizerToken {
+    pub authorizer_access_token: String,
+    pub expires_in: i64,
+    pub authorizer_refresh_token: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizerInfoRequest {
+    pub component_appid: String,
+    pub authorizer_appid: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypeInfo {
+    pub id: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MiniProgramInfo {
+    pub network: serde_json::Value,
+    pub categories: Vec<serde_json::Value>,
+    pub visit_status: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizerInfo {
+    pub nick_name: String,
+    pub head_img: String,
+    pub service_type_info: TypeInfo,
+    pub verify_type_info: TypeInfo,
+    /// The original id (`gh_…`).
+    pub user_name: String,
+    pub principal_name: String,
+    pub signature: String,
+    #[serde(rename = "MiniProgramInfo")]
+    pub mini_program_info: MiniProgramInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizerScopes {
+    pub authorizer_appid: String,
+    pub func_info: Vec<FuncInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizerInfoAnswer {
+    pub authorizer_info: AuthorizerInfo,
+    pub authorization_info: AuthorizerScopes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Draft {
+    pub draft_id: i64,
+    pub user_version: String,
+    pub user_desc: String,
+    /// Unix seconds.
+    pub create_time: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DraftList {
+    pub draft_list: Vec<Draft>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddToTemplateRequest {
+    #[serde(deserialize_with = "lenient::i64")]
+    pub draft_id: i64,
+    #[serde(default)]
+    pub template_type: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Template {
+    pub template_id: i64,
+    pub user_version: String,
+    pub user_desc: String,
+    /// Unix seconds.
+    pub create_time: i64,
+    pub template_type: i64,
+    pub source_miniprogram_appid: String,
+    pub source_miniprogram: String,
+    pub developer: String,
+    pub audit_status: i64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateList {
+    pub template_list: Vec<Template>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateIdRequest {
+    #[serde(deserialize_with = "lenient::i64")]
+    pub template_id: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRequest {
+    #[serde(deserialize_with = "lenient::i64")]
+    pub template_id: i64,
+    /// A JSON document as a string (WeChat's `ext_json` is text, not an object).
+    #[serde(default)]
+    pub ext_json: String,
+    #[serde(default)]
+    pub user_version: String,
+    #[serde(default)]
+    pub user_desc: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageList {
+    pub page_list: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditItem {
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub tag: String,
+    #[serde(default)]
+    pub first_class: String,
+    #[serde(default)]
+    pub second_class: String,
+    #[serde(default)]
+    pub third_class: String,
+    #[serde(default)]
+    pub first_id: Option<serde_json::Value>,
+    #[serde(default)]
+    pub second_id: Option<serde_json::Value>,
+    #[serde(default)]
+    pub third_id: Option<serde_json::Value>,
+    #[serde(default)]
+    pub title: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SubmitAuditRequest {
+    #[serde(default)]
+    pub item_list: Option<Vec<AuditItem>>,
+    #[serde(default)]
+    pub feedback_info: Option<String>,
+    #[serde(default)]
+    pub feedback_stuff: Option<String>,
+    #[serde(default)]
+    pub version_desc: Option<String>,
+    #[serde(default)]
+    pub preview_info: Option<serde_json::Value>,
+    #[serde(default)]
+    pub ugc_declare: Option<serde_json::Value>,
+    #[serde(default)]
+    pub privacy_api_not_use: Option<bool>,
+    #[serde(default)]
+    pub order_path: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditId {
+    pub auditid: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditIdRequest {
+    #[serde(deserialize_with = "lenient::i64")]
+    pub auditid: i64,
+}
+
+/// `status` of an audit: 0 passed, 1 rejected, 2 auditing, 3 withdrawn, 4 delayed.
+pub mod audit_status {
+    pub const PASSED: i64 = 0;
+    pub const REJECTED: i64 = 1;
+    pub const AUDITING: i64 = 2;
+    pub const WITHDRAWN: i64 = 3;
+    pub const DELAYED: i64 = 4;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditStatus {
+    pub status: i64,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub screenshot: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatestAuditStatus {
+    pub auditid: i64,
+    pub status: i64,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(rename = "ScreenShot", default)]
+    pub screenshot: String,
+    pub user_version: String,
+    pub user_desc: String,
+    /// Unix seconds.
+    pub submit_audit_time: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryVersion {
+    pub app_version: i64,
+    pub user_version: String,
+    pub user_desc: String,
+    /// Unix seconds.
+    pub commit_time: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryVersions {
+    pub version_list: Vec<HistoryVersion>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrayReleaseRequest {
+    #[serde(deserialize_with = "lenient::i64")]
+    pub gray_percentage: i64,
+    #[serde(default)]
+    pub support_debuger_first: Option<bool>,
+    #[serde(default)]
+    pub support_experiencer_first: Option<bool>,
+}
+
+/// `status` of a gray release plan: 0 initial, 1 running, 2 paused, 3 finished, 4 deleted.
+pub mod gray_status {
+    pub const INITIAL: i64 = 0;
+    pub const RUNNING: i64 = 1;
+    pub const PAUSED: i64 = 2;
+    pub const FINISHED: i64 = 3;
+    pub const DELETED: i64 = 4;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrayReleasePlanDetail {
+    pub status: i64,
+    /// Unix seconds.
+    pub create_timestamp: i64,
+    pub gray_percentage: i64,
+    pub support_debuger_first: bool,
+    pub support_experiencer_first: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrayReleasePlan {
+    pub gray_release_plan: GrayReleasePlanDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryQuota {
+    pub rest: i64,
+    pub limit: i64,
+    pub speedup_rest: i64,
+    pub speedup_limit: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionRequest {
+    #[serde(default)]
+    pub action: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VisitStatus {
+    /// 0 paused, 1 normal.
+    pub status: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModifyDomainRequest {
+    #[serde(default)]
+    pub action: Option<String>,
+    #[serde(default)]
+    pub requestdomain: Option<Vec<String>>,
+    #[serde(default)]
+    pub wsrequestdomain: Option<Vec<String>>,
+    #[serde(default)]
+    pub uploaddomain: Option<Vec<String>>,
+    #[serde(default)]
+    pub downloaddomain: Option<Vec<String>>,
+    #[serde(default)]
+    pub udpdomain: Option<Vec<String>>,
+    #[serde(default)]
+    pub tcpdomain: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerDomains {
+    pub requestdomain: Vec<String>,
+    pub wsrequestdomain: Vec<String>,
+    pub uploaddomain: Vec<String>,
+    pub downloaddomain: Vec<String>,
+    pub udpdomain: Vec<String>,
+    pub tcpdomain: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebviewDomainRequest {
+    #[serde(default)]
+    pub action: Option<String>,
+    #[serde(default)]
+    pub webviewdomain: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebviewDomains {
+    pub webviewdomain: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrivacyInfo {
+    pub without_auth_list: Vec<String>,
+    pub without_conf_list: Vec<String>,
+}
+
+/// An answer with no fields beyond `errcode` and `errmsg`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Done {}
 
 #[cfg(test)]
 mod tests {

@@ -68,8 +68,9 @@ pub fn routes() -> Router<AppState> {
     r.route(OAuthToken::PATH, any(auth::oauth_token))
         .route(QrCode::PATH, any(qrcode::qrcode))
         .route(
-            "/mappconsole/tp/authorization",
-            axum::routing::get(auth::show).post(auth::submit),
+            crate::consent::BAIDU.path,
+            axum::routing::get(|s, h, q| crate::consent::show(crate::consent::BAIDU, s, h, q))
+                .post(|s, p, h, f| crate::consent::submit(crate::consent::BAIDU, s, p, h, f)),
         )
 }
 
@@ -386,54 +387,11 @@ pub fn checked_text(
     Ok(value)
 }
 
-/// Whose write budget a call draws from.
-#[derive(Clone, Copy)]
-pub enum Scope {
-    App,
-    Tp,
-}
+pub use crate::application::Scope;
 
 /// Takes one write from the budget of `key` (an app id or a TP id), or answers 50029.
 pub fn write_allowed(state: &AppState, scope: Scope, key: i64) -> Result<(), Reply> {
-    let s = &state.settings;
-    let (buckets, label, whose, per_minute) = match scope {
-        Scope::App => (
-            &state.write_limits.per_app,
-            "app",
-            "this mini program",
-            s.app_writes_per_minute,
-        ),
-        Scope::Tp => (
-            &state.write_limits.per_tp,
-            "tp",
-            "this third party",
-            s.tp_writes_per_minute,
-        ),
-    };
-    buckets
-        .take(key)
-        .map_err(|wait| call_limit(state, label, whose, per_minute, wait))
-}
-
-/// Baidu's call-limit errno, saying which limit and when to retry; counted in the metrics.
-pub fn call_limit(
-    state: &AppState,
-    scope: &'static str,
-    whose: &str,
-    per_minute: u32,
-    wait: std::time::Duration,
-) -> Reply {
-    state
-        .metrics
-        .counter("smartpkg_rate_limited_total", &[("scope", scope)])
-        .increment(1);
-    Reply::err_msg(
-        Errno::CallLimit,
-        format!(
-            "{whose} may make {per_minute} write calls per minute; retry in {} s",
-            wait.as_secs().max(1)
-        ),
-    )
+    Ok(crate::application::take_write(state, scope, key)?)
 }
 
 /// An unknown token is 110, an expired one 111.

@@ -5,7 +5,6 @@
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use qrcode::{Color, QrCode};
 use smartpkg_core::ids::PackageId;
 use smartpkg_core::lifecycle::Slot;
 use smartpkg_types::Errno;
@@ -15,39 +14,6 @@ use crate::state::AppState;
 
 const MIN_WIDTH: i64 = 200;
 const MAX_WIDTH: i64 = 1280;
-const QUIET_ZONE: usize = 4;
-
-/// The QR code of `text` as a greyscale PNG of `width` × `width` pixels.
-pub fn png(text: &str, width: u32) -> Result<Vec<u8>, String> {
-    let code = QrCode::new(text.as_bytes()).map_err(|e| e.to_string())?;
-    let modules = code.width();
-    let colors = code.to_colors();
-    let total = modules + 2 * QUIET_ZONE;
-    let w = width as usize;
-    let mut pixels = vec![255u8; w * w];
-    for y in 0..w {
-        let my = y * total / w;
-        for x in 0..w {
-            let mx = x * total / w;
-            let inside = (QUIET_ZONE..QUIET_ZONE + modules).contains(&mx)
-                && (QUIET_ZONE..QUIET_ZONE + modules).contains(&my);
-            if inside && colors[(my - QUIET_ZONE) * modules + (mx - QUIET_ZONE)] == Color::Dark {
-                pixels[y * w + x] = 0;
-            }
-        }
-    }
-    let mut out = Vec::new();
-    {
-        let mut enc = png::Encoder::new(&mut out, width, width);
-        enc.set_color(png::ColorType::Grayscale);
-        enc.set_depth(png::BitDepth::Eight);
-        let mut writer = enc.write_header().map_err(|e| e.to_string())?;
-        writer
-            .write_image_data(&pixels)
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(out)
-}
 
 async fn qrcode_inner(state: &AppState, p: &Params) -> Result<(String, u32), Reply> {
     let grant = p.app_grant(state).await?;
@@ -85,17 +51,9 @@ async fn qrcode_inner(state: &AppState, p: &Params) -> Result<(String, u32), Rep
         .get_app(grant.app_id)
         .await?
         .ok_or_else(|| Reply::err(Errno::AppNotFound))?;
-    // Our link: the public base, the app's key, the page, and the exact version.
-    let base = state.public_url.trim_end_matches('/').to_string();
-    let mut link = url::Url::parse(&format!("{base}/smartapp/{}/", app.app_key))
-        .map_err(|e| Reply::err_msg(Errno::Busy, format!("public_url is not a URL: {e}")))?;
-    if let Ok(joined) = link.join(path.trim_start_matches('/')) {
-        link = joined;
-    }
-    link.query_pairs_mut()
-        .append_pair("package_id", &package.package_id.to_string())
-        .append_pair("version", &package.version);
-    Ok((link.to_string(), width as u32))
+    let link = crate::qr::link(state, &app.app_key, &path, &package)
+        .map_err(|e| Reply::err_msg(Errno::Busy, e))?;
+    Ok((link, width as u32))
 }
 
 pub async fn qrcode(State(state): State<AppState>, p: Params) -> Response {
@@ -103,7 +61,7 @@ pub async fn qrcode(State(state): State<AppState>, p: Params) -> Response {
         Ok(x) => x,
         Err(r) => return r.into_response(),
     };
-    match tokio::task::spawn_blocking(move || png(&link, width)).await {
+    match tokio::task::spawn_blocking(move || crate::qr::png(&link, width)).await {
         Ok(Ok(bytes)) => ([(header::CONTENT_TYPE, "image/png")], bytes).into_response(),
         Ok(Err(e)) => Reply::err_msg(Errno::QrcodeFailed, e).into_response(),
         Err(e) => Reply::err_msg(Errno::QrcodeFailed, e).into_response(),

@@ -10,8 +10,8 @@ use smartpkg_types::{
 
 use super::{Answer, Call, Data, Params, Reply};
 use crate::application;
+use crate::clock;
 use crate::state::AppState;
-use crate::{clock, secrets};
 
 impl Params {
     /// Resolves a TP access token to its third party, or the gateway's error.
@@ -47,21 +47,10 @@ pub async fn token(state: AppState, call: Call<call::TpToken>) -> Answer<TpToken
         .get_tp_by_client_id(client_id)
         .await?
         .ok_or_else(|| Reply::err(Errno::ClientIdUnknown))?;
-    let now = clock::now_ms();
-    if !state
-        .store
-        .ticket_valid(tp.tp_id, secrets::sha256_hex(&ticket), now)
-        .await?
-    {
-        return Err(Reply::err(Errno::TicketInvalid));
-    }
-    let token = secrets::access_token("42");
     let ttl = state.settings.tp_token_ttl_s;
-    let expires = now.saturating_add((ttl as i64).saturating_mul(1000));
-    state
-        .store
-        .create_tp_token(tp.tp_id, secrets::sha256_hex(&token), expires, now)
-        .await?;
+    let token = application::tp_token_for_ticket(&state, tp.tp_id, &ticket, ttl)
+        .await?
+        .ok_or_else(|| Reply::err(Errno::TicketInvalid))?;
     Ok(Data(TpToken {
         access_token: token,
         expires_in: ttl as i64,
@@ -106,7 +95,8 @@ pub async fn addtotemplate(
 ) -> Answer<AddedTemplate> {
     let tp_id = call.tp(&state).await?;
     let req = call.request()?;
-    let t = application::add_template(&state, TpId(tp_id), req.draft_id, req.user_desc).await?;
+    let t =
+        application::add_template(&state, TpId(tp_id), req.draft_id, Some(req.user_desc)).await?;
     Ok(Data(AddedTemplate {
         template_id: t.template_id.get(),
     }))

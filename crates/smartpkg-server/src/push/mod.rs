@@ -12,6 +12,8 @@ use chrono::FixedOffset;
 use rand::Rng;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::Url;
+use smartpkg_core::dialect::Dialect;
+use smartpkg_core::push::wechat::{self as wx, Addressee, Field};
 use smartpkg_core::push::{baidu_ticket, seal, CodeGrant, Event, Sealing};
 use smartpkg_store::{AttemptRecord, Channel, Delivery, StoreError, Tp};
 use smartpkg_types::push::{AuditResultPush, AuthorizationPush};
@@ -152,6 +154,12 @@ pub fn render(d: &Delivery, offset: FixedOffset) -> Result<String, StoreError> {
             ticket,
             create_time_s,
         } => serde_json::to_string(&baidu_ticket(&ticket, create_time_s)),
+        Event::WechatTicket { .. } => {
+            return Err(StoreError::Corrupt(format!(
+                "event {}: a WeChat ticket has no Baidu form",
+                e.event_id
+            )))
+        }
         Event::Authorized(code) | Event::UpdateAuthorized(code) => {
             serde_json::to_string(&authorization(Some(code)))
         }
@@ -169,6 +177,209 @@ pub fn render(d: &Delivery, offset: FixedOffset) -> Result<String, StoreError> {
     json.map_err(|err| StoreError::Corrupt(format!("event {}: {err}", e.event_id)))
 }
 
+/// The dialect a delivery is written in: a ticket's own; otherwise the dialect whose URL for
+/// the event's channel the third party has set, Baidu's when both are (docs/wechat.md).
+pub fn dialect_of(tp: &Tp, event: &Event, channel: Channel) -> Dialect {
+    if let Some(fixed) = event.fixed_dialect() {
+        return fixed;
+    }
+    let (baidu, wechat) = match channel {
+        Channel::Auth => (&tp.auth_event_url, &tp.wechat.auth_event_url),
+        Channel::Event => (&tp.event_url, &tp.wechat.message_url),
+    };
+    if baidu.trim().is_empty() && !wechat.trim().is_empty() {
+        Dialect::Wechat
+    } else {
+        Dialect::Baidu
+    }
+}
+
+/// Where a delivery goes in `dialect`, and the name of the setting that holds it. WeChat's
+/// message URL may name the mini program: `$APPID$` is its wx appid.
+fn url_of(tp: &Tp, dialect: Dialect, channel: Channel, wx_appid: &str) -> (String, &'static str) {
+    match (dialect, channel) {
+        (Dialect::Baidu, _) => (
+            match channel {
+                Channel::Auth => tp.auth_event_url.clone(),
+                Channel::Event => tp.event_url.clone(),
+            },
+            channel.url_field(),
+        ),
+        (Dialect::Wechat, Channel::Auth) => {
+            (tp.wechat.auth_event_url.clone(), "wechat_auth_event_url")
+        }
+        (Dialect::Wechat, Channel::Event) => (
+            tp.wechat.message_url.replace("$APPID$", wx_appid),
+            "wechat_message_url",
+        ),
+    }
+}
+
+/// The event as a WeChat-dialect third party decrypts it (flat XML, spec §6), with whom the
+/// sealed body names: the component for authorization events, the mini program's original id
+/// for its audit results.
+pub fn render_wechat(
+    d: &Delivery,
+    component_appid: &str,
+    wx_appid: &str,
+) -> Result<(String, Addressee<'static>), StoreError> {
+    let e = &d.event;
+    let created = e.created_at_ms / 1000;
+    let original_id = smartpkg_core::ids::wechat_original_id(wx_appid);
+    let auth = |info: &str, rest: &[(&str, Field<'_>)]| {
+        let mut f = vec![
+            ("AppId", Field::Text(component_appid)),
+            ("CreateTime", Field::Number(created)),
+            ("InfoType", Field::Text(info)),
+        ];
+        f.extend_from_slice(rest);
+        wx::message(&f)
+    };
+    let audit = |event: &str, rest: &[(&str, Field<'_>)]| {
+        let mut f = vec![
+            ("ToUserName", Field::Text(&original_id)),
+            ("FromUserName", Field::Text(wx_appid)),
+            ("CreateTime", Field::Number(created)),
+            ("MsgType", Field::Text("event")),
+            ("Event", Field::Text(event)),
+        ];
+        f.extend_from_slice(rest);
+        wx::message(&f)
+    };
+    let granted = |info: &str, code: &CodeGrant| {
+        auth(
+            info,
+            &[
+                ("AuthorizerAppid", Field::Text(wx_appid)),
+                ("AuthorizationCode", Field::Text(&code.authorization_code)),
+                (
+                    "AuthorizationCodeExpiredTime",
+                    Field::Number(created + code.authorization_code_expires_in),
+                ),
+            ],
+        )
+    };
+    let to_component = |m: String| (m, Addressee::AppId(""));
+    let to_app = |m: String| (m, Addressee::ToUserName(""));
+    Ok(match e.typed()? {
+        Event::WechatTicket {
+            ticket,
+            create_time_s,
+        } => to_component(wx::message(&[
+            ("AppId", Field::Text(component_appid)),
+            ("CreateTime", Field::Number(create_time_s)),
+            ("InfoType", Field::Text("component_verify_ticket")),
+            ("ComponentVerifyTicket", Field::Text(&ticket)),
+        ])),
+        Event::Ticket { .. } => {
+            return Err(StoreError::Corrupt(format!(
+                "event {}: a Baidu ticket has no WeChat form",
+                e.event_id
+            )))
+        }
+        Event::Authorized(code) => to_component(granted("authorized", &code)),
+        Event::UpdateAuthorized(code) => to_component(granted("updateauthorized", &code)),
+        Event::Unauthorized => to_component(auth(
+            "unauthorized",
+            &[("AuthorizerAppid", Field::Text(wx_appid))],
+        )),
+        Event::AuditPassed { .. } => to_app(audit(
+            "weapp_audit_success",
+            &[("SuccTime", Field::Number(created))],
+        )),
+        Event::AuditFailed { reason, .. } => to_app(audit(
+            "weapp_audit_fail",
+            &[
+                ("Reason", Field::Text(&reason)),
+                ("FailTime", Field::Number(created)),
+                ("ScreenShot", Field::Text("")),
+            ],
+        )),
+    })
+}
+
+/// A push ready to send: its body and content type, and what the URL's query gains.
+struct Prepared {
+    body: String,
+    content_type: &'static str,
+    query: Vec<(&'static str, String)>,
+}
+
+/// Renders and seals the delivery in `dialect` with that dialect's keys.
+fn prepare(
+    tp: &Tp,
+    d: &Delivery,
+    dialect: Dialect,
+    wx_appid: &str,
+    at_ms: i64,
+    offset: FixedOffset,
+) -> Result<Prepared, String> {
+    let (random16, nonce) = {
+        let mut rng = rand::thread_rng();
+        (
+            rng.gen::<[u8; 16]>(),
+            rng.gen_range(1_000_000u32..10_000_000).to_string(),
+        )
+    };
+    let timestamp = (at_ms / 1000).to_string();
+    match dialect {
+        Dialect::Baidu => {
+            let msg = render(d, offset).map_err(|e| format!("cannot render the event: {e}"))?;
+            let sealed = seal(
+                &msg,
+                &Sealing {
+                    encoding_aes_key: &tp.encoding_aes_key,
+                    token: &tp.msg_token,
+                    client_id: &tp.client_id,
+                    random16,
+                    timestamp: &timestamp,
+                    nonce: &nonce,
+                },
+            )
+            .map_err(|e| format!("cannot encrypt: {e}"))?;
+            let body = serde_json::to_string(&sealed).map_err(|e| format!("cannot encode: {e}"))?;
+            Ok(Prepared {
+                body,
+                content_type: "application/json",
+                query: vec![],
+            })
+        }
+        Dialect::Wechat => {
+            let w = &tp.wechat;
+            let (msg, to) = render_wechat(d, &w.component_appid, wx_appid)
+                .map_err(|e| format!("cannot render the event: {e}"))?;
+            let original_id = smartpkg_core::ids::wechat_original_id(wx_appid);
+            let to = match to {
+                Addressee::AppId(_) => Addressee::AppId(&w.component_appid),
+                Addressee::ToUserName(_) => Addressee::ToUserName(&original_id),
+            };
+            let sealed = wx::seal(
+                &msg,
+                &Sealing {
+                    encoding_aes_key: &w.encoding_aes_key,
+                    token: &w.token,
+                    client_id: &w.component_appid,
+                    random16,
+                    timestamp: &timestamp,
+                    nonce: &nonce,
+                },
+                to,
+            )
+            .map_err(|e| format!("cannot encrypt: {e}"))?;
+            let query = sealed
+                .query()
+                .into_iter()
+                .map(|(k, v)| (k, v.to_string()))
+                .collect();
+            Ok(Prepared {
+                body: sealed.body,
+                content_type: "text/xml",
+                query,
+            })
+        }
+    }
+}
+
 /// What one attempt found.
 pub struct Attempt {
     pub record: AttemptRecord,
@@ -180,10 +391,14 @@ fn excerpt(body: &[u8]) -> String {
     String::from_utf8_lossy(cut).into_owned()
 }
 
-/// Sends the delivery's event once. Success is a 2xx whose body, trimmed, is `success`.
+/// Sends the delivery's event once, in the dialect [`dialect_of`] picks. Success is a 2xx
+/// whose body, trimmed, is `success` (WeChat's receivers may also answer an empty body).
+/// `wx_appid` is the mini program's (empty for a ticket).
+#[allow(clippy::too_many_arguments)]
 pub async fn attempt(
     client: &reqwest::Client,
     tp: &Tp,
+    wx_appid: &str,
     d: &Delivery,
     allow_private: bool,
     via_proxy: bool,
@@ -191,11 +406,13 @@ pub async fn attempt(
     offset: FixedOffset,
 ) -> Attempt {
     let at_ms = clock::now_ms();
-    // Tickets go to the authorization-event URL, everything else to the message URL.
-    let url = match d.event.channel {
-        Channel::Auth => tp.auth_event_url.clone(),
-        Channel::Event => tp.event_url.clone(),
+    let dialect = match d.event.typed() {
+        Ok(event) => dialect_of(tp, &event, d.event.channel),
+        Err(_) => Dialect::Baidu,
     };
+    // Tickets and authorization events go to the authorization-event URL, audit results to
+    // the message URL, of the dialect's settings.
+    let (url, url_field) = url_of(tp, dialect, d.event.channel, wx_appid);
     let fail =
         |error: String, status: Option<i64>, body: Option<String>, latency_ms: i64| Attempt {
             record: AttemptRecord {
@@ -205,49 +422,33 @@ pub async fn attempt(
                 latency_ms,
                 error: Some(error),
                 body,
+                dialect,
             },
             delivered: false,
         };
     if url.trim().is_empty() {
-        let which = d.event.channel.url_field();
-        return fail(format!("the third party has no {which}"), None, None, 0);
+        return fail(format!("the third party has no {url_field}"), None, None, 0);
     }
-    let target = match check_target(&url, allow_private, via_proxy).await {
+    let mut target = match check_target(&url, allow_private, via_proxy).await {
         Ok(t) => t,
         Err(e) => return fail(e, None, None, 0),
     };
-    let msg = match render(d, offset) {
-        Ok(m) => m,
-        Err(e) => return fail(format!("cannot render the event: {e}"), None, None, 0),
+    let prepared = match prepare(tp, d, dialect, wx_appid, at_ms, offset) {
+        Ok(p) => p,
+        Err(e) => return fail(e, None, None, 0),
     };
-    let (random16, nonce) = {
-        let mut rng = rand::thread_rng();
-        (
-            rng.gen::<[u8; 16]>(),
-            rng.gen_range(1_000_000u32..10_000_000).to_string(),
-        )
-    };
-    let timestamp = (at_ms / 1000).to_string();
-    let sealed = seal(
-        &msg,
-        &Sealing {
-            encoding_aes_key: &tp.encoding_aes_key,
-            token: &tp.msg_token,
-            client_id: &tp.client_id,
-            random16,
-            timestamp: &timestamp,
-            nonce: &nonce,
-        },
-    );
-    let sealed = match sealed {
-        Ok(s) => s,
-        Err(e) => return fail(format!("cannot encrypt: {e}"), None, None, 0),
-    };
+    if !prepared.query.is_empty() {
+        let mut pairs = target.query_pairs_mut();
+        for (k, v) in &prepared.query {
+            pairs.append_pair(k, v);
+        }
+    }
     let start = Instant::now();
     let sent = client
         .post(target)
         .header(EVENT_ID_HEADER, &d.event.uid)
-        .json(&sealed)
+        .header(reqwest::header::CONTENT_TYPE, prepared.content_type)
+        .body(prepared.body)
         .timeout(timeout)
         .send()
         .await;
@@ -300,7 +501,9 @@ pub async fn attempt(
     if let Some(e) = read_error {
         return fail(e, code, Some(excerpt(&body)), latency_ms);
     }
-    let acknowledged = status.is_success() && body.trim_ascii() == b"success";
+    let answer = body.trim_ascii();
+    let acknowledged = status.is_success()
+        && (answer == b"success" || (dialect == Dialect::Wechat && answer.is_empty()));
     if acknowledged {
         return Attempt {
             record: AttemptRecord {
@@ -310,6 +513,7 @@ pub async fn attempt(
                 latency_ms,
                 error: None,
                 body: Some(excerpt(&body)),
+                dialect,
             },
             delivered: true,
         };

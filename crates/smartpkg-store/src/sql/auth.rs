@@ -2,6 +2,7 @@
 //! mini program to a third party.
 
 use async_trait::async_trait;
+use smartpkg_core::dialect::Dialect;
 use smartpkg_core::ids::{AppId, TpId};
 use smartpkg_core::push::Event;
 
@@ -209,6 +210,7 @@ impl<S: Sql> AuthStore for S {
     async fn push_ticket(
         &self,
         tp_id: TpId,
+        dialect: Dialect,
         ticket_hash: String,
         expires_at_ms: i64,
         ticket: String,
@@ -227,9 +229,16 @@ impl<S: Sql> AuthStore for S {
                 args![tp_id, now_ms],
             )
             .await?;
-            let event = Event::Ticket {
-                ticket,
-                create_time_s: now_ms / 1000,
+            let create_time_s = now_ms / 1000;
+            let event = match dialect {
+                Dialect::Baidu => Event::Ticket {
+                    ticket,
+                    create_time_s,
+                },
+                Dialect::Wechat => Event::WechatTicket {
+                    ticket,
+                    create_time_s,
+                },
             };
             queue_event(
                 tx,
@@ -362,6 +371,7 @@ impl<S: Sql> AuthStore for S {
     async fn refresh(
         &self,
         tp_id: TpId,
+        app_id: Option<AppId>,
         refresh_hash: String,
         pair: TokenPair,
         now_ms: i64,
@@ -372,8 +382,9 @@ impl<S: Sql> AuthStore for S {
                 .opt(
                     "UPDATE access_tokens SET used_at = $3 WHERE token_hash = $1 \
                       AND kind = 'refresh' AND tp_id = $2 AND used_at IS NULL AND expires_at > $3 \
+                      AND app_id = COALESCE($4, app_id) \
                       RETURNING app_id, family",
-                    args![&refresh_hash, tp_id, now_ms],
+                    args![&refresh_hash, tp_id, now_ms, app_id],
                 )
                 .await?;
             if let Some(found) = found {

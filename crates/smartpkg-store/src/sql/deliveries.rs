@@ -1,6 +1,7 @@
 //! [`DeliveryStore`] on every SQL backend, and the outbox every decision writes into.
 
 use async_trait::async_trait;
+use smartpkg_core::dialect::Dialect;
 use smartpkg_core::ids::{AppId, PackageId, TpId};
 use smartpkg_core::push::Event;
 
@@ -200,7 +201,8 @@ impl<S: Sql> DeliveryStore for S {
 
     async fn delivery_attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRecord>> {
         work!(read, self, |tx| {
-            let sql = "SELECT at, url, status, latency_ms, error, body FROM delivery_attempts \
+            let sql = "SELECT at, url, status, latency_ms, error, body, dialect \
+                       FROM delivery_attempts \
                        WHERE delivery_id = $1 ORDER BY attempt_id";
             decode(tx.rows(sql, args![delivery_id]).await?, |r| {
                 Ok(AttemptRecord {
@@ -210,6 +212,7 @@ impl<S: Sql> DeliveryStore for S {
                     latency_ms: r.i64("latency_ms")?,
                     error: r.opt_string("error")?,
                     body: r.opt_string("body")?,
+                    dialect: Dialect::parse(&r.string("dialect")?).unwrap_or_default(),
                 })
             })
         })
@@ -233,7 +236,7 @@ impl<S: Sql> DeliveryStore for S {
             let held = settle_target(tx, delivery_id, &a, target).await?;
             tx.exec(
                 "INSERT INTO delivery_attempts (delivery_id, at, url, status, latency_ms, \
-                       error, body) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                       error, body, dialect) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 args![
                     delivery_id,
                     a.at_ms,
@@ -241,7 +244,8 @@ impl<S: Sql> DeliveryStore for S {
                     a.status,
                     a.latency_ms,
                     &a.error,
-                    &a.body
+                    &a.body,
+                    a.dialect.as_str()
                 ],
             )
             .await?;

@@ -103,7 +103,7 @@ impl<S: Sql> LibraryStore for S {
         &self,
         tp_id: TpId,
         draft_id: i64,
-        user_desc: String,
+        user_desc: Option<String>,
         max: i64,
         now_ms: i64,
     ) -> Result<std::result::Result<Template, LibraryRefusal>> {
@@ -113,10 +113,14 @@ impl<S: Sql> LibraryStore for S {
             // cannot pass the limit.
             let lock = tx.pick(locking!("SELECT 1 AS n FROM tps WHERE tp_id = $1"));
             tx.exec(lock, args![tp_id]).await?;
-            let sql = "SELECT user_version, blob_sha256, manifest FROM drafts \
+            let sql = "SELECT user_version, user_desc, blob_sha256, manifest FROM drafts \
                        WHERE draft_id = $1 AND tp_id = $2";
             let Some(draft) = tx.opt(sql, args![draft_id, tp_id]).await? else {
                 return Ok(Err(LibraryRefusal::DraftNotFound));
+            };
+            let user_desc = match user_desc {
+                Some(d) => d,
+                None => draft.string("user_desc")?,
             };
             if tx.int(LIVE, args![tp_id]).await? >= max {
                 return Ok(Err(LibraryRefusal::TemplateLimit));

@@ -2,6 +2,7 @@
 //! read under the locks of the transaction that applies it.
 
 use async_trait::async_trait;
+use smartpkg_core::dialect::Dialect;
 use smartpkg_core::ids::{AppId, PackageId, TpId};
 use smartpkg_core::lifecycle::{
     self, AppFacts, Command, PackageFacts, PkgState, Plan, Quota, Refusal, Snapshot,
@@ -11,8 +12,8 @@ pub use super::auth::grant_of;
 use super::deliveries::{lease_held, outbox};
 use super::{decode, Sql, Tx};
 use crate::{
-    Columns, Decision, DecisionContext, Grant, JobRef, NewPackage, PackageFilter, PackageRecord,
-    PackageStore, Result, StoreError,
+    AuditOutcome, AuditVerdict, Columns, Decision, DecisionContext, Grant, JobRef, NewPackage,
+    PackageFilter, PackageRecord, PackageStore, Result, SpeedUp, StoreError,
 };
 
 /// `get`'s one round trip: the token's grant and its app's visible packages (a row of NULL
@@ -80,12 +81,16 @@ async fn used_quota<X: Tx>(
 ) -> Result<Quota> {
     // The third party's own limit, else the platform's; None or a negative figure is
     // unlimited.
+    let own = own.filter(|_| ctx.dialect == Dialect::Baidu);
     let limit = own.or(ctx.default_quota).filter(|n| *n >= 0);
     if limit.is_none() && !count_unlimited {
         return Ok(Quota { limit, used: 0 });
     }
-    let sql = "SELECT COUNT(*) AS n FROM audit_submissions WHERE tp_id = $1 AND submitted_at >= $2";
-    let used = tx.int(sql, args![tp_id, ctx.week_start_ms]).await?;
+    let sql = "SELECT COUNT(*) AS n FROM audit_submissions \
+               WHERE tp_id = $1 AND submitted_at >= $2 AND dialect = $3";
+    let used = tx
+        .int(sql, args![tp_id, ctx.quota_since_ms, ctx.dialect.as_str()])
+        .await?;
     Ok(Quota { limit, used })
 }
 
@@ -317,9 +322,9 @@ async fn apply_plan<X: Tx>(
             .map(|c| c.package_id)
             .unwrap_or(PackageId(0));
         tx.exec(
-            "INSERT INTO audit_submissions (tp_id, package_id, submitted_at) \
-                 VALUES ($1, $2, $3)",
-            args![tp_id, package_id, ctx.now_ms],
+            "INSERT INTO audit_submissions (tp_id, package_id, submitted_at, dialect) \
+                 VALUES ($1, $2, $3, $4)",
+            args![tp_id, package_id, ctx.now_ms, ctx.dialect.as_str()],
         )
         .await?;
     }
@@ -404,6 +409,107 @@ impl<S: Sql> PackageStore for S {
         work!(read, self, |tx| {
             let own = own_quota(tx, tp_id, false).await?;
             used_quota(tx, tp_id, own, &ctx, true).await
+        })
+    }
+
+    async fn latest_submission(&self, app_id: AppId) -> Result<Option<PackageId>> {
+        work!(read, self, |tx| {
+            let sql = "SELECT package_id FROM package_log \
+                       WHERE app_id = $1 AND to_state = 'auditing' ORDER BY log_id DESC LIMIT 1";
+            match tx.opt(sql, args![app_id]).await? {
+                Some(r) => Ok(Some(r.id("package_id")?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    async fn audit_outcome(&self, package_id: PackageId) -> Result<Option<AuditOutcome>> {
+        work!(read, self, |tx| {
+            let submitted = tx
+                .opt(
+                    "SELECT log_id, at FROM package_log WHERE package_id = $1 \
+                       AND to_state = 'auditing' ORDER BY log_id DESC LIMIT 1",
+                    args![package_id],
+                )
+                .await?;
+            let Some(submitted) = submitted else {
+                return Ok(None);
+            };
+            let (log_id, submitted_at_ms) = (submitted.i64("log_id")?, submitted.i64("at")?);
+            // The first move out of auditing after the submission is how the audit ended.
+            let ended = tx
+                .opt(
+                    "SELECT at, to_state, detail FROM package_log WHERE package_id = $1 \
+                       AND log_id > $2 AND from_state = 'auditing' ORDER BY log_id LIMIT 1",
+                    args![package_id, log_id],
+                )
+                .await?;
+            let verdict = match ended {
+                None => AuditVerdict::Auditing,
+                Some(r) => {
+                    let at_ms = r.i64("at")?;
+                    match r.string("to_state")?.as_str() {
+                        "audit_passed" => AuditVerdict::Passed { at_ms },
+                        "audit_failed" => AuditVerdict::Failed {
+                            at_ms,
+                            reason: r.opt_string("detail")?.unwrap_or_default(),
+                        },
+                        _ => AuditVerdict::Withdrawn { at_ms },
+                    }
+                }
+            };
+            Ok(Some(AuditOutcome {
+                submitted_at_ms,
+                verdict,
+            }))
+        })
+    }
+
+    async fn withdrawals_since(&self, app_id: AppId, since_ms: i64) -> Result<i64> {
+        work!(read, self, |tx| {
+            let sql = "SELECT COUNT(*) AS n FROM package_log WHERE app_id = $1 AND at >= $2 \
+                         AND from_state = 'auditing' AND to_state IN ('development', 'retired')";
+            tx.int(sql, args![app_id, since_ms]).await
+        })
+    }
+
+    async fn speed_up_audit(
+        &self,
+        tp_id: TpId,
+        package_id: PackageId,
+        limit: Option<i64>,
+        since_ms: i64,
+        now_ms: i64,
+    ) -> Result<SpeedUp> {
+        work!(write, self, |tx| {
+            // The third party's row serialises its speed-ups, so two at once cannot both
+            // take the last one of the month.
+            let lock = tx.pick(locking!("SELECT tp_id FROM tps WHERE tp_id = $1"));
+            tx.exec(lock, args![tp_id]).await?;
+            let asked = "SELECT COUNT(*) AS n FROM audit_speedups WHERE package_id = $1";
+            if tx.int(asked, args![package_id]).await? > 0 {
+                return Ok(SpeedUp::AlreadyAsked);
+            }
+            if let Some(limit) = limit {
+                let used =
+                    "SELECT COUNT(*) AS n FROM audit_speedups WHERE tp_id = $1 AND sped_at >= $2";
+                if tx.int(used, args![tp_id, since_ms]).await? >= limit {
+                    return Ok(SpeedUp::QuotaUsed);
+                }
+            }
+            tx.exec(
+                "INSERT INTO audit_speedups (package_id, tp_id, sped_at) VALUES ($1, $2, $3)",
+                args![package_id, tp_id, now_ms],
+            )
+            .await?;
+            Ok(SpeedUp::Recorded)
+        })
+    }
+
+    async fn speed_ups_since(&self, tp_id: TpId, since_ms: i64) -> Result<i64> {
+        work!(read, self, |tx| {
+            let sql = "SELECT COUNT(*) AS n FROM audit_speedups WHERE tp_id = $1 AND sped_at >= $2";
+            tx.int(sql, args![tp_id, since_ms]).await
         })
     }
 

@@ -114,7 +114,7 @@ impl<S: Sql> TenantStore for S {
                 let sql = concat!(
                     "SELECT ",
                     crate::tp_columns!(),
-                    " FROM tps WHERE auth_event_url <> '' ORDER BY tp_id"
+                     " FROM tps WHERE auth_event_url <> '' OR wechat_auth_event_url <> '' ORDER BY tp_id"
                 );
                 super::decode(tx.rows(sql, args![]).await?, Tp::from_row)
             })
