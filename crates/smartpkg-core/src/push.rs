@@ -200,6 +200,22 @@ impl Event {
         self.columns().name
     }
 
+    /// The dialect a push of this event is written in for a third party whose URLs for the
+    /// event's channel are set as given: a ticket's own; otherwise Baidu's when its URL is
+    /// set (or neither is), WeChat's when only WeChat's is (docs/wechat.md).
+    pub fn dialect_for(
+        &self,
+        baidu_url_set: bool,
+        wechat_url_set: bool,
+    ) -> crate::dialect::Dialect {
+        use crate::dialect::Dialect;
+        match self.fixed_dialect() {
+            Some(fixed) => fixed,
+            None if !baidu_url_set && wechat_url_set => Dialect::Wechat,
+            None => Dialect::Baidu,
+        }
+    }
+
     /// The dialect the event can only be written in (each dialect's ticket buys that
     /// dialect's token); None for events written in whichever dialect the third party's
     /// settings name.

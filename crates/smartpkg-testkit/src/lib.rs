@@ -149,18 +149,257 @@ pub fn decrypt(keys: &Keys, body: &Value) -> (Option<Value>, bool, bool) {
     let Ok(plain) = dec.decrypt_padded_mut::<NoPadding>(&mut data) else {
         return (None, signature_ok, false);
     };
+    match unwrap_plain(plain, &keys.client_id) {
+        Some((msg, client_id_ok)) => (
+            serde_json::from_slice(&msg).ok(),
+            signature_ok,
+            client_id_ok,
+        ),
+        None => (None, signature_ok, false),
+    }
+}
+
+/// random(16) ‖ len(4, BE) ‖ msg ‖ client_id, padded to 32 bytes: the message, and whether
+/// the trailing id is `client_id`.
+fn unwrap_plain(plain: &[u8], client_id: &str) -> Option<(Vec<u8>, bool)> {
     let pad = plain.last().copied().unwrap_or(0) as usize;
     if pad == 0 || pad > 32 || pad > plain.len() || plain.len() < 20 {
-        return (None, signature_ok, false);
+        return None;
     }
     let plain = &plain[..plain.len() - pad];
     let len = u32::from_be_bytes([plain[16], plain[17], plain[18], plain[19]]) as usize;
     if 20 + len > plain.len() {
-        return (None, signature_ok, false);
+        return None;
     }
-    let msg = &plain[20..20 + len];
-    let client_id_ok = &plain[20 + len..] == keys.client_id.as_bytes();
-    (serde_json::from_slice(msg).ok(), signature_ok, client_id_ok)
+    Some((
+        plain[20..20 + len].to_vec(),
+        &plain[20 + len..] == client_id.as_bytes(),
+    ))
+}
+
+/// A WeChat-dialect push as a third party's endpoint receives it.
+#[derive(Debug, Clone)]
+pub struct WxReceived {
+    /// The request's path (WeChat's message URL names the mini program in it).
+    pub path: String,
+    /// The outer body's addressee element (`AppId` or `ToUserName`) and its value.
+    pub addressee: Option<(String, String)>,
+    /// The decrypted message's fields, in order; None when the signature or decryption
+    /// failed.
+    pub fields: Option<Vec<(String, String)>>,
+    pub signature_ok: bool,
+    pub appid_ok: bool,
+    pub content_type: Option<String>,
+}
+
+impl WxReceived {
+    /// A field of the decrypted message.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .as_ref()?
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The text of the first `<name>…</name>` in `xml`, CDATA unwrapped: plain string search, not
+/// smartpkg's XML reader.
+fn element(xml: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let close = format!("</{name}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&close)? + start;
+    let raw = &xml[start..end];
+    Some(match raw.strip_prefix("<![CDATA[") {
+        Some(rest) => rest
+            .strip_suffix("]]>")
+            .unwrap_or(rest)
+            .replace("]]]]><![CDATA[>", "]]>"),
+        None => raw.to_string(),
+    })
+}
+
+/// The fields of a flat `<xml>…</xml>` message, by plain string search.
+fn flat_fields(xml: &str) -> Vec<(String, String)> {
+    let mut out = vec![];
+    let Some(body) = xml
+        .trim()
+        .strip_prefix("<xml>")
+        .and_then(|b| b.strip_suffix("</xml>"))
+    else {
+        return out;
+    };
+    let mut rest = body;
+    while let Some(open) = rest.find('<') {
+        let Some(close) = rest[open..].find('>') else {
+            break;
+        };
+        let name = rest[open + 1..open + close].to_string();
+        let Some(value) = element(&rest[open..], &name) else {
+            break;
+        };
+        let end_tag = format!("</{name}>");
+        let Some(end) = rest[open..].find(&end_tag) else {
+            break;
+        };
+        out.push((name, value));
+        rest = &rest[open + end + end_tag.len()..];
+    }
+    out
+}
+
+/// Opens a WeChat push as its third party would, from the spec: `msg_signature` is the SHA-1
+/// of the sorted token, timestamp, nonce and Encrypt; the cipher is the one [`decrypt`] opens.
+pub fn open_wechat(keys: &Keys, query: &[(String, String)], body: &str) -> WxReceived {
+    let q = |k: &str| {
+        query
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let encrypt = element(body, "Encrypt").unwrap_or_default();
+    let addressee = ["AppId", "ToUserName"]
+        .iter()
+        .find_map(|n| element(body, n).map(|v| (n.to_string(), v)));
+    let mut parts = [
+        keys.token.clone(),
+        q("timestamp"),
+        q("nonce"),
+        encrypt.clone(),
+    ];
+    parts.sort();
+    let signature_ok = q("encrypt_type") == "aes"
+        && hex::encode(Sha1::digest(parts.concat().as_bytes())) == q("msg_signature");
+    let mut out = WxReceived {
+        path: String::new(),
+        addressee,
+        fields: None,
+        signature_ok,
+        appid_ok: false,
+        content_type: None,
+    };
+    let lenient = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+    );
+    let (Ok(key), Ok(mut data)) = (
+        lenient.decode(format!("{}=", keys.encoding_aes_key)),
+        base64::engine::general_purpose::STANDARD.decode(&encrypt),
+    ) else {
+        return out;
+    };
+    let Ok(dec) = cbc::Decryptor::<aes::Aes256>::new_from_slices(&key, &key[..16]) else {
+        return out;
+    };
+    let Ok(plain) = dec.decrypt_padded_mut::<NoPadding>(&mut data) else {
+        return out;
+    };
+    if let Some((msg, appid_ok)) = unwrap_plain(plain, &keys.client_id) {
+        out.appid_ok = appid_ok;
+        if signature_ok {
+            out.fields = Some(flat_fields(&String::from_utf8_lossy(&msg)));
+        }
+    }
+    out
+}
+
+/// A WeChat-dialect third party's endpoints: every POST under `/wx/` is opened with
+/// [`open_wechat`], recorded, and answered `success`.
+pub struct WxReceiver {
+    pub addr: SocketAddr,
+    got: Arc<Mutex<Vec<WxReceived>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for WxReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Clone)]
+struct WxShared {
+    keys: Arc<Keys>,
+    got: Arc<Mutex<Vec<WxReceived>>>,
+}
+
+impl WxReceiver {
+    pub async fn start(addr: SocketAddr, keys: Keys) -> std::io::Result<WxReceiver> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = WxShared {
+            keys: Arc::new(keys),
+            got: Arc::default(),
+        };
+        let got = shared.got.clone();
+        let app = Router::new()
+            .route("/wx/{*rest}", post(receive_wechat))
+            .with_state(shared);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(WxReceiver { addr, got, task })
+    }
+
+    /// The URL of one of its endpoints (`auth`, or `msg/$APPID$`, …).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}/wx/{path}", self.addr)
+    }
+
+    pub fn received(&self) -> Vec<WxReceived> {
+        self.got.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    /// Waits until a push satisfying `pred` arrived (or panics after `within`).
+    pub async fn wait_for(
+        &self,
+        within: Duration,
+        pred: impl Fn(&WxReceived) -> bool,
+    ) -> WxReceived {
+        let start = Instant::now();
+        loop {
+            if let Some(r) = self.received().into_iter().find(|r| pred(r)) {
+                return r;
+            }
+            assert!(
+                start.elapsed() < within,
+                "no such push among {:?}",
+                self.received()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+async fn receive_wechat(
+    State(s): State<WxShared>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    // timestamp, nonce, encrypt_type and msg_signature are digits, letters and hex: no
+    // escapes to undo.
+    let query: Vec<(String, String)> = uri
+        .query()
+        .map(|q| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut got = open_wechat(&s.keys, &query, &body);
+    got.path = uri.path().to_string();
+    got.content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    if let Ok(mut all) = s.got.lock() {
+        all.push(got);
+    }
+    "success".into_response()
 }
 
 async fn receive(State(s): State<Shared>, headers: HeaderMap, body: String) -> Response {

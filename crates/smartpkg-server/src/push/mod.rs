@@ -180,18 +180,11 @@ pub fn render(d: &Delivery, offset: FixedOffset) -> Result<String, StoreError> {
 /// The dialect a delivery is written in: a ticket's own; otherwise the dialect whose URL for
 /// the event's channel the third party has set, Baidu's when both are (docs/wechat.md).
 pub fn dialect_of(tp: &Tp, event: &Event, channel: Channel) -> Dialect {
-    if let Some(fixed) = event.fixed_dialect() {
-        return fixed;
-    }
     let (baidu, wechat) = match channel {
         Channel::Auth => (&tp.auth_event_url, &tp.wechat.auth_event_url),
         Channel::Event => (&tp.event_url, &tp.wechat.message_url),
     };
-    if baidu.trim().is_empty() && !wechat.trim().is_empty() {
-        Dialect::Wechat
-    } else {
-        Dialect::Baidu
-    }
+    event.dialect_for(!baidu.trim().is_empty(), !wechat.trim().is_empty())
 }
 
 /// Where a delivery goes in `dialect`, and the name of the setting that holds it. WeChat's

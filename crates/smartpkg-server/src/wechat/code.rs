@@ -183,6 +183,18 @@ pub async fn submit_audit(State(state): State<AppState>, wx: Wx) -> Reply<AuditI
         MAX_DESC_CHARS,
         true,
     )?;
+    // One version under audit at a time (85009) is said before the trial version is looked
+    // for: a submitted trial version has left the trial slot.
+    let under_audit = || async {
+        Ok::<_, Fail>(
+            in_slot(&state, grant.app_id, Slot::Audit)
+                .await?
+                .is_some_and(|p| p.state == PkgState::Auditing),
+        )
+    };
+    if under_audit().await? {
+        return Err(Fail::new(Errcode::AuditPending));
+    }
     let p = trial(&state, grant.app_id, Errcode::CommitFirst).await?;
     let cmd = Command::SubmitAudit {
         package_id: p.package_id,
@@ -193,7 +205,27 @@ pub async fn submit_audit(State(state): State<AppState>, wx: Wx) -> Reply<AuditI
             test_password: None,
         },
     };
-    run(&state, grant.app_id, cmd).await?;
+    match application::package_command_in(
+        &state,
+        Dialect::Wechat,
+        grant.app_id,
+        cmd,
+        Actor::ThirdParty,
+    )
+    .await
+    {
+        Ok(()) => {}
+        // Submitted meanwhile through the other dialect (or another call of this one): the
+        // race's loser hears what it would have heard a moment later.
+        Err(OpError::Refused(r)) if r.errno == smartpkg_core::lifecycle::Errno::WrongState => {
+            return Err(if under_audit().await? {
+                Fail::new(Errcode::AuditPending)
+            } else {
+                Fail::detail(Errcode::CommitFirst, r.msg)
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
     // One audit per submission of a package: its id is the package's.
     Ok(Answer(AuditId {
         auditid: p.package_id.get(),
@@ -388,6 +420,17 @@ async fn revert(state: &AppState, wx: &Wx) -> Reply {
                 Fail::detail(Errcode::DataFormatError, "app_version must be a number")
             })?),
         };
+    // WeChat's own rule (spec §5): no revert while a gray release runs. Baidu's dialect
+    // allows it (the staged version stays staged over the restored one).
+    let staged = in_slot(state, grant.app_id, Slot::Audit)
+        .await?
+        .and_then(|p| p.staged_percent);
+    if let Some(pct) = staged {
+        return Err(Fail::detail(
+            Errcode::GrayReleaseRunning,
+            format!("a gray release is at {pct}%; revert it or release it first"),
+        ));
+    }
     let online = in_slot(state, grant.app_id, Slot::Online)
         .await?
         .ok_or_else(|| Fail::detail(Errcode::CannotRevert, "there is no online version"))?;

@@ -15,3 +15,4 @@ mod runtime;
 mod storage;
 mod tp;
 mod transport;
+mod wechat;

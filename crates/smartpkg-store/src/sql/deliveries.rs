@@ -25,9 +25,23 @@ pub(crate) struct NewEvent<'a> {
 pub(crate) async fn queue_event<X: Tx>(tx: &mut X, e: NewEvent<'_>, now_ms: i64) -> Result<()> {
     let cols = e.event.columns();
     let channel = Channel::of(&cols);
-    let column = channel.url_field();
-    let sql = format!("SELECT {column} AS url FROM tps WHERE tp_id = $1");
-    let url = tx.one(&sql, args![e.tp_id]).await?.string("url")?;
+    let (column, wechat_column) = match channel {
+        Channel::Auth => ("auth_event_url", "wechat_auth_event_url"),
+        Channel::Event => ("event_url", "wechat_message_url"),
+    };
+    let sql =
+        format!("SELECT {column} AS url, {wechat_column} AS wx_url FROM tps WHERE tp_id = $1");
+    let row = tx.one(&sql, args![e.tp_id]).await?;
+    let (baidu_url, wechat_url) = (row.string("url")?, row.string("wx_url")?);
+    // The dialect the third party's settings name for this channel (the attempt decides
+    // again, from the settings as they are then): its URL is where the delivery goes.
+    let (url, column) = match e
+        .event
+        .dialect_for(!baidu_url.trim().is_empty(), !wechat_url.trim().is_empty())
+    {
+        Dialect::Baidu => (baidu_url, column),
+        Dialect::Wechat => (wechat_url, wechat_column),
+    };
     if url.trim().is_empty() && channel == Channel::Auth {
         return Ok(());
     }
