@@ -273,6 +273,9 @@ pub struct DeliveryAnswer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub payload: Option<serde_json::Value>,
+    /// `GET /deliveries/{id}` only: the dialect the next attempt writes the push in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dialect: Option<String>,
     /// `GET /deliveries/{id}` only: every attempt, oldest first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt_log: Option<Vec<AttemptAnswer>>,
@@ -289,6 +292,9 @@ pub struct AttemptAnswer {
     pub error: Option<String>,
     /// The start of the target's answer.
     pub body: Option<String>,
+    /// The dialect the push was written in for this attempt: `baidu` (JSON) or `wechat`
+    /// (XML).
+    pub dialect: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -53,6 +53,7 @@ fn view(d: &Delivery, state: &AppState, holds: &HashMap<TpId, i64>) -> DeliveryA
         // While the target is on hold, a pending delivery waits at least until then.
         target_on_hold_until: time(holds.get(&d.tp_id).copied().filter(|_| pending)),
         payload: None,
+        dialect: None,
         attempt_log: None,
     }
 }
@@ -135,15 +136,33 @@ pub async fn get_one(
             latency_ms: a.latency_ms,
             error: a.error,
             body: a.body,
+            dialect: a.dialect.as_str().to_string(),
         })
         .collect();
-    // A payload that does not render (a corrupt row) shows as null; the list still works.
-    let payload = push::render(&d, offset)
-        .ok()
-        .and_then(|p| serde_json::from_str(&p).ok())
-        .unwrap_or(serde_json::Value::Null);
+    // The payload as the third party decrypts it: Baidu's JSON as JSON, WeChat's XML as a
+    // string. One that does not render (a corrupt row) shows as null; the list still works.
+    let tp = state.store.get_tp(d.tp_id).await?;
+    let wx_appid = match d.event.app_id.get() {
+        0 => String::new(),
+        _ => state
+            .store
+            .get_app(d.event.app_id)
+            .await?
+            .map(|a| a.wx_appid)
+            .unwrap_or_default(),
+    };
+    let rendered = tp.and_then(|tp| push::render_in(&d, &tp, &wx_appid, offset).ok());
+    let (dialect, payload) = match rendered {
+        Some((smartpkg_core::dialect::Dialect::Baidu, json)) => (
+            Some("baidu".to_string()),
+            serde_json::from_str(&json).unwrap_or(serde_json::Value::Null),
+        ),
+        Some((dialect, xml)) => (Some(dialect.to_string()), serde_json::Value::String(xml)),
+        None => (None, serde_json::Value::Null),
+    };
     Ok(Json(DeliveryAnswer {
         payload: Some(payload),
+        dialect,
         attempt_log: Some(attempts),
         ..view(&d, &state, &holds(&state).await?)
     }))

@@ -134,7 +134,8 @@ pub async fn list(
     }))
 }
 
-type AttemptRow = (String, String, String, i64, String);
+/// When, dialect, URL, status, latency, answer or error.
+type AttemptRow = (String, &'static str, String, String, i64, String);
 
 #[derive(Template)]
 #[template(path = "console/delivery.html")]
@@ -183,6 +184,10 @@ pub async fn page(State(state): State<AppState>, v: Viewer, Path(id): Path<i64>)
             .map(|a| {
                 (
                     super::when(&state, a.at_ms),
+                    match a.dialect {
+                        smartpkg_core::dialect::Dialect::Baidu => "Baidu (JSON)",
+                        smartpkg_core::dialect::Dialect::Wechat => "WeChat (XML)",
+                    },
                     a.url,
                     a.status.map(|s| s.to_string()).unwrap_or_default(),
                     a.latency_ms,

@@ -291,6 +291,23 @@ pub fn render_wechat(
     })
 }
 
+/// The delivery's message as its third party decrypts it now, and the dialect it is written
+/// in (the one [`dialect_of`] picks from the third party's settings): Baidu's JSON or
+/// WeChat's XML.
+pub fn render_in(
+    d: &Delivery,
+    tp: &Tp,
+    wx_appid: &str,
+    offset: FixedOffset,
+) -> Result<(Dialect, String), StoreError> {
+    let dialect = dialect_of(tp, &d.event.typed()?, d.event.channel);
+    let text = match dialect {
+        Dialect::Baidu => render(d, offset)?,
+        Dialect::Wechat => render_wechat(d, &tp.wechat.component_appid, wx_appid)?.0,
+    };
+    Ok((dialect, text))
+}
+
 /// A push ready to send: its body and content type, and what the URL's query gains.
 struct Prepared {
     body: String,

@@ -698,6 +698,22 @@ async fn the_wechat_lifecycle_runs_commit_audit_release_gray_and_revert_with_its
     assert_eq!(pushed.addressee, Some(("ToUserName".into(), gh)));
     assert_eq!(pushed.field("MsgType"), Some("event"));
     assert!(pushed.field("SuccTime").is_some());
+    // The operator sees which dialect the delivery used, and its XML.
+    let (_, list) = app.admin_get("/deliveries").await;
+    let passed = list["deliveries"]
+        .as_array()
+        .and_then(|l| l.iter().find(|d| d["event"] == "PACKAGE_AUDIT_PASS"))
+        .unwrap_or_else(|| panic!("{list}"));
+    let (_, one) = app
+        .admin_get(&format!("/deliveries/{}", passed["id"]))
+        .await;
+    assert_eq!(one["dialect"], "wechat", "{one}");
+    assert_eq!(one["attempt_log"][0]["dialect"], "wechat", "{one}");
+    let xml = one["payload"].as_str().unwrap_or_else(|| panic!("{one}"));
+    assert!(
+        xml.contains("<Event><![CDATA[weapp_audit_success]]></Event>"),
+        "{xml}"
+    );
     let v = wx
         .get("/wxa/get_latest_auditstatus", &[("access_token", &tok)])
         .await;
