@@ -78,6 +78,7 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 pub use smartpkg_types as types;
+pub mod wechat;
 use smartpkg_types::{
     call, endpoint, AddToTemplateRequest, AddedTemplate, AppDomains, AppInfo, AppTokens,
     AuditQuota, AuthorizationCode, BaiduResponse, DelTemplateRequest, DeletedTemplate, DraftList,

@@ -60,18 +60,6 @@ id! {
     HostId;
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_id_is_a_plain_number_on_the_wire() {
-        assert_eq!(serde_json::to_string(&AppId(42)).expect("json"), "42");
-        assert_eq!(serde_json::from_str::<TpId>("7").expect("json"), TpId(7));
-        assert_eq!(PackageId(3).to_string(), "3");
-    }
-}
-
 /// A mini program's original id in the WeChat dialect (`gh_` and 12 hex digits), which its
 /// audit-result pushes are addressed to and `api_get_authorizer_info` shows as `user_name`:
 /// derived from its wx appid, so it needs no column and never changes.
@@ -83,4 +71,26 @@ pub fn wechat_original_id(wx_appid: &str) -> String {
         .take(12)
         .collect();
     format!("gh_{hex:0<12}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_is_a_plain_number_on_the_wire() {
+        assert_eq!(serde_json::to_string(&AppId(42)).expect("json"), "42");
+        assert_eq!(serde_json::from_str::<TpId>("7").expect("json"), TpId(7));
+        assert_eq!(PackageId(3).to_string(), "3");
+    }
+
+    #[test]
+    fn a_wechat_original_id_is_gh_and_twelve_hex_digits_of_the_appid() {
+        assert_eq!(
+            super::wechat_original_id("wx0123456789abcdef"),
+            "gh_0123456789ab"
+        );
+        // Short or odd input still gives the full shape.
+        assert_eq!(super::wechat_original_id("wx12"), "gh_120000000000");
+    }
 }

@@ -284,7 +284,7 @@ impl Wx {
         names
             .iter()
             .find_map(|n| self.query(n))
-            .map(|t| secrets::sha256_hex(t))
+            .map(secrets::sha256_hex)
             .ok_or_else(|| Fail::new(Errcode::AccessTokenMissing))
     }
 
