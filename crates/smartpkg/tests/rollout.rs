@@ -555,3 +555,161 @@ async fn dry_run_shows_escape_sequences_in_plan_values_escaped_never_raw() {
     assert_eq!(ext["ext"]["shop"], "Shop \u{9b}31m \u{202e}txt");
     s.stop().await;
 }
+
+/// A WeChat-dialect mini program of a sandbox: its wx appid and refresh token.
+struct WxApp {
+    appid: String,
+    refresh: String,
+}
+
+async fn wx_apps(s: &Sandbox, n: usize) -> Vec<WxApp> {
+    let mut out = vec![];
+    for i in 0..n {
+        let (app_id, _, refresh) = s.new_app(&format!("wx shop {i}")).await;
+        let (_, app) = s
+            .admin(reqwest::Method::GET, &format!("/apps/{app_id}"), None)
+            .await;
+        out.push(WxApp {
+            appid: app["wx_appid"].as_str().expect("wx_appid").to_string(),
+            refresh,
+        });
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: run with `cargo test -- --include-ignored` (README)"]
+async fn a_rollout_across_baidu_and_wechat_killed_and_resumed_releases_every_mini_program_once() {
+    // Two platforms, one per dialect, each a smartpkg instance of its own.
+    let baidu = auto_audit(|_| {}).await;
+    let wx = auto_audit(|_| {}).await;
+    let fleet = apps(&baidu, 100, |_| false).await;
+    let wx_fleet = wx_apps(&wx, 100).await;
+    let (_, tp) = wx
+        .admin(reqwest::Method::GET, &format!("/tps/{}", wx.tp_id), None)
+        .await;
+    let component_appid = tp["component_appid"].as_str().expect("component_appid");
+    let mut text = plan(&baidu, &fleet, "release = \"canary\"\ncanaries = 3\n");
+    text.push_str(&format!(
+        "\n[[platforms]]\nname = \"wechat\"\ndialect = \"wechat\"\nbase_url = \"{}\"\ntemplate_id = {}\ncomponent_appid = \"{component_appid}\"\ncomponent_token = \"{}\"\ncanaries = 2\n",
+        wx.base_url, wx.template_id, wx.tp_token
+    ));
+    for (i, a) in wx_fleet.iter().enumerate() {
+        text.push_str(&format!(
+            "\n[[platforms.apps]]\nappid = \"{}\"\nrefresh_token = \"{}\"\nvars = {{ shop = \"WeChat shop {i}\" }}\n",
+            a.appid, a.refresh
+        ));
+    }
+    let dir = baidu.dir.path().join("both");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let plan_path = dir.join("both.toml");
+    std::fs::write(&plan_path, text).expect("plan");
+
+    // The first run is killed (SIGKILL) once 80 commits and uploads went through.
+    let mut child = bin()
+        .arg("rollout")
+        .arg(&plan_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let err = child.stderr.take().expect("stderr");
+    let killed = tokio::task::spawn_blocking(move || {
+        let (mut baidu_up, mut wx_up) = (0, 0);
+        for line in BufReader::new(err).lines() {
+            let line = line.unwrap_or_default();
+            if line.contains("→ uploaded") {
+                if line.starts_with("wechat ") {
+                    wx_up += 1;
+                } else {
+                    baidu_up += 1;
+                }
+            }
+            if baidu_up + wx_up >= 80 && wx_up > 0 && baidu_up > 0 {
+                let _ = child.kill();
+                let _ = child.wait();
+                return true;
+            }
+        }
+        let _ = child.wait();
+        false
+    })
+    .await
+    .expect("join");
+    assert!(
+        killed,
+        "the first run ended before 80 uploads on both platforms"
+    );
+
+    let p = plan_path.clone();
+    let o =
+        tokio::task::spawn_blocking(move || bin().arg("rollout").arg(&p).output().expect("runs"))
+            .await
+            .expect("join");
+    assert_eq!(o.status.code(), Some(0), "{}", output(&o));
+    let report: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("both.report.json")).expect("report"),
+    )
+    .expect("report JSON");
+    assert_eq!(
+        (report["total"].as_u64(), report["reached_goal"].as_u64()),
+        (Some(200), Some(200)),
+        "{}",
+        report["counts"]
+    );
+    assert_eq!(report["counts"]["online"], 200);
+    let wx_report = &report["platforms"][0];
+    assert_eq!(wx_report["name"], "wechat");
+    assert_eq!(wx_report["reached_goal"], 100);
+    for (a, r) in wx_fleet
+        .iter()
+        .zip(wx_report["apps"].as_array().expect("apps"))
+    {
+        assert_eq!(r["appid"], a.appid.as_str());
+        assert_eq!(r["state"], "online", "{r}");
+        assert!(r["auditid"].is_i64(), "{r}");
+    }
+
+    // Each platform released every mini program exactly once: one online package each,
+    // nothing ever replaced online (a second release would have left a former version), and
+    // no audit submitted twice.
+    for (s, n) in [(&baidu, 100), (&wx, 100)] {
+        let by_app = packages_by_app(s).await;
+        let mut released = 0;
+        for pkgs in by_app.values().filter(|p| !p.is_empty()) {
+            let online = pkgs.iter().filter(|p| p["status"] == 1).count();
+            assert_eq!(online, 1, "{pkgs:?}");
+            assert!(
+                pkgs.iter().all(|p| p["state"] != "history"),
+                "released twice: {pkgs:?}"
+            );
+            released += 1;
+        }
+        // The sandbox's own mini program has nothing; every other one was released once.
+        assert_eq!(released, n);
+    }
+    // The WeChat mini programs' ext.json named them by their wx appid.
+    let by_app = packages_by_app(&wx).await;
+    let any = by_app
+        .values()
+        .flatten()
+        .find(|p| p["status"] == 1)
+        .expect("an online package");
+    let (_, detail) = wx
+        .admin(
+            reqwest::Method::GET,
+            &format!("/packages/{}", any["package_id"]),
+            None,
+        )
+        .await;
+    let ext: Value =
+        serde_json::from_str(detail["ext_json"].as_str().expect("ext_json")).expect("json");
+    assert!(
+        ext["extAppid"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("wx")),
+        "{ext}"
+    );
+    baidu.stop().await;
+    wx.stop().await;
+}

@@ -34,7 +34,7 @@ pub struct Engine {
     pub plan: Plan,
     pub client: Client,
     pub state: StateFile,
-    pub progress: Progress,
+    pub progress: Arc<Progress>,
     tp_token: Option<String>,
     permits: Semaphore,
     gate: watch::Sender<Gate>,
@@ -117,7 +117,7 @@ impl Engine {
         plan: Plan,
         client: Client,
         state: StateFile,
-        progress: Progress,
+        progress: Arc<Progress>,
         tp_token: Option<String>,
     ) -> Engine {
         let permits = Semaphore::new(plan.concurrency);

@@ -5,6 +5,7 @@ mod engine;
 mod plan;
 mod progress;
 mod state;
+mod wechat;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -79,7 +80,28 @@ struct Report {
     elapsed_ms: u128,
     /// The rollout process's peak resident memory (Linux), in KiB.
     peak_rss_kib: Option<u64>,
+    /// The plan's own (Baidu-dialect) mini programs.
     apps: Vec<AppReport>,
+    /// Every other platform's, each with its own figures (the totals above count them).
+    platforms: Vec<PlatformReport>,
+}
+
+#[derive(Serialize)]
+struct PlatformReport {
+    name: String,
+    dialect: String,
+    template_id: i64,
+    total: usize,
+    reached_goal: usize,
+    counts: std::collections::BTreeMap<&'static str, usize>,
+    quota_renews_at: Option<String>,
+    apps: Vec<wechat::WxReport>,
+}
+
+/// A mini program's rollout ended: which one, and where.
+enum Done {
+    Baidu(usize, AppState),
+    Wechat(usize, usize, wechat::WxState),
 }
 
 /// `VmHWM` of /proc/self/status: the peak resident set of this process.
@@ -95,6 +117,14 @@ pub async fn run(args: RolloutArgs, globals: &crate::tool::Globals) -> anyhow::R
     let mut plan = Plan::parse(&text)?;
     if plan.tp.tp_token.is_none() {
         plan.tp.tp_token = globals.tp_token.clone();
+    }
+    let component_token = std::env::var("SPKG_COMPONENT_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty());
+    for t in &mut plan.platforms {
+        if t.component_token.is_none() {
+            t.component_token = component_token.clone();
+        }
     }
     let problems = plan.problems(false);
     if !problems.is_empty() {
@@ -127,11 +157,37 @@ pub async fn run(args: RolloutArgs, globals: &crate::tool::Globals) -> anyhow::R
         .build()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let goal = plan.goal();
-    let progress = Progress::new(plan.apps.len(), goal, std::io::stderr().is_terminal());
+    let total_all = plan.apps.len() + plan.platforms.iter().map(|t| t.apps.len()).sum::<usize>();
+    let progress = Arc::new(Progress::new(
+        total_all,
+        goal,
+        std::io::stderr().is_terminal(),
+    ));
+    let shared_plan = Arc::new(plan.clone());
+    let mut wx_engines = vec![];
+    for target in &plan.platforms {
+        let token = target
+            .component_token
+            .clone()
+            .context("a platform without its component token")?;
+        let client =
+            smartpkg_client::wechat::WechatClient::with_retry(target.base_url(), RetryPolicy::NONE)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let state_path = wechat::state_path(&args.plan, &target.name);
+        let state = wechat::WxStateFile::open(&state_path, target.template_id, &plan.version)?;
+        wx_engines.push(Arc::new(wechat::WxEngine::new(
+            shared_plan.clone(),
+            target.clone(),
+            client,
+            state,
+            progress.clone(),
+            token,
+        )));
+    }
     let tp_token = plan.tp.tp_token.clone();
     let events = plan.events.clone();
     let total = plan.apps.len();
-    let engine = Arc::new(Engine::new(plan, client, state, progress, tp_token));
+    let engine = Arc::new(Engine::new(plan, client, state, progress.clone(), tp_token));
     let _receiver = match events {
         Some(ev) => Some(start_receiver(ev, engine.clone()).await?),
         None => None,
@@ -140,27 +196,45 @@ pub async fn run(args: RolloutArgs, globals: &crate::tool::Globals) -> anyhow::R
     let mut tasks = tokio::task::JoinSet::new();
     for idx in 0..total {
         let e = engine.clone();
-        tasks.spawn(async move { (idx, e.drive(idx).await) });
+        tasks.spawn(async move {
+            let who = format!("app {}", e.plan.apps[idx].app_id);
+            (who, e.drive(idx).await.map(|s| Done::Baidu(idx, s)))
+        });
+    }
+    for (p, w) in wx_engines.iter().enumerate() {
+        for idx in 0..w.target.apps.len() {
+            let w = w.clone();
+            tasks.spawn(async move {
+                let who = format!("{} {}", w.target.name, w.target.apps[idx].appid);
+                let r = w.clone().drive(idx).await;
+                (who, r.map(|s| Done::Wechat(p, idx, s)))
+            });
+        }
     }
     let mut finals: Vec<Option<AppState>> = vec![None; total];
+    let mut wx_finals: Vec<Vec<Option<wechat::WxState>>> = wx_engines
+        .iter()
+        .map(|w| vec![None; w.target.apps.len()])
+        .collect();
     let interrupted = loop {
         tokio::select! {
             next = tasks.join_next() => match next {
                 None => break false,
-                Some(Ok((idx, Ok(s)))) => finals[idx] = Some(s),
-                Some(Ok((idx, Err(e)))) => {
-                    engine.progress.finish();
-                    return Err(e.context(format!("app {}: the state file failed", engine.plan.apps[idx].app_id)));
+                Some(Ok((_, Ok(Done::Baidu(idx, s))))) => finals[idx] = Some(s),
+                Some(Ok((_, Ok(Done::Wechat(p, idx, s))))) => wx_finals[p][idx] = Some(s),
+                Some(Ok((who, Err(e)))) => {
+                    progress.finish();
+                    return Err(e.context(format!("{who}: the state file failed")));
                 }
                 Some(Err(e)) => {
-                    engine.progress.finish();
+                    progress.finish();
                     bail!("a rollout task failed: {e}");
                 }
             },
             _ = tokio::signal::ctrl_c() => break true,
         }
     };
-    engine.progress.finish();
+    progress.finish();
     if interrupted {
         tasks.abort_all();
         eprintln!(
@@ -195,28 +269,76 @@ pub async fn run(args: RolloutArgs, globals: &crate::tool::Globals) -> anyhow::R
             }
         })
         .collect();
-    let reached = apps.iter().filter(|a| a.reached_goal).count();
+    let mut reached = apps.iter().filter(|a| a.reached_goal).count();
     let mut counts = std::collections::BTreeMap::new();
     for a in &apps {
         *counts.entry(a.state.name()).or_insert(0) += 1;
     }
-    let quota = *engine
+    let mut quota = *engine
         .quota_stopped_until
         .lock()
         .unwrap_or_else(|p| p.into_inner());
+    let mut platforms = vec![];
+    for (w, states) in wx_engines.iter().zip(wx_finals) {
+        let apps: Vec<wechat::WxReport> = states
+            .into_iter()
+            .zip(w.target.apps.iter())
+            .map(|(s, entry)| match s {
+                Some(s) => wechat::WxReport {
+                    appid: s.appid,
+                    auditid: s.auditid,
+                    state: s.step,
+                    reached_goal: s.step == goal,
+                    errcode: s.errcode,
+                    reason: s.reason,
+                },
+                None => wechat::WxReport {
+                    appid: entry.appid.clone(),
+                    auditid: None,
+                    state: Step::Error,
+                    reached_goal: false,
+                    errcode: None,
+                    reason: Some("not driven".into()),
+                },
+            })
+            .collect();
+        let mut own = std::collections::BTreeMap::new();
+        for a in &apps {
+            *own.entry(a.state.name()).or_insert(0) += 1;
+            *counts.entry(a.state.name()).or_insert(0) += 1;
+        }
+        let own_reached = apps.iter().filter(|a| a.reached_goal).count();
+        reached += own_reached;
+        let own_quota = *w
+            .quota_stopped_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        quota = quota.or(own_quota);
+        platforms.push(PlatformReport {
+            name: w.target.name.clone(),
+            dialect: w.target.dialect.clone(),
+            template_id: w.target.template_id,
+            total: apps.len(),
+            reached_goal: own_reached,
+            counts: own,
+            quota_renews_at: own_quota.map(|q| q.to_rfc3339()),
+            apps,
+        });
+    }
     let report = Report {
         template_id: engine.plan.template_id,
         version: engine.plan.version.clone(),
         release: format!("{:?}", engine.plan.release).to_lowercase(),
         goal,
-        total,
+        total: total_all,
         reached_goal: reached,
-        missed_goal: total - reached,
+        missed_goal: total_all - reached,
         counts,
         quota_renews_at: quota.map(|q| q.to_rfc3339()),
         elapsed_ms: started.elapsed().as_millis(),
         peak_rss_kib: peak_rss_kib(),
         apps,
+        platforms,
     };
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(&report_path, &json)
@@ -224,11 +346,11 @@ pub async fn run(args: RolloutArgs, globals: &crate::tool::Globals) -> anyhow::R
     summary(&report, globals.json, &report_path)?;
     if let Some(q) = quota {
         eprintln!(
-            "stopped: the weekly audit quota is spent; it renews at {q}. Run the same command after that to continue."
+            "stopped: an audit quota is spent; it renews at {q}. Run the same command after that to continue."
         );
         return Ok(ExitCode::from(EXIT_QUOTA));
     }
-    Ok(if reached == total {
+    Ok(if reached == total_all {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_MISSED)
@@ -281,15 +403,23 @@ fn summary(r: &Report, json: bool, path: &std::path::Path) -> anyhow::Result<()>
 }
 
 fn dry_run(plan: &Plan, json: bool) -> anyhow::Result<ExitCode> {
-    let rendered: Vec<(i64, String)> = plan
+    let mut rendered: Vec<(String, String)> = plan
         .apps
         .iter()
-        .map(|a| Ok((a.app_id, plan.render(a)?)))
+        .map(|a| Ok((a.app_id.to_string(), plan.render(a)?)))
         .collect::<anyhow::Result<_>>()?;
+    for t in &plan.platforms {
+        for a in &t.apps {
+            rendered.push((format!("{} {}", t.name, a.appid), plan.render_wx(a)?));
+        }
+    }
     if json {
         let list: Vec<_> = rendered
             .iter()
-            .map(|(id, ext)| serde_json::json!({"app_id": id, "ext_json": ext}))
+            .map(|(id, ext)| match id.parse::<i64>() {
+                Ok(n) => serde_json::json!({"app_id": n, "ext_json": ext}),
+                Err(_) => serde_json::json!({"app": id, "ext_json": ext}),
+            })
             .collect();
         println!(
             "{}",
@@ -298,7 +428,7 @@ fn dry_run(plan: &Plan, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         let rows: Vec<Vec<String>> = rendered
             .iter()
-            .map(|(id, ext)| vec![id.to_string(), ext.clone()])
+            .map(|(id, ext)| vec![id.clone(), ext.clone()])
             .collect();
         crate::tool::print_table(&["APP", "EXT_JSON"], &rows);
         println!();
@@ -306,7 +436,7 @@ fn dry_run(plan: &Plan, json: bool) -> anyhow::Result<ExitCode> {
             "plan OK: template {} version {} to {} mini programs, release {:?}{}; nothing was called",
             plan.template_id,
             plan.version,
-            plan.apps.len(),
+            rendered.len(),
             plan.release,
             if plan.release == plan::ReleasePolicy::Canary {
                 format!(" ({} canaries)", plan.canaries)

@@ -69,7 +69,58 @@ pub struct Plan {
     pub tp: TpCredentials,
     /// A push receiver for audit results; without it, the rollout polls.
     pub events: Option<EventsConfig>,
+    /// The plan's own (Baidu-dialect) mini programs.
+    #[serde(default)]
     pub apps: Vec<AppEntry>,
+    /// More platforms the same release goes to, each in its own dialect.
+    #[serde(default)]
+    pub platforms: Vec<PlatformTarget>,
+}
+
+/// Another platform of the rollout: where it is, how to speak to it, which template there
+/// is this release, and its mini programs. Only the WeChat dialect is taken here; the plan's
+/// own settings (`base_url`, `template_id`, `[tp]`, `[[apps]]`) are its Baidu platform.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformTarget {
+    /// Names the platform in the progress, the report and its state file.
+    pub name: String,
+    /// `wechat`.
+    pub dialect: String,
+    /// [default: https://api.weixin.qq.com]
+    pub base_url: Option<String>,
+    /// The template of this release on that platform.
+    pub template_id: i64,
+    pub component_appid: String,
+    /// The component access token [or the environment variable SPKG_COMPONENT_TOKEN].
+    pub component_token: Option<String>,
+    /// With `release = "canary"`: how many of this platform's mini programs go first there
+    /// [default: 1].
+    pub canaries: Option<usize>,
+    pub apps: Vec<WxAppEntry>,
+}
+
+impl PlatformTarget {
+    pub fn base_url(&self) -> &str {
+        self.base_url
+            .as_deref()
+            .unwrap_or(smartpkg_client::wechat::WECHAT_BASE_URL)
+    }
+
+    pub fn canaries(&self) -> usize {
+        self.canaries.unwrap_or(1)
+    }
+}
+
+/// A WeChat-dialect mini program: its appid, and the refresh token its authorization gave
+/// (its access tokens are always fetched for this appid, so none can be another's).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WxAppEntry {
+    pub appid: String,
+    pub refresh_token: String,
+    #[serde(default)]
+    pub vars: BTreeMap<String, toml::Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -152,8 +203,66 @@ impl Plan {
         if !(1..=256).contains(&self.concurrency) {
             p.push(format!("concurrency is 1 to 256, not {}", self.concurrency));
         }
-        if self.apps.is_empty() {
-            p.push("no mini programs ([[apps]])".into());
+        if self.apps.is_empty() && self.platforms.iter().all(|t| t.apps.is_empty()) {
+            p.push("no mini programs ([[apps]], or [[platforms.apps]])".into());
+        }
+        let mut names = HashSet::new();
+        for t in &self.platforms {
+            let at = format!("platform {:?}", t.name);
+            if t.name.trim().is_empty()
+                || !t
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                p.push(format!(
+                    "{at}: a platform's name is letters, digits, '-' and '_' (it names a file)"
+                ));
+            }
+            if !names.insert(t.name.as_str()) {
+                p.push(format!("{at} is listed twice"));
+            }
+            if t.dialect != "wechat" {
+                p.push(format!(
+                    "{at}: dialect {:?} is not one of [[platforms]]'s (wechat); the plan's own settings are its Baidu platform",
+                    t.dialect
+                ));
+            }
+            if smartpkg_client::wechat::WechatClient::new(t.base_url()).is_err() {
+                p.push(format!(
+                    "{at}: base_url {:?} is not an http(s) URL",
+                    t.base_url()
+                ));
+            }
+            if t.component_token.is_none() {
+                p.push(format!(
+                    "{at}: give component_token (or set SPKG_COMPONENT_TOKEN)"
+                ));
+            }
+            if t.apps.is_empty() {
+                p.push(format!("{at}: no mini programs ([[platforms.apps]])"));
+            }
+            if self.release == ReleasePolicy::Canary
+                && !(1..=t.apps.len().max(1)).contains(&t.canaries())
+            {
+                p.push(format!(
+                    "{at}: canaries is 1 to its number of mini programs ({}), not {}",
+                    t.apps.len(),
+                    t.canaries()
+                ));
+            }
+            let mut seen = HashSet::new();
+            for a in &t.apps {
+                if !seen.insert(a.appid.as_str()) {
+                    p.push(format!("{at}: appid {} is listed twice", a.appid));
+                }
+                if a.appid.len() != 18 || !a.appid.starts_with("wx") {
+                    p.push(format!("{at}: appid {:?} is not a wx appid", a.appid));
+                }
+                if let Err(e) = self.render_wx(a) {
+                    p.push(format!("{at}: app {}: {e:#}", a.appid));
+                }
+            }
         }
         match self.release {
             ReleasePolicy::Canary if self.canaries == 0 || self.canaries > self.apps.len() => {
@@ -199,6 +308,21 @@ impl Plan {
 
     /// The mini program's `ext_json`: the template with its variables, checked to be JSON.
     pub fn render(&self, app: &AppEntry) -> anyhow::Result<String> {
+        self.render_vars(&app.app_id.to_string(), &app.vars)
+    }
+
+    /// A WeChat-dialect mini program's `ext_json`: `{{app_id}}` is its appid as a JSON
+    /// string (quotes included), which `extAppid` takes.
+    pub fn render_wx(&self, app: &WxAppEntry) -> anyhow::Result<String> {
+        let quoted = serde_json::Value::String(app.appid.clone()).to_string();
+        self.render_vars(&quoted, &app.vars)
+    }
+
+    fn render_vars(
+        &self,
+        app_id: &str,
+        vars: &BTreeMap<String, toml::Value>,
+    ) -> anyhow::Result<String> {
         let mut out = String::with_capacity(self.ext_json.len() + 64);
         let mut rest = self.ext_json.as_str();
         while let Some(start) = rest.find("{{") {
@@ -208,7 +332,7 @@ impl Plan {
                 bail!("ext_json has a {{{{ without its }}}}");
             };
             let name = after[..end].trim();
-            out.push_str(&self.var(app, name)?);
+            out.push_str(&self.var(app_id, vars, name)?);
             rest = &after[end + 2..];
         }
         out.push_str(rest);
@@ -217,13 +341,18 @@ impl Plan {
         Ok(out)
     }
 
-    fn var(&self, app: &AppEntry, name: &str) -> anyhow::Result<String> {
+    fn var(
+        &self,
+        app_id: &str,
+        vars: &BTreeMap<String, toml::Value>,
+        name: &str,
+    ) -> anyhow::Result<String> {
         match name {
-            "app_id" => return Ok(app.app_id.to_string()),
+            "app_id" => return Ok(app_id.to_string()),
             "version" => return Ok(escape(&self.version)),
             _ => {}
         }
-        match app.vars.get(name) {
+        match vars.get(name) {
             Some(toml::Value::String(s)) => Ok(escape(s)),
             Some(toml::Value::Integer(i)) => Ok(i.to_string()),
             Some(toml::Value::Float(f)) => Ok(f.to_string()),
@@ -292,6 +421,31 @@ vars = { shop = "North \"quoted\"" }
         );
         assert!(problems.contains("do not set"), "{problems}");
         assert!(problems.contains("listed twice"), "{problems}");
+    }
+
+    #[test]
+    fn a_wechat_platform_renders_its_appid_as_a_string_and_its_problems_are_listed() {
+        let text = format!(
+            "{PLAN}\n[[platforms]]\nname = \"wechat\"\ndialect = \"wechat\"\ntemplate_id = 9\ncomponent_appid = \"wx00000000000000aa\"\ncomponent_token = \"t\"\n\n[[platforms.apps]]\nappid = \"wx0123456789abcdef\"\nrefresh_token = \"r\"\nvars = {{ shop = \"x\" }}\n"
+        );
+        let plan = Plan::parse(&text).expect("plan");
+        assert!(
+            plan.problems(false).is_empty(),
+            "{:?}",
+            plan.problems(false)
+        );
+        let ext: serde_json::Value =
+            serde_json::from_str(&plan.render_wx(&plan.platforms[0].apps[0]).expect("renders"))
+                .expect("json");
+        assert_eq!(ext["extAppid"], "wx0123456789abcdef");
+        let bad = text
+            .replace("dialect = \"wechat\"", "dialect = \"alipay\"")
+            .replace("component_token = \"t\"\n", "")
+            .replace("appid = \"wx0123456789abcdef\"", "appid = \"12\"");
+        let problems = Plan::parse(&bad).expect("plan").problems(false).join("\n");
+        for want in ["alipay", "component_token", "not a wx appid"] {
+            assert!(problems.contains(want), "{want}: {problems}");
+        }
     }
 
     #[test]

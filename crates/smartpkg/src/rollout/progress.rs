@@ -74,18 +74,40 @@ impl Progress {
         package: Option<i64>,
         reason: Option<&str>,
     ) {
+        let pkg = package.map(|p| format!(" (package {p})"));
+        self.moved_as(&format!("app {app_id}"), from, to, pkg, reason);
+    }
+
+    /// A mini program named `who` (`app 5`, `wechat wx…`) moved; `detail` follows the step.
+    pub fn moved_as(
+        &self,
+        who: &str,
+        from: Step,
+        to: Step,
+        detail: Option<String>,
+        reason: Option<&str>,
+    ) {
         self.change(Some(from), to);
         if self.bar.is_none() {
-            let pkg = package
-                .map(|p| format!(" (package {p})"))
-                .unwrap_or_default();
             let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
-            eprintln!("app {app_id}: {} → {}{pkg}{why}", from.name(), to.name());
+            eprintln!(
+                "{who}: {} → {}{}{why}",
+                from.name(),
+                to.name(),
+                detail.unwrap_or_default()
+            );
         }
     }
 
     pub fn note_retry(&self, app_id: i64, e: &ClientError) {
-        let line = format!("app {app_id}: retrying after {}", crate::tool::describe(e));
+        self.note(format!(
+            "app {app_id}: retrying after {}",
+            crate::tool::describe(e)
+        ));
+    }
+
+    /// A line beside the progress (a retry, a warning).
+    pub fn note(&self, line: String) {
         match &self.bar {
             Some(bar) => bar.println(line),
             None => eprintln!("{line}"),
