@@ -812,3 +812,98 @@ async fn wait_gives_up_after_its_timeout_with_status_124_and_says_where_the_pack
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_listen_opens_wechat_dialect_pushes_with_the_wechat_keys() {
+    let s = Sandbox::start().await;
+    let (_, tp) = s
+        .admin(reqwest::Method::GET, &format!("/tps/{}", s.tp_id), None)
+        .await;
+    let key = |k: &str| tp[k].as_str().unwrap_or_else(|| panic!("{k}")).to_string();
+    let mut child = bin()
+        .args(["events", "listen", "--port", "0"])
+        .args(["--token", &key("wechat_token")])
+        .args(["--aes-key", &key("wechat_encoding_aes_key")])
+        .args(["--client-id", &key("component_appid")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut first = String::new();
+    err.read_line(&mut first).expect("first line");
+    let port: u16 = first
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {first:?}"));
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        while err.read_line(&mut rest).unwrap_or(0) > 0 {
+            eprint!("listener: {rest}");
+            rest.clear();
+        }
+    });
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    // Only the WeChat message URL is set: audit results go out in WeChat's XML.
+    let (st, body) = s
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/tps/{}", s.tp_id),
+            Some(json!({"wechat_message_url": format!("http://127.0.0.1:{port}/wx/$APPID$")})),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let c = Client::new(&s.base_url).expect("client");
+    let t = &s.app_token;
+    c.upload(
+        t,
+        &smartpkg_client::types::UploadRequest {
+            template_id: s.template_id,
+            ext_json: "{}".into(),
+            user_version: "1.0.0".into(),
+            user_desc: "d".into(),
+            test_account: None,
+            test_password: None,
+        },
+    )
+    .await
+    .expect("upload");
+    let id = c
+        .wait_built(t, "1.0.0", Duration::from_secs(10))
+        .await
+        .expect("built")
+        .package_id
+        .expect("id");
+    c.submit_audit(
+        t,
+        &smartpkg_client::types::SubmitAuditRequest {
+            package_id: id,
+            content: "c".into(),
+            remark: String::new(),
+            test_account: None,
+            test_password: None,
+        },
+    )
+    .await
+    .expect("submit");
+    pass(&s, id).await;
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        out.read_line(&mut line).expect("a line");
+        line
+    })
+    .await
+    .expect("join");
+    let event: serde_json::Value = serde_json::from_str(line.trim()).expect("JSON line");
+    assert_eq!(event["dialect"], "wechat", "{event}");
+    assert_eq!(event["Event"], "weapp_audit_success", "{event}");
+    assert_eq!(event["MsgType"], "event", "{event}");
+    assert!(event["ToUserName"]
+        .as_str()
+        .is_some_and(|u| u.starts_with("gh_")));
+    let _ = child.kill();
+    let _ = child.wait();
+    s.stop().await;
+}

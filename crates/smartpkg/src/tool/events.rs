@@ -1,7 +1,9 @@
-//! `smartpkg events listen`: a receiver for the platform's pushes. It verifies the signature,
-//! decrypts, prints one JSON line per event on standard output, answers `success`, and can run
-//! a command per event. A push that fails the checks is refused (HTTP 400) and reported on
-//! standard error; the platform will retry it.
+//! `smartpkg events listen`: a receiver for the platform's pushes, in either dialect. It
+//! verifies the signature, decrypts, prints one JSON line per event on standard output, answers
+//! `success`, and can run a command per event. Baidu's pushes are JSON and print as they are;
+//! WeChat's are XML (signed in the query string) and print as a JSON object of their fields,
+//! with `"dialect":"wechat"`. A push that fails the checks is refused (HTTP 400) and reported
+//! on standard error; the platform will retry it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +23,9 @@ use tokio::io::AsyncWriteExt;
   smartpkg events listen --port 9000 --token T --aes-key K --client-id C \\
       --exec 'jq -r .event >> events.log'
 Each event is one JSON line on standard output; --exec gets it on standard input and in
-$SPKG_EVENT, with $SPKG_EVENT_NAME set to its event (or MsgType).")]
+$SPKG_EVENT, with $SPKG_EVENT_NAME set to its event (or MsgType; WeChat's Event or InfoType).
+WeChat-dialect pushes are opened with the same flags: give the third party's wechat_token,
+wechat_encoding_aes_key and (to check the addressee) component_appid.")]
 pub struct ListenArgs {
     /// Port to listen on (0: any; the chosen one is printed on standard error).
     #[arg(long)]
@@ -48,7 +52,53 @@ struct Receiver {
     out: tokio::sync::Mutex<tokio::io::Stdout>,
 }
 
-async fn receive(State(r): State<Arc<Receiver>>, body: Bytes) -> impl IntoResponse {
+/// A WeChat push: the XML body, signed in the query; its fields as a JSON object.
+fn open_wechat(
+    r: &Receiver,
+    q: &std::collections::HashMap<String, String>,
+    body: &[u8],
+) -> Result<serde_json::Value, String> {
+    use smartpkg_push::wechat;
+    let get = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
+    let body = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())?;
+    let received = wechat::Received {
+        body,
+        timestamp: get("timestamp"),
+        nonce: get("nonce"),
+        msg_signature: get("msg_signature"),
+    };
+    let opened = match &r.args.client_id {
+        Some(id) => wechat::open(&received, &r.args.aes_key, &r.args.token, id),
+        None => wechat::open_any_client(&received, &r.args.aes_key, &r.args.token),
+    }
+    .map_err(|e| e.to_string())?;
+    let fields = wechat::fields(&opened.msg).map_err(|e| e.to_string())?;
+    let mut obj = serde_json::Map::new();
+    obj.insert("dialect".into(), "wechat".into());
+    for (k, v) in fields {
+        obj.insert(k, v.into());
+    }
+    Ok(serde_json::Value::Object(obj))
+}
+
+async fn receive(
+    State(r): State<Arc<Receiver>>,
+    query: Result<
+        axum::extract::Query<std::collections::HashMap<String, String>>,
+        axum::extract::rejection::QueryRejection,
+    >,
+    body: Bytes,
+) -> impl IntoResponse {
+    if body.trim_ascii_start().first() == Some(&b'<') {
+        let query = query.map(|q| q.0).unwrap_or_default();
+        return match open_wechat(&r, &query, &body) {
+            Ok(event) => emit(&r, event).await,
+            Err(e) => {
+                eprintln!("refused a push: {e}");
+                (StatusCode::BAD_REQUEST, "refused")
+            }
+        };
+    }
     let msg: SignedMessage = match serde_json::from_slice(&body) {
         Ok(m) => m,
         Err(e) => {
@@ -74,6 +124,11 @@ async fn receive(State(r): State<Arc<Receiver>>, body: Bytes) -> impl IntoRespon
             return (StatusCode::BAD_REQUEST, "refused");
         }
     };
+    emit(&r, event).await
+}
+
+/// Prints the event, runs the hook, and answers.
+async fn emit(r: &Receiver, event: serde_json::Value) -> (StatusCode, &'static str) {
     let line = event.to_string();
     {
         let mut out = r.out.lock().await;
@@ -91,6 +146,8 @@ async fn receive(State(r): State<Arc<Receiver>>, body: Bytes) -> impl IntoRespon
     if let Some(cmd) = &r.args.exec {
         let name = event["event"]
             .as_str()
+            .or(event["Event"].as_str())
+            .or(event["InfoType"].as_str())
             .or(event["MsgType"].as_str())
             .unwrap_or("")
             .to_string();
