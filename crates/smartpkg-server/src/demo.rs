@@ -36,6 +36,8 @@ pub struct Demo {
     pub host_secret: String,
     /// A console operator account, [`DEMO_OPERATOR`], and its password.
     pub console_password: String,
+    /// The demo third party's WeChat-dialect appsecret, issued afresh at each start.
+    pub component_appsecret: String,
 }
 
 /// The demo's console operator.
@@ -187,7 +189,16 @@ pub async fn seed(state: &AppState) -> Result<Demo, DemoError> {
         }
     };
     let access_token = authorize(state, tp.tp_id, app.app_id).await?;
+    // The third party speaks both dialects: a fresh appsecret each start, shown with the
+    // walk-through (the demo's own data; nobody else holds it).
+    let component_appsecret = secrets::random_alnum(32);
+    state
+        .store
+        .set_component_secret(tp.tp_id, secrets::sha256_hex(&component_appsecret))
+        .await
+        .map_err(err)?;
     Ok(Demo {
+        component_appsecret,
         tp,
         app,
         template_id: template_id.get(),
@@ -261,7 +272,22 @@ curl -s -H "Authorization: Bearer $ADMIN" -o package.zip "$BASE/admin/v1/package
 curl -s -u {host_key}:{host_secret} "$BASE/runtime/v1/update-check" -H 'Content-Type: application/json' \
   -d '{{"device_id":"demo-phone","runtime_version":"3.140.0","apps":[{{"app_id":{app_id}}}]}}' | tee check.json; echo
 curl -s -o device.zip "$(sed -E 's/.*"url":"([^"]+)".*/\1/' check.json)" && ls -l device.zip
+# 8. The same mini program through WeChat's dialect (docs/wechat.md): component appid
+#    {component_appid} (appsecret {component_appsecret}), mini program {wx_appid};
+#    $TOKEN is its authorizer_access_token. Commit 2.0.0, audit it, release it.
+W=$BASE/wxa
+curl -s -X POST "$W/commit?access_token=$TOKEN" -d '{{"template_id":{t},"ext_json":"{{\"extEnable\":true,\"extAppid\":\"{wx_appid}\"}}","user_version":"2.0.0","user_desc":"from WeChat tooling"}}'; echo
+sleep {wait_build}
+curl -s "$W/get_page?access_token=$TOKEN"; echo
+AUDIT=$(curl -s -X POST "$W/submit_audit?access_token=$TOKEN" -d '{{"version_desc":"demo"}}' | sed -E 's/.*"auditid":([0-9]+).*/\1/'); echo "audit $AUDIT"
+curl -s -X POST -H "Authorization: Bearer $ADMIN" "$BASE/admin/v1/packages/$AUDIT/audit" -d '{{"result":"pass"}}'; echo
+curl -s -X POST "$W/get_auditstatus?access_token=$TOKEN" -d "{{\"auditid\":$AUDIT}}"; echo
+curl -s -X POST "$W/release?access_token=$TOKEN" -d '{{}}'; echo
+curl -s "$W/revertcoderelease?access_token=$TOKEN&action=get_history_version"; echo
 "#,
+        component_appid = demo.tp.wechat.component_appid,
+        component_appsecret = demo.component_appsecret,
+        wx_appid = demo.app.wx_appid,
         host_key = demo.host_key,
         host_secret = demo.host_secret,
         tp_id = demo.tp.tp_id,

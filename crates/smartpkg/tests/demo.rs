@@ -37,14 +37,29 @@ async fn the_printed_demo_lines_run_the_whole_lifecycle_as_pasted() {
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).expect("json line"))
         .collect();
-    assert_eq!(answers.len(), 17, "one answer per call: {stdout}");
+    // 17 Baidu-dialect answers, then 6 of the WeChat dialect's walk-through.
+    assert_eq!(answers.len(), 23, "one answer per call: {stdout}");
     for a in &answers {
         assert!(
-            a.get("error").is_none() && a.get("errno").is_none_or(|e| e == 0),
+            a.get("error").is_none()
+                && a.get("errno").is_none_or(|e| e == 0)
+                && a.get("errcode").is_none_or(|e| e == 0),
             "a step failed: {a}\n{stdout}"
         );
     }
-    // After the rollback 1.0.0 is online again; the withdrawn 1.2.0 is back in development.
+    // WeChat's audit passed, and its release kept 1.0.0 as the version to revert to.
+    let status = answers
+        .iter()
+        .find(|a| a.get("status").is_some() && a.get("screenshot").is_some())
+        .expect("get_auditstatus's answer");
+    assert_eq!(status["status"], 0, "{status}");
+    let history = answers.last().expect("the history");
+    assert_eq!(
+        history["version_list"][0]["user_version"], "1.0.0",
+        "{history}"
+    );
+    // After WeChat's release 2.0.0 is online (1.0.0 kept to roll back to); the withdrawn
+    // 1.2.0 was replaced by WeChat's commit.
     let server_view = server.call("get", &[]).await;
     let versions: Vec<(&str, i64)> = server_view["data"]
         .as_array()
@@ -57,7 +72,8 @@ async fn the_printed_demo_lines_run_the_whole_lifecycle_as_pasted() {
             )
         })
         .collect();
-    assert_eq!(versions, vec![("1.0.0", 1), ("1.2.0", 3)], "{server_view}");
+    assert_eq!(versions, vec![("2.0.0", 1)], "{server_view}");
+    // The Baidu part, as the device saw it before WeChat's release.
     // The device was told to run the online version and downloaded it.
     let check = answers
         .iter()

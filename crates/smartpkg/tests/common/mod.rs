@@ -80,7 +80,8 @@ fn start_demo_command(
     loop {
         let line = next_line(&rx, deadline);
         lines.push(line.clone());
-        if line.contains("ls -l device.zip") {
+        // The walk-through's last line (the WeChat dialect's history of versions).
+        if line.contains("action=get_history_version") {
             break;
         }
     }
