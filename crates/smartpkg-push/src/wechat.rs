@@ -117,21 +117,43 @@ pub enum Field<'a> {
     Number(i64),
 }
 
-/// A flat XML message: `<xml><Name>value</Name>…</xml>`, in the order given.
+/// A flat XML message: `<xml><Name>value</Name>…</xml>`, in the order given. Written into
+/// one buffer sized up front: every push is one of these (twice: the message, then the body
+/// around its ciphertext).
 pub fn message(fields: &[(&str, Field<'_>)]) -> String {
-    let mut out = String::from("<xml>");
+    use std::fmt::Write;
+    let size: usize = fields
+        .iter()
+        .map(|(name, value)| {
+            2 * name.len()
+                + 5
+                + match value {
+                    Field::Text(t) => t.len() + 12,
+                    Field::Number(_) => 20,
+                }
+        })
+        .sum();
+    let mut out = String::with_capacity(size + 11);
+    out.push_str("<xml>");
     for (name, value) in fields {
         out.push('<');
         out.push_str(name);
         out.push('>');
         match value {
-            // `]]>` cannot stand inside CDATA: it is closed before the `>` and reopened.
             Field::Text(t) => {
                 out.push_str("<![CDATA[");
-                out.push_str(&t.replace("]]>", "]]]]><![CDATA[>"));
+                // `]]>` cannot stand inside CDATA: it is closed before the `>` and reopened.
+                if t.contains("]]>") {
+                    out.push_str(&t.replace("]]>", "]]]]><![CDATA[>"));
+                } else {
+                    out.push_str(t);
+                }
                 out.push_str("]]>");
             }
-            Field::Number(n) => out.push_str(&n.to_string()),
+            // Writing to a String cannot fail.
+            Field::Number(n) => {
+                let _ = write!(out, "{n}");
+            }
         }
         out.push_str("</");
         out.push_str(name);

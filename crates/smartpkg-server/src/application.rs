@@ -113,6 +113,22 @@ pub struct Upload {
 /// `ext_json` over the size limit or unusable, a template not in the third party's library or
 /// deleted, and an upload past the byte budgets; the lifecycle's own refusals as they come.
 pub async fn upload(state: &AppState, u: Upload, actor: Actor) -> OpResult<i64> {
+    upload_checked(state, u, actor, false).await
+}
+
+/// An upload whose build's refusals are answered now, as WeChat's `commit` answers them:
+/// the pages `ext_json` names must be the template's and its `extAppid` the mini program's,
+/// checked against the template's manifest before anything is kept.
+pub async fn commit(state: &AppState, u: Upload, actor: Actor) -> OpResult<i64> {
+    upload_checked(state, u, actor, true).await
+}
+
+async fn upload_checked(
+    state: &AppState,
+    u: Upload,
+    actor: Actor,
+    check_build: bool,
+) -> OpResult<i64> {
     let max_ext = state.settings.max_ext_json_bytes;
     if u.ext_json.len() > max_ext {
         return Err(OpError::Refused(Refusal::detailed(
@@ -139,6 +155,9 @@ pub async fn upload(state: &AppState, u: Upload, actor: Actor) -> OpResult<i64> 
     };
     if template.deleted {
         return Err(OpError::Refused(Refusal::baidu(Errno::TemplateOffline)));
+    }
+    if check_build {
+        build_would_pass(state, &u, &ext, &template).await?;
     }
     // What this upload asks us to keep: ext_json twice (as sent, and as built into the
     // package's ext.json) and the texts beside it. Charged last, so a refused upload costs
@@ -171,6 +190,45 @@ pub async fn upload(state: &AppState, u: Upload, actor: Actor) -> OpResult<i64> 
         }
         Err(refusal) => Err(OpError::Refused(refusal)),
     }
+}
+
+/// What the build job would refuse, refused now: the manifest the template was stored with
+/// (its verified copy when this process has one) against `ext_json`.
+async fn build_would_pass(
+    state: &AppState,
+    u: &Upload,
+    ext: &smartpkg_core::ext::ExtConfig,
+    template: &smartpkg_store::Template,
+) -> OpResult<()> {
+    let verified = state
+        .verified_templates
+        .lock()
+        .ok()
+        .and_then(|c| c.get(&template.blob_sha256).cloned());
+    let manifest = match verified {
+        Some(m) => m,
+        None => std::sync::Arc::new(
+            serde_json::from_str::<smartpkg_core::archive::TemplateManifest>(&template.manifest)
+                .map_err(|e| OpError::Refused(Refusal::detailed(Errno::TemplateParseError, e)))?,
+        ),
+    };
+    // The wx appid is read only when extAppid names something other than the numeric id.
+    let names_other = ext
+        .ext_appid
+        .as_ref()
+        .is_some_and(|a| *a != u.app_id.get().to_string());
+    let wx_appid = match names_other {
+        true => state
+            .store
+            .get_app(u.app_id)
+            .await?
+            .map(|a| a.wx_appid)
+            .unwrap_or_default(),
+        false => String::new(),
+    };
+    smartpkg_core::ext::build_ext_json(ext, u.app_id.get(), &wx_appid, &manifest)
+        .map(|_| ())
+        .map_err(|f| OpError::Refused(Refusal::new(f.errno, f.msg)))
 }
 
 /// Takes `bytes` from the upload byte budgets of the mini program and of its third party, or
@@ -250,51 +308,6 @@ pub async fn package_command_in(
         .await?
         .map(|_| ())
         .map_err(OpError::Refused)
-}
-
-/// What building a package from the template and `ext_json` would refuse, checked before the
-/// upload (the WeChat dialect answers a commit's refusals at once): the template's archive,
-/// the pages `ext_json` names, its `extAppid`. Refused with the build's errnos.
-pub async fn check_build(
-    state: &AppState,
-    app_id: AppId,
-    tp_id: TpId,
-    template_id: TemplateId,
-    ext_json: &str,
-) -> OpResult<()> {
-    use crate::workers::{template_manifest, TemplateProblem};
-    match state.store.get_template(template_id).await? {
-        Some(t) if t.tp_id == tp_id && !t.deleted => {}
-        Some(t) if t.tp_id == tp_id => {
-            return Err(OpError::Refused(Refusal::baidu(Errno::TemplateOffline)))
-        }
-        _ => {
-            return Err(OpError::Refused(Refusal::detailed(
-                Errno::TemplateNotFound,
-                format!("template {template_id} is not in this third party's library"),
-            )))
-        }
-    }
-    let ext = parse_ext_json(ext_json)
-        .map_err(|e| OpError::Refused(Refusal::new(e.errno(), e.to_string())))?;
-    let app = state
-        .store
-        .get_app(app_id)
-        .await?
-        .ok_or_else(|| OpError::Refused(Refusal::baidu(Errno::AppNotFound)))?;
-    let manifest = match template_manifest(state, template_id.get()).await {
-        Ok(m) => m,
-        Err(TemplateProblem::Broken(e)) => {
-            return Err(OpError::Refused(Refusal::detailed(
-                Errno::TemplateParseError,
-                e,
-            )))
-        }
-        Err(TemplateProblem::Transient(e)) => return Err(OpError::Internal(e)),
-    };
-    smartpkg_core::ext::build_ext_json(&ext, app_id.get(), &app.wx_appid, &manifest)
-        .map(|_| ())
-        .map_err(|f| OpError::Refused(Refusal::new(f.errno, f.msg)))
 }
 
 /// The tokens a new authorization hands out (plain text, shown to the caller once).

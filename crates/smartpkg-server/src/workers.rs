@@ -169,13 +169,21 @@ async fn build(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
         errno,
         msg,
     };
-    // extAppid may name the mini program by its wx appid (a WeChat-dialect ext.json).
-    let wx_appid = state
-        .store
-        .get_app(pkg.app_id)
-        .await?
-        .map(|a| a.wx_appid)
-        .unwrap_or_default();
+    // extAppid may name the mini program by its wx appid (a WeChat-dialect ext.json): read
+    // only when it names something other than the numeric id.
+    let names_other = parse_ext_json(&pkg.ext_json)
+        .ok()
+        .and_then(|e| e.ext_appid)
+        .is_some_and(|a| a != pkg.app_id.get().to_string());
+    let wx_appid = match names_other {
+        true => state
+            .store
+            .get_app(pkg.app_id)
+            .await?
+            .map(|a| a.wx_appid)
+            .unwrap_or_default(),
+        false => String::new(),
+    };
     let cmd = match template_manifest(state, pkg.template_id.get()).await {
         Err(TemplateProblem::Transient(e)) => return Err(JobError::Transient(e)),
         Err(TemplateProblem::Broken(e)) => failed(
@@ -255,9 +263,14 @@ async fn push(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
     let Some(tp) = state.store.get_tp(d.tp_id).await? else {
         return Ok(Outcome::Obsolete(format!("tp {} gone", d.tp_id)));
     };
-    // WeChat-dialect pushes name the mini program by its wx appid.
+    // WeChat-dialect pushes name the mini program by its wx appid (read for those only).
+    let wechat = d
+        .event
+        .typed()
+        .is_ok_and(|e| push::dialect_of(&tp, &e, d.event.channel) == Dialect::Wechat);
     let wx_appid = match d.event.app_id.get() {
         0 => String::new(),
+        _ if !wechat => String::new(),
         id => state
             .store
             .get_app(smartpkg_core::ids::AppId(id))

@@ -1,13 +1,13 @@
 //! The server's modules form layers, checked on its source: the faces (the Baidu API, the
-//! admin API, the console, the runtime channel) each parse their own wire and call the
-//! application layer; none imports another; nothing below them imports a face or reaches up
+//! WeChat API, the admin API, the console, the runtime channel) each parse their own wire and
+//! call the application layer; none imports another; nothing below them imports a face or reaches up
 //! to the crate root; the modules import each other without a cycle; and the application
 //! layer speaks no HTTP and no wire type.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-const FACES: [&str; 4] = ["admin", "baidu", "console", "runtime"];
+const FACES: [&str; 5] = ["admin", "baidu", "console", "runtime", "wechat"];
 /// The composition root: it builds the router from the faces and starts everything (and the
 /// demo, which seeds a platform through every layer for `serve --demo`).
 const ROOT: [&str; 2] = ["lib", "demo"];

@@ -15,6 +15,10 @@
 //!    handler; lifecycles per second on SQLite, on one PostgreSQL instance and on three
 //!    sharing the database (one connection budget), in rounds that run all three back to
 //!    back, each ratio the median of the rounds' own.
+//! 7. The WeChat dialect: lifecycles per second (commit → built → submit_audit → pass →
+//!    release) ÷ the Baidu dialect's on the same server, in alternating rounds on fresh apps;
+//!    and push sealing (a rendered audit result, encrypted and enveloped) per second, WeChat's
+//!    XML ÷ Baidu's JSON, in process. `SPKG_BENCH_ONLY=wechat` runs only these.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -317,6 +321,9 @@ async fn run() -> Res<()> {
     );
     if only("pg-get") || only("pg-life") {
         return pg_bench(dir.path()).await;
+    }
+    if only("wechat") {
+        return wechat_bench(dir.path()).await;
     }
 
     // --- setup: a TP and a small template, then 10,000 apps seeded in bulk ---
@@ -824,6 +831,181 @@ fn seed_pending_pushes(db: &Path, tp_id: i64, apps: &[(i64, String)], due_at_ms:
         )?;
     }
     tx.commit()?;
+    Ok(())
+}
+
+const WX_APPS_PER_BATCH: usize = 200;
+const WX_ROUNDS: usize = 3;
+const SEALS: usize = 20_000;
+const SEAL_ROUNDS: usize = 5;
+
+impl Api {
+    /// A WeChat-dialect call with the authorizer's token; the answer's fields.
+    async fn wx(&self, path: &str, token: &str, body: Option<Value>) -> Res<Value> {
+        let url = format!("{}/wxa/{path}", self.base);
+        let req = match body {
+            Some(b) => self.client.post(url).json(&b),
+            None => self.client.get(url),
+        };
+        Ok(req
+            .query(&[("access_token", token)])
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+}
+
+/// The WeChat dialect's lifecycle, the same work as [`lifecycle`] in WeChat's calls.
+async fn wechat_lifecycle(api: &Api, token: &str, template_id: i64, app_id: i64) -> Res<()> {
+    let ext = json!({"extEnable": true, "extAppid": format!("wx{app_id:016x}")}).to_string();
+    let body = json!({"template_id": template_id, "ext_json": ext, "user_version": "2.0.0", "user_desc": "b"});
+    let v = api.wx("commit", token, Some(body)).await?;
+    if v["errcode"] != 0 {
+        return Err(format!("commit: {v}").into());
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = api.wx("get_page", token, None).await?;
+        if v["errcode"] == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("build did not finish: {v}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let v = api.wx("submit_audit", token, Some(json!({}))).await?;
+    let id = v["auditid"]
+        .as_i64()
+        .ok_or_else(|| format!("submit_audit: {v}"))?;
+    let v = api
+        .admin(&format!("/packages/{id}/audit"), json!({"result": "pass"}))
+        .await?;
+    if v["status"] != 6 {
+        return Err(format!("audit: {v}").into());
+    }
+    let v = api.wx("release", token, Some(json!({}))).await?;
+    if v["errcode"] != 0 {
+        return Err(format!("release: {v}").into());
+    }
+    Ok(())
+}
+
+/// Lifecycles per second over `apps`, `LIFECYCLE_CONCURRENCY` at a time, in one dialect.
+async fn lifecycles_in(
+    api: &Arc<Api>,
+    apps: &[(i64, String)],
+    template_id: i64,
+    wechat: bool,
+) -> Res<f64> {
+    let apps = Arc::new(apps.to_vec());
+    let start = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut workers = vec![];
+    for _ in 0..LIFECYCLE_CONCURRENCY {
+        let (api, apps, next) = (api.clone(), apps.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let Some((app_id, token)) = apps.get(i) else {
+                    return Ok::<(), Box<dyn std::error::Error + Send + Sync>>(());
+                };
+                if wechat {
+                    wechat_lifecycle(&api, token, template_id, *app_id).await?;
+                } else {
+                    lifecycle(&api, token, &template_id.to_string(), *app_id).await?;
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await??;
+    }
+    Ok(apps.len() as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Seals `SEALS` audit results as a push to a third party would carry them; per second.
+fn seal_rate(wechat: bool) -> Res<f64> {
+    use smartpkg_push::{seal, wechat as wx, Sealing};
+    let start = Instant::now();
+    for i in 0..SEALS {
+        let nonce = (1_000_000 + i).to_string();
+        let s = Sealing {
+            encoding_aes_key: AES_KEY,
+            token: "bench-token",
+            client_id: "wx0123456789abcdef",
+            random16: [7; 16],
+            timestamp: "1700000000",
+            nonce: &nonce,
+        };
+        let body = if wechat {
+            let msg = wx::message(&[
+                ("ToUserName", wx::Field::Text("gh_0123456789ab")),
+                ("FromUserName", wx::Field::Text("wx0123456789abcdef")),
+                ("CreateTime", wx::Field::Number(1_700_000_000)),
+                ("MsgType", wx::Field::Text("event")),
+                ("Event", wx::Field::Text("weapp_audit_success")),
+                ("SuccTime", wx::Field::Number(1_700_000_000)),
+            ]);
+            wx::seal(&msg, &s, wx::Addressee::ToUserName("gh_0123456789ab"))?.body
+        } else {
+            let msg = serde_json::to_string(&smartpkg_types::push::AuditResultPush {
+                app_id: 1_452_365,
+                tp_app_id: 17,
+                event_time: "2023-11-15 06:13:20".into(),
+                event: smartpkg_types::push::AUDIT_PASS.into(),
+                reason: None,
+                package_id: i as i64,
+                package_version: "2.0.0".into(),
+            })?;
+            serde_json::to_string(&seal(&msg, &s)?)?
+        };
+        std::hint::black_box(body);
+    }
+    Ok(SEALS as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn wechat_bench(dir: &Path) -> Res<()> {
+    let n = WX_APPS_PER_BATCH * 2 * WX_ROUNDS;
+    let (_, template_id, apps) = sqlite_fleet(dir, "wx", n).await?;
+    let server = smartpkg_server::start(settings(dir)).await?;
+    let api = Arc::new(Api::new(&server));
+    let mut ratios = Ratios::default();
+    let (mut baidu_sum, mut wx_sum) = (0.0, 0.0);
+    for (round, batch) in apps.chunks(WX_APPS_PER_BATCH * 2).enumerate() {
+        let (a, b) = batch.split_at(WX_APPS_PER_BATCH);
+        // Alternate which dialect goes first, so drift in the machine hits both alike.
+        let (baidu, wx) = if round % 2 == 0 {
+            let baidu = lifecycles_in(&api, a, template_id, false).await?;
+            (baidu, lifecycles_in(&api, b, template_id, true).await?)
+        } else {
+            let wx = lifecycles_in(&api, a, template_id, true).await?;
+            (lifecycles_in(&api, b, template_id, false).await?, wx)
+        };
+        ratios.push(wx, baidu);
+        baidu_sum += baidu;
+        wx_sum += wx;
+    }
+    server.stop().await;
+    let rounds = WX_ROUNDS as f64;
+    println!("[7a] lifecycles, {WX_APPS_PER_BATCH} apps per dialect per round, {LIFECYCLE_CONCURRENCY} callers: WeChat dialect {:.1}/s, Baidu dialect {:.1}/s (means); ratio {} (goal >= 0.9)", wx_sum / rounds, baidu_sum / rounds, ratios.describe());
+    let mut seals = Ratios::default();
+    let (mut baidu_sum, mut wx_sum) = (0.0, 0.0);
+    for round in 0..SEAL_ROUNDS {
+        let (baidu, wx) = if round % 2 == 0 {
+            let b = seal_rate(false)?;
+            (b, seal_rate(true)?)
+        } else {
+            let w = seal_rate(true)?;
+            (seal_rate(false)?, w)
+        };
+        seals.push(wx, baidu);
+        baidu_sum += baidu;
+        wx_sum += wx;
+    }
+    let rounds = SEAL_ROUNDS as f64;
+    println!("[7b] push sealing (render + encrypt + envelope), {SEALS} per round: WeChat {:.0}/s, Baidu {:.0}/s (means); ratio {} (goal >= 0.9)", wx_sum / rounds, baidu_sum / rounds, seals.describe());
     Ok(())
 }
 

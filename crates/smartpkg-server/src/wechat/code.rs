@@ -34,51 +34,66 @@ async fn run(state: &AppState, app_id: AppId, cmd: Command) -> Result<(), Fail> 
         .map_err(Fail::from)
 }
 
-/// The mini program's package in `slot`, if any.
+/// The mini program's packages in their slots, read once per call.
+struct Slots(Vec<PackageRecord>);
+
+impl Slots {
+    async fn read(state: &AppState, app_id: AppId) -> Result<Slots, Fail> {
+        Ok(Slots(state.store.visible_packages(app_id).await?))
+    }
+
+    fn get(&self, slot: Slot) -> Option<&PackageRecord> {
+        self.0.iter().find(|p| p.state.slot() == Some(slot))
+    }
+
+    /// The trial version, built: `missing` while there is none, while it is still building
+    /// (spec §7), or when its build failed (with the build's error).
+    fn trial(&self, missing: Errcode) -> Result<&PackageRecord, Fail> {
+        let p = self
+            .get(Slot::Development)
+            .ok_or_else(|| Fail::new(missing))?;
+        match p.state {
+            PkgState::Development => Ok(p),
+            PkgState::Building => Err(Fail::detail(
+                missing,
+                "the trial version is still being built; try again in a moment",
+            )),
+            _ => Err(Fail::detail(
+                missing,
+                format!(
+                    "the last commit did not build: {}",
+                    p.upload_err_msg.as_deref().unwrap_or("unknown error")
+                ),
+            )),
+        }
+    }
+
+    /// The latest code the third party committed, for the calls that read it (`get_page`,
+    /// `get_qrcode`, the privacy check): the trial version while there is one, else the
+    /// version it became (under audit, or online) — WeChat's trial version outlives its
+    /// submission.
+    fn latest_code(&self) -> Result<&PackageRecord, Fail> {
+        if self.get(Slot::Development).is_some() {
+            return self.trial(Errcode::NoCodeCommitted);
+        }
+        self.get(Slot::Audit)
+            .or_else(|| self.get(Slot::Online))
+            .ok_or_else(|| Fail::new(Errcode::NoCodeCommitted))
+    }
+
+    fn under_audit(&self) -> bool {
+        self.get(Slot::Audit)
+            .is_some_and(|p| p.state == PkgState::Auditing)
+    }
+}
+
+/// The mini program's package in `slot`, if any (one read).
 async fn in_slot(
     state: &AppState,
     app_id: AppId,
     slot: Slot,
 ) -> Result<Option<PackageRecord>, Fail> {
-    let visible = state.store.visible_packages(app_id).await?;
-    Ok(visible.into_iter().find(|p| p.state.slot() == Some(slot)))
-}
-
-/// The trial version, built: 86001 (or `missing`) while there is none, while it is still
-/// building (spec §7), or when its build failed (with the build's error).
-async fn trial(state: &AppState, app_id: AppId, missing: Errcode) -> Result<PackageRecord, Fail> {
-    let p = in_slot(state, app_id, Slot::Development)
-        .await?
-        .ok_or_else(|| Fail::new(missing))?;
-    match p.state {
-        PkgState::Development => Ok(p),
-        PkgState::Building => Err(Fail::detail(
-            missing,
-            "the trial version is still being built; try again in a moment",
-        )),
-        _ => Err(Fail::detail(
-            missing,
-            format!(
-                "the last commit did not build: {}",
-                p.upload_err_msg.as_deref().unwrap_or("unknown error")
-            ),
-        )),
-    }
-}
-
-/// The latest code the third party committed, for the calls that read it (`get_page`,
-/// `get_qrcode`, the privacy check): the trial version while there is one, else the version
-/// it became (under audit, or online) — WeChat's trial version outlives its submission.
-async fn latest_code(state: &AppState, app_id: AppId) -> Result<PackageRecord, Fail> {
-    let visible = state.store.visible_packages(app_id).await?;
-    let in_slot = |slot| visible.iter().find(|p| p.state.slot() == Some(slot));
-    if in_slot(Slot::Development).is_some() {
-        return trial(state, app_id, Errcode::NoCodeCommitted).await;
-    }
-    in_slot(Slot::Audit)
-        .or_else(|| in_slot(Slot::Online))
-        .cloned()
-        .ok_or_else(|| Fail::new(Errcode::NoCodeCommitted))
+    Ok(Slots::read(state, app_id).await?.get(slot).cloned())
 }
 
 fn seconds(ms: i64) -> i64 {
@@ -112,15 +127,6 @@ pub async fn commit(State(state): State<AppState>, wx: Wx) -> Reply {
     let version = text("user_version", req.user_version, MAX_VERSION_CHARS, false)?;
     let version_desc = text("user_desc", req.user_desc, MAX_DESC_CHARS, true)?;
     let template_id = TemplateId(req.template_id);
-    // What the build would refuse, refused now (the real commit answers at once).
-    application::check_build(
-        &state,
-        grant.app_id,
-        grant.tp_id,
-        template_id,
-        &req.ext_json,
-    )
-    .await?;
     let upload = application::Upload {
         app_id: grant.app_id,
         tp_id: grant.tp_id,
@@ -131,13 +137,15 @@ pub async fn commit(State(state): State<AppState>, wx: Wx) -> Reply {
         test_account: None,
         test_password: None,
     };
-    application::upload(&state, upload, Actor::ThirdParty).await?;
+    // What the build would refuse is refused now: the real commit answers at once.
+    application::commit(&state, upload, Actor::ThirdParty).await?;
     done()
 }
 
 pub async fn get_page(State(state): State<AppState>, wx: Wx) -> Reply<PageList> {
     let grant = wx.authorizer(&state, false).await?;
-    let p = latest_code(&state, grant.app_id).await?;
+    let slots = Slots::read(&state, grant.app_id).await?;
+    let p = slots.latest_code()?;
     let manifest = crate::workers::template_manifest(&state, p.template_id.get())
         .await
         .map_err(|_| Fail::new(Errcode::Busy))?;
@@ -161,13 +169,14 @@ async fn qrcode(state: &AppState, wx: &Wx) -> Result<Vec<u8>, Fail> {
         1024,
         false,
     )?;
-    let p = latest_code(state, grant.app_id).await?;
+    let slots = Slots::read(state, grant.app_id).await?;
+    let p = slots.latest_code()?;
     let app = state
         .store
         .get_app(grant.app_id)
         .await?
         .ok_or_else(|| Fail::new(Errcode::InvalidAppid))?;
-    let link = crate::qr::link(state, &app.app_key, &path, &p).map_err(|e| {
+    let link = crate::qr::link(state, &app.app_key, &path, p).map_err(|e| {
         tracing::error!(error = %e, "cannot make a QR code link");
         Fail::new(Errcode::Busy)
     })?;
@@ -200,17 +209,11 @@ pub async fn submit_audit(State(state): State<AppState>, wx: Wx) -> Reply<AuditI
     )?;
     // One version under audit at a time (85009) is said before the trial version is looked
     // for: a submitted trial version has left the trial slot.
-    let under_audit = || async {
-        Ok::<_, Fail>(
-            in_slot(&state, grant.app_id, Slot::Audit)
-                .await?
-                .is_some_and(|p| p.state == PkgState::Auditing),
-        )
-    };
-    if under_audit().await? {
+    let slots = Slots::read(&state, grant.app_id).await?;
+    if slots.under_audit() {
         return Err(Fail::new(Errcode::AuditPending));
     }
-    let p = trial(&state, grant.app_id, Errcode::CommitFirst).await?;
+    let p = slots.trial(Errcode::CommitFirst)?;
     let cmd = Command::SubmitAudit {
         package_id: p.package_id,
         request: AuditRequest {
@@ -233,7 +236,7 @@ pub async fn submit_audit(State(state): State<AppState>, wx: Wx) -> Reply<AuditI
         // Submitted meanwhile through the other dialect (or another call of this one): the
         // race's loser hears what it would have heard a moment later.
         Err(OpError::Refused(r)) if r.errno == smartpkg_core::lifecycle::Errno::WrongState => {
-            return Err(if under_audit().await? {
+            return Err(if Slots::read(&state, grant.app_id).await?.under_audit() {
                 Fail::new(Errcode::AuditPending)
             } else {
                 Fail::detail(Errcode::CommitFirst, r.msg)
@@ -437,17 +440,16 @@ async fn revert(state: &AppState, wx: &Wx) -> Reply {
         };
     // WeChat's own rule (spec §5): no revert while a gray release runs. Baidu's dialect
     // allows it (the staged version stays staged over the restored one).
-    let staged = in_slot(state, grant.app_id, Slot::Audit)
-        .await?
-        .and_then(|p| p.staged_percent);
+    let slots = Slots::read(state, grant.app_id).await?;
+    let staged = slots.get(Slot::Audit).and_then(|p| p.staged_percent);
     if let Some(pct) = staged {
         return Err(Fail::detail(
             Errcode::GrayReleaseRunning,
             format!("a gray release is at {pct}%; revert it or release it first"),
         ));
     }
-    let online = in_slot(state, grant.app_id, Slot::Online)
-        .await?
+    let online = slots
+        .get(Slot::Online)
         .ok_or_else(|| Fail::detail(Errcode::CannotRevert, "there is no online version"))?;
     let cmd = match target {
         None => Command::Rollback {
@@ -471,11 +473,12 @@ pub async fn gray_release(State(state): State<AppState>, wx: Wx) -> Reply {
             "gray_percentage is 1 to 100",
         ));
     }
-    if in_slot(&state, grant.app_id, Slot::Online).await?.is_none() {
+    let slots = Slots::read(&state, grant.app_id).await?;
+    if slots.get(Slot::Online).is_none() {
         return Err(Fail::new(Errcode::NoOnlineRelease));
     }
-    let p = in_slot(&state, grant.app_id, Slot::Audit)
-        .await?
+    let p = slots
+        .get(Slot::Audit)
         .filter(|p| p.state == PkgState::AuditPassed)
         .ok_or_else(|| Fail::new(Errcode::GrayAuditNotPassed))?;
     let cmd = Command::StageRelease {
@@ -750,6 +753,6 @@ pub async fn code_privacy_info(State(state): State<AppState>, wx: Wx) -> Reply<P
     let grant = wx.authorizer(&state, false).await?;
     // Templates here are not scanned for privacy interfaces: the latest code has nothing
     // undeclared to report (docs/wechat.md). Some code must exist, as on WeChat.
-    latest_code(&state, grant.app_id).await?;
+    Slots::read(&state, grant.app_id).await?.latest_code()?;
     Ok(Answer(PrivacyInfo::default()))
 }
