@@ -11,7 +11,7 @@ mod onboarding;
 mod push;
 mod qrcode;
 mod races;
-mod runtime;
+pub(crate) mod runtime;
 mod storage;
 mod tp;
 mod transport;

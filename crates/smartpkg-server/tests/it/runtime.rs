@@ -11,13 +11,13 @@ use smartpkg_core::runtime::bucket;
 
 use crate::helpers::{spawn_app, TestApp};
 
-struct Host {
+pub(crate) struct Host {
     id: i64,
     key: String,
     secret: String,
 }
 
-async fn host(app: &TestApp, name: &str) -> Host {
+pub(crate) async fn host(app: &TestApp, name: &str) -> Host {
     let (st, h) = app.admin_post("/host-apps", json!({"name": name})).await;
     assert_eq!(st, StatusCode::CREATED, "{h}");
     Host {
@@ -62,7 +62,7 @@ async fn one(app: &TestApp, h: &Host, device: &str) -> Value {
 }
 
 /// The package id each of `devices` is told to run (None when told something else).
-async fn versions_of(app: &TestApp, h: &Host, devices: &[String]) -> Vec<Option<i64>> {
+pub(crate) async fn versions_of(app: &TestApp, h: &Host, devices: &[String]) -> Vec<Option<i64>> {
     let mut out = vec![None; devices.len()];
     // 32 devices at a time, to keep the test quick.
     for (chunk_i, chunk) in devices.chunks(32).enumerate() {

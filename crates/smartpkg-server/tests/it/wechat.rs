@@ -272,14 +272,14 @@ async fn a_wechat_third_party_gets_its_component_token_from_a_pushed_ticket() {
 }
 
 /// The owner consents on the page; the third party trades the code for authorizer tokens.
-/// Returns (wx appid, access token, refresh token, auth code).
+/// Returns (wx appid, access token, refresh token, auth code, app id).
 async fn consented(
     app: &TestApp,
     wx: &Wx<'_>,
     rx: &WxReceiver,
     c: &Component,
     token: &str,
-) -> (String, String, String, String) {
+) -> (String, String, String, String, i64) {
     let (st, created) = app.admin_post("/apps", json!({"name": "wx shop"})).await;
     assert_eq!(st, 201, "{created}");
     let wx_appid = created["wx_appid"].as_str().expect("wx_appid").to_string();
@@ -415,7 +415,8 @@ async fn consented(
         .as_str()
         .expect("refresh")
         .to_string();
-    (wx_appid, access, refresh, code)
+    let app_id = created["app_id"].as_i64().expect("app_id");
+    (wx_appid, access, refresh, code, app_id)
 }
 
 #[tokio::test]
@@ -425,7 +426,7 @@ async fn an_owner_consents_on_the_wechat_page_and_the_code_buys_authorizer_token
     let c = component(&app, &rx).await;
     let wx = Wx { app: &app };
     let token = component_token(&wx, &rx, &c).await;
-    let (wx_appid, access, refresh, code) = consented(&app, &wx, &rx, &c, &token).await;
+    let (wx_appid, access, refresh, code, app_id) = consented(&app, &wx, &rx, &c, &token).await;
     // The authorizer token works for code management.
     let v = wx.code("/wxa/getvisitstatus", &access, json!({})).await;
     assert_eq!(errcode(&v), 0, "{v}");
@@ -488,6 +489,18 @@ async fn an_owner_consents_on_the_wechat_page_and_the_code_buys_authorizer_token
         )
         .await;
     assert_eq!(refused(&v), 61009, "{v}");
+    // The operator ends the authorization: the component hears `unauthorized`, in XML.
+    let (st, body) = app
+        .admin(
+            Method::DELETE,
+            &format!("/tps/{}/authorizations/{app_id}", app.tp_id),
+            None,
+        )
+        .await;
+    assert!(st.is_success(), "{st} {body}");
+    let gone = rx.wait_for(WAIT, |r| is_info(r, "unauthorized")).await;
+    assert!(gone.signature_ok && gone.appid_ok);
+    assert_eq!(gone.field("AuthorizerAppid"), Some(wx_appid.as_str()));
     app.stop().await;
 }
 
@@ -1139,5 +1152,106 @@ async fn domains_set_through_wechat_are_the_ones_the_baidu_dialect_reads() {
     );
     let v = wx.code("/wxa/setwebviewdomain", &tok, json!({})).await;
     assert_eq!(refused(&v), 89019, "unchanged: {v}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_wechat_gray_release_reaches_the_devices_of_its_share_then_everyone() {
+    use crate::runtime::{host, versions_of};
+    let app = spawn_with(|_| {}).await;
+    let wx = Wx { app: &app };
+    let tok = app.token.clone();
+    let h = host(&app, "host").await;
+    let devices: Vec<String> = (0..400).map(|i| format!("phone-{i}")).collect();
+    let v1 = app.online("1.0.0").await;
+    let v = wx
+        .code(
+            "/wxa/commit",
+            &tok,
+            commit_body(app.template_id, json!({}), "2.0.0"),
+        )
+        .await;
+    assert_eq!(errcode(&v), 0, "{v}");
+    wait_trial(&wx, &tok).await;
+    let v2 = wx.code("/wxa/submit_audit", &tok, json!({})).await["auditid"]
+        .as_i64()
+        .expect("auditid");
+    app.decide(v2, true, "").await;
+    let v = wx
+        .code("/wxa/grayrelease", &tok, json!({"gray_percentage": 20}))
+        .await;
+    assert_eq!(errcode(&v), 0, "{v}");
+    let at20 = versions_of(&app, &h, &devices).await;
+    for (d, got) in devices.iter().zip(&at20) {
+        // Exactly the devices of the documented bucket rule run the new version.
+        let want = if smartpkg_core::runtime::bucket(app.app_id, d) < 20 {
+            v2
+        } else {
+            v1
+        };
+        assert_eq!(*got, Some(want), "{d}");
+    }
+    let moved = at20.iter().filter(|v| **v == Some(v2)).count();
+    assert!((40..=120).contains(&moved), "{moved} of 400 at 20%");
+    let v = wx.code("/wxa/release", &tok, json!({})).await;
+    assert_eq!(errcode(&v), 0, "{v}");
+    let all = versions_of(&app, &h, &devices).await;
+    assert!(all.iter().all(|v| *v == Some(v2)), "{all:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_remaining_refusals_carry_their_wechat_errcodes() {
+    let app = spawn_with(|s| s.wechat_speedup_per_month = 0).await;
+    let wx = Wx { app: &app };
+    let tok = app.token.clone();
+    // No online version: no visit status to change (85021), no gray release (85079).
+    let v = wx
+        .code("/wxa/change_visitstatus", &tok, json!({"action": "close"}))
+        .await;
+    assert_eq!(refused(&v), 85021, "{v}");
+    let v = wx
+        .code("/wxa/grayrelease", &tok, json!({"gray_percentage": 5}))
+        .await;
+    assert_eq!(refused(&v), 85079, "{v}");
+    // Speed-up of an audit that is not running (89402); of a running one past a quota of
+    // none (89405).
+    let v = wx
+        .code("/wxa/speedupaudit", &tok, json!({"auditid": 424242}))
+        .await;
+    assert_eq!(refused(&v), 89402, "{v}");
+    wx.code(
+        "/wxa/commit",
+        &tok,
+        commit_body(app.template_id, json!({}), "1.0.0"),
+    )
+    .await;
+    wait_trial(&wx, &tok).await;
+    let audit = wx.code("/wxa/submit_audit", &tok, json!({})).await["auditid"]
+        .as_i64()
+        .expect("auditid");
+    let v = wx
+        .code("/wxa/speedupaudit", &tok, json!({"auditid": audit}))
+        .await;
+    assert_eq!(refused(&v), 89405, "{v}");
+    // A mini program whose name is not reviewed yet cannot be submitted (86002).
+    let (other, other_token) = app.new_app("unreviewed").await;
+    let (st, body) = app
+        .admin(
+            Method::PATCH,
+            &format!("/apps/{other}"),
+            Some(json!({"name_audited": false})),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    wx.code(
+        "/wxa/commit",
+        &other_token,
+        commit_body(app.template_id, json!({}), "1.0.0"),
+    )
+    .await;
+    wait_trial(&wx, &other_token).await;
+    let v = wx.code("/wxa/submit_audit", &other_token, json!({})).await;
+    assert_eq!(refused(&v), 86002, "{v}");
     app.stop().await;
 }
