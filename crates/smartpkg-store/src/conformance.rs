@@ -50,6 +50,7 @@ macro_rules! conformance_tests {
             queued_events_read_back_as_the_typed_events_that_queued_them,
             every_known_third_party_can_be_resumed_and_no_unknown_one,
             wechat_identities_round_trip_and_find_their_owners,
+            audits_read_back_from_the_timeline_and_each_dialect_counts_its_own,
         }
     };
 }
@@ -1825,4 +1826,112 @@ pub async fn wechat_identities_round_trip_and_find_their_owners(store: Arc<dyn S
         store.create_app(twin).await.is_err(),
         "a duplicate wx appid"
     );
+}
+
+pub async fn audits_read_back_from_the_timeline_and_each_dialect_counts_its_own(
+    store: Arc<dyn Store>,
+) {
+    use crate::{AuditVerdict, SpeedUp};
+    use smartpkg_core::dialect::Dialect;
+    let (tp_id, app_id, t) = seeded(&*store).await;
+    assert_eq!(store.latest_submission(app_id).await.expect("db"), None);
+    let id = built(&store, tp_id, app_id, t, 1).await;
+    assert_eq!(
+        store.audit_outcome(id).await.expect("db"),
+        None,
+        "never submitted"
+    );
+    let wechat = DecisionContext {
+        dialect: Dialect::Wechat,
+        default_quota: Some(5),
+        ..ctx(2)
+    };
+    let submit = || Command::SubmitAudit {
+        package_id: id,
+        request: AuditRequest::default(),
+    };
+    store
+        .execute(app_id, submit(), wechat, None)
+        .await
+        .expect("db")
+        .expect("submitted");
+    let o = store
+        .audit_outcome(id)
+        .await
+        .expect("db")
+        .expect("submitted");
+    assert_eq!((o.submitted_at_ms, o.verdict), (2, AuditVerdict::Auditing));
+    assert_eq!(store.latest_submission(app_id).await.expect("db"), Some(id));
+    // The submission counts in WeChat's book only.
+    let q = store.audit_quota(tp_id, wechat).await.expect("db");
+    assert_eq!((q.limit, q.used), (Some(5), 1));
+    let baidu = store.audit_quota(tp_id, ctx(3)).await.expect("db");
+    assert_eq!(baidu.used, 0);
+    // Speed-up: once per audit, within the third party's limit.
+    assert_eq!(
+        store
+            .speed_up_audit(tp_id, id, Some(1), 0, 3)
+            .await
+            .expect("db"),
+        SpeedUp::Recorded
+    );
+    assert_eq!(
+        store
+            .speed_up_audit(tp_id, id, Some(5), 0, 4)
+            .await
+            .expect("db"),
+        SpeedUp::AlreadyAsked
+    );
+    assert_eq!(
+        store
+            .speed_up_audit(tp_id, PackageId(id.get() + 99), Some(1), 0, 4)
+            .await
+            .expect("db"),
+        SpeedUp::QuotaUsed
+    );
+    assert_eq!(store.speed_ups_since(tp_id, 0).await.expect("db"), 1);
+    assert_eq!(store.speed_ups_since(tp_id, 4).await.expect("db"), 0);
+    // Withdrawn: counted, and the audit reads withdrawn; resubmitted and failed.
+    decide_ok(&store, app_id, Command::Withdraw { package_id: id }, 5).await;
+    assert_eq!(store.withdrawals_since(app_id, 0).await.expect("db"), 1);
+    assert_eq!(store.withdrawals_since(app_id, 6).await.expect("db"), 0);
+    let o = store
+        .audit_outcome(id)
+        .await
+        .expect("db")
+        .expect("submitted");
+    assert_eq!(o.verdict, AuditVerdict::Withdrawn { at_ms: 5 });
+    store
+        .execute(
+            app_id,
+            submit(),
+            DecisionContext {
+                now_ms: 6,
+                ..wechat
+            },
+            None,
+        )
+        .await
+        .expect("db")
+        .expect("resubmitted");
+    let fail = Command::Decide {
+        package_id: id,
+        pass: false,
+        reason: "名称过长".into(),
+    };
+    decide_ok(&store, app_id, fail, 7).await;
+    let o = store
+        .audit_outcome(id)
+        .await
+        .expect("db")
+        .expect("submitted");
+    assert_eq!(
+        o.verdict,
+        AuditVerdict::Failed {
+            at_ms: 7,
+            reason: "名称过长".into()
+        }
+    );
+    let q = store.audit_quota(tp_id, wechat).await.expect("db");
+    assert_eq!(q.used, 2);
 }
