@@ -533,12 +533,15 @@ pub async fn redeliver(state: &AppState, delivery_id: i64) -> OpResult<()> {
     Ok(())
 }
 
-/// New push keys for a third party (`msg_token` and `EncodingAESKey`): the caller shows them
-/// once. Pushes sent from now on are signed and encrypted with the new keys.
+/// New push keys for a third party, in both dialects (`msg_token` and `EncodingAESKey`, and
+/// the WeChat token and key): the caller shows them once. Pushes sent from now on are signed
+/// and encrypted with the new keys.
 pub async fn rotate_tp_keys(state: &AppState, tp_id: TpId) -> OpResult<Tp> {
     let patch = TpPatch {
         msg_token: Some(secrets::random_alnum(32)),
         encoding_aes_key: Some(secrets::encoding_aes_key()),
+        wechat_token: Some(secrets::random_alnum(32)),
+        wechat_encoding_aes_key: Some(secrets::encoding_aes_key()),
         ..TpPatch::default()
     };
     Ok(state.store.update_tp(tp_id, patch).await?)

@@ -88,6 +88,9 @@ pub struct TpPatch {
     pub redirect_domain: Option<String>,
     pub wechat_auth_event_url: Option<String>,
     pub wechat_message_url: Option<String>,
+    /// The WeChat dialect's push keys (rotated beside the Baidu ones).
+    pub wechat_token: Option<String>,
+    pub wechat_encoding_aes_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

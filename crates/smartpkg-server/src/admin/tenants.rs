@@ -191,6 +191,10 @@ pub struct PatchTpBody {
     redirect_domain: Option<String>,
     wechat_auth_event_url: Option<String>,
     wechat_message_url: Option<String>,
+    /// The WeChat dialect's push keys: the token that signs and the 43-character key that
+    /// seals (normally generated; set them to match what a third party already holds).
+    wechat_token: Option<String>,
+    wechat_encoding_aes_key: Option<String>,
 }
 
 mod double_option {
@@ -225,6 +229,22 @@ pub async fn patch_tp(
         ("wechat_auth_event_url", b.wechat_auth_event_url.as_deref()),
         ("wechat_message_url", b.wechat_message_url.as_deref()),
     ])?;
+    if b.wechat_encoding_aes_key
+        .as_deref()
+        .is_some_and(|k| !secrets::valid_encoding_aes_key(k))
+    {
+        return Err(AdminError::bad_request(
+            "wechat_encoding_aes_key must be 43 base64 characters (32 bytes once decoded)",
+        ));
+    }
+    if b.wechat_token
+        .as_deref()
+        .is_some_and(|t| t.is_empty() || t.len() > 128)
+    {
+        return Err(AdminError::bad_request(
+            "wechat_token must be 1 to 128 characters",
+        ));
+    }
     if b.audit_quota.flatten().is_some_and(|q| q < -1) {
         return Err(AdminError::bad_request(
             "audit_quota must be -1 (unlimited) or a count",
@@ -240,6 +260,8 @@ pub async fn patch_tp(
         redirect_domain: check_domain(b.redirect_domain)?,
         wechat_auth_event_url: b.wechat_auth_event_url,
         wechat_message_url: b.wechat_message_url,
+        wechat_token: b.wechat_token,
+        wechat_encoding_aes_key: b.wechat_encoding_aes_key,
     };
     Ok(Json(
         state.store.update_tp(TpId(tp_id), patch).await?.into(),

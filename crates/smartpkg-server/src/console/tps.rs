@@ -62,6 +62,8 @@ struct TpPage {
     key_hint: String,
     new_token: String,
     new_key: String,
+    new_wechat_token: String,
+    new_wechat_key: String,
     template_total: i64,
     templates: Vec<Row5>,
     draft_total: i64,
@@ -155,6 +157,16 @@ async fn tp_page(state: &AppState, v: &Viewer, tp: Tp, fresh: bool) -> PageResul
         },
         new_key: if fresh {
             tp.encoding_aes_key.clone()
+        } else {
+            String::new()
+        },
+        new_wechat_token: if fresh {
+            tp.wechat.token.clone()
+        } else {
+            String::new()
+        },
+        new_wechat_key: if fresh {
+            tp.wechat.encoding_aes_key.clone()
         } else {
             String::new()
         },

@@ -478,7 +478,12 @@ async fn revoking_and_rotating_keys_change_nothing_until_their_box_is_ticked() {
     let keys = || async {
         let (st, tp) = app.admin_get(&format!("/tps/{}", app.tp_id)).await;
         assert_eq!(st, StatusCode::OK, "{tp}");
-        (tp["msg_token"].clone(), tp["encoding_aes_key"].clone())
+        (
+            tp["msg_token"].clone(),
+            tp["encoding_aes_key"].clone(),
+            tp["wechat_token"].clone(),
+            tp["wechat_encoding_aes_key"].clone(),
+        )
     };
     let before = keys().await;
     // Both forms make the box required, so a browser cannot send them unticked.
@@ -501,7 +506,13 @@ async fn revoking_and_rotating_keys_change_nothing_until_their_box_is_ticked() {
     let ticked = p.submit(&tp_path, &rotate, &[("confirm", "yes")]).await;
     assert_eq!(ticked.status, StatusCode::OK, "{}", ticked.html);
     let after = keys().await;
-    assert!(after.0 != before.0 && after.1 != before.1, "new keys");
+    assert!(
+        after.0 != before.0 && after.1 != before.1 && after.2 != before.2 && after.3 != before.3,
+        "new keys in both dialects"
+    );
+    // Shown once, the WeChat ones with the Baidu ones.
+    let shown = after.2.as_str().expect("wechat_token");
+    assert!(ticked.html.contains(shown), "{}", ticked.html);
 
     let app_path = format!("/console/apps/{}", app.app_id);
     let revoke = format!("{app_path}/revoke");

@@ -66,12 +66,17 @@ impl<S: Sql> TenantStore for S {
                            audit_quota = CASE WHEN $6 THEN $7 ELSE audit_quota END, \
                            redirect_domain = COALESCE($9, redirect_domain), \
                            wechat_auth_event_url = COALESCE($10, wechat_auth_event_url), \
-                           wechat_message_url = COALESCE($11, wechat_message_url) WHERE tp_id = $8",
+                           wechat_message_url = COALESCE($11, wechat_message_url), \
+                           wechat_token = COALESCE($12, wechat_token), \
+                           wechat_encoding_aes_key = COALESCE($13, wechat_encoding_aes_key) \
+                         WHERE tp_id = $8",
                         args![&p.name, &p.event_url, &p.auth_event_url, &p.msg_token,
                             &p.encoding_aes_key, p.audit_quota.is_some(), p.audit_quota.flatten(),
                             tp_id, &p.redirect_domain,
                             &p.wechat_auth_event_url,
-                            &p.wechat_message_url],
+                            &p.wechat_message_url,
+                            &p.wechat_token,
+                            &p.wechat_encoding_aes_key],
                     )
                     .await?;
                 if n == 0 {
