@@ -343,19 +343,32 @@ pub async fn authorize(state: &AppState, tp_id: TpId, app_id: AppId) -> OpResult
     })
 }
 
+/// What a presented ticket bought.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TicketTrade {
+    /// A token of the third party.
+    Token(String),
+    /// One of its tickets, expired.
+    Expired,
+    /// No ticket of its.
+    Unknown,
+}
+
 /// Trades a third party's ticket for a token of the third party living `ttl_s` seconds
-/// (Baidu's TP token, WeChat's component token: either dialect's ticket buys either); None
-/// when the ticket is not one of its live tickets.
+/// (Baidu's TP token, WeChat's component token: either dialect's ticket buys either).
 pub async fn tp_token_for_ticket(
     state: &AppState,
     tp_id: TpId,
     ticket: &str,
     ttl_s: u64,
-) -> OpResult<Option<String>> {
+) -> OpResult<TicketTrade> {
     let now = clock::now_ms();
     let hash = secrets::sha256_hex(ticket.trim());
-    if !state.store.ticket_valid(tp_id, hash, now).await? {
-        return Ok(None);
+    if !state.store.ticket_valid(tp_id, hash.clone(), now).await? {
+        return Ok(match state.store.ticket_known(tp_id, hash).await? {
+            true => TicketTrade::Expired,
+            false => TicketTrade::Unknown,
+        });
     }
     let token = secrets::access_token("42");
     let expires = now.saturating_add((ttl_s as i64).saturating_mul(1000));
@@ -363,7 +376,7 @@ pub async fn tp_token_for_ticket(
         .store
         .create_tp_token(tp_id, secrets::sha256_hex(&token), expires, now)
         .await?;
-    Ok(Some(token))
+    Ok(TicketTrade::Token(token))
 }
 
 /// A single-use pre-auth code for the third party's consent link, living `ttl_s` seconds.

@@ -125,6 +125,10 @@ pub trait AuthStore: Send + Sync {
     /// Whether the ticket is one of the TP's and still valid.
     async fn ticket_valid(&self, tp_id: TpId, ticket_hash: String, now_ms: i64) -> Result<bool>;
 
+    /// Whether the ticket is one of the TP's, live or expired (expired ones are kept until
+    /// the next ticket is pushed): what tells an expired ticket from one never issued.
+    async fn ticket_known(&self, tp_id: TpId, ticket_hash: String) -> Result<bool>;
+
     /// Stores a single-use code (`pre_auth` or `auth`) by its hash.
     async fn create_code(
         &self,

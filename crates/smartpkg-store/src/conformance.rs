@@ -205,6 +205,21 @@ pub async fn queued_events_read_back_as_the_typed_events_that_queued_them(store:
         )
         .await
         .expect("db");
+    // Live until it expires; known (as an expired ticket of this TP) after; never another's.
+    assert!(store
+        .ticket_valid(tp_id, "hash".into(), 99_999)
+        .await
+        .expect("db"));
+    assert!(!store
+        .ticket_valid(tp_id, "hash".into(), 100_000)
+        .await
+        .expect("db"));
+    assert!(store.ticket_known(tp_id, "hash".into()).await.expect("db"));
+    assert!(!store.ticket_known(tp_id, "other".into()).await.expect("db"));
+    assert!(!store
+        .ticket_known(TpId(tp_id.get() + 1), "hash".into())
+        .await
+        .expect("db"));
     store
         .create_code(CodeKind::PreAuth, "pre".into(), tp_id, None, 10_000, 0)
         .await

@@ -48,9 +48,12 @@ pub async fn token(state: AppState, call: Call<call::TpToken>) -> Answer<TpToken
         .await?
         .ok_or_else(|| Reply::err(Errno::ClientIdUnknown))?;
     let ttl = state.settings.tp_token_ttl_s;
-    let token = application::tp_token_for_ticket(&state, tp.tp_id, &ticket, ttl)
-        .await?
-        .ok_or_else(|| Reply::err(Errno::TicketInvalid))?;
+    // Baidu has one errno for a ticket it will not take, expired or not.
+    let application::TicketTrade::Token(token) =
+        application::tp_token_for_ticket(&state, tp.tp_id, &ticket, ttl).await?
+    else {
+        return Err(Reply::err(Errno::TicketInvalid));
+    };
     Ok(Data(TpToken {
         access_token: token,
         expires_in: ttl as i64,

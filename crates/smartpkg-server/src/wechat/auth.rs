@@ -78,9 +78,13 @@ pub async fn component_token(State(state): State<AppState>, wx: Wx) -> Reply<Com
     }
     let ttl = state.settings.component_token_ttl_s;
     let token =
-        application::tp_token_for_ticket(&state, tp.tp_id, &req.component_verify_ticket, ttl)
+        match application::tp_token_for_ticket(&state, tp.tp_id, &req.component_verify_ticket, ttl)
             .await?
-            .ok_or_else(|| Fail::new(Errcode::TicketInvalid))?;
+        {
+            application::TicketTrade::Token(t) => t,
+            application::TicketTrade::Expired => return Err(Fail::new(Errcode::TicketExpired)),
+            application::TicketTrade::Unknown => return Err(Fail::new(Errcode::TicketInvalid)),
+        };
     Ok(Answer(ComponentToken {
         component_access_token: token,
         expires_in: ttl as i64,

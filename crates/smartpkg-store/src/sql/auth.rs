@@ -261,6 +261,13 @@ impl<S: Sql> AuthStore for S {
         })
     }
 
+    async fn ticket_known(&self, tp_id: TpId, ticket_hash: String) -> Result<bool> {
+        work!(read, self, |tx| {
+            let sql = "SELECT COUNT(*) AS n FROM tickets WHERE ticket_hash = $1 AND tp_id = $2";
+            Ok(tx.int(sql, args![&ticket_hash, tp_id]).await? == 1)
+        })
+    }
+
     async fn create_code(
         &self,
         kind: CodeKind,
