@@ -460,6 +460,21 @@ async fn an_owner_consents_on_the_wechat_page_and_the_code_buys_authorizer_token
         v["authorization_info"]["authorizer_appid"],
         wx_appid.as_str()
     );
+    // Another component's mini program is not this one's to read (61007).
+    let other_tp = app.platform.create_tp("other component").await;
+    let (theirs, _) = app
+        .platform
+        .authorized_app(other_tp.tp.tp_id, "their shop")
+        .await;
+    let v = wx
+        .post(
+            "/cgi-bin/component/api_get_authorizer_info",
+            "component_access_token",
+            &token,
+            json!({"component_appid": c.appid, "authorizer_appid": theirs.app.wx_appid}),
+        )
+        .await;
+    assert_eq!(refused(&v), 61007, "{v}");
     // A refresh: a new pair; the old refresh token, replayed, is refused and its family dies.
     let ask = |rt: &str| json!({"component_appid": c.appid, "authorizer_appid": wx_appid, "authorizer_refresh_token": rt});
     let path = "/cgi-bin/component/api_authorizer_token";
