@@ -38,7 +38,8 @@ const APPS: usize = 10_000;
 const CONNECTIONS: usize = 32;
 const LOAD_SECONDS: u64 = 2;
 const ROUNDS: usize = 5;
-/// `SPKG_BENCH_ONLY=get` stops after the first figure; `=storage` measures only the
+/// `SPKG_BENCH_ONLY=get` stops after the first figure; `=push` measures only the pushes (4);
+/// `=storage` measures only the
 /// lifecycles on SQLite and everything on PostgreSQL; `=pg-get` only `package/get` on
 /// PostgreSQL, `=pg-life` only the lifecycles on PostgreSQL (for quick iterations and
 /// profiles).
@@ -335,6 +336,9 @@ async fn run() -> Res<()> {
         t.elapsed().as_secs_f64()
     );
 
+    if only("push") {
+        return push_bench(dir.path(), tp_id, template_id, &tokens).await;
+    }
     // --- 1. get vs a trivial handler, same server, same run ---
     let server = smartpkg_server::start(settings(dir.path())).await?;
     let api = Arc::new(Api::new(&server));
