@@ -429,17 +429,22 @@ fn listen(
     u16,
     BufReader<std::process::ChildStdout>,
 ) {
+    listen_with(MSG_TOKEN, AES_KEY, extra)
+}
+
+/// As [`listen`], with the keys given.
+fn listen_with(
+    token: &str,
+    aes_key: &str,
+    extra: &[&str],
+) -> (
+    std::process::Child,
+    u16,
+    BufReader<std::process::ChildStdout>,
+) {
     let mut child = bin()
-        .args([
-            "events",
-            "listen",
-            "--port",
-            "0",
-            "--token",
-            MSG_TOKEN,
-            "--aes-key",
-            AES_KEY,
-        ])
+        .args(["events", "listen", "--port", "0"])
+        .args(["--token", token, "--aes-key", aes_key])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -820,32 +825,11 @@ async fn events_listen_opens_wechat_dialect_pushes_with_the_wechat_keys() {
         .admin(reqwest::Method::GET, &format!("/tps/{}", s.tp_id), None)
         .await;
     let key = |k: &str| tp[k].as_str().unwrap_or_else(|| panic!("{k}")).to_string();
-    let mut child = bin()
-        .args(["events", "listen", "--port", "0"])
-        .args(["--token", &key("wechat_token")])
-        .args(["--aes-key", &key("wechat_encoding_aes_key")])
-        .args(["--client-id", &key("component_appid")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut first = String::new();
-    err.read_line(&mut first).expect("first line");
-    let port: u16 = first
-        .split("127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {first:?}"));
-    std::thread::spawn(move || {
-        let mut rest = String::new();
-        while err.read_line(&mut rest).unwrap_or(0) > 0 {
-            eprint!("listener: {rest}");
-            rest.clear();
-        }
-    });
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let (mut child, port, mut out) = listen_with(
+        &key("wechat_token"),
+        &key("wechat_encoding_aes_key"),
+        &["--client-id", &key("component_appid")],
+    );
     // Only the WeChat message URL is set: audit results go out in WeChat's XML.
     let (st, body) = s
         .admin(

@@ -23,6 +23,59 @@ pub enum Gate {
     Closed,
 }
 
+/// The canary gate of one platform: its first `first` mini programs are released as they
+/// pass; the others wait until every canary is online, and are held when one cannot get there
+/// in this run.
+pub struct Canaries {
+    first: usize,
+    gate: watch::Sender<Gate>,
+    online: Mutex<usize>,
+}
+
+impl Canaries {
+    /// Without the canary policy everyone may go at once.
+    pub fn new(release: ReleasePolicy, first: usize) -> Canaries {
+        let canary = release == ReleasePolicy::Canary;
+        let (gate, _) = watch::channel(if canary { Gate::Waiting } else { Gate::Open });
+        Canaries {
+            first: if canary { first } else { 0 },
+            gate,
+            online: Mutex::new(0),
+        }
+    }
+
+    /// Mini program `idx` settled in `step` for this run.
+    pub fn finished(&self, idx: usize, step: Step) {
+        if idx >= self.first {
+            return;
+        }
+        if step == Step::Online {
+            let mut n = self.online.lock().unwrap_or_else(|p| p.into_inner());
+            *n += 1;
+            if *n >= self.first {
+                self.gate.send_replace(Gate::Open);
+            }
+        } else if step.is_final() || step == Step::WaitingQuota {
+            // A canary that cannot go online in this run closes the gate for this run; the
+            // next run looks again (held mini programs are reconsidered).
+            self.gate.send_replace(Gate::Closed);
+        }
+    }
+
+    /// Whether mini program `idx` may be released: at once for a canary (or without the
+    /// policy), else once the canaries' verdict is in.
+    pub async fn may_release(&self, idx: usize) -> bool {
+        if idx < self.first {
+            return true;
+        }
+        let mut gate = self.gate.subscribe();
+        gate.wait_for(|g| *g != Gate::Waiting)
+            .await
+            .map(|g| *g == Gate::Open)
+            .unwrap_or(false)
+    }
+}
+
 /// An audit result pushed to the rollout's receiver.
 #[derive(Debug, Clone)]
 pub struct Verdict {
@@ -37,8 +90,7 @@ pub struct Engine {
     pub progress: Arc<Progress>,
     tp_token: Option<String>,
     permits: Semaphore,
-    gate: watch::Sender<Gate>,
-    canaries_online: Mutex<usize>,
+    canaries: Canaries,
     /// When the quota renews, once a submission was refused for it (policy `stop`).
     pub quota_stopped_until: Mutex<Option<chrono::DateTime<chrono::FixedOffset>>>,
     verdicts: Mutex<HashMap<i64, Verdict>>,
@@ -121,11 +173,7 @@ impl Engine {
         tp_token: Option<String>,
     ) -> Engine {
         let permits = Semaphore::new(plan.concurrency);
-        let (gate, _) = watch::channel(if plan.release == ReleasePolicy::Canary {
-            Gate::Waiting
-        } else {
-            Gate::Open
-        });
+        let canaries = Canaries::new(plan.release, plan.canaries);
         Engine {
             plan,
             client,
@@ -133,8 +181,7 @@ impl Engine {
             progress,
             tp_token,
             permits,
-            gate,
-            canaries_online: Mutex::new(0),
+            canaries,
             quota_stopped_until: Mutex::new(None),
             verdicts: Mutex::new(HashMap::new()),
             verdict_news: Notify::new(),
@@ -161,23 +208,7 @@ impl Engine {
     /// Sets the canary gate from the states the canaries are in (at start, from the state
     /// file; later, as each finishes).
     fn canary_finished(&self, idx: usize, step: Step) {
-        if self.plan.release != ReleasePolicy::Canary || idx >= self.plan.canaries {
-            return;
-        }
-        if step == Step::Online {
-            let mut n = self
-                .canaries_online
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            *n += 1;
-            if *n >= self.plan.canaries {
-                self.gate.send_replace(Gate::Open);
-            }
-        } else if step.is_final() || step == Step::WaitingQuota {
-            // A canary that cannot go online in this run closes the gate for this run; the
-            // next run looks again (held mini programs are reconsidered).
-            self.gate.send_replace(Gate::Closed);
-        }
+        self.canaries.finished(idx, step);
     }
 
     /// Drives one mini program as far as it can go; its last state.
@@ -754,27 +785,17 @@ impl Engine {
 
     /// Releases per the policy; false when the mini program stops at "passed".
     async fn release(&self, idx: usize, s: &mut AppState) -> Result<bool, Stop> {
-        match self.plan.release {
-            ReleasePolicy::None => return Ok(false),
-            ReleasePolicy::All => {}
-            ReleasePolicy::Canary if idx < self.plan.canaries => {}
-            ReleasePolicy::Canary => {
-                let mut gate = self.gate.subscribe();
-                let verdict = gate
-                    .wait_for(|g| *g != Gate::Waiting)
-                    .await
-                    .map(|g| *g)
-                    .unwrap_or(Gate::Closed);
-                if verdict == Gate::Closed {
-                    self.set(
-                        s,
-                        Step::Held,
-                        None,
-                        Some("not released: not every canary went online".into()),
-                    )?;
-                    return Ok(false);
-                }
-            }
+        if self.plan.release == ReleasePolicy::None {
+            return Ok(false);
+        }
+        if !self.canaries.may_release(idx).await {
+            self.set(
+                s,
+                Step::Held,
+                None,
+                Some("not released: not every canary went online".into()),
+            )?;
+            return Ok(false);
         }
         let Some(package_id) = s.package_id else {
             return Err(Stop::Fail(

@@ -102,31 +102,72 @@ pub struct StateFile {
 
 /// `plan.toml` → `plan.state.sqlite` in the same folder.
 pub fn path_for(plan: &Path) -> PathBuf {
+    path_with(plan, "")
+}
+
+/// `plan.toml` and `.wechat` → `plan.state.wechat.sqlite` in the same folder.
+pub fn path_with(plan: &Path, suffix: &str) -> PathBuf {
     let stem = plan
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "rollout".into());
-    plan.with_file_name(format!("{stem}.state.sqlite"))
+    plan.with_file_name(format!("{stem}.state{suffix}.sqlite"))
+}
+
+/// Opens (or creates) a rollout's state database for `template_id` at `version`, readable by
+/// its owner only (it holds tokens), with `schema` applied; refuses one left by a rollout of
+/// something else.
+pub fn open_db(
+    path: &Path,
+    template_id: i64,
+    version: &str,
+    schema: &str,
+) -> anyhow::Result<Connection> {
+    let conn = Connection::open(path)
+        .with_context(|| format!("cannot open the state file {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA busy_timeout = 5000;
+         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    )?;
+    conn.execute_batch(schema)?;
+    let key = format!("{template_id}@{version}");
+    let existing: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'release'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    match existing {
+        Some(k) if k != key => bail!(
+            "{} belongs to a rollout of template@version {k}, not {key}: move it away to start a new rollout",
+            path.display()
+        ),
+        Some(_) => {}
+        None => {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('release', ?1)",
+                params![key],
+            )?;
+        }
+    }
+    Ok(conn)
 }
 
 impl StateFile {
     /// Opens (or creates) the state of a rollout of `template_id` at `version`; refuses a state
     /// file left by a rollout of something else.
     pub fn open(path: &Path, template_id: i64, version: &str) -> anyhow::Result<StateFile> {
-        let conn = Connection::open(path)
-            .with_context(|| format!("cannot open the state file {}", path.display()))?;
-        // It holds tokens: readable by its owner only.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        }
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
-             PRAGMA busy_timeout = 5000;
-             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS apps (
+        let conn = open_db(
+            path,
+            template_id,
+            version,
+            "CREATE TABLE IF NOT EXISTS apps (
                  app_id INTEGER PRIMARY KEY,
                  step TEXT NOT NULL,
                  package_id INTEGER,
@@ -148,25 +189,6 @@ impl StateFile {
                 "ALTER TABLE apps ADD COLUMN token_app_id INTEGER;
                  ALTER TABLE apps ADD COLUMN given TEXT NOT NULL DEFAULT ''",
             )?;
-        }
-        let key = format!("{template_id}@{version}");
-        let existing: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'release'", [], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        match existing {
-            Some(k) if k != key => bail!(
-                "{} belongs to a rollout of template@version {k}, not {key}: move it away to start a new rollout",
-                path.display()
-            ),
-            Some(_) => {}
-            None => {
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('release', ?1)",
-                    params![key],
-                )?;
-            }
         }
         Ok(StateFile {
             conn: Mutex::new(conn),

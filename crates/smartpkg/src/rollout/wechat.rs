@@ -13,16 +13,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use smartpkg_client::wechat::{WechatClient, WechatClientError};
 use smartpkg_types::wechat::{
     audit_status, AuthorizerTokenRequest, CommitRequest, Errcode, SubmitAuditRequest,
 };
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 
-use super::engine::Gate;
+use super::engine::Canaries;
 use super::plan::{OnQuota, Plan, PlatformTarget, ReleasePolicy};
 use super::progress::Progress;
 use super::state::Step;
@@ -46,29 +46,16 @@ pub struct WxStateFile {
 
 /// `plan.toml` and platform `wechat` → `plan.state.wechat.sqlite`.
 pub fn state_path(plan: &Path, platform: &str) -> PathBuf {
-    let stem = plan
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "rollout".into());
-    plan.with_file_name(format!("{stem}.state.{platform}.sqlite"))
+    super::state::path_with(plan, &format!(".{platform}"))
 }
 
 impl WxStateFile {
     pub fn open(path: &Path, template_id: i64, version: &str) -> anyhow::Result<WxStateFile> {
-        let conn = Connection::open(path)
-            .with_context(|| format!("cannot open the state file {}", path.display()))?;
-        // It holds tokens: readable by its owner only.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        }
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
-             PRAGMA busy_timeout = 5000;
-             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS wx_apps (
+        let conn = super::state::open_db(
+            path,
+            template_id,
+            version,
+            "CREATE TABLE IF NOT EXISTS wx_apps (
                  appid TEXT PRIMARY KEY,
                  step TEXT NOT NULL,
                  auditid INTEGER,
@@ -79,25 +66,6 @@ impl WxStateFile {
                  updated_at_ms INTEGER NOT NULL
              );",
         )?;
-        let key = format!("{template_id}@{version}");
-        let existing: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'release'", [], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        match existing {
-            Some(k) if k != key => bail!(
-                "{} belongs to a rollout of template@version {k}, not {key}: move it away to start a new rollout",
-                path.display()
-            ),
-            Some(_) => {}
-            None => {
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('release', ?1)",
-                    params![key],
-                )?;
-            }
-        }
         Ok(WxStateFile {
             conn: Mutex::new(conn),
         })
@@ -221,8 +189,7 @@ pub struct WxEngine {
     progress: Arc<Progress>,
     component_token: String,
     permits: Semaphore,
-    gate: watch::Sender<Gate>,
-    canaries_online: Mutex<usize>,
+    canaries: Canaries,
     pub quota_stopped_until: Mutex<Option<chrono::DateTime<chrono::FixedOffset>>>,
 }
 
@@ -235,12 +202,8 @@ impl WxEngine {
         progress: Arc<Progress>,
         component_token: String,
     ) -> WxEngine {
-        let (gate, _) = watch::channel(if plan.release == ReleasePolicy::Canary {
-            Gate::Waiting
-        } else {
-            Gate::Open
-        });
         WxEngine {
+            canaries: Canaries::new(plan.release, target.canaries()),
             permits: Semaphore::new(plan.concurrency),
             target,
             plan,
@@ -248,8 +211,6 @@ impl WxEngine {
             state,
             progress,
             component_token,
-            gate,
-            canaries_online: Mutex::new(0),
             quota_stopped_until: Mutex::new(None),
         }
     }
@@ -274,24 +235,6 @@ impl WxEngine {
         self.progress
             .moved_as(&self.who(s), from, step, detail, s.reason.as_deref());
         Ok(())
-    }
-
-    fn canary_finished(&self, idx: usize, step: Step) {
-        if self.plan.release != ReleasePolicy::Canary || idx >= self.target.canaries() {
-            return;
-        }
-        if step == Step::Online {
-            let mut n = self
-                .canaries_online
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            *n += 1;
-            if *n >= self.target.canaries() {
-                self.gate.send_replace(Gate::Open);
-            }
-        } else if step.is_final() || step == Step::WaitingQuota {
-            self.gate.send_replace(Gate::Closed);
-        }
     }
 
     /// Drives one mini program as far as it can go; its last state.
@@ -325,7 +268,7 @@ impl WxEngine {
             Err(Stop::Fail(step, code, reason)) => self.set(&mut s, step, code, Some(reason))?,
             Err(Stop::State(e)) => return Err(e),
         }
-        self.canary_finished(idx, s.step);
+        self.canaries.finished(idx, s.step);
         Ok(s)
     }
 
@@ -648,30 +591,20 @@ impl WxEngine {
     }
 
     async fn release(&self, idx: usize, s: &mut WxState) -> Result<bool, Stop> {
-        match self.plan.release {
-            ReleasePolicy::None => return Ok(false),
-            ReleasePolicy::All => {}
-            ReleasePolicy::Canary if idx < self.target.canaries() => {}
-            ReleasePolicy::Canary => {
-                let mut gate = self.gate.subscribe();
-                let verdict = gate
-                    .wait_for(|g| *g != Gate::Waiting)
-                    .await
-                    .map(|g| *g)
-                    .unwrap_or(Gate::Closed);
-                if verdict == Gate::Closed {
-                    self.set(
-                        s,
-                        Step::Held,
-                        None,
-                        Some(format!(
-                            "not released: not every canary of {} went online",
-                            self.target.name
-                        )),
-                    )?;
-                    return Ok(false);
-                }
-            }
+        if self.plan.release == ReleasePolicy::None {
+            return Ok(false);
+        }
+        if !self.canaries.may_release(idx).await {
+            self.set(
+                s,
+                Step::Held,
+                None,
+                Some(format!(
+                    "not released: not every canary of {} went online",
+                    self.target.name
+                )),
+            )?;
+            return Ok(false);
         }
         // Retried like a read: a second release is refused with 85052.
         let result = self
