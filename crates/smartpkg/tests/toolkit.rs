@@ -59,6 +59,46 @@ async fn pass(s: &Sandbox, package_id: i64) {
     assert_eq!(st, 200, "{body}");
 }
 
+/// Uploads 1.0.0 to the sandbox's mini program, builds it, submits it and passes its audit
+/// (so the platform pushes the result); its package id.
+async fn audit_passed(s: &Sandbox) -> i64 {
+    let c = Client::new(&s.base_url).expect("client");
+    let t = &s.app_token;
+    c.upload(
+        t,
+        &smartpkg_client::types::UploadRequest {
+            template_id: s.template_id,
+            ext_json: "{}".into(),
+            user_version: "1.0.0".into(),
+            user_desc: "d".into(),
+            test_account: None,
+            test_password: None,
+        },
+    )
+    .await
+    .expect("upload");
+    let id = c
+        .wait_built(t, "1.0.0", Duration::from_secs(10))
+        .await
+        .expect("built")
+        .package_id
+        .expect("id");
+    c.submit_audit(
+        t,
+        &smartpkg_client::types::SubmitAuditRequest {
+            package_id: id,
+            content: "c".into(),
+            remark: String::new(),
+            test_account: None,
+            test_password: None,
+        },
+    )
+    .await
+    .expect("submit");
+    pass(s, id).await;
+    id
+}
+
 /// `spawn_blocking` for a command, so the in-process server keeps serving meanwhile.
 async fn cli(s: &Sandbox, args: &[&str]) -> Output {
     let s2 = s.clone();
@@ -482,40 +522,7 @@ async fn events_listen_prints_real_pushes_runs_the_hook_and_refuses_forgeries() 
     s.set_event_url(&url).await;
 
     // A real audit result, pushed by the platform.
-    let c = Client::new(&s.base_url).expect("client");
-    let t = &s.app_token;
-    c.upload(
-        t,
-        &smartpkg_client::types::UploadRequest {
-            template_id: s.template_id,
-            ext_json: "{}".into(),
-            user_version: "1.0.0".into(),
-            user_desc: "d".into(),
-            test_account: None,
-            test_password: None,
-        },
-    )
-    .await
-    .expect("upload");
-    let id = c
-        .wait_built(t, "1.0.0", Duration::from_secs(10))
-        .await
-        .expect("built")
-        .package_id
-        .expect("id");
-    c.submit_audit(
-        t,
-        &smartpkg_client::types::SubmitAuditRequest {
-            package_id: id,
-            content: "c".into(),
-            remark: String::new(),
-            test_account: None,
-            test_password: None,
-        },
-    )
-    .await
-    .expect("submit");
-    pass(&s, id).await;
+    let id = audit_passed(&s).await;
     let line = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
         out.read_line(&mut line).expect("a line");
@@ -839,40 +846,7 @@ async fn events_listen_opens_wechat_dialect_pushes_with_the_wechat_keys() {
         )
         .await;
     assert_eq!(st, 200, "{body}");
-    let c = Client::new(&s.base_url).expect("client");
-    let t = &s.app_token;
-    c.upload(
-        t,
-        &smartpkg_client::types::UploadRequest {
-            template_id: s.template_id,
-            ext_json: "{}".into(),
-            user_version: "1.0.0".into(),
-            user_desc: "d".into(),
-            test_account: None,
-            test_password: None,
-        },
-    )
-    .await
-    .expect("upload");
-    let id = c
-        .wait_built(t, "1.0.0", Duration::from_secs(10))
-        .await
-        .expect("built")
-        .package_id
-        .expect("id");
-    c.submit_audit(
-        t,
-        &smartpkg_client::types::SubmitAuditRequest {
-            package_id: id,
-            content: "c".into(),
-            remark: String::new(),
-            test_account: None,
-            test_password: None,
-        },
-    )
-    .await
-    .expect("submit");
-    pass(&s, id).await;
+    audit_passed(&s).await;
     let line = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
         out.read_line(&mut line).expect("a line");
