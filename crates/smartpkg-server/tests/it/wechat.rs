@@ -271,22 +271,16 @@ async fn a_wechat_third_party_gets_its_component_token_from_a_pushed_ticket() {
     app.stop().await;
 }
 
-/// The owner consents on the page; the third party trades the code for authorizer tokens.
-/// Returns (wx appid, access token, refresh token, auth code, app id).
-async fn consented(
+/// The owner of `wx_appid` consents on WeChat's page to a fresh pre-auth code of the
+/// component: the page's checks, the redirect, and the spent code; the authorization code.
+async fn approve(
     app: &TestApp,
     wx: &Wx<'_>,
-    rx: &WxReceiver,
     c: &Component,
     token: &str,
-) -> (String, String, String, String, i64) {
-    let (st, created) = app.admin_post("/apps", json!({"name": "wx shop"})).await;
-    assert_eq!(st, 201, "{created}");
-    let wx_appid = created["wx_appid"].as_str().expect("wx_appid").to_string();
-    let password = created["owner_password"]
-        .as_str()
-        .expect("password")
-        .to_string();
+    wx_appid: &str,
+    password: &str,
+) -> String {
     let v = wx
         .post(
             "/cgi-bin/component/api_create_preauthcode",
@@ -308,7 +302,7 @@ async fn consented(
             ("pre_auth_code", &pre),
             ("redirect_uri", redirect),
             ("auth_type", "2"),
-            ("biz_appid", &wx_appid),
+            ("biz_appid", wx_appid),
         ])
         .send()
         .await
@@ -346,8 +340,8 @@ async fn consented(
         ("redirect_uri", redirect),
         ("auth_type", "2"),
         ("csrf", &csrf),
-        ("app_id", &wx_appid),
-        ("owner_password", &password),
+        ("app_id", wx_appid),
+        ("owner_password", password),
     ];
     let resp = no_redirects
         .post(format!("{}/cgi-bin/componentloginpage", app.base))
@@ -373,6 +367,26 @@ async fn consented(
         .await
         .expect("again");
     assert_eq!(again.status(), 400);
+    code
+}
+
+/// The owner consents on the page; the third party trades the code for authorizer tokens.
+/// Returns (wx appid, access token, refresh token, auth code, app id).
+async fn consented(
+    app: &TestApp,
+    wx: &Wx<'_>,
+    rx: &WxReceiver,
+    c: &Component,
+    token: &str,
+) -> (String, String, String, String, i64) {
+    let (st, created) = app.admin_post("/apps", json!({"name": "wx shop"})).await;
+    assert_eq!(st, 201, "{created}");
+    let wx_appid = created["wx_appid"].as_str().expect("wx_appid").to_string();
+    let password = created["owner_password"]
+        .as_str()
+        .expect("password")
+        .to_string();
+    let code = approve(app, wx, c, token, &wx_appid, &password).await;
     // The authorized push carries the same code, in WeChat's XML.
     let pushed = rx
         .wait_for(WAIT, |r| {
@@ -1268,5 +1282,32 @@ async fn the_remaining_refusals_carry_their_wechat_errcodes() {
     wait_trial(&wx, &other_token).await;
     let v = wx.code("/wxa/submit_audit", &other_token, json!({})).await;
     assert_eq!(refused(&v), 86002, "{v}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn consenting_again_pushes_updateauthorized_with_the_new_code() {
+    let app = wechat_app().await;
+    let rx = receiver_for(&app).await;
+    let c = component(&app, &rx).await;
+    let wx = Wx { app: &app };
+    let token = component_token(&wx, &rx, &c).await;
+    let (st, created) = app.admin_post("/apps", json!({"name": "twice"})).await;
+    assert_eq!(st, 201, "{created}");
+    let wx_appid = created["wx_appid"].as_str().expect("wx_appid").to_string();
+    let password = created["owner_password"]
+        .as_str()
+        .expect("password")
+        .to_string();
+    let first = approve(&app, &wx, &c, &token, &wx_appid, &password).await;
+    let second = approve(&app, &wx, &c, &token, &wx_appid, &password).await;
+    assert_ne!(first, second);
+    let pushed = rx
+        .wait_for(WAIT, |r| {
+            is_info(r, "updateauthorized") && r.field("AuthorizerAppid") == Some(wx_appid.as_str())
+        })
+        .await;
+    assert!(pushed.signature_ok && pushed.appid_ok, "{pushed:?}");
+    assert_eq!(pushed.field("AuthorizationCode"), Some(second.as_str()));
     app.stop().await;
 }
