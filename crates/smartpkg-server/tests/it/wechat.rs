@@ -848,10 +848,11 @@ async fn the_wechat_lifecycle_runs_commit_audit_release_gray_and_revert_with_its
     assert_eq!(list.len(), 1, "{v}");
     assert_eq!(list[0]["user_version"], "1.0.0");
     assert_eq!(list[0]["app_version"].as_i64(), Some(audit1));
-    let (_, dbg) = app.admin_get(&format!("/packages/{audit3}")).await;
-    println!("DBG3 {dbg}");
-    let (_, dbg) = app.admin_get(&format!("/packages/{audit1}")).await;
-    println!("DBG1 {dbg}");
+    // The platform agrees: 3.0.0 online, 1.0.0 kept as a former version.
+    let (_, third) = app.admin_get(&format!("/packages/{audit3}")).await;
+    assert_eq!(third["state"], "online", "{third}");
+    let (_, first) = app.admin_get(&format!("/packages/{audit1}")).await;
+    assert_eq!(first["state"], "history", "{first}");
     // 4.0.0 goes out to 10 %: reverting the online version waits for the gray release.
     wx.code("/wxa/commit", &tok, commit_body(t, json!({}), "4.0.0"))
         .await;
