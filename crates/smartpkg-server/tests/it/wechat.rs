@@ -1312,3 +1312,31 @@ async fn consenting_again_pushes_updateauthorized_with_the_new_code() {
     assert_eq!(pushed.field("AuthorizationCode"), Some(second.as_str()));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn writes_past_the_shared_budget_are_45009_and_change_nothing() {
+    let app = spawn_with(|s| s.app_writes_per_minute = 2).await;
+    let wx = Wx { app: &app };
+    let tok = app.token.clone();
+    for _ in 0..2 {
+        let v = wx
+            .code("/wxa/change_visitstatus", &tok, json!({"action": "pause"}))
+            .await;
+        // Refused for its action, but a write all the same: it draws on the budget.
+        assert_eq!(refused(&v), 85022, "{v}");
+    }
+    let v = wx
+        .code(
+            "/wxa/commit",
+            &tok,
+            commit_body(app.template_id, json!({}), "1.0.0"),
+        )
+        .await;
+    assert_eq!(refused(&v), 45009, "{v}");
+    let v = wx.get("/wxa/get_page", &[("access_token", &tok)]).await;
+    assert_eq!(refused(&v), 86001, "nothing was committed: {v}");
+    // Reads are not writes: they still answer.
+    let v = wx.code("/wxa/getvisitstatus", &tok, json!({})).await;
+    assert_eq!(errcode(&v), 0, "{v}");
+    app.stop().await;
+}
