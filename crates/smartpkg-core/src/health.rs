@@ -59,6 +59,96 @@ impl ReportEvent {
     }
 }
 
+/// The most reports one batch may carry.
+pub const MAX_BATCH: usize = 500;
+/// How far ahead of the server's clock a report's time may be (devices' clocks drift).
+pub const MAX_FUTURE_MS: i64 = 5 * 60 * 1000;
+/// How old a report may be: older hours are past every staged step's judgement.
+pub const MAX_AGE_MS: i64 = 7 * 24 * 3600 * 1000;
+/// The longest device id kept.
+pub const MAX_DEVICE_ID_CHARS: usize = 128;
+pub const HOUR_MS: i64 = 3600 * 1000;
+
+/// A report as a device sends it, before it is checked.
+#[derive(Debug, Clone, Copy)]
+pub struct RawReport<'a> {
+    pub device_id: &'a str,
+    pub app_id: i64,
+    pub package_id: i64,
+    pub event: &'a str,
+    /// Unix milliseconds; absent: now.
+    pub at_ms: Option<i64>,
+}
+
+/// A checked report, placed in its hour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub device_id: String,
+    pub app_id: i64,
+    pub package_id: i64,
+    pub event: ReportEvent,
+    /// Hours since the Unix epoch.
+    pub hour: i64,
+}
+
+/// Why a batch was refused whole (nothing of it is counted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("the batch is empty")]
+    Empty,
+    #[error("a batch carries at most {MAX_BATCH} reports, not {0}")]
+    TooMany(usize),
+    #[error("report {index}: {why}")]
+    Entry { index: usize, why: String },
+}
+
+/// Checks a whole batch: every report, or none (a batch with one bad report is refused with
+/// its index and why, so a device fixes it rather than losing part of it silently).
+pub fn check_batch(raw: &[RawReport<'_>], now_ms: i64) -> Result<Vec<Report>, BatchError> {
+    if raw.is_empty() {
+        return Err(BatchError::Empty);
+    }
+    if raw.len() > MAX_BATCH {
+        return Err(BatchError::TooMany(raw.len()));
+    }
+    raw.iter()
+        .enumerate()
+        .map(|(index, r)| {
+            let bad = |why: String| BatchError::Entry { index, why };
+            let id = r.device_id;
+            if id.is_empty() || id.chars().count() > MAX_DEVICE_ID_CHARS {
+                return Err(bad(format!(
+                    "device_id is 1 to {MAX_DEVICE_ID_CHARS} characters"
+                )));
+            }
+            crate::text::check("device_id", id, false).map_err(bad)?;
+            if r.app_id <= 0 || r.package_id <= 0 {
+                return Err(bad("app_id and package_id are positive ids".into()));
+            }
+            let event = ReportEvent::parse(r.event).ok_or_else(|| {
+                bad(format!(
+                    "event {:?} is not one of downloaded, installed, launched, launch_failed, crashed, rolled_back",
+                    r.event
+                ))
+            })?;
+            let at = r.at_ms.unwrap_or(now_ms);
+            if at > now_ms.saturating_add(MAX_FUTURE_MS) {
+                return Err(bad("at is in the future".into()));
+            }
+            if at < now_ms.saturating_sub(MAX_AGE_MS) {
+                return Err(bad("at is more than 7 days ago".into()));
+            }
+            Ok(Report {
+                device_id: id.to_string(),
+                app_id: r.app_id,
+                package_id: r.package_id,
+                event,
+                hour: at.div_euclid(HOUR_MS),
+            })
+        })
+        .collect()
+}
+
 /// One version's figures over the hours judged: distinct devices that launched it and
 /// distinct devices on which it failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -212,6 +302,72 @@ mod tests {
             failures,
             [&ReportEvent::LaunchFailed, &ReportEvent::Crashed]
         );
+    }
+
+    fn raw(event: &str, at_ms: Option<i64>) -> RawReport<'_> {
+        RawReport {
+            device_id: "phone-1",
+            app_id: 3,
+            package_id: 9,
+            event,
+            at_ms,
+        }
+    }
+
+    #[test]
+    fn a_good_batch_is_placed_in_its_hours() {
+        let now = 10 * HOUR_MS + 5;
+        let got = check_batch(
+            &[raw("launched", None), raw("crashed", Some(now - HOUR_MS))],
+            now,
+        )
+        .expect("good");
+        assert_eq!(got[0].hour, 10);
+        assert_eq!((got[1].hour, got[1].event), (9, ReportEvent::Crashed));
+    }
+
+    #[test]
+    fn one_bad_report_refuses_the_whole_batch_saying_which() {
+        let now = 1_000 * HOUR_MS;
+        let cases: Vec<(Vec<RawReport<'_>>, &str)> = vec![
+            (vec![], "empty"),
+            (vec![raw("launched", None); MAX_BATCH + 1], "at most"),
+            (
+                vec![raw("launched", None), raw("exploded", None)],
+                "report 1",
+            ),
+            (
+                vec![raw("launched", Some(now + MAX_FUTURE_MS + 1))],
+                "future",
+            ),
+            (vec![raw("launched", Some(now - MAX_AGE_MS - 1))], "7 days"),
+            (
+                vec![RawReport {
+                    device_id: "",
+                    ..raw("launched", None)
+                }],
+                "device_id",
+            ),
+            (
+                vec![RawReport {
+                    device_id: "a\u{202e}b",
+                    ..raw("launched", None)
+                }],
+                "device_id",
+            ),
+            (
+                vec![RawReport {
+                    package_id: 0,
+                    ..raw("launched", None)
+                }],
+                "positive",
+            ),
+        ];
+        for (batch, want) in cases {
+            let e = check_batch(&batch, now).expect_err(want).to_string();
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        assert!(check_batch(&vec![raw("launched", None); MAX_BATCH], now).is_ok());
     }
 
     #[test]
