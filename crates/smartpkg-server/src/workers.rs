@@ -171,9 +171,11 @@ async fn build(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
     };
     // extAppid may name the mini program by its wx appid (a WeChat-dialect ext.json): read
     // only when it names something other than the numeric id.
-    let names_other = parse_ext_json(&pkg.ext_json)
+    let ext = parse_ext_json(&pkg.ext_json);
+    let names_other = ext
+        .as_ref()
         .ok()
-        .and_then(|e| e.ext_appid)
+        .and_then(|e| e.ext_appid.as_deref())
         .is_some_and(|a| a != pkg.app_id.get().to_string());
     let wx_appid = match names_other {
         true => state
@@ -190,7 +192,7 @@ async fn build(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
             Errno::TemplateParseError,
             format!("{}: {e}", Errno::TemplateParseError.default_msg()),
         ),
-        Ok(manifest) => match parse_ext_json(&pkg.ext_json) {
+        Ok(manifest) => match ext {
             Err(e) => failed(e.errno(), e.to_string()),
             Ok(ext) => match build_ext_json(&ext, pkg.app_id.get(), &wx_appid, &manifest) {
                 Err(f) => failed(f.errno, f.msg),
@@ -263,14 +265,16 @@ async fn push(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
     let Some(tp) = state.store.get_tp(d.tp_id).await? else {
         return Ok(Outcome::Obsolete(format!("tp {} gone", d.tp_id)));
     };
-    // WeChat-dialect pushes name the mini program by its wx appid (read for those only).
-    let wechat = d
-        .event
-        .typed()
-        .is_ok_and(|e| push::dialect_of(&tp, &e, d.event.channel) == Dialect::Wechat);
+    // The dialect is decided once here; WeChat-dialect pushes name the mini program by its wx
+    // appid (read for those only). An event that does not read back renders as an error in
+    // the attempt, whatever the dialect.
+    let dialect = match d.event.typed() {
+        Ok(e) => push::dialect_of(&tp, &e, d.event.channel),
+        Err(_) => Dialect::Baidu,
+    };
     let wx_appid = match d.event.app_id.get() {
         0 => String::new(),
-        _ if !wechat => String::new(),
+        _ if dialect != Dialect::Wechat => String::new(),
         id => state
             .store
             .get_app(smartpkg_core::ids::AppId(id))
@@ -282,6 +286,7 @@ async fn push(state: &AppState, job: &Job) -> Result<Outcome, JobError> {
     let a = push::attempt(
         &state.push_client,
         &tp,
+        dialect,
         &wx_appid,
         &d,
         s.allow_private_targets,

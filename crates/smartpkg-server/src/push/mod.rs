@@ -401,13 +401,14 @@ fn excerpt(body: &[u8]) -> String {
     String::from_utf8_lossy(cut).into_owned()
 }
 
-/// Sends the delivery's event once, in the dialect [`dialect_of`] picks. Success is a 2xx
-/// whose body, trimmed, is `success` (WeChat's receivers may also answer an empty body).
-/// `wx_appid` is the mini program's (empty for a ticket).
+/// Sends the delivery's event once, in `dialect` (the one [`dialect_of`] picks, decided by
+/// the caller). Success is a 2xx whose body, trimmed, is `success` (WeChat's receivers may
+/// also answer an empty body). `wx_appid` is the mini program's (empty for a ticket).
 #[allow(clippy::too_many_arguments)]
 pub async fn attempt(
     client: &reqwest::Client,
     tp: &Tp,
+    dialect: Dialect,
     wx_appid: &str,
     d: &Delivery,
     allow_private: bool,
@@ -416,10 +417,6 @@ pub async fn attempt(
     offset: FixedOffset,
 ) -> Attempt {
     let at_ms = clock::now_ms();
-    let dialect = match d.event.typed() {
-        Ok(event) => dialect_of(tp, &event, d.event.channel),
-        Err(_) => Dialect::Baidu,
-    };
     // Tickets and authorization events go to the authorization-event URL, audit results to
     // the message URL, of the dialect's settings.
     let (url, url_field) = url_of(tp, dialect, d.event.channel, wx_appid);
