@@ -151,7 +151,7 @@ pub fn check_batch(raw: &[RawReport<'_>], now_ms: i64) -> Result<Vec<Report>, Ba
 
 /// One version's figures over the hours judged: distinct devices that launched it and
 /// distinct devices on which it failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Sample {
     pub launched: u64,
     pub failed: u64,

@@ -16,4 +16,5 @@ pub mod push;
 pub mod review;
 pub mod runtime;
 pub mod sketch;
+pub mod stage;
 pub mod text;

@@ -6,6 +6,7 @@
 //! Every rule of the lifecycle lives in this file; `docs/lifecycle.md` lists them with errnos.
 
 use crate::ids::PackageId;
+use crate::stage::{HaltFigures, PlanStatus, StagePlan};
 pub use smartpkg_types::Errno;
 use smartpkg_types::WireStatus;
 
@@ -103,8 +104,11 @@ pub struct PackageFacts {
     pub previous_package_id: Option<PackageId>,
     /// It became online through a rollback; it cannot be rolled back itself.
     pub restored: bool,
-    /// An audit-passed package released to this percentage of devices (a staged release).
+    /// An audit-passed package released to this percentage of devices (a staged release;
+    /// 0 while its plan is halted).
     pub staged_percent: Option<i64>,
+    /// The staged release's plan, if it has one (kept, finished, once released).
+    pub stage_plan: Option<StagePlan>,
 }
 
 /// The mini program's audit gates.
@@ -221,6 +225,30 @@ pub enum Command {
         package_id: PackageId,
         target: PackageId,
     },
+    /// Start a staged release that follows `plan` (from its first step).
+    StartPlan {
+        package_id: PackageId,
+        plan: StagePlan,
+    },
+    /// The plan's step `from_step` was healthy: the next step (or, past the last but one,
+    /// the release to every device). `from_step` makes a second scheduler's late decision a
+    /// refusal rather than a second advance.
+    AdvanceStage {
+        package_id: PackageId,
+        from_step: usize,
+        at_ms: i64,
+    },
+    /// The plan's step `from_step` was unhealthy: its share drops to zero at once.
+    HaltStage {
+        package_id: PackageId,
+        from_step: usize,
+        figures: HaltFigures,
+    },
+    /// A halted plan runs again from the step it halted at, with a fresh sample.
+    ResumeStage {
+        package_id: PackageId,
+        at_ms: i64,
+    },
 }
 
 /// How many former online versions a rollback to a chosen version may pick from.
@@ -241,7 +269,11 @@ impl Command {
             | Command::Withdraw { package_id }
             | Command::StageRelease { package_id, .. }
             | Command::RevertStage { package_id }
-            | Command::RollbackTo { package_id, .. } => Some(*package_id),
+            | Command::RollbackTo { package_id, .. }
+            | Command::StartPlan { package_id, .. }
+            | Command::AdvanceStage { package_id, .. }
+            | Command::HaltStage { package_id, .. }
+            | Command::ResumeStage { package_id, .. } => Some(*package_id),
         }
     }
 
@@ -310,6 +342,9 @@ pub struct Patch {
     pub restored: Option<bool>,
     /// Set by a staged release, cleared by its revert and by the release.
     pub staged_percent: Option<Option<i64>>,
+    pub stage_plan: Option<Option<StagePlan>>,
+    /// What the timeline says of the change, when the state alone does not say it.
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -332,6 +367,19 @@ pub struct Plan {
     pub consume_quota: bool,
     /// The audit decision that an outbox push will announce: (package_id, pass, reason).
     pub audit_decision: Option<(PackageId, bool, String)>,
+    /// A plan's step that an outbox push will announce.
+    pub stage_event: Option<StageEvent>,
+}
+
+/// The scheduler moved a plan: the third party hears of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageEvent {
+    pub package_id: PackageId,
+    pub halted: bool,
+    /// The share of devices the new version has now.
+    pub percent: i64,
+    pub status: PlanStatus,
+    pub reason: String,
 }
 
 /// A refused command: the errno and a precise message for the caller.
@@ -469,6 +517,79 @@ fn submit(s: &Snapshot, p: &PackageFacts, request: AuditRequest, policy: &Policy
     }
 }
 
+/// Releases the audit-passed `p` to every device: the online package (if any) becomes
+/// history. A staged plan is kept, finished, at `last_step` (or where it stood).
+fn release(
+    s: &Snapshot,
+    p: &PackageFacts,
+    last_step: Option<usize>,
+    plan: &mut Plan,
+) -> Result<(), Refusal> {
+    if !s.app.authenticity_certified {
+        return Err(Refusal::baidu(Errno::NotCertified));
+    }
+    let online = s.in_slot(Slot::Online);
+    if let Some(o) = online {
+        not_rolling_back(o)?;
+        plan.changes.push(change(o, PkgState::History));
+    }
+    let mut c = change(p, PkgState::Online);
+    c.patch.previous_package_id = Some(online.map(|o| o.package_id));
+    c.patch.restored = Some(false);
+    c.patch.staged_percent = Some(None);
+    if let Some(mut stage) = p.stage_plan.clone() {
+        stage.status = PlanStatus::Finished;
+        stage.step = last_step.unwrap_or(stage.step);
+        stage.halt = None;
+        c.patch.stage_plan = Some(Some(stage));
+    }
+    plan.changes.push(c);
+    Ok(())
+}
+
+/// A release of any kind waits for a rollback in flight to finish.
+fn not_rolling_back(online: &PackageFacts) -> Result<(), Refusal> {
+    if online.state == PkgState::RollingBack {
+        return Err(Refusal::new(
+            Errno::Processing,
+            format!(
+                "处理中，请稍后重试: package {} is rolling back",
+                online.package_id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The package's running or halted plan, for the scheduler's and people's plan commands.
+fn staged_plan<'a>(p: &'a PackageFacts, expect: PlanStatus) -> Result<&'a StagePlan, Refusal> {
+    let plan = p
+        .stage_plan
+        .as_ref()
+        .filter(|_| p.state == PkgState::AuditPassed && p.staged_percent.is_some());
+    match plan {
+        Some(pl) if pl.status == expect => Ok(pl),
+        Some(pl) => Err(Refusal::new(
+            Errno::WrongState,
+            format!(
+                "{}: the staged release of package {} is {}, not {}",
+                Errno::WrongState.default_msg(),
+                p.package_id,
+                pl.status.as_str(),
+                expect.as_str()
+            ),
+        )),
+        None => Err(Refusal::new(
+            Errno::NotStaged,
+            format!(
+                "{}: package {} has no staged release with a plan",
+                Errno::NotStaged.default_msg(),
+                p.package_id
+            ),
+        )),
+    }
+}
+
 pub fn decide(s: &Snapshot, cmd: &Command, policy: &Policy) -> Result<Plan, Refusal> {
     let mut plan = Plan::default();
     match cmd {
@@ -574,27 +695,7 @@ pub fn decide(s: &Snapshot, cmd: &Command, policy: &Policy) -> Result<Plan, Refu
             if p.state != PkgState::AuditPassed {
                 return Err(wrong_state(p, "release"));
             }
-            if !s.app.authenticity_certified {
-                return Err(Refusal::baidu(Errno::NotCertified));
-            }
-            let online = s.in_slot(Slot::Online);
-            if let Some(o) = online {
-                if o.state == PkgState::RollingBack {
-                    return Err(Refusal::new(
-                        Errno::Processing,
-                        format!(
-                            "处理中，请稍后重试: package {} is rolling back",
-                            o.package_id
-                        ),
-                    ));
-                }
-                plan.changes.push(change(o, PkgState::History));
-            }
-            let mut c = change(p, PkgState::Online);
-            c.patch.previous_package_id = Some(online.map(|o| o.package_id));
-            c.patch.restored = Some(false);
-            c.patch.staged_percent = Some(None);
-            plan.changes.push(c);
+            release(s, p, None, &mut plan)?;
         }
         Command::StageRelease {
             package_id,
@@ -614,15 +715,7 @@ pub fn decide(s: &Snapshot, cmd: &Command, policy: &Policy) -> Result<Plan, Refu
                 return Err(Refusal::baidu(Errno::NotCertified));
             }
             if let Some(o) = s.in_slot(Slot::Online) {
-                if o.state == PkgState::RollingBack {
-                    return Err(Refusal::new(
-                        Errno::Processing,
-                        format!(
-                            "处理中，请稍后重试: package {} is rolling back",
-                            o.package_id
-                        ),
-                    ));
-                }
+                not_rolling_back(o)?;
             }
             if let Some(current) = p.staged_percent {
                 if *percent < current {
@@ -637,6 +730,10 @@ pub fn decide(s: &Snapshot, cmd: &Command, policy: &Policy) -> Result<Plan, Refu
             }
             let mut c = change(p, PkgState::AuditPassed);
             c.patch.staged_percent = Some(Some(*percent));
+            // A percentage set by hand ends any plan: from here a person drives it.
+            if p.stage_plan.is_some() {
+                c.patch.stage_plan = Some(None);
+            }
             plan.changes.push(c);
         }
         Command::RevertStage { package_id } => {
@@ -652,6 +749,152 @@ pub fn decide(s: &Snapshot, cmd: &Command, policy: &Policy) -> Result<Plan, Refu
             }
             let mut c = change(p, PkgState::AuditPassed);
             c.patch.staged_percent = Some(None);
+            if p.stage_plan.is_some() {
+                c.patch.stage_plan = Some(None);
+                c.patch.note = Some("staged release abandoned".into());
+            }
+            plan.changes.push(c);
+        }
+        Command::StartPlan {
+            package_id,
+            plan: stage,
+        } => {
+            let p = target(s, *package_id)?;
+            if p.state != PkgState::AuditPassed {
+                return Err(wrong_state(p, "a staged release"));
+            }
+            if let Some(current) = p.staged_percent {
+                return Err(Refusal::new(
+                    Errno::StagedReleaseInProgress,
+                    format!(
+                        "{}: package {package_id} is already released to {current}% of devices; revert it to start a plan",
+                        Errno::StagedReleaseInProgress.default_msg()
+                    ),
+                ));
+            }
+            if !s.app.authenticity_certified {
+                return Err(Refusal::baidu(Errno::NotCertified));
+            }
+            if let Some(o) = s.in_slot(Slot::Online) {
+                not_rolling_back(o)?;
+            }
+            let mut c = change(p, PkgState::AuditPassed);
+            c.patch.staged_percent = Some(Some(stage.percent()));
+            c.patch.note = Some(format!(
+                "{}% of devices, plan {} ({})",
+                stage.percent(),
+                stage
+                    .steps
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                if stage.auto { "automatic" } else { "by hand" }
+            ));
+            c.patch.stage_plan = Some(Some(stage.clone()));
+            plan.changes.push(c);
+        }
+        Command::AdvanceStage {
+            package_id,
+            from_step,
+            at_ms,
+        } => {
+            let p = target(s, *package_id)?;
+            let stage = staged_plan(p, PlanStatus::Running)?;
+            if stage.step != *from_step {
+                return Err(Refusal::new(
+                    Errno::Processing,
+                    format!(
+                        "处理中，请稍后重试: the plan of package {package_id} is at step {}, not {from_step}",
+                        stage.step + 1
+                    ),
+                ));
+            }
+            let percent;
+            if stage.last_step_next() {
+                let last = stage.steps.len() - 1;
+                release(s, p, Some(last), &mut plan)?;
+                percent = 100;
+                if let Some(c) = plan.changes.last_mut() {
+                    c.patch.note = Some("plan finished: released to every device".into());
+                }
+            } else {
+                if let Some(o) = s.in_slot(Slot::Online) {
+                    not_rolling_back(o)?;
+                }
+                let mut next = stage.clone();
+                next.step += 1;
+                next.step_started_ms = *at_ms;
+                percent = next.percent();
+                let mut c = change(p, PkgState::AuditPassed);
+                c.patch.staged_percent = Some(Some(percent));
+                c.patch.note = Some(format!(
+                    "plan advanced to {percent}% of devices (step {} of {})",
+                    next.step + 1,
+                    next.steps.len()
+                ));
+                c.patch.stage_plan = Some(Some(next));
+                plan.changes.push(c);
+            }
+            plan.stage_event = Some(StageEvent {
+                package_id: *package_id,
+                halted: false,
+                percent,
+                status: if percent == 100 {
+                    PlanStatus::Finished
+                } else {
+                    PlanStatus::Running
+                },
+                reason: String::new(),
+            });
+        }
+        Command::HaltStage {
+            package_id,
+            from_step,
+            figures,
+        } => {
+            let p = target(s, *package_id)?;
+            let stage = staged_plan(p, PlanStatus::Running)?;
+            if stage.step != *from_step {
+                return Err(Refusal::new(
+                    Errno::Processing,
+                    format!(
+                        "处理中，请稍后重试: the plan of package {package_id} is at step {}, not {from_step}",
+                        stage.step + 1
+                    ),
+                ));
+            }
+            let mut halted = stage.clone();
+            halted.status = PlanStatus::Halted;
+            halted.halt = Some(figures.clone());
+            let reason = figures.describe();
+            let mut c = change(p, PkgState::AuditPassed);
+            c.patch.staged_percent = Some(Some(0));
+            c.patch.note = Some(format!("plan halted at {}%: {reason}", stage.percent()));
+            c.patch.stage_plan = Some(Some(halted));
+            plan.changes.push(c);
+            plan.stage_event = Some(StageEvent {
+                package_id: *package_id,
+                halted: true,
+                percent: 0,
+                status: PlanStatus::Halted,
+                reason,
+            });
+        }
+        Command::ResumeStage { package_id, at_ms } => {
+            let p = target(s, *package_id)?;
+            let stage = staged_plan(p, PlanStatus::Halted)?;
+            if let Some(o) = s.in_slot(Slot::Online) {
+                not_rolling_back(o)?;
+            }
+            let mut resumed = stage.clone();
+            resumed.status = PlanStatus::Running;
+            resumed.step_started_ms = *at_ms;
+            resumed.halt = None;
+            let mut c = change(p, PkgState::AuditPassed);
+            c.patch.staged_percent = Some(Some(resumed.percent()));
+            c.patch.note = Some(format!("plan resumed at {}% of devices", resumed.percent()));
+            c.patch.stage_plan = Some(Some(resumed));
             plan.changes.push(c);
         }
         Command::RollbackTo {
@@ -776,6 +1019,9 @@ pub fn apply(s: &mut Snapshot, plan: &Plan) -> Result<(), String> {
         if let Some(st) = c.patch.staged_percent {
             p.staged_percent = st;
         }
+        if let Some(pl) = &c.patch.stage_plan {
+            p.stage_plan = pl.clone();
+        }
     }
     if let Some(id) = plan.create {
         s.packages.push(PackageFacts {
@@ -784,6 +1030,7 @@ pub fn apply(s: &mut Snapshot, plan: &Plan) -> Result<(), String> {
             previous_package_id: None,
             restored: false,
             staged_percent: None,
+            stage_plan: None,
         });
     }
     if plan.consume_quota {

@@ -22,6 +22,7 @@ fn pkg(id: i64, state: PkgState) -> PackageFacts {
         previous_package_id: None,
         restored: false,
         staged_percent: None,
+        stage_plan: None,
     }
 }
 
@@ -97,7 +98,51 @@ fn commands(id: i64) -> Vec<Command> {
             package_id: PackageId(id),
             target: PackageId(2),
         },
+        Command::StartPlan {
+            package_id: PackageId(id),
+            plan: test_plan(),
+        },
+        Command::AdvanceStage {
+            package_id: PackageId(id),
+            from_step: 0,
+            at_ms: 1,
+        },
+        Command::HaltStage {
+            package_id: PackageId(id),
+            from_step: 0,
+            figures: figures(),
+        },
+        Command::ResumeStage {
+            package_id: PackageId(id),
+            at_ms: 1,
+        },
     ]
+}
+
+fn test_plan() -> StagePlan {
+    let gate = crate::stage::PlanGate {
+        min_devices: 100,
+        step_min_s: 0,
+        alpha_ppm: 1000,
+        min_excess_bp: 100,
+    };
+    StagePlan::new(vec![1, 20, 100], true, gate, 0).expect("valid plan")
+}
+
+fn figures() -> HaltFigures {
+    use crate::health::Sample;
+    HaltFigures {
+        new: Sample {
+            launched: 500,
+            failed: 25,
+        },
+        old: Sample {
+            launched: 500,
+            failed: 2,
+        },
+        p_value: "1.0e-6".into(),
+        at_ms: 5,
+    }
 }
 
 /// The one state each package command accepts, and the errno it answers from any other.
@@ -145,7 +190,15 @@ fn expected(cmd: &Command, state: PkgState) -> Result<PkgState, Errno> {
             Errno::WrongState,
         ),
         // Nothing is staged in these snapshots.
-        Command::RevertStage { .. } => return Err(Errno::NotStaged),
+        Command::RevertStage { .. }
+        | Command::AdvanceStage { .. }
+        | Command::HaltStage { .. }
+        | Command::ResumeStage { .. } => return Err(Errno::NotStaged),
+        Command::StartPlan { .. } => (
+            PkgState::AuditPassed,
+            PkgState::AuditPassed,
+            Errno::WrongState,
+        ),
         Command::RollbackTo { .. } => {
             if state == PkgState::RollingBack {
                 return Err(Errno::Processing);
@@ -630,4 +683,180 @@ fn rollback_to_a_chosen_version_takes_one_of_the_last_five_only() {
         s.package(PackageId(1)).map(|p| p.state),
         Some(PkgState::Retired)
     );
+}
+
+fn run(s: &mut Snapshot, cmd: Command) -> Plan {
+    let plan = decide(s, &cmd, &POLICY).unwrap_or_else(|r| panic!("{cmd:?}: {r}"));
+    apply(s, &plan).expect("applies");
+    plan
+}
+
+#[test]
+fn a_plan_climbs_its_steps_and_its_last_advance_releases_to_everyone() {
+    let mut s = staged(None);
+    let id = PackageId(1);
+    run(
+        &mut s,
+        Command::StartPlan {
+            package_id: id,
+            plan: test_plan(),
+        },
+    );
+    assert_eq!(s.packages[0].staged_percent, Some(1));
+    let plan = run(
+        &mut s,
+        Command::AdvanceStage {
+            package_id: id,
+            from_step: 0,
+            at_ms: 10,
+        },
+    );
+    assert_eq!(s.packages[0].staged_percent, Some(20));
+    let stage = s.packages[0].stage_plan.clone().expect("plan kept");
+    assert_eq!((stage.step, stage.step_started_ms), (1, 10));
+    assert_eq!(
+        plan.stage_event.map(|e| (e.halted, e.percent)),
+        Some((false, 20))
+    );
+    // A second scheduler that judged step 0 too is refused: one advance per step.
+    let late = decide(
+        &s,
+        &Command::AdvanceStage {
+            package_id: id,
+            from_step: 0,
+            at_ms: 11,
+        },
+        &POLICY,
+    );
+    assert_eq!(late.expect_err("late").errno, Errno::Processing);
+    let plan = run(
+        &mut s,
+        Command::AdvanceStage {
+            package_id: id,
+            from_step: 1,
+            at_ms: 20,
+        },
+    );
+    assert_eq!(s.packages[0].state, PkgState::Online);
+    assert_eq!(s.packages[0].staged_percent, None);
+    let done = s.packages[0]
+        .stage_plan
+        .clone()
+        .expect("kept once released");
+    assert_eq!((done.status, done.step), (PlanStatus::Finished, 2));
+    assert_eq!(
+        s.package(PackageId(3)).map(|p| p.state),
+        Some(PkgState::History)
+    );
+    assert_eq!(
+        plan.stage_event.map(|e| e.status),
+        Some(PlanStatus::Finished)
+    );
+}
+
+#[test]
+fn a_halt_drops_the_share_to_zero_and_only_resume_or_abandon_follow() {
+    let mut s = staged(None);
+    let id = PackageId(1);
+    run(
+        &mut s,
+        Command::StartPlan {
+            package_id: id,
+            plan: test_plan(),
+        },
+    );
+    let plan = run(
+        &mut s,
+        Command::HaltStage {
+            package_id: id,
+            from_step: 0,
+            figures: figures(),
+        },
+    );
+    assert_eq!(s.packages[0].staged_percent, Some(0));
+    let event = plan.stage_event.expect("announced");
+    assert!(
+        event.halted && event.reason.contains("5.00% of 500"),
+        "{}",
+        event.reason
+    );
+    let halted = s.packages[0].stage_plan.clone().expect("plan");
+    assert_eq!(halted.status, PlanStatus::Halted);
+    assert_eq!(halted.halt, Some(figures()));
+    // The scheduler cannot move a halted plan.
+    for cmd in [
+        Command::AdvanceStage {
+            package_id: id,
+            from_step: 0,
+            at_ms: 9,
+        },
+        Command::HaltStage {
+            package_id: id,
+            from_step: 0,
+            figures: figures(),
+        },
+    ] {
+        assert_eq!(
+            decide(&s, &cmd, &POLICY).expect_err("halted").errno,
+            Errno::WrongState
+        );
+    }
+    // Resumed: the step's share again, a fresh sample.
+    let mut resumed = s.clone();
+    run(
+        &mut resumed,
+        Command::ResumeStage {
+            package_id: id,
+            at_ms: 50,
+        },
+    );
+    assert_eq!(resumed.packages[0].staged_percent, Some(1));
+    let p = resumed.packages[0].stage_plan.clone().expect("plan");
+    assert_eq!(
+        (p.status, p.step_started_ms, p.halt),
+        (PlanStatus::Running, 50, None)
+    );
+    // Abandoned: no staged release and no plan.
+    run(&mut s, Command::RevertStage { package_id: id });
+    assert_eq!(
+        (
+            s.packages[0].staged_percent.is_none(),
+            s.packages[0].stage_plan.is_none()
+        ),
+        (true, true)
+    );
+}
+
+#[test]
+fn a_percentage_set_by_hand_ends_the_plan_and_a_plan_needs_no_staged_release_running() {
+    let mut s = staged(None);
+    let id = PackageId(1);
+    run(
+        &mut s,
+        Command::StartPlan {
+            package_id: id,
+            plan: test_plan(),
+        },
+    );
+    let again = decide(
+        &s,
+        &Command::StartPlan {
+            package_id: id,
+            plan: test_plan(),
+        },
+        &POLICY,
+    );
+    assert_eq!(
+        again.expect_err("running").errno,
+        Errno::StagedReleaseInProgress
+    );
+    run(
+        &mut s,
+        Command::StageRelease {
+            package_id: id,
+            percent: 30,
+        },
+    );
+    assert_eq!(s.packages[0].stage_plan, None);
+    assert_eq!(s.packages[0].staged_percent, Some(30));
 }
