@@ -8,7 +8,9 @@ pub use smartpkg_push::{
 
 /// The payloads themselves are wire types, shared with the client.
 pub use smartpkg_types::push::{AuditResultPush, AUDIT_FAIL, AUDIT_PASS};
-use smartpkg_types::push::{TicketPush, AUTHORIZED, UNAUTHORIZED, UPDATE_AUTHORIZED};
+use smartpkg_types::push::{
+    TicketPush, AUTHORIZED, GRAY_ADVANCED, GRAY_HALTED, UNAUTHORIZED, UPDATE_AUTHORIZED,
+};
 
 /// A plain authorization code, as the event that hands it to the third party carries it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -43,6 +45,16 @@ pub enum Event {
         version: String,
         reason: String,
     },
+    /// A staged release's plan moved (smartpkg's extension): advanced to `percent`, or
+    /// finished (`percent` 100, released), or halted (`percent` 0) for `reason`.
+    GrayChanged {
+        package_id: i64,
+        version: String,
+        halted: bool,
+        percent: i64,
+        status: String,
+        reason: String,
+    },
     Authorized(CodeGrant),
     /// Authorized again to the same third party: a fresh code.
     UpdateAuthorized(CodeGrant),
@@ -64,6 +76,13 @@ pub struct EventColumns {
 }
 
 const TICKET: &str = "ticket";
+
+/// A plan's move as the outbox keeps it (beside the package and reason columns).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredGray {
+    percent: i64,
+    status: String,
+}
 const WECHAT_TICKET: &str = "component_verify_ticket";
 
 /// A WeChat ticket as the outbox keeps it.
@@ -115,6 +134,24 @@ impl Event {
                 reason: None,
                 package_version: version.clone(),
                 payload: None,
+                to_auth_url: false,
+            },
+            Event::GrayChanged {
+                package_id,
+                version,
+                halted,
+                percent,
+                status,
+                reason,
+            } => EventColumns {
+                name: if *halted { GRAY_HALTED } else { GRAY_ADVANCED },
+                package_id: Some(*package_id),
+                reason: Some(reason.clone()).filter(|r| !r.is_empty()),
+                package_version: version.clone(),
+                payload: json(&StoredGray {
+                    percent: *percent,
+                    status: status.clone(),
+                }),
                 to_auth_url: false,
             },
             Event::AuditFailed {
@@ -175,6 +212,18 @@ impl Event {
                 version: package_version.to_string(),
                 reason: reason.unwrap_or_default().to_string(),
             },
+            GRAY_ADVANCED | GRAY_HALTED => {
+                let g: StoredGray = serde_json::from_str(payload_of(name)?)
+                    .map_err(|e| format!("{name} payload: {e}"))?;
+                Event::GrayChanged {
+                    package_id: package()?,
+                    version: package_version.to_string(),
+                    halted: name == GRAY_HALTED,
+                    percent: g.percent,
+                    status: g.status,
+                    reason: reason.unwrap_or_default().to_string(),
+                }
+            }
             other => return Err(format!("unknown event {other:?}")),
         })
     }
@@ -318,6 +367,22 @@ mod event_tests {
                 reason: "名称过长".into(),
             },
             Event::Authorized(code.clone()),
+            Event::GrayChanged {
+                package_id: 6,
+                version: "2.0.0".into(),
+                halted: true,
+                percent: 0,
+                status: "halted".into(),
+                reason: "new version fails".into(),
+            },
+            Event::GrayChanged {
+                package_id: 6,
+                version: "2.0.0".into(),
+                halted: false,
+                percent: 20,
+                status: "running".into(),
+                reason: String::new(),
+            },
             Event::UpdateAuthorized(code),
             Event::Unauthorized,
         ];

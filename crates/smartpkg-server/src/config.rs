@@ -155,6 +155,25 @@ pub struct Settings {
     pub runtime_versions: Vec<String>,
     /// Seconds between janitor runs.
     pub janitor_interval_s: u64,
+    /// Seconds between evaluations of staged releases' plans (one instance per interval).
+    pub health_eval_interval_s: u64,
+    /// Launching devices each version needs in a plan's step before the gate judges it.
+    pub health_min_devices: u64,
+    /// The shortest a plan's step lasts before it may advance, in seconds (a halt never
+    /// waits for it).
+    pub health_step_min_s: u64,
+    /// The steps of a plan that names none: rising percentages ending at 100.
+    pub health_default_steps: String,
+    /// The gate's significance level in parts per million (1000 = 0.001): the chance that one
+    /// evaluation halts a version as good as the one it replaces.
+    pub health_alpha_ppm: u64,
+    /// The least excess failure rate that halts, in basis points (100 = one point).
+    pub health_min_excess_bp: u64,
+    /// Seconds between flushes of this instance's aggregated reports into the store (a killed
+    /// instance loses at most this much).
+    pub report_flush_interval_s: u64,
+    /// Days the hourly report aggregates are kept.
+    pub report_retention_days: u64,
     /// How long used codes and used refresh tokens are kept past their use (to recognise a
     /// replay) before the janitor deletes them.
     pub used_credential_retention_s: u64,
@@ -251,6 +270,14 @@ impl Default for Settings {
                 .map(String::from)
                 .to_vec(),
             janitor_interval_s: 3600,
+            health_eval_interval_s: 60,
+            health_min_devices: 500,
+            health_step_min_s: 3600,
+            health_default_steps: "1,5,20,50,100".into(),
+            health_alpha_ppm: 1000,
+            health_min_excess_bp: 100,
+            report_flush_interval_s: 10,
+            report_retention_days: 30,
             used_credential_retention_s: 30 * 24 * 3600,
             retired_package_retention_s: 7 * 24 * 3600,
             database_max_connections: 16,
@@ -414,6 +441,22 @@ impl figment::Provider for TextLayer {
 }
 
 impl Settings {
+    /// The gate of a plan that names its own steps only.
+    pub fn plan_gate(&self) -> smartpkg_core::stage::PlanGate {
+        smartpkg_core::stage::PlanGate {
+            min_devices: self.health_min_devices,
+            step_min_s: self.health_step_min_s,
+            alpha_ppm: self.health_alpha_ppm,
+            min_excess_bp: self.health_min_excess_bp,
+        }
+    }
+
+    /// A plan of the default steps and gate, starting at `now_ms`.
+    pub fn default_plan(&self, now_ms: i64) -> Result<smartpkg_core::stage::StagePlan, String> {
+        let steps = smartpkg_core::stage::parse_steps(&self.health_default_steps)?;
+        smartpkg_core::stage::StagePlan::new(steps, true, self.plan_gate(), now_ms)
+    }
+
     /// Layers the sources in order: defaults, `file`, the `SMARTPKG_*` variables of `env`,
     /// then `flags` (already named like the settings), and checks the result.
     pub fn load(
@@ -504,6 +547,11 @@ impl Settings {
             ("push_hold_base_ms", self.push_hold_base_ms),
             ("push_hold_max_ms", self.push_hold_max_ms),
             ("janitor_interval_s", self.janitor_interval_s),
+            ("health_eval_interval_s", self.health_eval_interval_s),
+            ("health_min_devices", self.health_min_devices),
+            ("health_alpha_ppm", self.health_alpha_ppm),
+            ("report_flush_interval_s", self.report_flush_interval_s),
+            ("report_retention_days", self.report_retention_days),
             ("upload_budget_window_s", self.upload_budget_window_s),
             ("max_ext_json_bytes", self.max_ext_json_bytes as u64),
             (
@@ -535,6 +583,16 @@ impl Settings {
         ];
         if let Some((name, v)) = quotas.into_iter().find(|(_, v)| *v < -1) {
             return Err(invalid(name, v, "expected -1 (unlimited) or a count"));
+        }
+        if let Err(why) = smartpkg_core::stage::parse_steps(&self.health_default_steps) {
+            return Err(invalid(
+                "health_default_steps",
+                &self.health_default_steps,
+                why,
+            ));
+        }
+        if let Err(why) = self.default_plan(0) {
+            return Err(invalid("health_alpha_ppm", self.health_alpha_ppm, why));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(invalid(

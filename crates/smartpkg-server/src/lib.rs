@@ -21,6 +21,7 @@ pub mod params;
 pub mod push;
 pub mod qr;
 pub mod ratelimit;
+pub mod reports;
 pub mod runtime;
 pub mod secrets;
 pub mod serve;
@@ -401,6 +402,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         write_limits: Arc::new(ratelimit::WriteLimits::new(&settings)),
         app_caches: state::AppCaches::default(),
         archive_making: tokio::sync::Mutex::new(()),
+        reports: Default::default(),
         settings: Arc::new(settings),
     });
     let runtime_cache = Arc::new(runtime::Runtime::new(std::time::Duration::from_millis(

@@ -12,7 +12,7 @@ use smartpkg_store::blobs::BlobStore;
 use smartpkg_store::{Decision, DecisionContext, Store, StoreError};
 
 use crate::config::{AuditMode, Settings};
-use crate::{clock, job_signal, metrics, owner, ratelimit, secrets};
+use crate::{clock, job_signal, metrics, owner, ratelimit, reports, secrets};
 use smartpkg_core::dialect::Dialect;
 
 /// Something that keeps copies of mini programs' state (the runtime channel's answers) and
@@ -92,6 +92,8 @@ pub struct Shared {
     /// One package archive is made at a time: it is rare (once per package) and holds a
     /// package in memory while it is hashed.
     pub archive_making: tokio::sync::Mutex<()>,
+    /// Devices' reports aggregated since the last flush.
+    pub reports: reports::Reports,
 }
 
 impl AppState {

@@ -475,6 +475,7 @@ async fn janitor(state: &AppState) -> Result<(), StoreError> {
             smartpkg_store::SweepPolicy {
                 used_credential_retention_ms: ms(s.used_credential_retention_s),
                 retired_package_retention_ms: ms(s.retired_package_retention_s),
+                report_retention_ms: ms(s.report_retention_days.saturating_mul(24 * 3600)),
             },
         )
         .await?;
@@ -484,6 +485,7 @@ async fn janitor(state: &AppState) -> Result<(), StoreError> {
         ("tokens", swept.tokens),
         ("packages_trimmed", swept.packages_trimmed),
         ("sessions", swept.sessions),
+        ("report_hours", swept.report_hours),
     ] {
         state
             .metrics
@@ -498,6 +500,116 @@ async fn janitor(state: &AppState) -> Result<(), StoreError> {
         sessions = swept.sessions,
         "janitor swept"
     );
+    Ok(())
+}
+
+/// Merges this instance's report aggregates into the store; a failed merge puts them back, so
+/// only a killed process loses what it held (at most one interval).
+pub async fn flush_reports(state: &AppState) -> Result<usize, StoreError> {
+    let cells = state.reports.take();
+    if cells.is_empty() {
+        return Ok(0);
+    }
+    let n = cells.len();
+    // The store takes the cells by value; a copy is kept to put back on failure (sketches of
+    // one interval: small beside the round trip).
+    match state.store.merge_reports(cells.clone()).await {
+        Ok(()) => Ok(n),
+        Err(e) => {
+            state.reports.put_back(cells);
+            Err(e)
+        }
+    }
+}
+
+/// One version's figures since `from_ms`: distinct devices that launched it and distinct
+/// devices on which it failed.
+async fn sample(
+    state: &AppState,
+    package_id: smartpkg_core::ids::PackageId,
+    from_ms: i64,
+    now_ms: i64,
+) -> Result<smartpkg_core::health::Sample, StoreError> {
+    use smartpkg_core::health::{ReportEvent, Sample, HOUR_MS};
+    let (from, to) = (from_ms.div_euclid(HOUR_MS), now_ms.div_euclid(HOUR_MS));
+    let launched = state
+        .store
+        .report_devices(package_id, vec![ReportEvent::Launched], from, to)
+        .await?;
+    let failed = state
+        .store
+        .report_devices(
+            package_id,
+            vec![ReportEvent::LaunchFailed, ReportEvent::Crashed],
+            from,
+            to,
+        )
+        .await?;
+    Ok(Sample {
+        launched: launched.count(),
+        failed: failed.count(),
+    })
+}
+
+/// Judges every running plan once, when the shared schedule says it is time: a healthy step
+/// past its shortest time advances, an unhealthy one halts. Each move is a decision through
+/// the core, so an instance that judged late is refused rather than moving a step twice.
+pub async fn evaluate_plans(state: &AppState) -> Result<(), StoreError> {
+    use smartpkg_core::stage::{next, Next};
+    let now = clock::now_ms();
+    let interval_ms = (state.settings.health_eval_interval_s as i64).saturating_mul(1000);
+    if !state
+        .store
+        .take_schedule(Schedule::HealthEval, now, interval_ms)
+        .await?
+    {
+        return Ok(());
+    }
+    for staged in state.store.staged_plans().await? {
+        let plan = &staged.plan;
+        if !plan.auto || plan.status != smartpkg_core::stage::PlanStatus::Running {
+            continue;
+        }
+        // The hours of the step: both versions measured on the devices each served then.
+        let from = plan.step_started_ms;
+        let new = sample(state, staged.package_id, from, now).await?;
+        let old = match staged.online {
+            Some(id) => Some(sample(state, id, from, now).await?),
+            None => None,
+        };
+        let cmd = match next(plan, now, new, old) {
+            Next::Wait(_) => continue,
+            Next::Advance => Command::AdvanceStage {
+                package_id: staged.package_id,
+                from_step: plan.step,
+                at_ms: now,
+            },
+            Next::Halt(figures) => Command::HaltStage {
+                package_id: staged.package_id,
+                from_step: plan.step,
+                figures,
+            },
+        };
+        let decided = state
+            .execute(
+                staged.app_id.get(),
+                cmd,
+                smartpkg_store::Actor::System,
+                None,
+            )
+            .await?;
+        match decided {
+            Ok(_) => tracing::info!(
+                package_id = staged.package_id.get(),
+                "staged release plan moved"
+            ),
+            Err(r) => tracing::info!(
+                package_id = staged.package_id.get(),
+                reason = %r,
+                "staged release plan left as it was"
+            ),
+        }
+    }
     Ok(())
 }
 
@@ -522,9 +634,20 @@ pub async fn run(state: AppState, shutdown: watch::Receiver<bool>) {
     ));
     let mut shutdown = shutdown;
     let mut next_upkeep = std::time::Instant::now();
+    let flush_every = Duration::from_secs(s.report_flush_interval_s);
+    let mut next_flush = std::time::Instant::now() + flush_every;
     loop {
         if *shutdown.borrow() {
             break;
+        }
+        if std::time::Instant::now() >= next_flush || state.reports.pressing() {
+            next_flush = std::time::Instant::now() + flush_every;
+            if let Err(e) = flush_reports(&state).await {
+                tracing::error!(error = %e, "cannot flush reports; kept for the next flush");
+            }
+        }
+        if let Err(e) = evaluate_plans(&state).await {
+            tracing::error!(error = %e, "cannot evaluate staged release plans");
         }
         if std::time::Instant::now() >= next_upkeep {
             next_upkeep = std::time::Instant::now() + Duration::from_secs(5);
@@ -540,6 +663,10 @@ pub async fn run(state: AppState, shutdown: watch::Receiver<bool>) {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = shutdown.changed() => {}
         }
+    }
+    // A graceful stop keeps every report received.
+    if let Err(e) = flush_reports(&state).await {
+        tracing::error!(error = %e, "cannot flush reports at shutdown");
     }
     drop(state);
     let _ = platform.await;

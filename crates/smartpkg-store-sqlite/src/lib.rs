@@ -41,6 +41,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("../migrations/0012_disabled_accounts.sql")),
     (13, include_str!("../migrations/0013_wechat_identities.sql")),
     (14, include_str!("../migrations/0014_wechat_lifecycle.sql")),
+    (15, include_str!("../migrations/0015_release_health.sql")),
 ];
 pub(crate) const MAX_IDLE_READERS: usize = 16;
 

@@ -822,6 +822,7 @@ pub async fn the_sweep_drops_what_nobody_may_use(store: Arc<dyn Store>) {
     let policy = SweepPolicy {
         used_credential_retention_ms: 500,
         retired_package_retention_ms: 500,
+        report_retention_ms: i64::MAX,
     };
     store
         .create_code(CodeKind::PreAuth, "expired".into(), tp_id, None, 100, 0)

@@ -317,6 +317,7 @@ pub fn plan_log(plan: &smartpkg_core::lifecycle::Plan) -> Vec<PlannedLog> {
                 .filter(|(id, _, r)| *id == c.package_id && !r.is_empty())
                 .map(|(_, _, r)| r.clone());
             let detail = reason
+                .or_else(|| c.patch.note.clone())
                 .or_else(|| c.patch.upload_error.as_ref().map(|(_, m)| m.clone()))
                 .or_else(|| {
                     c.patch

@@ -69,6 +69,8 @@ pub struct SweepPolicy {
     pub used_credential_retention_ms: i64,
     /// Retired packages keep their inputs this long after they were retired.
     pub retired_package_retention_ms: i64,
+    /// Hourly report aggregates are kept this long.
+    pub report_retention_ms: i64,
 }
 
 /// What one janitor run removed.
@@ -80,6 +82,8 @@ pub struct Swept {
     pub packages_trimmed: u64,
     /// Expired console sessions.
     pub sessions: u64,
+    /// Hourly report aggregates past their retention.
+    pub report_hours: u64,
 }
 
 /// Periodic work shared by every instance.
@@ -87,6 +91,8 @@ pub struct Swept {
 pub enum Schedule {
     TicketPush,
     Janitor,
+    /// Judging staged releases' plans.
+    HealthEval,
 }
 
 impl Schedule {
@@ -94,6 +100,7 @@ impl Schedule {
         match self {
             Schedule::TicketPush => "ticket_push",
             Schedule::Janitor => "janitor",
+            Schedule::HealthEval => "health_eval",
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod blobs;
 pub mod conformance;
 mod console;
 mod deliveries;
+pub mod health;
 mod jobs;
 mod library;
 mod packages;
@@ -25,6 +26,7 @@ mod tenants;
 pub use auth::*;
 pub use console::*;
 pub use deliveries::*;
+pub use health::{HealthStore, ReportCell, ReportHour, StagedPlan};
 pub use jobs::*;
 pub use library::*;
 pub use packages::*;
@@ -90,6 +92,7 @@ pub trait Store:
     + JobStore
     + RuntimeStore
     + ConsoleStore
+    + HealthStore
     + 'static
 {
 }
@@ -103,6 +106,7 @@ impl<T> Store for T where
         + JobStore
         + RuntimeStore
         + ConsoleStore
+        + HealthStore
         + 'static
 {
 }

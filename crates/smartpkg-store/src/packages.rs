@@ -46,6 +46,9 @@ pub struct PackageRecord {
     pub updated_at_ms: i64,
     /// A staged release of this audit-passed package: the percentage of devices that run it.
     pub staged_percent: Option<i64>,
+    /// The staged release's plan, if it had one (finished, once released).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage_plan: Option<smartpkg_core::stage::StagePlan>,
     /// The archive devices download (template files + the built `ext.json`), once made.
     pub archive_sha256: Option<String>,
     pub archive_size: Option<i64>,

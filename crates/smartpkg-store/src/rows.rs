@@ -84,7 +84,8 @@ macro_rules! package_columns {
          p.audit_content, p.remark, p.msg, p.upload_err_code, p.upload_err_msg, \
          p.previous_package_id, (SELECT prev.version FROM packages prev \
          WHERE prev.package_id = p.previous_package_id) AS rollback_version, p.restored, \
-         p.commit_time, p.updated_at, p.staged_percent, p.archive_sha256, p.archive_size"
+         p.commit_time, p.updated_at, p.staged_percent, p.stage_plan, p.archive_sha256, \
+         p.archive_size"
     };
 }
 
@@ -114,6 +115,11 @@ impl PackageRecord {
             commit_time_ms: r.i64("commit_time")?,
             updated_at_ms: r.i64("updated_at")?,
             staged_percent: r.opt_i64("staged_percent")?,
+            stage_plan: r
+                .opt_string("stage_plan")?
+                .map(|t| smartpkg_core::stage::StagePlan::from_text(&t))
+                .transpose()
+                .map_err(corrupt)?,
             archive_sha256: r.opt_string("archive_sha256")?,
             archive_size: r.opt_i64("archive_size")?,
         })

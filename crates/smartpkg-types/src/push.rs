@@ -8,6 +8,10 @@ pub const AUDIT_FAIL: &str = "PACKAGE_AUDIT_FAIL";
 pub const AUTHORIZED: &str = "AUTHORIZED";
 pub const UPDATE_AUTHORIZED: &str = "UPDATE_AUTHORIZED";
 pub const UNAUTHORIZED: &str = "UNAUTHORIZED";
+/// smartpkg's extension: the scheduler advanced a staged release's plan (or finished it).
+pub const GRAY_ADVANCED: &str = "PACKAGE_GRAY_ADVANCED";
+/// smartpkg's extension: the scheduler halted a staged release's plan on its figures.
+pub const GRAY_HALTED: &str = "PACKAGE_GRAY_HALTED";
 
 /// The ticket pushed every ten minutes to the authorization-event URL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,12 +83,40 @@ impl AuditResultPush {
     }
 }
 
+/// A staged release's plan moved (smartpkg's extension), in the audit events' shape plus the
+/// share of devices it has now and where the plan stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrayReleasePush {
+    #[serde(rename = "appId")]
+    pub app_id: i64,
+    #[serde(rename = "tpAppId")]
+    pub tp_app_id: i64,
+    #[serde(rename = "eventTime")]
+    pub event_time: String,
+    /// [`GRAY_ADVANCED`] or [`GRAY_HALTED`].
+    pub event: String,
+    /// Why it halted: the figures that tripped the gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(rename = "packageId")]
+    pub package_id: i64,
+    #[serde(rename = "packageVersion")]
+    pub package_version: String,
+    /// The share of devices the package has now (0 once halted, 100 once finished).
+    #[serde(rename = "grayPercentage")]
+    pub gray_percentage: i64,
+    /// `running`, `halted` or `finished`.
+    #[serde(rename = "grayStatus")]
+    pub gray_status: String,
+}
+
 /// Any decrypted push, told apart by its fields.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PushEvent {
     Ticket(TicketPush),
     Authorization(AuthorizationPush),
     AuditResult(AuditResultPush),
+    GrayRelease(GrayReleasePush),
     /// An event this version does not know (Baidu's batch-task events, say), kept whole.
     Other(serde_json::Value),
 }
@@ -98,6 +130,9 @@ impl PushEvent {
         }
         match v.get("event").and_then(|e| e.as_str()) {
             Some(AUDIT_PASS | AUDIT_FAIL) => serde_json::from_value(v).map(PushEvent::AuditResult),
+            Some(GRAY_ADVANCED | GRAY_HALTED) => {
+                serde_json::from_value(v).map(PushEvent::GrayRelease)
+            }
             Some(AUTHORIZED | UPDATE_AUTHORIZED | UNAUTHORIZED) => {
                 serde_json::from_value(v).map(PushEvent::Authorization)
             }

@@ -16,7 +16,7 @@ use smartpkg_core::dialect::Dialect;
 use smartpkg_core::push::wechat::{self as wx, Addressee, Field};
 use smartpkg_core::push::{baidu_ticket, seal, CodeGrant, Event, Sealing};
 use smartpkg_store::{AttemptRecord, Channel, Delivery, StoreError, Tp};
-use smartpkg_types::push::{AuditResultPush, AuthorizationPush};
+use smartpkg_types::push::{AuditResultPush, AuthorizationPush, GrayReleasePush};
 
 use crate::clock;
 
@@ -173,6 +173,24 @@ pub fn render(d: &Delivery, offset: FixedOffset) -> Result<String, StoreError> {
             version,
             reason,
         } => serde_json::to_string(&audit(package_id, version, Some(reason))),
+        Event::GrayChanged {
+            package_id,
+            version,
+            percent,
+            status,
+            reason,
+            ..
+        } => serde_json::to_string(&GrayReleasePush {
+            app_id: e.app_id.get(),
+            tp_app_id: e.tp_id.get(),
+            event_time: event_time.clone(),
+            event: e.event.clone(),
+            reason: Some(reason).filter(|r| !r.is_empty()),
+            package_id,
+            package_version: version,
+            gray_percentage: percent,
+            gray_status: status,
+        }),
     };
     json.map_err(|err| StoreError::Corrupt(format!("event {}: {err}", e.event_id)))
 }
@@ -286,6 +304,25 @@ pub fn render_wechat(
                 ("Reason", Field::Text(&reason)),
                 ("FailTime", Field::Number(created)),
                 ("ScreenShot", Field::Text("")),
+            ],
+        )),
+        // smartpkg's extension, in WeChat's event shape: the plan's move and its figures.
+        Event::GrayChanged {
+            halted,
+            percent,
+            status,
+            reason,
+            ..
+        } => to_app(audit(
+            if halted {
+                "weapp_gray_halted"
+            } else {
+                "weapp_gray_advanced"
+            },
+            &[
+                ("GrayPercentage", Field::Number(percent)),
+                ("GrayStatus", Field::Text(&status)),
+                ("Reason", Field::Text(&reason)),
             ],
         )),
     })

@@ -10,6 +10,7 @@
 //! once ([`Runtime::forget`]).
 
 mod download;
+mod reports;
 
 use smartpkg_core::ids::AppId;
 use std::borrow::Cow;
@@ -45,6 +46,7 @@ pub fn routes(state: AppState, cache: Arc<Runtime>) -> Router<AppState> {
         .route("/runtime/v1/update-check", post(update_check))
         .route("/runtime/v1/apps/{app_id}", get(one_app))
         .route("/runtime/v1/packages/{sha256}", get(download::package))
+        .route("/runtime/v1/reports", post(reports::reports))
         .with_state(Ctx(Arc::new(CtxInner { app: state, cache })))
 }
 
@@ -86,6 +88,9 @@ struct Prepared {
     paused: bool,
     min_runtime_version: String,
     hosts: Vec<i64>,
+    /// The packages devices may report on: the online one and the staged one.
+    online_id: Option<i64>,
+    staged_id: Option<i64>,
     online: Result<Option<Served>, String>,
     staged: Result<Option<(Served, i64)>, String>,
     /// The `settings` object, written once.
@@ -248,7 +253,21 @@ async fn read_prepared(state: &Ctx, app_id: i64) -> Result<Arc<Option<Prepared>>
     Ok(p)
 }
 
+impl Prepared {
+    /// Whether the host app may run the mini program (no list: every host app may).
+    fn runs_in(&self, host_id: i64) -> bool {
+        self.hosts.is_empty() || self.hosts.contains(&host_id)
+    }
+
+    /// Whether devices may be running `package_id` of it now.
+    fn serves(&self, package_id: i64) -> bool {
+        self.online_id == Some(package_id) || self.staged_id == Some(package_id)
+    }
+}
+
 async fn prepare(state: &Ctx, v: RuntimeView) -> Prepared {
+    let online_id = v.online.as_ref().map(|p| p.package_id.get());
+    let staged_id = v.staged.as_ref().map(|(p, _)| p.package_id.get());
     let online = match v.online {
         Some(p) => served(state, p).await.map(Some),
         None => Ok(None),
@@ -290,6 +309,8 @@ async fn prepare(state: &Ctx, v: RuntimeView) -> Prepared {
         paused: v.settings.paused,
         min_runtime_version: v.settings.min_runtime_version,
         hosts: v.hosts.iter().map(|h| h.get()).collect(),
+        online_id,
+        staged_id,
         online,
         staged,
         settings,
@@ -538,7 +559,7 @@ fn answer<'a>(
     };
     // A host app the mini program is not offered in learns nothing more about it: the same
     // answer (and ETag) as for a mini program that does not exist.
-    if !p.hosts.is_empty() && !p.hosts.contains(&host_id) {
+    if !p.runs_in(host_id) {
         return refuse(Status::NotAvailable, Cow::Borrowed("no such mini program"));
     }
     let fingerprint = p.fingerprint;
@@ -631,6 +652,27 @@ const MAX_CHECK_BODY: usize = 64 * 1024;
 /// Bytes of answer per mini program, about: the answer's buffer is sized once.
 const ANSWER_BYTES_PER_APP: usize = 320;
 
+/// The whole body, at most `max` bytes (413 past it).
+async fn read_body(
+    body: axum::body::Body,
+    max: usize,
+    what: &str,
+) -> Result<axum::body::Bytes, Refused> {
+    axum::body::to_bytes(body, max).await.map_err(|e| {
+        // `to_bytes` fails for a body over the limit, or one the client broke off.
+        let e = e.into_inner();
+        if e.is::<http_body_util::LengthLimitError>() {
+            Refused::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("{what} is at most {max} bytes"),
+            )
+        } else {
+            Refused::bad(format!("the body could not be read: {e}"))
+        }
+    })
+}
+
 pub async fn update_check(
     State(state): State<Ctx>,
     request: axum::extract::Request,
@@ -638,21 +680,7 @@ pub async fn update_check(
     // The request is taken whole (not a `HeaderMap` extractor, which copies every header).
     let (parts, body) = request.into_parts();
     let host_id = host_of(&state, &parts.headers).await?;
-    let body = axum::body::to_bytes(body, MAX_CHECK_BODY)
-        .await
-        .map_err(|e| {
-            // `to_bytes` fails for a body over the limit, or one the client broke off.
-            let e = e.into_inner();
-            if e.is::<http_body_util::LengthLimitError>() {
-                Refused::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    format!("an update check is at most {MAX_CHECK_BODY} bytes"),
-                )
-            } else {
-                Refused::bad(format!("the body could not be read: {e}"))
-            }
-        })?;
+    let body = read_body(body, MAX_CHECK_BODY, "an update check").await?;
     let req: CheckRequest = serde_json::from_slice(&body)
         .map_err(|e| Refused::bad(format!("the body is not an update check: {e}")))?;
     check_text("device_id", &req.device_id, MAX_DEVICE_ID)?;

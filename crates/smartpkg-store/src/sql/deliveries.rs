@@ -109,6 +109,31 @@ pub(crate) async fn outbox<X: Tx>(
     queue_event(tx, e, now_ms).await
 }
 
+/// The push announcing a plan's move, in the deciding transaction.
+pub(crate) async fn stage_outbox<X: Tx>(
+    tx: &mut X,
+    tp_id: TpId,
+    e: &smartpkg_core::lifecycle::StageEvent,
+    now_ms: i64,
+) -> Result<()> {
+    let sql = "SELECT app_id, version FROM packages WHERE package_id = $1";
+    let row = tx.one(sql, args![e.package_id]).await?;
+    let event = Event::GrayChanged {
+        package_id: e.package_id.get(),
+        version: row.string("version")?,
+        halted: e.halted,
+        percent: e.percent,
+        status: e.status.as_str().to_string(),
+        reason: e.reason.clone(),
+    };
+    let e = NewEvent {
+        tp_id,
+        app_id: row.id("app_id")?,
+        event: &event,
+    };
+    queue_event(tx, e, now_ms).await
+}
+
 async fn insert_push_job<X: Tx>(
     tx: &mut X,
     package_id: PackageId,

@@ -147,6 +147,15 @@ impl<S: Sql> JobStore for S {
                     args![now_ms, used_before],
                 )
                 .await?;
+            let before_hour = now_ms
+                .saturating_sub(policy.report_retention_ms)
+                .div_euclid(smartpkg_core::health::HOUR_MS);
+            let report_hours = tx
+                .exec(
+                    "DELETE FROM report_hours WHERE hour < $1",
+                    args![before_hour],
+                )
+                .await?;
             let sessions = tx
                 .exec("DELETE FROM sessions WHERE expires_at <= $1", args![now_ms])
                 .await?;
@@ -176,6 +185,7 @@ impl<S: Sql> JobStore for S {
                 tokens,
                 packages_trimmed: retired + history,
                 sessions,
+                report_hours,
             })
         })
     }

@@ -241,6 +241,7 @@ macro_rules! pkg_select {
 mod auth;
 mod console;
 mod deliveries;
+mod health;
 pub mod jobs;
 mod library;
 pub mod packages;

@@ -7,6 +7,7 @@ use smartpkg_core::ids::{AppId, PackageId, TpId};
 use smartpkg_core::lifecycle::{
     self, AppFacts, Command, PackageFacts, PkgState, Plan, Quota, Refusal, Snapshot,
 };
+use smartpkg_core::stage::StagePlan;
 
 pub use super::auth::grant_of;
 use super::deliveries::{lease_held, outbox};
@@ -142,7 +143,8 @@ async fn snapshot<X: Tx>(
     };
     let rows = tx
         .rows(
-            "SELECT package_id, state, previous_package_id, restored, staged_percent, updated_at \
+            "SELECT package_id, state, previous_package_id, restored, staged_percent, stage_plan, \
+                    updated_at \
                FROM packages WHERE app_id = $1 AND (state NOT IN ('history', 'retired') \
                  OR package_id = $2 \
                  OR package_id IN (SELECT previous_package_id FROM packages \
@@ -168,6 +170,11 @@ async fn snapshot<X: Tx>(
             previous_package_id: r.opt_id("previous_package_id")?,
             restored: r.bool("restored")?,
             staged_percent: r.opt_i64("staged_percent")?,
+            stage_plan: r
+                .opt_string("stage_plan")?
+                .map(|t| StagePlan::from_text(&t))
+                .transpose()
+                .map_err(StoreError::Corrupt)?,
         };
         if p.state == PkgState::History {
             history.push((r.i64("updated_at")?, p.package_id));
@@ -215,6 +222,7 @@ async fn apply_plan<X: Tx>(
     for c in &plan.changes {
         let p = &c.patch;
         let audit = p.audit_request.as_ref();
+        let plan_text: Option<String> = p.stage_plan.clone().flatten().map(|pl| pl.to_text());
         let n = tx
             .exec(
                 "UPDATE packages SET state = $1, updated_at = $2, msg = COALESCE($3, msg), \
@@ -229,7 +237,8 @@ async fn apply_plan<X: Tx>(
                                           ELSE COALESCE($10, test_password) END, \
                      previous_package_id = CASE WHEN $11 THEN $12 ELSE previous_package_id END, \
                      restored = COALESCE($13, restored), \
-                     staged_percent = CASE WHEN $16 THEN $17 ELSE staged_percent END \
+                     staged_percent = CASE WHEN $16 THEN $17 ELSE staged_percent END, \
+                     stage_plan = CASE WHEN $18 THEN $19 ELSE stage_plan END \
                    WHERE package_id = $14 AND state = $15",
                 args![
                     c.to.as_str(),
@@ -249,6 +258,8 @@ async fn apply_plan<X: Tx>(
                     c.from.as_str(),
                     p.staged_percent.is_some(),
                     p.staged_percent.flatten(),
+                    p.stage_plan.is_some(),
+                    &plan_text,
                 ],
             )
             .await?;
@@ -295,6 +306,9 @@ async fn apply_plan<X: Tx>(
     }
     if let Some((package_id, pass, reason)) = &plan.audit_decision {
         outbox(tx, tp_id, *package_id, *pass, reason, ctx.now_ms).await?;
+    }
+    if let Some(e) = &plan.stage_event {
+        super::deliveries::stage_outbox(tx, tp_id, e, ctx.now_ms).await?;
     }
     let (actor, account) = ctx.actor.to_db();
     for l in crate::plan_log(plan) {
