@@ -533,8 +533,43 @@ impl Client {
         let req = GrayReleaseRequest {
             package_id,
             gray_percentage: percent,
+            gray_steps: None,
+            gray_auto: None,
         };
         self.at::<call::GrayRelease>(app_token, &req)
+            .await
+            .map(drop)
+    }
+
+    /// Starts a staged release that follows `steps` (`"1,5,20,50,100"`; None: the platform's
+    /// default steps) from its first step; `auto`: the platform advances it on healthy
+    /// figures and halts it on bad ones (smartpkg's extension).
+    pub async fn gray_release_plan(
+        &self,
+        app_token: &str,
+        package_id: i64,
+        steps: Option<&str>,
+        first_percent: i64,
+        auto: bool,
+    ) -> Result<(), ClientError> {
+        let req = GrayReleaseRequest {
+            package_id,
+            gray_percentage: first_percent,
+            gray_steps: steps.map(str::to_string),
+            gray_auto: Some(i64::from(auto)),
+        };
+        self.at::<call::GrayRelease>(app_token, &req)
+            .await
+            .map(drop)
+    }
+
+    /// Resumes a halted plan from the step it halted at.
+    pub async fn resume_gray_release(
+        &self,
+        app_token: &str,
+        package_id: i64,
+    ) -> Result<(), ClientError> {
+        self.at::<call::ResumeGrayRelease>(app_token, &PackageIdRequest { package_id })
             .await
             .map(drop)
     }

@@ -453,6 +453,8 @@ impl WechatClient {
             gray_percentage: percentage,
             support_debuger_first: None,
             support_experiencer_first: None,
+            gray_steps: None,
+            gray_auto: None,
         };
         let body = serde_json::json!({"gray_percentage": req.gray_percentage});
         self.post::<Done>("/wxa/grayrelease", Token::Access(token), &body)

@@ -159,6 +159,28 @@ impl StagePlan {
         })
     }
 
+    /// The same plan starting at the step of `percent`, which must be one of its steps.
+    pub fn starting_at(mut self, percent: i64) -> Result<StagePlan, String> {
+        self.step = self
+            .steps
+            .iter()
+            .position(|s| *s == percent)
+            .ok_or_else(|| {
+                format!(
+                    "the starting percentage {percent} is not one of the steps {}",
+                    self.steps
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            })?;
+        if self.step + 1 == self.steps.len() {
+            return Err("a plan starts below its last step (100): release it instead".into());
+        }
+        Ok(self)
+    }
+
     /// The share of devices the current step gives the new version.
     pub fn percent(&self) -> i64 {
         self.steps.get(self.step).copied().unwrap_or(100)

@@ -8,6 +8,7 @@ use smartpkg_core::dialect::Dialect;
 use smartpkg_core::ext::parse_ext_json;
 use smartpkg_core::ids::{AccountId, AppId, PackageId, TemplateId, TpId};
 use smartpkg_core::lifecycle::{Command, Errno, Refusal};
+use smartpkg_core::stage::{self, StagePlan};
 use smartpkg_store::{
     Account, AccountRefusal, Actor, App, AppPatch, Domains, IssuedCode, LibraryRefusal, NewAccount,
     NewPackage, OperatorGrant, PackageRecord, Role, RuntimeSettings, Session, StoreError, Tp,
@@ -929,4 +930,144 @@ mod tests {
         assert!(account_name("<script>").is_err());
         assert!(account_name(&"x".repeat(65)).is_err());
     }
+}
+
+/// A staged-release plan as asked for; what is left out comes from the settings.
+#[derive(Debug, Clone, Default)]
+pub struct PlanSpec {
+    /// `1,5,20,50,100`; None: the default steps.
+    pub steps: Option<String>,
+    pub auto: bool,
+    /// The step to start at; None: the first.
+    pub start_percent: Option<i64>,
+    pub min_devices: Option<u64>,
+    pub step_min_s: Option<u64>,
+    pub alpha_ppm: Option<u64>,
+    pub min_excess_bp: Option<u64>,
+}
+
+/// The plan `spec` asks for, starting now, or why it cannot be one. With the default steps,
+/// a starting percentage that is not one of them becomes the first step.
+pub fn plan_for(state: &AppState, spec: PlanSpec) -> Result<StagePlan, String> {
+    let s = &state.settings;
+    let steps = match (&spec.steps, spec.start_percent) {
+        (Some(text), _) => stage::parse_steps(text)?,
+        (None, Some(start)) => {
+            let mut steps = vec![start];
+            steps.extend(
+                stage::parse_steps(&s.health_default_steps)?
+                    .into_iter()
+                    .filter(|p| *p > start),
+            );
+            steps
+        }
+        (None, None) => stage::parse_steps(&s.health_default_steps)?,
+    };
+    let d = s.plan_gate();
+    let gate = stage::PlanGate {
+        min_devices: spec.min_devices.unwrap_or(d.min_devices),
+        step_min_s: spec.step_min_s.unwrap_or(d.step_min_s),
+        alpha_ppm: spec.alpha_ppm.unwrap_or(d.alpha_ppm),
+        min_excess_bp: spec.min_excess_bp.unwrap_or(d.min_excess_bp),
+    };
+    let plan = StagePlan::new(steps, spec.auto, gate, clock::now_ms())?;
+    match spec.start_percent {
+        Some(p) => plan.starting_at(p),
+        None => Ok(plan),
+    }
+}
+
+/// Where a package's staged release stands, as `get` shows it: `running` (a staged share,
+/// with or without a plan), `halted`, or `finished` (a plan that released it).
+pub fn gray_status(p: &PackageRecord) -> Option<&'static str> {
+    match (&p.stage_plan, p.staged_percent) {
+        (Some(plan), _) => Some(plan.status.as_str()),
+        (None, Some(_)) => Some(stage::PlanStatus::Running.as_str()),
+        (None, None) => None,
+    }
+}
+
+/// A plan command by a person (operator or third party): resume a halted plan, advance a
+/// running one by hand, or abandon it (every device back on the online version).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanAction {
+    Resume,
+    Advance,
+    Abandon,
+}
+
+pub async fn plan_action(
+    state: &AppState,
+    package_id: PackageId,
+    action: PlanAction,
+    actor: Actor,
+) -> OpResult<PackageRecord> {
+    let p = load_package(state, package_id.get()).await?;
+    let now = clock::now_ms();
+    let cmd = match action {
+        PlanAction::Resume => Command::ResumeStage {
+            package_id,
+            at_ms: now,
+        },
+        PlanAction::Advance => Command::AdvanceStage {
+            package_id,
+            from_step: p.stage_plan.as_ref().map_or(0, |pl| pl.step),
+            at_ms: now,
+        },
+        PlanAction::Abandon => Command::RevertStage { package_id },
+    };
+    package_command(state, p.app_id, cmd, actor).await?;
+    load_package(state, package_id.get()).await
+}
+
+/// One mini program's release health over its last `hours`: the plan of its staged release
+/// (or the finished plan of its online version), the versions that devices run, and the
+/// hourly figures the console draws.
+#[derive(Debug, Clone)]
+pub struct ReleaseHealth {
+    pub staged: Option<PackageRecord>,
+    pub online: Option<PackageRecord>,
+    pub from_hour: i64,
+    pub to_hour: i64,
+    pub hours: Vec<smartpkg_store::ReportHour>,
+}
+
+impl ReleaseHealth {
+    /// The plan shown: the staged release's, else the one that released the online version.
+    pub fn plan(&self) -> Option<(&PackageRecord, &StagePlan)> {
+        [&self.staged, &self.online]
+            .into_iter()
+            .flatten()
+            .find_map(|p| p.stage_plan.as_ref().map(|pl| (p, pl)))
+    }
+}
+
+/// Hours of figures a health view may ask for (30 days: what is kept by default).
+pub const MAX_HEALTH_HOURS: i64 = 30 * 24;
+
+pub async fn release_health(
+    state: &AppState,
+    app_id: AppId,
+    hours: i64,
+) -> OpResult<ReleaseHealth> {
+    let hours = hours.clamp(1, MAX_HEALTH_HOURS);
+    let packages = state.store.visible_packages(app_id).await?;
+    let staged = packages
+        .iter()
+        .find(|p| p.staged_percent.is_some())
+        .cloned();
+    let online = packages
+        .iter()
+        .find(|p| p.state.slot() == Some(smartpkg_core::lifecycle::Slot::Online))
+        .cloned();
+    let to_hour = clock::now_ms().div_euclid(smartpkg_core::health::HOUR_MS);
+    let from_hour = to_hour - hours + 1;
+    let rows = state.store.report_hours(app_id, from_hour, to_hour).await?;
+    Ok(ReleaseHealth {
+        staged,
+        online,
+        from_hour,
+        to_hour,
+        hours: rows,
+    })
 }

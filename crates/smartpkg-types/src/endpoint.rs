@@ -99,6 +99,8 @@ pub mod call {
         GrayRelease: "/rest/2.0/smartapp/package/grayrelease", App, write, GrayReleaseRequest => NoData;
         /// smartpkg's extension: every device back to the online version.
         RevertGrayRelease: "/rest/2.0/smartapp/package/revertgrayrelease", App, write, PackageIdRequest => NoData;
+        /// smartpkg's extension: a halted plan runs again from the step it halted at.
+        ResumeGrayRelease: "/rest/2.0/smartapp/package/resumegrayrelease", App, write, PackageIdRequest => NoData;
         /// smartpkg's extension: back to a chosen former online version.
         RollbackTo: "/rest/2.0/smartapp/package/rollbackto", App, write, RollbackToRequest => NoData;
         /// smartpkg's extension: the versions `rollbackto` may choose.

@@ -89,6 +89,10 @@ pub struct PackageInfo {
     /// to in a staged release (absent otherwise; SDKs ignore it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gray_percentage: Option<i64>,
+    /// smartpkg's extension: where a staged release's plan stands — `running`, `halted`
+    /// (its share is 0 until resumed) or `finished` (released to every device).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gray_status: Option<String>,
 }
 
 /// `auditquota`'s data.
@@ -159,12 +163,19 @@ pub struct QrCodeRequest {
 }
 
 /// `grayrelease`'s parameters (smartpkg's extension): release an audit-passed package to a
-/// percentage of devices, or raise it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// percentage of devices, or raise it; or start a plan of steps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrayReleaseRequest {
     pub package_id: i64,
-    /// 1 to 100; only ever raised (revert to start again).
+    /// 1 to 100; only ever raised (revert to start again). With a plan: the step it starts at.
     pub gray_percentage: i64,
+    /// A plan's steps, comma-separated rising percentages ending at 100 (`1,5,20,50,100`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gray_steps: Option<String>,
+    /// `1`: the platform advances the plan on healthy figures and halts it on bad ones (the
+    /// default steps when `gray_steps` is absent); `0` (default): a person advances it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gray_auto: Option<i64>,
 }
 
 /// `rollbackto`'s parameters (smartpkg's extension): roll the online package back to one of

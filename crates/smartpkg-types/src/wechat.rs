@@ -516,6 +516,14 @@ pub struct GrayReleaseRequest {
     pub support_debuger_first: Option<bool>,
     #[serde(default)]
     pub support_experiencer_first: Option<bool>,
+    /// smartpkg's extension: a plan's steps (`"1,5,20,50,100"`), starting at
+    /// `gray_percentage`, which must be one of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gray_steps: Option<String>,
+    /// smartpkg's extension: `true` lets the platform advance the plan on healthy figures and
+    /// halt (pause) it on bad ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gray_auto: Option<bool>,
 }
 
 /// `status` of a gray release plan: 0 initial, 1 running, 2 paused, 3 finished, 4 deleted.

@@ -240,6 +240,16 @@ pub struct PackageAnswer {
     /// `GET /packages/{id}` only: the ext.json the build wrote (null until built).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub built_ext_json: Option<Option<String>>,
+    /// A staged release: the share of devices that run it (0 while its plan is halted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged_percent: Option<i64>,
+    /// `running`, `halted` or `finished` (docs/release-health.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gray_status: Option<String>,
+    /// The staged release's plan: steps, current step, gate, and the figures of a halt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub stage_plan: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -5,6 +5,7 @@
 mod accounts;
 pub mod answers;
 mod deliveries;
+mod health;
 mod hosts;
 mod packages;
 mod tenants;
@@ -43,6 +44,9 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(packages::get_one))
         .routes(routes!(packages::audit))
         .routes(routes!(packages::archive))
+        .routes(routes!(health::start_plan))
+        .routes(routes!(health::plan_action))
+        .routes(routes!(health::app_health))
         .routes(routes!(deliveries::list))
         .routes(routes!(deliveries::targets))
         .routes(routes!(deliveries::resume))

@@ -16,7 +16,7 @@ use super::{AdminError, AdminResult, Body, ErrorBody};
 use crate::state::AppState;
 use crate::{application, clock};
 
-fn view(p: &PackageRecord, state: &AppState) -> PackageAnswer {
+pub(super) fn view(p: &PackageRecord, state: &AppState) -> PackageAnswer {
     let offset = state.settings.utc_offset;
     PackageAnswer {
         package_id: p.package_id.get(),
@@ -40,6 +40,12 @@ fn view(p: &PackageRecord, state: &AppState) -> PackageAnswer {
         updated_at: clock::commit_time(p.updated_at_ms, offset),
         ext_json: None,
         built_ext_json: None,
+        staged_percent: p.staged_percent,
+        gray_status: application::gray_status(p).map(str::to_string),
+        stage_plan: p
+            .stage_plan
+            .as_ref()
+            .and_then(|pl| serde_json::to_value(pl).ok()),
     }
 }
 

@@ -45,6 +45,7 @@ pub fn routes() -> Router<AppState> {
     // smartpkg's extensions, in the same wire style (docs/runtime.md).
     let r = at::<GrayRelease, _, _>(r, package::grayrelease);
     let r = at::<RevertGrayRelease, _, _>(r, package::revertgrayrelease);
+    let r = at::<ResumeGrayRelease, _, _>(r, package::resumegrayrelease);
     let r = at::<RollbackTo, _, _>(r, package::rollbackto);
     let r = at::<GetHistory, _, _>(r, package::gethistory);
     let r = at::<Pause, _, _>(r, app::pause);

@@ -3,7 +3,7 @@
 
 use chrono::FixedOffset;
 use smartpkg_core::ids::{AppId, PackageId, TemplateId};
-use smartpkg_core::lifecycle::{AuditRequest, Command, PkgState, Slot};
+use smartpkg_core::lifecycle::{AuditRequest, Command, PkgState, Refusal, Slot};
 use smartpkg_store::PackageRecord;
 use smartpkg_types::{
     call, upload_status, AuditQuota, Endpoint, Errno, HistoryVersion, PackageIdRequest, PackageInfo,
@@ -48,6 +48,7 @@ pub fn to_wire(p: &PackageRecord, offset: FixedOffset) -> Option<PackageInfo> {
             info.status = Some(status);
             info.package_id = Some(p.package_id.get());
             info.gray_percentage = p.staged_percent;
+            info.gray_status = application::gray_status(p).map(str::to_string);
             if p.state.slot() == Some(Slot::Online) {
                 info.rollback_version = Some(p.rollback_version.clone().unwrap_or_default());
             }
@@ -221,9 +222,33 @@ pub async fn auditquota(state: AppState, call: Call<call::AuditQuota>) -> Answer
 pub async fn grayrelease(state: AppState, call: Call<call::GrayRelease>) -> Answer {
     let grant = call.app(&state).await?;
     let req = call.request()?;
-    let cmd = Command::StageRelease {
-        package_id: PackageId(req.package_id),
-        percent: req.gray_percentage,
+    let auto = match req.gray_auto {
+        None | Some(0) => false,
+        Some(1) => true,
+        Some(n) => {
+            return Err(Reply::from(Refusal::new(
+                Errno::ParamError,
+                format!("参数错误: gray_auto is 0 or 1, not {n}"),
+            )))
+        }
+    };
+    let package_id = PackageId(req.package_id);
+    let cmd = if req.gray_steps.is_some() || auto {
+        let spec = application::PlanSpec {
+            steps: req.gray_steps.clone(),
+            auto,
+            start_percent: Some(req.gray_percentage),
+            ..Default::default()
+        };
+        let plan = application::plan_for(&state, spec).map_err(|why| {
+            Reply::from(Refusal::new(Errno::ParamError, format!("参数错误: {why}")))
+        })?;
+        Command::StartPlan { package_id, plan }
+    } else {
+        Command::StageRelease {
+            package_id,
+            percent: req.gray_percentage,
+        }
     };
     run(&state, grant.app_id.get(), cmd).await
 }
@@ -232,6 +257,15 @@ pub async fn grayrelease(state: AppState, call: Call<call::GrayRelease>) -> Answ
 pub async fn revertgrayrelease(state: AppState, call: Call<call::RevertGrayRelease>) -> Answer {
     by_package_id(state, call, |package_id| Command::RevertStage {
         package_id: PackageId(package_id),
+    })
+    .await
+}
+
+/// `resumegrayrelease` (smartpkg's extension): a halted plan runs again, with a fresh sample.
+pub async fn resumegrayrelease(state: AppState, call: Call<call::ResumeGrayRelease>) -> Answer {
+    by_package_id(state, call, |package_id| Command::ResumeStage {
+        package_id: PackageId(package_id),
+        at_ms: clock::now_ms(),
     })
     .await
 }

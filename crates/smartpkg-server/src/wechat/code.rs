@@ -481,9 +481,25 @@ pub async fn gray_release(State(state): State<AppState>, wx: Wx) -> Reply {
         .get(Slot::Audit)
         .filter(|p| p.state == PkgState::AuditPassed)
         .ok_or_else(|| Fail::new(Errcode::GrayAuditNotPassed))?;
-    let cmd = Command::StageRelease {
-        package_id: p.package_id,
-        percent: req.gray_percentage,
+    let auto = req.gray_auto.unwrap_or(false);
+    let cmd = if req.gray_steps.is_some() || auto {
+        let spec = crate::application::PlanSpec {
+            steps: req.gray_steps.clone(),
+            auto,
+            start_percent: Some(req.gray_percentage),
+            ..Default::default()
+        };
+        let plan = crate::application::plan_for(&state, spec)
+            .map_err(|why| Fail::detail(Errcode::DataFormatError, why))?;
+        Command::StartPlan {
+            package_id: p.package_id,
+            plan,
+        }
+    } else {
+        Command::StageRelease {
+            package_id: p.package_id,
+            percent: req.gray_percentage,
+        }
     };
     run(&state, grant.app_id, cmd).await?;
     done()
@@ -506,18 +522,34 @@ pub async fn revert_gray_release(State(state): State<AppState>, wx: Wx) -> Reply
 
 pub async fn gray_release_plan(State(state): State<AppState>, wx: Wx) -> Reply<GrayReleasePlan> {
     let grant = wx.authorizer(&state, false).await?;
-    let staged = in_slot(&state, grant.app_id, Slot::Audit)
-        .await?
+    let slots = Slots::read(&state, grant.app_id).await?;
+    let staged = slots
+        .get(Slot::Audit)
         .and_then(|p| p.staged_percent.map(|pct| (p, pct)));
-    let plan = match staged {
-        Some((p, pct)) => GrayReleasePlanDetail {
-            status: gray_status::RUNNING,
+    // A plan that released the online version shows finished (smartpkg's plans; a staged
+    // release by hand that was released shows nothing, as before).
+    let finished = slots
+        .get(Slot::Online)
+        .filter(|p| p.stage_plan.is_some() && staged.is_none());
+    let plan = match (staged, finished) {
+        (Some((p, pct)), _) => GrayReleasePlanDetail {
+            status: match p.stage_plan.as_ref().map(|pl| pl.status) {
+                Some(smartpkg_core::stage::PlanStatus::Halted) => gray_status::PAUSED,
+                _ => gray_status::RUNNING,
+            },
             create_timestamp: seconds(p.updated_at_ms),
             gray_percentage: pct,
             support_debuger_first: false,
             support_experiencer_first: false,
         },
-        None => GrayReleasePlanDetail {
+        (None, Some(p)) => GrayReleasePlanDetail {
+            status: gray_status::FINISHED,
+            create_timestamp: seconds(p.updated_at_ms),
+            gray_percentage: 100,
+            support_debuger_first: false,
+            support_experiencer_first: false,
+        },
+        (None, None) => GrayReleasePlanDetail {
             status: gray_status::INITIAL,
             create_timestamp: 0,
             gray_percentage: 0,
