@@ -4,6 +4,7 @@ mod console;
 mod errno;
 mod fairness;
 mod hardening;
+mod health;
 mod helpers;
 mod isolation;
 mod lifecycle;

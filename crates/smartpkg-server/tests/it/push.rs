@@ -40,7 +40,7 @@ async fn point_at(app: &TestApp, url: &str) {
     assert_eq!(st, 200, "{v}");
 }
 
-async fn receiver(
+pub(crate) async fn receiver(
     app: &TestApp,
     script: impl Fn(usize) -> Answer + Send + Sync + 'static,
 ) -> Receiver {

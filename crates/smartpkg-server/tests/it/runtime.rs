@@ -12,9 +12,9 @@ use smartpkg_core::runtime::bucket;
 use crate::helpers::{spawn_app, TestApp};
 
 pub(crate) struct Host {
-    id: i64,
-    key: String,
-    secret: String,
+    pub(crate) id: i64,
+    pub(crate) key: String,
+    pub(crate) secret: String,
 }
 
 pub(crate) async fn host(app: &TestApp, name: &str) -> Host {
