@@ -51,6 +51,8 @@ macro_rules! conformance_tests {
             every_known_third_party_can_be_resumed_and_no_unknown_one,
             wechat_identities_round_trip_and_find_their_owners,
             audits_read_back_from_the_timeline_and_each_dialect_counts_its_own,
+            two_instances_flushing_one_fleet_count_as_one,
+            a_staged_plan_reads_back_and_its_halt_is_announced_once,
         }
     };
 }
@@ -1950,4 +1952,186 @@ pub async fn audits_read_back_from_the_timeline_and_each_dialect_counts_its_own(
     );
     let q = store.audit_quota(tp_id, wechat).await.expect("db");
     assert_eq!(q.used, 2);
+}
+
+/// One fleet's launches, device `first..first+n`, as one instance would aggregate them.
+fn launches(
+    package_id: PackageId,
+    app_id: AppId,
+    hour: i64,
+    devices: std::ops::Range<u32>,
+) -> crate::ReportCell {
+    let mut sketch = smartpkg_core::sketch::Sketch::new();
+    for d in devices.clone() {
+        sketch.add(&format!("device-{d}"));
+    }
+    crate::ReportCell {
+        package_id,
+        app_id,
+        hour,
+        event: smartpkg_core::health::ReportEvent::Launched,
+        events: u64::from(devices.end - devices.start),
+        devices: sketch,
+    }
+}
+
+pub async fn two_instances_flushing_one_fleet_count_as_one(store: Arc<dyn Store>) {
+    let (tp_id, app_id, t) = seeded(&*store).await;
+    let one = passed(&store, tp_id, app_id, t, 10).await;
+    let two = passed(&store, tp_id, app_id, t, 11).await;
+    // Package `one`: the whole fleet (3,000 devices) flushed by one instance.
+    store
+        .merge_reports(vec![launches(one, app_id, 100, 0..3000)])
+        .await
+        .expect("db");
+    // Package `two`: the same fleet split over two instances that overlap (devices 1,000 to
+    // 2,000 reported to both), each flushing twice, all at once.
+    let parts = [0..1500, 1000..2000, 1500..3000, 2000..3000];
+    let mut tasks = vec![];
+    for range in parts {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .merge_reports(vec![launches(two, app_id, 100, range)])
+                .await
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task").expect("every racing flush lands");
+    }
+    let launched = vec![smartpkg_core::health::ReportEvent::Launched];
+    let whole = store
+        .report_devices(one, launched.clone(), 100, 100)
+        .await
+        .expect("db");
+    let split = store
+        .report_devices(two, launched, 100, 100)
+        .await
+        .expect("db");
+    assert_eq!(
+        whole.count(),
+        split.count(),
+        "the same devices, however split"
+    );
+    assert!((2940..=3060).contains(&split.count()), "{}", split.count());
+    let hours = store.report_hours(app_id, 0, 1000).await.expect("db");
+    let of = |id| {
+        hours
+            .iter()
+            .find(|h| h.package_id == id)
+            .map(|h| (h.events, h.devices))
+    };
+    assert_eq!(of(one).map(|h| h.0), Some(3000));
+    // Events add up: what was sent to both instances counts twice.
+    assert_eq!(of(two).map(|h| h.0), Some(5000));
+    assert_eq!(of(one).map(|h| h.1), of(two).map(|h| h.1));
+    // Hours outside the range read nothing; the sweep drops what is past retention.
+    assert!(store
+        .report_hours(app_id, 101, 200)
+        .await
+        .expect("db")
+        .is_empty());
+    let policy = SweepPolicy {
+        used_credential_retention_ms: i64::MAX,
+        retired_package_retention_ms: i64::MAX,
+        report_retention_ms: 0,
+    };
+    let swept = store.sweep(200 * 3_600_000, policy).await.expect("db");
+    assert_eq!(swept.report_hours, 2);
+    assert!(store
+        .report_hours(app_id, 0, 1000)
+        .await
+        .expect("db")
+        .is_empty());
+}
+
+pub async fn a_staged_plan_reads_back_and_its_halt_is_announced_once(store: Arc<dyn Store>) {
+    use smartpkg_core::stage::{HaltFigures, PlanGate, PlanStatus, StagePlan};
+    let (tp_id, app_id, t) = seeded(&*store).await;
+    let first = passed(&store, tp_id, app_id, t, 10).await;
+    decide_ok(&store, app_id, Command::Release { package_id: first }, 11).await;
+    let second = passed(&store, tp_id, app_id, t, 12).await;
+    let gate = PlanGate {
+        min_devices: 10,
+        step_min_s: 0,
+        alpha_ppm: 1000,
+        min_excess_bp: 100,
+    };
+    let plan = StagePlan::new(vec![5, 50, 100], true, gate, 13).expect("plan");
+    decide_ok(
+        &store,
+        app_id,
+        Command::StartPlan {
+            package_id: second,
+            plan: plan.clone(),
+        },
+        13,
+    )
+    .await;
+    let staged = store.staged_plans().await.expect("db");
+    assert_eq!(staged.len(), 1);
+    assert_eq!(
+        (
+            staged[0].package_id,
+            staged[0].online,
+            staged[0].staged_percent
+        ),
+        (second, Some(first), 5)
+    );
+    assert_eq!(staged[0].plan, plan);
+    let figures = HaltFigures {
+        new: smartpkg_core::health::Sample {
+            launched: 600,
+            failed: 40,
+        },
+        old: smartpkg_core::health::Sample {
+            launched: 600,
+            failed: 2,
+        },
+        p_value: "1.0e-9".into(),
+        at_ms: 14,
+    };
+    let halt = Command::HaltStage {
+        package_id: second,
+        from_step: 0,
+        figures: figures.clone(),
+    };
+    // Two schedulers judging the same step: one halt lands, the other is refused.
+    let (a, b) = tokio::join!(
+        store.execute(app_id, halt.clone(), ctx(14), None),
+        store.execute(app_id, halt.clone(), ctx(14), None)
+    );
+    let landed = [a.expect("db"), b.expect("db")]
+        .iter()
+        .filter(|d| d.is_ok())
+        .count();
+    assert_eq!(landed, 1);
+    let record = store
+        .get_package(second)
+        .await
+        .expect("db")
+        .expect("package");
+    assert_eq!(record.staged_percent, Some(0));
+    let kept = record.stage_plan.expect("plan kept");
+    assert_eq!(
+        (kept.status, kept.halt),
+        (PlanStatus::Halted, Some(figures))
+    );
+    // One push for the one halt, to the third party.
+    let deliveries = store
+        .list_deliveries(Some(tp_id), None, None, 100)
+        .await
+        .expect("db");
+    let halts = deliveries
+        .iter()
+        .filter(|d| d.event.event == smartpkg_types::push::GRAY_HALTED)
+        .count();
+    assert_eq!(halts, 1);
+    // The timeline says why.
+    let log = store.package_log(second, 50).await.expect("db");
+    assert!(
+        log.iter()
+            .any(|l| l.detail.as_deref().unwrap_or("").contains("halted at 5%")),
+        "{log:?}"
+    );
 }
