@@ -566,7 +566,7 @@ pub async fn evaluate_plans(state: &AppState) -> Result<(), StoreError> {
         return Ok(());
     }
     for staged in state.store.staged_plans().await? {
-        let plan = &staged.plan;
+        let Some(plan) = &staged.plan else { continue };
         if !plan.auto || plan.status != smartpkg_core::stage::PlanStatus::Running {
             continue;
         }

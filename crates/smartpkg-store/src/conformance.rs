@@ -2078,7 +2078,7 @@ pub async fn a_staged_plan_reads_back_and_its_halt_is_announced_once(store: Arc<
         ),
         (second, Some(first), 5)
     );
-    assert_eq!(staged[0].plan, plan);
+    assert_eq!(staged[0].plan, Some(plan));
     let figures = HaltFigures {
         new: smartpkg_core::health::Sample {
             launched: 600,

@@ -39,7 +39,7 @@ pub struct ReportHour {
     pub devices: u64,
 }
 
-/// A staged release with a plan, as the scheduler and the dashboard see it.
+/// A staged release (with its plan, if it has one), as the scheduler and the dashboard see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StagedPlan {
     pub app_id: AppId,
@@ -49,7 +49,7 @@ pub struct StagedPlan {
     pub staged_percent: i64,
     /// The online package the staged one would replace.
     pub online: Option<PackageId>,
-    pub plan: StagePlan,
+    pub plan: Option<StagePlan>,
 }
 
 #[async_trait]
@@ -75,6 +75,6 @@ pub trait HealthStore: Send + Sync {
         to_hour: i64,
     ) -> Result<Sketch>;
 
-    /// Every audit-passed package in a staged release that has a plan.
+    /// Every audit-passed package in a staged release, with its plan if it has one.
     async fn staged_plans(&self) -> Result<Vec<StagedPlan>>;
 }

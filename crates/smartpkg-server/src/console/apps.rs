@@ -81,7 +81,7 @@ pub async fn list(
 }
 
 /// Whether the viewer may see (and, for owners, act on) this mini program.
-async fn may_see(state: &AppState, v: &Viewer, app_id: i64) -> Result<(), Page> {
+pub(super) async fn may_see(state: &AppState, v: &Viewer, app_id: i64) -> Result<(), Page> {
     if v.role() != Role::Owner {
         return Ok(());
     }
@@ -113,6 +113,7 @@ struct AppPage {
     authenticity_certified: bool,
     packages: Vec<(i64, String, &'static str, String)>,
     timeline: Vec<Event>,
+    health: super::health::HealthSection,
 }
 
 pub async fn page(State(state): State<AppState>, v: Viewer, Path(app_id): Path<i64>) -> PageResult {
@@ -146,7 +147,11 @@ pub async fn page(State(state): State<AppState>, v: Viewer, Path(app_id): Path<i
         .app_log(AppId(app_id), 200)
         .await
         .map_err(store_failed)?;
+    let health = super::health::section(&state, AppId(app_id), v.role())
+        .await
+        .map_err(|e| Page::refused(&v, e))?;
     Ok(Page::ok(&AppPage {
+        health,
         layout: v.layout(app.name.clone(), "apps"),
         app_id,
         wx_appid: app.wx_appid.clone(),

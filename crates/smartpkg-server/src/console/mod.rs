@@ -11,6 +11,7 @@
 
 mod apps;
 mod deliveries;
+mod health;
 mod pages;
 mod queue;
 mod signin;
@@ -60,6 +61,7 @@ pub fn routes() -> Router<AppState> {
         .route("/packages/{id}", get(queue::package))
         .route("/packages/{id}/files/{*path}", get(queue::file))
         .route("/packages/{id}/decide", post(queue::decide))
+        .route("/packages/{id}/plan", post(health::act))
         .route("/apps", get(apps::list))
         .route("/apps/claim", post(apps::claim))
         .route("/apps/{id}", get(apps::page))

@@ -81,6 +81,20 @@ struct DashboardPage {
     apps: i64,
     by_state: Vec<(String, i64)>,
     recent: Vec<Event>,
+    staged: Vec<StagedRow>,
+}
+
+/// A staged release on the dashboard.
+struct StagedRow {
+    app_id: i64,
+    app_name: String,
+    package_id: i64,
+    version: String,
+    status: &'static str,
+    percent: i64,
+    /// `5 → 20 → 50 → 100`, or "by hand" without a plan.
+    plan: String,
+    why: String,
 }
 
 pub async fn dashboard(State(state): State<AppState>, v: Viewer) -> PageResult {
@@ -89,6 +103,36 @@ pub async fn dashboard(State(state): State<AppState>, v: Viewer) -> PageResult {
         return Ok(Page::Redirect("/console/apps".into()));
     }
     let d = state.store.dashboard().await.map_err(store_failed)?;
+    let mut staged: Vec<StagedRow> = state
+        .store
+        .staged_plans()
+        .await
+        .map_err(store_failed)?
+        .into_iter()
+        .map(|s| StagedRow {
+            app_id: s.app_id.get(),
+            app_name: s.app_name,
+            package_id: s.package_id.get(),
+            version: s.version,
+            status: s.plan.as_ref().map_or("running", |p| p.status.as_str()),
+            percent: s.staged_percent,
+            plan: s.plan.as_ref().map_or("by hand".into(), |p| {
+                p.steps
+                    .iter()
+                    .map(|x| format!("{x}%"))
+                    .collect::<Vec<_>>()
+                    .join(" → ")
+            }),
+            why: s
+                .plan
+                .as_ref()
+                .and_then(|p| p.halt.as_ref())
+                .map(|h| h.describe())
+                .unwrap_or_default(),
+        })
+        .collect();
+    // Halted releases first: they wait for a person.
+    staged.sort_by_key(|r| (r.status != "halted", std::cmp::Reverse(r.package_id)));
     let recent = state.store.recent_log(20).await.map_err(store_failed)?;
     let now = clock::now_ms();
     Ok(Page::ok(&DashboardPage {
@@ -103,5 +147,6 @@ pub async fn dashboard(State(state): State<AppState>, v: Viewer) -> PageResult {
         apps: d.apps,
         by_state: d.by_state,
         recent: recent.iter().map(|e| event(&state, e)).collect(),
+        staged,
     }))
 }

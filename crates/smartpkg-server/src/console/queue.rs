@@ -127,6 +127,8 @@ struct PackagePage {
     timeline: Vec<Event>,
     /// The package has more entries than the page shows (only the newest are read).
     timeline_cut: bool,
+    /// Its mini program's release health, for a package devices run (online or staged).
+    health: Option<super::health::HealthSection>,
 }
 
 /// The newest log entries a package's page shows. A package changes state a handful of
@@ -201,7 +203,19 @@ pub async fn package(State(state): State<AppState>, v: Viewer, Path(id): Path<i6
         .collect();
     let can_decide =
         p.state == PkgState::Auditing && matches!(v.role(), Role::Operator | Role::Reviewer);
+    let runs_on_devices = p.staged_percent.is_some()
+        || p.stage_plan.is_some()
+        || p.state.slot() == Some(smartpkg_core::lifecycle::Slot::Online);
+    let health = match runs_on_devices {
+        true => Some(
+            super::health::section(&state, p.app_id, v.role())
+                .await
+                .map_err(|e| Page::refused(&v, e))?,
+        ),
+        false => None,
+    };
     let page = PackagePage {
+        health,
         layout: v.layout(format!("Package #{id}"), "queue"),
         package_id: id,
         app_id: p.app_id.get(),

@@ -162,7 +162,6 @@ impl<S: Sql> HealthStore for S {
                           AND o.state IN ('online', 'rolling_back')) AS online \
                      FROM packages p JOIN apps a ON a.app_id = p.app_id \
                      WHERE p.state = 'audit_passed' AND p.staged_percent IS NOT NULL \
-                       AND p.stage_plan IS NOT NULL \
                      ORDER BY p.package_id",
                     args![],
                 )
@@ -175,7 +174,10 @@ impl<S: Sql> HealthStore for S {
                     version: r.string("version")?,
                     staged_percent: r.i64("staged_percent")?,
                     online: r.opt_id("online")?,
-                    plan: StagePlan::from_text(&r.string("stage_plan")?)
+                    plan: r
+                        .opt_string("stage_plan")?
+                        .map(|t| StagePlan::from_text(&t))
+                        .transpose()
                         .map_err(StoreError::Corrupt)?,
                 })
             })
