@@ -189,16 +189,22 @@ async fn detail(sb: &Sandbox, token: &str, kind: &str) -> Value {
 /// A package of a new mini program waiting for its audit: (package id, app token, app id).
 async fn waiting(sb: &Sandbox, name: &str) -> (i64, String, i64) {
     let (app_id, token, _) = sb.new_app(name).await;
+    let id = submitted(sb, &token, app_id, name, "1.0.0").await;
+    (id, token, app_id)
+}
+
+/// Uploads `version` of the mini program, waits for its build and submits it: its package id.
+async fn submitted(sb: &Sandbox, token: &str, app_id: i64, name: &str, version: &str) -> i64 {
     let t = sb.template_id.to_string();
     let ext = format!(r#"{{"extAppid":{app_id},"window":{{"navigationBarTitleText":"{name}"}}}}"#);
     let v = baidu(
         sb,
-        &token,
+        token,
         "upload",
         &[
             ("template_id", &t),
             ("ext_json", &ext),
-            ("user_version", "1.0.0"),
+            ("user_version", version),
             ("user_desc", "d"),
         ],
     )
@@ -206,7 +212,7 @@ async fn waiting(sb: &Sandbox, name: &str) -> (i64, String, i64) {
     assert_eq!(v["errno"], 0, "{v}");
     let start = Instant::now();
     let id = loop {
-        let v = detail(sb, &token, "3").await;
+        let v = detail(sb, token, "3").await;
         if let Some(id) = v["data"]["package_id"].as_i64() {
             break id;
         }
@@ -218,7 +224,7 @@ async fn waiting(sb: &Sandbox, name: &str) -> (i64, String, i64) {
     };
     let v = baidu(
         sb,
-        &token,
+        token,
         "submitaudit",
         &[
             ("package_id", &id.to_string()),
@@ -229,7 +235,7 @@ async fn waiting(sb: &Sandbox, name: &str) -> (i64, String, i64) {
     )
     .await;
     assert_eq!(v["errno"], 0, "{v}");
-    (id, token, app_id)
+    id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -529,6 +535,181 @@ async fn the_console_works_in_a_real_browser() {
         .expect("queue");
     c.set_window_size(390, 844).await.expect("resize");
     shot(&c, "13-queue-phone").await;
+    c.close().await.expect("close");
+    sb.stop().await;
+}
+
+/// Reports `n` devices launching `package_id` of `app_id`, the first `failing` crashing.
+async fn report(
+    sb: &Sandbox,
+    host: &(String, String),
+    app_id: i64,
+    package_id: i64,
+    n: usize,
+    failing: usize,
+) {
+    let mut all = vec![];
+    for i in 0..n {
+        let device = format!("p{package_id}-{i}");
+        all.push(json!({"device_id": device, "app_id": app_id, "package_id": package_id, "event": "launched"}));
+        if i < failing {
+            all.push(json!({"device_id": device, "app_id": app_id, "package_id": package_id, "event": "crashed"}));
+        }
+    }
+    for chunk in all.chunks(500) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/runtime/v1/reports", sb.base_url))
+            .basic_auth(&host.0, Some(&host.1))
+            .json(&json!({ "reports": chunk }))
+            .send()
+            .await
+            .expect("reports");
+        assert_eq!(r.status(), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_health_is_drawn_and_acted_on_in_a_real_browser() {
+    let Some(path) = chromedriver() else {
+        assert!(
+            std::env::var("SPKG_REQUIRE_BROWSER").as_deref() != Ok("1"),
+            "SPKG_REQUIRE_BROWSER=1 but no chromedriver (install chromium and chromium-driver)"
+        );
+        eprintln!("skipped: no chromedriver (install Debian's chromium and chromium-driver)");
+        return;
+    };
+    let sb = Sandbox::start_with(|s| {
+        s.report_flush_interval_s = 1;
+        s.health_eval_interval_s = 1;
+        s.health_step_min_s = 0;
+    })
+    .await;
+    account(&sb, "olga", "operator").await;
+    // Version 1 online, version 2 passed and staged by a plan.
+    let (v1, token, app_id) = waiting(&sb, "Bakery 面包店").await;
+    let pass = |id: i64| {
+        let sb = &sb;
+        async move {
+            let (st, v) = sb
+                .admin(
+                    reqwest::Method::POST,
+                    &format!("/packages/{id}/audit"),
+                    Some(json!({"result": "pass"})),
+                )
+                .await;
+            assert_eq!(st, 200, "{v}");
+        }
+    };
+    pass(v1).await;
+    let v = baidu(&sb, &token, "release", &[("package_id", &v1.to_string())]).await;
+    assert_eq!(v["errno"], 0, "{v}");
+    let v2 = submitted(&sb, &token, app_id, "Bakery 面包店", "2.0.0").await;
+    pass(v2).await;
+    let (st, v) = sb
+        .admin(
+            reqwest::Method::POST,
+            &format!("/packages/{v2}/plan"),
+            Some(json!({"steps": "10,50,100", "min_devices": 200})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, h) = sb
+        .admin(
+            reqwest::Method::POST,
+            "/host-apps",
+            Some(json!({"name": "phone app"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{h}");
+    let host = (
+        h["host_key"].as_str().expect("key").to_string(),
+        h["host_secret"].as_str().expect("secret").to_string(),
+    );
+    // The new version crashes on one device in ten; the old one on one in two hundred.
+    report(&sb, &host, app_id, v1, 800, 4).await;
+    report(&sb, &host, app_id, v2, 400, 40).await;
+    let start = Instant::now();
+    loop {
+        let (_, p) = sb
+            .admin(reqwest::Method::GET, &format!("/packages/{v2}"), None)
+            .await;
+        if p["gray_status"] == "halted" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never halted: {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let base = sb.base_url.clone();
+    let (_driver, url) = start_driver(&path).await;
+    let c = browser(&url).await;
+    sign_in(&c, &base, "olga").await;
+    // The dashboard leads with the halted release and why.
+    let page = text(&c).await;
+    assert!(
+        page.contains("Staged releases") && page.contains("halted"),
+        "{page}"
+    );
+    assert!(page.contains("launching devices"), "{page}");
+    shot(&c, "20-dashboard-halted-release").await;
+    // The mini program's page: the plan, the halt with its figures, both charts.
+    c.goto(&format!("{base}/console/apps/{app_id}#health"))
+        .await
+        .expect("app page");
+    let page = wait_for_text(&c, "Release health").await;
+    assert!(
+        page.contains("Halted:") && page.contains("10.00% of"),
+        "{page}"
+    );
+    let charts = c
+        .find_all(Locator::Css("figure.chart svg"))
+        .await
+        .expect("charts");
+    assert_eq!(charts.len(), 2);
+    for (i, chart) in c
+        .find_all(Locator::Css("figure.chart"))
+        .await
+        .expect("figures")
+        .iter()
+        .enumerate()
+    {
+        let png = chart.screenshot().await.expect("chart screenshot");
+        std::fs::write(shots_dir().join(format!("22-health-chart-{i}.png")), png).expect("write");
+    }
+    // The figures as a table, for screen readers and without images.
+    click(&c, Locator::Css("figure.chart details summary")).await;
+    let table = c
+        .find(Locator::Css("figure.chart details table"))
+        .await
+        .expect("table")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        table.contains("1.0.0 (#") && table.contains("2.0.0 (#") && table.contains('%'),
+        "{table}"
+    );
+    c.execute("document.getElementById('health').scrollIntoView()", vec![])
+        .await
+        .expect("scroll");
+    shot(&c, "21-release-health").await;
+    // Resume: the plan runs again at its step.
+    click(&c, Locator::Css("form input[value=resume] ~ button")).await;
+    wait_for_text(&c, "running").await;
+    let (_, p) = sb
+        .admin(reqwest::Method::GET, &format!("/packages/{v2}"), None)
+        .await;
+    assert_eq!(
+        (p["gray_status"].as_str(), p["staged_percent"].as_i64()),
+        (Some("running"), Some(10)),
+        "{p}"
+    );
+    c.execute("document.getElementById('health').scrollIntoView()", vec![])
+        .await
+        .expect("scroll");
+    shot(&c, "23-release-resumed").await;
     c.close().await.expect("close");
     sb.stop().await;
 }

@@ -90,7 +90,7 @@ fn plan_view(p: &PackageRecord, plan: &StagePlan) -> PlanView {
         auto: plan.auto,
         steps,
         gate: format!(
-            "{} launching devices per version, at least {} per step, halts on an excess of {:.2} points at p ≤ {}",
+            "{} launching devices per version, {} per step, halts on an excess of {:.2} points at p ≤ {}",
             plan.gate.min_devices,
             duration(plan.gate.step_min_s),
             plan.gate.min_excess_bp as f64 / 100.0,
@@ -103,9 +103,9 @@ fn plan_view(p: &PackageRecord, plan: &StagePlan) -> PlanView {
 fn duration(s: u64) -> String {
     match s {
         0 => "no minimum time".into(),
-        s if s % 3600 == 0 => format!("{} h", s / 3600),
-        s if s % 60 == 0 => format!("{} min", s / 60),
-        s => format!("{s} s"),
+        s if s % 3600 == 0 => format!("at least {} h", s / 3600),
+        s if s % 60 == 0 => format!("at least {} min", s / 60),
+        s => format!("at least {s} s"),
     }
 }
 
