@@ -675,6 +675,10 @@ async fn release_health_is_drawn_and_acted_on_in_a_real_browser() {
         .iter()
         .enumerate()
     {
+        let arg = serde_json::to_value(chart).expect("element as an argument");
+        c.execute("arguments[0].scrollIntoView()", vec![arg])
+            .await
+            .expect("scroll");
         let png = chart.screenshot().await.expect("chart screenshot");
         std::fs::write(shots_dir().join(format!("22-health-chart-{i}.png")), png).expect("write");
     }

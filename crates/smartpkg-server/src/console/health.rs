@@ -165,15 +165,13 @@ fn line_chart(
             y = y(v)
         );
     }
-    for i in [
-        0,
-        hour_labels.len() / 2,
-        hour_labels.len().saturating_sub(1),
-    ] {
+    let last = hour_labels.len().saturating_sub(1);
+    // The first and last labels are anchored inside the plot so neither is cut off.
+    for (i, anchor) in [(0, "start"), (last / 2, "middle"), (last, "end")] {
         if let Some(label) = hour_labels.get(i) {
             let _ = write!(
                 s,
-                r##"<text x="{:.1}" y="{}" font-size="11" text-anchor="middle" fill="#5b6475">{}</text>"##,
+                r##"<text x="{:.1}" y="{}" font-size="11" text-anchor="{anchor}" fill="#5b6475">{}</text>"##,
                 x(i),
                 H - BOTTOM + 16.0,
                 esc(label)
