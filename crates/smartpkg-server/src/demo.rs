@@ -284,6 +284,17 @@ curl -s -X POST -H "Authorization: Bearer $ADMIN" "$BASE/admin/v1/packages/$AUDI
 curl -s -X POST "$W/get_auditstatus?access_token=$TOKEN" -d "{{\"auditid\":$AUDIT}}"; echo
 curl -s -X POST "$W/release?access_token=$TOKEN" -d '{{}}'; echo
 curl -s "$W/revertcoderelease?access_token=$TOKEN&action=get_history_version"; echo
+# 9. Release health (docs/release-health.md): 2.1.0 staged by a plan the platform advances
+#    on healthy figures and halts on bad ones, watched in the console ({base}/console/apps/{app_id}).
+{up4}
+sleep {wait_build}
+PKG4=$({dev_id}); echo "package $PKG4"
+curl -s -X POST "{p}/submitaudit?access_token=$TOKEN" -d package_id=$PKG4 -d content=demo -d remark=; echo
+curl -s -X POST -H "Authorization: Bearer $ADMIN" "$BASE/admin/v1/packages/$PKG4/audit" -d '{{"result":"pass"}}'; echo
+curl -s -X POST "{p}/grayrelease?access_token=$TOKEN" -d package_id=$PKG4 -d gray_percentage=10 -d gray_steps=10,50,100 -d gray_auto=1; echo
+# A fleet of 6,000 devices on which 2.1.0 crashes one time in twenty (2.0.0: one in two
+# hundred): the plan halts once 500 devices of each have launched (Ctrl-C to stop).
+smartpkg device simulate --base-url $BASE --host-key {host_key} --host-secret {host_secret} --app-id {app_id} --devices 6000 --fail-rate 2.1.0=0.05 --fail-rate 2.0.0=0.005
 "#,
         component_appid = demo.tp.wechat.component_appid,
         component_appsecret = demo.component_appsecret,
@@ -298,6 +309,7 @@ curl -s "$W/revertcoderelease?access_token=$TOKEN&action=get_history_version"; e
         up1 = upload("1.0.0", "first release"),
         up2 = upload("1.1.0", "second release"),
         up3 = upload("1.2.0", "withdrawn"),
+        up4 = upload("2.1.0", "staged by a plan"),
         spr1 = submit_pass_release("PKG1"),
         spr2 = submit_pass_release("PKG2"),
     )

@@ -62,6 +62,9 @@ enum Cmd {
     Events(EventsCmd),
     /// Roll one template version out to many mini programs (see docs/rollout.md).
     Rollout(rollout::RolloutArgs),
+    /// Devices: play a fleet against a smartpkg server's runtime channel.
+    #[command(subcommand)]
+    Device(tool::device::DeviceCmd),
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  smartpkg completions bash > /etc/bash_completion.d/smartpkg"
@@ -212,6 +215,9 @@ async fn toolkit(cmd: Cmd, globals: tool::Globals) -> anyhow::Result<std::proces
         Cmd::Account(c) => tool::account::run(c, &globals.resolve()?).await.map(|_| ok),
         Cmd::Events(EventsCmd::Listen(a)) => tool::events::listen(a).await.map(|_| ok),
         Cmd::Rollout(a) => rollout::run(a, &globals).await,
+        Cmd::Device(c) => tool::device::run(c, &globals.resolve()?.base_url)
+            .await
+            .map(|_| ok),
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             // Generated into memory: clap_complete panics on a failed write, and a closed

@@ -17,7 +17,18 @@ async fn the_printed_demo_lines_run_the_whole_lifecycle_as_pasted() {
         .iter()
         .position(|l| l.starts_with("export BASE="))
         .expect("export line");
-    let script = server.lines[start..].join("\n");
+    // The last line plays a fleet until interrupted: run before it, then it for two rounds.
+    let simulate = server
+        .lines
+        .iter()
+        .rposition(|l| l.starts_with("smartpkg device simulate"))
+        .expect("the demo ends with the fleet's line");
+    assert_eq!(
+        simulate,
+        server.lines.len() - 1,
+        "the fleet's line comes last"
+    );
+    let script = server.lines[start..simulate].join("\n");
     let work = dir.path().join("cwd");
     std::fs::create_dir_all(&work).expect("cwd");
     let out = Command::new("bash")
@@ -37,8 +48,8 @@ async fn the_printed_demo_lines_run_the_whole_lifecycle_as_pasted() {
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).expect("json line"))
         .collect();
-    // 17 Baidu-dialect answers, then 6 of the WeChat dialect's walk-through.
-    assert_eq!(answers.len(), 23, "one answer per call: {stdout}");
+    // 17 Baidu-dialect answers, 6 of the WeChat dialect's walk-through, 4 of the staged plan.
+    assert_eq!(answers.len(), 27, "one answer per call: {stdout}");
     for a in &answers {
         assert!(
             a.get("error").is_none()
@@ -53,7 +64,10 @@ async fn the_printed_demo_lines_run_the_whole_lifecycle_as_pasted() {
         .find(|a| a.get("status").is_some() && a.get("screenshot").is_some())
         .expect("get_auditstatus's answer");
     assert_eq!(status["status"], 0, "{status}");
-    let history = answers.last().expect("the history");
+    let history = answers
+        .iter()
+        .find(|a| a.get("version_list").is_some())
+        .expect("the history");
     assert_eq!(
         history["version_list"][0]["user_version"], "1.0.0",
         "{history}"
@@ -72,7 +86,38 @@ async fn the_printed_demo_lines_run_the_whole_lifecycle_as_pasted() {
             )
         })
         .collect();
-    assert_eq!(versions, vec![("2.0.0", 1)], "{server_view}");
+    assert_eq!(versions, vec![("2.0.0", 1), ("2.1.0", 6)], "{server_view}");
+    let staged = &server_view["data"][1];
+    assert_eq!(
+        (
+            staged["gray_percentage"].as_i64(),
+            staged["gray_status"].as_str()
+        ),
+        (Some(10), Some("running")),
+        "{server_view}"
+    );
+    // The fleet's line, as printed, for two quick rounds.
+    let line = &server.lines[simulate];
+    let args = line
+        .strip_prefix("smartpkg ")
+        .expect("a smartpkg command")
+        .replace("$BASE", &server.base)
+        .replace("--devices 6000", "--devices 300");
+    let out = Command::new(env!("CARGO_BIN_EXE_smartpkg"))
+        .args(args.split_whitespace())
+        .args(["--rounds", "2", "--every", "100ms"])
+        .output()
+        .expect("simulate runs");
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains("round 2:") && printed.contains(":2.1.0 on"),
+        "{printed}"
+    );
     // The Baidu part, as the device saw it before WeChat's release.
     // The device was told to run the online version and downloaded it.
     let check = answers

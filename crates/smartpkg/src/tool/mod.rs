@@ -6,6 +6,7 @@
 
 pub mod account;
 pub mod auth;
+pub mod device;
 pub mod events;
 pub mod pkg;
 pub mod template;

@@ -80,8 +80,8 @@ fn start_demo_command(
     loop {
         let line = next_line(&rx, deadline);
         lines.push(line.clone());
-        // The walk-through's last line (the WeChat dialect's history of versions).
-        if line.contains("action=get_history_version") {
+        // The walk-through's last line (the simulated fleet of the release-health part).
+        if line.starts_with("smartpkg device simulate") {
             break;
         }
     }
