@@ -562,7 +562,7 @@ fn not_rolling_back(online: &PackageFacts) -> Result<(), Refusal> {
 }
 
 /// The package's running or halted plan, for the scheduler's and people's plan commands.
-fn staged_plan<'a>(p: &'a PackageFacts, expect: PlanStatus) -> Result<&'a StagePlan, Refusal> {
+fn staged_plan(p: &PackageFacts, expect: PlanStatus) -> Result<&StagePlan, Refusal> {
     let plan = p
         .stage_plan
         .as_ref()

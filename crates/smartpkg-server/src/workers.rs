@@ -506,6 +506,20 @@ async fn janitor(state: &AppState) -> Result<(), StoreError> {
 /// Merges this instance's report aggregates into the store; a failed merge puts them back, so
 /// only a killed process loses what it held (at most one interval).
 pub async fn flush_reports(state: &AppState) -> Result<usize, StoreError> {
+    let dropped = state
+        .reports
+        .dropped
+        .swap(0, std::sync::atomic::Ordering::Relaxed);
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            "device reports dropped: the interval's memory budget was spent before a flush"
+        );
+        state
+            .metrics
+            .counter("smartpkg_reports_total", &[("outcome", "dropped")])
+            .increment(dropped);
+    }
     let cells = state.reports.take();
     if cells.is_empty() {
         return Ok(0);

@@ -11,6 +11,15 @@
 //! 3. The memory that 10,000 mini programs take in the update-check cache (goal ≤ 8 MiB).
 //! 4. A 5 MB archive downloaded over and over: MB/s (goal ≥ 500) and the process's resident
 //!    memory before and after 1 GB of downloads (flat).
+//! 5. Device reports (docs/release-health.md): batches of 100 events at 64 connections ÷ the
+//!    trivial handler (goal ≥ 0.5, so ≥ 50× its event rate), rounds as in 1.
+//! 6. Update checks while reports flow (16 more connections posting batches): their ratio to
+//!    the trivial handler under the same reports, beside [1]'s (goal: unchanged).
+//! 7. The memory of report aggregates for 10,000 packages: one flush interval's in this
+//!    process, filled as a busy fleet fills it, and filled adversarially to its budget (goal
+//!    ≤ 64 MiB resident); and what 30 days of hourly aggregates take in the store.
+//!
+//! `SPKG_BENCH_ONLY=reports` runs 5–7 alone (with the setup they need).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,7 +33,7 @@ use serde_json::{json, Value};
 use smartpkg_server::{Running, Settings};
 
 mod common;
-use common::{big_template, seed_apps, Ratios, Res};
+use common::{big_template, contains, seed_apps, Ratios, Res};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -84,13 +93,20 @@ struct Bench {
     bodies: Vec<bytes::Bytes>,
     /// (the single-app URL of device "etag-device", the ETag of its answer).
     etags: Vec<(Url, HeaderValue)>,
+    reports_url: Url,
+    /// Report batches of [`REPORTS_PER_BATCH`] events, written before the load.
+    report_bodies: Vec<bytes::Bytes>,
 }
+
+/// Events per report batch in [5] and [6].
+const REPORTS_PER_BATCH: usize = 100;
 
 #[derive(Clone, Copy)]
 enum Kind {
     Trivial,
     Check,
     NotModified,
+    Reports,
 }
 
 async fn once(b: &Bench, kind: Kind) -> bool {
@@ -102,7 +118,11 @@ async fn once(b: &Bench, kind: Kind) -> bool {
         } else {
             rng.gen_range(0..b.etags.len())
         };
-        (rng.gen_range(0..b.bodies.len()), etag_pick)
+        let body_pick = match kind {
+            Kind::Reports => rng.gen_range(0..b.report_bodies.len()),
+            _ => rng.gen_range(0..b.bodies.len()),
+        };
+        (body_pick, etag_pick)
     };
     match kind {
         Kind::Trivial => match b.client.get(b.healthz.clone()).send().await {
@@ -126,6 +146,24 @@ async fn once(b: &Bench, kind: Kind) -> bool {
                     memchr::memmem::find_iter(&x, br#""status":"update""#).count() == HELD
                         && memchr::memmem::find_iter(&x, br#""sha256":""#).count() == HELD
                 }),
+                Err(_) => false,
+            }
+        }
+        Kind::Reports => {
+            match b
+                .client
+                .post(b.reports_url.clone())
+                .header("authorization", &b.authorization)
+                .header("content-type", "application/json")
+                .body(b.report_bodies[body_pick].clone())
+                .send()
+                .await
+            {
+                // Every event of the batch accepted: counted, not just parsed.
+                Ok(r) => r
+                    .bytes()
+                    .await
+                    .is_ok_and(|x| contains(&x, br#""accepted":100,"ignored":0"#)),
                 Err(_) => false,
             }
         }
@@ -236,6 +274,8 @@ async fn run() -> Res<()> {
         bodies: vec![],
         apps,
         etags: vec![],
+        reports_url: Url::parse(&format!("{}/runtime/v1/reports", base_of(&server)))?,
+        report_bodies: vec![],
     };
     {
         let mut rng = rand::thread_rng();
@@ -249,8 +289,10 @@ async fn run() -> Res<()> {
         }
     }
 
-    // Every archive is made on first demand; make them all before measuring.
+    // Every archive is made on first demand; make them all before measuring (and learn each
+    // mini program's online package, which devices report on).
     let t = Instant::now();
+    let mut packages: Vec<(i64, i64)> = Vec::with_capacity(APPS);
     for chunk in b.apps.chunks(100) {
         let held: Vec<Value> = chunk.iter().map(|a| json!({"app_id": a})).collect();
         let v: Value = b
@@ -264,6 +306,35 @@ async fn run() -> Res<()> {
             .await?;
         if v["apps"].as_array().map(Vec::len) != Some(chunk.len()) {
             return Err(format!("warm-up answer: {v}").into());
+        }
+        for a in v["apps"].as_array().into_iter().flatten() {
+            let app = a["app_id"].as_i64().ok_or("app id")?;
+            let package = a["package"]["package_id"].as_i64().ok_or("package id")?;
+            packages.push((app, package));
+        }
+    }
+    {
+        // A batch is what one host sends: 100 events of devices of random mini programs.
+        let events = [
+            "launched",
+            "launched",
+            "launched",
+            "downloaded",
+            "installed",
+            "crashed",
+        ];
+        let mut rng = rand::thread_rng();
+        for _ in 0..2048 {
+            let reports: Vec<Value> = (0..REPORTS_PER_BATCH)
+                .map(|_| {
+                    let (app, package) = packages[rng.gen_range(0..packages.len())];
+                    json!({"device_id": format!("device-{}", rng.gen_range(0..1_000_000)),
+                           "app_id": app, "package_id": package,
+                           "event": events[rng.gen_range(0..events.len())]})
+                })
+                .collect();
+            b.report_bodies
+                .push(serde_json::to_vec(&json!({ "reports": reports }))?.into());
         }
     }
     println!(
@@ -285,6 +356,12 @@ async fn run() -> Res<()> {
         b.etags.push((Url::parse(&url)?, etag));
     }
     let b = Arc::new(b);
+    let only_reports = std::env::var("SPKG_BENCH_ONLY").as_deref() == Ok("reports");
+    if only_reports {
+        reports(&b, &server, &packages, None).await?;
+        server.stop().await;
+        return Ok(());
+    }
 
     // --- 1 and 2: rounds of baseline, update checks, 304s; a ratio per round ---
     let (mut trivial, mut check, mut not_modified) = (0.0, 0.0, 0.0);
@@ -302,7 +379,7 @@ async fn run() -> Res<()> {
             let (rate, cpu) = match kind {
                 Kind::Trivial => (&mut t, &mut cpu_trivial),
                 Kind::Check => (&mut c, &mut cpu_check),
-                Kind::NotModified => (&mut n, &mut cpu_nm),
+                Kind::NotModified | Kind::Reports => (&mut n, &mut cpu_nm),
             };
             *rate = got.per_second;
             *cpu += got.cpu_us_per_request / ROUNDS as f64;
@@ -388,7 +465,163 @@ async fn run() -> Res<()> {
         rss_after as f64 / 1024.0,
         bytes as f64 / 1e9
     );
+    reports(&b, &server, &packages, Some(check_ratios.median())).await?;
     server.stop().await;
+    Ok(())
+}
+
+/// [5]–[7]: device reports. `check_ratio`: [1]'s median, to print beside [6].
+async fn reports(
+    b: &Arc<Bench>,
+    server: &Running,
+    packages: &[(i64, i64)],
+    check_ratio: Option<f64>,
+) -> Res<()> {
+    // --- 5: report batches against the trivial handler ---
+    let (mut ratios, mut trivial, mut rate, mut cpu) = (Ratios::default(), 0.0, 0.0, 0.0);
+    let mut cpu_trivial = 0.0;
+    for round in 0..ROUNDS {
+        let mut order = [Kind::Trivial, Kind::Reports];
+        order.rotate_left(round % 2);
+        let (mut t, mut r) = (0.0, 0.0);
+        for kind in order {
+            let got = load(b, kind).await?;
+            match kind {
+                Kind::Trivial => {
+                    t = got.per_second;
+                    cpu_trivial += got.cpu_us_per_request / ROUNDS as f64;
+                }
+                _ => {
+                    r = got.per_second;
+                    cpu += got.cpu_us_per_request / ROUNDS as f64;
+                }
+            }
+        }
+        ratios.push(r, t);
+        trivial += t / ROUNDS as f64;
+        rate += r / ROUNDS as f64;
+    }
+    println!(
+        "[5] report batches of {REPORTS_PER_BATCH} events, {CONNECTIONS} connections: {rate:.0}/s ({:.0} events/s); trivial handler {trivial:.0}/s (means); ratio {} (goal >= 0.5); CPU of the process (server and load) per batch {cpu:.0} us, per trivial request {cpu_trivial:.0} us",
+        rate * REPORTS_PER_BATCH as f64,
+        ratios.describe()
+    );
+
+    // --- 6: update checks with reports flowing beside them ---
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut background = vec![];
+    for _ in 0..16 {
+        let (b, stop, sent) = (b.clone(), stop.clone(), sent.clone());
+        background.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if !once(&b, Kind::Reports).await {
+                    return Err("a report batch failed during [6]".to_string());
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        }));
+    }
+    let mut flowing = Ratios::default();
+    let started = Instant::now();
+    for round in 0..ROUNDS {
+        let mut order = [Kind::Trivial, Kind::Check];
+        order.rotate_left(round % 2);
+        let (mut t, mut c) = (0.0, 0.0);
+        for kind in order {
+            let got = load(b, kind).await?;
+            match kind {
+                Kind::Trivial => t = got.per_second,
+                _ => c = got.per_second,
+            }
+        }
+        flowing.push(c, t);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in background {
+        t.await??;
+    }
+    let batches = sent.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "[6] update checks ÷ trivial handler with {batches:.0} report batches/s flowing beside them: ratio {}{}",
+        flowing.describe(),
+        match check_ratio {
+            Some(alone) => format!(" (without reports, [1]: {alone:.2}; goal: unchanged)"),
+            None => String::new(),
+        }
+    );
+
+    // --- 7: the aggregates' memory ---
+    // A flush every interval keeps only one interval in memory. Filled as a busy fleet fills
+    // it: 10,000 packages, each of the six events from 50 devices, in the current hour.
+    let hour = smartpkg_server::clock::now_ms() / smartpkg_core::health::HOUR_MS;
+    let aggregates = smartpkg_server::reports::Reports::default();
+    let rss_before = rss_kib("VmRSS:");
+    let mut batch = Vec::with_capacity(500);
+    for (i, (app, package)) in packages.iter().enumerate() {
+        for event in smartpkg_core::health::ReportEvent::ALL {
+            for d in 0..50u64 {
+                batch.push(smartpkg_server::reports::Accepted {
+                    app_id: *app,
+                    package_id: *package,
+                    hour,
+                    event,
+                    device_hash: smartpkg_core::sketch::hash(&format!("d{i}-{d}")),
+                });
+            }
+            if batch.len() >= 500 {
+                aggregates.add(&batch);
+                batch.clear();
+            }
+        }
+    }
+    aggregates.add(&batch);
+    let busy = aggregates.bytes();
+    let rss_busy = rss_kib("VmRSS:");
+    // Adversarial: every package, every event, each of the last 169 hours (as far back as a
+    // report may go), 2,000 devices each — far past the budget: it stops at the budget.
+    let mut batch = Vec::with_capacity(500);
+    'fill: for back in 0..169 {
+        for (app, package) in packages {
+            for event in smartpkg_core::health::ReportEvent::ALL {
+                for d in 0..2000u64 {
+                    batch.push(smartpkg_server::reports::Accepted {
+                        app_id: *app,
+                        package_id: *package,
+                        hour: hour - back,
+                        event,
+                        device_hash: d.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                    });
+                }
+                aggregates.add(&batch);
+                batch.clear();
+                if aggregates.dropped.load(Ordering::Relaxed) > 1_000_000 {
+                    break 'fill;
+                }
+            }
+        }
+    }
+    let full = aggregates.bytes();
+    let rss_full = rss_kib("VmRSS:");
+    let cells = aggregates.take();
+    println!(
+        "[7] aggregates of 10,000 packages in memory (one flush interval): busy fleet {:.1} MiB (resident +{:.1} MiB); adversarial fill {:.1} MiB (resident +{:.1} MiB) with {} reports dropped at the budget (goal <= 64 MiB)",
+        busy as f64 / 1048576.0,
+        rss_busy.saturating_sub(rss_before) as f64 / 1024.0,
+        full as f64 / 1048576.0,
+        rss_full.saturating_sub(rss_before) as f64 / 1024.0,
+        aggregates.dropped.load(Ordering::Relaxed)
+    );
+    drop(cells);
+    // 30 days of hourly aggregates live in the store, not in memory: a cell is a row of about
+    // 60 bytes plus its sketch (base64; 4 bytes a device while sparse, 16 KiB dense at most).
+    let per_cell_50 = 60 + (1 + 4 * 50) * 4 / 3;
+    println!(
+        "    30 days in the store (on disk, not resident): 10,000 packages x 720 hours x 3 events the gate reads = 21.6 M rows; at 50 devices a cell ~{per_cell_50} B, ~{:.1} GiB (an estimate from the row layout, not measured)",
+        21.6e6 * per_cell_50 as f64 / (1u64 << 30) as f64,
+    );
+    let _ = server;
     Ok(())
 }
 

@@ -140,6 +140,8 @@ pub struct Runtime {
     verified: RwLock<FxHashMap<String, (Instant, i64)>>,
     /// Archives known to be packages' (downloads of anything else are refused).
     archives: RwLock<HashSet<String>>,
+    /// The reports' counters (accepted, ignored), registered on first use.
+    report_counters: std::sync::OnceLock<(metrics::Counter, metrics::Counter)>,
 }
 
 impl crate::state::AppCache for Runtime {
@@ -156,6 +158,7 @@ impl Runtime {
             hosts: RwLock::default(),
             verified: RwLock::default(),
             archives: RwLock::default(),
+            report_counters: std::sync::OnceLock::new(),
         }
     }
 

@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use smartpkg_core::health::{check_batch, RawReport};
-use smartpkg_core::sketch::hash;
 
 use super::{host_of, prepared_all, Ctx, Refused};
 use crate::reports::Accepted;
@@ -96,7 +95,7 @@ pub async fn reports(
                 package_id: r.package_id,
                 hour: r.hour,
                 event: r.event,
-                device_hash: hash(&r.device_id),
+                device_hash: r.device_hash,
             });
         }
     }
@@ -105,13 +104,17 @@ pub async fn reports(
         accepted: accepted.len(),
         ignored: checked.len() - accepted.len(),
     };
-    state
-        .metrics
-        .counter("smartpkg_reports_total", &[("outcome", "accepted")])
-        .increment(counted.accepted as u64);
-    state
-        .metrics
-        .counter("smartpkg_reports_total", &[("outcome", "ignored")])
-        .increment(counted.ignored as u64);
+    // The counters' handles are looked up once: registering one per request cost more than
+    // counting a batch.
+    let (accepted, ignored) = state.rt().report_counters.get_or_init(|| {
+        let c = |outcome| {
+            state
+                .metrics
+                .counter("smartpkg_reports_total", &[("outcome", outcome)])
+        };
+        (c("accepted"), c("ignored"))
+    });
+    accepted.increment(counted.accepted as u64);
+    ignored.increment(counted.ignored as u64);
     Ok((StatusCode::OK, Json(counted)).into_response())
 }

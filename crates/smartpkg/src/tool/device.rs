@@ -133,14 +133,14 @@ async fn simulate(a: SimulateArgs, base_url: &str) -> anyhow::Result<()> {
         for chunk_start in (0..a.devices).step_by(PARALLEL) {
             let chunk_end = (chunk_start + PARALLEL).min(a.devices);
             let mut tasks = Vec::new();
-            for d in chunk_start..chunk_end {
+            for (d, holds) in held.iter().enumerate().take(chunk_end).skip(chunk_start) {
                 let (http, base) = (http.clone(), base.clone());
                 let device = format!("{}-{d}", a.prefix);
                 let apps: Vec<Value> = a
                     .app_ids
                     .iter()
                     .map(|id| {
-                        let sha = held[d].get(id).and_then(|h| h.sha256.clone());
+                        let sha = holds.get(id).and_then(|h| h.sha256.clone());
                         json!({"app_id": id, "sha256": sha})
                     })
                     .collect();
