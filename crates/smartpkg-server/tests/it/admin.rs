@@ -419,7 +419,7 @@ async fn the_openapi_description_is_generated_from_the_served_admin_routes() {
             );
         }
     }
-    assert_eq!(operations, 27, "every admin operation is described");
+    assert_eq!(operations, 30, "every admin operation is described");
     // A typed body: POST /tps requires its name.
     let body =
         &doc["paths"]["/tps"]["post"]["requestBody"]["content"]["application/json"]["schema"];
