@@ -713,3 +713,111 @@ async fn a_rollout_across_baidu_and_wechat_killed_and_resumed_releases_every_min
     baidu.stop().await;
     wx.stop().await;
 }
+
+/// Devices of every mini program in `apps` reporting on its staged package until `stop`:
+/// 60 launching devices each round, half of them crashing on the mini programs in `broken`.
+fn reporting_fleet(
+    s: &Sandbox,
+    apps: Vec<i64>,
+    broken: Vec<i64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    host: (String, String),
+) -> tokio::task::JoinHandle<()> {
+    let (base, admin) = (s.base_url.clone(), s.admin_token.clone());
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let mut round = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            round += 1;
+            for app in &apps {
+                let h: Value = match http
+                    .get(format!("{base}/admin/v1/apps/{app}/health"))
+                    .bearer_auth(&admin)
+                    .send()
+                    .await
+                {
+                    Ok(r) => r.json().await.unwrap_or(Value::Null),
+                    Err(_) => continue,
+                };
+                let Some(package) = h["staged"]["package_id"].as_i64() else {
+                    continue;
+                };
+                let mut reports = vec![];
+                for d in 0..60 {
+                    let device = format!("{app}-{round}-{d}");
+                    reports.push(json!({"device_id": device, "app_id": app, "package_id": package, "event": "launched"}));
+                    if broken.contains(app) && d % 2 == 0 {
+                        reports.push(json!({"device_id": device, "app_id": app, "package_id": package, "event": "crashed"}));
+                    }
+                }
+                let _ = http
+                    .post(format!("{base}/runtime/v1/reports"))
+                    .basic_auth(&host.0, Some(&host.1))
+                    .json(&json!({ "reports": reports }))
+                    .send()
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_rollout_waits_for_each_plan_and_stops_where_one_halts() {
+    let s = auto_audit(|st| {
+        st.report_flush_interval_s = 1;
+        st.health_eval_interval_s = 1;
+        st.health_min_devices = 50;
+        st.health_step_min_s = 0;
+    })
+    .await;
+    let fleet = apps(&s, 3, |_| false).await;
+    let (st, host) = s
+        .admin(
+            reqwest::Method::POST,
+            "/host-apps",
+            Some(json!({"name": "phones"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{host}");
+    let host = (
+        host["host_key"].as_str().expect("key").to_string(),
+        host["host_secret"].as_str().expect("secret").to_string(),
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ids: Vec<i64> = fleet.iter().map(|a| a.app_id).collect();
+    let reporter = reporting_fleet(&s, ids.clone(), vec![ids[1]], stop.clone(), host);
+    let dir = s.dir.path().join("staged");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let plan_path = dir.join("p.toml");
+    std::fs::write(
+        &plan_path,
+        plan(
+            &s,
+            &fleet,
+            "release = \"canary\"\ncanaries = 1\n\n[staged]\nsteps = \"20,100\"",
+        ),
+    )
+    .expect("plan");
+    let (o, report) = rollout_json(&plan_path).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    reporter.await.expect("reporter");
+    // The canary's plan finished before the others were staged; the broken one halted and
+    // stopped there; the last finished too.
+    assert_eq!(o.status.code(), Some(1), "{}", output(&o));
+    assert_eq!(report["counts"]["online"], 2, "{report}");
+    assert_eq!(report["counts"]["halted"], 1, "{report}");
+    assert_eq!(report["apps"][1]["state"], "halted", "{report}");
+    let by_app = packages_by_app(&s).await;
+    let staged_of = |app: i64| {
+        by_app[&app]
+            .iter()
+            .find(|p| p["version"] == "2.0.0")
+            .cloned()
+            .expect("the rollout's package")
+    };
+    assert_eq!(staged_of(ids[0])["gray_status"], "finished");
+    assert_eq!(staged_of(ids[2])["gray_status"], "finished");
+    assert_eq!(staged_of(ids[1])["gray_status"], "halted");
+    s.stop().await;
+}

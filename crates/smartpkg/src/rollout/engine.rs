@@ -318,9 +318,13 @@ impl Engine {
                         return Ok(());
                     }
                 }
-                Step::Online | Step::BuildFailed | Step::AuditFailed | Step::Held | Step::Error => {
-                    return Ok(())
-                }
+                Step::Staged => self.wait_plan(s).await?,
+                Step::Online
+                | Step::BuildFailed
+                | Step::AuditFailed
+                | Step::Held
+                | Step::Halted
+                | Step::Error => return Ok(()),
             }
         }
     }
@@ -783,6 +787,59 @@ impl Engine {
         }
     }
 
+    /// Waits for the staged release's plan: finished → online; halted → stopped there.
+    async fn wait_plan(&self, s: &mut AppState) -> Result<(), Stop> {
+        let Some(package_id) = s.package_id else {
+            return Err(Stop::Fail(
+                Step::Error,
+                None,
+                "staged without a package id".into(),
+            ));
+        };
+        let mut wait = Duration::from_millis(200);
+        loop {
+            let detail = self
+                .call(s, |c, t| async move {
+                    c.get_detail(
+                        &t,
+                        &GetDetailRequest {
+                            status: None,
+                            package_id: Some(package_id),
+                        },
+                    )
+                    .await
+                })
+                .await?;
+            let p = detail.map_err(|e| fail(&e))?;
+            match (p.status, p.gray_status.as_deref()) {
+                (Some(WireStatus::Online), _) | (_, Some("finished")) => {
+                    self.set(s, Step::Online, None, None)?;
+                    return Ok(());
+                }
+                (_, Some("halted")) => {
+                    return Err(Stop::Fail(
+                        Step::Halted,
+                        None,
+                        "the platform's health gate halted the staged release (its figures are in the console; resume or abandon it there)".into(),
+                    ))
+                }
+                (Some(WireStatus::AuditPassed), Some("running")) => {}
+                (status, gray) => {
+                    return Err(Stop::Fail(
+                        Step::Error,
+                        None,
+                        format!(
+                            "the staged release ended otherwise: status {:?}, gray_status {gray:?} (reverted by hand?)",
+                            status.map(|w| w.code())
+                        ),
+                    ))
+                }
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_millis(self.plan.poll_max_ms));
+        }
+    }
+
     /// Releases per the policy; false when the mini program stops at "passed".
     async fn release(&self, idx: usize, s: &mut AppState) -> Result<bool, Stop> {
         if self.plan.release == ReleasePolicy::None {
@@ -804,6 +861,30 @@ impl Engine {
                 "passed without a package id".into(),
             ));
         };
+        if let Some(staged) = self.plan.staged.clone() {
+            let first = staged.first();
+            let result = self
+                .call(s, |c, t| {
+                    let steps = staged.steps.clone();
+                    async move {
+                        c.gray_release_plan(&t, package_id, steps.as_deref(), first, true)
+                            .await
+                    }
+                })
+                .await?;
+            return match result {
+                // Started now, or by a run that died before saving it: wait for it either way.
+                Ok(()) => {
+                    self.set(s, Step::Staged, None, None)?;
+                    Ok(true)
+                }
+                Err(e) if e.errno() == Some(Errno::StagedReleaseInProgress) => {
+                    self.set(s, Step::Staged, None, None)?;
+                    Ok(true)
+                }
+                Err(e) => Err(fail(&e)),
+            };
+        }
         let result = self
             .call(s, |c, t| async move { c.release(&t, package_id).await })
             .await?;

@@ -75,6 +75,30 @@ pub struct Plan {
     /// More platforms the same release goes to, each in its own dialect.
     #[serde(default)]
     pub platforms: Vec<PlatformTarget>,
+    /// Release through a staged plan the platform advances and halts on devices' reports
+    /// (smartpkg's extension, docs/release-health.md), waiting for each to finish.
+    pub staged: Option<StagedConfig>,
+}
+
+/// `[staged]`: each mini program's release is a staged release under an automatic plan; its
+/// task waits until the plan finishes (online) or halts (stopped there, as a failure). With
+/// `concurrency = 1` mini programs go one after another.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StagedConfig {
+    /// Rising percentages ending at 100 [default: the platform's default steps].
+    pub steps: Option<String>,
+}
+
+impl StagedConfig {
+    /// The percentage the plan starts at: its first step (1 with the platform's steps).
+    pub fn first(&self) -> i64 {
+        self.steps
+            .as_deref()
+            .and_then(|s| smartpkg_core::stage::parse_steps(s).ok())
+            .and_then(|s| s.first().copied())
+            .unwrap_or(1)
+    }
 }
 
 /// Another platform of the rollout: where it is, how to speak to it, which template there
@@ -199,6 +223,26 @@ impl Plan {
         }
         if self.description.trim().is_empty() {
             p.push("description is empty".into());
+        }
+        if let Some(staged) = &self.staged {
+            if let Some(Err(why)) = staged
+                .steps
+                .as_deref()
+                .map(smartpkg_core::stage::parse_steps)
+            {
+                p.push(format!("[staged] steps: {why}"));
+            }
+            if self.release == ReleasePolicy::None {
+                p.push("[staged] needs release = \"all\" or \"canary\"".into());
+            }
+            if self.base_url.trim_end_matches('/')
+                == smartpkg_client::BAIDU_BASE_URL.trim_end_matches('/')
+            {
+                p.push(
+                    "[staged] is smartpkg's extension: openapi.baidu.com has no staged releases"
+                        .into(),
+                );
+            }
         }
         if !(1..=256).contains(&self.concurrency) {
             p.push(format!("concurrency is 1 to 256, not {}", self.concurrency));

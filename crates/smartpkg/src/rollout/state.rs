@@ -22,16 +22,20 @@ pub enum Step {
     WaitingQuota,
     Submitted,
     Passed,
+    /// In a staged release that follows a plan (`[staged]`): waiting for it to finish.
+    Staged,
     Online,
     BuildFailed,
     AuditFailed,
     /// Passed, but not released: the canaries did not all go online.
     Held,
+    /// The staged release's plan was halted by the platform's health gate.
+    Halted,
     Error,
 }
 
 impl Step {
-    pub const ALL: [Step; 12] = [
+    pub const ALL: [Step; 14] = [
         Step::Pending,
         Step::Uploading,
         Step::Uploaded,
@@ -39,10 +43,12 @@ impl Step {
         Step::WaitingQuota,
         Step::Submitted,
         Step::Passed,
+        Step::Staged,
         Step::Online,
         Step::BuildFailed,
         Step::AuditFailed,
         Step::Held,
+        Step::Halted,
         Step::Error,
     ];
 
@@ -55,10 +61,12 @@ impl Step {
             Step::WaitingQuota => "waiting_quota",
             Step::Submitted => "submitted",
             Step::Passed => "passed",
+            Step::Staged => "staged",
             Step::Online => "online",
             Step::BuildFailed => "build_failed",
             Step::AuditFailed => "audit_failed",
             Step::Held => "held",
+            Step::Halted => "halted",
             Step::Error => "error",
         }
     }
@@ -74,7 +82,12 @@ impl Step {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            Step::Online | Step::BuildFailed | Step::AuditFailed | Step::Held | Step::Error
+            Step::Online
+                | Step::BuildFailed
+                | Step::AuditFailed
+                | Step::Held
+                | Step::Halted
+                | Step::Error
         )
     }
 }

@@ -288,9 +288,14 @@ impl WxEngine {
                         return Ok(());
                     }
                 }
-                Step::Online | Step::BuildFailed | Step::AuditFailed | Step::Held | Step::Error => {
-                    return Ok(())
-                }
+                // A WeChat platform releases at once: it is never staged by the rollout.
+                Step::Staged
+                | Step::Online
+                | Step::BuildFailed
+                | Step::AuditFailed
+                | Step::Held
+                | Step::Halted
+                | Step::Error => return Ok(()),
             }
         }
     }
