@@ -14,7 +14,7 @@ use crate::runtime::{host, versions_of, Host};
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A platform that flushes reports and judges plans every second.
-async fn watched() -> TestApp {
+pub(crate) async fn watched() -> TestApp {
     spawn_with(|s| {
         s.allow_private_targets = true;
         s.report_flush_interval_s = 1;
@@ -44,7 +44,14 @@ async fn send_raw(app: &TestApp, h: &Host, body: String) -> (StatusCode, Value) 
 }
 
 /// `n` devices named `prefix-i` launching `package_id`, the first `failing` of them crashing.
-async fn fleet(app: &TestApp, h: &Host, prefix: &str, package_id: i64, n: usize, failing: usize) {
+pub(crate) async fn fleet(
+    app: &TestApp,
+    h: &Host,
+    prefix: &str,
+    package_id: i64,
+    n: usize,
+    failing: usize,
+) {
     let mut reports = vec![];
     for i in 0..n {
         let device = format!("{prefix}-{i}");
@@ -95,6 +102,7 @@ async fn passed(app: &TestApp, version: &str) -> i64 {
 #[tokio::test]
 async fn a_healthy_version_advances_through_every_step_and_is_released() {
     let app = watched().await;
+    let r = crate::push::receiver(&app, |_| Answer::Success).await;
     let h = host(&app, "host").await;
     let v1 = app.online("1.0.0").await;
     let v2 = passed(&app, "2.0.0").await;
@@ -144,6 +152,37 @@ async fn a_healthy_version_advances_through_every_step_and_is_released() {
         .map(|r| r["events"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(launched_v2, 450, "{health}");
+    // Each move was pushed: the advances to 20 % and 50 %, then the finish at 100 %.
+    let start = Instant::now();
+    let moves = loop {
+        let moves: Vec<(i64, String)> = r
+            .received()
+            .iter()
+            .filter_map(|g| g.event.clone())
+            .filter(|e| e["event"] == "PACKAGE_GRAY_ADVANCED")
+            .map(|e| {
+                (
+                    e["grayPercentage"].as_i64().unwrap_or(-1),
+                    e["grayStatus"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        if moves.len() >= 3 {
+            break moves;
+        }
+        assert!(start.elapsed() < WAIT, "pushes: {moves:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut moves = moves;
+    moves.sort();
+    assert_eq!(
+        moves,
+        vec![
+            (20, "running".to_string()),
+            (50, "running".to_string()),
+            (100, "finished".to_string())
+        ]
+    );
     app.stop().await;
 }
 

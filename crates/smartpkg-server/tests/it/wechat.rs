@@ -1340,3 +1340,81 @@ async fn writes_past_the_shared_budget_are_45009_and_change_nothing() {
     assert_eq!(errcode(&v), 0, "{v}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_wechat_gray_release_with_a_plan_shows_running_paused_and_finished() {
+    use crate::health::{fleet, watched};
+    use crate::runtime::host;
+    let app = watched().await;
+    let wx = Wx { app: &app };
+    let tok = app.token.clone();
+    let h = host(&app, "host").await;
+    let v1 = app.online("1.0.0").await;
+    let v = wx
+        .code(
+            "/wxa/commit",
+            &tok,
+            commit_body(app.template_id, json!({}), "2.0.0"),
+        )
+        .await;
+    assert_eq!(errcode(&v), 0, "{v}");
+    wait_trial(&wx, &tok).await;
+    let v2 = wx.code("/wxa/submit_audit", &tok, json!({})).await["auditid"]
+        .as_i64()
+        .expect("auditid");
+    app.decide(v2, true, "").await;
+    // A plan through WeChat's call: its steps must hold the starting percentage.
+    let bad = wx
+        .code(
+            "/wxa/grayrelease",
+            &tok,
+            json!({"gray_percentage": 10, "gray_steps": "20,100", "gray_auto": true}),
+        )
+        .await;
+    assert_eq!(errcode(&bad), 47001, "{bad}");
+    let v = wx
+        .code(
+            "/wxa/grayrelease",
+            &tok,
+            json!({"gray_percentage": 20, "gray_steps": "20,100", "gray_auto": true}),
+        )
+        .await;
+    assert_eq!(errcode(&v), 0, "{v}");
+    let query = [("access_token", tok.as_str())];
+    let plan = || wx.get("/wxa/getgrayreleaseplan", &query);
+    let p = plan().await;
+    assert_eq!(p["gray_release_plan"]["status"], 1, "running: {p}");
+    assert_eq!(p["gray_release_plan"]["gray_percentage"], 20, "{p}");
+    // Broken on 5 % against 0.5 %: paused (halted), at 0 %.
+    fleet(&app, &h, "wx-new", v2, 600, 30).await;
+    fleet(&app, &h, "wx-old", v1, 600, 3).await;
+    let start = std::time::Instant::now();
+    let paused = loop {
+        let p = plan().await;
+        if p["gray_release_plan"]["status"] == 2 {
+            break p;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never paused: {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        paused["gray_release_plan"]["gray_percentage"], 0,
+        "{paused}"
+    );
+    // The operator resumes and advances it by hand: released, the plan finished.
+    let (st, _) = app
+        .admin_post(&format!("/packages/{v2}/plan/resume"), json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, p) = app
+        .admin_post(&format!("/packages/{v2}/plan/advance"), json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{p}");
+    let p = plan().await;
+    assert_eq!(p["gray_release_plan"]["status"], 3, "finished: {p}");
+    assert_eq!(p["gray_release_plan"]["gray_percentage"], 100, "{p}");
+    app.stop().await;
+}
