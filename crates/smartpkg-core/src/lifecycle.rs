@@ -561,6 +561,22 @@ fn not_rolling_back(online: &PackageFacts) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// The plan is at the step a scheduler judged: a second scheduler that judged the same step
+/// late is refused, so a step moves once.
+fn at_step(stage: &StagePlan, from_step: usize, package_id: PackageId) -> Result<(), Refusal> {
+    if stage.step == from_step {
+        return Ok(());
+    }
+    Err(Refusal::new(
+        Errno::Processing,
+        format!(
+            "处理中，请稍后重试: the plan of package {package_id} is at step {}, not {}",
+            stage.step + 1,
+            from_step + 1
+        ),
+    ))
+}
+
 /// The package's running or halted plan, for the scheduler's and people's plan commands.
 fn staged_plan(p: &PackageFacts, expect: PlanStatus) -> Result<&StagePlan, Refusal> {
     let plan = p
@@ -801,15 +817,7 @@ pub fn decide(s: &Snapshot, cmd: &Command, policy: &Policy) -> Result<Plan, Refu
         } => {
             let p = target(s, *package_id)?;
             let stage = staged_plan(p, PlanStatus::Running)?;
-            if stage.step != *from_step {
-                return Err(Refusal::new(
-                    Errno::Processing,
-                    format!(
-                        "处理中，请稍后重试: the plan of package {package_id} is at step {}, not {from_step}",
-                        stage.step + 1
-                    ),
-                ));
-            }
+            at_step(stage, *from_step, *package_id)?;
             let percent;
             if stage.last_step_next() {
                 let last = stage.steps.len() - 1;
@@ -855,15 +863,7 @@ pub fn decide(s: &Snapshot, cmd: &Command, policy: &Policy) -> Result<Plan, Refu
         } => {
             let p = target(s, *package_id)?;
             let stage = staged_plan(p, PlanStatus::Running)?;
-            if stage.step != *from_step {
-                return Err(Refusal::new(
-                    Errno::Processing,
-                    format!(
-                        "处理中，请稍后重试: the plan of package {package_id} is at step {}, not {from_step}",
-                        stage.step + 1
-                    ),
-                ));
-            }
+            at_step(stage, *from_step, *package_id)?;
             let mut halted = stage.clone();
             halted.status = PlanStatus::Halted;
             halted.halt = Some(figures.clone());

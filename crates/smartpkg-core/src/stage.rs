@@ -99,8 +99,10 @@ pub struct StagePlan {
 
 /// Reads `1,5,20,50,100` into steps, checked as [`StagePlan::new`] checks them.
 pub fn parse_steps(text: &str) -> Result<Vec<i64>, String> {
+    // Read one past the most a plan may have: a long list is refused without being read.
     let steps = text
         .split(',')
+        .take(MAX_STEPS + 1)
         .map(|s| {
             let s = s.trim();
             s.parse::<i64>()

@@ -525,16 +525,29 @@ pub async fn flush_reports(state: &AppState) -> Result<usize, StoreError> {
         return Ok(0);
     }
     let n = cells.len();
-    // The store takes the cells by value; a copy is kept to put back on failure (sketches of
-    // one interval: small beside the round trip).
-    match state.store.merge_reports(cells.clone()).await {
-        Ok(()) => Ok(n),
-        Err(e) => {
-            state.reports.put_back(cells);
-            Err(e)
+    // In chunks, each its own transaction: SQLite's one writer is never held for long by a
+    // large interval, and a chunk merged is never sent again. A failed chunk and those after
+    // it are put back for the next flush.
+    let mut rest = cells;
+    while !rest.is_empty() {
+        let tail = rest.split_off(rest.len().min(FLUSH_CHUNK));
+        // The store takes the cells by value; a copy is kept to put back on failure.
+        if let Err(e) = state.store.merge_reports(rest.clone()).await {
+            rest.extend(tail);
+            state.reports.put_back(rest);
+            return Err(e);
         }
+        rest = tail;
     }
+    Ok(n)
 }
+
+/// Cells merged per transaction by a flush.
+const FLUSH_CHUNK: usize = 1000;
+
+/// The most hours of a step the gate reads: a long step is judged on its last three days
+/// (each hour's sketches are read and united on every evaluation).
+const GATE_HOURS: i64 = 72;
 
 /// One version's figures since `from_ms`: distinct devices that launched it and distinct
 /// devices on which it failed.
@@ -545,7 +558,8 @@ async fn sample(
     now_ms: i64,
 ) -> Result<smartpkg_core::health::Sample, StoreError> {
     use smartpkg_core::health::{ReportEvent, Sample, HOUR_MS};
-    let (from, to) = (from_ms.div_euclid(HOUR_MS), now_ms.div_euclid(HOUR_MS));
+    let to = now_ms.div_euclid(HOUR_MS);
+    let from = from_ms.div_euclid(HOUR_MS).max(to - GATE_HOURS + 1);
     let launched = state
         .store
         .report_devices(package_id, vec![ReportEvent::Launched], from, to)

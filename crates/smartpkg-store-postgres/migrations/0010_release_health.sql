@@ -13,5 +13,7 @@ CREATE TABLE report_hours (
     PRIMARY KEY (package_id, event, hour)
 );
 CREATE INDEX report_hours_by_app ON report_hours (app_id, hour);
+-- The janitor drops hours past their retention.
+CREATE INDEX report_hours_by_hour ON report_hours (hour);
 -- One instance judges the staged plans per interval.
 INSERT INTO schedules (name, next_at) VALUES ('health_eval', 0);

@@ -732,19 +732,7 @@ impl Engine {
             if let Some(v) = pushed {
                 return self.decided(s, v.passed, v.reason);
             }
-            let detail = self
-                .call(s, |c, t| async move {
-                    c.get_detail(
-                        &t,
-                        &GetDetailRequest {
-                            status: None,
-                            package_id: Some(package_id),
-                        },
-                    )
-                    .await
-                })
-                .await?;
-            match detail {
+            match self.detail(s, package_id).await? {
                 Ok(p) => match p.status {
                     Some(WireStatus::Auditing) => {}
                     Some(WireStatus::AuditPassed) | Some(WireStatus::Online) => {
@@ -787,6 +775,25 @@ impl Engine {
         }
     }
 
+    /// `getdetail` of one package.
+    async fn detail(
+        &self,
+        s: &mut AppState,
+        package_id: i64,
+    ) -> Result<Result<smartpkg_types::PackageInfo, ClientError>, Stop> {
+        self.call(s, |c, t| async move {
+            c.get_detail(
+                &t,
+                &GetDetailRequest {
+                    status: None,
+                    package_id: Some(package_id),
+                },
+            )
+            .await
+        })
+        .await
+    }
+
     /// Waits for the staged release's plan: finished → online; halted → stopped there.
     async fn wait_plan(&self, s: &mut AppState) -> Result<(), Stop> {
         let Some(package_id) = s.package_id else {
@@ -798,19 +805,7 @@ impl Engine {
         };
         let mut wait = Duration::from_millis(200);
         loop {
-            let detail = self
-                .call(s, |c, t| async move {
-                    c.get_detail(
-                        &t,
-                        &GetDetailRequest {
-                            status: None,
-                            package_id: Some(package_id),
-                        },
-                    )
-                    .await
-                })
-                .await?;
-            let p = detail.map_err(|e| fail(&e))?;
+            let p = self.detail(s, package_id).await?.map_err(|e| fail(&e))?;
             match (p.status, p.gray_status.as_deref()) {
                 (Some(WireStatus::Online), _) | (_, Some("finished")) => {
                     self.set(s, Step::Online, None, None)?;
