@@ -244,7 +244,8 @@ pub enum Command {
         from_step: usize,
         figures: HaltFigures,
     },
-    /// A halted plan runs again from the step it halted at, with a fresh sample.
+    /// A halted plan runs again from the step it halted at, with a fresh sample (from the
+    /// next full hour).
     ResumeStage {
         package_id: PackageId,
         at_ms: i64,
@@ -889,7 +890,10 @@ pub fn decide(s: &Snapshot, cmd: &Command, policy: &Policy) -> Result<Plan, Refu
             }
             let mut resumed = stage.clone();
             resumed.status = PlanStatus::Running;
-            resumed.step_started_ms = *at_ms;
+            // Reports are kept by the hour: the fresh sample starts at the next full hour, so
+            // the failures that halted it are not judged again.
+            let hour = crate::health::HOUR_MS;
+            resumed.step_started_ms = (at_ms.div_euclid(hour) + 1).saturating_mul(hour);
             resumed.halt = None;
             let mut c = change(p, PkgState::AuditPassed);
             c.patch.staged_percent = Some(Some(resumed.percent()));

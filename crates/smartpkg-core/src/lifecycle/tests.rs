@@ -812,9 +812,10 @@ fn a_halt_drops_the_share_to_zero_and_only_resume_or_abandon_follow() {
     );
     assert_eq!(resumed.packages[0].staged_percent, Some(1));
     let p = resumed.packages[0].stage_plan.clone().expect("plan");
+    // The fresh sample starts at the next full hour: the halting failures are not judged again.
     assert_eq!(
         (p.status, p.step_started_ms, p.halt),
-        (PlanStatus::Running, 50, None)
+        (PlanStatus::Running, crate::health::HOUR_MS, None)
     );
     // Abandoned: no staged release and no plan.
     run(&mut s, Command::RevertStage { package_id: id });
