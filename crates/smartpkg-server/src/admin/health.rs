@@ -129,12 +129,7 @@ pub async fn app_health(
     Path(app_id): Path<i64>,
     Query(q): Query<HashMap<String, String>>,
 ) -> AdminResult<Json<HealthAnswer>> {
-    let hours = match q.get("hours").filter(|v| !v.is_empty()) {
-        Some(v) => v
-            .parse::<i64>()
-            .map_err(|_| AdminError::bad_request("hours must be an integer"))?,
-        None => 48,
-    };
+    let hours = super::packages::int(&q, "hours")?.unwrap_or(48);
     let h = application::release_health(&state, AppId(app_id), hours).await?;
     Ok(Json(HealthAnswer {
         staged: h.staged.as_ref().map(|p| view(p, &state)),

@@ -49,7 +49,7 @@ pub(super) fn view(p: &PackageRecord, state: &AppState) -> PackageAnswer {
     }
 }
 
-fn int(q: &HashMap<String, String>, name: &str) -> AdminResult<Option<i64>> {
+pub(super) fn int(q: &HashMap<String, String>, name: &str) -> AdminResult<Option<i64>> {
     q.get(name)
         .filter(|v| !v.is_empty())
         .map(|v| {

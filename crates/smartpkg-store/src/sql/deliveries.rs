@@ -89,6 +89,26 @@ pub(crate) async fn queue_event<X: Tx>(tx: &mut X, e: NewEvent<'_>, now_ms: i64)
     Ok(())
 }
 
+/// An event about one package, queued in the deciding transaction: `event` is made from the
+/// package's version.
+async fn package_event<X: Tx>(
+    tx: &mut X,
+    tp_id: TpId,
+    package_id: PackageId,
+    now_ms: i64,
+    event: impl FnOnce(String) -> Event,
+) -> Result<()> {
+    let sql = "SELECT app_id, version FROM packages WHERE package_id = $1";
+    let row = tx.one(sql, args![package_id]).await?;
+    let event = event(row.string("version")?);
+    let e = NewEvent {
+        tp_id,
+        app_id: row.id("app_id")?,
+        event: &event,
+    };
+    queue_event(tx, e, now_ms).await
+}
+
 /// The audit-result event of a decision, in the deciding transaction.
 pub(crate) async fn outbox<X: Tx>(
     tx: &mut X,
@@ -98,15 +118,10 @@ pub(crate) async fn outbox<X: Tx>(
     reason: &str,
     now_ms: i64,
 ) -> Result<()> {
-    let sql = "SELECT app_id, version FROM packages WHERE package_id = $1";
-    let row = tx.one(sql, args![package_id]).await?;
-    let event = Event::audit(package_id.get(), row.string("version")?, pass, reason);
-    let e = NewEvent {
-        tp_id,
-        app_id: row.id("app_id")?,
-        event: &event,
-    };
-    queue_event(tx, e, now_ms).await
+    package_event(tx, tp_id, package_id, now_ms, |version| {
+        Event::audit(package_id.get(), version, pass, reason)
+    })
+    .await
 }
 
 /// The push announcing a plan's move, in the deciding transaction.
@@ -116,22 +131,17 @@ pub(crate) async fn stage_outbox<X: Tx>(
     e: &smartpkg_core::lifecycle::StageEvent,
     now_ms: i64,
 ) -> Result<()> {
-    let sql = "SELECT app_id, version FROM packages WHERE package_id = $1";
-    let row = tx.one(sql, args![e.package_id]).await?;
-    let event = Event::GrayChanged {
-        package_id: e.package_id.get(),
-        version: row.string("version")?,
-        halted: e.halted,
-        percent: e.percent,
-        status: e.status.as_str().to_string(),
-        reason: e.reason.clone(),
-    };
-    let e = NewEvent {
-        tp_id,
-        app_id: row.id("app_id")?,
-        event: &event,
-    };
-    queue_event(tx, e, now_ms).await
+    package_event(tx, tp_id, e.package_id, now_ms, |version| {
+        Event::GrayChanged {
+            package_id: e.package_id.get(),
+            version,
+            halted: e.halted,
+            percent: e.percent,
+            status: e.status.as_str().to_string(),
+            reason: e.reason.clone(),
+        }
+    })
+    .await
 }
 
 async fn insert_push_job<X: Tx>(
